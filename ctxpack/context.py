@@ -1,0 +1,172 @@
+"""Resolving a build context: its root, Dockerfile, ignore file and rules.
+
+Which ignore file applies, and where the Dockerfile is, differ per builder
+(semantics note §5):
+
+* classic (the docker CLI's own upload, docker-py, any Engine API client):
+  only ``<context>/.dockerignore``; ``-f`` is relative to the current
+  directory; the CLI re-adds an excluded Dockerfile and ``.dockerignore``
+  as ``!`` exceptions, judged with the old single-parent matcher.
+* BuildKit (``docker build`` since Engine 23): ``<Dockerfile>.dockerignore``
+  next to the Dockerfile replaces ``<context>/.dockerignore``; the
+  Dockerfile and ignore file travel separately and are never forced in.
+
+An explicit ignore file (``--ignore-file``) replaces both.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+
+from .errors import ContextError, DockerfileError
+from .ignorefile import RawRule, read_ignore_file
+from .matcher import Matcher
+
+__all__ = ["Dialect", "BuildContext", "open_context"]
+
+
+class Dialect(str, enum.Enum):
+    """Which of Docker's two context walkers to reproduce."""
+
+    BUILDKIT = "buildkit"
+    CLASSIC = "classic"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """A resolved build context, ready to walk.
+
+    ``root`` is absolute with symlinks resolved (as the docker CLI resolves
+    it).  ``dockerfile`` is the Dockerfile's path relative to ``root`` when it
+    lies inside the context, ``None`` otherwise; ``dockerfile_path`` is its
+    absolute path (``None`` for stdin or when there is none).
+    ``ignore_source`` names the ignore file in use (``None`` if none).
+    ``matcher`` holds the rules the walker applies: for the classic dialect
+    they include the exceptions the CLI appends (``appended``).
+    """
+
+    root: str
+    dialect: Dialect
+    dockerfile: str | None
+    dockerfile_path: str | None
+    dockerfile_outside: bool
+    dockerfile_stdin: bool
+    ignore_source: str | None
+    rules: tuple[RawRule, ...]
+    matcher: Matcher
+    file_matcher: Matcher
+    appended: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+def _resolve_root(path: str) -> str:
+    absolute = os.path.abspath(path)
+    try:
+        real = os.path.realpath(absolute, strict=True)
+    except OSError as e:
+        raise ContextError(f"unable to evaluate symlinks in context path: {e.strerror}: {absolute}", absolute) from None
+    if not os.path.isdir(real):
+        raise ContextError(f"context must be a directory: {real}", real)
+    return real
+
+
+def _rel_inside(root: str, path: str) -> str | None:
+    rel = os.path.relpath(path, root)
+    if rel == ".." or rel.startswith("../"):
+        return None
+    return rel.replace(os.sep, "/")
+
+
+def open_context(
+    path: str | os.PathLike[str] = ".",
+    *,
+    dockerfile: str | None = None,
+    dialect: Dialect | str = Dialect.BUILDKIT,
+    ignore_file: str | None = None,
+) -> BuildContext:
+    """Resolve a context directory as the chosen builder would.
+
+    ``dockerfile`` is the ``-f`` value: relative to the current directory,
+    ``"-"`` for standard input, ``None`` for the default ``Dockerfile`` (or
+    ``dockerfile``) in the context.  Raises :class:`ContextError`,
+    :class:`DockerfileError` or :class:`~ctxpack.errors.IgnoreFileError`.
+    """
+    dialect = Dialect(dialect)
+    root = _resolve_root(os.fspath(path))
+    notes: list[str] = []
+
+    stdin = dockerfile == "-"
+    df_abs: str | None = None
+    if not stdin:
+        if dockerfile is None:
+            df_abs = os.path.join(root, "Dockerfile")
+            # The CLI falls back to "dockerfile" only when "Dockerfile" is absent.
+            if not os.path.lexists(df_abs) and os.path.lexists(os.path.join(root, "dockerfile")):
+                df_abs = os.path.join(root, "dockerfile")
+        else:
+            df_abs = os.path.abspath(dockerfile)
+        try:
+            df_abs = os.path.realpath(df_abs, strict=True)
+        except OSError:
+            if dockerfile is not None:
+                raise DockerfileError(f"Cannot locate Dockerfile: {dockerfile}") from None
+            notes.append(f"no Dockerfile in {root}")
+            df_abs = None
+    df_rel = _rel_inside(root, df_abs) if df_abs else None
+    outside = df_abs is not None and df_rel is None
+
+    # Which ignore file applies.
+    ignore_path: str | None
+    if ignore_file is not None:
+        ignore_path = os.path.abspath(ignore_file)
+        if not os.path.exists(ignore_path):
+            raise ContextError(f"ignore file not found: {ignore_file}", ignore_path)
+        source = ignore_file
+    else:
+        ignore_path = os.path.join(root, ".dockerignore")
+        source = ".dockerignore"
+        if dialect is Dialect.BUILDKIT and not stdin:
+            # BuildKit looks for <filename>.dockerignore beside the Dockerfile
+            # as given (the dockerfile mount is the -f file's directory).
+            given = os.path.abspath(dockerfile) if dockerfile else os.path.join(root, "Dockerfile")
+            per_df = given + ".dockerignore"
+            try:
+                nonempty = os.path.getsize(per_df) > 0
+            except OSError:
+                nonempty = False
+            if nonempty:
+                ignore_path = per_df
+                source = os.path.relpath(per_df)
+    rules = read_ignore_file(ignore_path, source) if ignore_path else None
+    rules = rules or []
+    file_matcher = Matcher.from_raw(rules)
+
+    appended: list[str] = []
+    matcher = file_matcher
+    if dialect is Dialect.CLASSIC:
+        # TrimBuildFilesFromExcludes: re-add with the deprecated single-parent
+        # matcher, the Dockerfile's relative path used as a pattern.
+        if file_matcher.matches_single_parent(".dockerignore"):
+            appended.append("!.dockerignore")
+        df_pattern = "-" if stdin else (df_rel if df_rel is not None else (os.path.relpath(df_abs, root) if df_abs else None))
+        if df_pattern and not stdin and file_matcher.matches_single_parent(df_pattern.replace(os.sep, "/")):
+            appended.append("!" + df_pattern.replace(os.sep, "/"))
+        if appended:
+            matcher = file_matcher.with_extra(appended)
+
+    return BuildContext(
+        root=root,
+        dialect=dialect,
+        dockerfile=df_rel,
+        dockerfile_path=df_abs,
+        dockerfile_outside=outside,
+        dockerfile_stdin=stdin,
+        ignore_source=source if rules or os.path.exists(ignore_path) else None,
+        rules=tuple(rules),
+        matcher=matcher,
+        file_matcher=file_matcher,
+        appended=tuple(appended),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,233 @@
+"""Rules and the evaluators Docker uses to decide a path.
+
+A :class:`Rule` is a compiled pattern with its origin (file, line, text), so
+every decision can say which rule made it.  :class:`Matcher` holds the rules
+in file order and offers Docker's three evaluators (semantics note §4):
+
+* :meth:`Matcher.decide` — the walker's incremental evaluation with
+  per-pattern results inherited from the parent directory
+  (``MatchesUsingParentResults``): this decides what is *sent*;
+* :meth:`Matcher.matches_or_parent_matches` — ``MatchesOrParentMatches``, used
+  by the classic CLI's context validation;
+* :meth:`Matcher.matches_single_parent` — the deprecated ``Matches`` the
+  classic CLI still uses to decide whether to re-add the Dockerfile.
+
+Patterns are compiled once; a pattern Docker can only reject at evaluation
+time raises :class:`~ctxpack.errors.PatternError` (naming file and line) the
+first time it is evaluated, exactly when Docker would fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .errors import PatternError
+from .ignorefile import RawRule
+from .pattern import BrokenPattern, Pattern, PatternSyntaxError, compile_pattern
+
+__all__ = ["Rule", "Decision", "Matcher", "DirPlan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A compiled rule and where it came from.
+
+    ``source`` is the ignore file (or ``"<docker cli>"`` for exceptions the
+    classic CLI appends itself), ``line`` its 1-based line (0 if synthetic),
+    ``text`` the line as written.
+    """
+
+    pattern: Pattern
+    source: str
+    line: int
+    text: str
+    index: int
+
+    @property
+    def exception(self) -> bool:
+        return self.pattern.exception
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}:{self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The walker's verdict on one path: excluded or not, and by which rule.
+
+    ``rule`` is the last rule that matched (an exclusion when ``excluded``,
+    an exception that re-included the path otherwise), or ``None`` when no
+    rule matched.  ``bits`` are the per-rule results handed to children.
+    """
+
+    excluded: bool
+    rule: Rule | None
+    bits: int
+
+
+class DirPlan:
+    """Which rules can matter for the children of one directory.
+
+    Built once per directory: the rules whose result the directory passes
+    down, plus the rules that could match a direct child at all (by literal
+    prefix and depth).  Evaluating only these gives the same answers as
+    evaluating every rule, because a skipped rule could only ever record
+    "no hit".
+    """
+
+    __slots__ = ("candidates", "bits")
+
+    def __init__(self, candidates: tuple[int, ...], bits: int):
+        self.candidates = candidates
+        self.bits = bits
+
+
+class Matcher:
+    """An ordered list of rules with Docker's evaluators."""
+
+    def __init__(self, rules: Sequence[Rule]):
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self._pats = tuple(r.pattern for r in self.rules)
+        self._match = tuple(p.matches for p in self._pats)
+        self._exc = tuple(p.exception for p in self._pats)
+        self.has_exceptions = any(self._exc)
+
+    # --- construction ------------------------------------------------------
+    @classmethod
+    def from_raw(cls, raw: Iterable[RawRule], extra: Iterable[str] = ()) -> Matcher:
+        """Compile parsed ignore-file lines (and synthetic extra patterns).
+
+        Raises :class:`PatternError` naming the file and line for a pattern
+        Docker refuses at load time.
+        """
+        rules: list[Rule] = []
+        for r in raw:
+            try:
+                pat = compile_pattern(r.pattern)
+            except PatternSyntaxError as e:
+                raise PatternError(str(e), r.source, r.line, r.text) from None
+            rules.append(Rule(pat, r.source, r.line, r.text, len(rules)))
+        for text in extra:
+            rules.append(Rule(compile_pattern(text), "<docker cli>", 0, text, len(rules)))
+        return cls(rules)
+
+    def with_extra(self, extra: Iterable[str]) -> Matcher:
+        """A matcher with synthetic rules appended (the classic CLI's re-adds)."""
+        rules = list(self.rules)
+        for text in extra:
+            rules.append(Rule(compile_pattern(text), "<docker cli>", 0, text, len(rules)))
+        return Matcher(rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def _eval(self, i: int, path: str) -> bool:
+        try:
+            return self._match[i](path)
+        except BrokenPattern as e:
+            r = self.rules[i]
+            raise PatternError(str(e), r.source, r.line, r.text) from None
+
+    # --- walker semantics ----------------------------------------------------
+    def plan(self, directory: str, bits: int, child_depth: int) -> DirPlan:
+        """Prepare the evaluation of ``directory``'s children (``""`` = root)."""
+        cands = tuple(
+            i
+            for i, p in enumerate(self._pats)
+            if (bits >> i) & 1 or p.can_match_below(directory, child_depth)
+        )
+        return DirPlan(cands, bits)
+
+    def decide(self, path: str, plan: DirPlan) -> Decision:
+        """``MatchesUsingParentResults`` for ``path`` given its parent's plan."""
+        excluded = False
+        rec = 0
+        rule = -1
+        parent = plan.bits
+        exc = self._exc
+        for i in plan.candidates:
+            if (parent >> i) & 1:
+                hit = True
+            else:
+                if exc[i] != excluded:
+                    continue  # lazily skipped: recorded as no hit
+                try:
+                    hit = self._match[i](path)
+                except BrokenPattern as e:
+                    r = self.rules[i]
+                    raise PatternError(str(e), r.source, r.line, r.text) from None
+            if hit:
+                rec |= 1 << i
+                excluded = not exc[i]
+                rule = i
+        return Decision(excluded, self.rules[rule] if rule >= 0 else None, rec)
+
+    def decide_path(self, path: str) -> list[tuple[str, Decision]]:
+        """Walker decisions for ``path`` and each of its ancestors, top down."""
+        parts = path.split("/")
+        out: list[tuple[str, Decision]] = []
+        bits = 0
+        for k in range(1, len(parts) + 1):
+            sub = "/".join(parts[:k])
+            parent = "/".join(parts[: k - 1])
+            d = self.decide(sub, self.plan(parent, bits, k))
+            out.append((sub, d))
+            bits = d.bits
+        return out
+
+    # --- other evaluators ----------------------------------------------------
+    def matches_or_parent_matches(self, path: str) -> tuple[bool, Rule | None]:
+        """``MatchesOrParentMatches``: each rule tested on the path and all ancestors."""
+        excluded = False
+        rule: Rule | None = None
+        parts = path.split("/")
+        ancestors = ["/".join(parts[:k]) for k in range(1, len(parts))]
+        for i, p in enumerate(self._pats):
+            if p.exception != excluded:
+                continue
+            hit = self._eval(i, path)
+            if not hit:
+                for a in ancestors:
+                    try:
+                        if p.matches(a):
+                            hit = True
+                            break
+                    except BrokenPattern:
+                        pass  # Docker ignores errors on ancestors
+            if hit:
+                excluded = not p.exception
+                rule = self.rules[i]
+        return excluded, rule
+
+    def matches_single_parent(self, path: str) -> bool:
+        """Deprecated ``Matches``: only the ancestor as deep as the pattern.
+
+        Errors make it answer ``False``, as ``TrimBuildFilesFromExcludes``
+        discards them.
+        """
+        excluded = False
+        parts = path.split("/")
+        parent_dirs = parts[:-1]
+        for p in self._pats:
+            if p.exception != excluded:
+                continue
+            try:
+                hit = p.matches(path)
+            except BrokenPattern:
+                return False
+            if not hit and parent_dirs:
+                ndirs = p.text.count("/") + 1
+                if ndirs <= len(parent_dirs):
+                    try:
+                        hit = p.matches("/".join(parent_dirs[:ndirs]))
+                    except BrokenPattern:
+                        hit = False
+            if hit:
+                excluded = not p.exception
+        return excluded
+
+    # --- pruning ---------------------------------------------------------------
+    def exception_texts(self) -> list[str]:
+        return [p.text for p in self._pats if p.exception]
+

@@ -1,0 +1,312 @@
+"""Enumerating a build context in upload order, as each builder does.
+
+One walker, two dialects (semantics note §4.5–4.6, §6, §7):
+
+* order: depth-first pre-order, each directory's entries sorted byte-wise
+  (Go ``filepath.WalkDir``); the root itself has no entry;
+* decisions: :meth:`Matcher.decide` with per-rule results inherited from the
+  parent directory;
+* pruning: an excluded directory is not read unless an exception could
+  re-include something below it.  classic (go-archive) descends only when an
+  exception's literal text starts with ``dir/``; BuildKit (fsutil) does the
+  same when every exception is "prefix-only", and otherwise descends into
+  every excluded directory.  ctxpack decides this from the rules, never by
+  reading the directory first;
+* directory entries: classic never emits an excluded-but-descended directory;
+  BuildKit emits it just before its first sent descendant;
+* entries: regular files, directories, symlinks (never followed), hard links
+  (later names of an inode already sent), FIFOs and devices; sockets are
+  dropped (Go's tar writer refuses them).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as st
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .context import BuildContext, Dialect
+from .errors import ContextError
+from .matcher import DirPlan, Matcher, Rule
+
+__all__ = ["Entry", "EntryKind", "walk", "walk_all", "descends_into_excluded"]
+
+
+class EntryKind:
+    """Entry types, named like tar's."""
+
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    FIFO = "fifo"
+    CHAR = "char"
+    BLOCK = "block"
+
+
+@dataclass(slots=True)
+class Entry:
+    """One entry of the context.
+
+    ``path`` is relative to the context root, ``/``-separated, without a
+    trailing slash (undecodable bytes kept as surrogate escapes).  ``stat``
+    is the ``lstat`` result.  ``link`` is a symlink's target as ``readlink``
+    returns it, or for a hard link the path of the inode's first sent name.
+    ``included`` is False only in :func:`walk_all`'s excluded entries;
+    ``rule`` is the rule that decided the path (None: no rule matched).
+    ``forced`` says the classic CLI forced it in (Dockerfile/.dockerignore).
+    """
+
+    path: str
+    kind: str
+    stat: os.stat_result | None
+    link: str | None = None
+    rule: Rule | None = None
+    included: bool = True
+    forced: bool = False
+
+    @property
+    def name(self) -> str:
+        """The listing name: directories end with ``/``."""
+        return self.path + "/" if self.kind == EntryKind.DIR else self.path
+
+
+def _kind(mode: int) -> str | None:
+    if st.S_ISREG(mode):
+        return EntryKind.FILE
+    if st.S_ISDIR(mode):
+        return EntryKind.DIR
+    if st.S_ISLNK(mode):
+        return EntryKind.SYMLINK
+    if st.S_ISFIFO(mode):
+        return EntryKind.FIFO
+    if st.S_ISCHR(mode):
+        return EntryKind.CHAR
+    if st.S_ISBLK(mode):
+        return EntryKind.BLOCK
+    return None  # sockets: go-archive logs "sockets not supported" and skips
+
+
+def _bytes_key(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _prefix_only(texts: list[str]) -> tuple[bool, list[str]]:
+    """fsutil: are all exceptions literal paths, bar a trailing ``/*``/``/**``?"""
+    stripped = []
+    only = True
+    for t in texts:
+        s = t
+        if s.endswith("/**"):
+            s = s[:-3]
+        if s.endswith("/*"):
+            s = s[:-2]
+        if any(c in s for c in "*?[]^\\"):
+            only = False
+        stripped.append(s)
+    return only, stripped
+
+
+class _Pruner:
+    """Decides whether an excluded directory must still be read."""
+
+    def __init__(self, matcher: Matcher, dialect: Dialect):
+        texts = matcher.exception_texts()
+        self.any_exception = bool(texts)
+        if dialect is Dialect.CLASSIC:
+            self.all_dirs = False
+            self.prefixes = [t + "/" for t in texts]
+        else:
+            only, stripped = _prefix_only(texts)
+            self.all_dirs = self.any_exception and not only
+            self.prefixes = [t + "/" for t in stripped]
+
+    def descend(self, path: str) -> bool:
+        if not self.any_exception:
+            return False
+        if self.all_dirs:
+            return True
+        d = path + "/"
+        return any(p.startswith(d) for p in self.prefixes)
+
+
+def descends_into_excluded(ctx: BuildContext, path: str) -> bool:
+    """Whether the dialect's walker reads the excluded directory ``path``."""
+    return _Pruner(ctx.matcher, ctx.dialect).descend(path)
+
+
+def _scan(abs_dir: str, dialect: Dialect) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(abs_dir) as it:
+            entries = list(it)
+    except PermissionError:
+        if dialect is Dialect.CLASSIC:
+            raise ContextError(f"can't stat '{abs_dir}'", abs_dir) from None
+        raise ContextError(f"open {abs_dir}: permission denied", abs_dir) from None
+    except FileNotFoundError:
+        raise ContextError(f"file ('{abs_dir}') not found or excluded by .dockerignore", abs_dir) from None
+    except OSError as e:
+        raise ContextError(f"cannot read directory '{abs_dir}': {e.strerror}", abs_dir) from None
+    if all(e.name.isascii() for e in entries):
+        entries.sort(key=lambda e: e.name)
+    else:
+        # Go sorts names byte-wise; code point order differs for surrogate escapes.
+        entries.sort(key=lambda e: _bytes_key(e.name))
+    return entries
+
+
+def walk_all(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
+    """Yield the context's entries in upload order.
+
+    With ``excluded=True`` also yield what was left out (``included=False``),
+    at the place the walker met it; a pruned directory is one entry.
+    Raises :class:`ContextError` for unreadable paths the builder would
+    refuse, and :class:`~ctxpack.errors.PatternError` when a broken pattern
+    is first evaluated.
+    """
+    matcher = ctx.matcher
+    dialect = ctx.dialect
+    classic = dialect is Dialect.CLASSIC
+    pruner = _Pruner(matcher, dialect)
+    check_read = os.geteuid() != 0
+    forced = {p[1:] for p in ctx.appended}
+    seen_inodes: dict[tuple[int, int], str] = {}
+    decide = matcher.decide
+    plan_for = matcher.plan
+
+    # One frame per open directory: its sorted children, where it is, the
+    # plan for its children, and (BuildKit) the excluded-but-descended
+    # ancestors not yet emitted: they are sent before their first sent child.
+    Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[Entry, ...]]
+    stack: list[Frame] = [(iter(_scan(ctx.root, dialect)), ctx.root, "", plan_for("", 0, 1), 1, ())]
+    while stack:
+        it, abs_dir, rel_dir, plan, depth, pending = stack[-1]
+        de = next(it, None)
+        if de is None:
+            stack.pop()
+            continue
+        name = de.name
+        rel = rel_dir + "/" + name if rel_dir else name
+        absp = abs_dir + "/" + name
+        d = decide(rel, plan)
+        try:
+            is_dir = de.is_dir(follow_symlinks=False)
+        except OSError:
+            is_dir = False
+        if d.excluded:
+            if is_dir and pruner.descend(rel):
+                held = Entry(rel, EntryKind.DIR, None, rule=d.rule, included=False)
+                children = iter(_scan(absp, dialect))
+                stack.append((children, absp, rel, plan_for(rel, d.bits, depth + 1), depth + 1, pending + (held,)))
+            elif excluded:
+                yield Entry(rel, EntryKind.DIR if is_dir else EntryKind.FILE, None, rule=d.rule, included=False)
+            continue
+        try:
+            sr = de.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # vanished since the listing: go-archive logs and skips it
+        except OSError as e:
+            raise ContextError(f"can't stat '{absp}': {e.strerror}", absp) from None
+        kind = _kind(sr.st_mode)
+        if kind is None:
+            continue
+        if pending and not classic:
+            for held in pending:
+                if not held.included:
+                    held.included = True
+                    try:
+                        held.stat = os.lstat(os.path.join(ctx.root, held.path))
+                    except OSError:
+                        pass
+                    yield held
+        link = None
+        if kind == EntryKind.SYMLINK:
+            link = os.readlink(absp)
+        elif kind != EntryKind.DIR and sr.st_nlink > 1:
+            key = (sr.st_dev, sr.st_ino)
+            first = seen_inodes.get(key)
+            if first is None:
+                seen_inodes[key] = rel
+            else:
+                kind, link = EntryKind.HARDLINK, first
+        if check_read and kind == EntryKind.FILE and not os.access(absp, os.R_OK):
+            if classic:
+                raise ContextError(f"no permission to read from '{absp}'", absp)
+            raise ContextError(f"open {absp}: permission denied", absp)
+        yield Entry(rel, kind, sr, link, d.rule, True, rel in forced)
+        if kind == EntryKind.DIR:
+            stack.append((iter(_scan(absp, dialect)), absp, rel, plan_for(rel, d.bits, depth + 1), depth + 1, ()))
+
+
+def walk(ctx: BuildContext) -> Iterator[Entry]:
+    """The entries the builder sends, in upload order (see :func:`walk_all`)."""
+    return (e for e in walk_all(ctx) if e.included)
+
+def needs_classic_validation(ctx: BuildContext) -> bool:
+    """Whether :func:`validate_classic` can find anything the walk would not.
+
+    It can report a broken pattern the walk never evaluates, and permission
+    problems; as root nothing is unreadable, so with well-formed patterns the
+    pass is skipped.
+    """
+    if ctx.dialect is not Dialect.CLASSIC:
+        return False
+    broken = any(r.pattern.error is not None for r in ctx.file_matcher.rules)
+    return broken or os.geteuid() != 0
+
+
+def validate_classic(ctx: BuildContext) -> None:
+    """The docker CLI's ``ValidateContextDirectory`` (semantics note §7).
+
+    Walks the whole context with ``MatchesOrParentMatches`` and the rules as
+    read from the file (before the CLI re-adds the Dockerfile), pruning
+    excluded directories; lists every directory it enters *before* judging
+    it (Go's ``filepath.Walk``), so an unreadable directory fails even when
+    it is itself excluded; opens every kept file except symlinks and FIFOs.
+    """
+    mopm = ctx.file_matcher.matches_or_parent_matches
+
+    def enter(abs_dir: str, rel_dir: str) -> Iterator[os.DirEntry[str]] | None:
+        try:
+            with os.scandir(abs_dir) as it:
+                children = sorted(it, key=lambda e: _bytes_key(e.name))
+        except PermissionError:
+            raise ContextError(f"can't stat '{abs_dir}'", abs_dir) from None
+        except FileNotFoundError:
+            raise ContextError(f"file ('{abs_dir}') not found or excluded by .dockerignore", abs_dir) from None
+        if rel_dir and mopm(rel_dir)[0]:
+            return None  # filepath.SkipDir
+        return iter(children)
+
+    root_it = enter(ctx.root, "")
+    assert root_it is not None
+    stack: list[tuple[Iterator[os.DirEntry[str]], str, str]] = [(root_it, ctx.root, "")]
+    while stack:
+        it, abs_dir, rel_dir = stack[-1]
+        de = next(it, None)
+        if de is None:
+            stack.pop()
+            continue
+        rel = rel_dir + "/" + de.name if rel_dir else de.name
+        absp = abs_dir + "/" + de.name
+        try:
+            mode = de.stat(follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            raise ContextError(f"file ('{absp}') not found or excluded by .dockerignore", absp) from None
+        except PermissionError:
+            raise ContextError(f"can't stat '{absp}'", absp) from None
+        if st.S_ISDIR(mode):
+            sub = enter(absp, rel)
+            if sub is not None:
+                stack.append((sub, absp, rel))
+            continue
+        if mopm(rel)[0] or st.S_ISLNK(mode) or st.S_ISFIFO(mode):
+            continue
+        try:
+            fd = os.open(absp, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except PermissionError:
+            raise ContextError(f"no permission to read from '{absp}'", absp) from None
+        except OSError:
+            continue
+        os.close(fd)
