@@ -165,6 +165,17 @@ def walk_all(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
     refuse, and :class:`~ctxpack.errors.PatternError` when a broken pattern
     is first evaluated.
     """
+    root_frame = (iter(_scan(ctx.root, ctx.dialect)), ctx.root, "", ctx.matcher.plan("", 0, 1), 1, ())
+    return _walk(ctx, [root_frame], excluded)
+
+
+_Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[Entry, ...]]
+
+
+def _walk(ctx: BuildContext, stack: list[_Frame], excluded: bool) -> Iterator[Entry]:
+    # One frame per open directory: its sorted children, where it is, the
+    # plan for its children, and (BuildKit) the excluded-but-descended
+    # ancestors not yet emitted: they are sent before their first sent child.
     matcher = ctx.matcher
     dialect = ctx.dialect
     classic = dialect is Dialect.CLASSIC
@@ -174,12 +185,6 @@ def walk_all(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
     seen_inodes: dict[tuple[int, int], str] = {}
     decide = matcher.decide
     plan_for = matcher.plan
-
-    # One frame per open directory: its sorted children, where it is, the
-    # plan for its children, and (BuildKit) the excluded-but-descended
-    # ancestors not yet emitted: they are sent before their first sent child.
-    Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[Entry, ...]]
-    stack: list[Frame] = [(iter(_scan(ctx.root, dialect)), ctx.root, "", plan_for("", 0, 1), 1, ())]
     while stack:
         it, abs_dir, rel_dir, plan, depth, pending = stack[-1]
         de = next(it, None)
@@ -237,6 +242,22 @@ def walk_all(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
         yield Entry(rel, kind, sr, link, d.rule, True, rel in forced)
         if kind == EntryKind.DIR:
             stack.append((iter(_scan(absp, dialect)), absp, rel, plan_for(rel, d.bits, depth + 1), depth + 1, ()))
+
+
+def subtree_sends(ctx: BuildContext, rel: str) -> bool:
+    """Whether anything below the excluded directory ``rel`` is sent.
+
+    Only meaningful when the dialect's walker descends into it; used to
+    explain BuildKit's lazily sent parent directories.
+    """
+    chain = ctx.matcher.decide_path(rel)
+    bits = chain[-1][1].bits
+    absp = os.path.join(ctx.root, rel)
+    if not os.path.isdir(absp) or os.path.islink(absp):
+        return False
+    depth = rel.count("/") + 2
+    frame = (iter(_scan(absp, ctx.dialect)), absp, rel, ctx.matcher.plan(rel, bits, depth), depth, ())
+    return any(e.included for e in _walk(ctx, [frame], False))
 
 
 def walk(ctx: BuildContext) -> Iterator[Entry]:
