@@ -43,7 +43,7 @@ def test_load_time_refusals(p: str) -> None:
         compile_pattern(p)
 
 
-@pytest.mark.parametrize("p", ["a*[", "[a-b]**[", "*a*[", "a*\\", "[z-a]", "\\y", "a{2,1}*", "a{1001}*"])
+@pytest.mark.parametrize("p", ["a*[", "[a-b]**[", "*a*[", "[z-a]", "\\y", "a{2,1}*", "a{1001}*"])
 def test_lazy_errors(p: str) -> None:
     assert syntax_ok(p.encode())
     pat = compile_pattern(p)
