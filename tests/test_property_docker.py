@@ -1,0 +1,92 @@
+"""Property tests: generated trees and .dockerignore files, ctxpack's classic
+listing against the docker CLI's real upload (names, order, entry types, link
+targets), and the two evaluators against each other."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ctxpack
+from ctxpack import Dialect
+from strategies import TAR_TYPES, build, dockerignores, trees
+from trees import tar_names
+
+EXAMPLES = int(os.environ.get("CTXPACK_HYPOTHESIS_EXAMPLES", "150"))
+
+
+def _ours(root: Path, dialect: Dialect) -> list[tuple[str, str, str]] | str:
+    try:
+        ctx = ctxpack.open_context(root, dialect=dialect)
+        return [
+            (e.name, TAR_TYPES[e.kind], e.link if e.kind in ("symlink", "hardlink") else "")
+            for e in ctxpack.list_entries(ctx)
+        ]
+    except ctxpack.CtxpackError as e:
+        return f"error: {e}"
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[list[Any], str]:
+    nodes = draw(trees())
+    return nodes, draw(dockerignores(nodes))
+
+
+@pytest.mark.docker_cli
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=cases())
+def test_classic_listing_equals_docker_cli(case: tuple[list[Any], str], docker_cli: Any) -> None:
+    nodes, ignore = case
+    tmp = Path(tempfile.mkdtemp(prefix="ctxpack-prop-"))
+    try:
+        root = build(tmp / "ctx", nodes, ignore)
+        cap = docker_cli.capture(root)
+        ours = _ours(root, Dialect.CLASSIC)
+        if cap.tar is None:
+            assert isinstance(ours, str), f"docker failed ({cap.stderr.strip()!r}) but ctxpack listed {ours}"
+            return
+        assert not isinstance(ours, str), f"ctxpack failed ({ours}) but docker uploaded {cap.names}"
+        theirs = [
+            (n, m.type.decode(), m.linkname if m.type in (b"1", b"2") else "")
+            for n, m in zip(tar_names(cap.members), cap.members)
+        ]
+        assert ours == theirs
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=cases())
+def test_dialects_agree_without_exceptions(case: tuple[list[Any], str]) -> None:
+    """With no `!` rules the two walkers differ only in the forced Dockerfile
+    and .dockerignore; and explain agrees with the listing for every path."""
+    nodes, ignore = case
+    tmp = Path(tempfile.mkdtemp(prefix="ctxpack-prop-"))
+    try:
+        root = build(tmp / "ctx", nodes, ignore)
+        lines = [ln.strip() for ln in ignore.splitlines()]
+        has_exc = any(ln.startswith("!") for ln in lines)
+        results = {}
+        for d in Dialect:
+            try:
+                ctx = ctxpack.open_context(root, dialect=d)
+                listed = [e.path for e in ctxpack.list_entries(ctx)]
+            except ctxpack.PatternError:
+                return
+            results[d] = listed
+            for n in nodes:
+                assert ctxpack.explain_path(ctx, n.path).sent == (n.path in listed), (d, n.path)
+        if not has_exc:
+            forced = {"Dockerfile", ".dockerignore"}
+            assert [p for p in results[Dialect.CLASSIC] if p not in forced] == [
+                p for p in results[Dialect.BUILDKIT] if p not in forced
+            ]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
