@@ -1,0 +1,27 @@
+"""Shared pytest fixtures for the ctxpack test suite."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+import dockercli
+
+
+@pytest.fixture(scope="session")
+def docker_cli() -> Iterator[dockercli.DockerCLI]:
+    """The real docker CLI as a reference: ``docker_cli.capture(ctx_dir, ...)``
+    returns the exact build-context tar it uploads (see tests/dockercli.py).
+
+    Skips when the docker CLI is unusable, except on CI (``CI=true``), where
+    that is a failure: CI must never silently skip the reference tests.
+    """
+    reason = dockercli.docker_cli_missing_reason()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"docker CLI required on CI: {reason}", pytrace=False)
+        pytest.skip(f"docker CLI unavailable: {reason}")
+    yield dockercli.DockerCLI(dockercli.shared_server())
+    dockercli.stop_shared_server()
