@@ -11,10 +11,12 @@ import the same behaviour::
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .audit import Progress, SizeReport, measure
 from .context import BuildContext, Dialect, open_context
 from .matcher import Rule
 from .walker import (
@@ -27,35 +29,44 @@ from .walker import (
     walk_all,
 )
 
-__all__ = ["list_entries", "Explanation", "explain_path", "explain"]
+__all__ = ["list_entries", "Explanation", "explain_path", "explain", "size"]
 
 
 def list_entries(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
     """Entries in upload order, as the context's dialect sends them.
 
     For the classic dialect this runs the CLI's validation first where it
-    could fail (broken patterns, permissions), then appends what the CLI
-    injects for a Dockerfile outside the context or on standard input.
+    could fail (broken patterns, permissions); and for a Dockerfile on
+    standard input or outside the context it does what the CLI does: the
+    Dockerfile travels as ``.dockerfile.<id>`` at the end, and
+    ``.dockerignore`` (rewritten in place, or added) names it so that the
+    daemon removes both after reading them (semantics note §5.1).
     """
     if needs_classic_validation(ctx):
         validate_classic(ctx)
-    yield from walk_all(ctx, excluded=excluded)
-    if ctx.dialect is Dialect.CLASSIC and (ctx.dockerfile_outside or ctx.dockerfile_stdin):
-        yield Entry(injected_dockerfile_name(ctx), EntryKind.FILE, None, forced=True)
-        if not os.path.lexists(os.path.join(ctx.root, ".dockerignore")):
-            yield Entry(".dockerignore", EntryKind.FILE, None, forced=True)
+    inject = ctx.dialect is Dialect.CLASSIC and ctx.dockerfile_data is not None
+    name = injected_dockerfile_name(ctx) if inject else ""
+    had_ignore = False
+    for e in walk_all(ctx, excluded=excluded):
+        if inject and e.included and e.path == ".dockerignore" and e.kind == EntryKind.FILE:
+            had_ignore = True
+            with open(os.path.join(ctx.root, ".dockerignore"), "rb") as f:
+                e.data = f.read() + b"\n" + name.encode() + b"\n"
+        yield e
+    if inject:
+        assert ctx.dockerfile_data is not None
+        yield Entry(name, EntryKind.FILE, None, forced=True, data=ctx.dockerfile_data)
+        if not had_ignore:
+            yield Entry(".dockerignore", EntryKind.FILE, None, forced=True, data=b".dockerignore\n" + name.encode() + b"\n")
 
 
 def injected_dockerfile_name(ctx: BuildContext) -> str:
     """The name under which the classic CLI injects an outside Dockerfile.
 
     Docker picks ``.dockerfile.`` + 20 random hex digits; ctxpack derives
-    them from the Dockerfile's path so that listings are reproducible.
+    them from the Dockerfile's content so that output is reproducible.
     """
-    import hashlib
-
-    seed = (ctx.dockerfile_path or "-").encode("utf-8", "surrogateescape")
-    return ".dockerfile." + hashlib.sha256(seed).hexdigest()[:20]
+    return ".dockerfile." + hashlib.sha256(ctx.dockerfile_data or b"").hexdigest()[:20]
 
 
 @dataclass(frozen=True)
@@ -136,3 +147,8 @@ def explain(
         rel = os.path.relpath(os.path.abspath(p), a.root) if os.path.isabs(p) else p
         out.append((explain_path(a, rel), explain_path(b, rel)))
     return out
+
+
+def size(ctx: BuildContext, *, top: int = 10, progress: Progress | None = None) -> SizeReport:
+    """Measure what the context sends and what its ignore rules keep out."""
+    return measure(ctx, lambda: list_entries(ctx, excluded=True), top=top, progress=progress)

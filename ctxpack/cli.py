@@ -6,7 +6,11 @@ missing directory); other codes as each command documents.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -14,7 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from . import api
-from .context import Dialect, open_context
+from .audit import SizeReport, format_size, parse_size
+from .context import BuildContext, Dialect, open_context
 from .errors import CtxpackError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,6 +78,14 @@ def main() -> None:
     """ctxpack: Docker build contexts, exactly as Docker decides them."""
 
 
+def _open(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None) -> BuildContext:
+    stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
+    ctx = open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, stdin_dockerfile=stdin)
+    for note in ctx.notes:
+        click.echo(f"ctxpack: note: {note}", err=True)
+    return ctx
+
+
 @main.command("ls")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @_context_options
@@ -81,9 +94,7 @@ def main() -> None:
 @_handle_errors
 def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None, excluded: bool, null: bool) -> None:
     """List the context's entries in upload order (directories end with /)."""
-    ctx = open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file)
-    for note in ctx.notes:
-        click.echo(f"ctxpack: note: {note}", err=True)
+    ctx = _open(directory, dockerfile, dialect, ignore_file)
     end = b"\0" if null else b"\n"
     out = sys.stdout.buffer
     chunks: list[bytes] = []
@@ -115,6 +126,113 @@ def explain_command(directory: str, paths: tuple[str, ...], dockerfile: str | No
             verdict = "sends" if other.sent else "does not send"
             line += f" [{other.dialect.value} {verdict} it: {other.describe()}]"
         click.echo(line)
+
+
+class _Progress:
+    """A progress line on stderr, only on a terminal and only after a moment."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.start = time.monotonic()
+        self.shown = False
+
+    def __call__(self, entries: int, nbytes: int) -> None:
+        if not self.enabled or time.monotonic() - self.start < 0.5:
+            return
+        self.shown = True
+        click.echo(f"\rscanning: {entries:,} entries, {format_size(nbytes)} sent so far", err=True, nl=False)
+
+    def done(self) -> None:
+        if self.shown:
+            click.echo("\r\033[K", err=True, nl=False)
+
+
+def _json(obj: object) -> str:
+    text = json.dumps(obj, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Undecodable file names: keep the document valid UTF-8 with \udcXX
+        # escapes (json.loads gives back the surrogate-escaped name).
+        text = json.dumps(obj, indent=2)
+    return text
+
+
+def _styled(text: str, **kw: Any) -> str:
+    if os.environ.get("NO_COLOR") or not sys.stdout.isatty():
+        return text
+    return click.style(text, **kw)
+
+
+def _fit(path: str, width: int) -> str:
+    return path if len(path) <= width else "…" + path[-(width - 1) :]
+
+
+def _print_size(rep: SizeReport, width: int) -> None:
+    name = rep.ignore_file or "no ignore file"
+    click.echo(_styled(f"Context {rep.context} ({rep.dialect}, {name})", bold=True))
+    click.echo(
+        f"Sends {rep.entries:,} entries: {rep.files:,} files, {format_size(rep.bytes)}"
+        + (f"; ignore rules keep out {rep.excluded_files:,} files, {format_size(rep.excluded_bytes)}" if rep.excluded_files else "")
+    )
+    pw = max(20, width - 34)
+    if rep.directories:
+        click.echo(_styled("\nHeaviest directories", bold=True))
+        for d in rep.directories:
+            label = _fit("  " * d.depth + d.path.rsplit("/", 1)[-1] + "/", pw)
+            click.echo(f"  {label:<{pw}} {format_size(d.bytes):>10} {d.files:>8,} {d.share:>6.1%}")
+    if rep.largest:
+        click.echo(_styled("\nLargest files", bold=True))
+        for f in rep.largest:
+            click.echo(f"  {format_size(f.bytes):>10}  {_fit(f.path, width - 14)}")
+    if rep.extensions:
+        click.echo(_styled("\nBy extension", bold=True))
+        for x in rep.extensions:
+            click.echo(f"  {x.extension:<16} {format_size(x.bytes):>10} {x.files:>8,} files")
+    if rep.rules:
+        click.echo(_styled("\nKept out by rule", bold=True))
+        for r in rep.rules:
+            click.echo(f"  {_fit(r.rule, pw):<{pw}} {format_size(r.bytes):>10} {r.files:>8,} files")
+
+
+@main.command("size")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@_context_options
+@click.option("--top", type=click.IntRange(1, 1000), default=None, help="Rows per section (default: fit the terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema in docs/size.md).")
+@click.option("--max-size", help="Exit 1 if the context sends more bytes (e.g. 200MB, 1.5GiB).")
+@click.option("--max-files", type=click.IntRange(0), help="Exit 1 if the context sends more files.")
+@_handle_errors
+def size_command(
+    directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
+    top: int | None, as_json: bool, max_size: str | None, max_files: int | None,
+) -> None:
+    """Audit the context: what is sent, where the bytes are, what the rules save.
+
+    Exit codes: 0 within budget, 1 over --max-size/--max-files, 2 usage or input error.
+    """
+    limit = parse_size(max_size) if max_size is not None else None
+    cols, lines = shutil.get_terminal_size((100, 40))
+    if top is None:
+        top = max(3, min(10, (lines - 12) // 4))
+    ctx = _open(directory, dockerfile, dialect, ignore_file)
+    progress = _Progress()
+    try:
+        rep = api.size(ctx, top=top, progress=progress)
+    finally:
+        progress.done()
+    if as_json:
+        click.echo(_json(rep.to_json()))
+    else:
+        _print_size(rep, cols)
+    over = []
+    if limit is not None and rep.bytes > limit:
+        over.append(f"context is {format_size(rep.bytes)} ({rep.bytes:,} bytes), over --max-size {max_size} ({limit:,} bytes)")
+    if max_files is not None and rep.files > max_files:
+        over.append(f"context has {rep.files:,} files, over --max-files {max_files:,}")
+    if over:
+        click.echo("ctxpack: over budget: " + "; ".join(over), err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,6 +59,7 @@ class BuildContext:
     file_matcher: Matcher
     appended: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    dockerfile_data: bytes | None = None
 
 
 def _resolve_root(path: str) -> str:
@@ -85,12 +86,13 @@ def open_context(
     dockerfile: str | None = None,
     dialect: Dialect | str = Dialect.BUILDKIT,
     ignore_file: str | None = None,
+    stdin_dockerfile: bytes | None = None,
 ) -> BuildContext:
     """Resolve a context directory as the chosen builder would.
 
     ``dockerfile`` is the ``-f`` value: relative to the current directory,
-    ``"-"`` for standard input, ``None`` for the default ``Dockerfile`` (or
-    ``dockerfile``) in the context.  Raises :class:`ContextError`,
+    ``"-"`` for standard input (its bytes in ``stdin_dockerfile``), ``None``
+    for the default ``Dockerfile`` (or ``dockerfile``) in the context.  Raises :class:`ContextError`,
     :class:`DockerfileError` or :class:`~ctxpack.errors.IgnoreFileError`.
     """
     dialect = Dialect(dialect)
@@ -116,6 +118,15 @@ def open_context(
             df_abs = None
     df_rel = _rel_inside(root, df_abs) if df_abs else None
     outside = df_abs is not None and df_rel is None
+    df_data: bytes | None = None
+    if stdin:
+        df_data = stdin_dockerfile if stdin_dockerfile is not None else b""
+    elif outside and df_abs is not None:
+        try:
+            with open(df_abs, "rb") as f:
+                df_data = f.read()
+        except OSError as e:
+            raise DockerfileError(f"cannot read Dockerfile {df_abs}: {e.strerror}") from None
 
     # Which ignore file applies.
     ignore_path: str | None
@@ -169,4 +180,5 @@ def open_context(
         file_matcher=file_matcher,
         appended=tuple(appended),
         notes=tuple(notes),
+        dockerfile_data=df_data,
     )

@@ -56,6 +56,9 @@ class Entry:
     ``included`` is False only in :func:`walk_all`'s excluded entries;
     ``rule`` is the rule that decided the path (None: no rule matched).
     ``forced`` says the classic CLI forced it in (Dockerfile/.dockerignore).
+    ``data`` replaces the file's content for entries the classic CLI
+    synthesises or rewrites (a Dockerfile from stdin or outside the context,
+    and the ``.dockerignore`` that then names it).
     """
 
     path: str
@@ -65,6 +68,7 @@ class Entry:
     rule: Rule | None = None
     included: bool = True
     forced: bool = False
+    data: bytes | None = None
 
     @property
     def name(self) -> str:

@@ -1,0 +1,251 @@
+"""Measuring a build context: what is sent, what the ignore rules saved.
+
+``measure`` walks the context once, counting exactly what the upload carries
+(entries; regular files and their bytes as the tar has them: a later name of
+an inode already sent is a link entry, not a file), and, for everything left
+out, which rule saved how many files and bytes.  Excluded directories are
+sized without matching, because everything below a pruned directory is out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat as st
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from .context import BuildContext
+from .errors import InputError
+from .walker import Entry, EntryKind
+
+__all__ = ["SizeReport", "RuleSaving", "DirRow", "FileRow", "ExtRow", "measure", "parse_size", "format_size"]
+
+
+@dataclass
+class RuleSaving:
+    """What one rule kept out of the context."""
+
+    rule: str
+    source: str
+    line: int
+    text: str
+    files: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class DirRow:
+    """A directory of the rolled-up tree: everything sent below it."""
+
+    path: str
+    depth: int
+    bytes: int
+    files: int
+    share: float
+
+
+@dataclass
+class FileRow:
+    path: str
+    bytes: int
+
+
+@dataclass
+class ExtRow:
+    extension: str
+    bytes: int
+    files: int
+
+
+@dataclass
+class SizeReport:
+    """The answer to "what am I sending, and why is it so big".
+
+    ``files``/``bytes`` are the regular-file entries of the upload; the JSON
+    schema (:meth:`to_json`) is documented in docs/size.md and stable.
+    """
+
+    context: str
+    dialect: str
+    ignore_file: str | None
+    entries: int = 0
+    files: int = 0
+    bytes: int = 0
+    excluded_files: int = 0
+    excluded_bytes: int = 0
+    rules: list[RuleSaving] = field(default_factory=list)
+    largest: list[FileRow] = field(default_factory=list)
+    directories: list[DirRow] = field(default_factory=list)
+    extensions: list[ExtRow] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "context": self.context,
+            "dialect": self.dialect,
+            "ignore_file": self.ignore_file,
+            "entries": self.entries,
+            "files": self.files,
+            "bytes": self.bytes,
+            "excluded": {"files": self.excluded_files, "bytes": self.excluded_bytes},
+            "rules": [asdict(r) for r in self.rules],
+            "largest": [asdict(f) for f in self.largest],
+            "directories": [asdict(d) for d in self.directories],
+            "extensions": [asdict(e) for e in self.extensions],
+        }
+
+
+Progress = Callable[[int, int], None]
+
+
+def _du(path: str) -> tuple[int, int]:
+    """Regular files and bytes below an excluded directory (never followed links)."""
+    files = size = 0
+    stack = [path]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue  # unreadable and excluded: the builders skip it too
+        with it:
+            for de in it:
+                try:
+                    if de.is_dir(follow_symlinks=False):
+                        stack.append(de.path)
+                    elif de.is_file(follow_symlinks=False):
+                        files += 1
+                        size += de.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+    return files, size
+
+
+def _extension(path: str) -> str:
+    base = path.rsplit("/", 1)[-1]
+    dot = base.rfind(".")
+    if dot <= 0:
+        return "(none)"
+    return base[dot:].lower()
+
+
+def measure(
+    ctx: BuildContext,
+    entries: Callable[[], object],
+    *,
+    top: int = 10,
+    progress: Progress | None = None,
+) -> SizeReport:
+    """Measure ``ctx``; ``entries()`` yields its entries with the excluded ones
+    (``api.list_entries(ctx, excluded=True)``)."""
+    started = time.monotonic()
+    rep = SizeReport(context=ctx.root, dialect=ctx.dialect.value, ignore_file=ctx.ignore_source)
+    savings: dict[int, RuleSaving] = {}
+    dir_bytes: dict[str, list[int]] = {}
+    ext: dict[str, list[int]] = {}
+    files: list[tuple[int, str]] = []
+    seen = 0
+    e: Entry
+    for e in entries():  # type: ignore[attr-defined]
+        seen += 1
+        if progress is not None and seen % 2048 == 0:
+            progress(seen, rep.bytes)
+        if not e.included:
+            if e.kind == EntryKind.DIR:
+                n, b = _du(os.path.join(ctx.root, e.path))
+            else:
+                try:
+                    s = os.lstat(os.path.join(ctx.root, e.path))
+                except OSError:
+                    continue
+                n, b = (1, s.st_size) if st.S_ISREG(s.st_mode) else (0, 0)
+            rep.excluded_files += n
+            rep.excluded_bytes += b
+            if e.rule is not None:
+                r = savings.get(e.rule.index)
+                if r is None:
+                    r = savings[e.rule.index] = RuleSaving(str(e.rule), e.rule.source, e.rule.line, e.rule.text)
+                r.files += n
+                r.bytes += b
+            continue
+        rep.entries += 1
+        if e.kind != EntryKind.FILE:
+            continue
+        size = len(e.data) if e.data is not None else (e.stat.st_size if e.stat else 0)
+        rep.files += 1
+        rep.bytes += size
+        files.append((size, e.path))
+        x = ext.setdefault(_extension(e.path), [0, 0])
+        x[0] += size
+        x[1] += 1
+        parts = e.path.split("/")
+        for k in range(1, len(parts)):
+            row = dir_bytes.setdefault("/".join(parts[:k]), [0, 0])
+            row[0] += size
+            row[1] += 1
+    rep.rules = sorted(savings.values(), key=lambda r: (-r.bytes, r.line))
+    files.sort(key=lambda t: (-t[0], t[1]))
+    rep.largest = [FileRow(p, b) for b, p in files[:top]]
+    rep.extensions = [ExtRow(k, v[0], v[1]) for k, v in sorted(ext.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]]
+    rep.directories = _rolled_up(dir_bytes, rep.bytes, top)
+    rep.elapsed = time.monotonic() - started
+    return rep
+
+
+def _rolled_up(dir_bytes: dict[str, list[int]], total: int, top: int) -> list[DirRow]:
+    """The heaviest directories as a tree: at each level, children that hold
+    at least 2% of the total, heaviest first, until ``top`` rows are used."""
+    children: dict[str, list[str]] = {}
+    for d in dir_bytes:
+        parent = d.rsplit("/", 1)[0] if "/" in d else ""
+        children.setdefault(parent, []).append(d)
+    rows: list[DirRow] = []
+    threshold = max(1, total // 50)
+
+    def visit(parent: str, depth: int) -> None:
+        kids = sorted(children.get(parent, []), key=lambda d: (-dir_bytes[d][0], d))
+        for d in kids:
+            if len(rows) >= top:
+                return
+            b, n = dir_bytes[d]
+            if depth > 0 and b < threshold:
+                return
+            rows.append(DirRow(d, depth, b, n, round(b / total, 4) if total else 0.0))
+            visit(d, depth + 1)
+
+    visit("", 0)
+    return rows
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+
+
+def parse_size(text: str) -> int:
+    """``200MB`` → 200×10⁶, ``1.5GiB`` → 1.5×2³⁰; units are case-insensitive.
+
+    Bare ``k``/``M``/``G`` are refused: they mean 10³ to some tools and 2¹⁰
+    to others (``docker --memory``), so the user must say which.
+    """
+    m = _SIZE.match(text)
+    if not m:
+        raise InputError(f"invalid size {text!r}: use a number with kB, MB, GB (10^3...) or KiB, MiB, GiB (2^10...)")
+    number, unit = m.groups()
+    factor = _UNITS.get(unit.lower())
+    if factor is None:
+        raise InputError(f"invalid size unit {unit!r} in {text!r}: use kB, MB, GB (10^3...) or KiB, MiB, GiB (2^10...)")
+    return int(float(number) * factor)
+
+
+def format_size(n: int) -> str:
+    """Decimal units, as docker prints context sizes (``Sending build context ... 1.2MB``)."""
+    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= factor:
+            return f"{n / factor:.1f} {unit}"
+    return f"{n} B"

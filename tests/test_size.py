@@ -1,0 +1,111 @@
+"""`ctxpack size`: totals equal the docker CLI's upload; budgets; size parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ctxpack.audit import parse_size
+from ctxpack.cli import main
+from ctxpack.errors import InputError
+from strategies import build, dockerignores, trees
+from trees import make_tree
+
+EXAMPLES = int(os.environ.get("CTXPACK_HYPOTHESIS_EXAMPLES", "150")) // 3
+
+
+def size_json(*args: str) -> dict[str, Any]:
+    res = CliRunner().invoke(main, ["size", "--json", *args])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+@pytest.mark.docker_cli
+@settings(max_examples=max(EXAMPLES, 20), deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_totals_equal_docker_cli_upload(data: st.DataObject, docker_cli: Any) -> None:
+    nodes = data.draw(trees())
+    ignore = data.draw(dockerignores(nodes))
+    tmp = Path(tempfile.mkdtemp(prefix="ctxpack-size-"))
+    try:
+        root = build(tmp / "ctx", nodes, ignore)
+        cap = docker_cli.capture(root)
+        if cap.tar is None:
+            return
+        regular = [m for m in cap.members if m.isreg()]
+        rep = size_json("--dialect", "classic", str(root))
+        assert rep["files"] == len(regular)
+        assert rep["bytes"] == sum(m.size for m in regular)
+        assert rep["entries"] == len(cap.members)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_savings_per_rule(tmp_path: Path) -> None:
+    root = make_tree(
+        tmp_path / "c",
+        {"Dockerfile": b"FROM scratch\n", "node_modules/a/x.js": b"x" * 100, "node_modules/b.js": b"y" * 50,
+         "app.log": b"z" * 7, "src/main.py": b"print()\n", "src/big.bin": b"\0" * 4000},
+        dockerignore="node_modules\n*.log\n",
+    )
+    rep = size_json(str(root))
+    assert rep["files"] == 4 and rep["bytes"] == 13 + 8 + 4000 + 19  # Dockerfile, main.py, big.bin, .dockerignore
+    assert rep["excluded"] == {"files": 3, "bytes": 157}
+    rules = {r["text"]: (r["files"], r["bytes"], r["line"]) for r in rep["rules"]}
+    assert rules == {"node_modules": (2, 150, 1), "*.log": (1, 7, 2)}
+    assert rep["largest"][0] == {"path": "src/big.bin", "bytes": 4000}
+    assert rep["directories"][0]["path"] == "src" and rep["directories"][0]["bytes"] == 4008
+    assert {"extension": ".bin", "bytes": 4000, "files": 1} in rep["extensions"]
+
+
+def test_hard_links_count_once(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "a": b"x" * 10})
+    os.link(root / "a", root / "b")
+    rep = size_json("--dialect", "classic", str(root))
+    assert rep["files"] == 2 and rep["bytes"] == 23 and rep["entries"] == 3
+
+
+def test_budget_exit_codes(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "blob": b"x" * 2000})
+    runner = CliRunner()
+    ok = runner.invoke(main, ["size", "--max-size", "1MB", "--max-files", "5", str(root)])
+    assert ok.exit_code == 0
+    over = runner.invoke(main, ["size", "--max-size", "2kB", str(root)])
+    assert over.exit_code == 1
+    assert "over --max-size 2kB (2,000 bytes)" in over.stderr
+    assert runner.invoke(main, ["size", "--max-files", "1", str(root)]).exit_code == 1
+    assert runner.invoke(main, ["size", "--max-size", "2 furlongs", str(root)]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "text,value",
+    [("200MB", 200_000_000), ("1kB", 1000), ("1KiB", 1024), ("1.5GiB", 1610612736), ("3 MiB", 3 << 20),
+     ("42", 42), ("10b", 10), ("2gb", 2 * 10**9), ("1TiB", 1 << 40)],
+)
+def test_parse_size(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "MB", "1M", "1k", "-1MB", "1.2.3MB", "ten"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(InputError):
+        parse_size(text)
+
+
+def test_text_report_and_no_color(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "src/a.py": b"x" * 3000}, dockerignore="*.log\n")
+    res = CliRunner().invoke(main, ["size", str(root)], env={"NO_COLOR": "1"})
+    assert res.exit_code == 0
+    assert "\x1b[" not in res.output
+    assert "Sends 4 entries: 3 files, 3.0 kB" in res.output
+    assert "Largest files" in res.output
+
