@@ -6,6 +6,7 @@ missing directory); other codes as each command documents.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import click
 from . import api
 from .audit import SizeReport, format_size, parse_size
 from .context import BuildContext, Dialect, open_context
-from .errors import CtxpackError
+from .errors import CtxpackError, OutputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -233,6 +234,58 @@ def size_command(
     if over:
         click.echo("ctxpack: over budget: " + "; ".join(over), err=True)
         sys.exit(1)
+
+
+@main.command("lint")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@_context_options
+@click.option("--json", "as_json", is_flag=True, help="Print findings as JSON.")
+@click.option("--fix", is_flag=True, help="Apply the suggested .dockerignore edits (shows the diff first).")
+@click.option("--allow-secrets", is_flag=True, help="Report likely secrets as info instead of errors.")
+@_handle_errors
+def lint_command(
+    directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
+    as_json: bool, fix: bool, allow_secrets: bool,
+) -> None:
+    """Find .dockerignore mistakes, heavy directories and secrets in the context.
+
+    Exit codes: 0 no error-level findings, 1 some, 2 usage or input error.
+    """
+    from .lint import apply_fixes, lint, unified_diff
+
+    report = lint(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, allow_secrets=allow_secrets)
+    if fix:
+        change = apply_fixes(report)
+        if change is not None:
+            path, old, new = change
+            click.echo(unified_diff(path, old, new), err=as_json, nl=False)
+            _atomic_write(path, new.encode("utf-8", "surrogateescape"))
+            report = lint(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, allow_secrets=allow_secrets)
+    if as_json:
+        click.echo(_json({"ignore_file": report.ignore_file, "findings": [f.to_json() for f in report.findings]}))
+    else:
+        for f in report.findings:
+            where = f"{f.file}:{f.line}" if f.line else (f.path or f.file or "")
+            sev = _styled(f.severity, fg={"error": "red", "warning": "yellow"}.get(f.severity, "blue"))
+            click.echo(f"{where}: {sev}: {f.message} [{f.kind}]")
+            click.echo(f"    fix: {f.fix}")
+        if not report.findings:
+            click.echo("no findings")
+    sys.exit(1 if report.errors else 0)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.ctxpack-{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write {path}: {e.strerror}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .errors import ContextError, DockerfileError
@@ -80,6 +81,32 @@ def _rel_inside(root: str, path: str) -> str | None:
     return rel.replace(os.sep, "/")
 
 
+def select_ignore_file(
+    root: str, dockerfile: str | None, dialect: Dialect, ignore_file: str | None
+) -> tuple[str, str]:
+    """The ignore file that applies: (absolute path, name for messages).
+
+    An explicit ``ignore_file`` wins; BuildKit prefers a non-empty
+    ``<Dockerfile>.dockerignore`` beside the Dockerfile as given (the
+    frontend's dockerfile mount is the ``-f`` file's directory); otherwise
+    ``<context>/.dockerignore``.  The path may not exist.
+    """
+    if ignore_file is not None:
+        path = os.path.abspath(ignore_file)
+        if not os.path.exists(path):
+            raise ContextError(f"ignore file not found: {ignore_file}", path)
+        return path, ignore_file
+    if dialect is Dialect.BUILDKIT and dockerfile != "-":
+        given = os.path.abspath(dockerfile) if dockerfile else os.path.join(root, "Dockerfile")
+        per_df = given + ".dockerignore"
+        try:
+            if os.path.getsize(per_df) > 0:
+                return per_df, os.path.relpath(per_df)
+        except OSError:
+            pass
+    return os.path.join(root, ".dockerignore"), ".dockerignore"
+
+
 def open_context(
     path: str | os.PathLike[str] = ".",
     *,
@@ -87,12 +114,15 @@ def open_context(
     dialect: Dialect | str = Dialect.BUILDKIT,
     ignore_file: str | None = None,
     stdin_dockerfile: bytes | None = None,
+    rules: Sequence[RawRule] | None = None,
 ) -> BuildContext:
     """Resolve a context directory as the chosen builder would.
 
     ``dockerfile`` is the ``-f`` value: relative to the current directory,
     ``"-"`` for standard input (its bytes in ``stdin_dockerfile``), ``None``
-    for the default ``Dockerfile`` (or ``dockerfile``) in the context.  Raises :class:`ContextError`,
+    for the default ``Dockerfile`` (or ``dockerfile``) in the context.
+    ``rules`` replaces the ignore file's parsed lines (``lint`` uses it to
+    go on without a line docker refuses).  Raises :class:`ContextError`,
     :class:`DockerfileError` or :class:`~ctxpack.errors.IgnoreFileError`.
     """
     dialect = Dialect(dialect)
@@ -128,30 +158,10 @@ def open_context(
         except OSError as e:
             raise DockerfileError(f"cannot read Dockerfile {df_abs}: {e.strerror}") from None
 
-    # Which ignore file applies.
-    ignore_path: str | None
-    if ignore_file is not None:
-        ignore_path = os.path.abspath(ignore_file)
-        if not os.path.exists(ignore_path):
-            raise ContextError(f"ignore file not found: {ignore_file}", ignore_path)
-        source = ignore_file
-    else:
-        ignore_path = os.path.join(root, ".dockerignore")
-        source = ".dockerignore"
-        if dialect is Dialect.BUILDKIT and not stdin:
-            # BuildKit looks for <filename>.dockerignore beside the Dockerfile
-            # as given (the dockerfile mount is the -f file's directory).
-            given = os.path.abspath(dockerfile) if dockerfile else os.path.join(root, "Dockerfile")
-            per_df = given + ".dockerignore"
-            try:
-                nonempty = os.path.getsize(per_df) > 0
-            except OSError:
-                nonempty = False
-            if nonempty:
-                ignore_path = per_df
-                source = os.path.relpath(per_df)
-    rules = read_ignore_file(ignore_path, source) if ignore_path else None
-    rules = rules or []
+    ignore_path, source = select_ignore_file(root, dockerfile, dialect, ignore_file)
+    if rules is None:
+        rules = (read_ignore_file(ignore_path, source) if ignore_path else None) or []
+    rules = list(rules)
     file_matcher = Matcher.from_raw(rules)
 
     appended: list[str] = []
@@ -174,7 +184,7 @@ def open_context(
         dockerfile_path=df_abs,
         dockerfile_outside=outside,
         dockerfile_stdin=stdin,
-        ignore_source=source if rules or os.path.exists(ignore_path) else None,
+        ignore_source=source if rules or (ignore_path and os.path.exists(ignore_path)) else None,
         rules=tuple(rules),
         matcher=matcher,
         file_matcher=file_matcher,

@@ -1,0 +1,122 @@
+"""`ctxpack lint`: each finding kind, its fix applied and re-linted clean."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ctxpack.cli import main
+from ctxpack.lint import apply_fixes, lint
+from trees import make_tree
+
+
+def kinds(root: Path, **kw: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for f in lint(root, **kw).findings:
+        out.setdefault(f.kind, []).append(f)
+    return out
+
+
+def fix_and_relint(root: Path) -> dict[str, list[Any]]:
+    change = apply_fixes(lint(root))
+    assert change is not None
+    path, _, new = change
+    Path(path).write_text(new)
+    return kinds(root)
+
+
+def test_gitignore_habit(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", ["Dockerfile", "app.log", "svc/x.log", "web/node_modules/a.js"],
+                     dockerignore="# logs\n*.log\nnode_modules\n")
+    found = kinds(root)["gitignore-habit"]
+    by_line = {f.line: f for f in found}
+    assert "catches 1 path here, where gitignore rules would catch 2" in by_line[2].message
+    assert by_line[2].fix == "use '**/*.log' to match at any depth"
+    assert "catches 0 paths here, where gitignore rules would catch 2" in by_line[3].message
+    after = fix_and_relint(root)
+    assert "gitignore-habit" not in after
+    text = (root / ".dockerignore").read_text()
+    assert text.startswith("# logs\n**/*.log\n**/node_modules\n")   # comments and order kept
+
+
+def test_rules_without_effect(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", ["Dockerfile", "a/x.txt", "b.md", "README.md", "keep/k"],
+                     dockerignore="nothing\na/x.txt\na\n*.md\n!README.md\n!keep/k\n")
+    found = kinds(root)
+    assert [f.line for f in found["matches-nothing"]] == [1]
+    assert [f.line for f in found["redundant"]] == [2]            # decided by the later 'a'
+    assert [f.line for f in found["useless-exception"]] == [6]    # keep/k was never excluded
+    assert "useless-exception" not in {k for k, v in found.items() if any(f.line == 5 for f in v)}
+    after = fix_and_relint(root)
+    assert not ({"matches-nothing", "redundant", "useless-exception"} & after.keys())
+
+
+def test_classic_ignores_wildcard_exception(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", ["Dockerfile", "dir/keep", "dir/other"], dockerignore="dir\n!**/keep\n")
+    classic = kinds(root, dialect="classic")
+    assert classic["useless-exception"][0].line == 2
+    assert "literal text" in classic["useless-exception"][0].message
+    diff = kinds(root)["dialect-difference"]
+    assert [f.path for f in diff] == ["dir/keep"]
+    assert "only buildkit sends this path" in diff[0].message
+
+
+@pytest.mark.parametrize(
+    "ignore,severity,needle",
+    [("ok\n[\n", "error", "docker refuses this file: syntax error in pattern"),
+     ("!\n", "error", 'illegal exclusion pattern: "!"'),
+     ("a*[\n", "error", "fails with 'syntax error in pattern' when it first evaluates it")],
+)
+def test_syntax_findings(tmp_path: Path, ignore: str, severity: str, needle: str) -> None:
+    root = make_tree(tmp_path / "c", ["Dockerfile", "abc"], dockerignore=ignore)
+    (f,) = kinds(root)["syntax"]
+    assert f.severity == severity and needle in f.message and f.line == ignore.count("\n")
+    res = CliRunner().invoke(main, ["lint", str(root)])
+    assert res.exit_code == 1
+    assert "syntax" not in fix_and_relint(root)
+
+
+def test_heavy_directories(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", ".git/objects/p": b"\0" * 10,
+                                      "pkg/node_modules/big.js": b"x" * 2_000_000, "dist/small": b"x"})
+    found = kinds(root)["heavy-directory"]
+    assert {f.path for f in found} == {".git", "pkg/node_modules"}   # dist is under the size threshold
+    assert "2.0 MB" in next(f.message for f in found if f.path == "pkg/node_modules")
+    assert "heavy-directory" not in fix_and_relint(root)
+    assert "**/node_modules" in (root / ".dockerignore").read_text()
+
+
+def test_secrets_are_errors_and_never_printed(tmp_path: Path) -> None:
+    key = b"-----BEGIN OPENSSH PRIVATE KEY-----\nSECRETSTUFF\n-----END OPENSSH PRIVATE KEY-----\n"
+    root = make_tree(tmp_path / "c", {
+        "Dockerfile": b"FROM scratch\n", ".env": b"TOKEN=SECRETSTUFF\n", ".env.example": b"TOKEN=\n",
+        "deploy/server.pem": key, "cert/public.pem": b"-----BEGIN CERTIFICATE-----\n",
+        ".npmrc": b"//registry.npmjs.org/:_authToken=SECRETSTUFF\n", "web/.npmrc": b"save-exact=true\n",
+        "home/.aws/credentials": b"[default]\naws_secret_access_key=SECRETSTUFF\n",
+    })
+    found = kinds(root)["secret"]
+    assert {f.path for f in found} == {".env", "deploy/server.pem", ".npmrc", "home/.aws/credentials"}
+    assert all(f.severity == "error" for f in found)
+    res = CliRunner().invoke(main, ["lint", "--json", str(root)])
+    assert res.exit_code == 1 and "SECRETSTUFF" not in res.output
+    doc = json.loads(res.stdout)
+    assert set(doc["findings"][0]) == {"kind", "severity", "message", "fix", "file", "line", "rule", "path"}
+    assert CliRunner().invoke(main, ["lint", "--allow-secrets", str(root)]).exit_code == 0
+    assert "secret" not in fix_and_relint(root)
+
+
+def test_cli_fix_shows_diff_and_exits_clean(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", ["Dockerfile", "a/b.log"], dockerignore="*.log\n")
+    res = CliRunner().invoke(main, ["lint", "--fix", str(root)])
+    assert "-*.log\n+**/*.log" in res.output
+    assert res.exit_code == 0
+    assert CliRunner().invoke(main, ["lint", str(root)]).output.strip() == "no findings"
+
+
+def test_pre_commit_hook_is_declared() -> None:
+    text = (Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml").read_text()
+    assert "id: ctxpack-lint" in text and "entry: ctxpack lint" in text
