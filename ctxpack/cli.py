@@ -36,12 +36,23 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _quiet_exit(code: int) -> None:
+    # The reader went away: say nothing, and keep Python from complaining
+    # about flushing stdout at exit.
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(code)
+
+
 def _handle_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except CtxpackError as e:
+            if getattr(e, "broken_pipe", False):
+                _quiet_exit(e.exit_code)
             _fail(str(e), e.exit_code)
         except BrokenPipeError:
             # The reader went away (`ctxpack ls | head`): not an error of ours.
@@ -272,6 +283,84 @@ def lint_command(
         if not report.findings:
             click.echo("no findings")
     sys.exit(1 if report.errors else 0)
+
+
+@main.command("pack")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@_context_options
+@click.option("-o", "--output", help="Write the tar to FILE ('-' for stdout, the default when stdout is not a terminal).")
+@click.option("--compress", type=click.Choice(["none", "gzip", "zstd"]), default="none", show_default=True)
+@click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-22).")
+@click.option("--reproducible", is_flag=True, help="Deterministic tar: mtimes clamped to SOURCE_DATE_EPOCH (or 0), hard links as files.")
+@_handle_errors
+def pack_command(
+    directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
+    output: str | None, compress: str, level: int | None, reproducible: bool,
+) -> None:
+    """Write the build context as the tar a builder receives.
+
+    `ctxpack pack . | docker build -` works.  Exit codes: 0 written, 1 a file
+    changed or vanished beyond retry, 2 usage or input error, 3 output error.
+    """
+    from .packer import FdSink, PackOptions, pack
+
+    to_stdout = output in (None, "-")
+    if to_stdout and sys.stdout.isatty():
+        raise click.UsageError("refusing to write a tar to a terminal: use -o FILE or a pipe")
+    if level is not None:
+        bounds = {"gzip": (1, 9), "zstd": (1, 22)}.get(compress)
+        if bounds is None or not bounds[0] <= level <= bounds[1]:
+            raise click.UsageError(f"--level {level} is not valid with --compress {compress}")
+    sde = os.environ.get("SOURCE_DATE_EPOCH")
+    try:
+        epoch = int(sde) if sde else None
+    except ValueError:
+        raise click.UsageError(f"SOURCE_DATE_EPOCH must be an integer, not {sde!r}") from None
+    opts = PackOptions(compress=compress, level=level, reproducible=reproducible, source_date_epoch=epoch)
+    ctx = _open(directory, dockerfile, dialect, ignore_file)
+    progress = _Progress()
+
+    def warn(msg: str) -> None:
+        click.echo(f"ctxpack: warning: {msg}", err=True)
+
+    try:
+        if to_stdout:
+            sys.stdout.flush()
+            stats = pack(ctx, FdSink(sys.stdout.fileno()), opts, warn=warn, progress=progress)
+        else:
+            assert output is not None
+            stats = _pack_to_file(output, lambda sink: pack(ctx, sink, opts, warn=warn, progress=progress))
+    finally:
+        progress.done()
+    if sys.stderr.isatty() and progress.shown:
+        click.echo(f"ctxpack: {stats.entries:,} entries, {format_size(stats.bytes)} in {stats.elapsed:.1f}s", err=True)
+
+
+def _pack_to_file(path: str, write: Callable[[Any], Any]) -> Any:
+    """Write through a temporary file in the same directory, renamed on success."""
+    from .packer import FdSink
+
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.ctxpack-{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise OutputError(f"cannot create {tmp}: {e.strerror}") from None
+    try:
+        result = write(FdSink(fd))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+        return result
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    except OSError as e:  # pragma: no cover - fsync/replace failures
+        raise OutputError(f"cannot write {path}: {e.strerror}") from None
 
 
 def _atomic_write(path: str, data: bytes) -> None:

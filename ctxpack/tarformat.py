@@ -1,4 +1,4 @@
-"""Tar header bytes exactly as the docker CLI (classic builder) writes them.
+r"""Tar header bytes exactly as the docker CLI (classic builder) writes them.
 
 ``DOCKER_BUILDKIT=0 docker build`` packs the context with moby/go-archive
 ``TarWithOptions`` (``ChownOpts`` 0:0) on top of Go's ``archive/tar`` Writer.
@@ -24,12 +24,12 @@ The format facts it mirrors (Go sources under ``src/archive/tar/``):
    ``mtime`` (decimal seconds, ``formatPAXTime``) only when they overflow;
    xattrs as ``SCHILY.xattr.<key>``.  Records are sorted by key bytes
    (``slices.Sort``), so ``SCHILY.*`` comes before the lower-case keys.  Each
-   record is ``"%d %s=%s\\n"`` where the length counts itself
+   record is ``"%d %s=%s\n"`` where the length counts itself
    (``formatPAXRecord``, strconv.go).
 3. The ``x`` block: name is ``path.Join(dir, "PaxHeaders.0", file)`` of the
    real name, made ASCII, cut to 100 bytes, trailing ``/`` removed
    (``writeRawFile``); mode/uid/gid/mtime are octal 0, size is the record
-   length, magic ``ustar\\0`` version ``00``, and uname/gname/devmajor/devminor
+   length, magic ``ustar\0`` version ``00``, and uname/gname/devmajor/devminor
    stay all-NUL (``writeRawFile`` never formats them).
 4. In a PAX main header the name and link name fields get ``toASCII`` of the
    value (non-ASCII bytes dropped), cut to 100 bytes; if the cut leaves a ``/``
@@ -43,6 +43,16 @@ The format facts it mirrors (Go sources under ``src/archive/tar/``):
    (``setFormat``, format.go).
 6. The archive ends with two 512-byte zero blocks and nothing else: no padding
    to a 10 KiB record (``Writer.Close``).  File data is padded to 512 bytes.
+7. Oddities kept on purpose: an mtime of exactly 0001-01-01T00:00:00Z (Go's
+   zero ``time.Time``) skips the checks and is written as 0 with no record
+   (``verifyTime``/``templateV7Plus``); the typeflag ``"\x00"`` is promoted to
+   ``5`` or ``0`` by the trailing slash (``WriteHeader``).
+8. A header Go refuses (:class:`TarHeaderError`) is not written at all; the
+   docker CLI logs ``Can't add file ... to tar`` and goes on with the next
+   entry (go-archive ``TarWithOptions``).
+
+All of this was checked block for block against uploads of docker CLI 28.2.2
+(Go 1.24.3); see tests/test_tarformat.py.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ from __future__ import annotations
 import os
 import stat as _stat
 import struct
+import zlib
 from dataclasses import dataclass
 
 from .errors import CtxpackError
@@ -138,46 +149,49 @@ class TarHeader:
 # Header layout (format.go headerV7/headerUSTAR): name[100] mode[8] uid[8]
 # gid[8] size[12] mtime[12] chksum[8] typeflag[1] linkname[100] magic[6]
 # version[2] uname[32] gname[32] devmajor[8] devminor[8] prefix[155] pad[12].
-# mode..mtime are contiguous (offset 100..148) and packed as one 48-byte run;
-# uname/gname are always empty (no user lookups) so they are pad bytes.
-# struct's "s" pads short values with NULs, which is exactly formatString's
-# "copy then NUL-terminate if room" for the values we pass.
-_HEADER = struct.Struct("100s48s8sc100s8s64x16s155s12x")
+# Packed as: name, mode+uid+gid (24), size+mtime (24), chksum, typeflag,
+# linkname, magic+version, 64 pad bytes (uname/gname are always empty: no
+# user lookups), devmajor+devminor (16), prefix, 12 pad bytes.  struct's "s"
+# pads short values with NULs, which is exactly formatString's "copy, then
+# NUL-terminate if there is room" for the values we pass.
+_HEADER = struct.Struct("100s24s24s8sc100s8s64x16s155s12x")
 assert _HEADER.size == BLOCK_SIZE
 
-_MAGIC_USTAR = b"ustar\x0000"  # magicUSTAR + versionUSTAR (used for PAX too)
-_SUM_MAGIC = sum(_MAGIC_USTAR)
-_SUM_CHKSUM_SPACES = 8 * 0x20  # computeChecksum treats the field as spaces
-_SUM_CONST = _SUM_MAGIC + _SUM_CHKSUM_SPACES
-_CHKSUM_SPACES = b" " * 8
+_MAGIC_USTAR = b"ustar\x0000"  # magicUSTAR + versionUSTAR (setFormat; PAX uses it too)
+# computeChecksum treats the checksum field as 8 spaces.
+_SUM_CONST = sum(_MAGIC_USTAR) + 8 * 0x20
 
-# Numeric run for mode/uid/gid/size/mtime: formatOctal pads to width-1 digits
-# and NUL-terminates; uid/gid come from ChownOpts 0:0.
-_NUMS_FMT = b"%07o\x000000000\x000000000\x00%011o\x00%011o\x00"
+# formatOctal: zero-padded to field width - 1, then NUL.  uid/gid come from
+# ChownOpts 0:0.
+_MODE_UID_GID_FMT = b"%07o\x000000000\x000000000\x00"
+_SIZE_MTIME_FMT = b"%011o\x00%011o\x00"
 _DEVS_FMT = b"%07o\x00%07o\x00"
-_DEVS_ZERO = _DEVS_FMT % (0, 0)
-_SUM_DEVS_ZERO = sum(_DEVS_ZERO)
+_OCTAL12_ZERO = b"00000000000\x00"
 
-# fitsInOctal(n, x): 0 <= x < 1 << ((n-1)*3).
-_OCTAL12_LIMIT = 1 << 33  # size, mtime: 8 GiB / year 2242
+# fitsInOctal(n, x) (strconv.go): 0 <= x < 1 << ((n-1)*3).
+_OCTAL12_LIMIT = 1 << 33  # size and mtime: 8 GiB / 2242-03-16
 _OCTAL8_LIMIT = 1 << 21  # mode, devmajor, devminor
 
 # time.Time{} (year 1) is IsZero(): verifyTime skips it and templateV7Plus
-# writes the Unix epoch instead.  A file can only have it by utime(2).
+# writes the Unix epoch instead.  A file gets it only through utime(2).
 _GO_ZERO_TIME_UNIX = -62135596800
 
-# Bytes toASCII drops: NUL and everything >= 0x80 (Go ranges over the string;
-# a multi-byte rune and each invalid byte (U+FFFD) are all >= 0x80, so
-# dropping these bytes is the same as dropping those runes).
+# Bytes toASCII drops: NUL and everything >= 0x80.  Go ranges over the string;
+# every byte of a multi-byte rune and every invalid byte (U+FFFD) is >= 0x80,
+# so dropping these bytes drops exactly those runes.
 _NOT_ASCII = bytes([0]) + bytes(range(0x80, 0x100))
 
 _HEADER_ONLY = frozenset((TYPE_LINK, TYPE_SYMLINK, TYPE_CHAR, TYPE_BLOCK, TYPE_DIR, TYPE_FIFO))
+# allowedFormats: these may not have a trailing slash (links may: they can
+# point at directories).
 _NO_TRAILING_SLASH = frozenset((TYPE_REG, TYPE_CHAR, TYPE_BLOCK, TYPE_FIFO, "S"))
-_TYPEFLAG_BYTES = {chr(c): bytes([c]) for c in range(0x20, 0x7F)}
+# Typeflags Writer refuses to write from a user Header ("x", "L", "K"), or
+# that need a different code path ("g", global headers), or are not one byte.
+_REFUSED_TYPEFLAGS = frozenset("xgLK")
 
 _PADDINGS = tuple(bytes(n) for n in range(BLOCK_SIZE))
 
-# maxSpecialFileSize (format.go): a PAX data section larger than 1 MiB is an error.
+# maxSpecialFileSize (format.go): PAX records over 1 MiB are an error.
 _MAX_SPECIAL_FILE_SIZE = 1 << 20
 
 _PAX_PATH = b"path"
@@ -193,6 +207,24 @@ def padding(size: int) -> bytes:
     Mirrors ``blockPadding`` (format.go): ``-size & 511`` bytes.
     """
     return _PADDINGS[-size & (BLOCK_SIZE - 1)]
+
+
+# -- checksums ----------------------------------------------------------------
+#
+# The checksum is the plain sum of the block's bytes.  Every block this
+# module emits is pure ASCII (USTAR fields are ASCII by definition, PAX main
+# blocks and "x" blocks carry toASCII'd names), so a block sums to at most
+# 512 * 127 = 65024.  Adler-32's low half is (1 + sum of bytes) mod 65521,
+# hence exact here, and zlib computes it in C: several times faster than
+# Python's sum() over a bytes object.
+
+
+def _asum(*parts: bytes) -> int:
+    """Exact byte sum of ASCII ``parts`` whose total is below 65520."""
+    a = 1
+    for part in parts:
+        a = zlib.adler32(part, a)
+    return (a & 0xFFFF) - 1
 
 
 # -- helpers -----------------------------------------------------------------
@@ -222,8 +254,8 @@ def _pax_field(b: bytes) -> bytes:
 
     ``writePAXHeader`` formats ``toASCII(s)`` with ``formatString``, which
     keeps the first 100 bytes of a too-long value and, if the last kept byte
-    is ``/``, puts one NUL right after the last non-``/`` byte (so buggy
-    readers do not see a directory).
+    is ``/``, puts one NUL right after the last non-``/`` byte (so that buggy
+    readers do not take a file for a directory).
     """
     b = b.translate(None, _NOT_ASCII)
     if len(b) <= 100:
@@ -273,7 +305,7 @@ def pax_header_name(name: bytes) -> bytes:
 
 
 def format_pax_record(key: bytes, value: bytes) -> bytes:
-    """One ``"<len> <key>=<value>\\n"`` record; ``<len>`` counts the whole record.
+    r"""One ``"<len> <key>=<value>\n"`` record; ``<len>`` counts the whole record.
 
     Same two-step length fix-up as Go ``formatPAXRecord`` (strconv.go).
     """
@@ -289,52 +321,69 @@ def _octal12(x: int) -> bytes:
     """``formatOctal`` into a 12-byte field: 11 digits + NUL, or zero if it does not fit."""
     if 0 <= x < _OCTAL12_LIMIT:
         return b"%011o\x00" % x
-    return b"00000000000\x00"
+    return _OCTAL12_ZERO
 
 
-def _encode_pax(
-    h: TarHeader,
-    nb: bytes,
-    lb: bytes,
-    tfb: bytes,
-    records: dict[bytes, bytes],
-    mtime: int,
-    devs: bytes,
-) -> bytes:
-    """``writePAXHeader``: the ``x`` block, its records, then the main block."""
-    for key, value in h.xattrs:
-        kb = key.encode("utf-8", "surrogateescape")
-        # validPAXRecord: no NUL and no "=" in the key.
-        if not kb or b"=" in kb or b"\x00" in kb:
-            raise TarHeaderError(f"archive/tar: cannot encode header: invalid PAX record: xattr {key!r}")
-        records[_PAX_XATTR + kb] = bytes(value)
+def _encode_name(s: str) -> tuple[bytes, bool]:
+    """``s`` as bytes (surrogateescape) and whether it is ASCII."""
+    try:
+        return s.encode("ascii"), True
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape"), False
 
-    data = b"".join([format_pax_record(k, records[k]) for k in sorted(records)])
-    if len(data) > _MAX_SPECIAL_FILE_SIZE:
-        raise TarHeaderError("archive/tar: header field too long")
 
-    # The "x" block (writeRawFile): numbers are octal 0 except the size, the
-    # device fields are not formatted at all (left NUL).
-    pname = pax_header_name(nb)
-    pnums = _NUMS_FMT % (0, len(data), 0)
-    chk = _SUM_CONST + sum(pname) + sum(pnums) + 0x78
-    xblock = _HEADER.pack(pname, pnums, b"%06o\x00 " % chk, b"x", b"", _MAGIC_USTAR, b"", b"")
+# -- per (typeflag, mode, devices) constants ----------------------------------
 
-    # The main block: toASCII names (cut, slash quirk), no prefix, numbers
-    # that do not fit are zero.
-    name_f = _pax_field(nb)
-    link_f = _pax_field(lb) if lb else b""
-    nums = b"%07o\x000000000\x000000000\x00%s%s" % (h.mode, _octal12(h.size), _octal12(mtime))
-    chk = _SUM_CONST + sum(name_f) + sum(nums) + tfb[0] + sum(link_f) + sum(devs)
-    main = _HEADER.pack(name_f, nums, b"%06o\x00 " % chk, tfb, link_f, _MAGIC_USTAR, devs, b"")
-    return xblock + data + _PADDINGS[-len(data) & 511] + main
+# (typeflag byte, mode+uid+gid bytes, devices bytes, constant checksum part,
+#  whether a trailing "/" is allowed)
+_Prep = tuple[bytes, bytes, bytes, int, bool]
+
+# Fast-path caches: (typeflag, mode) -> _Prep for headers without device
+# numbers (at most 7 * 4096 entries), and checksum -> checksum field bytes
+# (every checksum is below 65536, see above).
+_FAST_PREP: dict[tuple[str, int], _Prep] = {}
+_CHKSUM_FIELD: dict[int, bytes] = {}
+
+
+def _prepare(tf: str, mode: int, major: int, minor: int) -> _Prep:
+    """Validate and precompute the fields that depend on type, mode and devices.
+
+    Raises:
+        TarHeaderError: As ``allowedFormats`` does for these fields: mode and
+            device numbers have no PAX record (``paxNone``), so a value that
+            does not fit 7 octal digits cannot be encoded at all.
+    """
+    if len(tf) != 1 or tf in _REFUSED_TYPEFLAGS or not " " <= tf <= "~":
+        raise TarHeaderError(f"archive/tar: cannot encode header: typeflag {tf!r} not supported")
+    if not 0 <= mode < _OCTAL8_LIMIT:
+        raise TarHeaderError(f"archive/tar: cannot encode header: PAX cannot encode Mode={mode}")
+    if not (0 <= major < _OCTAL8_LIMIT and 0 <= minor < _OCTAL8_LIMIT):
+        raise TarHeaderError(
+            f"archive/tar: cannot encode header: PAX cannot encode Devmajor/Devminor={major}/{minor}"
+        )
+    tfb = tf.encode("ascii")
+    mug = _MODE_UID_GID_FMT % mode
+    devs = _DEVS_FMT % (major, minor)
+    const = _SUM_CONST + tfb[0] + _asum(mug, devs)
+    return (tfb, mug, devs, const, tf not in _NO_TRAILING_SLASH)
+
+
+def _chksum_field(chk: int) -> bytes:
+    """Checksum field bytes: 6 octal digits, NUL, space (``setFormat``)."""
+    field = _CHKSUM_FIELD.get(chk)
+    if field is None:
+        field = _CHKSUM_FIELD[chk] = b"%06o\x00 " % chk
+    return field
+
+
+# -- encoding ------------------------------------------------------------------
 
 
 def encode_header(h: TarHeader) -> bytes:
     """Encode ``h`` as Go's ``tar.Writer.WriteHeader`` would for the docker CLI.
 
     Returns the main 512-byte header, preceded by the PAX extended header
-    (one ``x`` block plus its padded records) when one is needed.  File data
+    (one ``x`` block plus its records, padded) when one is needed.  File data
     and its :func:`padding` are the caller's job; header-only types (links,
     directories, devices, FIFOs) never carry data, whatever ``size`` says.
 
@@ -347,66 +396,86 @@ def encode_header(h: TarHeader) -> bytes:
         UnicodeEncodeError: ``name``/``linkname`` holds a surrogate that
             ``surrogateescape`` cannot turn back into a byte.
     """
+    # Fast path: a plain USTAR header (ASCII names of at most 100 bytes, size
+    # and mtime in [0, 8**11), no devices, no xattrs).  Anything else, and
+    # every error, is handled by _encode_slow.
+    name = h.name
+    size = h.size
+    mtime = h.mtime
+    # (size | mtime) >> 33 is 0 exactly when both are in [0, 2**33): a
+    # negative int keeps its sign bits after the shift.
+    if h.xattrs or h.devmajor or h.devminor or (size | mtime) >> 33 or "\x00" in name:
+        return _encode_slow(h)
+    key = (h.typeflag, h.mode)
+    prep = _FAST_PREP.get(key)
+    if prep is None:
+        if key[0] == "\x00":
+            return _encode_slow(h)
+        prep = _prepare(key[0], key[1], 0, 0)
+        if len(_FAST_PREP) >= 1 << 16:  # only odd callers get here
+            _FAST_PREP.clear()
+        _FAST_PREP[key] = prep
+    tfb, mug, devs, const, slash_ok = prep
+    if not slash_ok and name[-1:] == "/":
+        return _encode_slow(h)
+    try:
+        nb = name.encode("ascii")
+    except UnicodeEncodeError:
+        return _encode_slow(h)
+    if len(nb) > 100:
+        return _encode_slow(h)
+    sm = _SIZE_MTIME_FMT % (size, mtime)
+    link = h.linkname
+    if link:
+        try:
+            lb = link.encode("ascii")
+        except UnicodeEncodeError:
+            return _encode_slow(h)
+        if len(lb) > 100 or "\x00" in link:
+            return _encode_slow(h)
+        a = zlib.adler32(lb, zlib.adler32(sm, zlib.adler32(nb)))
+    else:
+        lb = b""
+        a = zlib.adler32(sm, zlib.adler32(nb))
+    field = _chksum_field(const + (a & 0xFFFF) - 1)
+    return _HEADER.pack(nb, mug, sm, field, tfb, lb, _MAGIC_USTAR, devs, b"")
+
+
+def _encode_slow(h: TarHeader) -> bytes:
+    """Every case: validation, USTAR prefix split, and the PAX format."""
     name = h.name
     tf = h.typeflag
     if tf == "\x00":
         # WriteHeader promotes the legacy TypeRegA by the trailing slash.
         tf = TYPE_DIR if name.endswith("/") else TYPE_REG
-    tfb = _TYPEFLAG_BYTES.get(tf)
-    if tfb is None or tf in "xgLK":
-        raise TarHeaderError(f"archive/tar: cannot encode header: typeflag {tf!r} not supported")
-    if tf in _NO_TRAILING_SLASH and name.endswith("/"):
+    tfb, mug, devs, const, slash_ok = _prepare(tf, h.mode, h.devmajor, h.devminor)
+    if not slash_ok and name.endswith("/"):
         raise TarHeaderError("archive/tar: cannot encode header: filename may not have trailing slash")
     if "\x00" in name or "\x00" in h.linkname:
         # validPAXRecord rejects NUL in path/linkpath; USTAR cannot hold it either.
         raise TarHeaderError("archive/tar: cannot encode header: invalid PAX record: NUL in name")
 
-    mode = h.mode
-    if not 0 <= mode < _OCTAL8_LIMIT:
-        raise TarHeaderError(f"archive/tar: cannot encode header: PAX cannot encode Mode={mode}")
-    major, minor = h.devmajor, h.devminor
-    if major or minor:
-        if not (0 <= major < _OCTAL8_LIMIT and 0 <= minor < _OCTAL8_LIMIT):
-            raise TarHeaderError(
-                f"archive/tar: cannot encode header: PAX cannot encode Devmajor/Devminor={major},{minor}"
-            )
-        devs = _DEVS_FMT % (major, minor)
-        sum_devs = sum(devs)
-    else:
-        devs = _DEVS_ZERO
-        sum_devs = _SUM_DEVS_ZERO
-
+    # allowedFormats (common.go) with Format = FormatPAX: USTAR unless some
+    # field needs a PAX record.  "path" is recorded for any non-ASCII or long
+    # name, even one USTAR can split; it is only written if PAX is chosen.
     records: dict[bytes, bytes] = {}
     need_pax = bool(h.xattrs)  # PAXRecords => format.mayOnlyBe(FormatPAX)
 
-    # Name: USTAR takes ASCII <= 100 bytes as is, or split into prefix/name.
+    nb, ascii_name = _encode_name(name)
     prefix = b""
-    try:
-        nb = name.encode("ascii")
-        ascii_name = True
-    except UnicodeEncodeError:
-        nb = name.encode("utf-8", "surrogateescape")
-        ascii_name = False
     name_f = nb
     if not ascii_name or len(nb) > 100:
-        records[_PAX_PATH] = nb  # recorded even when USTAR can split it
+        records[_PAX_PATH] = nb
         split = _split_ustar(nb) if ascii_name else None
         if split is None:
             need_pax = True
         else:
             prefix, name_f = split
 
-    # Link name: never split.
-    link = h.linkname
     lb = b""
-    if link:
-        try:
-            lb = link.encode("ascii")
-            ascii_link = True
-        except UnicodeEncodeError:
-            lb = link.encode("utf-8", "surrogateescape")
-            ascii_link = False
-        if not ascii_link or len(lb) > 100:
+    if h.linkname:
+        lb, ascii_link = _encode_name(h.linkname)
+        if not ascii_link or len(lb) > 100:  # link names are never split
             records[_PAX_LINKPATH] = lb
             need_pax = True
 
@@ -420,19 +489,47 @@ def encode_header(h: TarHeader) -> bytes:
     mtime = h.mtime
     if not 0 <= mtime < _OCTAL12_LIMIT:
         if mtime == _GO_ZERO_TIME_UNIX:
-            mtime = 0  # time.Time{}.IsZero(): no check, epoch written
+            mtime = 0  # time.Time{}.IsZero(): not checked, epoch written
         else:
-            # formatPAXTime: whole seconds (go-archive truncated the nanoseconds).
+            # formatPAXTime of a whole second (go-archive truncated the ns).
             records[_PAX_MTIME] = b"%d" % mtime
             need_pax = True
 
-    if need_pax:
-        return _encode_pax(h, nb, lb, tfb, records, mtime, devs)
+    if not need_pax:
+        # writeUSTARHeader.
+        sm = _SIZE_MTIME_FMT % (size, mtime)
+        chk = const + _asum(name_f, sm, lb, prefix)
+        return _HEADER.pack(name_f, mug, sm, _chksum_field(chk), tfb, lb, _MAGIC_USTAR, devs, prefix)
 
-    # writeUSTARHeader.
-    nums = _NUMS_FMT % (mode, size, mtime)
-    chk = _SUM_CONST + sum(name_f) + sum(nums) + tfb[0] + sum(lb) + sum_devs + sum(prefix)
-    return _HEADER.pack(name_f, nums, b"%06o\x00 " % chk, tfb, lb, _MAGIC_USTAR, devs, prefix)
+    # writePAXHeader.
+    for key, value in h.xattrs:
+        kb = key.encode("utf-8", "surrogateescape")
+        # validPAXRecord: the key must be non-empty, without NUL or "=".
+        if not kb or b"=" in kb or b"\x00" in kb:
+            raise TarHeaderError(f"archive/tar: cannot encode header: invalid PAX record: xattr {key!r}")
+        records[_PAX_XATTR + kb] = bytes(value)
+    # slices.Sort(keys): byte order.
+    data = b"".join([format_pax_record(k, records[k]) for k in sorted(records)])
+    if len(data) > _MAX_SPECIAL_FILE_SIZE:
+        raise TarHeaderError("archive/tar: header field too long")
+
+    # The "x" block (writeRawFile): mode/uid/gid/mtime octal 0, the size of
+    # the records, and the device fields never formatted (left NUL).
+    pname = pax_header_name(nb)
+    xmug = _MODE_UID_GID_FMT % 0
+    xsm = b"%011o\x00%s" % (len(data), _OCTAL12_ZERO)
+    chk = _SUM_CONST + 0x78 + _asum(pname, xmug, xsm)
+    xblock = _HEADER.pack(pname, xmug, xsm, _chksum_field(chk), b"x", b"", _MAGIC_USTAR, b"", b"")
+
+    # The main block (templateV7Plus with toASCII strings, formatOctal
+    # numbers): no prefix, names cut to 100 bytes, numbers that do not fit
+    # written as zero.
+    name_f = _pax_field(nb)
+    link_f = _pax_field(lb) if lb else b""
+    sm = _octal12(size) + _octal12(mtime)
+    chk = const + _asum(name_f, sm, link_f)
+    main = _HEADER.pack(name_f, mug, sm, _chksum_field(chk), tfb, link_f, _MAGIC_USTAR, devs, b"")
+    return xblock + data + _PADDINGS[-len(data) & 511] + main
 
 
 # -- optional helpers for the packer -----------------------------------------
