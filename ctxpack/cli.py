@@ -21,7 +21,7 @@ import click
 from . import api
 from .audit import SizeReport, format_size, parse_size
 from .context import BuildContext, Dialect, open_context
-from .errors import CtxpackError, OutputError
+from .errors import CtxpackError, InputError, OutputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -292,10 +292,11 @@ def lint_command(
 @click.option("--compress", type=click.Choice(["none", "gzip", "zstd"]), default="none", show_default=True)
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-22).")
 @click.option("--reproducible", is_flag=True, help="Deterministic tar: mtimes clamped to SOURCE_DATE_EPOCH (or 0), hard links as files.")
+@click.option("--snapshot", "take_snapshot", is_flag=True, help="Also record a snapshot for `ctxpack diff`.")
 @_handle_errors
 def pack_command(
     directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
-    output: str | None, compress: str, level: int | None, reproducible: bool,
+    output: str | None, compress: str, level: int | None, reproducible: bool, take_snapshot: bool,
 ) -> None:
     """Write the build context as the tar a builder receives.
 
@@ -332,6 +333,10 @@ def pack_command(
             stats = _pack_to_file(output, lambda sink: pack(ctx, sink, opts, warn=warn, progress=progress))
     finally:
         progress.done()
+    if take_snapshot:
+        from .fingerprint import snapshot
+
+        snapshot(ctx)
     if sys.stderr.isatty() and progress.shown:
         click.echo(f"ctxpack: {stats.entries:,} entries, {format_size(stats.bytes)} in {stats.elapsed:.1f}s", err=True)
 
@@ -361,6 +366,98 @@ def _pack_to_file(path: str, write: Callable[[Any], Any]) -> Any:
         raise
     except OSError as e:  # pragma: no cover - fsync/replace failures
         raise OutputError(f"cannot write {path}: {e.strerror}") from None
+
+
+@main.command("fingerprint")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@_context_options
+@click.option("--json", "as_json", is_flag=True, help="Print {fingerprint, entries, files, bytes, hashed, hashed_bytes}.")
+@_handle_errors
+def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None, as_json: bool) -> None:
+    """Print one stable digest of exactly what the build context contains.
+
+    Same content, same fingerprint (fresh clones included); mtimes and
+    ownership do not count.  Recipe: docs/fingerprint.md.
+    """
+    from .fingerprint import fingerprint
+
+    ctx = _open(directory, dockerfile, dialect, ignore_file)
+    fp = fingerprint(ctx)
+    for note in fp.notes:
+        click.echo(f"ctxpack: note: {note}", err=True)
+    click.echo(_json(fp.to_json()) if as_json else fp.fingerprint)
+
+
+@main.command("snapshot")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@_context_options
+@_handle_errors
+def snapshot_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None) -> None:
+    """Record the context's entries and digests; `ctxpack diff` compares with it."""
+    from .fingerprint import snapshot
+
+    ctx = _open(directory, dockerfile, dialect, ignore_file)
+    fp = snapshot(ctx)
+    for note in fp.notes:
+        click.echo(f"ctxpack: note: {note}", err=True)
+    click.echo(fp.fingerprint)
+
+
+@main.command("diff")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@_context_options
+@click.option("--json", "as_json", is_flag=True, help='Print {"since", "added", "removed", "modified"}.')
+@click.option("--exit-code", is_flag=True, help="Exit 1 when there are changes (like git diff).")
+@_handle_errors
+def diff_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None, as_json: bool, exit_code: bool) -> None:
+    """List entries added, removed and modified since the last snapshot."""
+    from .fingerprint import diff
+
+    ctx = _open(directory, dockerfile, dialect, ignore_file)
+    delta = diff(ctx)
+    if delta is None:
+        raise InputError(f"no snapshot of {ctx.root} ({ctx.dialect.value}) yet: run 'ctxpack snapshot' or 'ctxpack pack --snapshot' first")
+    if as_json:
+        click.echo(_json(delta.to_json()))
+    else:
+        for sign, items in (("+", delta.added), ("-", delta.removed), ("M", delta.modified)):
+            for c in items:
+                extra = f" ({c.what})" if c.what else ""
+                click.echo(f"{sign} {c.path}{extra}  {format_size(c.bytes)}")
+        if not delta.changed:
+            click.echo("no changes since the last snapshot", err=True)
+    sys.exit(1 if exit_code and delta.changed else 0)
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """Show or empty ctxpack's index of digests and snapshots."""
+
+
+@cache_group.command("info")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def cache_info(as_json: bool) -> None:
+    """Where the index is and what it holds."""
+    from .cache import Index
+
+    with Index() as idx:
+        info = idx.info()
+    if as_json:
+        click.echo(_json(info.__dict__))
+    else:
+        click.echo(f"{info.path}: {format_size(info.bytes)}, {info.contexts} contexts, {info.files:,} files, {info.snapshots} snapshots")
+
+
+@cache_group.command("clear")
+@_handle_errors
+def cache_clear() -> None:
+    """Empty the index (digests are recomputed on the next run)."""
+    from .cache import Index
+
+    with Index() as idx:
+        idx.clear()
+        click.echo(f"cleared {idx.path}")
 
 
 def _atomic_write(path: str, data: bytes) -> None:

@@ -1,0 +1,114 @@
+"""Content digests: XXH3-128 of a file, streamed, consistent, in parallel.
+
+A digest is taken from an open file descriptor and accepted only if
+``fstat`` before and after agree (size, mtime, ctime): a file rewritten while
+being hashed is hashed again, and one that keeps changing is an error naming
+it.  Files are read in 1 MiB pieces into one reused buffer, never whole.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as st
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import xxhash
+
+from .errors import ChangedDuringReadError, ContextError
+
+__all__ = ["FileDigest", "hash_file", "hash_many", "StatKey", "stat_key"]
+
+CHUNK = 1 << 20
+RETRIES = 3
+
+# (size, mtime_ns, ctime_ns, inode, mode): a file is re-hashed only when one
+# of these changed; ctime catches content rewritten with the mtime put back.
+StatKey = tuple[int, int, int, int, int]
+
+
+def stat_key(s: os.stat_result) -> StatKey:
+    return (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_mode)
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    path: str
+    digest: str
+    key: StatKey
+    size: int
+
+
+_local = threading.local()
+
+
+def _buffer() -> memoryview:
+    """One reusable 1 MiB read buffer per thread."""
+    view: memoryview | None = getattr(_local, "view", None)
+    if view is None:
+        view = _local.view = memoryview(bytearray(CHUNK))
+    return view
+
+
+def hash_file(abspath: str, rel: str | None = None) -> FileDigest | None:
+    """Digest one regular file; ``None`` if it vanished meanwhile."""
+    rel = rel or abspath
+    try:
+        fd = os.open(abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ChangedDuringReadError(f"{rel}: replaced by a symlink while hashing", abspath) from None
+        raise ContextError(f"cannot read '{abspath}': {e.strerror}", abspath) from None
+    try:
+        before = os.fstat(fd)
+        for _ in range(RETRIES):
+            if not st.S_ISREG(before.st_mode):
+                raise ChangedDuringReadError(f"{rel}: no longer a regular file", abspath)
+            if before.st_size < CHUNK:
+                # Small file: one read (asking for one byte more detects growth).
+                data = os.pread(fd, before.st_size + 1, 0)
+                offset = len(data)
+                digest = xxhash.xxh3_128_hexdigest(data)
+            else:
+                view = _buffer()
+                h = xxhash.xxh3_128()
+                offset = 0
+                while True:
+                    n = os.preadv(fd, [view], offset)
+                    if n == 0:
+                        break
+                    h.update(view[:n])
+                    offset += n
+                digest = h.hexdigest()
+            after = os.fstat(fd)
+            if offset == before.st_size and stat_key(after) == stat_key(before):
+                return FileDigest(rel, digest, stat_key(after), offset)
+            before = after
+        raise ChangedDuringReadError(f"{rel}: kept changing while being hashed ({RETRIES} tries)", abspath)
+    finally:
+        os.close(fd)
+
+
+def hash_many(root: str, rels: Iterable[str], *, workers: int | None = None) -> Iterator[FileDigest | tuple[str, None]]:
+    """Digest many files, in parallel where it pays.
+
+    Reads and XXH3 updates release the GIL, so a few threads overlap I/O
+    and hashing.  Yields results in input order; ``(rel, None)`` for files
+    that vanished.
+    """
+    rels = list(rels)
+    if workers is None:
+        workers = min(4, (os.cpu_count() or 1) + 1)
+    if workers <= 1 or len(rels) < 64:
+        for rel in rels:
+            d = hash_file(os.path.join(root, rel), rel)
+            yield d if d is not None else (rel, None)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ctxpack-hash") as pool:
+        for rel, d in zip(rels, pool.map(lambda r: hash_file(os.path.join(root, r), r), rels, chunksize=32)):
+            yield d if d is not None else (rel, None)
