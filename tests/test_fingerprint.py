@@ -1,0 +1,232 @@
+"""fingerprint / snapshot / diff and the index behind them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import ctxpack
+from ctxpack.cache import PRUNE_AFTER, Index
+from ctxpack.cli import main
+from ctxpack.fingerprint import fingerprint
+from trees import make_tree
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(d))
+    return d
+
+
+def fp(root: Path, **kw: Any) -> dict[str, Any]:
+    args = ["fingerprint", "--json", str(root)]
+    for k, v in kw.items():
+        args[1:1] = [f"--{k.replace('_', '-')}", v]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "ctx", {"Dockerfile": b"FROM scratch\nCOPY . /\n", "src/a.py": b"print(1)\n",
+                                         "src/b.py": b"print(2)\n", "README": b"hi\n"}, dockerignore="*.log\n")
+
+
+def test_stdout_is_only_the_digest(ctx: Path) -> None:
+    res = CliRunner().invoke(main, ["fingerprint", str(ctx)])
+    assert res.exit_code == 0 and len(res.stdout.strip()) == 64 and res.stdout.count("\n") == 1
+
+
+def test_cold_then_warm(ctx: Path) -> None:
+    cold = fp(ctx)
+    assert cold["hashed"] == cold["files"] == 5 and cold["hashed_bytes"] == cold["bytes"]
+    warm = fp(ctx)
+    assert warm["hashed"] == 0 and warm["fingerprint"] == cold["fingerprint"]
+
+
+def test_same_size_restored_mtime_is_detected(ctx: Path) -> None:
+    before = fp(ctx)
+    f = ctx / "src/a.py"
+    st = f.stat()
+    time.sleep(0.01)
+    f.write_bytes(b"print(9)\n")  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back; ctime moved
+    after = fp(ctx)
+    assert after["hashed"] == 1 and after["fingerprint"] != before["fingerprint"]
+
+
+def test_touch_does_not_change_fingerprint(ctx: Path) -> None:
+    before = fp(ctx)
+    os.utime(ctx / "README", (1, 1))
+    after = fp(ctx)
+    assert after["fingerprint"] == before["fingerprint"] and after["hashed"] == 1
+
+
+def test_fresh_clone_same_fingerprint(ctx: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    shutil.copytree(ctx, clone)  # new inodes, new mtimes
+    for p in clone.rglob("*"):
+        os.utime(p, (12345, 12345))
+    assert fp(ctx)["fingerprint"] == fp(clone)["fingerprint"]
+
+
+@pytest.mark.parametrize("change", ["rename", "mode", "symlink", "new-excluded", "unexclude", "dockerfile"])
+def test_changes_that_count(ctx: Path, change: str) -> None:
+    os.symlink("src/a.py", ctx / "link")
+    (ctx / "debug.log").write_text("log")
+    before = fp(ctx)["fingerprint"]
+    if change == "rename":
+        (ctx / "src/b.py").rename(ctx / "src/c.py")
+    elif change == "mode":
+        os.chmod(ctx / "src/a.py", 0o755)
+    elif change == "symlink":
+        os.unlink(ctx / "link")
+        os.symlink("src/b.py", ctx / "link")
+    elif change == "new-excluded":
+        (ctx / "other.log").write_text("x")
+        assert fp(ctx)["fingerprint"] == before  # excluded: does not count
+        return
+    elif change == "unexclude":
+        (ctx / ".dockerignore").write_text("# nothing\n")
+    elif change == "dockerfile":
+        (ctx / "Dockerfile").write_text("FROM scratch\n")
+    assert fp(ctx)["fingerprint"] != before
+
+
+def test_dockerignore_counts_only_while_sent(ctx: Path) -> None:
+    a = fp(ctx)["fingerprint"]
+    (ctx / ".dockerignore").write_text("*.log\n# a comment\n")
+    b = fp(ctx)["fingerprint"]
+    assert a != b  # .dockerignore is in the context: COPY . copies it
+    (ctx / ".dockerignore").write_text("*.log\n.dockerignore\n")
+    c = fp(ctx)["fingerprint"]
+    (ctx / ".dockerignore").write_text("*.log\n.dockerignore\n# comment\n")
+    assert fp(ctx)["fingerprint"] == c  # excluded: only what it selects counts
+
+
+def test_excluded_dockerfile_still_counts(ctx: Path) -> None:
+    (ctx / ".dockerignore").write_text("Dockerfile\n")
+    a = fp(ctx)["fingerprint"]
+    (ctx / "Dockerfile").write_text("FROM scratch\nRUN true\n")
+    assert fp(ctx)["fingerprint"] != a
+
+
+def test_dialects_have_their_own_fingerprint(ctx: Path) -> None:
+    (ctx / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
+    assert fp(ctx, dialect="classic")["entries"] == fp(ctx, dialect="buildkit")["entries"] + 1
+
+
+def test_corrupt_index_is_rebuilt(ctx: Path, cache: Path) -> None:
+    first = fp(ctx)
+    db = cache / "index.sqlite3"
+    with open(db, "r+b") as f:
+        f.seek(0)
+        f.write(b"this is not a database at all" * 10)
+    res = CliRunner().invoke(main, ["fingerprint", "--json", str(ctx)])
+    assert res.exit_code == 0
+    assert json.loads(res.stdout)["fingerprint"] == first["fingerprint"]
+    assert "unusable" in res.stderr and "rebuilt" in res.stderr
+    assert any(p.name.startswith("index.sqlite3.broken-") for p in cache.iterdir())
+    assert fp(ctx)["hashed"] == 0  # the rebuilt index works
+
+
+def test_foreign_database_is_not_trusted(ctx: Path, cache: Path) -> None:
+    cache.mkdir()
+    con = sqlite3.connect(cache / "index.sqlite3")
+    con.execute("CREATE TABLE files (x)")
+    con.commit()
+    con.close()
+    res = CliRunner().invoke(main, ["fingerprint", str(ctx)])
+    assert res.exit_code == 0 and "not a ctxpack index" in res.stderr
+
+
+def test_killed_writer_leaves_a_usable_index(ctx: Path, cache: Path) -> None:
+    fp(ctx)
+    code = (
+        "import os, sys, time\n"
+        "from ctxpack.cache import Index\n"
+        "idx = Index()\n"
+        "idx.db.execute('BEGIN IMMEDIATE')\n"
+        "for i in range(200000):\n"
+        "    idx.db.execute('INSERT INTO files VALUES (1, ?, 0, 0, 0, 0, 0, ?)', (str(i).encode(), 'x'))\n"
+        "print('writing', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=os.environ.copy())
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    after = fp(ctx)
+    assert after["hashed"] == 0  # the committed state survived, the half-written one is gone
+    with Index() as idx:
+        assert idx.info().files == 5
+
+
+def test_concurrent_processes(ctx: Path) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "ctxpack.cli", "fingerprint", str(ctx)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=os.environ.copy())
+        for _ in range(6)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    assert len({o[0] for o in outs}) == 1
+
+
+def test_stale_contexts_are_pruned(ctx: Path, tmp_path: Path, cache: Path) -> None:
+    other = make_tree(tmp_path / "other", ["Dockerfile", "x"])
+    with Index(now=time.time() - PRUNE_AFTER - 10) as idx:
+        fingerprint(ctxpack.open_context(other), idx)
+    with Index() as idx:
+        fingerprint(ctxpack.open_context(ctx), idx)
+        info = idx.info()
+    assert info.contexts == 1 and info.files == 5
+
+
+def test_snapshot_and_diff(ctx: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(main, ["diff", str(ctx)])
+    assert res.exit_code == 2 and "no snapshot" in res.output
+    assert runner.invoke(main, ["snapshot", str(ctx)]).exit_code == 0
+    assert runner.invoke(main, ["diff", "--exit-code", str(ctx)]).exit_code == 0
+    (ctx / "src/new.py").write_text("new\n")
+    (ctx / "README").unlink()
+    (ctx / "src/a.py").write_text("print('changed')\n")
+    os.chmod(ctx / "src/b.py", 0o700)
+    res = runner.invoke(main, ["diff", "--json", "--exit-code", str(ctx)])
+    assert res.exit_code == 1
+    d = json.loads(res.stdout)
+    assert d["added"] == [{"path": "src/new.py", "bytes": 4}]
+    assert d["removed"] == [{"path": "README", "bytes": 3}]
+    assert {(m["path"], m["change"]) for m in d["modified"]} == {("src/a.py", "content"), ("src/b.py", "mode")}
+    assert d["since"].endswith("Z")
+
+
+def test_pack_snapshot(ctx: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["pack", "--snapshot", "-o", str(tmp_path / "c.tar"), str(ctx)]).exit_code == 0
+    (ctx / "src/a.py").write_text("x")
+    res = runner.invoke(main, ["diff", str(ctx)])
+    assert res.exit_code == 0 and "M src/a.py (content)" in res.output
+
+
+def test_cache_info_and_clear(ctx: Path) -> None:
+    fp(ctx)
+    runner = CliRunner()
+    info = json.loads(runner.invoke(main, ["cache", "info", "--json"]).stdout)
+    assert info["contexts"] == 1 and info["files"] == 5
+    assert runner.invoke(main, ["cache", "clear"]).exit_code == 0
+    assert fp(ctx)["hashed"] == 5
