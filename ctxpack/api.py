@@ -11,6 +11,7 @@ import the same behaviour::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,6 +104,18 @@ def explain(
     return out
 
 
-def size(ctx: BuildContext, *, top: int = 10, progress: Progress | None = None) -> SizeReport:
-    """Measure what the context sends and what its ignore rules keep out."""
-    return measure(ctx, lambda: list_entries(ctx, excluded=True), top=top, progress=progress)
+def size(ctx: BuildContext, *, top: int = 10, progress: Progress | None = None, compare_full: bool = False) -> SizeReport:
+    """Measure what the context sends and what its ignore rules keep out.
+
+    With ``compare_full`` (for a ``--minimal`` context) also count the full
+    context, to show what the minimal one saves.
+    """
+    rep = measure(ctx, lambda: list_entries(ctx, excluded=True), top=top, progress=progress)
+    if compare_full and ctx.selection is not None:
+        full = dataclasses.replace(ctx, selection=None)
+        rep.full_files = rep.full_bytes = 0
+        for e in list_entries(full):
+            if e.kind == "file":
+                rep.full_files += 1
+                rep.full_bytes += len(e.data) if e.data is not None else (e.stat.st_size if e.stat else 0)
+    return rep

@@ -80,9 +80,14 @@ class SizeReport:
     directories: list[DirRow] = field(default_factory=list)
     extensions: list[ExtRow] = field(default_factory=list)
     elapsed: float = 0.0
+    full_files: int | None = None  # with --minimal: the full context, for comparison
+    full_bytes: int | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        extra: dict[str, object] = {}
+        if self.full_files is not None:
+            extra["full"] = {"files": self.full_files, "bytes": self.full_bytes}
+        return extra | {
             "context": self.context,
             "dialect": self.dialect,
             "ignore_file": self.ignore_file,

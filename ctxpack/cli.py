@@ -90,9 +90,35 @@ def main() -> None:
     """ctxpack: Docker build contexts, exactly as Docker decides them."""
 
 
-def _open(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None) -> BuildContext:
+def _minimal_options(fn: F) -> F:
+    fn = click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
+                      help="Build argument for --minimal (repeatable).")(fn)
+    fn = click.option("--target", help="Build stage for --minimal (default: the last).")(fn)
+    fn = click.option("--minimal", is_flag=True, help="Only what the Dockerfile can read (COPY/ADD/RUN --mount sources).")(fn)
+    return fn
+
+
+def _parse_build_args(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" in item:
+            k, v = item.split("=", 1)
+        else:
+            # As docker: --build-arg NAME takes the value from the environment.
+            k, v = item, os.environ.get(item)
+            if v is None:
+                continue
+        out[k] = v
+    return out
+
+
+def _open(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
+          minimal: bool = False, target: str | None = None, build_args: tuple[str, ...] = ()) -> BuildContext:
     stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
-    ctx = open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, stdin_dockerfile=stdin)
+    if (target or build_args) and not minimal:
+        raise click.UsageError("--target and --build-arg only make sense with --minimal")
+    ctx = open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, stdin_dockerfile=stdin,
+                       minimal=minimal, target=target, build_args=_parse_build_args(build_args))
     for note in ctx.notes:
         click.echo(f"ctxpack: note: {note}", err=True)
     return ctx
@@ -101,12 +127,14 @@ def _open(directory: str, dockerfile: str | None, dialect: str, ignore_file: str
 @main.command("ls")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @_context_options
+@_minimal_options
 @click.option("--excluded", is_flag=True, help="List what was left out, with the deciding rule.")
 @click.option("-0", "null", is_flag=True, help="Separate entries with NUL instead of newline.")
 @_handle_errors
-def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None, excluded: bool, null: bool) -> None:
+def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
+               minimal: bool, target: str | None, build_args: tuple[str, ...], excluded: bool, null: bool) -> None:
     """List the context's entries in upload order (directories end with /)."""
-    ctx = _open(directory, dockerfile, dialect, ignore_file)
+    ctx = _open(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
     end = b"\0" if null else b"\n"
     out = sys.stdout.buffer
     chunks: list[bytes] = []
@@ -187,6 +215,11 @@ def _print_size(rep: SizeReport, width: int) -> None:
         f"Sends {rep.entries:,} entries: {rep.files:,} files, {format_size(rep.bytes)}"
         + (f"; ignore rules keep out {rep.excluded_files:,} files, {format_size(rep.excluded_bytes)}" if rep.excluded_files else "")
     )
+    if rep.full_files is not None:
+        click.echo(
+            f"--minimal saves {rep.full_files - rep.files:,} files, {format_size(rep.full_bytes - rep.bytes)} "
+            f"over the full context ({rep.full_files:,} files, {format_size(rep.full_bytes)})"
+        )
     pw = max(20, width - 34)
     if rep.directories:
         click.echo(_styled("\nHeaviest directories", bold=True))
@@ -210,6 +243,7 @@ def _print_size(rep: SizeReport, width: int) -> None:
 @main.command("size")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @_context_options
+@_minimal_options
 @click.option("--top", type=click.IntRange(1, 1000), default=None, help="Rows per section (default: fit the terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema in docs/size.md).")
 @click.option("--max-size", help="Exit 1 if the context sends more bytes (e.g. 200MB, 1.5GiB).")
@@ -217,6 +251,7 @@ def _print_size(rep: SizeReport, width: int) -> None:
 @_handle_errors
 def size_command(
     directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
+    minimal: bool, target: str | None, build_args: tuple[str, ...],
     top: int | None, as_json: bool, max_size: str | None, max_files: int | None,
 ) -> None:
     """Audit the context: what is sent, where the bytes are, what the rules save.
@@ -227,10 +262,10 @@ def size_command(
     cols, lines = shutil.get_terminal_size((100, 40))
     if top is None:
         top = max(3, min(10, (lines - 12) // 4))
-    ctx = _open(directory, dockerfile, dialect, ignore_file)
+    ctx = _open(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
     progress = _Progress()
     try:
-        rep = api.size(ctx, top=top, progress=progress)
+        rep = api.size(ctx, top=top, progress=progress, compare_full=minimal)
     finally:
         progress.done()
     if as_json:
@@ -293,10 +328,12 @@ def lint_command(
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-22).")
 @click.option("--reproducible", is_flag=True, help="Deterministic tar: mtimes clamped to SOURCE_DATE_EPOCH (or 0), hard links as files.")
 @click.option("--snapshot", "take_snapshot", is_flag=True, help="Also record a snapshot for `ctxpack diff`.")
+@_minimal_options
 @_handle_errors
 def pack_command(
     directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
     output: str | None, compress: str, level: int | None, reproducible: bool, take_snapshot: bool,
+    minimal: bool, target: str | None, build_args: tuple[str, ...],
 ) -> None:
     """Write the build context as the tar a builder receives.
 
@@ -318,7 +355,7 @@ def pack_command(
     except ValueError:
         raise click.UsageError(f"SOURCE_DATE_EPOCH must be an integer, not {sde!r}") from None
     opts = PackOptions(compress=compress, level=level, reproducible=reproducible, source_date_epoch=epoch)
-    ctx = _open(directory, dockerfile, dialect, ignore_file)
+    ctx = _open(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
     progress = _Progress()
 
     def warn(msg: str) -> None:
@@ -371,9 +408,11 @@ def _pack_to_file(path: str, write: Callable[[Any], Any]) -> Any:
 @main.command("fingerprint")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @_context_options
+@_minimal_options
 @click.option("--json", "as_json", is_flag=True, help="Print {fingerprint, entries, files, bytes, hashed, hashed_bytes}.")
 @_handle_errors
-def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None, as_json: bool) -> None:
+def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
+                        minimal: bool, target: str | None, build_args: tuple[str, ...], as_json: bool) -> None:
     """Print one stable digest of exactly what the build context contains.
 
     Same content, same fingerprint (fresh clones included); mtimes and
@@ -381,7 +420,7 @@ def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ig
     """
     from .fingerprint import fingerprint
 
-    ctx = _open(directory, dockerfile, dialect, ignore_file)
+    ctx = _open(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
     fp = fingerprint(ctx)
     for note in fp.notes:
         click.echo(f"ctxpack: note: {note}", err=True)

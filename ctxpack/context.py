@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .analysis import Analysis, Selection, analyze
 from .errors import ContextError, DockerfileError
 from .ignorefile import RawRule, read_ignore_file
 from .matcher import Matcher
@@ -61,6 +62,8 @@ class BuildContext:
     appended: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
     dockerfile_data: bytes | None = None
+    analysis: Analysis | None = None
+    selection: Selection | None = None
 
 
 def _resolve_root(path: str) -> str:
@@ -115,6 +118,9 @@ def open_context(
     ignore_file: str | None = None,
     stdin_dockerfile: bytes | None = None,
     rules: Sequence[RawRule] | None = None,
+    minimal: bool = False,
+    target: str | None = None,
+    build_args: dict[str, str] | None = None,
 ) -> BuildContext:
     """Resolve a context directory as the chosen builder would.
 
@@ -122,7 +128,9 @@ def open_context(
     ``"-"`` for standard input (its bytes in ``stdin_dockerfile``), ``None``
     for the default ``Dockerfile`` (or ``dockerfile``) in the context.
     ``rules`` replaces the ignore file's parsed lines (``lint`` uses it to
-    go on without a line docker refuses).  Raises :class:`ContextError`,
+    go on without a line docker refuses).  ``minimal`` restricts the
+    context to what the Dockerfile can read (:mod:`ctxpack.analysis`), for
+    ``target`` with ``build_args``.  Raises :class:`ContextError`,
     :class:`DockerfileError` or :class:`~ctxpack.errors.IgnoreFileError`.
     """
     dialect = Dialect(dialect)
@@ -177,6 +185,26 @@ def open_context(
         if appended:
             matcher = file_matcher.with_extra(appended)
 
+    analysis = selection = None
+    if minimal:
+        if df_data is not None:
+            text = df_data
+        elif df_abs is not None:
+            with open(df_abs, "rb") as f:
+                text = f.read()
+        else:
+            raise DockerfileError("--minimal needs a Dockerfile")
+        name = os.path.relpath(df_abs) if df_abs else "-"
+        analysis = analyze(text, target=target, build_args=build_args, dialect=dialect.value, source=name)
+        if analysis.whole_context:
+            notes.extend(f"--minimal: sending the whole context: {r}" for r in analysis.reasons)
+        else:
+            keep = list(analysis.patterns)
+            if dialect is Dialect.CLASSIC:
+                # The classic daemon reads both from the tar (and removes them
+                # again if .dockerignore excludes them): they stay.
+                keep += [p for p in (df_rel, ".dockerignore") if p]
+            selection = Selection(keep, root)
     return BuildContext(
         root=root,
         dialect=dialect,
@@ -191,4 +219,6 @@ def open_context(
         appended=tuple(appended),
         notes=tuple(notes),
         dockerfile_data=df_data,
+        analysis=analysis,
+        selection=selection,
     )

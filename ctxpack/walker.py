@@ -174,7 +174,11 @@ def walk_all(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
     return _walk(ctx, [root_frame], excluded)
 
 
-_Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[Entry, ...]]
+# Held directories: (entry, also_in_classic).  An excluded directory that is
+# read for exceptions is sent lazily by BuildKit only; a directory read only
+# because --minimal needs something below it is sent lazily by both.
+_Held = tuple[Entry, bool]
+_Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[_Held, ...]]
 
 
 def _walk(ctx: BuildContext, stack: list[_Frame], excluded: bool) -> Iterator[Entry]:
@@ -190,6 +194,7 @@ def _walk(ctx: BuildContext, stack: list[_Frame], excluded: bool) -> Iterator[En
     seen_inodes: dict[tuple[int, int], str] = {}
     decide = matcher.decide
     plan_for = matcher.plan
+    selection = ctx.selection
     while stack:
         it, abs_dir, rel_dir, plan, depth, pending = stack[-1]
         de = next(it, None)
@@ -208,10 +213,16 @@ def _walk(ctx: BuildContext, stack: list[_Frame], excluded: bool) -> Iterator[En
             if is_dir and pruner.descend(rel):
                 held = Entry(rel, EntryKind.DIR, None, rule=d.rule, included=False)
                 children = iter(_scan(absp, dialect))
-                stack.append((children, absp, rel, plan_for(rel, d.bits, depth + 1), depth + 1, pending + (held,)))
+                stack.append((children, absp, rel, plan_for(rel, d.bits, depth + 1), depth + 1, pending + ((held, False),)))
             elif excluded:
                 yield Entry(rel, EntryKind.DIR if is_dir else EntryKind.FILE, None, rule=d.rule, included=False)
             continue
+        if selection is not None and rel not in forced and not selection.wants(rel):
+            if is_dir and selection.may_contain(rel):
+                held = Entry(rel, EntryKind.DIR, None, rule=d.rule, included=False)
+                children = iter(_scan(absp, dialect))
+                stack.append((children, absp, rel, plan_for(rel, d.bits, depth + 1), depth + 1, pending + ((held, True),)))
+            continue  # not read by the build (--minimal)
         try:
             sr = de.stat(follow_symlinks=False)
         except FileNotFoundError:
@@ -221,9 +232,9 @@ def _walk(ctx: BuildContext, stack: list[_Frame], excluded: bool) -> Iterator[En
         kind = _kind(sr.st_mode)
         if kind is None:
             continue
-        if pending and not classic:
-            for held in pending:
-                if not held.included:
+        if pending:
+            for held, in_classic in pending:
+                if not held.included and (in_classic or not classic):
                     held.included = True
                     try:
                         held.stat = os.lstat(os.path.join(ctx.root, held.path))
