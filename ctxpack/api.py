@@ -21,7 +21,7 @@ from .context import BuildContext, Dialect, open_context
 from .matcher import Rule
 from .walker import descends_into_excluded, injected_dockerfile_name, list_entries, subtree_sends
 
-__all__ = ["list_entries", "injected_dockerfile_name", "Explanation", "explain_path", "explain", "size"]
+__all__ = ["list_entries", "injected_dockerfile_name", "Explanation", "explain_path", "explain", "size", "source_warnings"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +119,23 @@ def size(ctx: BuildContext, *, top: int = 10, progress: Progress | None = None, 
                 rep.full_files += 1
                 rep.full_bytes += len(e.data) if e.data is not None else (e.stat.st_size if e.stat else 0)
     return rep
+
+
+def source_warnings(ctx: BuildContext) -> list[str]:
+    """For a ``--minimal`` context: literal COPY/ADD sources that exist but that
+    the ignore rules keep out, or that do not exist (the build would fail
+    with "not found"), said before anything is uploaded."""
+    out: list[str] = []
+    if ctx.analysis is None:
+        return out
+    for src in ctx.analysis.sources:
+        if any(c in src.pattern for c in "*?[\\"):
+            continue
+        where = f"{ctx.analysis.dockerfile}:{src.line}"
+        if not os.path.lexists(os.path.join(ctx.root, src.pattern)):
+            out.append(f"{where}: {src.instruction} source {src.pattern!r} does not exist: the build will fail with 'not found'")
+            continue
+        ex = explain_path(ctx, src.pattern)
+        if not ex.sent:
+            out.append(f"{where}: {src.instruction} source {src.pattern!r} is excluded ({ex.describe()}): the build will fail with 'not found'")
+    return out

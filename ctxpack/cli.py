@@ -121,6 +121,8 @@ def _open(directory: str, dockerfile: str | None, dialect: str, ignore_file: str
                        minimal=minimal, target=target, build_args=_parse_build_args(build_args))
     for note in ctx.notes:
         click.echo(f"ctxpack: note: {note}", err=True)
+    for warning in api.source_warnings(ctx):
+        click.echo(f"ctxpack: warning: {warning}", err=True)
     return ctx
 
 

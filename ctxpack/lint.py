@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass
 
 import pathspec
 
+from .analysis import Selection, analyze
 from .context import BuildContext, Dialect, open_context, select_ignore_file
-from .errors import PatternError
+from .errors import CtxpackError, PatternError
 from .ignorefile import RawRule, read_ignore_file
 from .matcher import Matcher, Rule
 from .pattern import MatchKind, PatternSyntaxError, compile_pattern
@@ -337,6 +338,8 @@ def lint(
                                 f"{d}/ ({HEAVY[name]}, {_fmt(b)}) is sent to the builder",
                                 f"add '{line}' to .dockerignore", file=source, path=d, edit=("append", line)))
 
+    findings.extend(_dockerfile_findings(ctx, nodes, sent, source, max_listed))
+
     # Likely secrets.
     for n in nodes:
         if n.path not in sent or n.is_dir:
@@ -349,6 +352,63 @@ def lint(
                                     file=source, path=n.path, edit=("append", n.path)))
     findings.sort(key=lambda f: ({ERROR: 0, WARNING: 1, INFO: 2}[f.severity], f.line or 10**9, f.path or ""))
     return LintReport(source, ignore_path, findings)
+
+
+def _dockerfile_findings(ctx: BuildContext, nodes: list[_Node], sent: set[str], source: str | None,
+                         max_listed: int) -> list[Finding]:
+    """COPY sources the ignore rules exclude; sent files no stage reads."""
+    out: list[Finding] = []
+    if ctx.dockerfile_path is None and ctx.dockerfile_data is None:
+        return out
+    data = ctx.dockerfile_data
+    if data is None:
+        assert ctx.dockerfile_path is not None
+        with open(ctx.dockerfile_path, "rb") as f:
+            data = f.read()
+    df_name = os.path.relpath(ctx.dockerfile_path) if ctx.dockerfile_path else "Dockerfile"
+    try:
+        an = analyze(data, dialect=ctx.dialect.value, source=df_name)
+    except CtxpackError as e:
+        return [Finding("dockerfile", INFO, f"cannot analyse the Dockerfile: {e}", "fix the Dockerfile", file=df_name)]
+    paths = [n.path for n in nodes]
+    forced = {ctx.dockerfile or "", ".dockerignore"}
+    # Sources that exist in the tree but that the ignore rules keep out.
+    for src in an.sources:
+        sel = Selection([src.pattern], ctx.root)
+        matching = [p for p in paths if sel.wants(p)]
+        if not matching:
+            out.append(Finding("copy-source-missing", WARNING,
+                               f"{src.instruction} source {src.pattern!r} (stage {src.stage}) matches nothing in the context: "
+                               "the build fails with 'not found'", "create it or fix the path",
+                               file=df_name, line=src.line, rule=src.pattern))
+        elif not any(p in sent for p in matching):
+            rules = sorted({str(_decider(ctx, p)) for p in matching[:20] if _decider(ctx, p) is not None})
+            out.append(Finding("copy-source-excluded", ERROR,
+                               f"{src.instruction} source {src.pattern!r} (stage {src.stage}) exists but the ignore rules "
+                               f"exclude it ({', '.join(rules) or 'pruned'}): the build fails with 'not found'",
+                               f"add an exception '!{src.pattern}' to {source or '.dockerignore'} or drop the COPY",
+                               file=df_name, line=src.line, rule=src.pattern, edit=("append", "!" + src.pattern)))
+    if an.whole_context:
+        return out
+    # Files sent that no stage reads.
+    sel = Selection(an.patterns + [p for p in forced if p], ctx.root)
+    unused = sorted(p for p in sent if p not in forced and not sel.wants(p) and not sel.may_contain(p))
+    tops: dict[str, int] = {}
+    for p in unused:
+        top = p.split("/", 1)[0]
+        tops[top] = tops.get(top, 0) + 1
+    for top, n in sorted(tops.items(), key=lambda kv: -kv[1])[:max_listed]:
+        out.append(Finding("unused-by-build", INFO,
+                           f"{top}{'/' if n > 1 or top in {x.path for x in nodes if x.is_dir} else ''} is sent "
+                           f"({n} {'entries' if n != 1 else 'entry'}) but no build stage reads it",
+                           f"add '{top}' to {source or '.dockerignore'} (or pack with --minimal)",
+                           file=source, path=top, edit=("append", top)))
+    return out
+
+
+def _decider(ctx: BuildContext, path: str) -> Rule | None:
+    """The rule that excluded ``path`` or the first excluded ancestor."""
+    return next((d.rule for _, d in ctx.file_matcher.decide_path(path) if d.excluded), None)
 
 
 def _ignore_path(ctx: BuildContext, ignore_file: str | None) -> str:

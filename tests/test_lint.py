@@ -110,7 +110,7 @@ def test_secrets_are_errors_and_never_printed(tmp_path: Path) -> None:
 
 
 def test_cli_fix_shows_diff_and_exits_clean(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "c", ["Dockerfile", "a/b.log"], dockerignore="*.log\n")
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nCOPY . /\n", "a/b.log": b"x"}, dockerignore="*.log\n")
     res = CliRunner().invoke(main, ["lint", "--fix", str(root)])
     assert "-*.log\n+**/*.log" in res.output
     assert res.exit_code == 0
@@ -120,3 +120,25 @@ def test_cli_fix_shows_diff_and_exits_clean(tmp_path: Path) -> None:
 def test_pre_commit_hook_is_declared() -> None:
     text = (Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml").read_text()
     assert "id: ctxpack-lint" in text and "entry: ctxpack lint" in text
+
+
+def test_copy_sources_and_unused_files(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nCOPY src /src\nCOPY missing /m\n",
+                                      "src/a.py": b"x", "docs/x.md": b"d", "README": b"r"}, dockerignore="src\n")
+    found = kinds(root)
+    (excl,) = found["copy-source-excluded"]
+    assert excl.severity == "error" and excl.line == 2 and ".dockerignore:1:src" in excl.message
+    (missing,) = found["copy-source-missing"]
+    assert missing.line == 3
+    assert {f.path for f in found["unused-by-build"]} == {"docs", "README"}
+    after = fix_and_relint(root)
+    assert "copy-source-excluded" not in after and "unused-by-build" not in after
+    assert set((root / ".dockerignore").read_text().splitlines()[-3:]) == {"!src", "docs", "README"}
+
+
+def test_minimal_warns_before_upload(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nCOPY src /src\n", "src/a.py": b"x"},
+                     dockerignore="src\n")
+    res = CliRunner().invoke(main, ["ls", "--minimal", str(root)])
+    assert res.exit_code == 0
+    assert "Dockerfile:2: COPY source 'src' is excluded (excluded by .dockerignore:1:src)" in res.stderr
