@@ -119,6 +119,7 @@ class _Pruner:
     def __init__(self, matcher: Matcher, dialect: Dialect):
         texts = matcher.exception_texts()
         self.any_exception = bool(texts)
+        self.exceptions = [r.pattern for r in matcher.rules if r.exception]
         if dialect is Dialect.CLASSIC:
             self.all_dirs = False
             self.prefixes = [t + "/" for t in texts]
@@ -130,9 +131,19 @@ class _Pruner:
     def descend(self, path: str) -> bool:
         if not self.any_exception:
             return False
-        if self.all_dirs:
-            return True
         d = path + "/"
+        if self.all_dirs:
+            # fsutil reads every excluded directory here.  Only an exception
+            # that can match a path below this one can re-include anything
+            # (the rest inherit the directory's verdict), so skip the others:
+            # same result, without statting all of node_modules.
+            depth = path.count("/") + 1
+            return any(
+                p.error is not None
+                or ((p.depth is None or p.depth > depth)
+                    and (not p.literal_prefix or p.literal_prefix.startswith(d) or d.startswith(p.literal_prefix)))
+                for p in self.exceptions
+            )
         return any(p.startswith(d) for p in self.prefixes)
 
 

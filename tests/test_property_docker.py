@@ -90,3 +90,29 @@ def test_dialects_agree_without_exceptions(case: tuple[list[Any], str]) -> None:
             ]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=cases(), dialect=st.sampled_from([Dialect.CLASSIC, Dialect.BUILDKIT]))
+def test_walker_equals_naive_reference(case: tuple[list[Any], str], dialect: Dialect) -> None:
+    """The optimised walker (rule liveness per directory, pruning of excluded
+    directories no exception can reach) lists exactly what the naive model
+    of Docker's walkers lists."""
+    from reference_model import reference_listing
+
+    nodes, ignore = case
+    tmp = Path(tempfile.mkdtemp(prefix="ctxpack-ref-"))
+    try:
+        root = build(tmp / "ctx", nodes, ignore)
+        try:
+            ctx = ctxpack.open_context(root, dialect=dialect)
+            ours = [e.path for e in ctxpack.walk(ctx) if not e.forced]
+        except ctxpack.PatternError:
+            return
+        try:
+            ref = reference_listing(str(root), ignore.encode("utf-8", "surrogateescape"), dialect.value)
+        except Exception:  # noqa: BLE001 - the model raises on broken patterns too
+            return
+        assert ours == ref
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
