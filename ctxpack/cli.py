@@ -182,7 +182,9 @@ class _Progress:
         if not self.enabled or time.monotonic() - self.start < 0.5:
             return
         self.shown = True
-        click.echo(f"\rscanning: {entries:,} entries, {format_size(nbytes)} sent so far", err=True, nl=False)
+        elapsed = time.monotonic() - self.start
+        rate = format_size(int(nbytes / elapsed)) + "/s" if elapsed > 0 else ""
+        click.echo(f"\r\033[K{entries:,} entries, {format_size(nbytes)} ({rate})", err=True, nl=False)
 
     def done(self) -> None:
         if self.shown:

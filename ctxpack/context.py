@@ -20,11 +20,14 @@ import enum
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .analysis import Analysis, Selection, analyze
 from .errors import ContextError, DockerfileError
 from .ignorefile import RawRule, read_ignore_file
 from .matcher import Matcher
+
+if TYPE_CHECKING:  # the Dockerfile analysis is only loaded for --minimal
+    from .analysis import Analysis, Selection
 
 __all__ = ["Dialect", "BuildContext", "open_context"]
 
@@ -62,8 +65,8 @@ class BuildContext:
     appended: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
     dockerfile_data: bytes | None = None
-    analysis: Analysis | None = None
-    selection: Selection | None = None
+    analysis: "Analysis | None" = None
+    selection: "Selection | None" = None
 
 
 def _resolve_root(path: str) -> str:
@@ -187,6 +190,8 @@ def open_context(
 
     analysis = selection = None
     if minimal:
+        from .analysis import Selection, analyze
+
         if df_data is not None:
             text = df_data
         elif df_abs is not None:
