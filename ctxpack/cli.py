@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -383,9 +384,28 @@ def pack_command(
 
 
 def _pack_to_file(path: str, write: Callable[[Any], Any]) -> Any:
-    """Write through a temporary file in the same directory, renamed on success."""
+    """Write through a temporary file in the same directory, renamed on success.
+
+    A target that exists and is not a regular file (``/dev/null``, a FIFO, a
+    device) is written directly: renaming over it would replace it.
+    """
     from .packer import FdSink
 
+    try:
+        special = not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        special = False
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror}") from None
+    if special:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise OutputError(f"cannot open {path}: {e.strerror}") from None
+        try:
+            return write(FdSink(fd))
+        finally:
+            os.close(fd)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.ctxpack-{os.getpid()}.tmp")
     try:

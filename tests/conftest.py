@@ -25,3 +25,25 @@ def docker_cli() -> Iterator[dockercli.DockerCLI]:
         pytest.skip(f"docker CLI unavailable: {reason}")
     yield dockercli.DockerCLI(dockercli.shared_server())
     dockercli.stop_shared_server()
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[object]:
+    """A real Docker engine of the session's own (tests/dockerd.py): a
+    :class:`dockerd.Dockerd` with ``build``, ``export_fs``, ``version`` and
+    ``client``, and ``bb:latest`` (busybox) imported.
+
+    Skips when the engine cannot be started (not root, no apt-get, dockerd
+    fails: the reason carries dockerd's log tail), except on CI
+    (``CI=true``), where that is a failure.
+    """
+    import dockerd as dockerd_harness  # the fixture's name shadows the module
+
+    try:
+        daemon = dockerd_harness.shared_daemon()
+    except dockerd_harness.DockerdUnavailable as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Docker engine required on CI: {e}", pytrace=False)
+        pytest.skip(f"Docker engine unavailable: {e}")
+    yield daemon
+    dockerd_harness.stop_shared_daemon()

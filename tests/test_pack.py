@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -283,7 +284,22 @@ def test_peak_memory_is_flat(tmp_path: Path) -> None:
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
     )
     for compress in ("none", "gzip"):
-        proc = subprocess.run([sys.executable, "-c", code, "pack", "--compress", compress, "-o", os.devnull, str(root)],
+        proc = subprocess.run([sys.executable, "-c", code, "pack", "--compress", compress, "-o", str(tmp_path / "out.tar"), str(root)],
                               capture_output=True, text=True, timeout=300)
         peak_kib = int(proc.stderr.strip().splitlines()[-1])
         assert peak_kib < 100 * 1024, (compress, peak_kib)
+
+
+def test_output_to_a_device_is_written_not_replaced(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "a": b"x" * 1000})
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    res = CliRunner().invoke(main, ["pack", "-o", str(fifo), str(root)])
+    reader.join(timeout=30)
+    assert res.exit_code == 0, res.output
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)          # still a FIFO, not a renamed file
+    assert tarfile.open(fileobj=io.BytesIO(got[0])).getnames() == ["Dockerfile", "a"]
+    assert sorted(os.listdir(tmp_path)) == ["c", "fifo"]
