@@ -100,16 +100,13 @@ def _minimal_options(fn: F) -> F:
 
 
 def _parse_build_args(items: tuple[str, ...]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for item in items:
         if "=" in item:
             k, v = item.split("=", 1)
-        else:
-            # As docker: --build-arg NAME takes the value from the environment.
-            k, v = item, os.environ.get(item)
-            if v is None:
-                continue
-        out[k] = v
+            out[k] = v
+        elif item in os.environ:
+            out[item] = os.environ[item]  # as docker: --build-arg NAME takes the environment's value
     return out
 
 
@@ -220,7 +217,7 @@ def _print_size(rep: SizeReport, width: int) -> None:
         f"Sends {rep.entries:,} entries: {rep.files:,} files, {format_size(rep.bytes)}"
         + (f"; ignore rules keep out {rep.excluded_files:,} files, {format_size(rep.excluded_bytes)}" if rep.excluded_files else "")
     )
-    if rep.full_files is not None:
+    if rep.full_files is not None and rep.full_bytes is not None:
         click.echo(
             f"--minimal saves {rep.full_files - rep.files:,} files, {format_size(rep.full_bytes - rep.bytes)} "
             f"over the full context ({rep.full_files:,} files, {format_size(rep.full_bytes)})"

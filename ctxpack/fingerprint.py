@@ -34,7 +34,7 @@ import xxhash
 
 from .cache import Index, Snapshot, SnapshotEntry
 from .context import BuildContext
-from .hasher import hash_many, stat_key
+from .hasher import hash_many
 from .walker import Entry, EntryKind, list_entries
 
 __all__ = ["Fingerprint", "fingerprint", "snapshot", "diff", "Delta", "Change", "RECIPE"]

@@ -110,5 +110,5 @@ def hash_many(root: str, rels: Iterable[str], *, workers: int | None = None) -> 
             yield d if d is not None else (rel, None)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ctxpack-hash") as pool:
-        for rel, d in zip(rels, pool.map(lambda r: hash_file(os.path.join(root, r), r), rels, chunksize=32)):
+        for rel, d in zip(rels, pool.map(lambda r: hash_file(os.path.join(root, r), r), rels), strict=True):
             yield d if d is not None else (rel, None)

@@ -23,6 +23,7 @@ import os
 import re
 import stat as st
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import pathspec
 
@@ -265,7 +266,7 @@ def lint(
             continue
         pat = r.pattern
         direct = sum(1 for p in paths if pat.matches(p))
-        where = dict(file=r.source, line=r.line, rule=r.text)
+        where: dict[str, Any] = {"file": r.source, "line": r.line, "rule": r.text}
         # gitignore habits: a rule without an inner "/" is rooted in Docker.
         text = pat.text
         if not pat.exception and "/" not in text and not text.startswith("**"):
@@ -454,20 +455,20 @@ def apply_fixes(report: LintReport) -> tuple[str, str, str] | None:
         old = ""
     lines = old.splitlines(keepends=True)
     appended: list[str] = []
-    for f in report.findings:
-        if f.edit is None:
+    for finding in report.findings:
+        if finding.edit is None:
             continue
-        op, arg = f.edit
+        op, arg = finding.edit
         if op == "append":
             if arg not in appended:
                 appended.append(arg)
-        elif f.line is not None and 0 < f.line <= len(lines):
-            cur = lines[f.line - 1]
+        elif finding.line is not None and 0 < finding.line <= len(lines):
+            cur = lines[finding.line - 1]
             end = "\r\n" if cur.endswith("\r\n") else ("\n" if cur.endswith("\n") else "")
             if op == "replace":
-                lines[f.line - 1] = arg + end
+                lines[finding.line - 1] = arg + end
             elif op == "comment" and not cur.startswith("#"):
-                lines[f.line - 1] = f"# ctxpack: {arg}: {cur.rstrip(chr(13) + chr(10))}{end}"
+                lines[finding.line - 1] = f"# ctxpack: {arg}: {cur.rstrip(chr(13) + chr(10))}{end}"
     new = "".join(lines)
     if appended:
         if new and not new.endswith("\n"):
