@@ -20,7 +20,7 @@ import xxhash
 
 from .errors import ChangedDuringReadError, ContextError
 
-__all__ = ["FileDigest", "hash_file", "hash_many", "StatKey", "stat_key"]
+__all__ = ["FileDigest", "hash_file", "hash_many", "open_regular", "StatKey", "stat_key"]
 
 CHUNK = 1 << 20
 RETRIES = 3
@@ -53,17 +53,25 @@ def _buffer() -> memoryview:
     return view
 
 
-def hash_file(abspath: str, rel: str | None = None) -> FileDigest | None:
-    """Digest one regular file; ``None`` if it vanished meanwhile."""
-    rel = rel or abspath
+def open_regular(abspath: str, rel: str) -> int | None:
+    """Open a file the walker listed as regular, without following a symlink
+    that replaced it meanwhile; ``None`` if it vanished."""
     try:
-        fd = os.open(abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return os.open(abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise ChangedDuringReadError(f"{rel}: replaced by a symlink while hashing", abspath) from None
+            raise ChangedDuringReadError(f"{rel}: replaced by a symlink while being read", abspath) from None
         raise ContextError(f"cannot read '{abspath}': {e.strerror}", abspath) from None
+
+
+def hash_file(abspath: str, rel: str | None = None) -> FileDigest | None:
+    """Digest one regular file; ``None`` if it vanished meanwhile."""
+    rel = rel or abspath
+    fd = open_regular(abspath, rel)
+    if fd is None:
+        return None
     try:
         before = os.fstat(fd)
         for _ in range(RETRIES):

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 from .context import BuildContext, Dialect
 from .errors import ChangedDuringReadError, ContextError, OutputError
+from .hasher import open_regular
 from .tarformat import (
     END_OF_ARCHIVE,
     TYPE_LINK,
@@ -268,15 +269,10 @@ class _Writer:
         self.stats.bytes += len(data)
 
     def _file(self, e: Entry, abspath: str) -> None:
-        try:
-            fd = os.open(abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = open_regular(abspath, e.path)
+        if fd is None:
             self.warn(f"{e.path}: vanished while packing; left out (as docker does)")
             return
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                raise ChangedDuringReadError(f"{e.path}: replaced by a symlink while packing", abspath) from None
-            raise ContextError(f"cannot read '{abspath}': {err.strerror}", abspath) from None
         try:
             before = os.fstat(fd)
             if not st.S_ISREG(before.st_mode):
