@@ -171,19 +171,47 @@ class GzipSink(_CompressingSink):
 
 
 class ZstdSink(_CompressingSink):
-    """zstd with zstandard's multi-threaded compressor (Engine >= 23 accepts it)."""
+    """zstd with zstandard's multi-threaded compressor (Engine >= 23 accepts it).
+
+    A streaming writer with 1 MiB jobs: the compressobj API and the default
+    job size keep hundreds of MB of input and output in flight (measured
+    ~200 MB RSS on a 300 MB file); 1 MiB jobs keep it near 30 MB at the same
+    speed, for a slightly larger output.
+    """
+
+    JOB_SIZE = 1 << 20
 
     def __init__(self, out: Sink, level: int | None = None):
         super().__init__(out)
         import zstandard
 
-        self._z = zstandard.ZstdCompressor(level=3 if level is None else level, threads=-1).compressobj()
+        self._flush_frame = zstandard.FLUSH_FRAME
+        params = zstandard.ZstdCompressionParameters.from_level(
+            3 if level is None else level, threads=-1, job_size=self.JOB_SIZE
+        )
+        self._w = zstandard.ZstdCompressor(compression_params=params).stream_writer(
+            _SinkFile(self), closefd=False, write_return_read=True
+        )
 
     def write(self, data: bytes | memoryview) -> None:
-        self._emit(self._z.compress(bytes(data)))
+        self._w.write(data)
 
     def close(self) -> None:
-        self._emit(self._z.flush())
+        self._w.flush(self._flush_frame)
+
+
+class _SinkFile:
+    """The file-like object zstandard's stream writer writes into."""
+
+    def __init__(self, sink: _CompressingSink):
+        self.sink = sink
+
+    def write(self, data: bytes) -> int:
+        self.sink._emit(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 class CallbackSink(Sink):
@@ -242,7 +270,7 @@ class _Writer:
         return h
 
     def entry(self, e: Entry) -> None:
-        abspath = os.path.join(self.ctx.root, e.path)
+        abspath = self.ctx.root + "/" + e.path
         if e.data is not None:
             self._synthetic(e, abspath)
         elif e.kind == EntryKind.FILE or (e.kind == EntryKind.HARDLINK and self.opts.reproducible):
@@ -274,7 +302,9 @@ class _Writer:
             self.warn(f"{e.path}: vanished while packing; left out (as docker does)")
             return
         try:
-            before = os.fstat(fd)
+            # The walker's lstat is the "before" of the consistency check: a
+            # file is taken as read only if fstat after the read still agrees.
+            before = e.stat if e.stat is not None and e.kind == EntryKind.FILE else os.fstat(fd)
             if not st.S_ISREG(before.st_mode):
                 raise ChangedDuringReadError(f"{e.path}: no longer a regular file", abspath)
             xattrs = read_security_capability(abspath)

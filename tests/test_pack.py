@@ -286,7 +286,7 @@ def test_peak_memory_is_flat(tmp_path: Path) -> None:
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
         "print(hwm, file=sys.stderr)"
     )
-    for compress in ("none", "gzip"):
+    for compress in ("none", "gzip", "zstd"):
         proc = subprocess.run([sys.executable, "-c", code, "pack", "--compress", compress, "-o", str(tmp_path / "out.tar"), str(root)],
                               capture_output=True, text=True, timeout=300)
         peak_kib = int(proc.stderr.strip().splitlines()[-1])
