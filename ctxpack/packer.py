@@ -307,7 +307,7 @@ class _Writer:
             before = e.stat if e.stat is not None and e.kind == EntryKind.FILE else os.fstat(fd)
             if not st.S_ISREG(before.st_mode):
                 raise ChangedDuringReadError(f"{e.path}: no longer a regular file", abspath)
-            xattrs = read_security_capability(abspath)
+            xattrs = read_security_capability(fd)
             size = before.st_size
             if size <= SMALL:
                 for _ in range(RETRIES):

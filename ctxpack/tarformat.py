@@ -605,7 +605,7 @@ def header_from_stat(
     )
 
 
-def read_security_capability(path: str | bytes) -> tuple[tuple[str, bytes], ...]:
+def read_security_capability(path: str | bytes | int) -> tuple[tuple[str, bytes], ...]:
     """The xattrs go-archive stores for ``path``: ``security.capability`` only.
 
     Mirrors ``ReadSecurityXattrToTarHeader``: ``lgetxattr`` (symlinks are not
@@ -614,7 +614,10 @@ def read_security_capability(path: str | bytes) -> tuple[tuple[str, bytes], ...]
     20 bytes.
     """
     try:
-        value = os.getxattr(path, "security.capability", follow_symlinks=False)
+        if isinstance(path, int):  # an open file: no path lookup (cheaper)
+            value = os.getxattr(path, "security.capability")
+        else:
+            value = os.getxattr(path, "security.capability", follow_symlinks=False)
     except OSError:
         return ()
     if len(value) > 3 and value[3] == 3:  # VFS_CAP_REVISION_3 in the top byte
