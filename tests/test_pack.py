@@ -7,6 +7,7 @@ import io
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -87,7 +88,11 @@ def test_big_and_special_files_identical(tmp_path: Path, docker_cli: Any) -> Non
     os.mkfifo(root / "fifo")
     os.symlink("../outside/" + "t" * 150, root / "longlink")
     os.utime(root / "small", (0, -86400 * 400))  # before 1970: PAX mtime
+    (root / "capped").write_bytes(b"#!/bin/true\n")
+    # cap_net_raw+ep as a revision-2 security.capability blob: a PAX xattr record
+    os.setxattr(root / "capped", "security.capability", struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0))
     cap = docker_cli.capture(root)
+    assert any("SCHILY.xattr.security.capability" in m.pax_headers for m in cap.members)
     assert tar_bytes(root) == cap.tar
 
 
