@@ -66,6 +66,9 @@ class Decision:
     bits: int
 
 
+_NO_RULE = Decision(False, None, 0)
+
+
 class DirPlan:
     """Which rules can matter for the children of one directory.
 
@@ -141,6 +144,8 @@ class Matcher:
 
     def decide(self, path: str, plan: DirPlan) -> Decision:
         """``MatchesUsingParentResults`` for ``path`` given its parent's plan."""
+        if not plan.candidates:
+            return _NO_RULE  # no rule can match here: included, nothing inherited
         excluded = False
         rec = 0
         rule = -1
