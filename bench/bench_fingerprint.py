@@ -6,7 +6,8 @@ Usage::
     python bench/bench_fingerprint.py /tmp/ctxpack-bench/tree-full [--runs 5]
 
 For each run: a fresh, empty index (CTXPACK_CACHE_DIR in a temp dir), one
-cold `fingerprint` (every file hashed), then warm runs (nothing changed:
+cold `fingerprint` (every file hashed; also once with CTXPACK_HASH_WORKERS=1
+to show what the hashing threads save), then warm runs (nothing changed:
 0 files hashed), and `ctxpack ls` (the walk alone: the floor of a warm run).
 All are subprocesses (interpreter start-up included) on a warm page cache.
 Reports medians, files/s and GB/s cold, warm/cold ratio and the index size
@@ -54,7 +55,7 @@ def main() -> int:
     args = ap.parse_args()
     ctxpack = shutil.which("ctxpack") or "ctxpack"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CTXPACK_")}
-    cold, warm, walk, hashed_warm = [], [], [], []
+    cold, cold1, warm, walk, hashed_warm = [], [], [], [], []
     stats: dict[str, int] = {}
     index_bytes = 0
     # warm the page cache
@@ -72,6 +73,10 @@ def main() -> int:
         assert w["fingerprint"] == stats["fingerprint"]
         t, _ = run([ctxpack, "ls", args.tree], env)
         walk.append(t)
+        single = tempfile.mkdtemp(prefix="ctxpack-fpbench-")
+        t, _ = run([ctxpack, "fingerprint", args.tree], dict(base_env, CTXPACK_CACHE_DIR=single, CTXPACK_HASH_WORKERS="1"))
+        cold1.append(t)
+        shutil.rmtree(single, ignore_errors=True)
         index_bytes = sum(f.stat().st_size for f in Path(cache).iterdir())
         shutil.rmtree(cache, ignore_errors=True)
     c, w, lsw = statistics.median(cold), statistics.median(warm), statistics.median(walk)
@@ -86,6 +91,8 @@ def main() -> int:
         "|---|---:|---:|---|",
         f"| cold (empty index) | {c:.2f} s ({min(cold):.2f}–{max(cold):.2f}) | {stats['hashed']:,} | "
         f"{stats['hashed'] / c:,.0f} files/s, {stats['hashed_bytes'] / c / 1e9:.2f} GB/s |",
+        f"| cold, hashing in one thread | {statistics.median(cold1):.2f} s ({min(cold1):.2f}–{max(cold1):.2f}) | {stats['hashed']:,} | "
+        f"threads save {1 - c / statistics.median(cold1):.0%} |",
         f"| warm (nothing changed) | {w:.2f} s ({min(warm):.2f}–{max(warm):.2f}) | {max(hashed_warm)} | warm/cold = {w / c:.2f} |",
         f"| bare walk (`ctxpack ls`) | {lsw:.2f} s ({min(walk):.2f}–{max(walk):.2f}) | – | warm/walk = {w / lsw:.2f} |",
         "",
