@@ -135,13 +135,14 @@ def _records(ctx: BuildContext, index: Index, *, workers: int | None = None) -> 
     removed = [p for p in known if p not in records]
     if changed or removed:
         index.update(cid, changed, removed)
-    ordered = sorted(records.values(), key=_path_key)
+    values = list(records.values())
+    if all(r[0].isascii() for r in values):
+        ordered = sorted(values)  # ASCII: string order is byte order
+    else:
+        ordered = sorted(values, key=_path_key)
     h = hashlib.sha256(RECIPE.encode() + b"\n")
-    h.update(b"".join(
-        b"%s\0%s\0%o\0%s\n" % (
-            p.encode("utf-8", "surrogateescape"), k.encode(), m, v.encode("utf-8", "surrogateescape"))
-        for p, k, m, _, v in ordered
-    ))
+    text = "".join(f"{p}\0{k}\0{m:o}\0{v}\n" for p, k, m, _, v in ordered)
+    h.update(text.encode("utf-8", "surrogateescape"))
     fp.entries = len(ordered)
     sizes = [size for _, k, _, size, _ in ordered if k == "f"]
     fp.files = len(sizes)

@@ -230,3 +230,27 @@ def test_cache_info_and_clear(ctx: Path) -> None:
     assert info["contexts"] == 1 and info["files"] == 5
     assert runner.invoke(main, ["cache", "clear"]).exit_code == 0
     assert fp(ctx)["hashed"] == 5
+
+
+def test_recipe_as_documented(tmp_path: Path) -> None:
+    """Recompute the fingerprint from docs/fingerprint.md, independently."""
+    import hashlib
+
+    import xxhash
+
+    root = make_tree(tmp_path / "r", {"Dockerfile": b"FROM scratch\n", "b/x.txt": b"hello", "a.txt": b"A"})
+    os.symlink("a.txt", root / "link")
+    os.chmod(root / "a.txt", 0o600)
+    records = []
+    for rel in sorted(["Dockerfile", "a.txt", "b", "b/x.txt", "link"], key=lambda p: p.encode()):
+        p = root / rel
+        st = os.lstat(p)
+        if os.path.islink(p):
+            kind, value = "l", os.readlink(p)
+        elif p.is_dir():
+            kind, value = "d", ""
+        else:
+            kind, value = "f", xxhash.xxh3_128_hexdigest(p.read_bytes())
+        records.append(f"{rel}\0{kind}\0{st.st_mode & 0o7777:o}\0{value}\n")
+    expected = hashlib.sha256(b"ctxpack-fp1\n" + "".join(records).encode()).hexdigest()
+    assert fp(root)["fingerprint"] == expected
