@@ -205,6 +205,33 @@ class Matcher:
                 rule = self.rules[i]
         return excluded, rule
 
+    def self_or_ancestor_bits(self, path: str, parent_bits: int) -> int:
+        """Bit i set when rule i matches ``path`` or one of its ancestors
+        (``parent_bits`` is the same for the parent directory).  Errors count
+        as no match, as ``MatchesOrParentMatches`` ignores them on ancestors."""
+        bits = parent_bits
+        for i, m in enumerate(self._match):
+            if not (bits >> i) & 1:
+                try:
+                    if m(path):
+                        bits |= 1 << i
+                except BrokenPattern:
+                    pass
+        return bits
+
+    def matches_or_parent_matches_with(self, path: str, ancestor_bits: int) -> bool:
+        """:meth:`matches_or_parent_matches` given the parent's
+        :meth:`self_or_ancestor_bits`: evaluates only the path itself."""
+        excluded = False
+        exc = self._exc
+        for i, m in enumerate(self._match):
+            if exc[i] != excluded:
+                continue
+            hit = self._eval(i, path) or bool((ancestor_bits >> i) & 1)
+            if hit:
+                excluded = not exc[i]
+        return excluded
+
     def matches_single_parent(self, path: str) -> bool:
         """Deprecated ``Matches``: only the ancestor as deep as the pattern.
 

@@ -313,9 +313,11 @@ def validate_classic(ctx: BuildContext) -> None:
     it (Go's ``filepath.Walk``), so an unreadable directory fails even when
     it is itself excluded; opens every kept file except symlinks and FIFOs.
     """
-    mopm = ctx.file_matcher.matches_or_parent_matches
+    m = ctx.file_matcher
+    mopm = m.matches_or_parent_matches_with
+    anc_of = m.self_or_ancestor_bits
 
-    def enter(abs_dir: str, rel_dir: str) -> Iterator[os.DirEntry[str]] | None:
+    def enter(abs_dir: str, rel_dir: str, parent_anc: int) -> tuple[Iterator[os.DirEntry[str]], int] | None:
         try:
             with os.scandir(abs_dir) as it:
                 children = sorted(it, key=lambda e: _bytes_key(e.name))
@@ -323,15 +325,16 @@ def validate_classic(ctx: BuildContext) -> None:
             raise ContextError(f"can't stat '{abs_dir}'", abs_dir) from None
         except FileNotFoundError:
             raise ContextError(f"file ('{abs_dir}') not found or excluded by .dockerignore", abs_dir) from None
-        if rel_dir and mopm(rel_dir)[0]:
+        if rel_dir and mopm(rel_dir, parent_anc):
             return None  # filepath.SkipDir
-        return iter(children)
+        return iter(children), (anc_of(rel_dir, parent_anc) if rel_dir else 0)
 
-    root_it = enter(ctx.root, "")
-    assert root_it is not None
-    stack: list[tuple[Iterator[os.DirEntry[str]], str, str]] = [(root_it, ctx.root, "")]
+    root = enter(ctx.root, "", 0)
+    assert root is not None
+    # Frames: (children, abs dir, rel dir, bits of rules matching the dir or an ancestor)
+    stack: list[tuple[Iterator[os.DirEntry[str]], str, str, int]] = [(root[0], ctx.root, "", root[1])]
     while stack:
-        it, abs_dir, rel_dir = stack[-1]
+        it, abs_dir, rel_dir, anc = stack[-1]
         de = next(it, None)
         if de is None:
             stack.pop()
@@ -345,11 +348,11 @@ def validate_classic(ctx: BuildContext) -> None:
         except PermissionError:
             raise ContextError(f"can't stat '{absp}'", absp) from None
         if st.S_ISDIR(mode):
-            sub = enter(absp, rel)
+            sub = enter(absp, rel, anc)
             if sub is not None:
-                stack.append((sub, absp, rel))
+                stack.append((sub[0], absp, rel, sub[1]))
             continue
-        if mopm(rel)[0] or st.S_ISLNK(mode) or st.S_ISFIFO(mode):
+        if mopm(rel, anc) or st.S_ISLNK(mode) or st.S_ISFIFO(mode):
             continue
         try:
             fd = os.open(absp, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

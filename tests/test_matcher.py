@@ -123,3 +123,26 @@ def test_single_parent_matcher() -> None:
     assert not m.matches_single_parent("a/b/deep/Dockerfile")
     assert m.matches_or_parent_matches("a/b/deep/Dockerfile")[0]
     assert _matcher(["sub"]).matches_single_parent("sub/Dockerfile")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PAT = st.text("ab*?/!.", min_size=1, max_size=5).filter(lambda p: p.strip("!/") != "")
+_PATH = st.lists(st.text("ab.", min_size=1, max_size=3).filter(lambda c: c not in (".", "..")), min_size=1, max_size=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(patterns=st.lists(_PAT, max_size=5), parts=_PATH)
+def test_incremental_mopm_equals_mopm(patterns: list[str], parts: list[str]) -> None:
+    """The validation walk's incremental MatchesOrParentMatches (ancestor bits
+    carried down) answers exactly as the per-path one."""
+    try:
+        m = _matcher(patterns)
+    except PatternError:
+        return
+    bits = 0
+    for k in range(1, len(parts)):
+        bits = m.self_or_ancestor_bits("/".join(parts[:k]), bits)
+    path = "/".join(parts)
+    assert m.matches_or_parent_matches_with(path, bits) == m.matches_or_parent_matches(path)[0]
