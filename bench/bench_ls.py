@@ -20,10 +20,11 @@ idempotent), with the ``.dockerignore`` variants of ``bench/set_ignore.py``:
      whole "context step" is what is timed (the fake daemon replies at once,
      so nothing else is in it).
 
-2. Pruning: ``ctxpack ls`` (and docker) on the main tree and on a copy whose
-   node_modules holds 10x the files (``gen_tree.py --nm-scale 10``), with no
-   ignore file and with ``**/node_modules``: with pruning, the time should
-   not depend on node_modules' size.
+2. Pruning: the main tree and a twin whose node_modules holds 10x the files
+   (``gen_tree.py --nm-scale 10``), timed together with ``**/node_modules``
+   (ctxpack and docker) and with no ignore file (ctxpack; docker too with
+   ``--docker-unpruned``): with pruning, the time should not depend on
+   node_modules' size.
 
 Each command gets one warm-up run (which doubles as a correctness check: the
 names docker uploads, parsed from its tar stream, must equal ``ctxpack ls``'s
