@@ -19,6 +19,34 @@ from .ignorefile import RawRule, parse_ignore, read_ignore_file
 from .matcher import Decision, Matcher, Rule
 from .walker import Entry, EntryKind, walk, walk_all
 
+# Heavier parts load on first use, so `import ctxpack` (and the CLI's start-up)
+# stays cheap: name -> (module, attribute).
+_LAZY = {
+    "pack": ("packer", "pack"),
+    "iter_tar": ("packer", "iter_tar"),
+    "PackOptions": ("packer", "PackOptions"),
+    "FdSink": ("packer", "FdSink"),
+    "fingerprint": ("fingerprint", "fingerprint"),
+    "snapshot": ("fingerprint", "snapshot"),
+    "diff": ("fingerprint", "diff"),
+    "lint": ("lint", "lint"),
+    "analyze": ("analysis", "analyze"),
+    "parse_dockerfile": ("dockerfile", "parse_dockerfile"),
+    "size": ("api", "size"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ctxpack' has no attribute {name!r}")
+
+
 __all__ = [
     "BuildContext",
     "ContextError",
@@ -45,6 +73,7 @@ __all__ = [
     "read_ignore_file",
     "walk",
     "walk_all",
+    *_LAZY,
 ]
 
 __version__ = "0.1.0"

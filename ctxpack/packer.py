@@ -190,7 +190,7 @@ class ZstdSink(_CompressingSink):
             3 if level is None else level, threads=-1, job_size=self.JOB_SIZE
         )
         self._w = zstandard.ZstdCompressor(compression_params=params).stream_writer(
-            _SinkFile(self), closefd=False, write_return_read=True
+            _SinkFile(self), closefd=False, write_return_read=True  # type: ignore[arg-type]
         )
 
     def write(self, data: bytes | memoryview) -> None:

@@ -164,3 +164,9 @@ def test_dockerfile_location_matches_docker_cli(tmp_path: Path, where: str, has_
     n = len([x for x in ours if not x.startswith(".dockerfile.")]) - (0 if has_ignore or where == "sub" else 1)
     assert _normalize(ours[:n]) == _normalize(theirs[:n])
     assert sorted(_normalize(ours[n:])) == sorted(_normalize(theirs[n:]))
+
+
+def test_public_api_is_importable() -> None:
+    """Every name in ctxpack.__all__ resolves (lazy ones included)."""
+    for name in ctxpack.__all__:
+        assert getattr(ctxpack, name) is not None, name
