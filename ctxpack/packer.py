@@ -46,6 +46,8 @@ __all__ = ["PackOptions", "PackStats", "pack", "iter_tar", "Sink", "FdSink", "Gz
 
 COMPRESSIONS = ("none", "gzip", "zstd")
 
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
 # Files up to this size are read with one pread into memory (fewer syscalls
 # than sendfile for the many small files of a typical context); larger ones
 # are streamed.
@@ -297,10 +299,13 @@ class _Writer:
         self.stats.bytes += len(data)
 
     def _file(self, e: Entry, abspath: str) -> None:
-        fd = open_regular(abspath, e.path)
-        if fd is None:
-            self.warn(f"{e.path}: vanished while packing; left out (as docker does)")
-            return
+        try:
+            fd = os.open(abspath, _OPEN_FLAGS)
+        except OSError:
+            fd = open_regular(abspath, e.path)  # the same again, for its error reporting
+            if fd is None:
+                self.warn(f"{e.path}: vanished while packing; left out (as docker does)")
+                return
         try:
             # The walker's lstat is the "before" of the consistency check: a
             # file is taken as read only if fstat after the read still agrees.
@@ -313,13 +318,18 @@ class _Writer:
                 for _ in range(RETRIES):
                     data = os.pread(fd, size + 1, 0) if size else b""
                     after = os.fstat(fd)
-                    if len(data) == size and _same(before, after):
+                    if (len(data) == size and after.st_mtime_ns == before.st_mtime_ns
+                            and after.st_ctime_ns == before.st_ctime_ns and after.st_size == size):
                         break
                     before, size = after, after.st_size
                 else:
                     raise ChangedDuringReadError(f"{e.path}: kept changing while being read ({RETRIES} tries)", abspath)
-                h = header_from_stat(e.path, before, xattrs=xattrs)
-                self.put(encode_header(self._fix(h)) + data + padding(size))
+                # What header_from_stat builds for a regular file, without the detour.
+                h = TarHeader(e.path, TYPE_REG, before.st_mode & 0o7777, size, before.st_mtime_ns // 1_000_000_000,
+                              xattrs=xattrs)
+                if self.opts.reproducible:
+                    h = self._fix(h)
+                self.put(encode_header(h) + data + padding(size))
             else:
                 h = header_from_stat(e.path, before, xattrs=xattrs)
                 self.put(encode_header(self._fix(h)))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .context import BuildContext, Dialect
 from .errors import ContextError
-from .matcher import DirPlan, Matcher, Rule
+from .matcher import _NO_RULE, DirPlan, Matcher, Rule
 
 __all__ = ["Entry", "EntryKind", "walk", "walk_all", "list_entries", "injected_dockerfile_name", "descends_into_excluded"]
 
@@ -91,6 +91,12 @@ def _kind(mode: int) -> str | None:
     if st.S_ISBLK(mode):
         return EntryKind.BLOCK
     return None  # sockets: go-archive logs "sockets not supported" and skips
+
+
+_KINDS = {
+    st.S_IFREG: EntryKind.FILE, st.S_IFDIR: EntryKind.DIR, st.S_IFLNK: EntryKind.SYMLINK,
+    st.S_IFIFO: EntryKind.FIFO, st.S_IFCHR: EntryKind.CHAR, st.S_IFBLK: EntryKind.BLOCK,
+}
 
 
 def _bytes_key(name: str) -> bytes:
@@ -215,12 +221,12 @@ def _walk(ctx: BuildContext, stack: list[_Frame], excluded: bool) -> Iterator[En
         name = de.name
         rel = rel_dir + "/" + name if rel_dir else name
         absp = abs_dir + "/" + name
-        d = decide(rel, plan)
-        try:
-            is_dir = de.is_dir(follow_symlinks=False)
-        except OSError:
-            is_dir = False
+        d = decide(rel, plan) if plan.candidates else _NO_RULE
         if d.excluded:
+            try:
+                is_dir = de.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
             if is_dir and pruner.descend(rel):
                 held = Entry(rel, EntryKind.DIR, None, rule=d.rule, included=False)
                 children = iter(_scan(absp, dialect))
@@ -229,7 +235,7 @@ def _walk(ctx: BuildContext, stack: list[_Frame], excluded: bool) -> Iterator[En
                 yield Entry(rel, EntryKind.DIR if is_dir else EntryKind.FILE, None, rule=d.rule, included=False)
             continue
         if selection is not None and rel not in forced and not selection.wants(rel):
-            if is_dir and selection.may_contain(rel):
+            if de.is_dir(follow_symlinks=False) and selection.may_contain(rel):
                 held = Entry(rel, EntryKind.DIR, None, rule=d.rule, included=False)
                 children = iter(_scan(absp, dialect))
                 stack.append((children, absp, rel, plan_for(rel, d.bits, depth + 1), depth + 1, pending + ((held, True),)))
@@ -240,9 +246,9 @@ def _walk(ctx: BuildContext, stack: list[_Frame], excluded: bool) -> Iterator[En
             continue  # vanished since the listing: go-archive logs and skips it
         except OSError as e:
             raise ContextError(f"can't stat '{absp}': {e.strerror}", absp) from None
-        kind = _kind(sr.st_mode)
+        kind = _KINDS.get(sr.st_mode & 0o170000)
         if kind is None:
-            continue
+            continue  # sockets: go-archive logs "sockets not supported" and skips
         if pending:
             for held, in_classic in pending:
                 if not held.included and (in_classic or not classic):
