@@ -302,10 +302,11 @@ class _Writer:
         try:
             fd = os.open(abspath, _OPEN_FLAGS)
         except OSError:
-            fd = open_regular(abspath, e.path)  # the same again, for its error reporting
-            if fd is None:
+            again = open_regular(abspath, e.path)  # the same again, for its error reporting
+            if again is None:
                 self.warn(f"{e.path}: vanished while packing; left out (as docker does)")
                 return
+            fd = again
         try:
             # The walker's lstat is the "before" of the consistency check: a
             # file is taken as read only if fstat after the read still agrees.
