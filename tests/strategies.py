@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,6 +147,17 @@ def dockerignores(draw: st.DrawFn, nodes: list[Node]) -> str:
         lines.append(p)
     sep = draw(st.sampled_from(["\n", "\r\n"]))
     return sep.join(lines) + (sep if lines and draw(st.booleans()) else "")
+
+
+@contextlib.contextmanager
+def built(nodes: list[Node], dockerignore: str | None) -> Iterator[Path]:
+    """A generated tree in a fresh temporary directory, removed afterwards
+    (hypothesis examples cannot use pytest's tmp_path)."""
+    tmp = Path(tempfile.mkdtemp(prefix="ctxpack-gen-"))
+    try:
+        yield build(tmp / "ctx", nodes, dockerignore)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build(root: Path, nodes: list[Node], dockerignore: str | None) -> Path:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import stat
 import struct
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import zlib
 from pathlib import Path
@@ -28,7 +26,7 @@ from ctxpack import packer
 from ctxpack.cli import main
 from ctxpack.errors import ChangedDuringReadError
 from ctxpack.packer import CallbackSink, FdSink, PackOptions, iter_tar, pack
-from strategies import build, dockerignores, trees
+from strategies import built, dockerignores, trees
 from trees import load_fixture, make_tree, vector_tree
 
 EXAMPLES = int(os.environ.get("CTXPACK_HYPOTHESIS_EXAMPLES", "150"))
@@ -54,16 +52,12 @@ def _blocks_diff(a: bytes, b: bytes) -> str:
 def test_classic_tar_is_byte_identical_to_docker_cli(data: st.DataObject, docker_cli: Any) -> None:
     nodes = data.draw(trees())
     ignore = data.draw(dockerignores(nodes))
-    tmp = Path(tempfile.mkdtemp(prefix="ctxpack-pack-"))
-    try:
-        root = build(tmp / "ctx", nodes, ignore)
+    with built(nodes, ignore) as root:
         cap = docker_cli.capture(root)
         if cap.tar is None:
             return
         ours = tar_bytes(root)
         assert ours == cap.tar, _blocks_diff(ours, cap.tar)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.docker_cli

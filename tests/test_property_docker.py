@@ -5,8 +5,6 @@ targets), and the two evaluators against each other."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from hypothesis import strategies as st
 
 import ctxpack
 from ctxpack import Dialect
-from strategies import TAR_TYPES, build, dockerignores, trees
+from strategies import TAR_TYPES, built, dockerignores, trees
 from trees import tar_names
 
 EXAMPLES = int(os.environ.get("CTXPACK_HYPOTHESIS_EXAMPLES", "150"))
@@ -44,9 +42,7 @@ def cases(draw: st.DrawFn) -> tuple[list[Any], str]:
 @given(case=cases())
 def test_classic_listing_equals_docker_cli(case: tuple[list[Any], str], docker_cli: Any) -> None:
     nodes, ignore = case
-    tmp = Path(tempfile.mkdtemp(prefix="ctxpack-prop-"))
-    try:
-        root = build(tmp / "ctx", nodes, ignore)
+    with built(nodes, ignore) as root:
         cap = docker_cli.capture(root)
         ours = _ours(root, Dialect.CLASSIC)
         if cap.tar is None:
@@ -58,8 +54,6 @@ def test_classic_listing_equals_docker_cli(case: tuple[list[Any], str], docker_c
             for n, m in zip(tar_names(cap.members), cap.members)
         ]
         assert ours == theirs
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -68,9 +62,7 @@ def test_dialects_agree_without_exceptions(case: tuple[list[Any], str]) -> None:
     """With no `!` rules the two walkers differ only in the forced Dockerfile
     and .dockerignore; and explain agrees with the listing for every path."""
     nodes, ignore = case
-    tmp = Path(tempfile.mkdtemp(prefix="ctxpack-prop-"))
-    try:
-        root = build(tmp / "ctx", nodes, ignore)
+    with built(nodes, ignore) as root:
         lines = [ln.strip() for ln in ignore.splitlines()]
         has_exc = any(ln.startswith("!") for ln in lines)
         results = {}
@@ -88,8 +80,6 @@ def test_dialects_agree_without_exceptions(case: tuple[list[Any], str]) -> None:
             assert [p for p in results[Dialect.CLASSIC] if p not in forced] == [
                 p for p in results[Dialect.BUILDKIT] if p not in forced
             ]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -101,9 +91,7 @@ def test_walker_equals_naive_reference(case: tuple[list[Any], str], dialect: Dia
     from reference_model import reference_listing
 
     nodes, ignore = case
-    tmp = Path(tempfile.mkdtemp(prefix="ctxpack-ref-"))
-    try:
-        root = build(tmp / "ctx", nodes, ignore)
+    with built(nodes, ignore) as root:
         try:
             ctx = ctxpack.open_context(root, dialect=dialect)
             ours = [e.path for e in ctxpack.walk(ctx) if not e.forced]
@@ -114,5 +102,3 @@ def test_walker_equals_naive_reference(case: tuple[list[Any], str], dialect: Dia
         except Exception:  # noqa: BLE001 - the model raises on broken patterns too
             return
         assert ours == ref
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from hypothesis import strategies as st
 from ctxpack.audit import parse_size
 from ctxpack.cli import main
 from ctxpack.errors import InputError
-from strategies import build, dockerignores, trees
+from strategies import built, dockerignores, trees
 from trees import make_tree
 
 EXAMPLES = int(os.environ.get("CTXPACK_HYPOTHESIS_EXAMPLES", "150")) // 3
@@ -35,9 +33,7 @@ def size_json(*args: str) -> dict[str, Any]:
 def test_totals_equal_docker_cli_upload(data: st.DataObject, docker_cli: Any) -> None:
     nodes = data.draw(trees())
     ignore = data.draw(dockerignores(nodes))
-    tmp = Path(tempfile.mkdtemp(prefix="ctxpack-size-"))
-    try:
-        root = build(tmp / "ctx", nodes, ignore)
+    with built(nodes, ignore) as root:
         cap = docker_cli.capture(root)
         if cap.tar is None:
             return
@@ -46,8 +42,6 @@ def test_totals_equal_docker_cli_upload(data: st.DataObject, docker_cli: Any) ->
         assert rep["files"] == len(regular)
         assert rep["bytes"] == sum(m.size for m in regular)
         assert rep["entries"] == len(cap.members)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_savings_per_rule(tmp_path: Path) -> None:
