@@ -235,11 +235,11 @@ def _print_size(rep: SizeReport, width: int) -> None:
     if rep.extensions:
         click.echo(_styled("\nBy extension", bold=True))
         for x in rep.extensions:
-            click.echo(f"  {x.extension:<16} {format_size(x.bytes):>10} {x.files:>8,} files")
+            click.echo(f"  {x.extension:<16} {format_size(x.bytes):>10} {x.files:>8,} file{'' if x.files == 1 else 's'}")
     if rep.rules:
         click.echo(_styled("\nKept out by rule", bold=True))
         for r in rep.rules:
-            click.echo(f"  {_fit(r.rule, pw):<{pw}} {format_size(r.bytes):>10} {r.files:>8,} files")
+            click.echo(f"  {_fit(r.rule, pw):<{pw}} {format_size(r.bytes):>10} {r.files:>8,} file{'' if r.files == 1 else 's'}")
 
 
 @main.command("size")
