@@ -77,22 +77,6 @@ class Entry:
         return self.path + "/" if self.kind == EntryKind.DIR else self.path
 
 
-def _kind(mode: int) -> str | None:
-    if st.S_ISREG(mode):
-        return EntryKind.FILE
-    if st.S_ISDIR(mode):
-        return EntryKind.DIR
-    if st.S_ISLNK(mode):
-        return EntryKind.SYMLINK
-    if st.S_ISFIFO(mode):
-        return EntryKind.FIFO
-    if st.S_ISCHR(mode):
-        return EntryKind.CHAR
-    if st.S_ISBLK(mode):
-        return EntryKind.BLOCK
-    return None  # sockets: go-archive logs "sockets not supported" and skips
-
-
 _KINDS = {
     st.S_IFREG: EntryKind.FILE, st.S_IFDIR: EntryKind.DIR, st.S_IFLNK: EntryKind.SYMLINK,
     st.S_IFIFO: EntryKind.FIFO, st.S_IFCHR: EntryKind.CHAR, st.S_IFBLK: EntryKind.BLOCK,
