@@ -98,8 +98,8 @@ class Matcher:
 
     # --- construction ------------------------------------------------------
     @classmethod
-    def from_raw(cls, raw: Iterable[RawRule], extra: Iterable[str] = ()) -> Matcher:
-        """Compile parsed ignore-file lines (and synthetic extra patterns).
+    def from_raw(cls, raw: Iterable[RawRule]) -> Matcher:
+        """Compile parsed ignore-file lines.
 
         Raises :class:`PatternError` naming the file and line for a pattern
         Docker refuses at load time.
@@ -111,15 +111,19 @@ class Matcher:
             except PatternSyntaxError as e:
                 raise PatternError(str(e), r.source, r.line, r.text) from None
             rules.append(Rule(pat, r.source, r.line, r.text, len(rules)))
-        for text in extra:
-            rules.append(Rule(compile_pattern(text), "<docker cli>", 0, text, len(rules)))
         return cls(rules)
 
     def with_extra(self, extra: Iterable[str]) -> Matcher:
         """A matcher with synthetic rules appended (the classic CLI's re-adds)."""
         rules = list(self.rules)
         for text in extra:
-            rules.append(Rule(compile_pattern(text), "<docker cli>", 0, text, len(rules)))
+            try:
+                pat = compile_pattern(text)
+            except PatternSyntaxError as e:
+                # A Dockerfile name that is not a valid pattern: the CLI's
+                # tar step fails on it the same way.
+                raise PatternError(str(e), "<docker cli>", None, text) from None
+            rules.append(Rule(pat, "<docker cli>", 0, text, len(rules)))
         return Matcher(rules)
 
     def __len__(self) -> int:
