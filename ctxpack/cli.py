@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import stat
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import click
 from . import api
 from .audit import SizeReport, format_size, parse_size
 from .context import BuildContext, Dialect, open_context
-from .errors import CtxpackError, InputError, OutputError
+from .errors import CtxpackError, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -300,6 +299,7 @@ def lint_command(
     Exit codes: 0 no error-level findings, 1 some, 2 usage or input error.
     """
     from .lint import apply_fixes, lint, unified_diff
+    from .packer import open_output
 
     report = lint(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, allow_secrets=allow_secrets)
     if fix:
@@ -307,7 +307,8 @@ def lint_command(
         if change is not None:
             path, old, new = change
             click.echo(unified_diff(path, old, new), err=as_json, nl=False)
-            _atomic_write(path, new.encode("utf-8", "surrogateescape"))
+            with open_output(path) as sink:
+                sink.write(new.encode("utf-8", "surrogateescape"))
             report = lint(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, allow_secrets=allow_secrets)
     if as_json:
         click.echo(_json({"ignore_file": report.ignore_file, "findings": [f.to_json() for f in report.findings]}))
@@ -342,7 +343,7 @@ def pack_command(
     `ctxpack pack . | docker build -` works.  Exit codes: 0 written, 1 a file
     changed or vanished beyond retry, 2 usage or input error, 3 output error.
     """
-    from .packer import FdSink, PackOptions, pack
+    from .packer import FdSink, PackOptions, open_output, pack
 
     to_stdout = output in (None, "-")
     if to_stdout and sys.stdout.isatty():
@@ -369,7 +370,8 @@ def pack_command(
             stats = pack(ctx, FdSink(sys.stdout.fileno()), opts, warn=warn, progress=progress)
         else:
             assert output is not None
-            stats = _pack_to_file(output, lambda sink: pack(ctx, sink, opts, warn=warn, progress=progress))
+            with open_output(output) as sink:
+                stats = pack(ctx, sink, opts, warn=warn, progress=progress)
     finally:
         progress.done()
     if take_snapshot:
@@ -378,52 +380,6 @@ def pack_command(
         snapshot(ctx)
     if sys.stderr.isatty() and progress.shown:
         click.echo(f"ctxpack: {stats.entries:,} entries, {format_size(stats.bytes)} in {stats.elapsed:.1f}s", err=True)
-
-
-def _pack_to_file(path: str, write: Callable[[Any], Any]) -> Any:
-    """Write through a temporary file in the same directory, renamed on success.
-
-    A target that exists and is not a regular file (``/dev/null``, a FIFO, a
-    device) is written directly: renaming over it would replace it.
-    """
-    from .packer import FdSink
-
-    try:
-        special = not stat.S_ISREG(os.stat(path).st_mode)
-    except FileNotFoundError:
-        special = False
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
-    if special:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise OutputError(f"cannot open {path}: {e.strerror}") from None
-        try:
-            return write(FdSink(fd))
-        finally:
-            os.close(fd)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.ctxpack-{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise OutputError(f"cannot create {tmp}: {e.strerror}") from None
-    try:
-        result = write(FdSink(fd))
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-        return result
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    except OSError as e:  # pragma: no cover - fsync/replace failures
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
 
 
 @main.command("fingerprint")
@@ -518,20 +474,6 @@ def cache_clear() -> None:
     with Index() as idx:
         idx.clear()
         click.echo(f"cleared {idx.path}")
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.ctxpack-{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ is left out, as the docker CLI does, and reported through ``warn``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import queue
@@ -42,7 +43,7 @@ from .tarformat import (
 )
 from .walker import Entry, EntryKind, injected_dockerfile_name, list_entries
 
-__all__ = ["PackOptions", "PackStats", "pack", "iter_tar", "Sink", "FdSink", "GzipSink", "ZstdSink", "CallbackSink", "COMPRESSIONS"]
+__all__ = ["PackOptions", "PackStats", "pack", "iter_tar", "open_output", "Sink", "FdSink", "GzipSink", "ZstdSink", "CallbackSink", "COMPRESSIONS"]
 
 COMPRESSIONS = ("none", "gzip", "zstd")
 
@@ -230,6 +231,56 @@ class CallbackSink(Sink):
 
     def sendfile(self, fd: int, offset: int, count: int) -> int | None:
         return None  # chunks go through memory, 1 MiB at a time
+
+
+@contextlib.contextmanager
+def open_output(path: str) -> Iterator[FdSink]:
+    """A sink onto ``path`` that is all or nothing.
+
+    Writes go to a temporary file in the same directory, synced and renamed
+    over ``path`` when the block ends normally; on any error (a full disk, a
+    file that changed, Ctrl-C) the temporary file is removed and ``path`` is
+    untouched.  A target that exists and is not a regular file
+    (``/dev/null``, a FIFO, a device) is written directly: renaming over it
+    would replace it.
+    """
+    try:
+        special = not st.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        special = False
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror}") from None
+    if special:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise OutputError(f"cannot open {path}: {e.strerror}") from None
+        try:
+            yield FdSink(fd)
+        finally:
+            os.close(fd)
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.ctxpack-{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise OutputError(f"cannot create {tmp}: {e.strerror}") from None
+    try:
+        yield FdSink(fd)
+        try:
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _output_error(e) from None
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
