@@ -76,6 +76,7 @@ import atexit
 import base64
 import ctypes
 import ctypes.util
+import dataclasses
 import http.client
 import io
 import json
@@ -381,11 +382,14 @@ class FsEntry:
     ``symlink``, ``hardlink``, ``char``, ``block`` or ``fifo``; ``mode`` the
     permission bits including setuid/setgid/sticky; ``data`` the content
     (files), the target (symlinks: as stored; hard links: the normalised path
-    of the other name) or ``None``."""
+    of the other name) or ``None``; ``uid``/``gid`` the owners (``COPY
+    --chown``)."""
 
     type: str
     mode: int
     data: bytes | str | None
+    uid: int = 0
+    gid: int = 0
 
     # Behave like the (type, mode, content_or_linkname) tuple of the brief.
     def __iter__(self) -> Iterator[Any]:
@@ -719,7 +723,7 @@ class EngineClient:
                             entry = FsEntry("fifo", mode, None)
                         else:
                             entry = FsEntry(f"type-{ti.type!r}", mode, None)
-                        result[name] = entry
+                        result[name] = dataclasses.replace(entry, uid=ti.uid, gid=ti.gid)
             except (OSError, http.client.HTTPException, tarfile.TarError) as e:
                 raise EngineError(f"export of {image_id}: {type(e).__name__}: {e}") from e
             finally:

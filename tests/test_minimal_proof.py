@@ -31,7 +31,6 @@ module runs in about two minutes.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import tarfile
@@ -111,47 +110,9 @@ def tar_names(body: bytes) -> set[str]:
 
 def export_tree(d: harness.Dockerd, image_id: str) -> dict[str, tuple[Any, ...]]:
     """The image's flattened filesystem: ``{path: (type, mode, uid, gid,
-    content | link target | None)}``.  Like ``Dockerd.export_fs``, plus the
-    owners (``COPY --chown``)."""
-    client = d.client
-    spec = {"Image": image_id, "Cmd": ["/ctxpack-never-started"], "NetworkDisabled": True,
-            "HostConfig": {"NetworkMode": "none"}}
-    status, _, raw = client.request("POST", "/containers/create", json.dumps(spec).encode(),
-                                    {"Content-Type": "application/json"})
-    assert status == 201, f"create from {image_id}: HTTP {status}: {raw[:300]!r}"
-    cid = json.loads(raw)["Id"]
-    try:
-        status, _, raw = client.request("GET", f"/containers/{cid}/export", timeout=harness.BUILD_TIMEOUT)
-        assert status == 200, f"export of {image_id}: HTTP {status}: {raw[:300]!r}"
-    finally:
-        client.request("DELETE", f"/containers/{cid}?force=1&v=1")
-    out: dict[str, tuple[Any, ...]] = {}
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
-        for ti in tf:
-            name = ti.name.strip("/")
-            while name.startswith("./"):
-                name = name[2:]
-            if not name or name == ".":
-                continue
-            data: Any = None
-            if ti.isreg():
-                f = tf.extractfile(ti)
-                data = f.read() if f else b""
-                kind = "file"
-            elif ti.isdir():
-                kind = "dir"
-            elif ti.issym():
-                kind, data = "symlink", ti.linkname
-            elif ti.islnk():
-                kind, data = "hardlink", ti.linkname.strip("/")
-            elif ti.ischr() or ti.isblk():
-                kind, data = ("char" if ti.ischr() else "block"), (ti.devmajor, ti.devminor)
-            elif ti.isfifo():
-                kind = "fifo"
-            else:
-                kind = f"type-{ti.type!r}"
-            out[name] = (kind, ti.mode & 0o7777, ti.uid, ti.gid, data)
-    return out
+    content | link target | None)}`` (``Dockerd.export_fs`` as tuples, so
+    that owners from ``COPY --chown`` are compared too)."""
+    return {k: (e.type, e.mode, e.uid, e.gid, e.data) for k, e in d.export_fs(image_id).items()}
 
 
 def diff_trees(full: dict[str, tuple[Any, ...]], mini: dict[str, tuple[Any, ...]]) -> list[str]:
