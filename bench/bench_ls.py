@@ -46,7 +46,6 @@ import os
 import platform
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+
+from benchutil import command_output, cpu_model, summary  # noqa: E402
 
 import gen_tree  # noqa: E402
 from discard_server import DiscardServer  # noqa: E402
@@ -138,10 +139,6 @@ class Runner:
         return r
 
 
-def summary(xs: list[float]) -> dict:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs}
-
-
 def measure(runner: Runner, jobs: list[tuple[str, str, str]], reps: int, verify: bool) -> dict:
     """Time a group of jobs ``(key, tool, tree)`` together.
 
@@ -186,25 +183,10 @@ def measure(runner: Runner, jobs: list[tuple[str, str, str]], reps: int, verify:
 # --------------------------------------------------------------------------
 
 
-def _cmd(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
 def machine_info(tree: str) -> dict:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    head = _cmd(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
-    dirty = _cmd(["git", "-C", REPO, "status", "--porcelain", "--", "ctxpack"])
+    cpu = cpu_model()
+    head = command_output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "-C", REPO, "status", "--porcelain", "--", "ctxpack"])
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
@@ -212,8 +194,8 @@ def machine_info(tree: str) -> dict:
         "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "docker": _cmd(["docker", "--version"]),
-        "fs": _cmd(["df", "--output=fstype", tree]).splitlines()[-1:] or ["?"],
+        "docker": command_output(["docker", "--version"]),
+        "fs": command_output(["df", "--output=fstype", tree]).splitlines()[-1:] or ["?"],
         "ctxpack_commit": head + (" + uncommitted changes in ctxpack/" if dirty else ""),
         "loadavg": open("/proc/loadavg").read().split()[:3],
     }
@@ -411,9 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"pruning: 1× and {nmk} trees, .dockerignore = {ign}")
                 set_ignore(main_tree, ign)
                 set_ignore(nm_tree, ign)
-                jobs = [(f"ctxpack 1×", "ctxpack", main_tree), (f"ctxpack {nmk}", "ctxpack", nm_tree)]
+                jobs = [("ctxpack 1×", "ctxpack", main_tree), (f"ctxpack {nmk}", "ctxpack", nm_tree)]
                 if use_docker and (ign != "none" or args.docker_unpruned):
-                    jobs += [(f"docker 1×", "docker", main_tree), (f"docker {nmk}", "docker", nm_tree)]
+                    jobs += [("docker 1×", "docker", main_tree), (f"docker {nmk}", "docker", nm_tree)]
                 res["pruning"][ign] = measure(runner, jobs, args.reps, verify)
         res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     finally:

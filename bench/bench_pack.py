@@ -101,7 +101,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -112,6 +111,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+
+from benchutil import command_output, cpu_model, summary  # noqa: E402
 
 import discard_server
 import gen_tree
@@ -415,10 +416,6 @@ class Runner:
 # --------------------------------------------------------------------------
 # Measuring a group of tools
 # --------------------------------------------------------------------------
-
-
-def summary(xs: list[float]) -> dict:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs}
 
 
 def measure(runner: Runner, tree: str, tools: list[str], reps: int, reference: str | None) -> dict:
@@ -1037,25 +1034,10 @@ def whatif(runner: Runner, tree: str, reps: int) -> dict:
 # --------------------------------------------------------------------------
 
 
-def _cmd(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
 def machine_info(tree: str) -> dict:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    head = _cmd(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
-    dirty = _cmd(["git", "-C", REPO, "status", "--porcelain", "--", "ctxpack"])
+    cpu = cpu_model()
+    head = command_output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "-C", REPO, "status", "--porcelain", "--", "ctxpack"])
     try:
         import docker as _docker
 
@@ -1069,10 +1051,10 @@ def machine_info(tree: str) -> dict:
         "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "docker": _cmd(["docker", "--version"]),
+        "docker": command_output(["docker", "--version"]),
         "dockerpy": dockerpy,
-        "gnutar": _cmd(["tar", "--version"]).splitlines()[0] if shutil.which("tar") else "?",
-        "fs": (_cmd(["df", "--output=fstype", tree]).splitlines()[-1:] or ["?"])[0],
+        "gnutar": command_output(["tar", "--version"]).splitlines()[0] if shutil.which("tar") else "?",
+        "fs": (command_output(["df", "--output=fstype", tree]).splitlines()[-1:] or ["?"])[0],
         "ctxpack_commit": head + (" + uncommitted changes in ctxpack/" if dirty else ""),
         "loadavg_start": _loadavg(),
     }
