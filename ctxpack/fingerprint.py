@@ -35,7 +35,7 @@ import xxhash
 from .cache import Index, Snapshot, SnapshotEntry
 from .context import BuildContext
 from .hasher import hash_many
-from .walker import Entry, EntryKind, list_entries
+from .walker import Entry, EntryKind, entries_for_builder
 
 __all__ = ["Fingerprint", "fingerprint", "snapshot", "diff", "Delta", "Change", "RECIPE"]
 
@@ -70,18 +70,13 @@ class Fingerprint:
 
 def _context_entries(ctx: BuildContext) -> Iterator[Entry]:
     """Everything the fingerprint covers, in walk order."""
-    sent_df = False
-    for e in list_entries(ctx):
-        if e.path == ctx.dockerfile:
-            sent_df = True
+    for e in entries_for_builder(ctx):
         if e.data is not None:
             if e.stat is None:
                 continue  # synthesised by the classic CLI; the outside Dockerfile is added below
             e = Entry(e.path, EntryKind.FILE, e.stat)  # .dockerignore as the context has it
         yield e
-    if ctx.dockerfile is not None and not sent_df and ctx.dockerfile_path:
-        yield Entry(ctx.dockerfile, EntryKind.FILE, os.lstat(ctx.dockerfile_path), forced=True)
-    elif ctx.dockerfile_data is not None:
+    if ctx.dockerfile_data is not None:
         yield Entry(OUTSIDE_DOCKERFILE, EntryKind.FILE, None, forced=True, data=ctx.dockerfile_data)
 
 

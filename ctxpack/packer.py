@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from .context import BuildContext, Dialect
-from .errors import ChangedDuringReadError, ContextError, OutputError
+from .errors import ChangedDuringReadError, OutputError
 from .hasher import open_regular
 from .tarformat import (
     END_OF_ARCHIVE,
@@ -41,7 +41,7 @@ from .tarformat import (
     padding,
     read_security_capability,
 )
-from .walker import Entry, EntryKind, injected_dockerfile_name, list_entries
+from .walker import Entry, EntryKind, entries_for_builder, injected_dockerfile_name
 
 __all__ = ["PackOptions", "PackStats", "pack", "iter_tar", "open_output", "Sink", "FdSink", "GzipSink", "ZstdSink", "CallbackSink", "COMPRESSIONS"]
 
@@ -411,31 +411,18 @@ class _Writer:
 
 def _entries(ctx: BuildContext, warn: Warn) -> Iterator[Entry]:
     """The walker's entries, plus the Dockerfile wherever a tar needs it."""
-    sent_dockerfile = False
-    for e in list_entries(ctx):
-        if ctx.dockerfile is not None and e.path == ctx.dockerfile:
-            sent_dockerfile = True
+    for e in entries_for_builder(ctx):
         if e.forced and e.data is None:
             rule = ctx.file_matcher.decide_path(e.path)[-1][1].rule
             warn(
-                f"{e.path} is excluded by {rule} but travels in the tar (the docker CLI always sends it); "
+                f"{e.path} is excluded by the ignore rules but travels in the tar so the builder can read it ({rule}); "
                 "builders that apply no ignore rules to an uploaded tar (BuildKit) let COPY . see it"
             )
         yield e
-    if ctx.dialect is Dialect.BUILDKIT:
-        # A tar is useless without its Dockerfile: carry it even if excluded.
-        if ctx.dockerfile is not None and not sent_dockerfile and ctx.dockerfile_path:
-            warn(
-                f"{ctx.dockerfile} is excluded by the ignore rules but travels in the tar so the builder can read it; "
-                "builders that apply no ignore rules to an uploaded tar (BuildKit) let COPY . see it"
-            )
-            try:
-                s = os.lstat(os.path.join(ctx.root, ctx.dockerfile))
-            except OSError as err:
-                raise ContextError(f"cannot stat Dockerfile: {err.strerror}", ctx.dockerfile_path) from None
-            yield Entry(ctx.dockerfile, EntryKind.FILE, s, forced=True)
-        elif ctx.dockerfile_data is not None:
-            yield Entry(injected_dockerfile_name(ctx), EntryKind.FILE, None, forced=True, data=ctx.dockerfile_data)
+    if ctx.dialect is Dialect.BUILDKIT and ctx.dockerfile_data is not None:
+        # A Dockerfile from outside the context or stdin (the classic dialect
+        # injects it already, as the docker CLI does).
+        yield Entry(injected_dockerfile_name(ctx), EntryKind.FILE, None, forced=True, data=ctx.dockerfile_data)
 
 
 def dockerfile_name_in_tar(ctx: BuildContext) -> str:

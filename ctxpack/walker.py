@@ -31,7 +31,10 @@ from .context import BuildContext, Dialect
 from .errors import ContextError
 from .matcher import _NO_RULE, DirPlan, Matcher, Rule
 
-__all__ = ["Entry", "EntryKind", "walk", "walk_all", "list_entries", "injected_dockerfile_name", "descends_into_excluded"]
+__all__ = [
+    "Entry", "EntryKind", "walk", "walk_all", "list_entries", "entries_for_builder",
+    "injected_dockerfile_name", "descends_into_excluded",
+]
 
 
 class EntryKind:
@@ -379,6 +382,25 @@ def list_entries(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry
         yield Entry(name, EntryKind.FILE, None, forced=True, data=ctx.dockerfile_data)
         if not had_ignore:
             yield Entry(".dockerignore", EntryKind.FILE, None, forced=True, data=b".dockerignore\n" + name.encode() + b"\n")
+
+
+def entries_for_builder(ctx: BuildContext) -> Iterator[Entry]:
+    """:func:`list_entries`, plus the Dockerfile at the end when the rules
+    keep it out (BuildKit, ``--minimal``): whatever is handed to a builder as
+    the context (a tar, a fingerprint) must let it read its Dockerfile.  The
+    classic dialect already forces it in, as the docker CLI does."""
+    sent = False
+    for e in list_entries(ctx):
+        if e.path == ctx.dockerfile:
+            sent = True
+        yield e
+    if ctx.dockerfile is not None and not sent and ctx.dockerfile_path:
+        path = os.path.join(ctx.root, ctx.dockerfile)
+        try:
+            s = os.lstat(path)
+        except OSError as err:
+            raise ContextError(f"cannot stat Dockerfile: {err.strerror}", path) from None
+        yield Entry(ctx.dockerfile, EntryKind.FILE, s, forced=True)
 
 
 def injected_dockerfile_name(ctx: BuildContext) -> str:
