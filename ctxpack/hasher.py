@@ -20,7 +20,7 @@ import xxhash
 
 from .errors import ChangedDuringReadError, ContextError
 
-__all__ = ["FileDigest", "hash_file", "hash_many", "open_regular", "StatKey", "stat_key"]
+__all__ = ["FileDigest", "hash_file", "hash_many", "open_regular", "read_whole", "StatKey", "stat_key"]
 
 CHUNK = 1 << 20
 RETRIES = 3
@@ -74,32 +74,46 @@ def hash_file(abspath: str, rel: str | None = None) -> FileDigest | None:
         return None
     try:
         before = os.fstat(fd)
+        if not st.S_ISREG(before.st_mode):
+            raise ChangedDuringReadError(f"{rel}: no longer a regular file", abspath)
+        if before.st_size < CHUNK:
+            data, after = read_whole(fd, before, rel, abspath)
+            return FileDigest(rel, xxhash.xxh3_128_hexdigest(data), stat_key(after), len(data))
         for _ in range(RETRIES):
-            if not st.S_ISREG(before.st_mode):
-                raise ChangedDuringReadError(f"{rel}: no longer a regular file", abspath)
-            if before.st_size < CHUNK:
-                # Small file: one read (asking for one byte more detects growth).
-                data = os.pread(fd, before.st_size + 1, 0)
-                offset = len(data)
-                digest = xxhash.xxh3_128_hexdigest(data)
-            else:
-                view = _buffer()
-                h = xxhash.xxh3_128()
-                offset = 0
-                while True:
-                    n = os.preadv(fd, [view], offset)
-                    if n == 0:
-                        break
-                    h.update(view[:n])
-                    offset += n
-                digest = h.hexdigest()
+            view = _buffer()
+            h = xxhash.xxh3_128()
+            offset = 0
+            while True:
+                n = os.preadv(fd, [view], offset)
+                if n == 0:
+                    break
+                h.update(view[:n])
+                offset += n
             after = os.fstat(fd)
             if offset == before.st_size and stat_key(after) == stat_key(before):
-                return FileDigest(rel, digest, stat_key(after), offset)
+                return FileDigest(rel, h.hexdigest(), stat_key(after), offset)
             before = after
-        raise ChangedDuringReadError(f"{rel}: kept changing while being hashed ({RETRIES} tries)", abspath)
+        raise ChangedDuringReadError(f"{rel}: kept changing while being read ({RETRIES} tries)", abspath)
     finally:
         os.close(fd)
+
+
+def read_whole(fd: int, before: os.stat_result, rel: str, abspath: str) -> tuple[bytes, os.stat_result]:
+    """Read a (small) file whole, consistently: re-read, up to ``RETRIES``
+    times, until ``fstat`` after the read agrees with the stat before it
+    (size, mtime, ctime).  Returns the content and that stat; the packer and
+    the hasher both take a file's bytes this way."""
+    for _ in range(RETRIES):
+        size = before.st_size
+        data = os.pread(fd, size + 1, 0)  # one byte more detects growth
+        after = os.fstat(fd)
+        if (len(data) == size and after.st_size == size and after.st_mtime_ns == before.st_mtime_ns
+                and after.st_ctime_ns == before.st_ctime_ns):
+            return data, after
+        if not st.S_ISREG(after.st_mode):
+            break
+        before = after
+    raise ChangedDuringReadError(f"{rel}: kept changing while being read ({RETRIES} tries)", abspath)
 
 
 def hash_many(root: str, rels: Iterable[str], *, workers: int | None = None) -> Iterator[FileDigest | tuple[str, None]]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from .context import BuildContext, Dialect
 from .errors import ChangedDuringReadError, OutputError
-from .hasher import open_regular
+from .hasher import open_regular, read_whole
 from .tarformat import (
     END_OF_ARCHIVE,
     TYPE_LINK,
@@ -55,7 +55,6 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 SMALL = 256 * 1024
 CHUNK = 1 << 20
 FLUSH_AT = 1 << 20
-RETRIES = 3
 
 Warn = Callable[[str], None]
 Progress = Callable[[int, int], None]
@@ -367,15 +366,8 @@ class _Writer:
             xattrs = read_security_capability(fd)
             size = before.st_size
             if size <= SMALL:
-                for _ in range(RETRIES):
-                    data = os.pread(fd, size + 1, 0) if size else b""
-                    after = os.fstat(fd)
-                    if (len(data) == size and after.st_mtime_ns == before.st_mtime_ns
-                            and after.st_ctime_ns == before.st_ctime_ns and after.st_size == size):
-                        break
-                    before, size = after, after.st_size
-                else:
-                    raise ChangedDuringReadError(f"{e.path}: kept changing while being read ({RETRIES} tries)", abspath)
+                data, before = read_whole(fd, before, e.path, abspath)
+                size = len(data)
                 # What header_from_stat builds for a regular file, without the detour.
                 h = TarHeader(e.path, TYPE_REG, before.st_mode & 0o7777, size, before.st_mtime_ns // 1_000_000_000,
                               xattrs=xattrs)
