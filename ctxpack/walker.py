@@ -311,13 +311,7 @@ def validate_classic(ctx: BuildContext) -> None:
     anc_of = m.self_or_ancestor_bits
 
     def enter(abs_dir: str, rel_dir: str, parent_anc: int) -> tuple[Iterator[os.DirEntry[str]], int] | None:
-        try:
-            with os.scandir(abs_dir) as it:
-                children = sorted(it, key=lambda e: _bytes_key(e.name))
-        except PermissionError:
-            raise ContextError(f"can't stat '{abs_dir}'", abs_dir) from None
-        except FileNotFoundError:
-            raise ContextError(f"file ('{abs_dir}') not found or excluded by .dockerignore", abs_dir) from None
+        children = _scan(abs_dir, Dialect.CLASSIC)  # listed before judging, as filepath.Walk does
         if rel_dir and mopm(rel_dir, parent_anc):
             return None  # filepath.SkipDir
         return iter(children), (anc_of(rel_dir, parent_anc) if rel_dir else 0)
