@@ -24,6 +24,19 @@ class CtxpackError(Exception):
 
     exit_code = 2
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from args and attributes, not by calling __init__ again:
+        # subclasses take other arguments, and a forked walker sends its
+        # errors to the packer by pickle (ctxpack.rows).
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[CtxpackError], args: tuple[object, ...], state: dict[str, object]) -> CtxpackError:
+    e = cls.__new__(cls)
+    e.args = args
+    e.__dict__.update(state)
+    return e
+
 
 class InputError(CtxpackError):
     """The user's input (arguments, files, context) cannot be used."""

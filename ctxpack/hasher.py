@@ -77,7 +77,7 @@ def hash_file(abspath: str, rel: str | None = None) -> FileDigest | None:
         if not st.S_ISREG(before.st_mode):
             raise ChangedDuringReadError(f"{rel}: no longer a regular file", abspath)
         if before.st_size < CHUNK:
-            data, after = read_whole(fd, before, rel, abspath)
+            data, after = read_whole(fd, before.st_size, before.st_mtime_ns, before.st_ctime_ns, rel, abspath)
             return FileDigest(rel, xxhash.xxh3_128_hexdigest(data), stat_key(after), len(data))
         for _ in range(RETRIES):
             view = _buffer()
@@ -98,21 +98,24 @@ def hash_file(abspath: str, rel: str | None = None) -> FileDigest | None:
         os.close(fd)
 
 
-def read_whole(fd: int, before: os.stat_result, rel: str, abspath: str) -> tuple[bytes, os.stat_result]:
-    """Read a (small) file whole, consistently: re-read, up to ``RETRIES``
-    times, until ``fstat`` after the read agrees with the stat before it
-    (size, mtime, ctime).  Returns the content and that stat; the packer and
-    the hasher both take a file's bytes this way."""
+def read_whole(fd: int, size: int, mtime_ns: int, ctime_ns: int, rel: str, abspath: str) -> tuple[bytes, os.stat_result]:
+    """Read a (small) file whole, consistently.
+
+    ``size``/``mtime_ns``/``ctime_ns`` are the file's stat before the read.
+    The read is taken when ``fstat`` after it agrees with them and exactly
+    ``size`` bytes came; otherwise it is redone, up to ``RETRIES`` times,
+    against the newer stat.  Returns the content and that stat; the packer
+    and the hasher both take a file's bytes this way.
+    """
     for _ in range(RETRIES):
-        size = before.st_size
         data = os.pread(fd, size + 1, 0)  # one byte more detects growth
         after = os.fstat(fd)
-        if (len(data) == size and after.st_size == size and after.st_mtime_ns == before.st_mtime_ns
-                and after.st_ctime_ns == before.st_ctime_ns):
+        if (len(data) == size and after.st_size == size and after.st_mtime_ns == mtime_ns
+                and after.st_ctime_ns == ctime_ns):
             return data, after
         if not st.S_ISREG(after.st_mode):
             break
-        before = after
+        size, mtime_ns, ctime_ns = after.st_size, after.st_mtime_ns, after.st_ctime_ns
     raise ChangedDuringReadError(f"{rel}: kept changing while being read ({RETRIES} tries)", abspath)
 
 

@@ -69,7 +69,9 @@ __all__ = [
     "TarHeader",
     "TarHeaderError",
     "encode_header",
+    "encode_fields",
     "padding",
+    "PADDINGS",
     "END_OF_ARCHIVE",
     "BLOCK_SIZE",
     "TYPE_REG",
@@ -80,6 +82,7 @@ __all__ = [
     "TYPE_DIR",
     "TYPE_FIFO",
     "header_from_stat",
+    "header_from_mode",
     "read_security_capability",
     "pax_header_name",
     "format_pax_record",
@@ -190,6 +193,7 @@ _NO_TRAILING_SLASH = frozenset((TYPE_REG, TYPE_CHAR, TYPE_BLOCK, TYPE_FIFO, "S")
 _REFUSED_TYPEFLAGS = frozenset("xgLK")
 
 _PADDINGS = tuple(bytes(n) for n in range(BLOCK_SIZE))
+PADDINGS = _PADDINGS  # PADDINGS[-size & 511] == padding(size), without the call
 
 # maxSpecialFileSize (format.go): PAX records over 1 MiB are an error.
 _MAX_SPECIAL_FILE_SIZE = 1 << 20
@@ -396,43 +400,46 @@ def encode_header(h: TarHeader) -> bytes:
         UnicodeEncodeError: ``name``/``linkname`` holds a surrogate that
             ``surrogateescape`` cannot turn back into a byte.
     """
+    if h.xattrs or h.devmajor or h.devminor:
+        return _encode_slow(h)
+    return encode_fields(h.name, h.typeflag, h.mode, h.size, h.mtime, h.linkname)
+
+
+def encode_fields(name: str, typeflag: str, mode: int, size: int, mtime: int, linkname: str = "") -> bytes:
+    """:func:`encode_header` of ``TarHeader(name, typeflag, mode, size, mtime,
+    linkname)``, without building the header object (the packer's per-file
+    path)."""
     # Fast path: a plain USTAR header (ASCII names of at most 100 bytes, size
     # and mtime in [0, 8**11), no devices, no xattrs).  Anything else, and
     # every error, is handled by _encode_slow.
-    name = h.name
-    size = h.size
-    mtime = h.mtime
     # (size | mtime) >> 33 is 0 exactly when both are in [0, 2**33): a
     # negative int keeps its sign bits after the shift.
-    if h.xattrs or h.devmajor or h.devminor or (size | mtime) >> 33 or "\x00" in name:
-        return _encode_slow(h)
-    key = (h.typeflag, h.mode)
+    if (size | mtime) >> 33 or "\x00" in name:
+        return _encode_slow(TarHeader(name, typeflag, mode, size, mtime, linkname))
+    key = (typeflag, mode)
     prep = _FAST_PREP.get(key)
     if prep is None:
-        if key[0] == "\x00":
-            return _encode_slow(h)
-        prep = _prepare(key[0], key[1], 0, 0)
+        if typeflag == "\x00":
+            return _encode_slow(TarHeader(name, typeflag, mode, size, mtime, linkname))
+        prep = _prepare(typeflag, mode, 0, 0)
         if len(_FAST_PREP) >= 1 << 16:  # only odd callers get here
             _FAST_PREP.clear()
         _FAST_PREP[key] = prep
     tfb, mug, devs, const, slash_ok = prep
-    if not slash_ok and name[-1:] == "/":
-        return _encode_slow(h)
     try:
         nb = name.encode("ascii")
     except UnicodeEncodeError:
-        return _encode_slow(h)
-    if len(nb) > 100:
-        return _encode_slow(h)
+        nb = b""
+    if len(nb) > 100 or not nb or (not slash_ok and name[-1] == "/"):
+        return _encode_slow(TarHeader(name, typeflag, mode, size, mtime, linkname))
     sm = _SIZE_MTIME_FMT % (size, mtime)
-    link = h.linkname
-    if link:
+    if linkname:
         try:
-            lb = link.encode("ascii")
+            lb = linkname.encode("ascii")
         except UnicodeEncodeError:
-            return _encode_slow(h)
-        if len(lb) > 100 or "\x00" in link:
-            return _encode_slow(h)
+            lb = b"\x00"
+        if len(lb) > 100 or b"\x00" in lb:
+            return _encode_slow(TarHeader(name, typeflag, mode, size, mtime, linkname))
         a = zlib.adler32(lb, zlib.adler32(sm, zlib.adler32(nb)))
     else:
         lb = b""
@@ -566,38 +573,55 @@ def header_from_stat(
         TarHeaderError: For sockets (``archive/tar: sockets not supported``)
             and unknown file types.
     """
-    m = st.st_mode
-    size = 0
+    return header_from_mode(name, st.st_mode, st.st_size, st.st_mtime_ns, st.st_rdev, linkname=linkname, xattrs=xattrs)
+
+
+def header_from_mode(
+    name: str,
+    m: int,
+    size: int,
+    mtime_ns: int,
+    rdev: int,
+    *,
+    linkname: str = "",
+    xattrs: tuple[tuple[str, bytes], ...] = (),
+) -> TarHeader:
+    """:func:`header_from_stat` from the ``lstat`` fields it uses (the packer
+    gets them as plain numbers from a walker process)."""
     link = ""
     if _stat.S_ISREG(m):
         tf = TYPE_REG
-        size = st.st_size
     elif _stat.S_ISDIR(m):
         tf = TYPE_DIR
+        size = 0
         if not name.endswith("/"):
             name += "/"
     elif _stat.S_ISLNK(m):
         tf = TYPE_SYMLINK
+        size = 0
         link = linkname
     elif _stat.S_ISCHR(m):
         tf = TYPE_CHAR
+        size = 0
     elif _stat.S_ISBLK(m):
         tf = TYPE_BLOCK
+        size = 0
     elif _stat.S_ISFIFO(m):
         tf = TYPE_FIFO
+        size = 0
     elif _stat.S_ISSOCK(m):
         raise TarHeaderError("archive/tar: sockets not supported")
     else:
         raise TarHeaderError(f"archive/tar: unknown file mode {m:o}")
     major = minor = 0
     if m & (_stat.S_IFBLK | _stat.S_IFCHR):
-        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        major, minor = os.major(rdev), os.minor(rdev)
     return TarHeader(
         name=name,
         typeflag=tf,
         mode=m & 0o7777,
         size=size,
-        mtime=st.st_mtime_ns // 1_000_000_000,  # Truncate(time.Second) == floor
+        mtime=mtime_ns // 1_000_000_000,  # Truncate(time.Second) == floor
         linkname=link,
         devmajor=major,
         devminor=minor,

@@ -145,24 +145,65 @@ def descends_into_excluded(ctx: BuildContext, path: str) -> bool:
     return _Pruner(ctx.matcher, ctx.dialect).descend(path)
 
 
-def _scan(abs_dir: str, dialect: Dialect) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(abs_dir) as it:
-            entries = list(it)
-    except PermissionError:
+def _listing_error(e: OSError, abs_dir: str, dialect: Dialect) -> ContextError:
+    if isinstance(e, PermissionError):
         if dialect is Dialect.CLASSIC:
-            raise ContextError(f"can't stat '{abs_dir}'", abs_dir) from None
-        raise ContextError(f"open {abs_dir}: permission denied", abs_dir) from None
-    except FileNotFoundError:
-        raise ContextError(f"file ('{abs_dir}') not found or excluded by .dockerignore", abs_dir) from None
-    except OSError as e:
-        raise ContextError(f"cannot read directory '{abs_dir}': {e.strerror}", abs_dir) from None
-    if all(e.name.isascii() for e in entries):
-        entries.sort(key=lambda e: e.name)
+            return ContextError(f"can't stat '{abs_dir}'", abs_dir)
+        return ContextError(f"open {abs_dir}: permission denied", abs_dir)
+    if isinstance(e, FileNotFoundError):
+        return ContextError(f"file ('{abs_dir}') not found or excluded by .dockerignore", abs_dir)
+    return ContextError(f"cannot read directory '{abs_dir}': {e.strerror}", abs_dir)
+
+
+def _sorted(entries: list[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
+    if "".join([e.name for e in entries]).isascii():
+        entries.sort(key=_name)
     else:
         # Go sorts names byte-wise; code point order differs for surrogate escapes.
         entries.sort(key=lambda e: _bytes_key(e.name))
     return entries
+
+
+def _name(e: os.DirEntry[str]) -> str:
+    return e.name
+
+
+def _scan(abs_dir: str, dialect: Dialect) -> list[os.DirEntry[str]]:
+    """A directory's entries in Go's order (byte-wise by name)."""
+    try:
+        with os.scandir(abs_dir) as it:
+            entries = list(it)
+    except OSError as e:
+        raise _listing_error(e, abs_dir, dialect) from None
+    return _sorted(entries)
+
+
+# Deeper than this, directories are listed by path instead of through an open
+# descriptor, so that a pathologically deep tree cannot run out of them.
+_MAX_OPEN_DIRS = 128
+
+
+def _scan_fd(abs_dir: str, dialect: Dialect, depth: int) -> tuple[list[os.DirEntry[str]], int]:
+    """:func:`_scan` through an open descriptor, which stays open (returned)
+    while the entries are used: their ``stat()`` is then an ``fstatat`` on
+    the name instead of a lookup of every component of the path (GNU tar
+    works the same way)."""
+    if depth > _MAX_OPEN_DIRS:
+        return _scan(abs_dir, dialect), -1
+    try:
+        fd = os.open(abs_dir, _DIR_FLAGS)
+    except OSError as e:
+        raise _listing_error(e, abs_dir, dialect) from None
+    try:
+        with os.scandir(fd) as it:
+            entries = list(it)
+    except OSError as e:
+        os.close(fd)
+        raise _listing_error(e, abs_dir, dialect) from None
+    return _sorted(entries), fd
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def walk_all(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
@@ -174,21 +215,22 @@ def walk_all(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
     refuse, and :class:`~ctxpack.errors.PatternError` when a broken pattern
     is first evaluated.
     """
-    root_frame = (iter(_scan(ctx.root, ctx.dialect)), ctx.root, "", ctx.matcher.plan("", 0, 1), 1, ())
-    return _walk(ctx, [root_frame], excluded)
+    return _walk(ctx, ctx.root, "", ctx.matcher.plan("", 0, 1), 1, excluded)
 
 
 # Held directories: (entry, also_in_classic).  An excluded directory that is
 # read for exceptions is sent lazily by BuildKit only; a directory read only
 # because --minimal needs something below it is sent lazily by both.
 _Held = tuple[Entry, bool]
-_Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[_Held, ...]]
+_Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[_Held, ...], int]
 
 
-def _walk(ctx: BuildContext, stack: list[_Frame], excluded: bool) -> Iterator[Entry]:
+def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_depth: int,
+          excluded: bool) -> Iterator[Entry]:
     # One frame per open directory: its sorted children, where it is, the
-    # plan for its children, and (BuildKit) the excluded-but-descended
-    # ancestors not yet emitted: they are sent before their first sent child.
+    # plan for its children, (BuildKit) the excluded-but-descended ancestors
+    # not yet emitted (they are sent before their first sent child), and
+    # the descriptor its children are statted through.
     matcher = ctx.matcher
     dialect = ctx.dialect
     classic = dialect is Dialect.CLASSIC
@@ -199,69 +241,90 @@ def _walk(ctx: BuildContext, stack: list[_Frame], excluded: bool) -> Iterator[En
     decide = matcher.decide
     plan_for = matcher.plan
     selection = ctx.selection
-    while stack:
-        it, abs_dir, rel_dir, plan, depth, pending = stack[-1]
-        de = next(it, None)
-        if de is None:
-            stack.pop()
-            continue
-        name = de.name
-        rel = rel_dir + "/" + name if rel_dir else name
-        absp = abs_dir + "/" + name
-        d = decide(rel, plan) if plan.candidates else _NO_RULE
-        if d.excluded:
-            try:
-                is_dir = de.is_dir(follow_symlinks=False)
-            except OSError:
-                is_dir = False
-            if is_dir and pruner.descend(rel):
-                held = Entry(rel, EntryKind.DIR, None, rule=d.rule, included=False)
-                children = iter(_scan(absp, dialect))
-                stack.append((children, absp, rel, plan_for(rel, d.bits, depth + 1), depth + 1, pending + ((held, False),)))
-            elif excluded:
-                yield Entry(rel, EntryKind.DIR if is_dir else EntryKind.FILE, None, rule=d.rule, included=False)
-            continue
-        if selection is not None and rel not in forced and not selection.wants(rel):
-            if de.is_dir(follow_symlinks=False) and selection.may_contain(rel):
-                held = Entry(rel, EntryKind.DIR, None, rule=d.rule, included=False)
-                children = iter(_scan(absp, dialect))
-                stack.append((children, absp, rel, plan_for(rel, d.bits, depth + 1), depth + 1, pending + ((held, True),)))
-            continue  # not read by the build (--minimal)
-        try:
-            sr = de.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # vanished since the listing: go-archive logs and skips it
-        except OSError as e:
-            raise ContextError(f"can't stat '{absp}': {e.strerror}", absp) from None
-        kind = _KINDS.get(sr.st_mode & 0o170000)
-        if kind is None:
-            continue  # sockets: go-archive logs "sockets not supported" and skips
-        if pending:
-            for held, in_classic in pending:
-                if not held.included and (in_classic or not classic):
-                    held.included = True
+    kinds = _KINDS
+    FILE, DIR, SYMLINK = EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK
+    stack: list[_Frame] = []
+
+    def push(abs_dir: str, rel: str, plan: DirPlan, depth: int, pending: tuple[_Held, ...]) -> None:
+        children, fd = _scan_fd(abs_dir, dialect, len(stack) + 1)
+        stack.append((iter(children), abs_dir, rel, plan, depth, pending, fd))
+
+    try:
+        push(abs_top, rel_top, top_plan, top_depth, ())
+        while stack:
+            it, abs_dir, rel_dir, plan, depth, pending, _ = stack[-1]
+            prefix = rel_dir + "/" if rel_dir else ""
+            candidates = plan.candidates
+            for de in it:
+                name = de.name
+                rel = prefix + name
+                d = decide(rel, plan) if candidates else _NO_RULE
+                if d.excluded:
                     try:
-                        held.stat = os.lstat(os.path.join(ctx.root, held.path))
+                        is_dir = de.is_dir(follow_symlinks=False)
                     except OSError:
-                        pass
-                    yield held
-        link = None
-        if kind == EntryKind.SYMLINK:
-            link = os.readlink(absp)
-        elif kind != EntryKind.DIR and sr.st_nlink > 1:
-            key = (sr.st_dev, sr.st_ino)
-            first = seen_inodes.get(key)
-            if first is None:
-                seen_inodes[key] = rel
+                        is_dir = False
+                    if is_dir and pruner.descend(rel):
+                        held = Entry(rel, DIR, None, rule=d.rule, included=False)
+                        push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1,
+                             pending + ((held, False),))
+                        break
+                    if excluded:
+                        yield Entry(rel, DIR if is_dir else FILE, None, rule=d.rule, included=False)
+                    continue
+                if selection is not None and rel not in forced and not selection.wants(rel):
+                    if de.is_dir(follow_symlinks=False) and selection.may_contain(rel):
+                        held = Entry(rel, DIR, None, rule=d.rule, included=False)
+                        push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1,
+                             pending + ((held, True),))
+                        break
+                    continue  # not read by the build (--minimal)
+                try:
+                    sr = de.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # vanished since the listing: go-archive logs and skips it
+                except OSError as e:
+                    absp = abs_dir + "/" + name
+                    raise ContextError(f"can't stat '{absp}': {e.strerror}", absp) from None
+                kind = kinds.get(sr.st_mode & 0o170000)
+                if kind is None:
+                    continue  # sockets: go-archive logs "sockets not supported" and skips
+                if pending:
+                    for held, in_classic in pending:
+                        if not held.included and (in_classic or not classic):
+                            held.included = True
+                            try:
+                                held.stat = os.lstat(os.path.join(ctx.root, held.path))
+                            except OSError:
+                                pass
+                            yield held
+                link = None
+                if kind == SYMLINK:
+                    link = os.readlink(abs_dir + "/" + name)
+                elif kind != DIR and sr.st_nlink > 1:
+                    key = (sr.st_dev, sr.st_ino)
+                    first = seen_inodes.get(key)
+                    if first is None:
+                        seen_inodes[key] = rel
+                    else:
+                        kind, link = EntryKind.HARDLINK, first
+                if check_read and kind == FILE and not os.access(abs_dir + "/" + name, os.R_OK):
+                    absp = abs_dir + "/" + name
+                    if classic:
+                        raise ContextError(f"no permission to read from '{absp}'", absp)
+                    raise ContextError(f"open {absp}: permission denied", absp)
+                yield Entry(rel, kind, sr, link, d.rule, True, bool(forced) and rel in forced)
+                if kind == DIR:
+                    push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1, ())
+                    break
             else:
-                kind, link = EntryKind.HARDLINK, first
-        if check_read and kind == EntryKind.FILE and not os.access(absp, os.R_OK):
-            if classic:
-                raise ContextError(f"no permission to read from '{absp}'", absp)
-            raise ContextError(f"open {absp}: permission denied", absp)
-        yield Entry(rel, kind, sr, link, d.rule, True, rel in forced)
-        if kind == EntryKind.DIR:
-            stack.append((iter(_scan(absp, dialect)), absp, rel, plan_for(rel, d.bits, depth + 1), depth + 1, ()))
+                fd = stack.pop()[6]
+                if fd >= 0:
+                    os.close(fd)
+    finally:
+        for frame in stack:
+            if frame[6] >= 0:
+                os.close(frame[6])
 
 
 def subtree_sends(ctx: BuildContext, rel: str) -> bool:
@@ -276,8 +339,7 @@ def subtree_sends(ctx: BuildContext, rel: str) -> bool:
     if not os.path.isdir(absp) or os.path.islink(absp):
         return False
     depth = rel.count("/") + 2
-    frame = (iter(_scan(absp, ctx.dialect)), absp, rel, ctx.matcher.plan(rel, bits, depth), depth, ())
-    return any(e.included for e in _walk(ctx, [frame], False))
+    return any(e.included for e in _walk(ctx, absp, rel, ctx.matcher.plan(rel, bits, depth), depth, False))
 
 
 def walk(ctx: BuildContext) -> Iterator[Entry]:

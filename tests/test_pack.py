@@ -26,6 +26,7 @@ from ctxpack import packer
 from ctxpack.cli import main
 from ctxpack.errors import ChangedDuringReadError
 from ctxpack.packer import CallbackSink, FdSink, PackOptions, iter_tar, pack
+from ctxpack.rows import entry_row
 from strategies import built, dockerignores, trees
 from trees import load_fixture, make_tree, vector_tree
 
@@ -56,8 +57,9 @@ def test_classic_tar_is_byte_identical_to_docker_cli(data: st.DataObject, docker
         cap = docker_cli.capture(root)
         if cap.tar is None:
             return
-        ours = tar_bytes(root)
-        assert ours == cap.tar, _blocks_diff(ours, cap.tar)
+        for parallel in (False, True):  # walked in this process, and by a forked walker
+            ours = tar_bytes(root, opts=PackOptions(parallel=parallel))
+            assert ours == cap.tar, (parallel, _blocks_diff(ours, cap.tar))
 
 
 @pytest.mark.docker_cli
@@ -67,10 +69,15 @@ def test_vectors_tar_identical(tmp_path: Path, v: dict[str, Any], docker_cli: An
     root = vector_tree(tmp_path / "ctx", v)
     cap = docker_cli.capture(root)
     if cap.tar is None:
-        with pytest.raises(ctxpack.CtxpackError):
-            tar_bytes(root)
+        messages = set()
+        for parallel in (False, True):
+            with pytest.raises(ctxpack.CtxpackError) as err:
+                tar_bytes(root, opts=PackOptions(parallel=parallel))
+            messages.add((type(err.value), str(err.value)))
+        assert len(messages) == 1  # the forked walker's error arrives unchanged
         return
-    assert tar_bytes(root) == cap.tar
+    for parallel in (False, True):
+        assert tar_bytes(root, opts=PackOptions(parallel=parallel)) == cap.tar
 
 
 @pytest.mark.docker_cli
@@ -87,7 +94,8 @@ def test_big_and_special_files_identical(tmp_path: Path, docker_cli: Any) -> Non
     os.setxattr(root / "capped", "security.capability", struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0))
     cap = docker_cli.capture(root)
     assert any("SCHILY.xattr.security.capability" in m.pax_headers for m in cap.members)
-    assert tar_bytes(root) == cap.tar
+    for parallel in (False, True):
+        assert tar_bytes(root, opts=PackOptions(parallel=parallel)) == cap.tar
 
 
 @pytest.mark.docker_cli
@@ -268,7 +276,7 @@ def test_vanished_file_is_left_out_with_warning(tmp_path: Path) -> None:
     (root / "a").unlink()
     w = packer._Writer(ctx, CallbackSink(lambda b: None), PackOptions(), warnings.append, None)
     for e in entries:
-        w.entry(e)
+        w.row(entry_row(e))
     assert warnings == ["a: vanished while packing; left out (as docker does)"]
 
 

@@ -1,0 +1,232 @@
+"""The walk as flat rows, produced here or by a forked walker process.
+
+The packer needs little of an :class:`~ctxpack.walker.Entry`: the path, the
+type, five numbers of its ``lstat`` and a link target.  A :data:`Row` is just
+that, as a plain tuple, so it is cheap to build and cheap to ship between
+processes with :mod:`marshal`.
+
+Why a second process: packing a large context is Python work per entry in
+two halves of about the same size, walking and matching on one side, opening,
+reading and framing files on the other.  One Python process can only do one
+at a time, and threads do not help (the GIL is handed over around every short
+system call; measured 2x slower).  With the walk in a forked child that sends
+rows through a pipe, the two halves run on two cores: on the 98k-file
+benchmark tree the full-context pack went from 2.5x to about 1.2x GNU tar's
+wall time (bench/results/pack.md).
+
+The child only walks: it never writes the output.  It sends rows in batches,
+the builder-facing warnings in place (``kind == WARN``), and an error where
+the walk raised one, so the parent sees exactly the sequence an in-process
+walk gives, at the same points.  If the parent stops early it kills the
+child; if the child dies, the parent raises :class:`WalkerDiedError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import pickle
+import signal
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+
+from .context import BuildContext, Dialect
+from .errors import ContextError, CtxpackError
+from .tarformat import TYPE_REG, TarHeaderError, encode_fields, encode_header, header_from_stat
+from .walker import Entry, EntryKind, entries_for_builder, injected_dockerfile_name
+
+FILE, DIR, SYMLINK = EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK
+
+__all__ = ["Row", "WARN", "NO_STAT", "entry_row", "builder_rows", "row_batches", "can_fork", "WalkerDiedError"]
+
+# (path, kind, mode, size, mtime_ns, ctime_ns, rdev, link, data, header)
+# kind: an EntryKind value, or WARN (then path is the message).  mode is
+# NO_STAT for an entry the classic CLI synthesises (no file behind it); data
+# replaces the file's content for synthesised and rewritten entries.  header:
+# the tar header this lstat gives (files, directories, symlinks), encoded by
+# the walker's process to share the work; the packer uses it only if the
+# file still has that stat when it reads it.
+Row = tuple[str, str, int, int, int, int, int, "str | None", "bytes | None", "bytes | None"]
+
+WARN = "warn"
+NO_STAT = -1
+BATCH = 256
+
+_FRAME = struct.Struct("<cI")
+_ROWS, _ERROR, _END = b"R", b"E", b"Z"
+_F_SETPIPE_SZ = 1031  # Linux fcntl: a 1 MiB pipe lets the walker run ahead
+
+
+class WalkerDiedError(CtxpackError):
+    """The forked walker process ended without finishing its walk."""
+
+
+def entry_row(e: Entry, *, header: bool = False) -> Row:
+    """``e`` as a row; with ``header``, its tar header encoded (where cheap)."""
+    s = e.stat
+    if s is None:
+        return (e.path, e.kind, NO_STAT, 0, 0, 0, 0, e.link, e.data, None)
+    h = None
+    if header and e.data is None:
+        kind = e.kind
+        try:
+            if kind == FILE:
+                h = encode_fields(e.path, TYPE_REG, s.st_mode & 0o7777, s.st_size, s.st_mtime_ns // 1_000_000_000)
+            elif kind == DIR or kind == SYMLINK:
+                h = encode_header(header_from_stat(e.path, s, linkname=e.link or ""))
+        except (TarHeaderError, UnicodeEncodeError):
+            pass  # the packer meets it again and decides (docker leaves it out)
+    return (e.path, e.kind, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_rdev, e.link, e.data, h)
+
+
+def builder_rows(ctx: BuildContext, *, headers: bool = False) -> Iterator[Row]:
+    """What a tar for a builder holds, in upload order, with warnings in place.
+
+    The walker's :func:`~ctxpack.walker.entries_for_builder`, a warning for
+    each excluded file forced in, and (BuildKit) a Dockerfile from outside
+    the context or stdin at the end; the classic dialect injects that one
+    already, as the docker CLI does.
+    """
+    for e in entries_for_builder(ctx):
+        if e.forced and e.data is None:
+            rule = ctx.file_matcher.decide_path(e.path)[-1][1].rule
+            yield (
+                f"{e.path} is excluded by the ignore rules but travels in the tar so the builder can read it ({rule}); "
+                "builders that apply no ignore rules to an uploaded tar (BuildKit) let COPY . see it",
+                WARN, 0, 0, 0, 0, 0, None, None, None,
+            )
+        yield entry_row(e, header=headers)
+    if ctx.dialect is Dialect.BUILDKIT and ctx.dockerfile_data is not None:
+        yield (injected_dockerfile_name(ctx), EntryKind.FILE, NO_STAT, 0, 0, 0, 0, None, ctx.dockerfile_data, None)
+
+
+def can_fork() -> bool:
+    """Whether a forked walker can help and is safe here.
+
+    Needs ``os.fork``, two usable CPUs, and a process with one thread: a
+    fork copies no other thread, so locks they hold would stay held in the
+    child.  ``CTXPACK_PARALLEL=0`` turns it off.
+    """
+    if os.environ.get("CTXPACK_PARALLEL", "") == "0" or not hasattr(os, "fork"):
+        return False
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return cpus >= 2 and threading.active_count() == 1
+
+
+def row_batches(
+    ctx: BuildContext, *, fork: bool, headers: bool = False, close_in_child: Sequence[int] = ()
+) -> Iterator[list[Row]]:
+    """:func:`builder_rows` in batches; walked by a forked child if ``fork``.
+
+    ``close_in_child``: descriptors the child must not keep open (the
+    output: a reader waiting for end-of-file must not wait for the child).
+    """
+    if not fork:
+        batch: list[Row] = []
+        for row in builder_rows(ctx, headers=headers):
+            batch.append(row)
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    yield from _forked(ctx, headers, close_in_child)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _child(ctx: BuildContext, headers: bool, w: int) -> None:
+    def send(kind: bytes, payload: bytes) -> None:
+        _write_all(w, _FRAME.pack(kind, len(payload)) + payload)
+
+    try:
+        batch: list[Row] = []
+        for row in builder_rows(ctx, headers=headers):
+            batch.append(row)
+            if len(batch) >= BATCH:
+                send(_ROWS, marshal.dumps(batch))
+                batch = []
+        if batch:
+            send(_ROWS, marshal.dumps(batch))
+    except Exception as e:  # noqa: BLE001 - re-raised by the parent, in place
+        try:
+            payload = pickle.dumps(e)
+        except Exception:  # noqa: BLE001 - an exception pickle cannot carry
+            payload = pickle.dumps(ContextError(f"walking the context failed: {type(e).__name__}: {e}"))
+        send(_ERROR, payload)
+    send(_END, b"")
+
+
+def _forked(ctx: BuildContext, headers: bool, close_in_child: Sequence[int]) -> Iterator[list[Row]]:
+    r, w = os.pipe()
+    with contextlib.suppress(OSError):
+        import fcntl
+
+        fcntl.fcntl(w, _F_SETPIPE_SZ, 1 << 20)
+    pid = os.fork()
+    if pid == 0:  # the walker
+        code = 0
+        try:
+            os.close(r)
+            for fd in close_in_child:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            # Ctrl-C is the parent's to handle: it kills this process.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _child(ctx, headers, w)
+        except BaseException:  # noqa: BLE001 - the parent went away (EPIPE) or worse
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    finished = False
+    try:
+        with open(r, "rb", buffering=1 << 16) as f:
+            while True:
+                head = f.read(_FRAME.size)
+                if len(head) < _FRAME.size:
+                    break
+                kind, n = _FRAME.unpack(head)
+                payload = f.read(n)
+                if len(payload) < n:
+                    break
+                if kind == _ROWS:
+                    yield marshal.loads(payload)
+                elif kind == _ERROR:
+                    finished = True
+                    raise pickle.loads(payload)
+                else:
+                    finished = True
+                    return
+        finished = True
+        raise WalkerDiedError(f"the walker process ended unexpectedly ({_reap(pid)})")
+    finally:
+        if not finished:  # the consumer stopped early: the walk is not wanted
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+
+
+def _reap(pid: int) -> str:
+    """Wait for the child (once); describe how it ended."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "already reaped"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(sig).name}"
+        return f"killed by signal {sig}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
