@@ -8,14 +8,12 @@ Usage::
     python bench/bench_pack.py --reps 7 --root /data/trees
     python bench/bench_pack.py --profile      # also: where ctxpack's time goes
     python bench/bench_pack.py --only full,typical --no-dockerpy
-    python bench/bench_pack.py --only none --whatif --merge   # add the fix prototypes
-                                              # to the existing pack.md/.json
+    python bench/bench_pack.py --only none --merge   # re-render pack.md from the JSON
 
 A full run (default groups, ``--reps 5``) takes about 35-45 minutes on 2
 cores, mostly docker-py (~60 s a run) and ``--compress gzip`` (~2 min a run);
-``--profile`` adds ~5 and ``--whatif`` ~10 minutes.  The published
-``bench/results/pack.md`` came from ``--root /tmp/ctxpack-bench-pack --profile``
-followed by ``--root /tmp/ctxpack-bench-pack --only none --whatif --merge``.
+``--profile`` adds ~5 minutes.  The published ``bench/results/pack.md`` came
+from ``--root /tmp/ctxpack-bench-pack --profile``.
 
 The tree is made by ``bench/gen_tree.py`` on first use (idempotent: an
 existing tree with the same parameters is reused) under ``--root`` (default
@@ -30,7 +28,9 @@ Every command writes its tar to a pipe whose reader throws it away
 
 1. ``full`` -- full context, no ``.dockerignore``:
 
-   * ``ctxpack pack --dialect classic DIR | cat > /dev/null``
+   * ``ctxpack pack --dialect classic DIR | cat > /dev/null``, as shipped (on
+     two or more cores the walk runs in a forked process), and again with
+     ``CTXPACK_PARALLEL=0`` (one process, what a one-core machine gets);
    * ``tar -cf - -C DIR . | cat > /dev/null`` (GNU tar)
    * docker-py: a fresh interpreter runs ``docker.utils.build.tar(DIR,
      exclude=[], dockerfile=process_dockerfile(None, DIR))`` -- what
@@ -66,20 +66,12 @@ alike.  Warm page cache: nothing is dropped.  Cells are the median (min-max)
 wall seconds; ratios are medians of the per-round ratios of the same run
 (round i of tool A against round i of tool B).
 
-``--whatif`` times prototypes of fixes in-process on the full context, each
-checked byte for byte (sha256) against ``packer.pack`` first: leaner
-per-file syscalls on ctxpack's walker; the same with the walk and small-file
-reads in a second thread; one fused loop without the walker/matcher layers
-(valid only without ignore rules or hard links); GNU tar in the same
-rounds.  It also runs ``ctxpack pack --compress zstd`` with zstandard's
-thread count and job size patched, for peak RSS.  ``--merge`` keeps what the
-existing JSON has for the groups not run this time.
-
 ``--profile`` adds a breakdown of ctxpack's time on the full context,
 in-process (no interpreter start-up), each step a median of ``--reps`` runs:
-walk only; walk + header encoding; + opening/fstat/getxattr/closing every
-file; the whole pack; and lower bounds: a minimal Python loop doing the same
-syscalls, and the same pack with a 1 MiB pipe buffer.  It also records
+the walk alone (the rows the walker process sends); the whole pack with the
+walk in the same process; the whole pack with the forked walker (and that
+walker's CPU); and a lower bound: a minimal Python loop reading the same
+files.  It also records
 ``strace -c -f`` of one ``ctxpack pack`` run (syscall counts) and the
 cProfile top functions.
 
@@ -309,7 +301,7 @@ class Runner:
         shutil.rmtree(self._cfg, ignore_errors=True)
 
     def argv(self, tool: str, tree: str) -> list[str]:
-        if tool == "ctxpack":
+        if tool in ("ctxpack", "ctxpack-serial"):  # serial: CTXPACK_PARALLEL=0 (see env)
             return self.ctxpack + ["pack", "--dialect", "classic", tree]
         if tool.startswith("ctxpack-"):
             return self.ctxpack + ["pack", "--dialect", "classic", "--compress", tool.split("-", 1)[1], tree]
@@ -335,7 +327,8 @@ class Runner:
         if tool == "docker":
             r = self._run_docker(argv, verify)
         else:
-            r = self._run_pipe(argv, verify, parse=not tool.startswith("ctxpack-"))
+            env = dict(self.plain_env, CTXPACK_PARALLEL="0") if tool == "ctxpack-serial" else self.plain_env
+            r = self._run_pipe(argv, verify, parse=tool in ("ctxpack", "ctxpack-serial", "gnutar", "dockerpy"), env=env)
         self._check_variant(tree)
         if tool == "dockerpy":
             for line in r.pop("stderr").splitlines():
@@ -345,12 +338,12 @@ class Runner:
             r.pop("stderr", None)
         return r
 
-    def _run_pipe(self, argv: list[str], verify: bool, parse: bool) -> dict:
+    def _run_pipe(self, argv: list[str], verify: bool, parse: bool, env: dict[str, str]) -> dict:
         errf = tempfile.TemporaryFile()
         usage = _Usage(argv)
         rfd, wfd = os.pipe()
         t0 = time.perf_counter()
-        p = subprocess.Popen(usage.argv, stdin=subprocess.DEVNULL, stdout=wfd, stderr=errf, env=self.plain_env)
+        p = subprocess.Popen(usage.argv, stdin=subprocess.DEVNULL, stdout=wfd, stderr=errf, env=env)
         os.close(wfd)
         result: dict = {}
         if verify:
@@ -488,78 +481,36 @@ def _pipe_to_cat() -> tuple[int, subprocess.Popen]:
 
 
 def _phase_runs(tree: str, reps: int) -> dict:
-    """Each phase in-process on the full tree, ``reps`` times, interleaved."""
-    import errno as _errno
-    import fcntl
+    """Each phase in-process on the full tree, ``reps`` times, interleaved.
+
+    CPU is this process's; for the forked walker the walker's CPU (from the
+    children's rusage, less ``cat``'s) is recorded separately.
+    """
+    import resource
 
     from ctxpack.context import open_context
     from ctxpack.packer import FdSink, PackOptions, pack
-    from ctxpack.tarformat import encode_header, header_from_stat
+    from ctxpack.rows import builder_rows
     from ctxpack.walker import EntryKind, list_entries
+
+    walker_cpu: list[float] = []
 
     def walk_only():
         ctx = open_context(tree, dialect="classic")
-        n = 0
-        for _ in list_entries(ctx):
-            n += 1
-        return n
+        return sum(1 for _ in builder_rows(ctx, headers=True))
 
-    def walk_headers():
+    def full_pack(parallel: bool):
         ctx = open_context(tree, dialect="classic")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         wfd, c = _pipe_to_cat()
-        buf, size = [], 0
-        for e in list_entries(ctx):
-            if e.stat is None:
-                continue
-            h = encode_header(header_from_stat(e.path, e.stat, linkname=e.link or ""))
-            buf.append(h)
-            size += len(h)
-            if size >= READ:
-                os.write(wfd, b"".join(buf))
-                buf, size = [], 0
-        os.write(wfd, b"".join(buf))
+        pack(ctx, FdSink(wfd), PackOptions(parallel=parallel))
         os.close(wfd)
-        c.wait()
-
-    def walk_headers_open():
-        ctx = open_context(tree, dialect="classic")
-        wfd, c = _pipe_to_cat()
-        buf, size = [], 0
-        root = ctx.root
-        for e in list_entries(ctx):
-            if e.stat is None:
-                continue
-            if e.kind == EntryKind.FILE:
-                p = os.path.join(root, e.path)
-                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                s = os.fstat(fd)
-                try:
-                    os.getxattr(p, "security.capability", follow_symlinks=False)
-                except OSError as err:
-                    if err.errno not in (_errno.ENODATA, _errno.EOPNOTSUPP):
-                        raise
-                os.fstat(fd)
-                os.close(fd)
-            else:
-                s = e.stat
-            h = encode_header(header_from_stat(e.path, s, linkname=e.link or ""))
-            buf.append(h)
-            size += len(h)
-            if size >= READ:
-                os.write(wfd, b"".join(buf))
-                buf, size = [], 0
-        os.write(wfd, b"".join(buf))
-        os.close(wfd)
-        c.wait()
-
-    def full_pack(pipe_size: int | None = None):
-        ctx = open_context(tree, dialect="classic")
-        wfd, c = _pipe_to_cat()
-        if pipe_size:
-            fcntl.fcntl(wfd, 1031, pipe_size)  # F_SETPIPE_SZ
-        pack(ctx, FdSink(wfd), PackOptions())
-        os.close(wfd)
-        c.wait()
+        _, _, cat_ru = os.wait4(c.pid, 0)
+        c.returncode = 0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if parallel:
+            walker_cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                              - cat_ru.ru_utime - cat_ru.ru_stime)
 
     def syscall_floor():
         """The files of the listing, read with the fewest syscalls Python allows."""
@@ -592,11 +543,9 @@ def _phase_runs(tree: str, reps: int) -> dict:
         return time.perf_counter() - t0  # the read/write part only (listing excluded)
 
     phases = {
-        "walk only (list_entries)": walk_only,
-        "walk + header_from_stat + encode_header": walk_headers,
-        "... + open/fstat/getxattr/fstat/close per file (no data)": walk_headers_open,
-        "full pack (packer.pack to a pipe)": full_pack,
-        "full pack, pipe buffer 1 MiB (F_SETPIPE_SZ)": lambda: full_pack(1 << 20),
+        "walk only: the walker's rows, headers encoded (rows.builder_rows)": walk_only,
+        "pack, walk in the same process (PackOptions(parallel=False))": lambda: full_pack(False),
+        "pack, forked walker (parallel=True; CPU of the packing process)": lambda: full_pack(True),
     }
     walls: dict[str, list[float]] = {k: [] for k in phases}
     cpus: dict[str, list[float]] = {k: [] for k in phases}
@@ -613,7 +562,7 @@ def _phase_runs(tree: str, reps: int) -> dict:
             cpus[name].append(time.process_time() - c0)
         floor.append(syscall_floor())
     return {"phases": {k: {"wall": summary(walls[k]), "cpu": summary(cpus[k])} for k in phases},
-            "syscall_floor_read_part": summary(floor)}
+            "syscall_floor_read_part": summary(floor), "walker_cpu": summary(walker_cpu[1:] or walker_cpu)}
 
 
 def _cprofile(tree: str) -> str:
@@ -627,7 +576,7 @@ def _cprofile(tree: str) -> str:
     pr = cProfile.Profile()
     ctx = open_context(tree, dialect="classic")
     pr.enable()
-    pack(ctx, FdSink(wfd), PackOptions())
+    pack(ctx, FdSink(wfd), PackOptions(parallel=True))
     pr.disable()
     os.close(wfd)
     c.wait()
@@ -706,334 +655,6 @@ def profile(runner: Runner, tree: str, reps: int) -> dict:
 
 
 
-# --------------------------------------------------------------------------
-# What-if: prototypes of fixes, checked byte for byte against packer.pack
-# --------------------------------------------------------------------------
-
-_SMALL = 256 * 1024
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class _Out:
-    """Buffered writes (1 MiB) + sendfile to a pipe fd."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.buf: list[bytes] = []
-        self.n = 0
-
-    def put(self, b: bytes) -> None:
-        self.buf.append(b)
-        self.n += len(b)
-        if self.n >= READ:
-            self.flush()
-
-    def flush(self) -> None:
-        v = memoryview(b"".join(self.buf))
-        self.buf.clear()
-        self.n = 0
-        while v:
-            v = v[os.write(self.fd, v):]
-
-    def sendfile(self, fd: int, size: int) -> None:
-        self.flush()
-        off = 0
-        while off < size:
-            k = os.sendfile(self.fd, fd, off, size - off)
-            if not k:
-                raise RuntimeError("file shrank")
-            off += k
-
-
-def _cap(fd: int) -> tuple:
-    try:
-        v = os.getxattr(fd, "security.capability")
-    except OSError:
-        return ()
-    if len(v) > 3 and v[3] == 3:
-        v = v[:3] + b"\x02" + v[4:20]
-    return (("security.capability", v),)
-
-
-def whatif_lean(tree: str, wfd: int, prefetch: bool = False) -> None:
-    """ctxpack's walker, leaner per-file work: open relative to a root fd
-    (no os.path.join), fgetxattr on the fd instead of lgetxattr on the path,
-    the walker's lstat as "before" and one fstat after the read (instead of
-    two fstats), no dataclasses.replace/put() layers.  With ``prefetch`` the
-    walk and the small-file syscalls run in a second thread (batches of 256
-    entries through a queue) while the main thread encodes and writes."""
-    import queue
-
-    from ctxpack.context import open_context
-    from ctxpack.tarformat import (
-        END_OF_ARCHIVE,
-        encode_header,
-        header_from_stat,
-        padding,
-    )
-    from ctxpack.walker import EntryKind, list_entries
-
-    ctx = open_context(tree, dialect="classic")
-    rootfd = os.open(ctx.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    FILE = EntryKind.FILE
-
-    def read_small(e):
-        s = e.stat
-        fd = os.open(e.path, _OPEN_FLAGS, dir_fd=rootfd)
-        try:
-            xa = _cap(fd)
-            size = s.st_size
-            data = os.pread(fd, size + 1, 0) if size else b""
-            a = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if (len(data) != size or a.st_ino != s.st_ino or a.st_size != size or a.st_mtime_ns != s.st_mtime_ns
-                or a.st_ctime_ns != s.st_ctime_ns):
-            raise RuntimeError(f"{e.path} changed (packer.pack would retry)")
-        return xa, data, a
-
-    def items():
-        for e in list_entries(ctx):
-            if e.kind == FILE and e.data is None and e.stat.st_size <= _SMALL:
-                yield e, read_small(e)
-            else:
-                yield e, None
-
-    if prefetch:
-        q: queue.Queue = queue.Queue(maxsize=32)
-
-        def producer() -> None:
-            batch = []
-            try:
-                for it in items():
-                    batch.append(it)
-                    if len(batch) >= 256:
-                        q.put(batch)
-                        batch = []
-                q.put(batch)
-                q.put(None)
-            except BaseException as exc:  # noqa: BLE001
-                q.put(exc)
-
-        th = threading.Thread(target=producer, daemon=True)
-        th.start()
-
-        def gen():
-            while True:
-                b = q.get()
-                if b is None:
-                    return
-                if isinstance(b, BaseException):
-                    raise b
-                yield from b
-
-        src = gen()
-    else:
-        src = items()
-    out = _Out(wfd)
-    for e, pre in src:
-        if e.data is not None:
-            raise RuntimeError("synthetic entries are not handled by the prototype")
-        if pre is not None:
-            xa, data, a = pre
-            out.put(encode_header(header_from_stat(e.path, a, xattrs=xa)) + data + padding(len(data)))
-        elif e.kind == FILE:
-            fd = os.open(e.path, _OPEN_FLAGS, dir_fd=rootfd)
-            try:
-                xa = _cap(fd)
-                s = os.fstat(fd)
-                out.put(encode_header(header_from_stat(e.path, s, xattrs=xa)))
-                out.sendfile(fd, s.st_size)
-                out.put(padding(s.st_size))
-            finally:
-                os.close(fd)
-        else:
-            out.put(encode_header(header_from_stat(e.path, e.stat, linkname=e.link or "")))
-    out.put(END_OF_ARCHIVE)
-    out.flush()
-    os.close(rootfd)
-
-
-def whatif_fused(tree: str, wfd: int) -> None:
-    """One recursive loop, no walker/matcher layers: scandir + sort per
-    directory, openat/fgetxattr/pread/fstat/close per small file, TarHeader
-    built directly.  Only valid without ignore rules and hard links (the
-    byte check says whether it matched)."""
-    import stat as S
-
-    from ctxpack.tarformat import (
-        END_OF_ARCHIVE,
-        TYPE_DIR,
-        TYPE_REG,
-        TYPE_SYMLINK,
-        TarHeader,
-        encode_header,
-        padding,
-    )
-
-    out = _Out(wfd)
-    put = out.put
-
-    def rec(dfd: int, rel: str) -> None:
-        with os.scandir(dfd) as it:
-            ents = sorted(it, key=lambda e: e.name)
-        for de in ents:
-            name = de.name
-            p = rel + name
-            s = de.stat(follow_symlinks=False)
-            m = s.st_mode
-            if S.S_ISREG(m):
-                if s.st_nlink > 1:
-                    raise RuntimeError("hard links are not handled by the prototype")
-                fd = os.open(name, _OPEN_FLAGS, dir_fd=dfd)
-                try:
-                    xa = _cap(fd)
-                    size = s.st_size
-                    h = encode_header(TarHeader(p, TYPE_REG, m & 0o7777, size, int(s.st_mtime), "", 0, 0, xa))
-                    if size <= _SMALL:
-                        data = os.pread(fd, size + 1, 0) if size else b""
-                        a = os.fstat(fd)
-                        if len(data) != size or a.st_mtime_ns != s.st_mtime_ns or a.st_ctime_ns != s.st_ctime_ns:
-                            raise RuntimeError(f"{p} changed")
-                        put(h + data + padding(size))
-                    else:
-                        put(h)
-                        out.sendfile(fd, size)
-                        put(padding(size))
-                finally:
-                    os.close(fd)
-            elif S.S_ISDIR(m):
-                put(encode_header(TarHeader(p + "/", TYPE_DIR, m & 0o7777, 0, int(s.st_mtime))))
-                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-                try:
-                    rec(sub, p + "/")
-                finally:
-                    os.close(sub)
-            elif S.S_ISLNK(m):
-                put(encode_header(TarHeader(p, TYPE_SYMLINK, m & 0o7777, 0, int(s.st_mtime),
-                                            os.readlink(name, dir_fd=dfd))))
-            else:
-                raise RuntimeError(f"{p}: special files are not handled by the prototype")
-
-    rfd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        rec(rfd, "")
-    finally:
-        os.close(rfd)
-    put(END_OF_ARCHIVE)
-    out.flush()
-
-
-def _as_shipped(tree: str, wfd: int) -> None:
-    from ctxpack.context import open_context
-    from ctxpack.packer import FdSink, PackOptions, pack
-
-    pack(open_context(tree, dialect="classic"), FdSink(wfd), PackOptions())
-
-
-def _inproc(fn, tree: str, verify: bool) -> dict:
-    rfd, wfd = os.pipe()
-    res: dict = {}
-    if verify:
-        reader = open(rfd, "rb", buffering=0)
-        th = threading.Thread(target=lambda: res.update(consume(reader, parse=False)))
-        th.start()
-    else:
-        c = subprocess.Popen(["cat"], stdin=rfd, stdout=subprocess.DEVNULL)
-        os.close(rfd)
-    c0 = time.process_time()
-    t0 = time.perf_counter()
-    try:
-        fn(tree, wfd)
-    finally:
-        os.close(wfd)
-        if verify:
-            th.join()
-            reader.close()
-        else:
-            c.wait()
-    res.update(wall=time.perf_counter() - t0, cpu=time.process_time() - c0)
-    return res
-
-
-ZSTD_HELPER = r"""
-import sys, zstandard
-threads, job = int(sys.argv[1]), int(sys.argv[2])
-_Orig = zstandard.ZstdCompressor
-class _Z(_Orig):
-    def __init__(self, level=3, threads=0, **kw):
-        p = zstandard.ZstdCompressionParameters.from_level(level, threads=THREADS, job_size=JOB)
-        super().__init__(compression_params=p)
-THREADS, JOB = threads, job
-zstandard.ZstdCompressor = _Z
-from ctxpack.cli import main
-sys.argv = ["ctxpack", "pack", "--dialect", "classic", "--compress", "zstd", sys.argv[3]]
-main()
-"""
-
-
-def whatif(runner: Runner, tree: str, reps: int) -> dict:
-    """In-process variants of the full-context pack (+ GNU tar), and zstd settings."""
-    variants = {
-        "packer.pack as shipped": _as_shipped,
-        "lean per-file work, ctxpack's walker": whatif_lean,
-        "lean + walk/small reads in a 2nd thread": lambda t, w: whatif_lean(t, w, prefetch=True),
-        "fused single loop (no walker/matcher layers)": whatif_fused,
-    }
-    out: dict = {"checks": {}, "variants": {}}
-    log("  what-if: byte checks")
-    base = None
-    for name, fn in variants.items():
-        try:
-            r = _inproc(fn, tree, verify=True)
-        except RuntimeError as e:
-            out["checks"][name] = f"not applicable: {e}"
-            continue
-        if base is None:
-            base = r["sha256"]
-        out["checks"][name] = "identical bytes" if r["sha256"] == base else "**DIFFERENT bytes**"
-    usable = [k for k in variants if out["checks"].get(k) == "identical bytes"]
-    walls: dict[str, list[float]] = {k: [] for k in usable + ["gnutar"]}
-    cpus: dict[str, list[float]] = {k: [] for k in usable + ["gnutar"]}
-    order = usable + ["gnutar"]
-    for i in range(reps):
-        log(f"    what-if round {i + 1}/{reps}")
-        for name in (order if i % 2 == 0 else order[::-1]):
-            if name == "gnutar":
-                r = runner.run("gnutar", tree)
-            else:
-                r = _inproc(variants[name], tree, verify=False)
-            walls[name].append(r["wall"])
-            cpus[name].append(r["cpu"])
-    for name in order:
-        out["variants"][name] = {
-            "wall": summary(walls[name]), "cpu": summary(cpus[name]),
-            "vs_tar": summary([a / b for a, b in zip(walls[name], walls["gnutar"])]),
-            "vs_shipped": summary([a / b for a, b in zip(walls[name], walls[usable[0]])]) if usable else None,
-        }
-    # zstd: threads / job size against peak RSS (subprocess per setting, under GNU time)
-    settings = {"threads=-1 (as shipped: all cores), default job size": (-1, 0),
-                "threads=0 (single-threaded)": (0, 0),
-                "threads=2, job_size=1 MiB": (2, 1 << 20)}
-    z: dict = {}
-    for name, (thr, job) in settings.items():
-        rs = []
-        argv = [sys.executable, "-c", ZSTD_HELPER, str(thr), str(job), tree]
-        for i in range(max(2, reps // 2) + 1):
-            log(f"    what-if zstd {name} run {i + 1}")
-            rs.append(runner._run_pipe(argv, verify=(i == 0), parse=False))
-        z[name] = {"bytes": rs[0]["bytes"], "wall": summary([r["wall"] for r in rs[1:]]),
-                   "cpu": summary([r["cpu"] for r in rs[1:]]),
-                   "maxrss_kb": summary([r["maxrss_kb"] for r in rs])}
-    out["zstd"] = z
-    return out
-
-
-# --------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------
-
-
 def machine_info(tree: str) -> dict:
     cpu = cpu_model()
     head = command_output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
@@ -1084,6 +705,7 @@ def fmt_mb(kb: float) -> str:
 
 LABELS = {
     "ctxpack": "ctxpack pack --dialect classic",
+    "ctxpack-serial": "ctxpack pack --dialect classic, CTXPACK_PARALLEL=0 (one process)",
     "gnutar": "GNU tar -cf - -C DIR .",
     "dockerpy": "docker-py utils.build.tar + read",
     "docker": "docker CLI upload (DOCKER_BUILDKIT=0)",
@@ -1144,14 +766,15 @@ def render(res: dict) -> str:
         "benchmark process, whose CPU is shown as '+ server'); ratios are the median (min–max) of the "
         "per-round ratios; peak RSS = `ru_maxrss` of the writer process (`wait4`), median")
     add("- ctxpack and docker-py times include interpreter start-up and imports (docker-py's "
-        "`import docker` + `tar()` + reading the temp file are broken down below)")
+        "`import docker` + `tar()` + reading the temp file are broken down below); ctxpack's modules "
+        "byte-compiled beforehand, as `pip install .` leaves them")
     add("")
     targets: list[tuple[str, str, str]] = []
     if "full" in res["groups"]:
         g = res["groups"]["full"]
         add("## 1. Full context (no .dockerignore)")
         add("")
-        L.extend(group_table(g, ["ctxpack", "gnutar", "dockerpy", "docker"], "gnutar", "GNU tar"))
+        L.extend(group_table(g, ["ctxpack", "ctxpack-serial", "gnutar", "dockerpy", "docker"], "gnutar", "GNU tar"))
         add("")
         r = paired_ratio(g, "ctxpack", "gnutar")
         if r:
@@ -1235,6 +858,10 @@ def render(res: dict) -> str:
             add(f"| {k} | {fmt_s(v['wall'])} | {v['cpu']['median']:.2f} s |")
         add(f"| floor: the same files read by a bare Python loop (open, pread/sendfile, close; listing "
             f"excluded) | {fmt_s(p['syscall_floor_read_part'])} | – |")
+        if p.get("walker_cpu"):
+            add("")
+            add(f"CPU of the forked walker process (children's rusage less `cat`'s), median: "
+                f"{p['walker_cpu']['median']:.2f} s.")
         add("")
         if p.get("startup"):
             add("Fixed costs (wall, median (min–max)): " + "; ".join(
@@ -1248,43 +875,13 @@ def render(res: dict) -> str:
             add(p["strace"])
             add("```")
             add("")
-        add("cProfile of `packer.pack` (deterministic profiling inflates per-call overhead ~2×):")
+        add("cProfile of the packing process of `packer.pack` with the forked walker (deterministic "
+            "profiling inflates per-call overhead ~2×):")
         add("")
         add("```")
         add(p["cprofile"])
         add("```")
         add("")
-    if res.get("whatif"):
-        w = res["whatif"]
-        wm = w.get("machine", {})
-        add("## What-if: prototypes of fixes (full context, in-process, no start-up)")
-        add("")
-        if wm:
-            add(f"Run {wm.get('date', '?')}, load average {' '.join(wm.get('loadavg_start', []))} at start.  "
-                "Each variant's bytes were checked against `packer.pack`'s (sha256) before timing; "
-                "GNU tar ran in the same rounds.")
-            add("")
-        add("| variant | bytes | wall, median (min–max) | CPU | ÷ as shipped | ÷ GNU tar (per round) |")
-        add("|---|---|---:|---:|---:|---:|")
-        for name, v in w["variants"].items():
-            chk = w["checks"].get(name, "reference") if name != "gnutar" else "–"
-            label = "GNU tar -cf - -C DIR . (subprocess)" if name == "gnutar" else name
-            cpu = f"{v['cpu']['median']:.2f} s"
-            add(f"| {label} | {chk} | {fmt_s(v['wall'])} | {cpu} | "
-                f"{fmt_ratio(v.get('vs_shipped'))} | {fmt_ratio(v['vs_tar'])} |")
-        for name, chk in w["checks"].items():
-            if name not in w["variants"]:
-                add(f"| {name} | {chk} | – | – | – | – |")
-        add("")
-        if w.get("zstd"):
-            add("zstd settings (ctxpack CLI with `zstandard.ZstdCompressor` patched; level 3):")
-            add("")
-            add("| setting | wall, median (min–max) | CPU | peak RSS median (max) | output |")
-            add("|---|---:|---:|---:|---:|")
-            for name, v in w["zstd"].items():
-                add(f"| {name} | {fmt_s(v['wall'])} | {v['cpu']['median']:.2f} s | "
-                    f"{fmt_mb(v['maxrss_kb']['median'])} ({fmt_mb(v['maxrss_kb']['max'])}) | {fmt_bytes(v['bytes'])} |")
-            add("")
     return "\n".join(L)
 
 
@@ -1316,8 +913,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-docker", action="store_true", help="skip the docker CLI")
     ap.add_argument("--no-dockerpy", action="store_true", help="skip docker-py")
     ap.add_argument("--profile", action="store_true", help="add the in-process profile of ctxpack")
-    ap.add_argument("--whatif", action="store_true",
-                    help="add prototypes of fixes (byte-checked) and zstd thread/job-size settings")
     ap.add_argument("--merge", action="store_true",
                     help="keep the groups/profile of the existing JSON that this run does not redo")
     ap.add_argument("--out", default=None, help="markdown output (default bench/results/pack[-small].md)")
@@ -1336,6 +931,14 @@ def main(argv: list[str] | None = None) -> int:
         if g not in ("full", "typical", "compress"):
             ap.error(f"unknown group {g!r}")
 
+    # ctxpack's modules as pip install leaves them: compiled.  (This machine
+    # sets PYTHONDONTWRITEBYTECODE, so an editable install would otherwise
+    # recompile every module in every timed run, ~0.1 s.)
+    import compileall
+
+    import ctxpack
+
+    compileall.compile_dir(os.path.dirname(ctxpack.__file__), quiet=1)
     log(f"generating/checking {tree}")
     marker = gen_tree.generate(tree, files=files, big_mib=big)
     saved = current_variant(tree)
@@ -1356,12 +959,13 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"variant": variant, "reps": args.reps, "ctxpack_cmd": runner.ctxpack,
                  "machine": machine_info(tree), "tree": {"path": tree, "marker": marker}, "groups": {}}
     try:
-        if "full" in groups or "compress" in groups or args.profile or args.whatif:
+        if "full" in groups or "compress" in groups or args.profile:
             set_ignore(tree, "none")
             runner.expect_variant[tree] = "none"
         if "full" in groups:
             log("group full: no .dockerignore")
-            tools = ["ctxpack", "gnutar"] + (["dockerpy"] if use_dockerpy else []) + (["docker"] if use_docker else [])
+            tools = (["ctxpack", "ctxpack-serial", "gnutar"] + (["dockerpy"] if use_dockerpy else [])
+                     + (["docker"] if use_docker else []))
             res["groups"]["full"] = measure(runner, tree, tools, args.reps, reference="ctxpack")
         if "compress" in groups:
             log("group compress: ctxpack --compress zstd / gzip")
@@ -1370,11 +974,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             log("profile")
             res["profile"] = profile(runner, tree, args.reps)
-        if args.whatif:
-            log("what-if")
-            wm = machine_info(tree)
-            res["whatif"] = whatif(runner, tree, args.reps)
-            res["whatif"]["machine"] = wm
         if "typical" in groups:
             log("group typical: typical .dockerignore")
             set_ignore(tree, "typical")
@@ -1395,7 +994,7 @@ def main(argv: list[str] | None = None) -> int:
             old = json.load(fh)
         for k, v in res["groups"].items():
             old["groups"][k] = v
-        for k in ("profile", "whatif"):
+        for k in ("profile",):
             if k in res:
                 old[k] = res[k]
         res = old
