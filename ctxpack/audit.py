@@ -156,7 +156,7 @@ def measure(
     for e in entries():  # type: ignore[attr-defined]
         seen += 1
         if progress is not None and seen % 2048 == 0:
-            progress(seen, rep.bytes)
+            progress(rep.files, rep.bytes)
         if not e.included:
             if e.kind == EntryKind.DIR:
                 n, b = _du(os.path.join(ctx.root, e.path))

@@ -174,14 +174,18 @@ class _Progress:
         self.enabled = sys.stderr.isatty()
         self.start = time.monotonic()
         self.shown = False
+        try:  # how long "a moment" is (tests set 0)
+            self.after = float(os.environ.get("CTXPACK_PROGRESS_AFTER", "0.5"))
+        except ValueError:
+            self.after = 0.5
 
-    def __call__(self, entries: int, nbytes: int) -> None:
-        if not self.enabled or time.monotonic() - self.start < 0.5:
+    def __call__(self, files: int, nbytes: int) -> None:
+        elapsed = time.monotonic() - self.start
+        if not self.enabled or elapsed < self.after:
             return
         self.shown = True
-        elapsed = time.monotonic() - self.start
         rate = format_size(int(nbytes / elapsed)) + "/s" if elapsed > 0 else ""
-        click.echo(f"\r\033[K{entries:,} entries, {format_size(nbytes)} ({rate})", err=True, nl=False)
+        click.echo(f"\r\033[K{files:,} files, {format_size(nbytes)} ({rate})", err=True, nl=False)
 
     def done(self) -> None:
         if self.shown:

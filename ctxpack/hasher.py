@@ -114,6 +114,8 @@ def read_whole(fd: int, size: int, mtime_ns: int, ctime_ns: int, rel: str, abspa
             return data, after
         if not st.S_ISREG(after.st_mode):
             break
+        if after.st_size > CHUNK:  # not "small" any more: never read a big file whole
+            raise ChangedDuringReadError(f"{rel}: grew from {size} to {after.st_size} bytes while being read", abspath)
         size, mtime_ns, ctime_ns = after.st_size, after.st_mtime_ns, after.st_ctime_ns
     raise ChangedDuringReadError(f"{rel}: kept changing while being read ({RETRIES} tries)", abspath)
 

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 
 from .context import BuildContext, Dialect
 from .errors import ContextError, CtxpackError
-from .tarformat import TYPE_REG, TarHeaderError, encode_fields, encode_header, header_from_stat
+from .tarformat import TYPE_DIR, TYPE_REG, TYPE_SYMLINK, TarHeaderError, encode_fields
 from .walker import Entry, EntryKind, entries_for_builder, injected_dockerfile_name
 
 FILE, DIR, SYMLINK = EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK
@@ -68,17 +68,22 @@ def entry_row(e: Entry, *, header: bool = False) -> Row:
     s = e.stat
     if s is None:
         return (e.path, e.kind, NO_STAT, 0, 0, 0, 0, e.link, e.data, None)
+    mode, size, mtime_ns, rdev = s.st_mode, s.st_size, s.st_mtime_ns, s.st_rdev
     h = None
-    if header and e.data is None:
+    if header and e.data is None and not rdev:
+        # What header_from_stat + encode_header give for these kinds when
+        # there are no device numbers, without building a TarHeader.
         kind = e.kind
         try:
             if kind == FILE:
-                h = encode_fields(e.path, TYPE_REG, s.st_mode & 0o7777, s.st_size, s.st_mtime_ns // 1_000_000_000)
-            elif kind == DIR or kind == SYMLINK:
-                h = encode_header(header_from_stat(e.path, s, linkname=e.link or ""))
+                h = encode_fields(e.path, TYPE_REG, mode & 0o7777, size, mtime_ns // 1_000_000_000)
+            elif kind == DIR:
+                h = encode_fields(e.path + "/", TYPE_DIR, mode & 0o7777, 0, mtime_ns // 1_000_000_000)
+            elif kind == SYMLINK:
+                h = encode_fields(e.path, TYPE_SYMLINK, mode & 0o7777, 0, mtime_ns // 1_000_000_000, e.link or "")
         except (TarHeaderError, UnicodeEncodeError):
             pass  # the packer meets it again and decides (docker leaves it out)
-    return (e.path, e.kind, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_rdev, e.link, e.data, h)
+    return (e.path, e.kind, mode, size, mtime_ns, s.st_ctime_ns, rdev, e.link, e.data, h)
 
 
 def builder_rows(ctx: BuildContext, *, headers: bool = False) -> Iterator[Row]:
@@ -92,11 +97,11 @@ def builder_rows(ctx: BuildContext, *, headers: bool = False) -> Iterator[Row]:
     for e in entries_for_builder(ctx):
         if e.forced and e.data is None:
             rule = ctx.file_matcher.decide_path(e.path)[-1][1].rule
-            yield (
+            message = (
                 f"{e.path} is excluded by the ignore rules but travels in the tar so the builder can read it ({rule}); "
-                "builders that apply no ignore rules to an uploaded tar (BuildKit) let COPY . see it",
-                WARN, 0, 0, 0, 0, 0, None, None, None,
+                "builders that apply no ignore rules to an uploaded tar (BuildKit) let COPY . see it"
             )
+            yield (message, WARN, 0, 0, 0, 0, 0, None, None, None)
         yield entry_row(e, header=headers)
     if ctx.dialect is Dialect.BUILDKIT and ctx.dockerfile_data is not None:
         yield (injected_dockerfile_name(ctx), EntryKind.FILE, NO_STAT, 0, 0, 0, 0, None, ctx.dockerfile_data, None)

@@ -444,7 +444,8 @@ def encode_fields(name: str, typeflag: str, mode: int, size: int, mtime: int, li
     else:
         lb = b""
         a = zlib.adler32(sm, zlib.adler32(nb))
-    field = _chksum_field(const + (a & 0xFFFF) - 1)
+    chk = const + (a & 0xFFFF) - 1
+    field = _CHKSUM_FIELD.get(chk) or _chksum_field(chk)
     return _HEADER.pack(nb, mug, sm, field, tfb, lb, _MAGIC_USTAR, devs, b"")
 
 

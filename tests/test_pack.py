@@ -168,6 +168,42 @@ def test_refuses_terminal_and_bad_level(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "refusing to write a tar to a terminal" in proc.stderr
 
 
+def _stderr_through_a_terminal(argv: list[str], env: dict[str, str]) -> str:
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave, env=env)
+    os.close(slave)
+    got = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the last writer closed the terminal
+            break
+        if not chunk:
+            break
+        got += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0, got
+    return got.decode(errors="replace")
+
+
+def test_progress_line_only_on_a_terminal(tmp_path: Path) -> None:
+    files = {f"src/f{i}": b"x" * 100 for i in range(3000)}
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", **files})
+    with open(root / "big.bin", "wb") as f:
+        f.truncate(3 * packer.STREAM_PIECE)  # sparse: progress must move inside a large file too
+    argv = [sys.executable, "-m", "ctxpack.cli", "pack", "-o", str(tmp_path / "out.tar"), str(root)]
+    env = dict(os.environ, CTXPACK_PROGRESS_AFTER="0")
+    text = _stderr_through_a_terminal(argv, env)
+    lines = [seg for seg in text.split("\r") if " files, " in seg and "/s)" in seg]
+    assert any(seg.startswith("\033[K1 files, ") for seg in lines), text  # during big.bin, piece by piece
+    assert any("2,047 files" in seg for seg in lines), text  # every 1024 entries
+    assert "\033[Kctxpack: 3,003 entries, 201.6 MB in " in text  # the line cleared, then the summary
+    quiet = subprocess.run(argv, capture_output=True, env=env)
+    assert quiet.returncode == 0 and quiet.stderr == b""  # not a terminal: nothing
+
+
 def test_full_disk_on_stdout_exits_3(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "big": b"x" * 200_000})
     with open("/dev/full", "wb") as full:
@@ -278,6 +314,48 @@ def test_vanished_file_is_left_out_with_warning(tmp_path: Path) -> None:
     for e in entries:
         w.row(entry_row(e))
     assert warnings == ["a: vanished while packing; left out (as docker does)"]
+
+
+def _pack_rows_after(root: Path, change: Any, opts: PackOptions = PackOptions()) -> tuple[bytes, list[str]]:
+    """Walk, then ``change()`` the tree, then pack what the walk listed."""
+    ctx = ctxpack.open_context(root)
+    rows = [entry_row(e, header=True) for e in ctxpack.list_entries(ctx)]
+    change()
+    out: list[bytes] = []
+    warnings: list[str] = []
+    w = packer._Writer(ctx, CallbackSink(out.append), opts, warnings.append, None)
+    w.rows(rows)
+    w.close_dir()
+    w.flush()
+    return b"".join(out), warnings
+
+
+def test_file_replaced_by_a_fifo_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "f": b"data"})
+
+    def to_fifo() -> None:
+        (root / "f").unlink()
+        os.mkfifo(root / "f")
+
+    with pytest.raises(ChangedDuringReadError, match="f: no longer a regular file"):
+        _pack_rows_after(root, to_fifo)
+
+
+def test_small_file_that_became_large_is_streamed_whole(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "grows": b"tiny"})
+    big = os.urandom(3 * packer.SMALL + 5)
+    data, _ = _pack_rows_after(root, lambda: (root / "grows").write_bytes(big))
+    assert tarfile.open(fileobj=io.BytesIO(data + b"\0" * 1024)).extractfile("grows").read() == big  # type: ignore[union-attr]
+
+
+def test_hard_linked_fifo(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n"})
+    os.mkfifo(root / "a")
+    os.link(root / "a", root / "b")
+    plain = tarfile.open(fileobj=io.BytesIO(tar_bytes(root))).getmembers()
+    assert [(m.name, m.type) for m in plain if m.name in "ab"] == [("a", tarfile.FIFOTYPE), ("b", tarfile.LNKTYPE)]
+    repro = tarfile.open(fileobj=io.BytesIO(tar_bytes(root, opts=PackOptions(reproducible=True)))).getmembers()
+    assert [(m.name, m.type) for m in repro if m.name in "ab"] == [("a", tarfile.FIFOTYPE), ("b", tarfile.FIFOTYPE)]
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc to read the peak RSS")

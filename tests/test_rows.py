@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import built, dockerignores, trees
+from trees import make_tree
 
 import ctxpack
 from ctxpack import rows
@@ -20,8 +22,6 @@ from ctxpack.context import Dialect
 from ctxpack.errors import ContextError, CtxpackError, OutputError, PatternError
 from ctxpack.packer import CallbackSink, PackOptions, Sink, pack
 from ctxpack.rows import Row, WalkerDiedError, can_fork, row_batches
-from strategies import built, dockerignores, trees
-from trees import make_tree
 
 EXAMPLES = int(os.environ.get("CTXPACK_HYPOTHESIS_EXAMPLES", "150"))
 
