@@ -55,7 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from benchutil import command_output, cpu_model, summary  # noqa: E402
+from benchutil import command_output, compile_ctxpack, cpu_model, summary  # noqa: E402
 
 import gen_tree  # noqa: E402
 from discard_server import DiscardServer  # noqa: E402
@@ -236,10 +236,11 @@ def render(res: dict) -> str:
     add(f"- date: {m['date']}; ctxpack commit {m['ctxpack_commit']}")
     add(f"- machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB RAM, Linux {m['kernel']}, "
         f"trees on {m['fs'][0]}; load average {' '.join(m['loadavg'])} at start, "
-        f"{' '.join(m.get('loadavg_end', ['?']))} at end (shared, noisy machine: other benchmarks ran concurrently)")
+        f"{' '.join(m.get('loadavg_end', ['?']))} at end (shared, noisy machine)")
     add(f"- Python {m['python']}; {m['docker']}")
     add(f"- (a): `{' '.join(res['ctxpack_cmd'])} ls --dialect classic DIR > /dev/null` (wall time of the "
-        "subprocess, interpreter start-up included)")
+        "subprocess, interpreter start-up included; ctxpack's modules byte-compiled beforehand, as "
+        "`pip install .` leaves them)")
     add("- (b): `DOCKER_BUILDKIT=0 docker build DIR` with `DOCKER_HOST` on a unix socket served by "
         "`bench/discard_server.py`, which reads the upload and discards it: the CLI's context step "
         "(validation walk + tar walk + upload of the tar; nothing is built)")
@@ -357,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.abspath(args.root).startswith(REPO + os.sep):
         ap.error("--root must not be inside the repository")
 
+    compile_ctxpack()
     log(f"generating/checking {main_tree}")
     trees = {"main": {"path": main_tree, "marker": gen_tree.generate(main_tree, files=files, big_mib=big)}}
     if not args.no_pruning:

@@ -104,7 +104,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from benchutil import command_output, cpu_model, summary  # noqa: E402
+from benchutil import command_output, compile_ctxpack, cpu_model, summary  # noqa: E402
 
 import discard_server
 import gen_tree
@@ -931,14 +931,7 @@ def main(argv: list[str] | None = None) -> int:
         if g not in ("full", "typical", "compress"):
             ap.error(f"unknown group {g!r}")
 
-    # ctxpack's modules as pip install leaves them: compiled.  (This machine
-    # sets PYTHONDONTWRITEBYTECODE, so an editable install would otherwise
-    # recompile every module in every timed run, ~0.1 s.)
-    import compileall
-
-    import ctxpack
-
-    compileall.compile_dir(os.path.dirname(ctxpack.__file__), quiet=1)
+    compile_ctxpack()
     log(f"generating/checking {tree}")
     marker = gen_tree.generate(tree, files=files, big_mib=big)
     saved = current_variant(tree)
