@@ -78,8 +78,11 @@ class PackOptions:
     ``reproducible``: mtimes clamped to ``source_date_epoch`` (0 when
     ``None``), hard links stored as files, so the bytes depend only on
     content, paths and modes.  ``parallel``: walk in a forked process
-    (``None``: where :func:`~ctxpack.rows.can_fork` allows); the bytes are
-    the same either way.
+    (``None``: where :func:`~ctxpack.rows.can_fork` allows, i.e. two CPUs
+    and a process with one thread); the bytes are the same either way.
+    ``True`` forks even when other threads run: the child only walks, but
+    a lock another thread held at the fork stays held in it (Python 3.12+
+    warns), so say ``True`` only where that cannot matter.
     """
 
     compress: str = "none"
@@ -359,6 +362,11 @@ class _Writer:
                 if header is not None and kind != FILE:  # a directory or symlink
                     buf.append(header)
                     stats.entries += 1
+                    self.buffered += 512
+                    if self.buffered >= FLUSH_AT:
+                        self.flush()
+                    if progress is not None and stats.entries % 1024 == 0:
+                        progress(stats.files, stats.bytes)
                 else:
                     self.row(row)
                 continue
@@ -469,6 +477,7 @@ class _Writer:
             before = os.fstat(fd)
             if not st.S_ISREG(before.st_mode):
                 raise ChangedDuringReadError(f"{rel}: no longer a regular file", abspath)
+            os.set_blocking(fd, True)  # opened O_NONBLOCK against FIFOs; some network filesystems honour it
             xattrs = read_security_capability(fd)
             if before.st_size <= SMALL:
                 try:
@@ -558,10 +567,10 @@ def pack(
     """
     started = time.monotonic()
     fork = can_fork() if opts.parallel is None else (opts.parallel and hasattr(os, "fork"))
-    # Forked before the sink exists: a compressor may start threads.
-    batches = row_batches(ctx, fork=fork, headers=not opts.reproducible,
-                          close_in_child=(out.fd,) if isinstance(out, FdSink) else ())
-    try:
+    # The walker is forked here, before the sink exists: a compressor may
+    # start threads, and a fork copies none of them.
+    with row_batches(ctx, fork=fork, headers=not opts.reproducible,
+                     close_in_child=(out.fd,) if isinstance(out, FdSink) else ()) as batches:
         sink = make_sink(out, opts.compress, opts.level)
         w = _Writer(ctx, sink, opts, warn, progress)
         try:
@@ -572,8 +581,6 @@ def pack(
         w.put(END_OF_ARCHIVE)
         w.flush()
         sink.close()
-    finally:
-        batches.close()  # type: ignore[attr-defined]
     w.stats.written = out.written
     w.stats.elapsed = time.monotonic() - started
     return w.stats

@@ -39,7 +39,7 @@ from .walker import Entry, EntryKind, entries_for_builder, injected_dockerfile_n
 
 FILE, DIR, SYMLINK = EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK
 
-__all__ = ["Row", "WARN", "NO_STAT", "entry_row", "builder_rows", "row_batches", "can_fork", "WalkerDiedError"]
+__all__ = ["Row", "WARN", "NO_STAT", "entry_row", "builder_rows", "row_batches", "RowBatches", "can_fork", "WalkerDiedError"]
 
 # (path, kind, mode, size, mtime_ns, ctime_ns, rdev, link, data, header)
 # kind: an EntryKind value, or WARN (then path is the message).  mode is
@@ -123,25 +123,74 @@ def can_fork() -> bool:
     return cpus >= 2 and threading.active_count() == 1
 
 
+class RowBatches:
+    """The rows of a walk in batches of up to :data:`BATCH`: an iterator
+    that must be closed (:meth:`close`, or ``with``), which stops and reaps
+    a forked walker at once."""
+
+    def __init__(self, it: Iterator[list[Row]], walker: _Walker | None = None):
+        self._it = it
+        self.walker = walker
+
+    def __iter__(self) -> Iterator[list[Row]]:
+        return self._it
+
+    def __enter__(self) -> RowBatches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+        if self.walker is not None:
+            self.walker.stop()
+
+
 def row_batches(
     ctx: BuildContext, *, fork: bool, headers: bool = False, close_in_child: Sequence[int] = ()
-) -> Iterator[list[Row]]:
+) -> RowBatches:
     """:func:`builder_rows` in batches; walked by a forked child if ``fork``.
 
-    ``close_in_child``: descriptors the child must not keep open (the
-    output: a reader waiting for end-of-file must not wait for the child).
+    The child is forked here, before the caller starts anything else (a
+    compressor's threads, say).  If the system refuses a new process
+    (``EAGAIN`` under a pids limit, ``ENOMEM``), the walk runs in this
+    process instead.  ``close_in_child``: descriptors the child must not
+    keep open (the output: a reader waiting for end-of-file must not wait
+    for the child).
     """
-    if not fork:
-        batch: list[Row] = []
-        for row in builder_rows(ctx, headers=headers):
+    if fork:
+        try:
+            walker = _Walker(ctx, headers, close_in_child)
+        except OSError:
+            pass  # no new process to be had: walk here
+        else:
+            return RowBatches(walker.batches(), walker)
+    return RowBatches(_in_process(ctx, headers))
+
+
+def _batched(rows: Iterator[Row]) -> Iterator[list[Row]]:
+    """Batches of rows; a batch begun when the walk fails is still
+    delivered, before the error, as a forked walker's would be."""
+    batch: list[Row] = []
+    try:
+        for row in rows:
             batch.append(row)
             if len(batch) >= BATCH:
                 yield batch
                 batch = []
+    except Exception:
         if batch:
             yield batch
-        return
-    yield from _forked(ctx, headers, close_in_child)
+        raise
+    if batch:
+        yield batch
+
+
+def _in_process(ctx: BuildContext, headers: bool) -> Iterator[list[Row]]:
+    yield from _batched(builder_rows(ctx, headers=headers))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -155,13 +204,7 @@ def _child(ctx: BuildContext, headers: bool, w: int) -> None:
         _write_all(w, _FRAME.pack(kind, len(payload)) + payload)
 
     try:
-        batch: list[Row] = []
-        for row in builder_rows(ctx, headers=headers):
-            batch.append(row)
-            if len(batch) >= BATCH:
-                send(_ROWS, marshal.dumps(batch))
-                batch = []
-        if batch:
+        for batch in _batched(builder_rows(ctx, headers=headers)):
             send(_ROWS, marshal.dumps(batch))
     except Exception as e:  # noqa: BLE001 - re-raised by the parent, in place
         try:
@@ -172,66 +215,110 @@ def _child(ctx: BuildContext, headers: bool, w: int) -> None:
     send(_END, b"")
 
 
-def _forked(ctx: BuildContext, headers: bool, close_in_child: Sequence[int]) -> Iterator[list[Row]]:
-    r, w = os.pipe()
-    with contextlib.suppress(OSError):
-        import fcntl
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this child if the parent dies, even by
+    SIGKILL (no ``finally`` runs then); elsewhere the next write fails."""
+    with contextlib.suppress(Exception):
+        import ctypes
 
-        fcntl.fcntl(w, _F_SETPIPE_SZ, 1 << 20)
-    pid = os.fork()
-    if pid == 0:  # the walker
-        code = 0
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+class _Walker:
+    """A forked child process running the walk; the parent reads its rows."""
+
+    def __init__(self, ctx: BuildContext, headers: bool, close_in_child: Sequence[int]):
+        r, w = os.pipe()
+        with contextlib.suppress(OSError):
+            import fcntl
+
+            fcntl.fcntl(w, _F_SETPIPE_SZ, 1 << 20)
+        parent = os.getpid()
         try:
+            pid = os.fork()
+        except OSError:
             os.close(r)
-            for fd in close_in_child:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            # Ctrl-C is the parent's to handle: it kills this process.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            _child(ctx, headers, w)
-        except BaseException:  # noqa: BLE001 - the parent went away (EPIPE) or worse
-            code = 1
+            os.close(w)
+            raise
+        if pid == 0:  # the walker
+            code = 0
+            try:
+                os.close(r)
+                for fd in close_in_child:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                # Ctrl-C is the parent's to handle: it kills this process.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                _die_with_parent(parent)
+                _child(ctx, headers, w)
+            except BaseException:  # noqa: BLE001 - the parent went away (EPIPE) or worse
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.pid = pid
+        self._r = r
+        self._status: str | None = None  # how it ended, once reaped
+
+    def batches(self) -> Iterator[list[Row]]:
+        try:
+            with open(self._r, "rb", buffering=1 << 16, closefd=False) as f:
+                while True:
+                    head = f.read(_FRAME.size)
+                    if len(head) < _FRAME.size:
+                        break
+                    kind, n = _FRAME.unpack(head)
+                    payload = f.read(n)
+                    if len(payload) < n:
+                        break
+                    if kind == _ROWS:
+                        yield marshal.loads(payload)
+                    elif kind == _ERROR:
+                        raise pickle.loads(payload)
+                    else:
+                        return
+            raise WalkerDiedError(f"the walker process ended unexpectedly ({self.reap()})")
         finally:
-            os._exit(code)
-    os.close(w)
-    finished = False
-    try:
-        with open(r, "rb", buffering=1 << 16) as f:
-            while True:
-                head = f.read(_FRAME.size)
-                if len(head) < _FRAME.size:
-                    break
-                kind, n = _FRAME.unpack(head)
-                payload = f.read(n)
-                if len(payload) < n:
-                    break
-                if kind == _ROWS:
-                    yield marshal.loads(payload)
-                elif kind == _ERROR:
-                    finished = True
-                    raise pickle.loads(payload)
-                else:
-                    finished = True
-                    return
-        finished = True
-        raise WalkerDiedError(f"the walker process ended unexpectedly ({_reap(pid)})")
-    finally:
-        if not finished:  # the consumer stopped early: the walk is not wanted
+            self.stop()
+
+    def stop(self) -> None:
+        """Kill the walker unless it finished, and reap it (idempotent)."""
+        if self._r >= 0:
+            os.close(self._r)
+            self._r = -1
+        if self._status is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _reap(pid)
+                os.kill(self.pid, signal.SIGKILL)  # a no-op for a child that exited (a zombie)
+            self.reap()
+
+    def reap(self) -> str:
+        """Wait for the child, once; how it ended."""
+        if self._status is None:
+            interrupted: KeyboardInterrupt | None = None
+            while True:
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                    break
+                except ChildProcessError:
+                    self._status = "already reaped"
+                    return self._status
+                except KeyboardInterrupt as e:  # wait again (never leave a zombie), then re-raise
+                    interrupted = e
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.pid, signal.SIGKILL)
+            self._status = _describe(status)
+            if interrupted is not None:
+                raise interrupted
+        return self._status
 
 
-def _reap(pid: int) -> str:
-    """Wait for the child (once); describe how it ended."""
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return "already reaped"
+def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(sig).name}"
         return f"killed by signal {sig}"
     return f"exit status {os.WEXITSTATUS(status)}"
-

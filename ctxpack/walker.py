@@ -296,7 +296,7 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
                             try:
                                 held.stat = os.lstat(os.path.join(ctx.root, held.path))
                             except OSError:
-                                pass
+                                continue  # gone meanwhile: nothing to describe (the daemon creates parents)
                             yield held
                 link = None
                 if kind == SYMLINK:
