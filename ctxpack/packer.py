@@ -13,25 +13,36 @@ file that keeps changing, or shrinks under us, stops the stream with
 truncated archive (never a well-formed one with wrong content), and ``-o FILE``
 leaves nothing behind.  A file that vanished between the listing and the read
 is left out, as the docker CLI does, and reported through ``warn``.
+
+The entries come as rows from :mod:`ctxpack.rows` (on two or more cores, from
+a forked walker process, so that walking and packing run at once); the bytes
+go to a sink of :mod:`ctxpack.sinks` (re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import queue
 import stat as st
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from .context import BuildContext
-from .errors import ChangedDuringReadError, ContextError, OutputError
+from .errors import ChangedDuringReadError, ContextError
 from .hasher import open_regular, read_whole
 from .rows import NO_STAT, WARN, Row, can_fork, row_batches
+from .sinks import (
+    COMPRESSIONS,
+    CallbackSink,
+    FdSink,
+    GzipSink,
+    Sink,
+    ZstdSink,
+    make_sink,
+    open_output,
+)
 from .tarformat import (
     END_OF_ARCHIVE,
     PADDINGS,
@@ -50,8 +61,6 @@ from .walker import EntryKind, injected_dockerfile_name
 FILE, HARDLINK = EntryKind.FILE, EntryKind.HARDLINK
 
 __all__ = ["PackOptions", "PackStats", "pack", "iter_tar", "open_output", "Sink", "FdSink", "GzipSink", "ZstdSink", "CallbackSink", "COMPRESSIONS"]
-
-COMPRESSIONS = ("none", "gzip", "zstd")
 
 # O_NOFOLLOW: a file replaced by a symlink is not followed; O_NONBLOCK: one
 # replaced by a FIFO does not block the open.
@@ -99,204 +108,6 @@ class PackStats:
     bytes: int = 0
     written: int = 0
     elapsed: float = 0.0
-
-
-class Sink:
-    """Where the tar goes.  ``write`` takes bytes; ``sendfile`` may move a
-    file range without copying and returns False when it cannot."""
-
-    written = 0
-
-    def write(self, data: bytes | memoryview) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def sendfile(self, fd: int, offset: int, count: int) -> int | None:
-        return None
-
-    def close(self) -> None:
-        pass
-
-
-def _output_error(e: OSError) -> OutputError:
-    if e.errno == errno.EPIPE:
-        err = OutputError("output closed by the reader (broken pipe)")
-        err.broken_pipe = True  # type: ignore[attr-defined]
-        return err
-    if e.errno == errno.ENOSPC:
-        return OutputError("no space left on device while writing the tar")
-    return OutputError(f"cannot write the tar: {e.strerror}")
-
-
-class FdSink(Sink):
-    """A raw file descriptor: pipe, socket or file; ``sendfile`` capable."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.written = 0
-        self._sendfile_ok = True
-
-    def write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        try:
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
-                self.written += n
-        except OSError as e:
-            raise _output_error(e) from None
-
-    def sendfile(self, fd: int, offset: int, count: int) -> int | None:
-        if not self._sendfile_ok:
-            return None
-        sent = 0
-        try:
-            while sent < count:
-                n = os.sendfile(self.fd, fd, offset + sent, count - sent)
-                if n == 0:
-                    break  # the file ended early
-                sent += n
-        except OSError as e:
-            if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) and sent == 0:
-                self._sendfile_ok = False
-                return None
-            raise _output_error(e) from None
-        self.written += sent
-        return sent
-
-
-class _CompressingSink(Sink):
-    def __init__(self, out: Sink):
-        self.out = out
-        self.written = 0
-
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self.out.write(data)
-            self.written = self.out.written
-
-
-class GzipSink(_CompressingSink):
-    """gzip (RFC 1952) as the daemon's ``DecompressStream`` accepts it."""
-
-    def __init__(self, out: Sink, level: int | None = None):
-        super().__init__(out)
-        self._z = zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 31)
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._emit(self._z.compress(data))
-
-    def close(self) -> None:
-        self._emit(self._z.flush())
-
-
-class ZstdSink(_CompressingSink):
-    """zstd with zstandard's multi-threaded compressor (Engine >= 23 accepts it).
-
-    A streaming writer with 1 MiB jobs: the compressobj API and the default
-    job size keep hundreds of MB of input and output in flight (measured
-    ~200 MB RSS on a 300 MB file); 1 MiB jobs keep it near 30 MB at the same
-    speed, for a slightly larger output.
-    """
-
-    JOB_SIZE = 1 << 20
-
-    def __init__(self, out: Sink, level: int | None = None):
-        super().__init__(out)
-        import zstandard
-
-        self._flush_frame = zstandard.FLUSH_FRAME
-        params = zstandard.ZstdCompressionParameters.from_level(
-            3 if level is None else level, threads=-1, job_size=self.JOB_SIZE
-        )
-        self._w = zstandard.ZstdCompressor(compression_params=params).stream_writer(
-            _SinkFile(self), closefd=False, write_return_read=True  # type: ignore[arg-type]
-        )
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._w.write(data)
-
-    def close(self) -> None:
-        self._w.flush(self._flush_frame)
-
-
-class _SinkFile:
-    """The file-like object zstandard's stream writer writes into."""
-
-    def __init__(self, sink: _CompressingSink):
-        self.sink = sink
-
-    def write(self, data: bytes) -> int:
-        self.sink._emit(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-class CallbackSink(Sink):
-    """Hands every chunk (at most 1 MiB) to a callable (used by :func:`iter_tar`)."""
-
-    def __init__(self, fn: Callable[[bytes], None]):
-        self.fn = fn
-        self.written = 0
-
-    def write(self, data: bytes | memoryview) -> None:
-        b = bytes(data)
-        self.written += len(b)
-        self.fn(b)
-
-    def sendfile(self, fd: int, offset: int, count: int) -> int | None:
-        return None  # chunks go through memory, 1 MiB at a time
-
-
-@contextlib.contextmanager
-def open_output(path: str) -> Iterator[FdSink]:
-    """A sink onto ``path`` that is all or nothing.
-
-    Writes go to a temporary file in the same directory, synced and renamed
-    over ``path`` when the block ends normally; on any error (a full disk, a
-    file that changed, Ctrl-C) the temporary file is removed and ``path`` is
-    untouched.  A target that exists and is not a regular file
-    (``/dev/null``, a FIFO, a device) is written directly: renaming over it
-    would replace it.
-    """
-    try:
-        special = not st.S_ISREG(os.stat(path).st_mode)
-    except FileNotFoundError:
-        special = False
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
-    if special:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise OutputError(f"cannot open {path}: {e.strerror}") from None
-        try:
-            yield FdSink(fd)
-        finally:
-            os.close(fd)
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.ctxpack-{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise OutputError(f"cannot create {tmp}: {e.strerror}") from None
-    try:
-        yield FdSink(fd)
-        try:
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, path)
-        except OSError as e:
-            raise _output_error(e) from None
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class _Writer:
@@ -538,16 +349,6 @@ def dockerfile_name_in_tar(ctx: BuildContext) -> str:
     if ctx.dockerfile_data is not None:
         return injected_dockerfile_name(ctx)
     return ctx.dockerfile or "Dockerfile"
-
-
-def make_sink(out: Sink, compress: str, level: int | None) -> Sink:
-    if compress == "none":
-        return out
-    if compress == "gzip":
-        return GzipSink(out, level)
-    if compress == "zstd":
-        return ZstdSink(out, level)
-    raise ValueError(f"unknown compression {compress!r}")
 
 
 def pack(

@@ -168,7 +168,7 @@ def row_batches(
             pass  # no new process to be had: walk here
         else:
             return RowBatches(walker.batches(), walker)
-    return RowBatches(_in_process(ctx, headers))
+    return RowBatches(_batched(builder_rows(ctx, headers=headers)))
 
 
 def _batched(rows: Iterator[Row]) -> Iterator[list[Row]]:
@@ -187,10 +187,6 @@ def _batched(rows: Iterator[Row]) -> Iterator[list[Row]]:
         raise
     if batch:
         yield batch
-
-
-def _in_process(ctx: BuildContext, headers: bool) -> Iterator[list[Row]]:
-    yield from _batched(builder_rows(ctx, headers=headers))
 
 
 def _write_all(fd: int, data: bytes) -> None:
