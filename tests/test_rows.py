@@ -34,8 +34,11 @@ def _children() -> set[int]:
     """Live (unreaped) children of this process, from /proc."""
     out: set[int] = set()
     for tid in os.listdir(f"/proc/{os.getpid()}/task"):
-        with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
-            out.update(int(p) for p in f.read().split())
+        try:
+            with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
+                out.update(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            pass  # a thread that ended meanwhile
     return out
 
 
