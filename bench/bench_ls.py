@@ -55,7 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from benchutil import command_output, compile_ctxpack, cpu_model, summary  # noqa: E402
+from benchutil import command_output, compile_ctxpack, cpu_model, ctxpack_exe, loadavg, log, summary  # noqa: E402
 
 import gen_tree  # noqa: E402
 from discard_server import DiscardServer  # noqa: E402
@@ -64,24 +64,9 @@ from set_ignore import current_variant, set_ignore  # noqa: E402
 DEFAULT_ROOT = os.environ.get("CTXPACK_BENCH_ROOT", "/tmp/ctxpack-bench")
 
 
-def log(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------
 # Running and timing
 # --------------------------------------------------------------------------
-
-
-def ctxpack_exe() -> list[str]:
-    """The ``ctxpack`` console script next to this interpreter (not a pyenv shim)."""
-    cand = os.path.join(os.path.dirname(sys.executable), "ctxpack")
-    if os.access(cand, os.X_OK):
-        return [cand]
-    found = shutil.which("ctxpack")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "ctxpack.cli"]
 
 
 class Runner:
@@ -197,7 +182,7 @@ def machine_info(tree: str) -> dict:
         "docker": command_output(["docker", "--version"]),
         "fs": command_output(["df", "--output=fstype", tree]).splitlines()[-1:] or ["?"],
         "ctxpack_commit": head + (" + uncommitted changes in ctxpack/" if dirty else ""),
-        "loadavg": open("/proc/loadavg").read().split()[:3],
+        "loadavg": loadavg(),
     }
 
 
@@ -399,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 if use_docker and (ign != "none" or args.docker_unpruned):
                     jobs += [("docker 1×", "docker", main_tree), (f"docker {nmk}", "docker", nm_tree)]
                 res["pruning"][ign] = measure(runner, jobs, args.reps, verify)
-        res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        res["machine"]["loadavg_end"] = loadavg()
     finally:
         for k, v in trees.items():
             if saved[k] != "custom":

@@ -104,7 +104,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from benchutil import command_output, compile_ctxpack, cpu_model, summary  # noqa: E402
+from benchutil import command_output, compile_ctxpack, cpu_model, ctxpack_exe, loadavg, log, summary  # noqa: E402
 
 import discard_server
 import gen_tree
@@ -113,15 +113,6 @@ from set_ignore import current_variant, set_ignore
 DEFAULT_ROOT = os.environ.get("CTXPACK_BENCH_ROOT", "/tmp/ctxpack-bench")
 NOTES_MARK = "<!-- notes -->"
 READ = 1 << 20
-
-
-def _loadavg() -> list[str]:
-    with open("/proc/loadavg") as fh:
-        return fh.read().split()[:3]
-
-
-def log(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------
@@ -226,17 +217,6 @@ t3 = time.perf_counter()
 sys.stderr.write("\nDOCKERPY " + json.dumps({"import": t1 - t0, "tar": t2 - t1, "read": t3 - t2,
                                              "bytes": n, "exclude": read}) + "\n")
 """
-
-
-def ctxpack_exe() -> list[str]:
-    """The ``ctxpack`` console script next to this interpreter (not a pyenv shim)."""
-    cand = os.path.join(os.path.dirname(sys.executable), "ctxpack")
-    if os.access(cand, os.X_OK):
-        return [cand]
-    found = shutil.which("ctxpack")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "ctxpack.cli"]
 
 
 def _wait(pid: int) -> tuple[int, object]:
@@ -677,7 +657,7 @@ def machine_info(tree: str) -> dict:
         "gnutar": command_output(["tar", "--version"]).splitlines()[0] if shutil.which("tar") else "?",
         "fs": (command_output(["df", "--output=fstype", tree]).splitlines()[-1:] or ["?"])[0],
         "ctxpack_commit": head + (" + uncommitted changes in ctxpack/" if dirty else ""),
-        "loadavg_start": _loadavg(),
+        "loadavg_start": loadavg(),
     }
 
 
@@ -980,7 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.close()
         if server is not None:
             server.stop()
-    res["loadavg_end"] = _loadavg()
+    res["loadavg_end"] = loadavg()
     out_json = args.json or os.path.join(args.root, f"pack-{variant}.json")
     if args.merge and os.path.exists(out_json):
         with open(out_json, encoding="utf-8") as fh:

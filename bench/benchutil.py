@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
 import subprocess
+import sys
 
 
 def summary(xs: list[float]) -> dict:
@@ -38,8 +41,27 @@ def compile_ctxpack() -> None:
     otherwise recompile every module in every timed run (~0.1 s each).
     """
     import compileall
-    import os
 
     import ctxpack
 
     compileall.compile_dir(os.path.dirname(ctxpack.__file__), quiet=1)
+
+
+def log(*a: object) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def loadavg() -> list[str]:
+    with open("/proc/loadavg") as fh:
+        return fh.read().split()[:3]
+
+
+def ctxpack_exe() -> list[str]:
+    """The ``ctxpack`` console script next to this interpreter (not a pyenv shim)."""
+    cand = os.path.join(os.path.dirname(sys.executable), "ctxpack")
+    if os.access(cand, os.X_OK):
+        return [cand]
+    found = shutil.which("ctxpack")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "ctxpack.cli"]

@@ -140,6 +140,9 @@ class _Writer:
             self.buf.clear()
             self.buffered = 0
 
+    def _clamped(self, h: TarHeader) -> TarHeader:
+        return replace(h, mtime=min(h.mtime, self.clamp)) if self.opts.reproducible else h
+
     def _mtime(self, mtime_ns: int) -> int:
         mtime = mtime_ns // 1_000_000_000
         return min(mtime, self.clamp) if self.opts.reproducible else mtime
@@ -170,50 +173,46 @@ class _Writer:
         for row in batch:
             path, kind, mode, size, mtime_ns, ctime_ns, _, _, data, header = row
             if kind != FILE or header is None or size > SMALL:
-                if header is not None and kind != FILE:  # a directory or symlink
-                    buf.append(header)
-                    stats.entries += 1
-                    self.buffered += 512
-                    if self.buffered >= FLUSH_AT:
-                        self.flush()
-                    if progress is not None and stats.entries % 1024 == 0:
-                        progress(stats.files, stats.bytes)
-                else:
+                if header is None or kind == FILE:
                     self.row(row)
-                continue
-            d, _, name = path.rpartition("/")
-            if d != cur_dir or dfd < 0:
-                cur_dir, dfd = self._enter(d)
-            try:
-                fd = open_(name, _OPEN_FLAGS, dir_fd=dfd) if dfd >= 0 else open_(root + path, _OPEN_FLAGS)
-            except OSError:
-                self.row(row)
-                continue
-            try:
-                # Docker reads security.capability of every file; listing the
-                # names first is the same answer without an exception per file
-                # (3x cheaper: none is the common case).
+                    continue
+                buf.append(header)  # a directory or symlink, encoded by the walker
+                added = 512
+            else:
+                d, _, name = path.rpartition("/")
+                if d != cur_dir or dfd < 0:
+                    cur_dir, dfd = self._enter(d)
                 try:
-                    xattr = _CAPABILITY in listxattr(fd)
+                    fd = open_(name, _OPEN_FLAGS, dir_fd=dfd) if dfd >= 0 else open_(root + path, _OPEN_FLAGS)
                 except OSError:
-                    xattr = False  # unsupported here: docker stores none either
-                data = pread(fd, size + 1, 0) if not xattr else b""
-                after = fstat(fd)
-            except OSError:
-                data, xattr = b"", True
-            finally:
-                close(fd)
-            if (xattr or len(data) != size or after.st_mode != mode or after.st_size != size
-                    or after.st_mtime_ns != mtime_ns or after.st_ctime_ns != ctime_ns):
-                self.row(row)
-                continue
-            buf.append(header)
-            buf.append(data)
-            buf.append(PADDINGS[-size & 511])
-            stats.files += 1
-            stats.bytes += size
+                    self.row(row)
+                    continue
+                try:
+                    # Docker reads security.capability of every file; listing
+                    # the names first is the same answer without an exception
+                    # per file (3x cheaper: none is the common case).
+                    try:
+                        xattr = _CAPABILITY in listxattr(fd)
+                    except OSError:
+                        xattr = False  # unsupported here: docker stores none either
+                    data = pread(fd, size + 1, 0) if not xattr else b""
+                    after = fstat(fd)
+                except OSError:
+                    data, xattr = b"", True
+                finally:
+                    close(fd)
+                if (xattr or len(data) != size or after.st_mode != mode or after.st_size != size
+                        or after.st_mtime_ns != mtime_ns or after.st_ctime_ns != ctime_ns):
+                    self.row(row)
+                    continue
+                buf.append(header)
+                buf.append(data)
+                buf.append(PADDINGS[-size & 511])
+                stats.files += 1
+                stats.bytes += size
+                added = size + 512
             stats.entries += 1
-            self.buffered += size + 512
+            self.buffered += added
             if self.buffered >= FLUSH_AT:
                 self.flush()
             if progress is not None and stats.entries % 1024 == 0:
@@ -253,10 +252,7 @@ class _Writer:
         elif kind == HARDLINK and st.S_ISREG(mode):  # reproducible: every name stands alone
             self._file(path, size, mtime_ns, ctime_ns)
         else:
-            h = header_from_mode(path, mode, size, mtime_ns, rdev, linkname=link or "")
-            if self.opts.reproducible:
-                h = replace(h, mtime=min(h.mtime, self.clamp))
-            self.put(encode_header(h))
+            self.put(encode_header(self._clamped(header_from_mode(path, mode, size, mtime_ns, rdev, linkname=link or ""))))
         stats = self.stats
         stats.entries += 1
         if self.progress is not None and stats.entries % 1024 == 0:
@@ -305,10 +301,7 @@ class _Writer:
                 self.put(h + data + padding(size))
             else:
                 size = before.st_size
-                hdr = header_from_stat(rel, before, xattrs=xattrs)
-                if self.opts.reproducible:
-                    hdr = replace(hdr, mtime=min(hdr.mtime, self.clamp))
-                self.put(encode_header(hdr))
+                self.put(encode_header(self._clamped(header_from_stat(rel, before, xattrs=xattrs))))
                 self.flush()
                 self._stream(fd, size, rel, abspath)
                 self.put(padding(size))

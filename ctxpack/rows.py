@@ -34,10 +34,12 @@ from collections.abc import Iterator, Sequence
 
 from .context import BuildContext, Dialect
 from .errors import ContextError, CtxpackError
-from .tarformat import TYPE_DIR, TYPE_REG, TYPE_SYMLINK, TarHeaderError, encode_fields
+from .tarformat import TarHeaderError, encode_from_mode
 from .walker import Entry, EntryKind, entries_for_builder, injected_dockerfile_name
 
-FILE, DIR, SYMLINK = EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK
+# Kinds whose header the walker process encodes from the lstat alone (a hard
+# link's header is a link record, built by the packer).
+_ENCODED = frozenset((EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK))
 
 __all__ = ["Row", "WARN", "NO_STAT", "entry_row", "builder_rows", "row_batches", "RowBatches", "can_fork", "WalkerDiedError"]
 
@@ -70,17 +72,9 @@ def entry_row(e: Entry, *, header: bool = False) -> Row:
         return (e.path, e.kind, NO_STAT, 0, 0, 0, 0, e.link, e.data, None)
     mode, size, mtime_ns, rdev = s.st_mode, s.st_size, s.st_mtime_ns, s.st_rdev
     h = None
-    if header and e.data is None and not rdev:
-        # What header_from_stat + encode_header give for these kinds when
-        # there are no device numbers, without building a TarHeader.
-        kind = e.kind
+    if header and e.data is None and e.kind in _ENCODED:
         try:
-            if kind == FILE:
-                h = encode_fields(e.path, TYPE_REG, mode & 0o7777, size, mtime_ns // 1_000_000_000)
-            elif kind == DIR:
-                h = encode_fields(e.path + "/", TYPE_DIR, mode & 0o7777, 0, mtime_ns // 1_000_000_000)
-            elif kind == SYMLINK:
-                h = encode_fields(e.path, TYPE_SYMLINK, mode & 0o7777, 0, mtime_ns // 1_000_000_000, e.link or "")
+            h = encode_from_mode(e.path, mode, size, mtime_ns, rdev, e.link or "")
         except (TarHeaderError, UnicodeEncodeError):
             pass  # the packer meets it again and decides (docker leaves it out)
     return (e.path, e.kind, mode, size, mtime_ns, s.st_ctime_ns, rdev, e.link, e.data, h)

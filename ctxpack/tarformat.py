@@ -83,6 +83,7 @@ __all__ = [
     "TYPE_FIFO",
     "header_from_stat",
     "header_from_mode",
+    "encode_from_mode",
     "read_security_capability",
     "pax_header_name",
     "format_pax_record",
@@ -628,6 +629,23 @@ def header_from_mode(
         devminor=minor,
         xattrs=xattrs,
     )
+
+
+def encode_from_mode(name: str, m: int, size: int, mtime_ns: int, rdev: int, linkname: str = "") -> bytes | None:
+    """``encode_header(header_from_mode(...))`` for the common kinds, without
+    building a :class:`TarHeader`: a regular file, directory or symlink with
+    no device numbers and no xattrs.  ``None`` for anything else (use the
+    long way).  Raises what :func:`encode_header` raises."""
+    if rdev:
+        return None
+    mtime = mtime_ns // 1_000_000_000  # Truncate(time.Second) == floor
+    if _stat.S_ISREG(m):
+        return encode_fields(name, TYPE_REG, m & 0o7777, size, mtime)
+    if _stat.S_ISDIR(m):
+        return encode_fields(name if name.endswith("/") else name + "/", TYPE_DIR, m & 0o7777, 0, mtime)
+    if _stat.S_ISLNK(m):
+        return encode_fields(name, TYPE_SYMLINK, m & 0o7777, 0, mtime, linkname)
+    return None
 
 
 def read_security_capability(path: str | bytes | int) -> tuple[tuple[str, bytes], ...]:
