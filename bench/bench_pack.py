@@ -469,8 +469,8 @@ def _phase_runs(tree: str, reps: int) -> dict:
     import resource
 
     from ctxpack.context import open_context
-    from ctxpack.packer import FdSink, PackOptions, pack
-    from ctxpack.rows import builder_rows
+    from ctxpack.tar.writer import FdSink, PackOptions, pack
+    from ctxpack.tar.rows import builder_rows
     from ctxpack.walker import EntryKind, list_entries
 
     walker_cpu: list[float] = []
@@ -550,7 +550,7 @@ def _cprofile(tree: str) -> str:
     import pstats
 
     from ctxpack.context import open_context
-    from ctxpack.packer import FdSink, PackOptions, pack
+    from ctxpack.tar.writer import FdSink, PackOptions, pack
 
     wfd, c = _pipe_to_cat()
     pr = cProfile.Profile()

@@ -3,9 +3,9 @@
 The public API: open a context, walk it, explain decisions.
 """
 
-from .api import Explanation, explain, explain_path, list_entries
-from .context import BuildContext, Dialect, open_context
-from .errors import (
+from ctxpack.explainer import Explanation, explain, explain_path, list_entries
+from ctxpack.context import BuildContext, Dialect, open_context
+from ctxpack.errors import (
     ContextError,
     CtxpackError,
     DockerfileError,
@@ -15,24 +15,24 @@ from .errors import (
     PatternError,
     TransportError,
 )
-from .ignorefile import RawRule, parse_ignore, read_ignore_file
-from .matcher import Decision, Matcher, Rule
-from .walker import Entry, EntryKind, walk, walk_all
+from ctxpack.ignore.reader import RawRule, parse_ignore, read_ignore_file
+from ctxpack.ignore.matcher import Decision, Matcher, Rule
+from ctxpack.walker import Entry, EntryKind, walk, walk_all
 
 # Heavier parts load on first use, so `import ctxpack` (and the CLI's start-up)
 # stays cheap: name -> (module, attribute).
 _LAZY = {
-    "pack": ("packer", "pack"),
-    "iter_tar": ("packer", "iter_tar"),
-    "PackOptions": ("packer", "PackOptions"),
-    "FdSink": ("packer", "FdSink"),
-    "fingerprint": ("fingerprint", "fingerprint"),
-    "snapshot": ("fingerprint", "snapshot"),
-    "diff": ("fingerprint", "diff"),
-    "lint": ("lint", "lint"),
-    "analyze": ("analysis", "analyze"),
-    "parse_dockerfile": ("dockerfile", "parse_dockerfile"),
-    "size": ("api", "size"),
+    "pack": ("tar.writer", "pack"),
+    "iter_tar": ("tar.writer", "iter_tar"),
+    "PackOptions": ("tar.writer", "PackOptions"),
+    "FdSink": ("tar.writer", "FdSink"),
+    "fingerprint": ("index.snapshots", "fingerprint"),
+    "snapshot": ("index.snapshots", "snapshot"),
+    "diff": ("index.snapshots", "diff"),
+    "lint": ("linter", "lint"),
+    "analyze": ("dockerfile.analysis", "analyze"),
+    "parse_dockerfile": ("dockerfile.parser", "parse_dockerfile"),
+    "size": ("explainer", "size"),
 }
 
 

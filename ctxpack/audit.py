@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from .context import BuildContext
-from .errors import InputError
-from .walker import Entry, EntryKind
+from ctxpack.context import BuildContext
+from ctxpack.errors import InputError
+from ctxpack.walker import Entry, EntryKind
 
 __all__ = ["SizeReport", "RuleSaving", "DirRow", "FileRow", "ExtRow", "measure", "parse_size", "format_size"]
 

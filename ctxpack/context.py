@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import ContextError, DockerfileError
-from .ignorefile import RawRule, read_ignore_file
-from .matcher import Matcher
+from ctxpack.errors import ContextError, DockerfileError
+from ctxpack.ignore.reader import RawRule, read_ignore_file
+from ctxpack.ignore.matcher import Matcher
 
 if TYPE_CHECKING:  # the Dockerfile analysis is only loaded for --minimal
-    from .analysis import Analysis, Selection
+    from ctxpack.dockerfile.analysis import Analysis, Selection
 
 __all__ = ["Dialect", "BuildContext", "open_context"]
 
@@ -132,7 +132,7 @@ def open_context(
     for the default ``Dockerfile`` (or ``dockerfile``) in the context.
     ``rules`` replaces the ignore file's parsed lines (``lint`` uses it to
     go on without a line docker refuses).  ``minimal`` restricts the
-    context to what the Dockerfile can read (:mod:`ctxpack.analysis`), for
+    context to what the Dockerfile can read (:mod:`ctxpack.dockerfile.analysis`), for
     ``target`` with ``build_args``.  Raises :class:`ContextError`,
     :class:`DockerfileError` or :class:`~ctxpack.errors.IgnoreFileError`.
     """
@@ -190,7 +190,7 @@ def open_context(
 
     analysis = selection = None
     if minimal:
-        from .analysis import Selection, analyze
+        from ctxpack.dockerfile.analysis import Selection, analyze
 
         if df_data is not None:
             text = df_data

@@ -27,7 +27,7 @@ class CtxpackError(Exception):
     def __reduce__(self) -> tuple[object, ...]:
         # Rebuilt from args and attributes, not by calling __init__ again:
         # subclasses take other arguments, and a forked walker sends its
-        # errors to the packer by pickle (ctxpack.rows).
+        # errors to the packer by pickle (ctxpack.tar.rows).
         return (_rebuild, (type(self), self.args, self.__dict__))
 
 

@@ -27,9 +27,9 @@ import stat as st
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .context import BuildContext, Dialect
-from .errors import ContextError
-from .matcher import _NO_RULE, DirPlan, Matcher, Rule
+from ctxpack.context import BuildContext, Dialect
+from ctxpack.errors import ContextError
+from ctxpack.ignore.matcher import _NO_RULE, DirPlan, Matcher, Rule
 
 __all__ = [
     "Entry", "EntryKind", "walk", "walk_all", "list_entries", "entries_for_builder",

@@ -570,7 +570,7 @@ class EngineClient:
         timeout: float = BUILD_TIMEOUT,
     ) -> BuildResult:
         """``POST /build`` with ``context`` (tar bytes, plain or compressed, or
-        an iterable of chunks such as :func:`ctxpack.packer.iter_tar`) as a
+        an iterable of chunks such as :func:`ctxpack.tar.writer.iter_tar`) as a
         chunked body; the JSON message stream is parsed as it arrives.
 
         ``version="2"`` selects BuildKit; add ``extra_query={"networkmode":

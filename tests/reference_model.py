@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from ctxpack.ignorefile import parse_ignore
-from ctxpack.pattern import compile_pattern
+from ctxpack.ignore.reader import parse_ignore
+from ctxpack.ignore.pattern import compile_pattern
 
 
 def reference_listing(root: str, ignore: bytes, dialect: str) -> list[str]:

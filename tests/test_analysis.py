@@ -1,4 +1,4 @@
-"""What a build reads from its context (ctxpack.analysis), by BuildKit's rules.
+"""What a build reads from its context (ctxpack.dockerfile.analysis), by BuildKit's rules.
 
 The expectations follow moby/buildkit ``frontend/dockerfile/dockerfile2llb``
 (convert.go, convert_runmount.go), ``instructions`` (parse.go, commands.go,
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 import ctxpack
-from ctxpack.analysis import Analysis, Source, analyze
-from ctxpack.dockerfile import DockerfileSyntaxError, parse_dockerfile
+from ctxpack.dockerfile.analysis import Analysis, Source, analyze
+from ctxpack.dockerfile.parser import DockerfileSyntaxError, parse_dockerfile
 from ctxpack.errors import DockerfileError
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "dockerfiles"
@@ -570,7 +570,7 @@ def test_dockerfile_from_stdin(tmp_path: Path) -> None:
 # --- Selection: which context paths the sources select ---------------------------------------------------
 
 def test_selection_literal_and_wildcard_sources(tmp_path: Path) -> None:
-    from ctxpack.analysis import Selection
+    from ctxpack.dockerfile.analysis import Selection
 
     # no wildcards: a literal path to both builders, backslashes included
     sel = Selection(["back\\slash.txt", "a\\*b", "dir"])

@@ -36,7 +36,7 @@ import pytest
 
 import dockerd as harness
 from ctxpack import list_entries, open_context
-from ctxpack.packer import CallbackSink, PackOptions, iter_tar, pack
+from ctxpack.tar.writer import CallbackSink, PackOptions, iter_tar, pack
 
 BUILDERS: dict[str, dict[str, Any]] = {
     "classic": {"version": "1"},

@@ -1,4 +1,4 @@
-"""The Dockerfile reader (ctxpack.dockerfile) against BuildKit's parser rules.
+"""The Dockerfile reader (ctxpack.dockerfile.parser) against BuildKit's parser rules.
 
 The expected values follow moby/buildkit ``frontend/dockerfile/parser``
 (parser.go, directives.go, line_parsers.go, split_command.go), ``shell/lex.go``
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ctxpack.dockerfile import (
+from ctxpack.dockerfile.parser import (
     PLACEHOLDER,
     DockerfileSyntaxError,
     Instruction,

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 import ctxpack
-from ctxpack.cache import PRUNE_AFTER, Index
+from ctxpack.index.store import PRUNE_AFTER, Index
 from ctxpack.cli import main
-from ctxpack.fingerprint import fingerprint
+from ctxpack.index.snapshots import fingerprint
 from trees import make_tree
 
 
@@ -157,7 +157,7 @@ def test_killed_writer_leaves_a_usable_index(ctx: Path, cache: Path) -> None:
     fp(ctx)
     code = (
         "import os, sys, time\n"
-        "from ctxpack.cache import Index\n"
+        "from ctxpack.index.store import Index\n"
         "idx = Index()\n"
         "idx.db.execute('BEGIN IMMEDIATE')\n"
         "for i in range(200000):\n"

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from ctxpack.errors import IgnoreFileError
-from ctxpack.ignorefile import go_clean, parse_ignore, read_ignore_file
+from ctxpack._go.strings import go_clean
+from ctxpack.ignore.reader import parse_ignore, read_ignore_file
 from trees import load_fixture
 
 ENTRIES = load_fixture("ignorefile.json")["entries"]

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from ctxpack.cli import main
-from ctxpack.lint import apply_fixes, lint
+from ctxpack.linter.checks import apply_fixes, lint
 from trees import make_tree
 
 

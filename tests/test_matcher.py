@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from ctxpack.gomatch import syntax_ok
-from ctxpack.ignorefile import RawRule
-from ctxpack.matcher import Matcher
-from ctxpack.pattern import BrokenPattern, MatchKind, PatternSyntaxError, compile_pattern
+from ctxpack._go.filepath import syntax_ok
+from ctxpack.ignore.reader import RawRule
+from ctxpack.ignore.matcher import Matcher
+from ctxpack.ignore.pattern import BrokenPattern, MatchKind, PatternSyntaxError, compile_pattern
 from ctxpack.errors import PatternError
 from trees import load_fixture
 

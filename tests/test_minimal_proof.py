@@ -42,9 +42,9 @@ import pytest
 
 import dockerd as harness
 from ctxpack import open_context
-from ctxpack.api import source_warnings
+from ctxpack.explainer import source_warnings
 from ctxpack.context import BuildContext
-from ctxpack.packer import CallbackSink, PackOptions, dockerfile_name_in_tar, pack
+from ctxpack.tar.writer import CallbackSink, PackOptions, dockerfile_name_in_tar, pack
 from proof_cases import CASES, UNUSED, UNUSED_PATHS, Case
 
 #: Engine API build options per builder; no cache, so that each image is

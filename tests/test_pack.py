@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ctxpack
-from ctxpack import packer
+from ctxpack.tar import writer as packer
 from ctxpack.cli import main
 from ctxpack.errors import ChangedDuringReadError
-from ctxpack.packer import CallbackSink, FdSink, PackOptions, iter_tar, pack
-from ctxpack.rows import entry_row
+from ctxpack.tar.writer import CallbackSink, FdSink, PackOptions, iter_tar, pack
+from ctxpack.tar.rows import entry_row
 from strategies import built, dockerignores, trees
 from trees import load_fixture, make_tree, vector_tree
 

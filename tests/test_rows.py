@@ -1,4 +1,4 @@
-"""The forked walker (ctxpack.rows): same rows, same errors, same warnings
+"""The forked walker (ctxpack.tar.rows): same rows, same errors, same warnings
 as walking in-process, and no process left behind whatever happens."""
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from strategies import built, dockerignores, trees
 from trees import make_tree
 
 import ctxpack
-from ctxpack import packer, rows
+from ctxpack.tar import rows, writer as packer
 from ctxpack.context import Dialect
 from ctxpack.errors import ContextError, CtxpackError, OutputError, PatternError
-from ctxpack.packer import CallbackSink, PackOptions, Sink, iter_tar, pack
-from ctxpack.rows import Row, WalkerDiedError, can_fork, entry_row, row_batches
-from ctxpack.tarformat import END_OF_ARCHIVE
+from ctxpack.tar.writer import CallbackSink, PackOptions, Sink, iter_tar, pack
+from ctxpack.tar.rows import Row, WalkerDiedError, can_fork, entry_row, row_batches
+from ctxpack.tar.header import END_OF_ARCHIVE
 
 EXAMPLES = int(os.environ.get("CTXPACK_HYPOTHESIS_EXAMPLES", "150"))
 

@@ -1,4 +1,4 @@
-"""Tests of ctxpack.tarformat: header bytes identical to the docker CLI's.
+"""Tests of ctxpack.tar.header: header bytes identical to the docker CLI's.
 
 Two kinds of tests:
 
@@ -34,7 +34,7 @@ from dockercli import DockerCLI
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxpack.tarformat import (
+from ctxpack.tar.header import (
     BLOCK_SIZE,
     END_OF_ARCHIVE,
     TYPE_BLOCK,

@@ -18,7 +18,7 @@ docs/fingerprint.md so other tools can reproduce it):
 * the fingerprint is the SHA-256 hex digest of the records, prefixed with the
   recipe version: ``ctxpack-fp1\\n``.
 
-Content digests come from the index (:mod:`ctxpack.cache`) whenever a file's
+Content digests come from the index (:mod:`ctxpack.index.store`) whenever a file's
 stat facts are unchanged, so a warm fingerprint reads no file content.
 """
 
@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 
 import xxhash
 
-from .cache import Index, Snapshot, SnapshotEntry
-from .context import BuildContext
-from .hasher import hash_many
-from .walker import Entry, EntryKind, entries_for_builder
+from ctxpack.index.store import Index, Snapshot, SnapshotEntry
+from ctxpack.context import BuildContext
+from ctxpack.index.digest import hash_many
+from ctxpack.walker import Entry, EntryKind, entries_for_builder
 
 __all__ = ["Fingerprint", "fingerprint", "snapshot", "diff", "Delta", "Change", "RECIPE"]
 

@@ -15,10 +15,10 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from .audit import Progress, SizeReport, measure
-from .context import BuildContext, Dialect, open_context
-from .matcher import Rule
-from .walker import descends_into_excluded, injected_dockerfile_name, list_entries, subtree_sends
+from ctxpack.audit import Progress, SizeReport, measure
+from ctxpack.context import BuildContext, Dialect, open_context
+from ctxpack.ignore.matcher import Rule
+from ctxpack.walker import descends_into_excluded, injected_dockerfile_name, list_entries, subtree_sends
 
 __all__ = ["list_entries", "injected_dockerfile_name", "Explanation", "explain_path", "explain", "size", "source_warnings"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import xxhash
 
-from .errors import ChangedDuringReadError, ContextError
+from ctxpack.errors import ChangedDuringReadError, ContextError
 
 __all__ = ["FileDigest", "hash_file", "hash_many", "open_regular", "read_whole", "StatKey", "stat_key"]
 

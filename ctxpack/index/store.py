@@ -21,8 +21,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .errors import OutputError
-from .hasher import StatKey
+from ctxpack.errors import OutputError
+from ctxpack.index.digest import StatKey
 
 __all__ = ["cache_dir", "Index", "CacheInfo", "Snapshot", "SnapshotEntry"]
 

@@ -17,7 +17,7 @@ import stat as st
 import zlib
 from collections.abc import Callable, Iterator
 
-from .errors import OutputError
+from ctxpack.errors import OutputError
 
 __all__ = ["Sink", "FdSink", "GzipSink", "ZstdSink", "CallbackSink", "open_output", "make_sink", "COMPRESSIONS"]
 

@@ -6,7 +6,7 @@ from the first line only, ``#`` comments only in column 1, Go ``TrimSpace``,
 ``!`` exceptions, Go ``filepath.Clean`` and one leading ``/`` removed.
 
 Parsing never fails on pattern syntax; the matcher checks syntax
-(:mod:`ctxpack.pattern`).  Lines are kept with their 1-based line numbers so
+(:mod:`ctxpack.ignore.pattern`).  Lines are kept with their 1-based line numbers so
 that every later message can name ``file:line``.
 """
 
@@ -15,14 +15,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import IgnoreFileError
+from ctxpack._go.strings import go_trim_space
+from ctxpack.errors import IgnoreFileError
 
 __all__ = [
     "RawRule",
     "parse_ignore",
     "read_ignore_file",
-    "go_trim_space",
-    "go_clean",
     "MAX_LINE",
 ]
 
@@ -30,43 +29,7 @@ __all__ = [
 # ("bufio.Scanner: token too long").
 MAX_LINE = 64 * 1024
 
-# Go's unicode.IsSpace set (used by strings.TrimSpace).  Python's str.strip()
-# also removes U+001C..U+001F, which Go keeps.
-_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-
 _BOM = "\ufeff"
-
-
-def go_trim_space(s: str) -> str:
-    """``strings.TrimSpace`` with Go's white-space set."""
-    return s.strip(_GO_SPACE)
-
-
-def go_clean(path: str) -> str:
-    """Go ``path/filepath.Clean`` on a ``/``-separated path (lexical only).
-
-    Unlike ``os.path.normpath``, ``//a`` becomes ``/a`` and ``..`` at a rooted
-    start is dropped.
-    """
-    if path == "":
-        return "."
-    rooted = path.startswith("/")
-    out: list[str] = []
-    for part in path.split("/"):
-        if part == "" or part == ".":
-            continue
-        if part == "..":
-            if out and out[-1] != "..":
-                out.pop()
-            elif not rooted:
-                out.append("..")
-            # rooted: ".." at the root is dropped
-            continue
-        out.append(part)
-    body = "/".join(out)
-    if rooted:
-        return "/" + body
-    return body or "."
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,10 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 
-from .context import BuildContext, Dialect
-from .errors import ContextError, CtxpackError
-from .tarformat import TarHeaderError, encode_from_mode
-from .walker import Entry, EntryKind, entries_for_builder, injected_dockerfile_name
+from ctxpack.context import BuildContext, Dialect
+from ctxpack.errors import ContextError, CtxpackError
+from ctxpack.tar.header import TarHeaderError, encode_from_mode
+from ctxpack.walker import Entry, EntryKind, entries_for_builder, injected_dockerfile_name
 
 # Kinds whose header the walker process encodes from the lstat alone (a hard
 # link's header is a link record, built by the packer).

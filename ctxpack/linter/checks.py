@@ -27,12 +27,12 @@ from typing import Any
 
 import pathspec
 
-from .analysis import Selection, analyze
-from .context import BuildContext, Dialect, open_context, select_ignore_file
-from .errors import CtxpackError, PatternError
-from .ignorefile import RawRule, read_ignore_file
-from .matcher import Matcher, Rule
-from .pattern import MatchKind, PatternSyntaxError, compile_pattern
+from ctxpack.dockerfile.analysis import Selection, analyze
+from ctxpack.context import BuildContext, Dialect, open_context, select_ignore_file
+from ctxpack.errors import CtxpackError, PatternError
+from ctxpack.ignore.reader import RawRule, read_ignore_file
+from ctxpack.ignore.matcher import Matcher, Rule
+from ctxpack.ignore.pattern import MatchKind, PatternSyntaxError, compile_pattern
 
 __all__ = ["Finding", "LintReport", "lint", "apply_fixes"]
 
@@ -227,7 +227,7 @@ def lint(
     max_listed: int = 20,
 ) -> LintReport:
     """Lint the ignore file that applies to ``root`` for ``dialect``."""
-    from . import api  # late import: api sits above this module's callers
+    from ctxpack import explainer as api  # late import: api sits above this module's callers
 
     dialect = Dialect(dialect)
     findings: list[Finding] = []

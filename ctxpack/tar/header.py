@@ -63,7 +63,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .errors import CtxpackError
+from ctxpack.errors import CtxpackError
 
 __all__ = [
     "TarHeader",

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import click
 
-from . import api
-from .audit import SizeReport, format_size, parse_size
-from .context import BuildContext, Dialect, open_context
-from .errors import CtxpackError, InputError
+from ctxpack import explainer as api
+from ctxpack.audit import SizeReport, format_size, parse_size
+from ctxpack.context import BuildContext, Dialect, open_context
+from ctxpack.errors import CtxpackError, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -302,8 +302,8 @@ def lint_command(
 
     Exit codes: 0 no error-level findings, 1 some, 2 usage or input error.
     """
-    from .lint import apply_fixes, lint, unified_diff
-    from .packer import open_output
+    from ctxpack.linter.checks import apply_fixes, lint, unified_diff
+    from ctxpack.tar.writer import open_output
 
     report = lint(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, allow_secrets=allow_secrets)
     if fix:
@@ -347,7 +347,7 @@ def pack_command(
     `ctxpack pack . | docker build -` works.  Exit codes: 0 written, 1 a file
     changed or vanished beyond retry, 2 usage or input error, 3 output error.
     """
-    from .packer import FdSink, PackOptions, open_output, pack
+    from ctxpack.tar.writer import FdSink, PackOptions, open_output, pack
 
     to_stdout = output in (None, "-")
     if to_stdout and sys.stdout.isatty():
@@ -379,7 +379,7 @@ def pack_command(
     finally:
         progress.done()
     if take_snapshot:
-        from .fingerprint import snapshot
+        from ctxpack.index.snapshots import snapshot
 
         snapshot(ctx)
     if sys.stderr.isatty() and progress.shown:
@@ -399,7 +399,7 @@ def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ig
     Same content, same fingerprint (fresh clones included); mtimes and
     ownership do not count.  Recipe: docs/fingerprint.md.
     """
-    from .fingerprint import fingerprint
+    from ctxpack.index.snapshots import fingerprint
 
     ctx = _open(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
     fp = fingerprint(ctx)
@@ -414,7 +414,7 @@ def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ig
 @_handle_errors
 def snapshot_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None) -> None:
     """Record the context's entries and digests; `ctxpack diff` compares with it."""
-    from .fingerprint import snapshot
+    from ctxpack.index.snapshots import snapshot
 
     ctx = _open(directory, dockerfile, dialect, ignore_file)
     fp = snapshot(ctx)
@@ -431,7 +431,7 @@ def snapshot_command(directory: str, dockerfile: str | None, dialect: str, ignor
 @_handle_errors
 def diff_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None, as_json: bool, exit_code: bool) -> None:
     """List entries added, removed and modified since the last snapshot."""
-    from .fingerprint import diff
+    from ctxpack.index.snapshots import diff
 
     ctx = _open(directory, dockerfile, dialect, ignore_file)
     delta = diff(ctx)
@@ -459,7 +459,7 @@ def cache_group() -> None:
 @_handle_errors
 def cache_info(as_json: bool) -> None:
     """Where the index is and what it holds."""
-    from .cache import Index
+    from ctxpack.index.store import Index
 
     with Index() as idx:
         info = idx.info()
@@ -473,7 +473,7 @@ def cache_info(as_json: bool) -> None:
 @_handle_errors
 def cache_clear() -> None:
     """Empty the index (digests are recomputed on the next run)."""
-    from .cache import Index
+    from ctxpack.index.store import Index
 
     with Index() as idx:
         idx.clear()

@@ -39,7 +39,7 @@ variable is taken to depend on every earlier stage its name could match.
 
 Where Docker itself would refuse the Dockerfile (``--from`` with a variable,
 a bad stage index, a bad substitution …) :func:`analyze` raises a
-:class:`~ctxpack.dockerfile.DockerfileSyntaxError` naming the file and line.
+:class:`~ctxpack.dockerfile.parser.DockerfileSyntaxError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .dockerfile import (
+from ctxpack.dockerfile.parser import (
     PLACEHOLDER,
     Dockerfile,
     DockerfileSyntaxError,
@@ -60,9 +60,9 @@ from .dockerfile import (
     is_heredoc,
     parse_dockerfile,
 )
-from .errors import DockerfileError
-from .gomatch import BadPattern, go_match
-from .ignorefile import go_clean
+from ctxpack.errors import DockerfileError
+from ctxpack._go.filepath import BadPattern, go_match
+from ctxpack._go.strings import go_clean
 
 __all__ = ["Analysis", "Selection", "Source", "analyze"]
 

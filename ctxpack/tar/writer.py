@@ -1,7 +1,7 @@
 """Streaming the context as the tar a builder receives.
 
 The tar matches the docker CLI's classic upload header field by header field
-(:mod:`ctxpack.tarformat`), in the walker's order.  It streams: nothing but
+(:mod:`ctxpack.tar.header`), in the walker's order.  It streams: nothing but
 small files is ever held in memory, and large files go from the page cache to
 the output with ``os.sendfile`` (pipes, sockets and files alike on Linux).
 
@@ -14,9 +14,9 @@ truncated archive (never a well-formed one with wrong content), and ``-o FILE``
 leaves nothing behind.  A file that vanished between the listing and the read
 is left out, as the docker CLI does, and reported through ``warn``.
 
-The entries come as rows from :mod:`ctxpack.rows` (on two or more cores, from
+The entries come as rows from :mod:`ctxpack.tar.rows` (on two or more cores, from
 a forked walker process, so that walking and packing run at once); the bytes
-go to a sink of :mod:`ctxpack.sinks` (re-exported here).
+go to a sink of :mod:`ctxpack.tar.sinks` (re-exported here).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-from .context import BuildContext
-from .errors import ChangedDuringReadError, ContextError
-from .hasher import open_regular, read_whole
-from .rows import NO_STAT, WARN, Row, can_fork, row_batches
-from .sinks import (
+from ctxpack.context import BuildContext
+from ctxpack.errors import ChangedDuringReadError, ContextError
+from ctxpack.index.digest import open_regular, read_whole
+from ctxpack.tar.rows import NO_STAT, WARN, Row, can_fork, row_batches
+from ctxpack.tar.sinks import (
     COMPRESSIONS,
     CallbackSink,
     FdSink,
@@ -43,7 +43,7 @@ from .sinks import (
     make_sink,
     open_output,
 )
-from .tarformat import (
+from ctxpack.tar.header import (
     END_OF_ARCHIVE,
     PADDINGS,
     TYPE_LINK,
@@ -56,7 +56,7 @@ from .tarformat import (
     padding,
     read_security_capability,
 )
-from .walker import EntryKind, injected_dockerfile_name
+from ctxpack.walker import EntryKind, injected_dockerfile_name
 
 FILE, HARDLINK = EntryKind.FILE, EntryKind.HARDLINK
 
@@ -87,7 +87,7 @@ class PackOptions:
     ``reproducible``: mtimes clamped to ``source_date_epoch`` (0 when
     ``None``), hard links stored as files, so the bytes depend only on
     content, paths and modes.  ``parallel``: walk in a forked process
-    (``None``: where :func:`~ctxpack.rows.can_fork` allows, i.e. two CPUs
+    (``None``: where :func:`~ctxpack.tar.rows.can_fork` allows, i.e. two CPUs
     and a process with one thread); the bytes are the same either way.
     ``True`` forks even when other threads run: the child only walks, but
     a lock another thread held at the fork stays held in it (Python 3.12+
@@ -111,7 +111,7 @@ class PackStats:
 
 
 class _Writer:
-    """Turns rows (:data:`~ctxpack.rows.Row`) into tar bytes on a sink,
+    """Turns rows (:data:`~ctxpack.tar.rows.Row`) into tar bytes on a sink,
     batching small writes."""
 
     def __init__(self, ctx: BuildContext, sink: Sink, opts: PackOptions, warn: Warn, progress: Progress | None):
@@ -354,7 +354,7 @@ def pack(
 ) -> PackStats:
     """Write the context's tar to ``out`` (see :class:`FdSink`).
 
-    With ``opts.parallel`` (by default where :func:`~ctxpack.rows.can_fork`
+    With ``opts.parallel`` (by default where :func:`~ctxpack.tar.rows.can_fork`
     says it is safe and useful) the walk runs in a forked child process
     while this one reads and writes: same bytes, about half the wall time on
     a large context.

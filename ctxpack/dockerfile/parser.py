@@ -31,7 +31,7 @@ Errors are :class:`DockerfileSyntaxError` and name the Dockerfile and line.
 
 :class:`Lexer` is a port of BuildKit's ``shell.Lex`` (quote and escape
 removal, ``$VAR`` / ``${VAR…}`` expansion, word splitting), used here for
-heredoc detection and by :mod:`ctxpack.analysis` for variable expansion.
+heredoc detection and by :mod:`ctxpack.dockerfile.analysis` for variable expansion.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import DockerfileError
+from ctxpack.errors import DockerfileError
 
 __all__ = [
     "KNOWN_INSTRUCTIONS",

@@ -15,9 +15,9 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .gomatch import syntax_ok
-from .ignorefile import go_clean, go_trim_space
-from .re2py import RE2SyntaxError, UnsupportedRegex, compile_re2
+from ctxpack._go.filepath import syntax_ok
+from ctxpack._go.strings import go_clean, go_trim_space
+from ctxpack._go.re2 import RE2SyntaxError, UnsupportedRegex, compile_re2
 
 __all__ = ["MatchKind", "Pattern", "BrokenPattern", "PatternSyntaxError", "compile_pattern", "go_runes"]
 

@@ -1,0 +1,5 @@
+"""The ``ctxpack`` command line (the only place click is imported)."""
+
+from ctxpack.cli.app import main
+
+__all__ = ["main"]

@@ -1,0 +1,5 @@
+"""``python -m ctxpack.cli``."""
+
+from ctxpack.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Dockerfiles: BuildKit's parser rules, and the analysis of what a build can read."""

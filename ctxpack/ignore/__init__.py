@@ -1,0 +1,1 @@
+"""Ignore files: reading ``.dockerignore``, compiling patterns, deciding paths. Never lists a directory."""

@@ -1,0 +1,1 @@
+"""The persistent index: content digests, the SQLite store, fingerprints, snapshots and deltas."""
