@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ctxpack._go.strings import go_trim_space
+from ctxpack._go.strings import go_clean, go_trim_space
 from ctxpack.errors import IgnoreFileError
 
 __all__ = [
