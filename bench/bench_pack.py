@@ -469,7 +469,8 @@ def _phase_runs(tree: str, reps: int) -> dict:
     import resource
 
     from ctxpack.context import open_context
-    from ctxpack.tar.writer import FdSink, PackOptions, pack
+    from ctxpack.tar.writer import PackOptions, pack
+    from ctxpack.tar.sinks import FdSink
     from ctxpack.tar.rows import builder_rows
     from ctxpack.walker import EntryKind, list_entries
 
@@ -550,7 +551,8 @@ def _cprofile(tree: str) -> str:
     import pstats
 
     from ctxpack.context import open_context
-    from ctxpack.tar.writer import FdSink, PackOptions, pack
+    from ctxpack.tar.writer import PackOptions, pack
+    from ctxpack.tar.sinks import FdSink
 
     wfd, c = _pipe_to_cat()
     pr = cProfile.Profile()

@@ -64,7 +64,8 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import ctxpack  # noqa: E402
-from ctxpack.ignore.pattern import BrokenPattern, PatternSyntaxError, compile_pattern  # noqa: E402
+from ctxpack.ignore.pattern import compile_pattern  # noqa: E402
+from ctxpack.errors import BrokenPattern, PatternSyntaxError
 from dockercli import API_VERSION, CaptureServer, capture_context  # noqa: E402
 from strategies import Node, build, dockerignores, trees  # noqa: E402
 from trees import load_fixture, tar_names, vector_tree  # noqa: E402

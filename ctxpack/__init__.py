@@ -25,7 +25,7 @@ _LAZY = {
     "pack": ("tar.writer", "pack"),
     "iter_tar": ("tar.writer", "iter_tar"),
     "PackOptions": ("tar.writer", "PackOptions"),
-    "FdSink": ("tar.writer", "FdSink"),
+    "FdSink": ("tar.sinks", "FdSink"),
     "fingerprint": ("index.snapshots", "fingerprint"),
     "snapshot": ("index.snapshots", "snapshot"),
     "diff": ("index.snapshots", "diff"),

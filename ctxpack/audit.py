@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from ctxpack.context import BuildContext
 from ctxpack.errors import InputError
+from ctxpack.fs import iter_tree
 from ctxpack.walker import Entry, EntryKind
 
 __all__ = ["SizeReport", "RuleSaving", "DirRow", "FileRow", "ExtRow", "measure", "parse_size", "format_size"]
@@ -106,25 +107,13 @@ Progress = Callable[[int, int], None]
 
 
 def _du(path: str) -> tuple[int, int]:
-    """Regular files and bytes below an excluded directory (never followed links)."""
+    """Regular files and bytes below an excluded directory (links never
+    followed; unreadable parts passed over, as the builders skip them too)."""
     files = size = 0
-    stack = [path]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue  # unreadable and excluded: the builders skip it too
-        with it:
-            for de in it:
-                try:
-                    if de.is_dir(follow_symlinks=False):
-                        stack.append(de.path)
-                    elif de.is_file(follow_symlinks=False):
-                        files += 1
-                        size += de.stat(follow_symlinks=False).st_size
-                except OSError:
-                    continue
+    for _rel, s in iter_tree(path):
+        if st.S_ISREG(s.st_mode):
+            files += 1
+            size += s.st_size
     return files, size
 
 

@@ -1,7 +1,33 @@
-"""The one small tree of errors ctxpack raises.
+"""The one small tree of errors ctxpack raises, with the exit code of each.
 
 Every error a user can cause (a bad pattern, an unreadable file, a daemon that
-hangs up) is a :class:`CtxpackError`; the CLI maps the branches to exit codes.
+hangs up) is a :class:`CtxpackError`; the CLI maps ``exit_code`` to the
+process's exit status in one place (``ctxpack.cli.app``)::
+
+    CtxpackError                       2  (base; never raised itself)
+    ├── InputError                     2  arguments, files or context unusable
+    │   ├── IgnoreFileError            2  an ignore file (file, line)
+    │   │   └── PatternError           2  a pattern Docker refuses (file, line)
+    │   ├── PatternSyntaxError         2  a pattern text Docker refuses (no file yet)
+    │   │   ├── BadPattern             2  Go filepath.ErrBadPattern
+    │   │   ├── RE2SyntaxError         2  Go regexp.Compile fails
+    │   │   ├── UnsupportedRegex       2  valid RE2 ctxpack cannot evaluate
+    │   │   └── BrokenPattern          2  a broken pattern was evaluated
+    │   ├── ContextError               2  the context or a path in it (path)
+    │   ├── DockerfileError            2  the Dockerfile cannot be found or read
+    │   │   ├── DockerfileSyntaxError  2  Docker would refuse it (file, line)
+    │   │   └── ShellLexError          2  BuildKit's word lexer refuses a word
+    │   └── TarHeaderError             2  Go's tar writer would refuse a header
+    ├── ChangedDuringReadError         1  a file kept changing while read (path)
+    ├── OutputError                    3  writing the output failed
+    │   └── ClosedPipeError            3  the reader went away (exit quietly)
+    ├── TransportError                 3  talking to a Docker daemon failed
+    └── InternalError                  4  ctxpack itself failed
+        └── WalkerDiedError            4  the forked walker process died
+
+The Go-port errors carry ``ValueError`` too: the ports raise them the way
+Go returns an ``error``, and their callers translate them (adding the file
+and line) where they leave the ignore or Dockerfile readers.
 """
 
 from __future__ import annotations
@@ -16,6 +42,17 @@ __all__ = [
     "OutputError",
     "ChangedDuringReadError",
     "TransportError",
+    "ClosedPipeError",
+    "PatternSyntaxError",
+    "BadPattern",
+    "RE2SyntaxError",
+    "UnsupportedRegex",
+    "BrokenPattern",
+    "DockerfileSyntaxError",
+    "ShellLexError",
+    "TarHeaderError",
+    "InternalError",
+    "WalkerDiedError",
 ]
 
 
@@ -73,14 +110,68 @@ class ContextError(InputError):
         super().__init__(message)
 
 
+class PatternSyntaxError(InputError, ValueError):
+    """Docker refuses the pattern text when the ignore file is loaded.
+
+    Raised by the pattern compiler, which knows no file; the matcher turns
+    it into a :class:`PatternError` naming the file and line."""
+
+
+class BadPattern(PatternSyntaxError):
+    """Go's ``filepath.ErrBadPattern``."""
+
+    def __init__(self) -> None:
+        super().__init__("syntax error in pattern")
+
+
+class RE2SyntaxError(PatternSyntaxError):
+    """The expression is not valid RE2 (Go's ``regexp.Compile`` fails)."""
+
+
+class UnsupportedRegex(PatternSyntaxError):
+    """Valid RE2 that ctxpack cannot evaluate faithfully (Unicode scripts)."""
+
+
+class BrokenPattern(PatternSyntaxError):
+    """A pattern Docker cannot compile was evaluated (Docker's lazy error)."""
+
+
 class DockerfileError(InputError):
     """The Dockerfile cannot be found or read."""
+
+
+class DockerfileSyntaxError(DockerfileError):
+    """The Dockerfile cannot be parsed (or Docker would refuse it); names the
+    file and line."""
+
+    def __init__(self, message: str, source: str, line: int):
+        self.source = source
+        self.line = line
+        self.reason = message
+        super().__init__(f"{source}:{line}: {message}")
+
+
+class ShellLexError(DockerfileError, ValueError):
+    """BuildKit's lexer refuses the word (bad substitution, open quote …)."""
+
+
+class TarHeaderError(InputError, ValueError):
+    """Go's Writer would refuse this header (``archive/tar: cannot encode header``).
+
+    The docker CLI logs such an error and leaves the entry out of the tar
+    (go-archive ``TarWithOptions`` only logs ``addTarFile`` failures).
+    """
 
 
 class OutputError(CtxpackError):
     """Writing the output failed (full disk, closed pipe, ...)."""
 
     exit_code = 3
+
+
+class ClosedPipeError(OutputError):
+    """The reader of our output went away (``ctxpack pack | head``): the CLI
+    exits with 3, quietly."""
 
 
 class ChangedDuringReadError(CtxpackError):
@@ -97,3 +188,13 @@ class TransportError(CtxpackError):
     """Talking to a Docker daemon failed (connection, protocol or HTTP error)."""
 
     exit_code = 3
+
+
+class InternalError(CtxpackError):
+    """ctxpack itself failed: not the user's input, not the output."""
+
+    exit_code = 4
+
+
+class WalkerDiedError(InternalError):
+    """The forked walker process ended without finishing its walk."""

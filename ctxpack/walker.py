@@ -27,6 +27,7 @@ import stat as st
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ctxpack import fs
 from ctxpack.context import BuildContext, Dialect
 from ctxpack.errors import ContextError
 from ctxpack.ignore.matcher import _NO_RULE, DirPlan, Matcher, Rule
@@ -84,10 +85,6 @@ _KINDS = {
     st.S_IFREG: EntryKind.FILE, st.S_IFDIR: EntryKind.DIR, st.S_IFLNK: EntryKind.SYMLINK,
     st.S_IFIFO: EntryKind.FIFO, st.S_IFCHR: EntryKind.CHAR, st.S_IFBLK: EntryKind.BLOCK,
 }
-
-
-def _bytes_key(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
 
 
 def _prefix_only(texts: list[str]) -> tuple[bool, list[str]]:
@@ -155,27 +152,12 @@ def _listing_error(e: OSError, abs_dir: str, dialect: Dialect) -> ContextError:
     return ContextError(f"cannot read directory '{abs_dir}': {e.strerror}", abs_dir)
 
 
-def _sorted(entries: list[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
-    if "".join([e.name for e in entries]).isascii():
-        entries.sort(key=_name)
-    else:
-        # Go sorts names byte-wise; code point order differs for surrogate escapes.
-        entries.sort(key=lambda e: _bytes_key(e.name))
-    return entries
-
-
-def _name(e: os.DirEntry[str]) -> str:
-    return e.name
-
-
 def _scan(abs_dir: str, dialect: Dialect) -> list[os.DirEntry[str]]:
     """A directory's entries in Go's order (byte-wise by name)."""
     try:
-        with os.scandir(abs_dir) as it:
-            entries = list(it)
+        return fs.scandir_sorted(abs_dir)
     except OSError as e:
         raise _listing_error(e, abs_dir, dialect) from None
-    return _sorted(entries)
 
 
 # Deeper than this, directories are listed by path instead of through an open
@@ -184,26 +166,14 @@ _MAX_OPEN_DIRS = 128
 
 
 def _scan_fd(abs_dir: str, dialect: Dialect, depth: int) -> tuple[list[os.DirEntry[str]], int]:
-    """:func:`_scan` through an open descriptor, which stays open (returned)
-    while the entries are used: their ``stat()`` is then an ``fstatat`` on
-    the name instead of a lookup of every component of the path (GNU tar
-    works the same way)."""
+    """:func:`_scan` through an open descriptor (:func:`ctxpack.fs.scandir_fd`),
+    or by path (descriptor ``-1``) below :data:`_MAX_OPEN_DIRS` levels."""
     if depth > _MAX_OPEN_DIRS:
         return _scan(abs_dir, dialect), -1
     try:
-        fd = os.open(abs_dir, _DIR_FLAGS)
+        return fs.scandir_fd(abs_dir)
     except OSError as e:
         raise _listing_error(e, abs_dir, dialect) from None
-    try:
-        with os.scandir(fd) as it:
-            entries = list(it)
-    except OSError as e:
-        os.close(fd)
-        raise _listing_error(e, abs_dir, dialect) from None
-    return _sorted(entries), fd
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def walk_all(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
@@ -404,7 +374,7 @@ def validate_classic(ctx: BuildContext) -> None:
         if mopm(rel, anc) or st.S_ISLNK(mode) or st.S_ISFIFO(mode):
             continue
         try:
-            fd = os.open(absp, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(absp, fs.FILE_FLAGS)
         except PermissionError:
             raise ContextError(f"no permission to read from '{absp}'", absp) from None
         except OSError:

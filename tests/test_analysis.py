@@ -16,7 +16,8 @@ import pytest
 
 import ctxpack
 from ctxpack.dockerfile.analysis import Analysis, Source, analyze
-from ctxpack.dockerfile.parser import DockerfileSyntaxError, parse_dockerfile
+from ctxpack.dockerfile.parser import parse_dockerfile
+from ctxpack.errors import DockerfileSyntaxError
 from ctxpack.errors import DockerfileError
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "dockerfiles"

@@ -36,7 +36,8 @@ import pytest
 
 import dockerd as harness
 from ctxpack import list_entries, open_context
-from ctxpack.tar.writer import CallbackSink, PackOptions, iter_tar, pack
+from ctxpack.tar.writer import PackOptions, iter_tar, pack
+from ctxpack.tar.sinks import CallbackSink
 
 BUILDERS: dict[str, dict[str, Any]] = {
     "classic": {"version": "1"},

@@ -12,16 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ctxpack.dockerfile.parser import (
-    PLACEHOLDER,
-    DockerfileSyntaxError,
-    Instruction,
-    Lexer,
-    ShellLexError,
-    UnknownValue,
-    parse_dockerfile,
-    parse_heredoc,
-)
+from ctxpack.dockerfile.parser import PLACEHOLDER, Instruction, Lexer, UnknownValue, parse_dockerfile, parse_heredoc
+from ctxpack.errors import DockerfileSyntaxError, ShellLexError
 from ctxpack.errors import DockerfileError
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "dockerfiles"

@@ -9,7 +9,8 @@ import pytest
 from ctxpack._go.filepath import syntax_ok
 from ctxpack.ignore.reader import RawRule
 from ctxpack.ignore.matcher import Matcher
-from ctxpack.ignore.pattern import BrokenPattern, MatchKind, PatternSyntaxError, compile_pattern
+from ctxpack.ignore.pattern import MatchKind, compile_pattern
+from ctxpack.errors import BrokenPattern, PatternSyntaxError
 from ctxpack.errors import PatternError
 from trees import load_fixture
 

@@ -25,7 +25,9 @@ import ctxpack
 from ctxpack.tar import writer as packer
 from ctxpack.cli import main
 from ctxpack.errors import ChangedDuringReadError
-from ctxpack.tar.writer import CallbackSink, FdSink, PackOptions, iter_tar, pack
+from ctxpack.fs import SMALL_FILE
+from ctxpack.tar.writer import PackOptions, iter_tar, pack
+from ctxpack.tar.sinks import CallbackSink, FdSink
 from ctxpack.tar.rows import entry_row
 from strategies import built, dockerignores, trees
 from trees import load_fixture, make_tree, vector_tree
@@ -267,7 +269,7 @@ def test_file_growing_while_packed_fails_and_leaves_nothing(tmp_path: Path) -> N
 
 
 def test_shrinking_file_stops_the_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "shrinks": os.urandom(2 * packer.SMALL)})
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "shrinks": os.urandom(2 * SMALL_FILE)})
     real = FdSink.sendfile
 
     def truncating(self: FdSink, fd: int, offset: int, count: int) -> int | None:
@@ -343,7 +345,7 @@ def test_file_replaced_by_a_fifo_is_an_error_not_a_hang(tmp_path: Path) -> None:
 
 def test_small_file_that_became_large_is_streamed_whole(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "grows": b"tiny"})
-    big = os.urandom(3 * packer.SMALL + 5)
+    big = os.urandom(3 * SMALL_FILE + 5)
     data, _ = _pack_rows_after(root, lambda: (root / "grows").write_bytes(big))
     assert tarfile.open(fileobj=io.BytesIO(data + b"\0" * 1024)).extractfile("grows").read() == big  # type: ignore[union-attr]
 

@@ -21,8 +21,10 @@ import ctxpack
 from ctxpack.tar import rows, writer as packer
 from ctxpack.context import Dialect
 from ctxpack.errors import ContextError, CtxpackError, OutputError, PatternError
-from ctxpack.tar.writer import CallbackSink, PackOptions, Sink, iter_tar, pack
-from ctxpack.tar.rows import Row, WalkerDiedError, can_fork, entry_row, row_batches
+from ctxpack.tar.writer import PackOptions, iter_tar, pack
+from ctxpack.tar.sinks import CallbackSink, Sink
+from ctxpack.tar.rows import Row, can_fork, entry_row, row_batches
+from ctxpack.errors import WalkerDiedError
 from ctxpack.tar.header import END_OF_ARCHIVE
 
 EXAMPLES = int(os.environ.get("CTXPACK_HYPOTHESIS_EXAMPLES", "150"))

@@ -34,25 +34,8 @@ from dockercli import DockerCLI
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxpack.tar.header import (
-    BLOCK_SIZE,
-    END_OF_ARCHIVE,
-    TYPE_BLOCK,
-    TYPE_CHAR,
-    TYPE_DIR,
-    TYPE_FIFO,
-    TYPE_LINK,
-    TYPE_REG,
-    TYPE_SYMLINK,
-    TarHeader,
-    TarHeaderError,
-    encode_header,
-    format_pax_record,
-    header_from_stat,
-    padding,
-    pax_header_name,
-    read_security_capability,
-)
+from ctxpack.tar.header import BLOCK_SIZE, END_OF_ARCHIVE, TYPE_BLOCK, TYPE_CHAR, TYPE_DIR, TYPE_FIFO, TYPE_LINK, TYPE_REG, TYPE_SYMLINK, TarHeader, encode_header, format_pax_record, header_from_stat, padding, pax_header_name, read_security_capability
+from ctxpack.errors import TarHeaderError
 
 # --------------------------------------------------------------------------
 # Helpers: split raw tar bytes into fields / entries

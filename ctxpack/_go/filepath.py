@@ -11,14 +11,9 @@ on the bytes of a string (Go >= 1.16 ``matchChunk`` with its ``failed`` flag).
 
 from __future__ import annotations
 
-__all__ = ["go_match", "BadPattern", "syntax_ok"]
+from ctxpack.errors import BadPattern
 
-
-class BadPattern(ValueError):
-    """Go's ``filepath.ErrBadPattern``."""
-
-    def __init__(self) -> None:
-        super().__init__("syntax error in pattern")
+__all__ = ["go_match", "syntax_ok"]
 
 
 _RUNE_ERROR = 0xFFFD

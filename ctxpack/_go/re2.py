@@ -18,17 +18,11 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["RE2SyntaxError", "UnsupportedRegex", "translate", "compile_re2"]
+from ctxpack.errors import RE2SyntaxError, UnsupportedRegex
+
+__all__ = ["translate", "compile_re2"]
 
 MAX_RUNE = 0x10FFFF
-
-
-class RE2SyntaxError(ValueError):
-    """The expression is not valid RE2 (Go's ``regexp.Compile`` fails)."""
-
-
-class UnsupportedRegex(ValueError):
-    """Valid RE2 that ctxpack cannot evaluate faithfully (Unicode scripts)."""
 
 
 Ranges = list[tuple[int, int]]

@@ -21,7 +21,7 @@ import click
 from ctxpack import explainer as api
 from ctxpack.audit import SizeReport, format_size, parse_size
 from ctxpack.context import BuildContext, Dialect, open_context
-from ctxpack.errors import CtxpackError, InputError
+from ctxpack.errors import ClosedPipeError, CtxpackError, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +51,7 @@ def _handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except CtxpackError as e:
-            if getattr(e, "broken_pipe", False):
+            if isinstance(e, ClosedPipeError):
                 _quiet_exit(e.exit_code)
             _fail(str(e), e.exit_code)
         except BrokenPipeError:
@@ -303,7 +303,7 @@ def lint_command(
     Exit codes: 0 no error-level findings, 1 some, 2 usage or input error.
     """
     from ctxpack.linter.checks import apply_fixes, lint, unified_diff
-    from ctxpack.tar.writer import open_output
+    from ctxpack.tar.sinks import open_output
 
     report = lint(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, allow_secrets=allow_secrets)
     if fix:
@@ -347,7 +347,8 @@ def pack_command(
     `ctxpack pack . | docker build -` works.  Exit codes: 0 written, 1 a file
     changed or vanished beyond retry, 2 usage or input error, 3 output error.
     """
-    from ctxpack.tar.writer import FdSink, PackOptions, open_output, pack
+    from ctxpack.tar.writer import PackOptions, pack
+    from ctxpack.tar.sinks import FdSink, open_output
 
     to_stdout = output in (None, "-")
     if to_stdout and sys.stdout.isatty():

@@ -49,19 +49,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ctxpack.dockerfile.parser import (
-    PLACEHOLDER,
-    Dockerfile,
-    DockerfileSyntaxError,
-    Instruction,
-    Lexer,
-    ShellLexError,
-    UnknownValue,
-    is_heredoc,
-    parse_dockerfile,
-)
-from ctxpack.errors import DockerfileError
-from ctxpack._go.filepath import BadPattern, go_match
+from ctxpack.dockerfile.parser import PLACEHOLDER, Dockerfile, Instruction, Lexer, UnknownValue, is_heredoc, parse_dockerfile
+from ctxpack.errors import BadPattern, DockerfileError, DockerfileSyntaxError, ShellLexError
+from ctxpack._go.filepath import go_match
 from ctxpack._go.strings import go_clean
 
 __all__ = ["Analysis", "Selection", "Source", "analyze"]

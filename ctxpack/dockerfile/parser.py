@@ -42,16 +42,14 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ctxpack.errors import DockerfileError
+from ctxpack.errors import DockerfileSyntaxError, ShellLexError
 
 __all__ = [
     "KNOWN_INSTRUCTIONS",
     "PLACEHOLDER",
     "Dockerfile",
-    "DockerfileSyntaxError",
     "Instruction",
     "Lexer",
-    "ShellLexError",
     "UnknownValue",
     "is_heredoc",
     "parse_dockerfile",
@@ -59,17 +57,6 @@ __all__ = [
     "parse_instruction",
     "split_flags",
 ]
-
-
-class DockerfileSyntaxError(DockerfileError):
-    """The Dockerfile cannot be parsed (or Docker would refuse it); names the
-    file and line."""
-
-    def __init__(self, message: str, source: str, line: int):
-        self.source = source
-        self.line = line
-        self.reason = message
-        super().__init__(f"{source}:{line}: {message}")
 
 
 KNOWN_INSTRUCTIONS = frozenset({
@@ -184,10 +171,6 @@ class UnknownValue:
 
     def __repr__(self) -> str:
         return f"UnknownValue({self.reason!r})"
-
-
-class ShellLexError(ValueError):
-    """BuildKit's lexer refuses the word (bad substitution, open quote …)."""
 
 
 Getter = Callable[[str], "str | UnknownValue | None"]

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ctxpack.errors import PatternError
+from ctxpack.errors import BrokenPattern, PatternError, PatternSyntaxError
 from ctxpack.ignore.reader import RawRule
-from ctxpack.ignore.pattern import BrokenPattern, Pattern, PatternSyntaxError, compile_pattern
+from ctxpack.ignore.pattern import Pattern, compile_pattern
 
 __all__ = ["Rule", "Decision", "Matcher", "DirPlan"]
 

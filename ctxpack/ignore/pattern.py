@@ -15,19 +15,12 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ctxpack.errors import BrokenPattern, PatternSyntaxError, RE2SyntaxError, UnsupportedRegex
 from ctxpack._go.filepath import syntax_ok
 from ctxpack._go.strings import go_clean, go_trim_space
-from ctxpack._go.re2 import RE2SyntaxError, UnsupportedRegex, compile_re2
+from ctxpack._go.re2 import compile_re2
 
-__all__ = ["MatchKind", "Pattern", "BrokenPattern", "PatternSyntaxError", "compile_pattern", "go_runes"]
-
-
-class PatternSyntaxError(ValueError):
-    """Docker refuses the pattern when the ignore file is loaded."""
-
-
-class BrokenPattern(ValueError):
-    """Raised when a pattern Docker cannot compile is evaluated."""
+__all__ = ["MatchKind", "Pattern", "compile_pattern", "go_runes"]
 
 
 class MatchKind(enum.Enum):

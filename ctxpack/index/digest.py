@@ -8,7 +8,6 @@ it.  Files are read in 1 MiB pieces into one reused buffer, never whole.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat as st
 import threading
@@ -17,12 +16,12 @@ from dataclasses import dataclass
 
 import xxhash
 
-from ctxpack.errors import ChangedDuringReadError, ContextError
+from ctxpack.errors import ChangedDuringReadError
+from ctxpack.fs import RETRIES, SMALL_FILE, open_regular, read_whole
 
-__all__ = ["FileDigest", "hash_file", "hash_many", "open_regular", "read_whole", "StatKey", "stat_key"]
+__all__ = ["FileDigest", "hash_file", "hash_many", "StatKey", "stat_key"]
 
 CHUNK = 1 << 20
-RETRIES = 3
 
 # (size, mtime_ns, ctime_ns, inode, mode): a file is re-hashed only when one
 # of these changed; ctime catches content rewritten with the mtime put back.
@@ -52,19 +51,6 @@ def _buffer() -> memoryview:
     return view
 
 
-def open_regular(abspath: str, rel: str) -> int | None:
-    """Open a file the walker listed as regular, without following a symlink
-    that replaced it meanwhile; ``None`` if it vanished."""
-    try:
-        return os.open(abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise ChangedDuringReadError(f"{rel}: replaced by a symlink while being read", abspath) from None
-        raise ContextError(f"cannot read '{abspath}': {e.strerror}", abspath) from None
-
-
 def hash_file(abspath: str, rel: str | None = None) -> FileDigest | None:
     """Digest one regular file; ``None`` if it vanished meanwhile."""
     rel = rel or abspath
@@ -75,7 +61,7 @@ def hash_file(abspath: str, rel: str | None = None) -> FileDigest | None:
         before = os.fstat(fd)
         if not st.S_ISREG(before.st_mode):
             raise ChangedDuringReadError(f"{rel}: no longer a regular file", abspath)
-        if before.st_size < CHUNK:
+        if before.st_size <= SMALL_FILE:
             data, after = read_whole(fd, before.st_size, before.st_mtime_ns, before.st_ctime_ns, rel, abspath)
             return FileDigest(rel, xxhash.xxh3_128_hexdigest(data), stat_key(after), len(data))
         for _ in range(RETRIES):
@@ -95,29 +81,6 @@ def hash_file(abspath: str, rel: str | None = None) -> FileDigest | None:
         raise ChangedDuringReadError(f"{rel}: kept changing while being read ({RETRIES} tries)", abspath)
     finally:
         os.close(fd)
-
-
-def read_whole(fd: int, size: int, mtime_ns: int, ctime_ns: int, rel: str, abspath: str) -> tuple[bytes, os.stat_result]:
-    """Read a (small) file whole, consistently.
-
-    ``size``/``mtime_ns``/``ctime_ns`` are the file's stat before the read.
-    The read is taken when ``fstat`` after it agrees with them and exactly
-    ``size`` bytes came; otherwise it is redone, up to ``RETRIES`` times,
-    against the newer stat.  Returns the content and that stat; the packer
-    and the hasher both take a file's bytes this way.
-    """
-    for _ in range(RETRIES):
-        data = os.pread(fd, size + 1, 0)  # one byte more detects growth
-        after = os.fstat(fd)
-        if (len(data) == size and after.st_size == size and after.st_mtime_ns == mtime_ns
-                and after.st_ctime_ns == ctime_ns):
-            return data, after
-        if not st.S_ISREG(after.st_mode):
-            break
-        if after.st_size > CHUNK:  # not "small" any more: never read a big file whole
-            raise ChangedDuringReadError(f"{rel}: grew from {size} to {after.st_size} bytes while being read", abspath)
-        size, mtime_ns, ctime_ns = after.st_size, after.st_mtime_ns, after.st_ctime_ns
-    raise ChangedDuringReadError(f"{rel}: kept changing while being read ({RETRIES} tries)", abspath)
 
 
 def hash_many(root: str, rels: Iterable[str], *, workers: int | None = None) -> Iterator[FileDigest | tuple[str, None]]:

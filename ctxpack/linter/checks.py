@@ -29,10 +29,10 @@ import pathspec
 
 from ctxpack.dockerfile.analysis import Selection, analyze
 from ctxpack.context import BuildContext, Dialect, open_context, select_ignore_file
-from ctxpack.errors import CtxpackError, PatternError
+from ctxpack.errors import CtxpackError, PatternError, PatternSyntaxError
 from ctxpack.ignore.reader import RawRule, read_ignore_file
 from ctxpack.ignore.matcher import Matcher, Rule
-from ctxpack.ignore.pattern import MatchKind, PatternSyntaxError, compile_pattern
+from ctxpack.ignore.pattern import MatchKind, compile_pattern
 
 __all__ = ["Finding", "LintReport", "lint", "apply_fixes"]
 

@@ -63,11 +63,10 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from ctxpack.errors import CtxpackError
+from ctxpack.errors import TarHeaderError
 
 __all__ = [
     "TarHeader",
-    "TarHeaderError",
     "encode_header",
     "encode_fields",
     "padding",
@@ -103,14 +102,6 @@ TYPE_FIFO = "6"
 
 #: Two zero blocks: Writer.Close writes exactly this and nothing more.
 END_OF_ARCHIVE = bytes(2 * BLOCK_SIZE)
-
-
-class TarHeaderError(CtxpackError, ValueError):
-    """Go's Writer would refuse this header (``archive/tar: cannot encode header``).
-
-    The docker CLI logs such an error and leaves the entry out of the tar
-    (go-archive ``TarWithOptions`` only logs ``addTarFile`` failures).
-    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,9 +32,9 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 
+from ctxpack.errors import ContextError, TarHeaderError, WalkerDiedError
 from ctxpack.context import BuildContext, Dialect
-from ctxpack.errors import ContextError, CtxpackError
-from ctxpack.tar.header import TarHeaderError, encode_from_mode
+from ctxpack.tar.header import encode_from_mode
 from ctxpack.walker import Entry, EntryKind, entries_for_builder, injected_dockerfile_name
 
 # Kinds whose header the walker process encodes from the lstat alone (a hard
@@ -59,10 +59,6 @@ BATCH = 256
 _FRAME = struct.Struct("<cI")
 _ROWS, _ERROR, _END = b"R", b"E", b"Z"
 _F_SETPIPE_SZ = 1031  # Linux fcntl: a 1 MiB pipe lets the walker run ahead
-
-
-class WalkerDiedError(CtxpackError):
-    """The forked walker process ended without finishing its walk."""
 
 
 def entry_row(e: Entry, *, header: bool = False) -> Row:

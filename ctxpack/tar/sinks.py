@@ -4,7 +4,7 @@ gzip and zstd compressors in front of them.
 A sink takes bytes (``write``) and may move a file range without copying
 (``sendfile``; pipes, sockets and files on Linux).  Output failures become
 :class:`~ctxpack.errors.OutputError` here, at the output boundary: a closed
-pipe is marked ``broken_pipe`` (the CLI exits quietly), a full disk says so.
+pipe is a :class:`~ctxpack.errors.ClosedPipeError` (the CLI exits quietly), a full disk says so.
 :func:`open_output` makes writing a file all or nothing.
 """
 
@@ -13,11 +13,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat as st
 import zlib
 from collections.abc import Callable, Iterator
 
-from ctxpack.errors import OutputError
+from ctxpack.fs import atomic_output, output_error
 
 __all__ = ["Sink", "FdSink", "GzipSink", "ZstdSink", "CallbackSink", "open_output", "make_sink", "COMPRESSIONS"]
 
@@ -40,16 +39,6 @@ class Sink:
         pass
 
 
-def _output_error(e: OSError) -> OutputError:
-    if e.errno == errno.EPIPE:
-        err = OutputError("output closed by the reader (broken pipe)")
-        err.broken_pipe = True  # type: ignore[attr-defined]
-        return err
-    if e.errno == errno.ENOSPC:
-        return OutputError("no space left on device while writing the tar")
-    return OutputError(f"cannot write the tar: {e.strerror}")
-
-
 class FdSink(Sink):
     """A raw file descriptor: pipe, socket or file; ``sendfile`` capable."""
 
@@ -66,7 +55,7 @@ class FdSink(Sink):
                 view = view[n:]
                 self.written += n
         except OSError as e:
-            raise _output_error(e) from None
+            raise output_error(e) from None
 
     def sendfile(self, fd: int, offset: int, count: int) -> int | None:
         if not self._sendfile_ok:
@@ -82,7 +71,7 @@ class FdSink(Sink):
             if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) and sent == 0:
                 self._sendfile_ok = False
                 return None
-            raise _output_error(e) from None
+            raise output_error(e) from None
         self.written += sent
         return sent
 
@@ -174,52 +163,9 @@ class CallbackSink(Sink):
 
 @contextlib.contextmanager
 def open_output(path: str) -> Iterator[FdSink]:
-    """A sink onto ``path`` that is all or nothing.
-
-    Writes go to a temporary file in the same directory, synced and renamed
-    over ``path`` when the block ends normally; on any error (a full disk, a
-    file that changed, Ctrl-C) the temporary file is removed and ``path`` is
-    untouched.  A target that exists and is not a regular file
-    (``/dev/null``, a FIFO, a device) is written directly: renaming over it
-    would replace it.
-    """
-    try:
-        special = not st.S_ISREG(os.stat(path).st_mode)
-    except FileNotFoundError:
-        special = False
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
-    if special:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise OutputError(f"cannot open {path}: {e.strerror}") from None
-        try:
-            yield FdSink(fd)
-        finally:
-            os.close(fd)
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.ctxpack-{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise OutputError(f"cannot create {tmp}: {e.strerror}") from None
-    try:
+    """A sink onto ``path`` that is all or nothing (:func:`ctxpack.fs.atomic_output`)."""
+    with atomic_output(path) as fd:
         yield FdSink(fd)
-        try:
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, path)
-        except OSError as e:
-            raise _output_error(e) from None
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def make_sink(out: Sink, compress: str, level: int | None) -> Sink:

@@ -31,18 +31,9 @@ from dataclasses import dataclass, replace
 
 from ctxpack.context import BuildContext
 from ctxpack.errors import ChangedDuringReadError, ContextError
-from ctxpack.index.digest import open_regular, read_whole
+from ctxpack.fs import DIR_FLAGS, FILE_FLAGS, SMALL_FILE, open_regular, read_whole
 from ctxpack.tar.rows import NO_STAT, WARN, Row, can_fork, row_batches
-from ctxpack.tar.sinks import (
-    COMPRESSIONS,
-    CallbackSink,
-    FdSink,
-    GzipSink,
-    Sink,
-    ZstdSink,
-    make_sink,
-    open_output,
-)
+from ctxpack.tar.sinks import CallbackSink, FdSink, Sink, make_sink
 from ctxpack.tar.header import (
     END_OF_ARCHIVE,
     PADDINGS,
@@ -60,18 +51,9 @@ from ctxpack.walker import EntryKind, injected_dockerfile_name
 
 FILE, HARDLINK = EntryKind.FILE, EntryKind.HARDLINK
 
-__all__ = ["PackOptions", "PackStats", "pack", "iter_tar", "open_output", "Sink", "FdSink", "GzipSink", "ZstdSink", "CallbackSink", "COMPRESSIONS"]
+__all__ = ["PackOptions", "PackStats", "pack", "iter_tar"]
 
-# O_NOFOLLOW: a file replaced by a symlink is not followed; O_NONBLOCK: one
-# replaced by a FIFO does not block the open.
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _CAPABILITY = "security.capability"
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-
-# Files up to this size are read with one pread into memory (fewer syscalls
-# than sendfile for the many small files of a typical context); larger ones
-# are streamed.
-SMALL = 256 * 1024
 CHUNK = 1 << 20
 STREAM_PIECE = 64 << 20  # progress is reported between pieces of a large file
 FLUSH_AT = 1 << 20
@@ -172,7 +154,7 @@ class _Writer:
         cur_dir, dfd = self._dir
         for row in batch:
             path, kind, mode, size, mtime_ns, ctime_ns, _, _, data, header = row
-            if kind != FILE or header is None or size > SMALL:
+            if kind != FILE or header is None or size > SMALL_FILE:
                 if header is None or kind == FILE:
                     self.row(row)
                     continue
@@ -183,7 +165,7 @@ class _Writer:
                 if d != cur_dir or dfd < 0:
                     cur_dir, dfd = self._enter(d)
                 try:
-                    fd = open_(name, _OPEN_FLAGS, dir_fd=dfd) if dfd >= 0 else open_(root + path, _OPEN_FLAGS)
+                    fd = open_(name, FILE_FLAGS, dir_fd=dfd) if dfd >= 0 else open_(root + path, FILE_FLAGS)
                 except OSError:
                     self.row(row)
                     continue
@@ -223,7 +205,7 @@ class _Writer:
         -1 when it cannot be opened (the path is used then)."""
         self.close_dir()
         try:
-            fd = os.open(self.root + d if d else self.root, _DIR_FLAGS)
+            fd = os.open(self.root + d if d else self.root, DIR_FLAGS)
         except OSError:
             fd = -1
         self._dir = (d, fd)
@@ -270,7 +252,7 @@ class _Writer:
     def _file(self, rel: str, size: int, mtime_ns: int, ctime_ns: int) -> None:
         abspath = self.root + rel
         try:
-            fd = os.open(abspath, _OPEN_FLAGS)
+            fd = os.open(abspath, FILE_FLAGS)
         except OSError:
             again = open_regular(abspath, rel)  # the same again, for its error reporting
             if again is None:
@@ -286,7 +268,7 @@ class _Writer:
                 raise ChangedDuringReadError(f"{rel}: no longer a regular file", abspath)
             os.set_blocking(fd, True)  # opened O_NONBLOCK against FIFOs; some network filesystems honour it
             xattrs = read_security_capability(fd)
-            if before.st_size <= SMALL:
+            if before.st_size <= SMALL_FILE:
                 try:
                     data, after = read_whole(fd, before.st_size, before.st_mtime_ns, before.st_ctime_ns, rel, abspath)
                 except OSError as e:
