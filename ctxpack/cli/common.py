@@ -1,0 +1,161 @@
+"""What every command shares: error handling and exit codes, the context
+options, opening a context, and small output helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from ctxpack import explainer as api
+from ctxpack.audit import format_size
+from ctxpack.context import BuildContext, Dialect, open_context
+from ctxpack.errors import ClosedPipeError, CtxpackError
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fsbytes(name: str) -> bytes:
+    # Names keep undecodable bytes as surrogate escapes: write the original bytes.
+    return name.encode("utf-8", "surrogateescape")
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"ctxpack: error: {message}", err=True)
+    sys.exit(code)
+
+
+def quiet_exit(code: int) -> None:
+    # The reader went away: say nothing, and keep Python from complaining
+    # about flushing stdout at exit.
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CtxpackError as e:
+            if isinstance(e, ClosedPipeError):
+                quiet_exit(e.exit_code)
+            fail(str(e), e.exit_code)
+        except BrokenPipeError:
+            # The reader went away (`ctxpack ls | head`): not an error of ours.
+            sys.stderr.close()
+            sys.exit(0)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def context_options(fn: F) -> F:
+    fn = click.option(
+        "--ignore-file",
+        type=click.Path(dir_okay=False),
+        help="Use this ignore file instead of the context's .dockerignore.",
+    )(fn)
+    fn = click.option(
+        "--dialect",
+        type=click.Choice([d.value for d in Dialect]),
+        default=Dialect.BUILDKIT.value,
+        show_default=True,
+        help="Which builder's rules: buildkit (docker build) or classic (docker CLI upload, API clients).",
+    )(fn)
+    fn = click.option(
+        "-f",
+        "--file",
+        "dockerfile",
+        help="Dockerfile path, relative to the current directory ('-' for stdin).",
+    )(fn)
+    return fn
+
+
+def minimal_options(fn: F) -> F:
+    fn = click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
+                      help="Build argument for --minimal (repeatable).")(fn)
+    fn = click.option("--target", help="Build stage for --minimal (default: the last).")(fn)
+    fn = click.option("--minimal", is_flag=True, help="Only what the Dockerfile can read (COPY/ADD/RUN --mount sources).")(fn)
+    return fn
+
+
+def parse_build_args(items: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" in item:
+            k, v = item.split("=", 1)
+            out[k] = v
+        elif item in os.environ:
+            out[item] = os.environ[item]  # as docker: --build-arg NAME takes the environment's value
+    return out
+
+
+def open_ctx(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
+          minimal: bool = False, target: str | None = None, build_args: tuple[str, ...] = ()) -> BuildContext:
+    stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
+    if (target or build_args) and not minimal:
+        raise click.UsageError("--target and --build-arg only make sense with --minimal")
+    ctx = open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, stdin_dockerfile=stdin,
+                       minimal=minimal, target=target, build_args=parse_build_args(build_args))
+    for note in ctx.notes:
+        click.echo(f"ctxpack: note: {note}", err=True)
+    for warning in api.source_warnings(ctx):
+        click.echo(f"ctxpack: warning: {warning}", err=True)
+    return ctx
+
+
+class ProgressLine:
+    """A progress line on stderr, only on a terminal and only after a moment."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.start = time.monotonic()
+        self.shown = False
+        try:  # how long "a moment" is (tests set 0)
+            self.after = float(os.environ.get("CTXPACK_PROGRESS_AFTER", "0.5"))
+        except ValueError:
+            self.after = 0.5
+
+    def __call__(self, files: int, nbytes: int) -> None:
+        elapsed = time.monotonic() - self.start
+        if not self.enabled or elapsed < self.after:
+            return
+        self.shown = True
+        rate = format_size(int(nbytes / elapsed)) + "/s" if elapsed > 0 else ""
+        click.echo(f"\r\033[K{files:,} files, {format_size(nbytes)} ({rate})", err=True, nl=False)
+
+    def done(self) -> None:
+        if self.shown:
+            click.echo("\r\033[K", err=True, nl=False)
+
+
+def to_json(obj: object) -> str:
+    text = json.dumps(obj, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Undecodable file names: keep the document valid UTF-8 with \udcXX
+        # escapes (json.loads gives back the surrogate-escaped name).
+        text = json.dumps(obj, indent=2)
+    return text
+
+
+def styled(text: str, **kw: Any) -> str:
+    if os.environ.get("NO_COLOR") or not sys.stdout.isatty():
+        return text
+    return click.style(text, **kw)
+
+
+def fit(path: str, width: int) -> str:
+    return path if len(path) <= width else "…" + path[-(width - 1) :]
+

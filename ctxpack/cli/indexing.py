@@ -1,0 +1,106 @@
+"""``fingerprint``, ``snapshot``, ``diff`` and ``cache``: the index of digests."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ctxpack.audit import format_size
+from ctxpack.errors import InputError
+from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, to_json
+
+
+@click.command("fingerprint")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@context_options
+@minimal_options
+@click.option("--json", "as_json", is_flag=True, help="Print {fingerprint, entries, files, bytes, hashed, hashed_bytes}.")
+@handle_errors
+def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
+                        minimal: bool, target: str | None, build_args: tuple[str, ...], as_json: bool) -> None:
+    """Print one stable digest of exactly what the build context contains.
+
+    Same content, same fingerprint (fresh clones included); mtimes and
+    ownership do not count.  Recipe: docs/fingerprint.md.
+    """
+    from ctxpack.index.snapshots import fingerprint
+
+    ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
+    fp = fingerprint(ctx)
+    for note in fp.notes:
+        click.echo(f"ctxpack: note: {note}", err=True)
+    click.echo(to_json(fp.to_json()) if as_json else fp.fingerprint)
+
+
+@click.command("snapshot")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@context_options
+@handle_errors
+def snapshot_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None) -> None:
+    """Record the context's entries and digests; `ctxpack diff` compares with it."""
+    from ctxpack.index.snapshots import snapshot
+
+    ctx = open_ctx(directory, dockerfile, dialect, ignore_file)
+    fp = snapshot(ctx)
+    for note in fp.notes:
+        click.echo(f"ctxpack: note: {note}", err=True)
+    click.echo(fp.fingerprint)
+
+
+@click.command("diff")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@context_options
+@click.option("--json", "as_json", is_flag=True, help='Print {"since", "added", "removed", "modified"}.')
+@click.option("--exit-code", is_flag=True, help="Exit 1 when there are changes (like git diff).")
+@handle_errors
+def diff_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None, as_json: bool, exit_code: bool) -> None:
+    """List entries added, removed and modified since the last snapshot."""
+    from ctxpack.index.snapshots import diff
+
+    ctx = open_ctx(directory, dockerfile, dialect, ignore_file)
+    delta = diff(ctx)
+    if delta is None:
+        raise InputError(f"no snapshot of {ctx.root} ({ctx.dialect.value}) yet: run 'ctxpack snapshot' or 'ctxpack pack --snapshot' first")
+    if as_json:
+        click.echo(to_json(delta.to_json()))
+    else:
+        for sign, items in (("+", delta.added), ("-", delta.removed), ("M", delta.modified)):
+            for c in items:
+                extra = f" ({c.what})" if c.what else ""
+                click.echo(f"{sign} {c.path}{extra}  {format_size(c.bytes)}")
+        if not delta.changed:
+            click.echo("no changes since the last snapshot", err=True)
+    sys.exit(1 if exit_code and delta.changed else 0)
+
+
+@click.group("cache")
+def cache_group() -> None:
+    """Show or empty ctxpack's index of digests and snapshots."""
+
+
+@cache_group.command("info")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def cache_info(as_json: bool) -> None:
+    """Where the index is and what it holds."""
+    from ctxpack.index.store import Index
+
+    with Index() as idx:
+        info = idx.info()
+    if as_json:
+        click.echo(to_json(info.__dict__))
+    else:
+        click.echo(f"{info.path}: {format_size(info.bytes)}, {info.contexts} contexts, {info.files:,} files, {info.snapshots} snapshots")
+
+
+@cache_group.command("clear")
+@handle_errors
+def cache_clear() -> None:
+    """Empty the index (digests are recomputed on the next run)."""
+    from ctxpack.index.store import Index
+
+    with Index() as idx:
+        idx.clear()
+        click.echo(f"cleared {idx.path}")
+
