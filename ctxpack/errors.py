@@ -17,11 +17,18 @@ process's exit status in one place (``ctxpack.cli.app``)::
     │   ├── DockerfileError            2  the Dockerfile cannot be found or read
     │   │   ├── DockerfileSyntaxError  2  Docker would refuse it (file, line)
     │   │   └── ShellLexError          2  BuildKit's word lexer refuses a word
-    │   └── TarHeaderError             2  Go's tar writer would refuse a header
+    │   ├── TarHeaderError             2  Go's tar writer would refuse a header
+    │   └── EndpointError              2  bad -H/DOCKER_HOST, unknown docker context
     ├── ChangedDuringReadError         1  a file kept changing while read (path)
+    ├── BuildFailedError               1  the engine ran the build and it failed
+    ├── BuildCancelledError          130  Ctrl-C; the build was cancelled
     ├── OutputError                    3  writing the output failed
     │   └── ClosedPipeError            3  the reader went away (exit quietly)
-    ├── TransportError                 3  talking to a Docker daemon failed
+    ├── TransportError                 5  talking to a Docker engine failed
+    │   ├── EngineUnreachableError     5  no connection (socket, tcp, TLS, ssh)
+    │   ├── EngineVersionError         5  the engine's API version is refused
+    │   ├── ConnectionDroppedError     5  closed before answering (mid-upload)
+    │   └── EngineAPIError             1  the engine answered an HTTP error
     └── InternalError                  4  ctxpack itself failed
         └── WalkerDiedError            4  the forked walker process died
 
@@ -53,6 +60,13 @@ __all__ = [
     "TarHeaderError",
     "InternalError",
     "WalkerDiedError",
+    "EndpointError",
+    "EngineUnreachableError",
+    "EngineVersionError",
+    "ConnectionDroppedError",
+    "EngineAPIError",
+    "BuildFailedError",
+    "BuildCancelledError",
 ]
 
 
@@ -185,9 +199,11 @@ class ChangedDuringReadError(CtxpackError):
 
 
 class TransportError(CtxpackError):
-    """Talking to a Docker daemon failed (connection, protocol or HTTP error)."""
+    """Talking to a Docker engine failed: it could not be reached, refused
+    the API version, or dropped the connection (exit 5, distinct from a
+    build that ran and failed, 1, and from an output error, 3)."""
 
-    exit_code = 3
+    exit_code = 5
 
 
 class InternalError(CtxpackError):
@@ -198,3 +214,51 @@ class InternalError(CtxpackError):
 
 class WalkerDiedError(InternalError):
     """The forked walker process ended without finishing its walk."""
+
+
+class EndpointError(InputError):
+    """The engine endpoint cannot be worked out: a bad ``-H``/``DOCKER_HOST``
+    URL, an unknown docker context, unreadable TLS files."""
+
+
+class EngineUnreachableError(TransportError):
+    """No connection to the engine: refused, no such socket, timeout, TLS
+    handshake, ssh failure (the message carries ssh's own)."""
+
+
+class EngineVersionError(TransportError):
+    """The engine speaks an API version below what ctxpack needs, or refuses ours."""
+
+
+class ConnectionDroppedError(TransportError):
+    """The engine closed the connection before it answered (mid-upload)."""
+
+
+class EngineAPIError(TransportError):
+    """The engine answered with an HTTP error status: ``status`` and the
+    engine's own ``engine_message``.  Exit 1: the engine was reached and said no."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, status: int = 0, engine_message: str = ""):
+        self.status = status
+        self.engine_message = engine_message or message
+        super().__init__(message)
+
+
+class BuildFailedError(CtxpackError):
+    """The engine ran the build and it failed (a failing RUN, a missing COPY
+    source, a bad Dockerfile): the engine's message; ``code`` is the failing
+    RUN's exit code when the message gives it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, code: int | None = None):
+        self.code = code
+        super().__init__(message)
+
+
+class BuildCancelledError(CtxpackError):
+    """The build was interrupted (Ctrl-C) and cancelled on the engine."""
+
+    exit_code = 130

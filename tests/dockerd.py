@@ -35,8 +35,9 @@ overall deadline for builds); nothing here can hang the test session.
 
 The client
 ----------
-:class:`EngineClient` speaks HTTP/1.1 over the unix socket with
-``http.client``: :meth:`~EngineClient.version`, :meth:`~EngineClient.build`
+:class:`EngineClient` is ctxpack's own client (:class:`ctxpack.engine.client.Engine`
+over :class:`ctxpack.engine.transport.UnixTransport`, requests versioned as
+negotiated) plus what only tests need: :meth:`~EngineClient.version`, :meth:`~EngineClient.build`
 (chunked upload of a plain, gzip or zstd tar, JSON message stream parsed
 into a :class:`BuildResult`), :meth:`~EngineClient.export_fs` (the flattened
 filesystem of an image, through a created-but-never-started container and
@@ -67,25 +68,22 @@ Observed on Debian bookworm's docker.io (Engine 20.10.24+dfsg1, API 1.41):
 Ctrl-C, for poking at it by hand.  ``CTXPACK_DOCKERD_ARGS`` adds dockerd
 flags (e.g. ``--debug``).
 
-Only the standard library is used (zstd bodies come ready-made from ctxpack).
+Besides ctxpack.engine only the standard library is used (zstd bodies come
+ready-made from ctxpack).
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
 import ctypes
 import ctypes.util
 import dataclasses
-import http.client
 import io
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
-import socket
 import stat as st
 import subprocess
 import tarfile
@@ -97,6 +95,11 @@ import urllib.parse
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
+
+from ctxpack.engine.client import Engine, version_tuple, zstd_supported
+from ctxpack.engine.messages import decode_status, error_message, image_id_of, message_error, parse_message
+from ctxpack.engine.transport import Request, UnixTransport
+from ctxpack.errors import CtxpackError, EngineAPIError
 
 __all__ = [
     "BASE_IMAGE",
@@ -180,136 +183,27 @@ class EngineError(RuntimeError):
 
 
 # --------------------------------------------------------------------------
-# Version negotiation (pure)
+# Pure helpers: the package's own (ctxpack.engine), under the names tests use
 # --------------------------------------------------------------------------
 
-
-def parse_engine_version(text: str) -> tuple[int, ...]:
-    """``"20.10.24+dfsg1"`` → ``(20, 10, 24)``; ``"1.41"`` → ``(1, 41)``.
-
-    Leading numeric dot-separated components only; ``()`` if there are none.
-    """
-    m = re.match(r"\s*v?(\d+(?:\.\d+)*)", text or "")
-    if not m:
-        return ()
-    return tuple(int(p) for p in m.group(1).split("."))
-
-
-def zstd_context_supported(version_info: Mapping[str, Any], *, builder: str = "1") -> bool:
-    """May a client send a zstd-compressed build context to this daemon?
-
-    ``version_info`` is the JSON of ``GET /version``.  The daemon sniffs the
-    body (``Content-Encoding`` is ignored), so the only question is whether
-    it knows zstd's magic bytes:
-
-    * ``builder="1"`` (classic, ``version=1``): moby's ``DecompressStream``
-      learned zstd in Engine 23.0 (moby/moby#41759; skippable frames
-      #42862).  Engine 23.0 is also the first to speak API 1.42, so the
-      test is: Moby/Docker engine (not Podman's compatible API, whose
-      ``Version`` is Podman's own) with ``Version`` ≥ 23.0 *and*
-      ``ApiVersion`` ≥ 1.42 (both, so that a vendor build with an odd
-      version string does not slip through).
-    * ``builder="2"`` (BuildKit): the daemon hands the raw body to BuildKit
-      as a remote context; BuildKit's Dockerfile frontend only recognises a
-      zstd archive since moby/buildkit#7069 (2026), which no Engine release
-      can be assumed to vendor, and a daemon that does not know it parses the
-      body as a Dockerfile.  Never.
-
-    Anything unknown or unparsable answers False: gzip is always safe.
-    """
-    if str(builder) != "1":
-        return False
-    components = version_info.get("Components") or []
-    names = {str(c.get("Name", "")) for c in components if isinstance(c, Mapping)}
-    if any("podman" in n.lower() for n in names):
-        return False
-    engine = parse_engine_version(str(version_info.get("Version", "")))
-    api = parse_engine_version(str(version_info.get("ApiVersion", "")))
-    if len(engine) < 2 or len(api) < 2:
-        return False
-    return engine[:2] >= (23, 0) and api[:2] >= (1, 42)
-
-
-# --------------------------------------------------------------------------
-# BuildKit trace messages (minimal protobuf decoding)
-# --------------------------------------------------------------------------
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        if i >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, value) of a protobuf message."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        num, wt = key >> 3, key & 7
-        v: Any
-        if wt == 0:
-            v, i = _varint(buf, i)
-        elif wt == 1:
-            v, i = buf[i : i + 8], i + 8
-        elif wt == 2:
-            n, i = _varint(buf, i)
-            v, i = buf[i : i + n], i + n
-        elif wt == 5:
-            v, i = buf[i : i + 4], i + 4
-        else:
-            raise ValueError(f"unsupported wire type {wt}")
-        yield num, wt, v
+#: ``"20.10.24+dfsg1"`` → ``(20, 10, 24)`` (ctxpack.engine.client.version_tuple).
+parse_engine_version = version_tuple
+#: May a zstd context go to this engine? (ctxpack.engine.client.zstd_supported)
+zstd_context_supported = zstd_supported
 
 
 def decode_buildkit_status(aux: str | bytes) -> dict[str, list[dict[str, Any]]]:
-    """Decode a ``moby.buildkit.trace`` aux payload (base64 protobuf
-    ``moby.buildkit.v1.StatusResponse``) into plain dicts.
-
-    Returns ``{"vertexes": [{"digest", "name", "cached", "error",
-    "completed"}], "logs": [{"vertex", "stream", "msg"}]}``; statuses and
-    warnings are skipped.  Undecodable input gives empty lists.
-    """
-    out: dict[str, list[dict[str, Any]]] = {"vertexes": [], "logs": []}
-    try:
-        raw = base64.b64decode(aux) if isinstance(aux, str) else bytes(aux)
-        for num, wt, v in _fields(raw):
-            if num == 1 and wt == 2:
-                vx: dict[str, Any] = {"digest": "", "name": "", "cached": False, "error": "", "completed": False}
-                for n2, w2, v2 in _fields(v):
-                    if n2 == 1 and w2 == 2:
-                        vx["digest"] = v2.decode("utf-8", "replace")
-                    elif n2 == 3 and w2 == 2:
-                        vx["name"] = v2.decode("utf-8", "replace")
-                    elif n2 == 4 and w2 == 0:
-                        vx["cached"] = bool(v2)
-                    elif n2 == 6 and w2 == 2:
-                        vx["completed"] = True
-                    elif n2 == 7 and w2 == 2:
-                        vx["error"] = v2.decode("utf-8", "replace")
-                out["vertexes"].append(vx)
-            elif num == 3 and wt == 2:
-                lg: dict[str, Any] = {"vertex": "", "stream": 0, "msg": b""}
-                for n2, w2, v2 in _fields(v):
-                    if n2 == 1 and w2 == 2:
-                        lg["vertex"] = v2.decode("utf-8", "replace")
-                    elif n2 == 3 and w2 == 0:
-                        lg["stream"] = v2
-                    elif n2 == 4 and w2 == 2:
-                        lg["msg"] = bytes(v2)
-                out["logs"].append(lg)
-    except (ValueError, TypeError):  # binascii.Error is a ValueError
-        pass
-    return out
+    """A ``moby.buildkit.trace`` payload as plain dicts (``{"vertexes":
+    [{"digest", "name", "cached", "error", "completed"}], "logs": [{"vertex",
+    "stream", "msg"}]}``), decoded by :func:`ctxpack.engine.messages.decode_status`."""
+    d = decode_status(aux)
+    return {
+        "vertexes": [
+            {"digest": v.digest, "name": v.name, "cached": v.cached, "error": v.error, "completed": v.completed is not None}
+            for v in d.vertexes
+        ],
+        "logs": [{"vertex": lg.vertex, "stream": lg.stream, "msg": lg.msg} for lg in d.logs],
+    }
 
 
 # --------------------------------------------------------------------------
@@ -426,24 +320,8 @@ def hardlink_groups(fs: Mapping[str, FsEntry]) -> tuple[dict[str, FsEntry], set[
 
 
 # --------------------------------------------------------------------------
-# HTTP over a unix socket
+# The client: ctxpack.engine's, plus what only tests need (import, export)
 # --------------------------------------------------------------------------
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self._path)
-        except OSError:
-            s.close()
-            raise
-        self.sock = s
 
 
 def _chunks(body: BytesLike | Iterable[bytes] | None, size: int = 1 << 20) -> Generator[bytes, None, None]:
@@ -459,71 +337,63 @@ def _chunks(body: BytesLike | Iterable[bytes] | None, size: int = 1 << 20) -> Ge
             yield bytes(chunk)
 
 
-def _message_of(raw: bytes) -> str:
-    try:
-        doc = json.loads(raw)
-        if isinstance(doc, dict) and "message" in doc:
-            return str(doc["message"])
-    except ValueError:
-        pass
-    return raw.decode("utf-8", "replace").strip()
+def _writer(body: BytesLike | Iterable[bytes], deadline: float, what: str) -> Any:
+    """A request body writer (ctxpack.engine.transport.BodyWriter) for bytes
+    or an iterable of chunks, that gives up at ``deadline``."""
+
+    def write(sink: Any) -> None:
+        chunks = _chunks(body)
+        try:
+            for chunk in chunks:
+                if time.monotonic() > deadline:
+                    raise EngineError(f"{what}: upload still going at the deadline")
+                sink.write(chunk)
+        finally:
+            chunks.close()
+            if isinstance(body, types.GeneratorType):
+                body.close()  # e.g. ctxpack's iter_tar: stops its producer
+
+    return write
 
 
 class EngineClient:
-    """A small Engine API client over a unix socket (no API-version prefix:
-    the daemon answers at its own maximum version)."""
+    """The test side of the engine: :class:`ctxpack.engine.client.Engine`
+    over the unix socket (requests versioned as negotiated), with results
+    shaped for assertions.  Transport failures raise :class:`EngineError`."""
 
     def __init__(self, socket_path: str, *, timeout: float = REQUEST_TIMEOUT):
         self.socket_path = socket_path
         self.timeout = timeout
+        self.engine = Engine(UnixTransport(socket_path))
 
-    # -- plumbing ----------------------------------------------------------
-
-    def _conn(self, timeout: float | None = None) -> _UnixHTTPConnection:
-        return _UnixHTTPConnection(self.socket_path, self.timeout if timeout is None else timeout)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: BytesLike | Iterable[bytes] | None = None,
-        headers: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        """One request, whole response read.  Raises :class:`EngineError`
-        on transport errors (not on HTTP error statuses)."""
-        conn = self._conn(timeout)
-        try:
-            hdrs = dict(headers or {})
-            if body is not None and not isinstance(body, (bytes, bytearray, memoryview)):
-                conn.request(method, path, body=_chunks(body), headers=hdrs, encode_chunked=True)
-            else:
-                conn.request(method, path, body=bytes(body) if body is not None else None, headers=hdrs)
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-        except (OSError, http.client.HTTPException) as e:
-            raise EngineError(f"{method} {path}: {type(e).__name__}: {e}") from e
-        finally:
-            conn.close()
+    def close(self) -> None:
+        self.engine.close()
 
     def _json(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = (200, 201, 204)) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        status, _, raw = self.request(method, path, data, headers)
-        if status not in ok:
-            raise EngineError(f"{method} {path}: HTTP {status}: {_message_of(raw)}", status)
-        return json.loads(raw) if raw.strip() else None
+        try:
+            if method == "GET":
+                return self.engine.get_json(path, ok=ok)
+            if method == "POST":
+                return self.engine.post_json(path, body=body, ok=ok)
+            with self.engine.request(method, path, timeout=self.timeout) as r:
+                raw = r.read()
+                if r.status not in ok:
+                    raise EngineError(f"{method} {path}: HTTP {r.status}: {error_message(raw)}", r.status)
+                return json.loads(raw) if raw.strip() else None
+        except EngineAPIError as e:
+            raise EngineError(str(e), e.status) from None
+        except CtxpackError as e:
+            raise EngineError(f"{method} {path}: {e}") from None
 
     # -- API ---------------------------------------------------------------
 
     def ping(self, timeout: float = 2.0) -> bool:
         try:
-            status, _, raw = self.request("GET", "/_ping", timeout=timeout)
-        except EngineError:
+            with UnixTransport(self.socket_path) as t:
+                with t.handle_request(Request("GET", "/_ping", timeout=timeout)) as r:
+                    return r.status == 200 and r.read().strip() == b"OK"
+        except CtxpackError:
             return False
-        return status == 200 and raw.strip() == b"OK"
 
     def version(self) -> dict[str, Any]:
         """``GET /version``: ``Version``, ``ApiVersion``, ``Components``..."""
@@ -537,19 +407,24 @@ class EngineClient:
 
     def import_image(self, rootfs_tar: BytesLike | Iterable[bytes], repo: str, tag: str = "latest") -> str:
         """``POST /images/create?fromSrc=-``; returns the image id."""
-        q = urllib.parse.urlencode({"fromSrc": "-", "repo": repo, "tag": tag})
-        status, _, raw = self.request(
-            "POST", f"/images/create?{q}", rootfs_tar, {"Content-Type": "application/x-tar"}, timeout=BUILD_TIMEOUT
-        )
+        q = {"fromSrc": "-", "repo": repo, "tag": tag}
+        try:
+            with self.engine.request("POST", "/images/create", query=q,
+                                     body=_writer(rootfs_tar, time.monotonic() + BUILD_TIMEOUT, "image import"),
+                                     headers={"Content-Type": "application/x-tar"}, timeout=BUILD_TIMEOUT) as r:
+                raw = r.read()
+                status = r.status
+        except CtxpackError as e:
+            raise EngineError(f"image import: {e}") from None
         if status != 200:
-            raise EngineError(f"image import: HTTP {status}: {_message_of(raw)}", status)
+            raise EngineError(f"image import: HTTP {status}: {error_message(raw)}", status)
         image_id = None
         for line in raw.splitlines():
-            if not line.strip():
+            msg = parse_message(line)
+            if msg is None:
                 continue
-            msg = json.loads(line)
-            if "error" in msg or "errorDetail" in msg:
-                raise EngineError(f"image import: {msg.get('error') or msg.get('errorDetail')}")
+            if message_error(msg) is not None:
+                raise EngineError(f"image import: {message_error(msg)}")
             s = str(msg.get("status", ""))
             if s.startswith("sha256:"):
                 image_id = s
@@ -586,86 +461,50 @@ class EngineClient:
         if buildargs:
             query["buildargs"] = json.dumps(dict(buildargs))
         query.update(extra_query or {})
-        headers = {"Content-Type": "application/x-tar", "Transfer-Encoding": "chunked"}
+        headers = {"Content-Type": "application/x-tar"}
         if content_encoding:
             headers["Content-Encoding"] = content_encoding
-        path = "/build?" + urllib.parse.urlencode(query)
         started = time.monotonic()
         deadline = started + timeout
-        conn = self._conn(min(self.timeout, timeout))
-        send_error: str | None = None
+        messages: list[dict[str, Any]] = []
+        error: str | None = None
+        image_id: str | None = None
         try:
-            conn.putrequest("POST", path, skip_accept_encoding=True)
-            for k, v in headers.items():
-                conn.putheader(k, v)
-            conn.endheaders()
-            chunks = _chunks(context)
-            try:
-                for chunk in chunks:
-                    if time.monotonic() > deadline:
-                        raise EngineError(f"build: upload still going after {timeout:.0f}s")
-                    conn.send(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-                conn.send(b"0\r\n\r\n")
-            except (BrokenPipeError, ConnectionResetError) as e:
-                # The daemon gave up on the body (e.g. a tar it cannot
-                # read): its answer is still waiting to be read.
-                send_error = f"{type(e).__name__}: {e}"
-            finally:
-                chunks.close()
-                if isinstance(context, types.GeneratorType):
-                    context.close()  # e.g. ctxpack's iter_tar: stops its producer
-            resp = conn.getresponse()
-            messages: list[dict[str, Any]] = []
-            error: str | None = None
-            image_id: str | None = None
-            if resp.status >= 300:
-                raw = resp.read()
-                try:
-                    doc = json.loads(raw)
-                    messages.append(doc if isinstance(doc, dict) else {"message": doc})
-                except ValueError:
-                    messages.append({"message": raw.decode("utf-8", "replace")})
-                error = _message_of(raw)
-            else:
-                while True:
-                    if time.monotonic() > deadline:
-                        raise EngineError(f"build: no end of the message stream after {timeout:.0f}s")
-                    line = resp.readline()
-                    if not line:
-                        break
-                    line = line.strip()
-                    if not line:
-                        continue
+            with self.engine.request("POST", "/build", query=query, body=_writer(context, deadline, "build"),
+                                     headers=headers, timeout=min(self.timeout, timeout)) as resp:
+                status = resp.status
+                if status >= 300:
+                    raw = resp.read()
                     try:
-                        msg = json.loads(line)
+                        doc = json.loads(raw)
+                        messages.append(doc if isinstance(doc, dict) else {"message": doc})
                     except ValueError:
-                        msg = {"raw": line.decode("utf-8", "replace")}
-                    if not isinstance(msg, dict):
-                        msg = {"raw": msg}
-                    messages.append(msg)
-                    if error is None and ("error" in msg or "errorDetail" in msg):
-                        detail = msg.get("errorDetail") or {}
-                        error = str(msg.get("error") or detail.get("message") or msg)
-                    aux = msg.get("aux")
-                    if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
-                        # classic: {"aux":{"ID":...}}; BuildKit: {"id":"moby.image.id","aux":{"ID":...}}
-                        image_id = aux["ID"]
-            if error is not None:
-                image_id = None
-            return BuildResult(
-                image_id=image_id,
-                stream_messages=messages,
-                error=error,
-                status=resp.status,
-                elapsed=time.monotonic() - started,
-                send_error=send_error,
-            )
-        except socket.timeout as e:
-            raise EngineError(f"build: daemon silent for {conn.timeout:.0f}s") from e
-        except (OSError, http.client.HTTPException) as e:
-            raise EngineError(f"build: {type(e).__name__}: {e} (upload: {send_error})") from e
-        finally:
-            conn.close()
+                        messages.append({"message": raw.decode("utf-8", "replace")})
+                    error = error_message(raw)
+                else:
+                    for line in resp.iter_lines():
+                        if time.monotonic() > deadline:
+                            raise EngineError(f"build: no end of the message stream after {timeout:.0f}s")
+                        msg = parse_message(line)
+                        if msg is None:
+                            continue
+                        messages.append(msg)
+                        if error is None:
+                            error = message_error(msg)
+                        image_id = image_id_of(msg) or image_id
+                send_error = resp.upload_error
+        except CtxpackError as e:
+            raise EngineError(f"build: {e}") from None
+        if error is not None:
+            image_id = None
+        return BuildResult(
+            image_id=image_id,
+            stream_messages=messages,
+            error=error,
+            status=status,
+            elapsed=time.monotonic() - started,
+            send_error=send_error,
+        )
 
     def export_fs(self, image_id: str, *, under: str | None = None) -> dict[str, FsEntry]:
         """The image's flattened filesystem as ``{path: FsEntry(type, mode,
@@ -692,48 +531,66 @@ class EngineClient:
         prefix = _norm(under) if under else None
         result: dict[str, FsEntry] = {}
         try:
-            conn = self._conn()
             try:
-                conn.request("GET", f"/containers/{cid}/export")
-                resp = conn.getresponse()
-                if resp.status != 200:
-                    raise EngineError(f"export: HTTP {resp.status}: {_message_of(resp.read())}", resp.status)
-                with tarfile.open(fileobj=resp, mode="r|") as tf:  # type: ignore[call-overload]
-                    for ti in tf:
-                        name = _norm(ti.name)
-                        if not name:
-                            continue
-                        if prefix is not None and not (name == prefix or name.startswith(prefix + "/")):
-                            continue
-                        mode = ti.mode & 0o7777
-                        if ti.isreg():
-                            f = tf.extractfile(ti)
-                            entry = FsEntry("file", mode, f.read() if f else b"")
-                        elif ti.isdir():
-                            entry = FsEntry("dir", mode, None)
-                        elif ti.issym():
-                            entry = FsEntry("symlink", mode, ti.linkname)
-                        elif ti.islnk():
-                            entry = FsEntry("hardlink", mode, _norm(ti.linkname))
-                        elif ti.ischr():
-                            entry = FsEntry("char", mode, f"{ti.devmajor},{ti.devminor}")
-                        elif ti.isblk():
-                            entry = FsEntry("block", mode, f"{ti.devmajor},{ti.devminor}")
-                        elif ti.isfifo():
-                            entry = FsEntry("fifo", mode, None)
-                        else:
-                            entry = FsEntry(f"type-{ti.type!r}", mode, None)
-                        result[name] = dataclasses.replace(entry, uid=ti.uid, gid=ti.gid)
-            except (OSError, http.client.HTTPException, tarfile.TarError) as e:
+                with self.engine.request("GET", f"/containers/{cid}/export", timeout=self.timeout) as resp:
+                    if resp.status != 200:
+                        raise EngineError(f"export: HTTP {resp.status}: {error_message(resp.read())}", resp.status)
+                    with tarfile.open(fileobj=_StreamFile(resp.iter_bytes()), mode="r|") as tf:
+                        for ti in tf:
+                            name = _norm(ti.name)
+                            if not name:
+                                continue
+                            if prefix is not None and not (name == prefix or name.startswith(prefix + "/")):
+                                continue
+                            mode = ti.mode & 0o7777
+                            if ti.isreg():
+                                f = tf.extractfile(ti)
+                                entry = FsEntry("file", mode, f.read() if f else b"")
+                            elif ti.isdir():
+                                entry = FsEntry("dir", mode, None)
+                            elif ti.issym():
+                                entry = FsEntry("symlink", mode, ti.linkname)
+                            elif ti.islnk():
+                                entry = FsEntry("hardlink", mode, _norm(ti.linkname))
+                            elif ti.ischr():
+                                entry = FsEntry("char", mode, f"{ti.devmajor},{ti.devminor}")
+                            elif ti.isblk():
+                                entry = FsEntry("block", mode, f"{ti.devmajor},{ti.devminor}")
+                            elif ti.isfifo():
+                                entry = FsEntry("fifo", mode, None)
+                            else:
+                                entry = FsEntry(f"type-{ti.type!r}", mode, None)
+                            result[name] = dataclasses.replace(entry, uid=ti.uid, gid=ti.gid)
+            except (CtxpackError, tarfile.TarError) as e:
                 raise EngineError(f"export of {image_id}: {type(e).__name__}: {e}") from e
-            finally:
-                conn.close()
         finally:
             try:
                 self._json("DELETE", f"/containers/{cid}?force=1&v=1", ok=(200, 204, 404))
             except EngineError:
                 pass
         return result
+
+
+class _StreamFile(io.RawIOBase):
+    """A file over an iterator of byte chunks (for tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            try:
+                self._buf = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,306 @@
+"""The engine's build messages, decoded (pure functions, no I/O).
+
+``POST /build`` answers with newline-delimited JSON.  The classic builder
+sends ``{"stream": "Step 1/3 : ..."}`` lines, pull ``status`` lines with
+``progressDetail``, ``{"aux": {"ID": "sha256:..."}}`` and on failure
+``{"errorDetail": {"code": N, "message": "..."}, "error": "..."}``.
+BuildKit (``version=2``) sends ``{"id": "moby.buildkit.trace", "aux":
+"<base64>"}``: a protobuf ``moby.buildkit.v1.StatusResponse`` (vertexes=1,
+statuses=2, logs=3, warnings=4), decoded here by hand (a dozen fields do not
+justify a protobuf dependency), and the image as ``{"id": "moby.image.id",
+"aux": {"ID": ...}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Vertex",
+    "VertexStatus",
+    "VertexLog",
+    "VertexWarning",
+    "StatusResponse",
+    "decode_status",
+    "parse_message",
+    "error_message",
+    "message_error",
+    "image_id_of",
+    "exit_code_of",
+]
+
+
+# --------------------------------------------------------------------------
+# protobuf wire format, the little that is needed
+# --------------------------------------------------------------------------
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, value) of a protobuf message."""
+    i = 0
+    n = len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        num, wt = key >> 3, key & 7
+        v: Any
+        if wt == 0:
+            v, i = _varint(buf, i)
+        elif wt == 1:
+            v, i = buf[i : i + 8], i + 8
+        elif wt == 2:
+            ln, i = _varint(buf, i)
+            if i + ln > n:
+                raise ValueError("truncated field")
+            v, i = buf[i : i + ln], i + ln
+        elif wt == 5:
+            v, i = buf[i : i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported wire type {wt}")
+        yield num, wt, v
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _timestamp(buf: bytes) -> float:
+    seconds = nanos = 0
+    for num, wt, v in _fields(buf):
+        if num == 1 and wt == 0:
+            seconds = _signed(v)
+        elif num == 2 and wt == 0:
+            nanos = _signed(v)
+    return seconds + nanos / 1e9
+
+
+def _text(v: bytes) -> str:
+    return bytes(v).decode("utf-8", "replace")
+
+
+@dataclass
+class Vertex:
+    """A step of the build graph (``[2/3] RUN make``)."""
+
+    digest: str = ""
+    inputs: list[str] = field(default_factory=list)
+    name: str = ""
+    cached: bool = False
+    started: float | None = None
+    completed: float | None = None
+    error: str = ""
+
+
+@dataclass
+class VertexStatus:
+    """Progress of a part of a vertex (a layer being pulled, bytes copied)."""
+
+    id: str = ""
+    vertex: str = ""
+    name: str = ""
+    current: int = 0
+    total: int = 0
+    timestamp: float | None = None
+    started: float | None = None
+    completed: float | None = None
+
+
+@dataclass
+class VertexLog:
+    """Output of a vertex (``stream`` 1 stdout, 2 stderr)."""
+
+    vertex: str = ""
+    timestamp: float | None = None
+    stream: int = 0
+    msg: bytes = b""
+
+
+@dataclass
+class VertexWarning:
+    vertex: str = ""
+    level: int = 0
+    short: bytes = b""
+    detail: list[bytes] = field(default_factory=list)
+    url: str = ""
+
+
+@dataclass
+class StatusResponse:
+    vertexes: list[Vertex] = field(default_factory=list)
+    statuses: list[VertexStatus] = field(default_factory=list)
+    logs: list[VertexLog] = field(default_factory=list)
+    warnings: list[VertexWarning] = field(default_factory=list)
+
+
+def _vertex(buf: bytes) -> Vertex:
+    vx = Vertex()
+    for num, wt, v in _fields(buf):
+        if wt != 2 and num != 4:
+            continue
+        if num == 1:
+            vx.digest = _text(v)
+        elif num == 2:
+            vx.inputs.append(_text(v))
+        elif num == 3:
+            vx.name = _text(v)
+        elif num == 4 and wt == 0:
+            vx.cached = bool(v)
+        elif num == 5:
+            vx.started = _timestamp(v)
+        elif num == 6:
+            vx.completed = _timestamp(v)
+        elif num == 7:
+            vx.error = _text(v)
+    return vx
+
+
+def _status(buf: bytes) -> VertexStatus:
+    s = VertexStatus()
+    for num, wt, v in _fields(buf):
+        if num == 1 and wt == 2:
+            s.id = _text(v)
+        elif num == 2 and wt == 2:
+            s.vertex = _text(v)
+        elif num == 3 and wt == 2:
+            s.name = _text(v)
+        elif num == 4 and wt == 0:
+            s.current = _signed(v)
+        elif num == 5 and wt == 0:
+            s.total = _signed(v)
+        elif num == 6 and wt == 2:
+            s.timestamp = _timestamp(v)
+        elif num == 7 and wt == 2:
+            s.started = _timestamp(v)
+        elif num == 8 and wt == 2:
+            s.completed = _timestamp(v)
+    return s
+
+
+def _log(buf: bytes) -> VertexLog:
+    lg = VertexLog()
+    for num, wt, v in _fields(buf):
+        if num == 1 and wt == 2:
+            lg.vertex = _text(v)
+        elif num == 2 and wt == 2:
+            lg.timestamp = _timestamp(v)
+        elif num == 3 and wt == 0:
+            lg.stream = _signed(v)
+        elif num == 4 and wt == 2:
+            lg.msg = bytes(v)
+    return lg
+
+
+def _warning(buf: bytes) -> VertexWarning:
+    w = VertexWarning()
+    for num, wt, v in _fields(buf):
+        if num == 1 and wt == 2:
+            w.vertex = _text(v)
+        elif num == 2 and wt == 0:
+            w.level = _signed(v)
+        elif num == 3 and wt == 2:
+            w.short = bytes(v)
+        elif num == 4 and wt == 2:
+            w.detail.append(bytes(v))
+        elif num == 5 and wt == 2:
+            w.url = _text(v)
+    return w
+
+
+def decode_status(aux: str | bytes) -> StatusResponse:
+    """Decode a ``moby.buildkit.trace`` aux payload (base64 text, or the raw
+    protobuf bytes).  Undecodable input gives what could be read before the
+    damage (possibly nothing); it never raises."""
+    out = StatusResponse()
+    try:
+        raw = base64.b64decode(aux) if isinstance(aux, str) else bytes(aux)
+        for num, wt, v in _fields(raw):
+            if wt != 2:
+                continue
+            if num == 1:
+                out.vertexes.append(_vertex(v))
+            elif num == 2:
+                out.statuses.append(_status(v))
+            elif num == 3:
+                out.logs.append(_log(v))
+            elif num == 4:
+                out.warnings.append(_warning(v))
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    return out
+
+
+# --------------------------------------------------------------------------
+# JSON messages
+# --------------------------------------------------------------------------
+
+
+def parse_message(line: bytes) -> dict[str, Any] | None:
+    """One line of the build stream as a dict (``None`` for a blank line;
+    a line that is not a JSON object becomes ``{"raw": text}``)."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return {"raw": line.decode("utf-8", "replace")}
+    return msg if isinstance(msg, dict) else {"raw": msg}
+
+
+def error_message(body: bytes) -> str:
+    """The engine's message in an HTTP error body (``{"message": ...}``)."""
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict) and "message" in doc:
+            return str(doc["message"]).strip()
+    except ValueError:
+        pass
+    return body.decode("utf-8", "replace").strip()
+
+
+def message_error(msg: dict[str, Any]) -> str | None:
+    """The error a stream message carries, if any."""
+    if "errorDetail" not in msg and "error" not in msg:
+        return None
+    detail = msg.get("errorDetail")
+    text = detail.get("message") if isinstance(detail, dict) else None
+    return str(text or msg.get("error") or detail or msg)
+
+
+def image_id_of(msg: dict[str, Any]) -> str | None:
+    """The built image's ID if ``msg`` announces it (classic ``aux.ID``,
+    BuildKit ``moby.image.id``)."""
+    aux = msg.get("aux")
+    if isinstance(aux, dict) and isinstance(aux.get("ID"), str) and msg.get("id") in (None, "moby.image.id"):
+        return str(aux["ID"])
+    return None
+
+
+_EXIT = re.compile(r"(?:exit code|returned a non-zero code):\s*(\d+)")
+
+
+def exit_code_of(error: str) -> int | None:
+    """The exit code of a failing RUN in an engine error message (classic:
+    ``returned a non-zero code: 3``; BuildKit: ``exit code: 3``)."""
+    m = _EXIT.search(error)
+    return int(m.group(1)) if m else None
