@@ -3,7 +3,7 @@
 Shaped like httpx's transports, small enough to read in one sitting:
 
 * a :class:`Request` carries its body either as bytes or as a *writer*, a
-  callable that writes into a :class:`~ctxpack.sinks.Sink`.  The real
+  callable that writes into a :class:`~ctxpack.tar.sinks.Sink`.  The real
   transports hand the writer a sink that frames the bytes as HTTP/1.1
   chunks straight onto the socket, so an upload keeps the packer's forked
   walker and ``os.sendfile`` (plain sockets) and nothing is spooled;
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from ..errors import ConnectionDroppedError, EngineUnreachableError, TransportError
-from ..sinks import Sink
+from ..tar.sinks import Sink
 
 __all__ = [
     "BodyWriter",
