@@ -16,12 +16,12 @@ An explicit ignore file (``--ignore-file``) replaces both.
 
 from __future__ import annotations
 
-import enum
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ctxpack.ignore.dialect import Dialect
 from ctxpack.errors import ContextError, DockerfileError
 from ctxpack.ignore.reader import RawRule, read_ignore_file
 from ctxpack.ignore.matcher import Matcher
@@ -30,13 +30,6 @@ if TYPE_CHECKING:  # the Dockerfile analysis is only loaded for --minimal
     from ctxpack.dockerfile.analysis import Analysis, Selection
 
 __all__ = ["Dialect", "BuildContext", "open_context"]
-
-
-class Dialect(str, enum.Enum):
-    """Which of Docker's two context walkers to reproduce."""
-
-    BUILDKIT = "buildkit"
-    CLASSIC = "classic"
 
 
 @dataclass(frozen=True)
@@ -113,6 +106,99 @@ def select_ignore_file(
     return os.path.join(root, ".dockerignore"), ".dockerignore"
 
 
+@dataclass(frozen=True)
+class _DockerfileLocation:
+    """Where the Dockerfile is: absolute path (``None`` for stdin or none),
+    path inside the context (``None`` outside), and how it was given."""
+
+    abs: str | None
+    rel: str | None
+    stdin: bool
+
+    @property
+    def outside(self) -> bool:
+        return self.abs is not None and self.rel is None
+
+
+def _locate_dockerfile(root: str, dockerfile: str | None, notes: list[str]) -> _DockerfileLocation:
+    """Find the Dockerfile as the docker CLI does (``-f`` relative to the
+    current directory; by default ``Dockerfile``, else ``dockerfile``)."""
+    if dockerfile == "-":
+        return _DockerfileLocation(None, None, True)
+    if dockerfile is None:
+        df_abs = os.path.join(root, "Dockerfile")
+        # The CLI falls back to "dockerfile" only when "Dockerfile" is absent.
+        if not os.path.lexists(df_abs) and os.path.lexists(os.path.join(root, "dockerfile")):
+            df_abs = os.path.join(root, "dockerfile")
+    else:
+        df_abs = os.path.abspath(dockerfile)
+    try:
+        real = os.path.realpath(df_abs, strict=True)
+    except OSError:
+        if dockerfile is not None:
+            raise DockerfileError(f"Cannot locate Dockerfile: {dockerfile}") from None
+        notes.append(f"no Dockerfile in {root}")
+        return _DockerfileLocation(None, None, False)
+    return _DockerfileLocation(real, _rel_inside(root, real), False)
+
+
+def _dockerfile_data(loc: _DockerfileLocation, stdin_dockerfile: bytes | None) -> bytes | None:
+    """The Dockerfile's bytes when they are not in the context (stdin, or a
+    file outside it): the tar carries them under an injected name."""
+    if loc.stdin:
+        return stdin_dockerfile if stdin_dockerfile is not None else b""
+    if loc.outside and loc.abs is not None:
+        try:
+            with open(loc.abs, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise DockerfileError(f"cannot read Dockerfile {loc.abs}: {e.strerror}") from None
+    return None
+
+
+def _classic_reincludes(root: str, file_matcher: Matcher, loc: _DockerfileLocation) -> list[str]:
+    """The exceptions the classic CLI appends (``TrimBuildFilesFromExcludes``):
+    ``.dockerignore`` and the Dockerfile's relative path, each re-added when
+    the deprecated single-parent matcher excludes it."""
+    appended: list[str] = []
+    if file_matcher.matches_single_parent(".dockerignore"):
+        appended.append("!.dockerignore")
+    if loc.stdin or loc.abs is None:
+        return appended
+    df_pattern = (loc.rel if loc.rel is not None else os.path.relpath(loc.abs, root)).replace(os.sep, "/")
+    if file_matcher.matches_single_parent(df_pattern):
+        appended.append("!" + df_pattern)
+    return appended
+
+
+def _minimal_selection(
+    root: str, dialect: Dialect, loc: _DockerfileLocation, df_data: bytes | None,
+    target: str | None, build_args: dict[str, str] | None, notes: list[str],
+) -> tuple[Analysis, Selection | None]:
+    """Analyse the Dockerfile and, where the analysis is sure, the selection
+    of paths the build can read (``--minimal``)."""
+    from ctxpack.dockerfile.analysis import Selection, analyze
+
+    if df_data is not None:
+        text = df_data
+    elif loc.abs is not None:
+        with open(loc.abs, "rb") as f:
+            text = f.read()
+    else:
+        raise DockerfileError("--minimal needs a Dockerfile")
+    name = os.path.relpath(loc.abs) if loc.abs else "-"
+    analysis = analyze(text, target=target, build_args=build_args, dialect=dialect, source=name)
+    if analysis.whole_context:
+        notes.extend(f"--minimal: sending the whole context: {r}" for r in analysis.reasons)
+        return analysis, None
+    keep = list(analysis.patterns)
+    if dialect is Dialect.CLASSIC:
+        # The classic daemon reads both from the tar (and removes them
+        # again if .dockerignore excludes them): they stay.
+        keep += [p for p in (loc.rel, ".dockerignore") if p]
+    return analysis, Selection(keep, root)
+
+
 def open_context(
     path: str | os.PathLike[str] = ".",
     *,
@@ -139,35 +225,8 @@ def open_context(
     dialect = Dialect(dialect)
     root = _resolve_root(os.fspath(path))
     notes: list[str] = []
-
-    stdin = dockerfile == "-"
-    df_abs: str | None = None
-    if not stdin:
-        if dockerfile is None:
-            df_abs = os.path.join(root, "Dockerfile")
-            # The CLI falls back to "dockerfile" only when "Dockerfile" is absent.
-            if not os.path.lexists(df_abs) and os.path.lexists(os.path.join(root, "dockerfile")):
-                df_abs = os.path.join(root, "dockerfile")
-        else:
-            df_abs = os.path.abspath(dockerfile)
-        try:
-            df_abs = os.path.realpath(df_abs, strict=True)
-        except OSError:
-            if dockerfile is not None:
-                raise DockerfileError(f"Cannot locate Dockerfile: {dockerfile}") from None
-            notes.append(f"no Dockerfile in {root}")
-            df_abs = None
-    df_rel = _rel_inside(root, df_abs) if df_abs else None
-    outside = df_abs is not None and df_rel is None
-    df_data: bytes | None = None
-    if stdin:
-        df_data = stdin_dockerfile if stdin_dockerfile is not None else b""
-    elif outside and df_abs is not None:
-        try:
-            with open(df_abs, "rb") as f:
-                df_data = f.read()
-        except OSError as e:
-            raise DockerfileError(f"cannot read Dockerfile {df_abs}: {e.strerror}") from None
+    loc = _locate_dockerfile(root, dockerfile, notes)
+    df_data = _dockerfile_data(loc, stdin_dockerfile)
 
     ignore_path, source = select_ignore_file(root, dockerfile, dialect, ignore_file)
     if rules is None:
@@ -175,48 +234,19 @@ def open_context(
     rules = list(rules)
     file_matcher = Matcher.from_raw(rules)
 
-    appended: list[str] = []
-    matcher = file_matcher
-    if dialect is Dialect.CLASSIC:
-        # TrimBuildFilesFromExcludes: re-add with the deprecated single-parent
-        # matcher, the Dockerfile's relative path used as a pattern.
-        if file_matcher.matches_single_parent(".dockerignore"):
-            appended.append("!.dockerignore")
-        df_pattern = "-" if stdin else (df_rel if df_rel is not None else (os.path.relpath(df_abs, root) if df_abs else None))
-        if df_pattern and not stdin and file_matcher.matches_single_parent(df_pattern.replace(os.sep, "/")):
-            appended.append("!" + df_pattern.replace(os.sep, "/"))
-        if appended:
-            matcher = file_matcher.with_extra(appended)
+    appended = _classic_reincludes(root, file_matcher, loc) if dialect is Dialect.CLASSIC else []
+    matcher = file_matcher.with_extra(appended) if appended else file_matcher
 
     analysis = selection = None
     if minimal:
-        from ctxpack.dockerfile.analysis import Selection, analyze
-
-        if df_data is not None:
-            text = df_data
-        elif df_abs is not None:
-            with open(df_abs, "rb") as f:
-                text = f.read()
-        else:
-            raise DockerfileError("--minimal needs a Dockerfile")
-        name = os.path.relpath(df_abs) if df_abs else "-"
-        analysis = analyze(text, target=target, build_args=build_args, dialect=dialect.value, source=name)
-        if analysis.whole_context:
-            notes.extend(f"--minimal: sending the whole context: {r}" for r in analysis.reasons)
-        else:
-            keep = list(analysis.patterns)
-            if dialect is Dialect.CLASSIC:
-                # The classic daemon reads both from the tar (and removes them
-                # again if .dockerignore excludes them): they stay.
-                keep += [p for p in (df_rel, ".dockerignore") if p]
-            selection = Selection(keep, root)
+        analysis, selection = _minimal_selection(root, dialect, loc, df_data, target, build_args, notes)
     return BuildContext(
         root=root,
         dialect=dialect,
-        dockerfile=df_rel,
-        dockerfile_path=df_abs,
-        dockerfile_outside=outside,
-        dockerfile_stdin=stdin,
+        dockerfile=loc.rel,
+        dockerfile_path=loc.abs,
+        dockerfile_outside=loc.outside,
+        dockerfile_stdin=loc.stdin,
         ignore_source=source if rules or (ignore_path and os.path.exists(ignore_path)) else None,
         rules=tuple(rules),
         matcher=matcher,

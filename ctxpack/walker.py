@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ctxpack import fs
 from ctxpack.context import BuildContext, Dialect
 from ctxpack.errors import ContextError
-from ctxpack.ignore.matcher import _NO_RULE, DirPlan, Matcher, Rule
+from ctxpack.ignore.matcher import NO_RULE, DirPlan, Rule
 
 __all__ = [
     "Entry", "EntryKind", "walk", "walk_all", "list_entries", "entries_for_builder",
@@ -87,59 +87,9 @@ _KINDS = {
 }
 
 
-def _prefix_only(texts: list[str]) -> tuple[bool, list[str]]:
-    """fsutil: are all exceptions literal paths, bar a trailing ``/*``/``/**``?"""
-    stripped = []
-    only = True
-    for t in texts:
-        s = t
-        if s.endswith("/**"):
-            s = s[:-3]
-        if s.endswith("/*"):
-            s = s[:-2]
-        if any(c in s for c in "*?[]^\\"):
-            only = False
-        stripped.append(s)
-    return only, stripped
-
-
-class _Pruner:
-    """Decides whether an excluded directory must still be read."""
-
-    def __init__(self, matcher: Matcher, dialect: Dialect):
-        texts = matcher.exception_texts()
-        self.any_exception = bool(texts)
-        self.exceptions = [r.pattern for r in matcher.rules if r.exception]
-        if dialect is Dialect.CLASSIC:
-            self.all_dirs = False
-            self.prefixes = [t + "/" for t in texts]
-        else:
-            only, stripped = _prefix_only(texts)
-            self.all_dirs = self.any_exception and not only
-            self.prefixes = [t + "/" for t in stripped]
-
-    def descend(self, path: str) -> bool:
-        if not self.any_exception:
-            return False
-        d = path + "/"
-        if self.all_dirs:
-            # fsutil reads every excluded directory here.  Only an exception
-            # that can match a path below this one can re-include anything
-            # (the rest inherit the directory's verdict), so skip the others:
-            # same result, without statting all of node_modules.
-            depth = path.count("/") + 1
-            return any(
-                p.error is not None
-                or ((p.depth is None or p.depth > depth)
-                    and (not p.literal_prefix or p.literal_prefix.startswith(d) or d.startswith(p.literal_prefix)))
-                for p in self.exceptions
-            )
-        return any(p.startswith(d) for p in self.prefixes)
-
-
 def descends_into_excluded(ctx: BuildContext, path: str) -> bool:
     """Whether the dialect's walker reads the excluded directory ``path``."""
-    return _Pruner(ctx.matcher, ctx.dialect).descend(path)
+    return ctx.matcher.descent(ctx.dialect).reads(path)
 
 
 def _listing_error(e: OSError, abs_dir: str, dialect: Dialect) -> ContextError:
@@ -204,7 +154,7 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
     matcher = ctx.matcher
     dialect = ctx.dialect
     classic = dialect is Dialect.CLASSIC
-    pruner = _Pruner(matcher, dialect)
+    descent = matcher.descent(dialect)
     check_read = os.geteuid() != 0
     forced = {p[1:] for p in ctx.appended}
     seen_inodes: dict[tuple[int, int], str] = {}
@@ -228,13 +178,13 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
             for de in it:
                 name = de.name
                 rel = prefix + name
-                d = decide(rel, plan) if candidates else _NO_RULE
+                d = decide(rel, plan) if candidates else NO_RULE
                 if d.excluded:
                     try:
                         is_dir = de.is_dir(follow_symlinks=False)
                     except OSError:
                         is_dir = False
-                    if is_dir and pruner.descend(rel):
+                    if is_dir and descent.reads(rel):
                         held = Entry(rel, DIR, None, rule=d.rule, included=False)
                         push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1,
                              pending + ((held, False),))

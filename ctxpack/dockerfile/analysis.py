@@ -53,6 +53,7 @@ from ctxpack.dockerfile.parser import PLACEHOLDER, Dockerfile, Instruction, Lexe
 from ctxpack.errors import BadPattern, DockerfileError, DockerfileSyntaxError, ShellLexError
 from ctxpack._go.filepath import go_match
 from ctxpack._go.strings import go_clean
+from ctxpack.ignore.dialect import Dialect
 
 __all__ = ["Analysis", "Selection", "Source", "analyze"]
 
@@ -60,7 +61,6 @@ PLATFORM_ARGS = (
     "BUILDPLATFORM", "BUILDOS", "BUILDOSVERSION", "BUILDARCH", "BUILDVARIANT",
     "TARGETPLATFORM", "TARGETOS", "TARGETOSVERSION", "TARGETARCH", "TARGETVARIANT",
 )
-DIALECTS = ("buildkit", "classic")
 _DOCKERFILE_FRONTENDS = ("docker/dockerfile", "docker/dockerfile-upstream")
 _MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 
@@ -154,7 +154,7 @@ class _Env:
     may set it, or ``poison`` says an ENV with an unknown name may have.
     """
 
-    def __init__(self, dialect: str, open_reason: str | None = None):
+    def __init__(self, dialect: Dialect, open_reason: str | None = None):
         self.dialect = dialect
         self.state: dict[str, str | UnknownValue] = {}
         self.image: dict[str, str | UnknownValue] = {}
@@ -168,7 +168,7 @@ class _Env:
         e.image = dict(self.image)
         # BuildKit starts from the base stage's state (ARG values included) and
         # then applies the image's ENV on top; the classic builder keeps ENV only.
-        e.state = {**self.state, **self.image} if self.dialect == "buildkit" else dict(self.image)
+        e.state = {**self.state, **self.image} if self.dialect is Dialect.BUILDKIT else dict(self.image)
         return e
 
     def set_env(self, name: str, value: str | UnknownValue) -> None:
@@ -182,7 +182,7 @@ class _Env:
     def get(self, name: str) -> str | UnknownValue | None:
         if self.poison:
             return UnknownValue(self.poison)
-        if self.dialect == "buildkit":
+        if self.dialect is Dialect.BUILDKIT:
             if name in self.state:
                 return self.state[name]
         else:
@@ -305,13 +305,11 @@ def _split(df: Dockerfile) -> tuple[list[Instruction], list[_Stage]]:
 
 
 class _Analyzer:
-    def __init__(self, df: Dockerfile, target: str | None, build_args: dict[str, str], dialect: str):
-        if dialect not in DIALECTS:
-            raise ValueError(f"unknown dialect {dialect!r}")
+    def __init__(self, df: Dockerfile, target: str | None, build_args: dict[str, str], dialect: Dialect):
         self.df = df
         self.build_args = build_args
         self.dialect = dialect
-        self.buildkit = dialect == "buildkit"
+        self.buildkit = dialect is Dialect.BUILDKIT
         self.meta, self.stages = _split(df)
         self.target = target
         self._triggers: dict[int, list[_Step]] = {}
@@ -700,12 +698,16 @@ def analyze(
     *,
     target: str | None = None,
     build_args: dict[str, str] | None = None,
-    dialect: str = "buildkit",
+    dialect: Dialect | str = Dialect.BUILDKIT,
     source: str = "Dockerfile",
 ) -> Analysis:
-    """Work out the context sources of a build (see the module docstring)."""
+    """Work out the context sources of a build (see the module docstring).
+
+    ``dialect`` (a :class:`~ctxpack.Dialect` or its value) picks the
+    builder whose rules apply; an unknown name is a ``ValueError``.
+    """
     df = dockerfile if isinstance(dockerfile, Dockerfile) else parse_dockerfile(dockerfile, source)
-    return _Analyzer(df, target, dict(build_args or {}), dialect).run()
+    return _Analyzer(df, target, dict(build_args or {}), Dialect(dialect)).run()
 
 
 # --- selecting context paths by sources ----------------------------------------------

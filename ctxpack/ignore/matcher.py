@@ -23,10 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ctxpack.errors import BrokenPattern, PatternError, PatternSyntaxError
+from ctxpack.ignore.dialect import Dialect
 from ctxpack.ignore.reader import RawRule
 from ctxpack.ignore.pattern import Pattern, compile_pattern
 
-__all__ = ["Rule", "Decision", "Matcher", "DirPlan"]
+__all__ = ["Rule", "Decision", "Matcher", "DirPlan", "Descent", "NO_RULE"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,8 @@ class Decision:
     bits: int
 
 
-_NO_RULE = Decision(False, None, 0)
+#: No rule decides: the path is sent and hands no results to its children.
+NO_RULE = Decision(False, None, 0)
 
 
 class DirPlan:
@@ -149,7 +151,7 @@ class Matcher:
     def decide(self, path: str, plan: DirPlan) -> Decision:
         """``MatchesUsingParentResults`` for ``path`` given its parent's plan."""
         if not plan.candidates:
-            return _NO_RULE  # no rule can match here: included, nothing inherited
+            return NO_RULE  # no rule can match here: included, nothing inherited
         excluded = False
         rec = 0
         rule = -1
@@ -266,4 +268,62 @@ class Matcher:
     # --- pruning ---------------------------------------------------------------
     def exception_texts(self) -> list[str]:
         return [p.text for p in self._pats if p.exception]
+
+    def descent(self, dialect: Dialect) -> Descent:
+        """Which excluded directories ``dialect``'s walker still reads."""
+        return Descent(self, dialect)
+
+
+def _prefix_only(texts: list[str]) -> tuple[bool, list[str]]:
+    """fsutil: are all exceptions literal paths, bar a trailing ``/*``/``/**``?"""
+    stripped = []
+    only = True
+    for t in texts:
+        s = t
+        if s.endswith("/**"):
+            s = s[:-3]
+        if s.endswith("/*"):
+            s = s[:-2]
+        if any(c in s for c in "*?[]^\\"):
+            only = False
+        stripped.append(s)
+    return only, stripped
+
+
+class Descent:
+    """Whether an excluded directory must still be read, per dialect.
+
+    An excluded directory is read only when an exception could re-include
+    something below it (semantics note §4.5-4.6).  The classic CLI
+    (go-archive) reads it when an exception's literal text starts with
+    ``dir/``; BuildKit (fsutil) does the same when every exception is
+    "prefix-only" and otherwise reads every excluded directory.
+    """
+
+    __slots__ = ("_any", "_all_dirs", "_prefixes", "_exceptions")
+
+    def __init__(self, matcher: Matcher, dialect: Dialect):
+        texts = matcher.exception_texts()
+        self._any = bool(texts)
+        self._exceptions = tuple(r.pattern for r in matcher.rules if r.exception)
+        if dialect is Dialect.CLASSIC:
+            self._all_dirs = False
+            self._prefixes = tuple(t + "/" for t in texts)
+        else:
+            only, stripped = _prefix_only(texts)
+            self._all_dirs = self._any and not only
+            self._prefixes = tuple(t + "/" for t in stripped)
+
+    def reads(self, path: str) -> bool:
+        """Whether the walker reads the excluded directory ``path``."""
+        if not self._any:
+            return False
+        if self._all_dirs:
+            # fsutil reads every excluded directory here.  Only an exception
+            # that can match a path below this one can re-include anything
+            # (the rest inherit the directory's verdict), so skip the others:
+            # same result, without statting all of node_modules.
+            return any(p.can_match_inside(path) for p in self._exceptions)
+        d = path + "/"
+        return any(p.startswith(d) for p in self._prefixes)
 

@@ -86,6 +86,21 @@ class Pattern:
         d = directory + "/"
         return lp.startswith(d) or d.startswith(lp)
 
+    def can_match_inside(self, directory: str) -> bool:
+        """Could this pattern match any path below ``directory`` (at any depth)?
+
+        The question the walkers' pruning asks of an exception: only one that
+        can re-include something below an excluded directory makes reading
+        it necessary.  A broken pattern always can.
+        """
+        if self.error is not None:
+            return True
+        if self.depth is not None and self.depth <= directory.count("/") + 1:
+            return False
+        lp = self.literal_prefix
+        d = directory + "/"
+        return not lp or lp.startswith(d) or d.startswith(lp)
+
 
 def _regex_source(text: str) -> tuple[MatchKind, str]:
     """Build Docker's regex text and match kind (patternmatcher ``compile``)."""
