@@ -34,7 +34,7 @@ from ctxpack.ignore.matcher import NO_RULE, DirPlan, Rule
 
 __all__ = [
     "Entry", "EntryKind", "walk", "walk_all", "list_entries", "entries_for_builder",
-    "injected_dockerfile_name", "descends_into_excluded",
+    "injected_dockerfile_name", "dockerfile_name_in_tar", "descends_into_excluded",
 ]
 
 
@@ -260,6 +260,15 @@ def subtree_sends(ctx: BuildContext, rel: str) -> bool:
         return False
     depth = rel.count("/") + 2
     return any(e.included for e in _walk(ctx, absp, rel, ctx.matcher.plan(rel, bits, depth), depth, False))
+
+
+def dockerfile_name_in_tar(ctx: BuildContext) -> str:
+    """The Dockerfile's name in this context's tar: the ``dockerfile``
+    parameter a daemon's ``/build`` needs (an injected name for stdin or a
+    Dockerfile outside the context)."""
+    if ctx.dockerfile_data is not None:
+        return injected_dockerfile_name(ctx)
+    return ctx.dockerfile or "Dockerfile"
 
 
 def walk(ctx: BuildContext) -> Iterator[Entry]:

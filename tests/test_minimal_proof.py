@@ -44,7 +44,8 @@ import dockerd as harness
 from ctxpack import open_context
 from ctxpack.explainer import source_warnings
 from ctxpack.context import BuildContext
-from ctxpack.tar.writer import PackOptions, dockerfile_name_in_tar, pack
+from ctxpack.tar.writer import PackOptions, pack
+from ctxpack.walker import dockerfile_name_in_tar
 from ctxpack.tar.sinks import CallbackSink
 from proof_cases import CASES, UNUSED, UNUSED_PATHS, Case
 

@@ -3,8 +3,11 @@ as walking in-process, and no process left behind whatever happens."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from itertools import chain
@@ -244,6 +247,35 @@ def test_iter_tar_closed_early_leaves_no_walker(tmp_path: Path) -> None:
     next(gen)
     gen.close()
     assert _children() == before
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs /proc to list child processes")
+def test_iter_tar_walks_in_a_forked_child(tmp_path: Path) -> None:
+    # The streaming API gets pack's speed: in a process with one thread the
+    # walker is forked by default, before the producer thread starts (issue
+    # 11), and the bytes are pack's.  A fresh interpreter has one thread.
+    if not can_fork():
+        pytest.skip("needs two CPUs to fork a walker")
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", **{f"d{i % 40}/f{i}": b"q" * 4000 for i in range(3000)}})
+    code = (
+        "import hashlib, os, sys, ctxpack\n"
+        "from ctxpack.tar.writer import iter_tar\n"
+        "me = os.getpid()\n"
+        "kids = lambda: open(f'/proc/{me}/task/{me}/children').read().split()\n"
+        "gen = iter_tar(ctxpack.open_context(sys.argv[1]))\n"
+        "h = hashlib.sha256(next(gen))\n"
+        "during = len(kids())\n"
+        "for chunk in gen: h.update(chunk)\n"
+        "print(during, len(kids()), h.hexdigest())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CTXPACK_PARALLEL"}
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    during, after, digest = proc.stdout.split()
+    assert (during, after) == ("1", "0"), "iter_tar did not walk in a forked child (or left it behind)"
+    out: list[bytes] = []
+    pack(ctxpack.open_context(root), CallbackSink(out.append), PackOptions(parallel=False))
+    assert digest == hashlib.sha256(b"".join(out)).hexdigest()
 
 
 @pytest.mark.parametrize("fork", [False, True])

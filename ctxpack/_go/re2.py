@@ -142,10 +142,6 @@ def _emit_class(ranges: Ranges) -> str:
     return prefix + "".join(parts) + "]"
 
 
-def _isalnum_ascii(c: str) -> bool:
-    return c.isascii() and c.isalnum()
-
-
 class _Parser:
     """A recursive-descent reading of RE2 syntax, emitting Python ``re`` text."""
 

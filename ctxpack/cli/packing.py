@@ -9,13 +9,14 @@ import click
 
 from ctxpack.audit import format_size
 from ctxpack.cli.common import ProgressLine, context_options, handle_errors, minimal_options, open_ctx
+from ctxpack.tar.sinks import COMPRESSIONS
 
 
 @click.command("pack")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @context_options
 @click.option("-o", "--output", help="Write the tar to FILE ('-' for stdout, the default when stdout is not a terminal).")
-@click.option("--compress", type=click.Choice(["none", "gzip", "zstd"]), default="none", show_default=True)
+@click.option("--compress", type=click.Choice(COMPRESSIONS), default="none", show_default=True)
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-22).")
 @click.option("--reproducible", is_flag=True, help="Deterministic tar: mtimes clamped to SOURCE_DATE_EPOCH (or 0), hard links as files.")
 @click.option("--snapshot", "take_snapshot", is_flag=True, help="Also record a snapshot for `ctxpack diff`.")

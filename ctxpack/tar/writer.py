@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from ctxpack.context import BuildContext
 from ctxpack.errors import ChangedDuringReadError, ContextError
 from ctxpack.fs import DIR_FLAGS, FILE_FLAGS, SMALL_FILE, open_regular, read_whole
-from ctxpack.tar.rows import NO_STAT, WARN, Row, can_fork, row_batches
+from ctxpack.tar.rows import NO_STAT, WARN, Row, RowBatches, can_fork, row_batches
 from ctxpack.tar.sinks import CallbackSink, FdSink, Sink, make_sink
 from ctxpack.tar.header import (
     END_OF_ARCHIVE,
@@ -47,7 +47,7 @@ from ctxpack.tar.header import (
     padding,
     read_security_capability,
 )
-from ctxpack.walker import EntryKind, injected_dockerfile_name
+from ctxpack.walker import EntryKind
 
 FILE, HARDLINK = EntryKind.FILE, EntryKind.HARDLINK
 
@@ -319,11 +319,25 @@ class _Writer:
             raise ChangedDuringReadError(f"{rel}: shrank from {size} to {sent} bytes while being packed", abspath)
 
 
-def dockerfile_name_in_tar(ctx: BuildContext) -> str:
-    """The ``dockerfile`` parameter a daemon needs for this tar."""
-    if ctx.dockerfile_data is not None:
-        return injected_dockerfile_name(ctx)
-    return ctx.dockerfile or "Dockerfile"
+def _fork_walker(opts: PackOptions) -> bool:
+    return can_fork() if opts.parallel is None else (opts.parallel and hasattr(os, "fork"))
+
+
+def _write(ctx: BuildContext, batches: RowBatches, out: Sink, opts: PackOptions, warn: Warn,
+           progress: Progress | None, started: float) -> PackStats:
+    sink = make_sink(out, opts.compress, opts.level)
+    w = _Writer(ctx, sink, opts, warn, progress)
+    try:
+        for batch in batches:
+            w.rows(batch)
+    finally:
+        w.close_dir()
+    w.put(END_OF_ARCHIVE)
+    w.flush()
+    sink.close()
+    w.stats.written = out.written
+    w.stats.elapsed = time.monotonic() - started
+    return w.stats
 
 
 def pack(
@@ -334,43 +348,35 @@ def pack(
     warn: Warn = lambda msg: None,
     progress: Progress | None = None,
 ) -> PackStats:
-    """Write the context's tar to ``out`` (see :class:`FdSink`).
+    """Write the context's tar to ``out`` (see :class:`~ctxpack.tar.sinks.FdSink`).
 
     With ``opts.parallel`` (by default where :func:`~ctxpack.tar.rows.can_fork`
     says it is safe and useful) the walk runs in a forked child process
     while this one reads and writes: same bytes, about half the wall time on
-    a large context.
+    a large context.  ``out`` may be any :class:`~ctxpack.tar.sinks.Sink`:
+    a transport hands in its socket so an upload keeps ``sendfile``.
     """
     started = time.monotonic()
-    fork = can_fork() if opts.parallel is None else (opts.parallel and hasattr(os, "fork"))
     # The walker is forked here, before the sink exists: a compressor may
     # start threads, and a fork copies none of them.
-    with row_batches(ctx, fork=fork, headers=not opts.reproducible,
+    with row_batches(ctx, fork=_fork_walker(opts), headers=not opts.reproducible,
                      close_in_child=(out.fd,) if isinstance(out, FdSink) else ()) as batches:
-        sink = make_sink(out, opts.compress, opts.level)
-        w = _Writer(ctx, sink, opts, warn, progress)
-        try:
-            for batch in batches:
-                w.rows(batch)
-        finally:
-            w.close_dir()
-        w.put(END_OF_ARCHIVE)
-        w.flush()
-        sink.close()
-    w.stats.written = out.written
-    w.stats.elapsed = time.monotonic() - started
-    return w.stats
+        return _write(ctx, batches, out, opts, warn, progress, started)
 
 
 def iter_tar(ctx: BuildContext, opts: PackOptions = PackOptions(), *, warn: Warn = lambda msg: None) -> Iterator[bytes]:
     """The tar as a stream of byte chunks, for callers that send it themselves.
 
-    A producer thread packs into a bounded queue, so memory stays flat
-    whatever the context size; errors are re-raised in the consumer.  Closing
-    the generator early stops the producer.
+    The walker is forked (as :func:`pack` does) before the producer thread
+    starts, so a consumer of this stream gets ``pack``'s speed; the
+    producer packs into a bounded queue, so memory stays flat whatever the
+    context size; errors are re-raised in the consumer.  Closing the
+    generator early stops the producer and reaps the walker.
     """
+    started = time.monotonic()
     q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
     stop = threading.Event()
+    batches = row_batches(ctx, fork=_fork_walker(opts), headers=not opts.reproducible)
 
     def put(chunk: bytes) -> None:
         while not stop.is_set():
@@ -383,7 +389,7 @@ def iter_tar(ctx: BuildContext, opts: PackOptions = PackOptions(), *, warn: Warn
 
     def produce() -> None:
         try:
-            pack(ctx, CallbackSink(put), opts, warn=warn)
+            _write(ctx, batches, CallbackSink(put), opts, warn, None, started)
             q.put(None)
         except _Stopped:
             pass
@@ -391,8 +397,8 @@ def iter_tar(ctx: BuildContext, opts: PackOptions = PackOptions(), *, warn: Warn
             q.put(e)
 
     t = threading.Thread(target=produce, name="ctxpack-iter-tar", daemon=True)
-    t.start()
     try:
+        t.start()
         while True:
             item = q.get()
             if item is None:
@@ -402,7 +408,9 @@ def iter_tar(ctx: BuildContext, opts: PackOptions = PackOptions(), *, warn: Warn
             yield item
     finally:
         stop.set()
-        t.join()
+        if t.is_alive() or t.ident is not None:
+            t.join()
+        batches.close()
 
 
 class _Stopped(Exception):
