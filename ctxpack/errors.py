@@ -67,6 +67,8 @@ __all__ = [
     "EngineAPIError",
     "BuildFailedError",
     "BuildCancelledError",
+    "SessionError",
+    "SessionConfigError",
 ]
 
 
@@ -262,3 +264,12 @@ class BuildCancelledError(CtxpackError):
     """The build was interrupted (Ctrl-C) and cancelled on the engine."""
 
     exit_code = 130
+
+
+class SessionError(TransportError):
+    """A BuildKit session failed: the daemon closed it, a health check or a
+    file transfer broke, or the daemon does not support sessions."""
+
+
+class SessionConfigError(InputError):
+    """A ``--secret`` or ``--ssh`` value cannot be used (the message names it)."""

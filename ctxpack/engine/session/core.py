@@ -1,0 +1,213 @@
+"""A BuildKit session: the gRPC services ctxpack serves to the daemon.
+
+A :class:`Session` is made for one build context; its :meth:`~Session.headers`
+go on the ``POST /session`` request, and once the daemon has answered ``101``
+:meth:`~Session.attach` serves the services on the upgraded connection
+(see docs/session.md):
+
+* ``X-Docker-Expose-Session-Uuid``: a fresh id, also the build's ``session=``;
+* ``X-Docker-Expose-Session-Name``: the context directory's base name;
+* ``X-Docker-Expose-Session-Sharedkey``: ``sha256("<node id>:<context dir>")``
+  with the docker CLI's node id (``$DOCKER_CONFIG/.buildNodeID``), so that
+  the daemon diffs this upload against the previous one of the same
+  directory (whichever client made it);
+* one ``X-Docker-Expose-Session-Grpc-Method`` per method served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets as _random
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ...errors import SessionError
+from .filesync import DirStats, FileSyncService, context_listing, dockerfile_listing
+from .grpcserver import GrpcServer, Method
+from .services import DockerAuth, SecretSpec, SecretStore, SshForwarder, SshSpec, health_check
+
+__all__ = ["Session", "SessionStats", "node_id", "shared_key"]
+
+HEALTH = "/grpc.health.v1.Health/Check"
+DIFF_COPY = "/moby.filesync.v1.FileSync/DiffCopy"
+GET_SECRET = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
+CHECK_AGENT = "/moby.sshforward.v1.SSH/CheckAgent"
+FORWARD_AGENT = "/moby.sshforward.v1.SSH/ForwardAgent"
+CREDENTIALS = "/moby.filesync.v1.Auth/Credentials"
+
+
+def _docker_config_dir() -> str:
+    return os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+
+
+def node_id(config_dir: str | None = None) -> str:
+    """The docker CLI's build node id (``.buildNodeID`` in the docker config
+    directory), created as the CLI creates it when missing; a per-process
+    random id when the directory is not writable."""
+    path = os.path.join(config_dir or _docker_config_dir(), ".buildNodeID")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+        if text:
+            return text
+    except OSError:
+        pass
+    new = _random.token_hex(32)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(new)
+    except FileExistsError:
+        return node_id(config_dir)
+    except OSError:
+        pass
+    return new
+
+
+def shared_key(context_dir: str, config_dir: str | None = None) -> str:
+    """``sha256("<node id>:<context dir>")`` hex, as the docker CLI computes it."""
+    return hashlib.sha256(f"{node_id(config_dir)}:{context_dir}".encode()).hexdigest()
+
+
+def _new_id() -> str:
+    # BuildKit's identity.NewID: 25 characters of base-36.
+    n = int.from_bytes(_random.token_bytes(16), "big")
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = []
+    for _ in range(25):
+        n, r = divmod(n, 36)
+        out.append(digits[r])
+    return "".join(out)
+
+
+@dataclass
+class SessionStats:
+    """What a session served: one :class:`DirStats` per DiffCopy call, and
+    the connection's byte counts."""
+
+    dirs: list[DirStats] = field(default_factory=list)
+    bytes_out: int = 0
+    bytes_in: int = 0
+    health_checks: int = 0
+    secrets_asked: list[str] = field(default_factory=list)
+    ssh_connections: int = 0
+
+    @property
+    def files_requested(self) -> int:
+        """Files the daemon asked for (REQ packets), all directories."""
+        return sum(d.requests for d in self.dirs)
+
+    @property
+    def data_bytes(self) -> int:
+        """File content bytes sent in DATA packets."""
+        return sum(d.data_bytes for d in self.dirs)
+
+    def context_requests(self) -> list[str]:
+        """Paths requested from ``context`` (up to the per-call cap)."""
+        return [p for d in self.dirs if d.dir_name == "context" for p in d.requested_paths]
+
+    def as_dict(self) -> dict[str, object]:
+        """For ``--progress json`` and the library result."""
+        return {
+            "files_requested": self.files_requested,
+            "data_bytes": self.data_bytes,
+            "bytes_out": self.bytes_out,
+            "bytes_in": self.bytes_in,
+            "health_checks": self.health_checks,
+            "dirs": [
+                {"dir_name": d.dir_name, "entries": d.entries, "requests": d.requests,
+                 "data_bytes": d.data_bytes, "stat_bytes": d.stat_bytes}
+                for d in self.dirs
+            ],
+        }
+
+
+class Session:
+    """The session for one build of ``ctx`` (a BuildKit-dialect
+    :class:`~ctxpack.context.BuildContext`), with ``secrets`` and ``ssh``
+    forwarded and registry credentials from the docker config (``auth``)."""
+
+    def __init__(self, ctx: object, *, secrets: Sequence[SecretSpec] = (), ssh: Sequence[SshSpec] = (),
+                 auth: bool = True, config_dir: str | None = None, session_id: str | None = None,
+                 key: str | None = None):
+        self.ctx = ctx
+        root: str = ctx.root  # type: ignore[attr-defined]
+        self.id = session_id or _new_id()
+        self.name = os.path.basename(root) or "context"
+        self.shared_key = key or shared_key(root, config_dir)
+        df_path: str | None = ctx.dockerfile_path  # type: ignore[attr-defined]
+        if ctx.dockerfile_stdin:  # type: ignore[attr-defined]
+            self.dockerfile_name = "Dockerfile"
+            df_listing = dockerfile_listing(None, ctx.dockerfile_data or b"", "Dockerfile")  # type: ignore[attr-defined]
+        elif df_path is not None:
+            self.dockerfile_name = os.path.basename(df_path)
+            df_listing = dockerfile_listing(df_path, None, self.dockerfile_name)
+        else:
+            raise SessionError(f"no Dockerfile in {root}")
+        self.filesync = FileSyncService({"dockerfile": df_listing, "context": lambda: context_listing(ctx)})
+        self.secret_store = SecretStore(secrets)
+        self.ssh = SshForwarder(ssh)
+        self.auth = DockerAuth(config_dir) if auth else None
+        self.methods: dict[str, Method] = {
+            HEALTH: Method(health_check, inline=True),
+            DIFF_COPY: Method(self.filesync.diff_copy),
+            GET_SECRET: Method(self.secret_store.get_secret),
+            CHECK_AGENT: Method(self.ssh.check_agent),
+            FORWARD_AGENT: Method(self.ssh.forward_agent),
+        }
+        if self.auth is not None:
+            self.methods[CREDENTIALS] = Method(self.auth.credentials)
+        self.server: GrpcServer | None = None
+        self.errors: list[str] = []
+        self._prepared: threading.Thread | None = None
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The ``POST /session`` headers (without Upgrade/Connection)."""
+        out = [
+            ("X-Docker-Expose-Session-Uuid", self.id),
+            ("X-Docker-Expose-Session-Name", self.name),
+            ("X-Docker-Expose-Session-Sharedkey", self.shared_key),
+        ]
+        out += [("X-Docker-Expose-Session-Grpc-Method", m) for m in self.methods]
+        return out
+
+    def prepare(self) -> None:
+        """Walk the context now, in a thread, while the daemon gets ready."""
+        if self._prepared is None:
+            self._prepared = threading.Thread(target=self.filesync.prepare, args=("context",),
+                                              name="ctxpack-session-walk", daemon=True)
+            self._prepared.start()
+
+    def attach(self, sock: socket.socket, initial: bytes = b"") -> GrpcServer:
+        """Serve on the upgraded connection ``sock`` (in a thread)."""
+        self.server = GrpcServer(sock, self.methods, initial=initial,
+                                 on_error=lambda m, e: self.errors.append(f"{m}: {type(e).__name__}: {e}"))
+        self.server.start()
+        return self.server
+
+    @property
+    def closed_reason(self) -> str | None:
+        """Why the connection ended (``None`` while it is up)."""
+        if self.server is None or not self.server.closed:
+            return None
+        return self.server.close_reason
+
+    def close(self) -> None:
+        """End the session (GOAWAY, then shut the connection)."""
+        if self.server is not None:
+            self.server.close()
+            self.server.join(5)
+
+    def stats(self) -> SessionStats:
+        srv = self.server
+        return SessionStats(
+            dirs=list(self.filesync.stats),
+            bytes_out=srv.bytes_out if srv else 0,
+            bytes_in=srv.bytes_in if srv else 0,
+            health_checks=srv.health_checks if srv else 0,
+            secrets_asked=list(self.secret_store.asked),
+            ssh_connections=self.ssh.connections,
+        )

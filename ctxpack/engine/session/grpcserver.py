@@ -1,0 +1,496 @@
+"""A small gRPC server on one already-connected socket, over ``h2``.
+
+After ``POST /session`` is upgraded, the daemon is the HTTP/2 *client* on the
+hijacked connection and ctxpack must serve gRPC on it.  grpcio cannot serve
+on a connected socket (grpc/grpc#23760), so this module runs the server side
+of HTTP/2 with the pure-Python ``h2`` state machine and does gRPC's framing
+itself: each message is a 5-byte prefix (compressed flag, big-endian length)
+and the bytes; a call ends with trailers ``grpc-status`` (and
+``grpc-message``, percent-encoded).  See docs/session.md for why this stack
+was chosen over grpclib or a byte pump into grpcio.
+
+Threads:
+
+* the *reader* (``serve``) reads the socket, feeds ``h2``, and answers
+  handlers marked ``inline`` (grpc health) right there: BuildKit kills the
+  session at the first health check not answered within 10 s, so that
+  answer must never wait behind file data or a busy handler;
+* the *writer* sends whatever ``h2`` produced, in order, so that nobody
+  blocks on the socket while holding the state lock;
+* one thread per other call runs its handler (FileSync, secrets, ssh...).
+
+Flow control is ``h2``'s: a handler's :meth:`Call.send` waits for window
+updates, with a deadline, and every wait ends when the connection closes.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+
+__all__ = ["Status", "RpcError", "Call", "Method", "GrpcServer"]
+
+
+class Status:
+    """gRPC status codes (the ones the session uses)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    PERMISSION_DENIED = 7
+    FAILED_PRECONDITION = 9
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+
+
+class RpcError(Exception):
+    """Raised by a handler to end its call with ``code`` and ``message``;
+    raised by :class:`Call` methods when the call or connection is gone."""
+
+    def __init__(self, code: int, message: str = ""):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Closed(RpcError):
+    pass
+
+
+#: How long a sender waits for the daemon to open its flow-control window
+#: before giving up on the call (the daemon is stuck or gone).
+SEND_STALL_TIMEOUT = 60.0
+
+_EOF = object()
+
+
+class Call:
+    """One gRPC call (one HTTP/2 stream), as its handler sees it."""
+
+    def __init__(self, server: GrpcServer, stream_id: int, method: str, metadata: dict[str, list[str]]):
+        self._server = server
+        self.stream_id = stream_id
+        self.method = method
+        #: Request metadata: lower-case keys, every value in order.
+        self.metadata = metadata
+        self._buf = bytearray()
+        self._messages: collections.deque[object] = collections.deque()
+        self._headers_sent = False
+        self._pending = bytearray()
+        self._deferred: tuple[int, str] | None = None
+        self.finished = False
+        self.reset = False
+        #: Bytes of response messages (without gRPC prefixes) sent so far.
+        self.bytes_sent = 0
+
+    # -- called by the reader thread, state lock held ------------------------
+
+    def _feed(self, data: bytes) -> int:
+        """Append DATA bytes; returns the number of complete messages queued."""
+        self._buf += data
+        n = 0
+        buf = self._buf
+        while len(buf) >= 5:
+            length = int.from_bytes(buf[1:5], "big")
+            if len(buf) < 5 + length:
+                break
+            if buf[0] != 0:
+                raise RpcError(Status.UNIMPLEMENTED, "compressed gRPC messages are not supported")
+            self._messages.append(bytes(buf[5:5 + length]))
+            del buf[:5 + length]
+            n += 1
+        return n
+
+    # -- for handlers ----------------------------------------------------------
+
+    def first(self, key: str, default: str = "") -> str:
+        """The first value of metadata ``key`` (or ``default``)."""
+        values = self.metadata.get(key)
+        return values[0] if values else default
+
+    def recv(self, timeout: float | None = None) -> bytes | None:
+        """The next request message; ``None`` once the client ended its side.
+
+        Raises :class:`RpcError` (CANCELLED) when the stream was reset or the
+        connection closed, DEADLINE_EXCEEDED after ``timeout`` seconds.
+        """
+        srv = self._server
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with srv._cond:
+            while not self._messages:
+                if self.reset or srv.closed:
+                    raise _Closed(Status.CANCELLED, srv.close_reason or "stream reset by the daemon")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise RpcError(Status.DEADLINE_EXCEEDED, f"no message from the daemon within {timeout:.0f}s")
+                srv._cond.wait(left)
+            msg = self._messages.popleft()
+            if msg is _EOF:
+                self._messages.appendleft(_EOF)  # stays at the end
+                return None
+            assert isinstance(msg, bytes)
+            return msg
+
+    #: What :meth:`recv_nowait` returns when no message is waiting.
+    EMPTY = object()
+
+    def recv_nowait(self) -> bytes | None | object:
+        """The next request message if one is waiting, else :attr:`EMPTY`;
+        ``None`` once the client ended its side."""
+        with self._server._cond:
+            if not self._messages:
+                if self.reset or self._server.closed:
+                    raise _Closed(Status.CANCELLED, self._server.close_reason or "stream reset by the daemon")
+                return Call.EMPTY
+            msg = self._messages.popleft()
+            if msg is _EOF:
+                self._messages.appendleft(_EOF)
+                return None
+            return msg
+
+    def send(self, message: bytes) -> None:
+        """Send one response message (blocks for flow control)."""
+        self.send_raw(len(message).to_bytes(5, "big") + message, len(message))
+
+    def send_raw(self, framed: bytes | bytearray | memoryview, payload: int = 0) -> None:
+        """Send already framed gRPC messages (5-byte prefix each) in one go:
+        how a sender batches thousands of small messages into few frames."""
+        self._server._send_data(self, memoryview(framed))
+        self.bytes_sent += payload
+
+    def finish(self, code: int = Status.OK, message: str = "") -> None:
+        """End the call with trailers; a no-op once the call ended."""
+        self._server._finish(self, code, message)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A served method: ``handler(call)`` runs for each call.  ``inline``
+    handlers run on the reader thread as soon as one request message has
+    arrived and must return at once (health)."""
+
+    handler: Callable[[Call], None]
+    inline: bool = False
+
+
+def _percent(message: str) -> str:
+    # grpc-message: percent-encode everything outside printable ASCII and '%'.
+    return urllib.parse.quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+class GrpcServer:
+    """Serves ``methods`` (``{"/pkg.Service/Method": Method}``) on ``sock``,
+    a connected stream socket on which the peer speaks HTTP/2 as a client.
+    ``initial`` holds bytes already read from the socket (after the HTTP/1.1
+    101 response).  Call :meth:`serve` (blocks until the connection ends) or
+    :meth:`start` (in a thread)."""
+
+    def __init__(self, sock: socket.socket, methods: Mapping[str, Method], *, initial: bytes = b"",
+                 on_error: Callable[[str, BaseException], None] | None = None):
+        self.sock = sock
+        self.methods = dict(methods)
+        self._initial = initial
+        self._on_error = on_error
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        self._conn = h2.connection.H2Connection(config=config)
+        # Large receive windows: the daemon's messages are small, and nothing
+        # is gained by making it wait for our window updates.
+        self._conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 22,
+                            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000},
+        )
+        self._cond = threading.Condition()
+        self._out: collections.deque[bytes] = collections.deque()
+        self._out_cond = threading.Condition()
+        self._calls: dict[int, Call] = {}
+        self.closed = False
+        self.close_reason = ""
+        self._threads: list[threading.Thread] = []
+        self._reader: threading.Thread | None = None
+        self._reader_thread: threading.Thread | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="ctxpack-session-writer", daemon=True)
+        #: Bytes read from and written to the socket.
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: Health checks answered, and the longest time one took (seconds).
+        self.health_checks = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._reader = threading.Thread(target=self.serve, name="ctxpack-session-reader", daemon=True)
+        self._reader.start()
+
+    def serve(self) -> None:
+        """Read and dispatch until the connection ends (never raises)."""
+        self._reader_thread = threading.current_thread()
+        self._writer.start()
+        with self._cond:
+            self._conn.initiate_connection()
+            self._flush_locked()
+        data = self._initial
+        try:
+            while True:
+                if data:
+                    self.bytes_in += len(data)
+                    self._receive(data)
+                if self.closed:
+                    break
+                try:
+                    data = self.sock.recv(1 << 18)
+                except OSError as e:
+                    self._close(f"session connection failed: {e}")
+                    break
+                if not data:
+                    self._close("the daemon closed the session connection")
+                    break
+        except Exception as e:  # noqa: BLE001 - a protocol bug must not hang the build
+            self._close(f"session protocol error: {type(e).__name__}: {e}")
+        finally:
+            self._close("")
+
+    def close(self, reason: str = "closed by ctxpack") -> None:
+        """Say goodbye (GOAWAY) and shut the connection; wakes every waiter."""
+        with self._cond:
+            if not self.closed:
+                try:
+                    self._conn.close_connection()
+                    self._flush_locked()
+                except h2.exceptions.ProtocolError:
+                    pass
+        self._close(reason)
+        with self._out_cond:
+            self._out_cond.notify_all()
+        if self._writer.is_alive() and threading.current_thread() is not self._writer:
+            self._writer.join(2)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout)
+
+    def _close(self, reason: str) -> None:
+        with self._cond:
+            if not self.closed:
+                self.closed = True
+                self.close_reason = reason or "session closed"
+            self._cond.notify_all()
+        with self._out_cond:
+            self._out_cond.notify_all()
+
+    # -- writing -----------------------------------------------------------------
+
+    def _flush_locked(self) -> None:
+        out = self._conn.data_to_send()
+        if out:
+            with self._out_cond:
+                self._out.append(out)
+                self._out_cond.notify()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._out_cond:
+                while not self._out and not self.closed:
+                    self._out_cond.wait()
+                if not self._out:
+                    return  # closed and drained
+                chunk = b"".join(self._out)
+                self._out.clear()
+            try:
+                self.sock.sendall(chunk)
+                self.bytes_out += len(chunk)
+            except OSError as e:
+                self._close(f"writing to the session connection failed: {e}")
+                return
+
+    def _send_data(self, call: Call, data: memoryview) -> None:
+        conn = self._conn
+        with self._cond:
+            self._start_response_locked(call)
+            if threading.current_thread() is self._reader_thread:
+                # Never wait on the reader thread: it is the one that would
+                # see the window update.  What does not fit waits in the call.
+                call._pending += data
+                self._drain_locked(call)
+                self._flush_locked()
+                return
+            stalled_since: float | None = None
+            while data:
+                if self.closed or call.reset:
+                    raise _Closed(Status.CANCELLED, self.close_reason or "stream reset by the daemon")
+                if call.finished:
+                    raise RpcError(Status.INTERNAL, "send after finish")
+                window = conn.local_flow_control_window(call.stream_id)
+                if window <= 0:
+                    self._flush_locked()  # what fitted must go out, or no window update ever comes
+                    now = time.monotonic()
+                    if stalled_since is None:
+                        stalled_since = now
+                    elif now - stalled_since > SEND_STALL_TIMEOUT:
+                        raise RpcError(Status.DEADLINE_EXCEEDED,
+                                       f"the daemon accepted no data for {SEND_STALL_TIMEOUT:.0f}s")
+                    self._cond.wait(1.0)
+                    continue
+                stalled_since = None
+                n = min(window, conn.max_outbound_frame_size, len(data))
+                conn.send_data(call.stream_id, data[:n])
+                data = data[n:]
+            self._flush_locked()
+
+    def _drain_locked(self, call: Call) -> None:
+        """Send what fits of a call's pending bytes, then its deferred trailers."""
+        conn = self._conn
+        while call._pending and not call.reset and not self.closed:
+            window = conn.local_flow_control_window(call.stream_id)
+            if window <= 0:
+                return
+            n = min(window, conn.max_outbound_frame_size, len(call._pending))
+            conn.send_data(call.stream_id, bytes(call._pending[:n]))
+            del call._pending[:n]
+        if not call._pending and call._deferred is not None:
+            code, message = call._deferred
+            call._deferred = None
+            call.finished = False
+            self._finish(call, code, message)
+
+    def _start_response_locked(self, call: Call) -> None:
+        if not call._headers_sent:
+            call._headers_sent = True
+            self._conn.send_headers(call.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+
+    def _finish(self, call: Call, code: int, message: str) -> None:
+        with self._cond:
+            if call.finished or call.reset or self.closed:
+                call.finished = True
+                return
+            call.finished = True
+            if call._pending:
+                call._deferred = (code, message)  # sent once the pending bytes are
+                return
+            trailers = [("grpc-status", str(code))]
+            if message:
+                trailers.append(("grpc-message", _percent(message)))
+            try:
+                if not call._headers_sent:  # trailers-only response
+                    call._headers_sent = True
+                    self._conn.send_headers(
+                        call.stream_id,
+                        [(":status", "200"), ("content-type", "application/grpc"), *trailers],
+                        end_stream=True,
+                    )
+                else:
+                    self._conn.send_headers(call.stream_id, trailers, end_stream=True)
+            except h2.exceptions.StreamClosedError:
+                pass
+            self._calls.pop(call.stream_id, None)
+            self._flush_locked()
+
+    # -- reading -----------------------------------------------------------------
+
+    def _receive(self, data: bytes) -> None:
+        inline: list[Call] = []
+        with self._cond:
+            try:
+                events = self._conn.receive_data(data)
+            except h2.exceptions.ProtocolError as e:
+                self._flush_locked()
+                raise RuntimeError(f"HTTP/2 protocol error from the daemon: {e}") from None
+            for ev in events:
+                self._event_locked(ev, inline)
+            self._flush_locked()
+            self._cond.notify_all()
+        for call in inline:
+            self._run(call)
+
+    def _event_locked(self, ev: h2.events.Event, inline: list[Call]) -> None:
+        conn = self._conn
+        if isinstance(ev, h2.events.RequestReceived):
+            headers: dict[str, list[str]] = {}
+            for k, v in ev.headers or []:
+                headers.setdefault(str(k).lower(), []).append(str(v))
+            path = headers.get(":path", [""])[0]
+            call = Call(self, ev.stream_id, path, {k: v for k, v in headers.items() if not k.startswith(":")})
+            self._calls[ev.stream_id] = call
+            method = self.methods.get(path)
+            if method is None:
+                # Released after this batch of events: trailers-only answer.
+                self._unimplemented_locked(call)
+                return
+            call._method = method  # type: ignore[attr-defined]
+            if not method.inline:
+                t = threading.Thread(target=self._run, args=(call,), name=f"ctxpack-session{path}", daemon=True)
+                self._threads.append(t)
+                t.start()
+        elif isinstance(ev, h2.events.DataReceived):
+            if ev.flow_controlled_length:
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            call = self._calls.get(ev.stream_id)
+            if call is None or call.finished:
+                return
+            n = call._feed(ev.data)
+            method = getattr(call, "_method", None)
+            if n and method is not None and method.inline and not getattr(call, "_dispatched", False):
+                call._dispatched = True  # type: ignore[attr-defined]
+                inline.append(call)
+        elif isinstance(ev, h2.events.StreamEnded):
+            call = self._calls.get(ev.stream_id)
+            if call is not None:
+                call._messages.append(_EOF)
+        elif isinstance(ev, h2.events.StreamReset):
+            call = self._calls.pop(ev.stream_id, None)
+            if call is not None:
+                call.reset = True
+        elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            for c in list(self._calls.values()):
+                if c._pending or c._deferred is not None:
+                    self._drain_locked(c)
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.closed = True
+            self.close_reason = f"the daemon ended the session (GOAWAY, error code {ev.error_code})"
+
+    def _unimplemented_locked(self, call: Call) -> None:
+        call.finished = True
+        self._conn.send_headers(
+            call.stream_id,
+            [(":status", "200"), ("content-type", "application/grpc"),
+             ("grpc-status", str(Status.UNIMPLEMENTED)),
+             ("grpc-message", _percent(f"unknown method {call.method}"))],
+            end_stream=True,
+        )
+        self._calls.pop(call.stream_id, None)
+
+    def _run(self, call: Call) -> None:
+        method: Method = call._method  # type: ignore[attr-defined]
+        try:
+            method.handler(call)
+        except _Closed:
+            call.finished = True
+            return
+        except RpcError as e:
+            call.finish(e.code, e.message)
+        except Exception as e:  # noqa: BLE001 - reported to the daemon and to the session
+            if self._on_error is not None:
+                self._on_error(call.method, e)
+            call.finish(Status.INTERNAL, f"{type(e).__name__}: {e}")
+        else:
+            call.finish(Status.OK)

@@ -1,0 +1,364 @@
+"""The BuildKit session without a daemon: the protobuf codec, the FileSync
+sender's listing and protocol, the gRPC server over h2, secrets, ssh, auth.
+
+The daemon's side is played by tests/session_client.py (an h2 gRPC client on
+a socket pair).  The real engine is in tests/test_session_engine.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import stat as st
+import threading
+import time
+
+import pytest
+
+from ctxpack import open_context
+from ctxpack.engine.session import wire
+from ctxpack.engine.session.core import DIFF_COPY, GET_SECRET, HEALTH, Session
+from ctxpack.engine.session.filesync import CHUNK_SIZE, IGNORE_COMMENT, context_listing, go_file_mode, select
+from ctxpack.engine.session.grpcserver import GrpcServer, Method, Status
+from ctxpack.engine.session.services import DockerAuth, SecretSpec, SessionConfigError, parse_secret, parse_ssh
+from ctxpack.walker import list_entries
+from session_client import H2Client
+
+
+
+# --------------------------------------------------------------------------
+# wire
+# --------------------------------------------------------------------------
+
+
+def test_stat_bytes_are_protobuf():
+    # Worked by hand from stat.proto: path=1 (len), mode=2, size=5, modTime=6, linkname=7.
+    s = wire.Stat("a", 0o644, size=3, mod_time=1, linkname="b")
+    assert wire.encode_stat(s) == b"\x0a\x01a" + b"\x10\xa4\x03" + b"\x28\x03" + b"\x30\x01" + b"\x3a\x01b"
+    assert wire.decode_stat(wire.encode_stat(s)) == s
+
+
+def test_stat_round_trip_negative_times_xattrs_and_big_modes():
+    s = wire.Stat("d/é", go_file_mode(st.S_IFDIR | 0o755), uid=1000, gid=7, size=0, mod_time=-1_500_000_000,
+                  devmajor=8, devminor=1, xattrs={"user.b": b"\x00\x01", "user.a": b"x"})
+    raw = wire.encode_stat(s)
+    back = wire.decode_stat(raw)
+    assert back == s
+    assert back.mode == (1 << 31) | 0o755
+    # int64 negatives are ten-byte varints, as Go writes them.
+    assert wire.varint(-1) == b"\xff" * 9 + b"\x01"
+
+
+def test_packet_round_trip_and_unknown_fields_skipped():
+    p = wire.Packet(wire.PACKET_DATA, id=300, data=b"xyz")
+    raw = wire.encode_packet(p)
+    assert raw == wire.encode_data_packet(300, b"xyz")
+    assert wire.decode_packet(raw + b"\x78\x05" + b"\x82\x01\x02hi") == p  # fields 15 and 16 ignored
+    end = wire.encode_packet(wire.Packet(wire.PACKET_STAT))
+    assert end == b"" and wire.decode_packet(end).stat is None
+    assert wire.decode_packet(wire.encode_packet(wire.Packet(wire.PACKET_REQ, id=0))).type == wire.PACKET_REQ
+    with pytest.raises(wire.WireError):
+        wire.decode_packet(b"\x22\x05ab")
+
+
+def test_go_file_mode_bits():
+    assert go_file_mode(st.S_IFREG | 0o4755) == (1 << 23) | 0o755
+    assert go_file_mode(st.S_IFDIR | 0o1777) == (1 << 31) | (1 << 20) | 0o777
+    assert go_file_mode(st.S_IFLNK | 0o777) == (1 << 27) | 0o777
+    assert go_file_mode(st.S_IFIFO | 0o600) == (1 << 25) | 0o600
+    assert go_file_mode(st.S_IFCHR | 0o666) == (1 << 26) | (1 << 21) | 0o666
+    assert go_file_mode(st.S_IFBLK | 0o660) == (1 << 26) | 0o660
+    assert go_file_mode(st.S_IFREG | 0o2644) == (1 << 22) | 0o644
+
+
+# --------------------------------------------------------------------------
+# listing
+# --------------------------------------------------------------------------
+
+
+def _tree(root, files, links=(), hard=()):
+    for rel, data in files.items():
+        p = os.path.join(root, rel)
+        if rel.endswith("/"):
+            os.makedirs(p, exist_ok=True)
+            continue
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+    for rel, target in links:
+        os.symlink(target, os.path.join(root, rel))
+    for rel, first in hard:
+        os.link(os.path.join(root, first), os.path.join(root, rel))
+
+
+def test_context_listing_is_ctxpack_buildkit_listing(tmp_path):
+    _tree(tmp_path, {
+        "Dockerfile": "FROM scratch\n", ".dockerignore": "*.log\nbuild/\n!build/keep\n",
+        "a.log": "x", "b": "b", "B": "B", "build/keep": "k", "build/drop": "d", "z/y/x": "deep",
+        "sp ace/\u00e9": "u", "empty/": None,
+    }, links=[("ln", "b")], hard=[("hl", "b")])
+    ctx = open_context(tmp_path, dialect="buildkit")
+    listing = context_listing(ctx)
+    assert [e.path for e in listing.entries] == [e.path for e in list_entries(ctx)]
+    names = [e.path for e in listing.entries]
+    assert names == sorted(names, key=lambda n: n.split("/")) or True  # walk order checked below
+    assert "a.log" not in names and "build/drop" not in names and "build/keep" in names
+    by = {e.path: e for e in listing.entries}
+    assert by["ln"].stat.linkname == "b" and by["ln"].stat.mode & (1 << 27)
+    assert by["hl"].stat.linkname == "b" and by["hl"].stat.size == 1  # fsutil keeps the size
+    assert by["z"].stat.mode & (1 << 31) and by["z"].stat.size == 0
+    assert all(e.stat.uid == 0 and e.stat.gid == 0 for e in listing.entries)
+    # parents before children, bytewise order per directory (fsutil's validator rule)
+    for prev, cur in zip(names, names[1:]):
+        pa, ca = prev.split("/"), cur.split("/")
+        common = 0
+        while common < min(len(pa), len(ca)) and pa[common] == ca[common]:
+            common += 1
+        if common < len(pa) and common < len(ca):
+            assert pa[common].encode() < ca[common].encode(), (prev, cur)
+
+
+def test_select_followpaths_includes_and_relinked_hardlinks(tmp_path):
+    _tree(tmp_path, {"Dockerfile": "FROM scratch\n", ".dockerignore": "", "a/b/c": "1", "a/x": "2", "d/e": "3",
+                     "first": "same"}, links=[("lnk", "d/e")], hard=[("zz", "first")])
+    ctx = open_context(tmp_path, dialect="buildkit")
+    listing = context_listing(ctx)
+    assert [e.path for e in select(listing, None, [".dockerignore"])] == [".dockerignore"]
+    got = select(listing, ["a/b"], None)
+    assert [e.path for e in got] == ["a", "a/b", "a/b/c"]
+    # a followed symlink brings its target (and the target's parent)
+    assert [e.path for e in select(listing, None, ["lnk"])] == ["d", "d/e", "lnk"]
+    # "zz" is a hard link to "first": without "first" it must travel as a file
+    only = select(listing, ["zz"], None)
+    assert [e.path for e in only] == ["zz"] and only[0].stat.linkname == ""
+    both = select(listing, ["first", "zz"], None)
+    assert both[1].stat.linkname == "first"
+    assert [e.path for e in select(listing, ["nothing"], None)] == []
+
+
+# --------------------------------------------------------------------------
+# the gRPC server with a fake daemon
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A Session for a small tree, served on one end of a socket pair; the
+    other end is an h2 client playing the daemon."""
+    made = []
+
+    def make(files=None, *, auto_window=True, initial_window=65535, secrets=()):
+        _tree(tmp_path, files or {"Dockerfile": "FROM scratch\nCOPY . /\n", "a": "A" * 10, "big": b"\x01" * 100_000})
+        ctx = open_context(tmp_path, dialect="buildkit")
+        sess = Session(ctx, secrets=secrets, key="k")
+        a, b = socket.socketpair()
+        sess.attach(a)
+        client = H2Client(b, auto_window=auto_window, initial_window=initial_window)
+        made.append((sess, client))
+        return sess, client
+
+    yield make
+    for sess, client in made:
+        client.close()
+        sess.close()
+
+
+def _diff_copy(client, dir_name, extra=()):
+    sid = client.open(DIFF_COPY, [("dir-name", dir_name), *extra])
+    return sid
+
+
+def _stats_until_end(client, sid, timeout=5.0):
+    end = time.monotonic() + timeout
+    n = 1
+    while True:
+        msgs = client.wait_messages(sid, n, timeout=max(0.1, end - time.monotonic()))
+        packets = [wire.decode_packet(m) for m in msgs]
+        for i, p in enumerate(packets):
+            if p.type == wire.PACKET_STAT and p.stat is None:
+                return packets[:i]
+        n = len(msgs) + 1
+
+
+def test_diff_copy_protocol_end_to_end(served):
+    sess, client = served()
+    sid = _diff_copy(client, "context")
+    stats = _stats_until_end(client, sid)
+    paths = [p.stat.path for p in stats]
+    assert paths == [".", "Dockerfile", "a", "big"][1:] or paths == ["Dockerfile", "a", "big"]
+    ids = {p.stat.path: i for i, p in enumerate(stats)}
+    client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_REQ, id=ids["big"])))
+    client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_REQ, id=ids["a"])))
+    client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_FIN)))
+    c = client.calls[sid]
+    assert c.ended.wait(5)
+    assert c.status == Status.OK
+    packets = [wire.decode_packet(m) for m in c.messages][len(stats) + 1:]
+    assert packets[-1].type == wire.PACKET_FIN
+    data = {}
+    for p in packets[:-1]:
+        assert p.type == wire.PACKET_DATA and len(p.data) <= CHUNK_SIZE
+        data.setdefault(p.id, []).append(p.data)
+    assert b"".join(data[ids["big"]]) == b"\x01" * 100_000 and data[ids["big"]][-1] == b""
+    assert b"".join(data[ids["a"]]) == b"A" * 10
+    st_ = sess.stats()
+    assert st_.files_requested == 2 and st_.data_bytes == 100_010
+    assert st_.context_requests() == ["big", "a"]
+
+
+def test_dockerfile_dir_serves_a_comment_only_ignore_file(served):
+    sess, client = served()
+    sid = _diff_copy(client, "dockerfile", [("followpaths", "Dockerfile"), ("followpaths", "Dockerfile.dockerignore")])
+    stats = _stats_until_end(client, sid)
+    assert [p.stat.path for p in stats] == ["Dockerfile", "Dockerfile.dockerignore"]
+    client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_REQ, id=1)))
+    client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_FIN)))
+    c = client.calls[sid]
+    assert c.ended.wait(5)
+    body = b"".join(p.data for p in map(wire.decode_packet, c.messages) if p.type == wire.PACKET_DATA)
+    assert body == IGNORE_COMMENT
+
+
+def test_exclude_patterns_from_the_daemon_do_not_override_ctxpack(served):
+    sess, client = served()
+    sid = _diff_copy(client, "context", [("exclude-patterns", "a")])
+    assert "a" in [p.stat.path for p in _stats_until_end(client, sid)]
+    sid = _diff_copy(client, "context", [("exclude-patterns", "a"), ("override-excludes", "true")])
+    assert "a" not in [p.stat.path for p in _stats_until_end(client, sid)]
+
+
+def test_unknown_dir_and_unknown_method(served):
+    sess, client = served()
+    c = client.unary("/moby.filesync.v1.Auth/FetchToken", b"")
+    assert c.status == Status.UNIMPLEMENTED
+    sid = _diff_copy(client, "nope")
+    c = client.calls[sid]
+    assert c.ended.wait(5) and c.status == Status.NOT_FOUND and "nope" in c.message
+
+
+def test_health_is_answered_while_a_transfer_is_stalled(served):
+    # The client never opens its window: the big file's DATA blocks on flow
+    # control; health checks must still be answered at once.
+    sess, client = served(auto_window=False)
+    sid = _diff_copy(client, "context")
+    stats = _stats_until_end(client, sid)
+    big = [i for i, p in enumerate(stats) if p.stat.path == "big"][0]
+    client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_REQ, id=big)))
+    time.sleep(0.3)
+    for _ in range(3):
+        t0 = time.monotonic()
+        c = client.unary(HEALTH, b"", timeout=2)
+        assert c.status == Status.OK and wire.fields(c.messages[0]).__next__()[2] == wire.SERVING
+        assert time.monotonic() - t0 < 1.0
+    client.release_window(sid)
+
+
+def test_health_is_prompt_while_python_threads_keep_the_gil_busy(served):
+    sess, client = served()
+    stop = threading.Event()
+
+    def spin():
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    spinners = [threading.Thread(target=spin, daemon=True) for _ in range(3)]
+    for t in spinners:
+        t.start()
+    try:
+        worst = 0.0
+        for _ in range(5):
+            t0 = time.monotonic()
+            assert client.unary(HEALTH, b"", timeout=5).status == Status.OK
+            worst = max(worst, time.monotonic() - t0)
+        assert worst < 1.0, f"health took {worst:.2f}s with the GIL contended"
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
+
+
+def test_secrets_known_unknown_and_never_in_errors(served, tmp_path):
+    f = tmp_path / "tok.txt"
+    f.write_bytes(b"s3cr3t-value")
+    os.environ["CTXPACK_TEST_SECRET"] = "from-env"
+    try:
+        sess, client = served(secrets=[SecretSpec("tok", src=str(f)), SecretSpec("e", env="CTXPACK_TEST_SECRET")])
+        c = client.unary(GET_SECRET, b"\x0a\x03tok")
+        assert c.status == Status.OK and wire.decode_bytes_message(c.messages[0]) == b"s3cr3t-value"
+        c = client.unary(GET_SECRET, b"\x0a\x01e")
+        assert wire.decode_bytes_message(c.messages[0]) == b"from-env"
+        c = client.unary(GET_SECRET, b"\x0a\x05other")
+        assert c.status == Status.NOT_FOUND and "other" in c.message
+        assert "s3cr3t" not in repr(sess.secret_store._specs) and sess.stats().secrets_asked == ["tok", "e", "other"]
+    finally:
+        del os.environ["CTXPACK_TEST_SECRET"]
+
+
+def test_daemon_hanging_up_wakes_every_waiter(served):
+    sess, client = served()
+    sid = _diff_copy(client, "context")
+    _stats_until_end(client, sid)
+    client.close()  # the daemon goes away while the sender waits for REQs
+    sess.server.join(5)
+    assert sess.closed_reason and "closed" in sess.closed_reason
+    for t in sess.server._threads:
+        t.join(5)
+        assert not t.is_alive()
+
+
+# --------------------------------------------------------------------------
+# --secret, --ssh, auth
+# --------------------------------------------------------------------------
+
+
+def test_parse_secret(tmp_path, monkeypatch):
+    f = tmp_path / "s"
+    f.write_text("x")
+    assert parse_secret(f"id=a,src={f}") == SecretSpec("a", str(f), None)
+    monkeypatch.setenv("MYTOK", "v")
+    assert parse_secret("id=b,env=MYTOK") == SecretSpec("b", None, "MYTOK")
+    assert parse_secret("id=MYTOK") == SecretSpec("MYTOK", None, "MYTOK")
+    with pytest.raises(SessionConfigError, match="file not found"):
+        parse_secret(f"id=a,src={tmp_path}/missing")
+    with pytest.raises(SessionConfigError, match="NOPE_NOT_SET is not set"):
+        parse_secret("id=a,env=NOPE_NOT_SET")
+    with pytest.raises(SessionConfigError, match="id= is required"):
+        parse_secret(f"src={f}")
+
+
+def test_parse_ssh(tmp_path):
+    with pytest.raises(SessionConfigError, match="SSH_AUTH_SOCK is not set"):
+        parse_ssh("default", environ={})
+    path = str(tmp_path / "agent.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    try:
+        assert parse_ssh("default", environ={"SSH_AUTH_SOCK": path}).path == path
+        assert parse_ssh(f"git={path}", environ={}).id == "git"
+        (tmp_path / "key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+        with pytest.raises(SessionConfigError, match="not an ssh agent socket"):
+            parse_ssh(f"k={tmp_path / 'key'}", environ={})
+        with pytest.raises(SessionConfigError, match="No such file"):
+            parse_ssh(f"k={tmp_path / 'gone'}", environ={})
+    finally:
+        s.close()
+
+
+def test_docker_auth_lookup(tmp_path):
+    cfg = {"auths": {"https://index.docker.io/v1/": {"auth": base64.b64encode(b"me:pw").decode()},
+                     "reg.example:5000": {"identitytoken": "tok"}},
+           "credHelpers": {"helped.example": "ctxpacktest"}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    helper = tmp_path / "bin" / "docker-credential-ctxpacktest"
+    helper.parent.mkdir()
+    helper.write_text('#!/bin/sh\nread host\necho "{\\"Username\\":\\"u-$host\\",\\"Secret\\":\\"s\\"}"\n')
+    helper.chmod(0o755)
+    env = dict(os.environ, PATH=f"{helper.parent}:{os.environ['PATH']}")
+    auth = DockerAuth(str(tmp_path), environ=env)
+    assert auth.lookup("registry-1.docker.io") == ("me", "pw")
+    assert auth.lookup("reg.example:5000") == ("", "tok")
+    assert auth.lookup("helped.example") == ("u-helped.example", "s")
+    assert auth.lookup("unknown.example") == ("", "")
