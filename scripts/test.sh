@@ -8,4 +8,8 @@ python3 -m pip install -q -e '.[test]'
 if ! command -v docker >/dev/null 2>&1 && [ "${CI:-}" = "true" ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io) >/dev/null
 fi
+# The session tests forward a real ssh-agent (openssh-client).
+if ! command -v ssh-agent >/dev/null 2>&1 && [ "${CI:-}" = "true" ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client) >/dev/null
+fi
 python3 -m pytest -q -p no:cacheprovider "$@"

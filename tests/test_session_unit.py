@@ -21,7 +21,7 @@ from ctxpack import open_context
 from ctxpack.engine.session import wire
 from ctxpack.engine.session.core import DIFF_COPY, GET_SECRET, HEALTH, Session
 from ctxpack.engine.session.filesync import CHUNK_SIZE, IGNORE_COMMENT, context_listing, go_file_mode, select
-from ctxpack.engine.session.grpcserver import GrpcServer, Method, Status
+from ctxpack.engine.session.grpcserver import Status
 from ctxpack.engine.session.services import DockerAuth, SecretSpec, SessionConfigError, parse_secret, parse_ssh
 from ctxpack.walker import list_entries
 from session_client import H2Client

@@ -145,12 +145,17 @@ def session_build(ctx: object, socket_path: str, *, tags: Sequence[str] = (), ta
         finally:
             conn.close()
     finally:
+        if error is not None and sess.server is not None:
+            # The daemon may have dropped the session just before it failed
+            # the build: give the reader a moment to see the connection end.
+            sess.server.wait_closed(1.0)
         closed = sess.closed_reason
+        hint = sess.describe_close() if (error is not None and (closed or sess.health_overdue())) else ""
         sess.close()
     if error is not None:
         image_id = None
-        if closed and "session" in error.lower():
-            error += f" (ctxpack: {closed})"
+        if hint:
+            error += f" (ctxpack: {hint})"
     if error is None and image_id is None:
         error = "the build ended without an image id" + _why(sess)
     if sess.errors and error is not None:

@@ -21,6 +21,7 @@ import os
 import secrets as _random
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -194,6 +195,29 @@ class Session:
         if self.server is None or not self.server.closed:
             return None
         return self.server.close_reason
+
+    def describe_close(self) -> str:
+        """Why the session ended, for error messages: the connection's
+        reason, and a hint when health checks had stopped being answered."""
+        srv = self.server
+        if srv is None:
+            return "the session was never attached"
+        text = f"the session ended: {srv.close_reason}" if srv.closed else "the session failed"
+        last = srv.last_health if srv.last_health is not None else srv.started
+        ended = srv.closed_at or time.monotonic()
+        gap = max(srv.max_health_gap, ended - last)
+        if gap > 9.0:
+            text += (f"; this process answered no health check for {gap:.0f}s: BuildKit drops a session "
+                     "whose health check is not answered within 10s (was this process too busy to answer?)")
+        return text
+
+    def health_overdue(self) -> bool:
+        """Whether no health check was answered for longer than BuildKit waits."""
+        srv = self.server
+        if srv is None:
+            return False
+        last = srv.last_health if srv.last_health is not None else srv.started
+        return max(srv.max_health_gap, (srv.closed_at or time.monotonic()) - last) > 9.0
 
     def close(self) -> None:
         """End the session (GOAWAY, then shut the connection)."""

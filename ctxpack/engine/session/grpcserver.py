@@ -218,8 +218,10 @@ class GrpcServer:
         self._cond = threading.Condition()
         self._out: collections.deque[bytes] = collections.deque()
         self._out_cond = threading.Condition()
+        self._writing = False
         self._calls: dict[int, Call] = {}
         self.closed = False
+        self.closed_at: float | None = None
         self.close_reason = ""
         self._threads: list[threading.Thread] = []
         self._reader: threading.Thread | None = None
@@ -228,8 +230,11 @@ class GrpcServer:
         #: Bytes read from and written to the socket.
         self.bytes_in = 0
         self.bytes_out = 0
-        #: Health checks answered, and the longest time one took (seconds).
+        #: Health checks answered, and when the last one was (monotonic).
         self.health_checks = 0
+        self.last_health: float | None = None
+        self.max_health_gap = 0.0
+        self.started = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -285,6 +290,17 @@ class GrpcServer:
         except OSError:
             pass
 
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait until the connection has ended; whether it has."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while not self.closed:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
     def join(self, timeout: float | None = None) -> None:
         if self._reader is not None:
             self._reader.join(timeout)
@@ -293,6 +309,7 @@ class GrpcServer:
         with self._cond:
             if not self.closed:
                 self.closed = True
+                self.closed_at = time.monotonic()
                 self.close_reason = reason or "session closed"
             self._cond.notify_all()
         with self._out_cond:
@@ -302,20 +319,36 @@ class GrpcServer:
 
     def _flush_locked(self) -> None:
         out = self._conn.data_to_send()
-        if out:
-            with self._out_cond:
-                self._out.append(out)
-                self._out_cond.notify()
+        if not out:
+            return
+        with self._out_cond:
+            if not self._out and not self._writing and threading.current_thread() is self._reader_thread:
+                # The reader writes small answers (health) itself when the
+                # writer is idle: one thread hand-off less, which is what
+                # counts when another thread keeps the GIL busy.  Never
+                # blocks: what the socket does not take goes to the writer.
+                try:
+                    n = self.sock.send(out, socket.MSG_DONTWAIT)
+                except OSError:
+                    n = 0
+                self.bytes_out += n
+                out = out[n:]
+                if not out:
+                    return
+            self._out.append(out)
+            self._out_cond.notify()
 
     def _write_loop(self) -> None:
         while True:
             with self._out_cond:
+                self._writing = False
                 while not self._out and not self.closed:
                     self._out_cond.wait()
                 if not self._out:
                     return  # closed and drained
                 chunk = b"".join(self._out)
                 self._out.clear()
+                self._writing = True
             try:
                 self.sock.sendall(chunk)
                 self.bytes_out += len(chunk)
@@ -466,6 +499,7 @@ class GrpcServer:
                     self._drain_locked(c)
         elif isinstance(ev, h2.events.ConnectionTerminated):
             self.closed = True
+            self.closed_at = time.monotonic()
             self.close_reason = f"the daemon ended the session (GOAWAY, error code {ev.error_code})"
 
     def _unimplemented_locked(self, call: Call) -> None:
@@ -486,6 +520,11 @@ class GrpcServer:
         except _Closed:
             call.finished = True
             return
+        except h2.exceptions.ProtocolError:
+            if self.closed or call.reset:
+                call.finished = True  # the connection went away under the handler
+                return
+            raise
         except RpcError as e:
             call.finish(e.code, e.message)
         except Exception as e:  # noqa: BLE001 - reported to the daemon and to the session

@@ -24,6 +24,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -130,8 +131,13 @@ def parse_ssh(text: str, environ: Mapping[str, str] | None = None) -> SshSpec:
 def health_check(call: Call) -> None:
     """``grpc.health.v1.Health/Check`` → SERVING (inline handler)."""
     srv = call._server
-    srv.health_checks += 1
     call.send(wire.encode_health_response(wire.SERVING))
+    now = time.monotonic()
+    srv.health_checks += 1
+    # BuildKit polls every second: a long gap between answers means checks
+    # went unanswered (this process could not run) - used in error messages.
+    srv.max_health_gap = max(srv.max_health_gap, now - (srv.last_health or srv.started))
+    srv.last_health = now
 
 
 class SecretStore:

