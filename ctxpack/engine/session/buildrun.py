@@ -13,17 +13,18 @@ import json
 import secrets as _random
 import socket
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import SessionError, TransportError
-from ._unixhttp import UnixHTTPConnection, hijack
+from ...errors import EngineAPIError, SessionError, TransportError
+from ..client import Engine, version_tuple
+from ..messages import error_message, image_id_of, message_error, parse_message
+from ..transport import Headers, Request, UnixTransport
 from .core import Session, SessionStats
 from .services import SecretSpec, SshSpec
 
-__all__ = ["SessionBuildResult", "session_build", "build_query"]
+__all__ = ["SessionBuildResult", "session_build", "open_session", "build_query"]
 
 #: Longest silence on the build's message stream before ctxpack gives up.
 IDLE_TIMEOUT = 120.0
@@ -75,75 +76,103 @@ def build_query(session: Session, *, tags: Sequence[str] = (), target: str | Non
     return q
 
 
-def session_build(ctx: object, socket_path: str, *, tags: Sequence[str] = (), target: str | None = None,
+class _RepeatedHeaders(Headers):
+    """Headers in which a name may repeat: the daemon reads one
+    ``X-Docker-Expose-Session-Grpc-Method`` line per method (Go's
+    ``http.Header`` does not split values at commas), and the transport
+    sends whatever :meth:`items` gives."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]]):
+        super().__init__(pairs)
+        self._pairs = list(pairs)
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        self._pairs = [p for p in self._pairs if p[0].lower() != key.lower()] + [(key, value)]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+
+def open_session(engine: Engine, sess: Session, *, timeout: float = 30.0) -> None:
+    """``POST /session`` upgraded to h2c on a connection of its own, and
+    ``sess`` served on it.  Raises :class:`SessionError` when the daemon
+    cannot do sessions (API < 1.39, or anything but ``101``)."""
+    api = engine.api_version()
+    if version_tuple(api) < (1, 39):
+        raise SessionError(f"the Docker engine at {engine.url} speaks API {api}: BuildKit sessions need 1.39 "
+                           "(use --no-session to send the context as a tar)")
+    headers = _RepeatedHeaders([*sess.headers(), ("Upgrade", "h2c"), ("Connection", "Upgrade")])
+    try:
+        up = engine.transport.upgrade(Request("POST", engine.path("/session"), headers, None, timeout))
+    except EngineAPIError as e:
+        raise SessionError(f"the Docker engine at {engine.url} refused a BuildKit session: {e} "
+                           "(use --no-session to send the context as a tar)") from None
+    sess.attach(up.sock, b"", on_close=up.close)
+
+
+def session_build(ctx: object, engine: Engine | str, *, tags: Sequence[str] = (), target: str | None = None,
                   build_args: Mapping[str, str | None] | None = None, network_mode: str | None = None,
                   no_cache: bool = False, secrets: Sequence[SecretSpec] = (), ssh: Sequence[SshSpec] = (),
                   on_message: Callable[[dict[str, Any]], None] | None = None, timeout: float = 600.0,
                   session: Session | None = None, extra_query: Mapping[str, str] | None = None,
                   ) -> SessionBuildResult:
-    """Build ``ctx`` (BuildKit dialect) on the daemon at ``socket_path``
-    through a session.  ``on_message`` sees each JSON message as it arrives.
-    Build failures come back in :attr:`SessionBuildResult.error`; raises
-    :class:`SessionError` / :class:`TransportError` when the session or the
-    daemon cannot be used at all.  Every wait has a deadline."""
+    """Build ``ctx`` (BuildKit dialect) through a session on ``engine`` (an
+    :class:`~ctxpack.engine.client.Engine`, or a unix socket path).
+    ``on_message`` sees each JSON message as it arrives.  Build failures come
+    back in :attr:`SessionBuildResult.error`; raises :class:`SessionError` /
+    :class:`TransportError` when the session or the daemon cannot be used at
+    all.  Every wait has a deadline."""
+    own = isinstance(engine, str)
+    eng = Engine(UnixTransport(engine)) if isinstance(engine, str) else engine
+    try:
+        return _run(ctx, eng, tags=tags, target=target, build_args=build_args, network_mode=network_mode,
+                    no_cache=no_cache, secrets=secrets, ssh=ssh, on_message=on_message, timeout=timeout,
+                    session=session, extra_query=extra_query)
+    finally:
+        if own:
+            eng.close()
+
+
+def _run(ctx: object, eng: Engine, *, tags: Sequence[str], target: str | None,
+         build_args: Mapping[str, str | None] | None, network_mode: str | None, no_cache: bool,
+         secrets: Sequence[SecretSpec], ssh: Sequence[SshSpec], on_message: Callable[[dict[str, Any]], None] | None,
+         timeout: float, session: Session | None, extra_query: Mapping[str, str] | None) -> SessionBuildResult:
     started = time.monotonic()
     deadline = started + timeout
     sess = session or Session(ctx, secrets=secrets, ssh=ssh)
     sess.prepare()
-    sock, initial = hijack(socket_path, "/session", sess.headers(), timeout=min(30.0, timeout))
-    sess.attach(sock, initial)
+    open_session(eng, sess, timeout=min(30.0, timeout))
     messages: list[dict[str, Any]] = []
     error: str | None = None
     image_id: str | None = None
     try:
-        query = urllib.parse.urlencode(build_query(sess, tags=tags, target=target, build_args=build_args,
-                                                   network_mode=network_mode, no_cache=no_cache,
-                                                   extra=extra_query))
-        conn = UnixHTTPConnection(socket_path, timeout=min(IDLE_TIMEOUT, timeout))
+        query = build_query(sess, tags=tags, target=target, build_args=build_args, network_mode=network_mode,
+                            no_cache=no_cache, extra=extra_query)
         try:
-            conn.request("POST", "/build?" + query, body=b"",
-                         headers={"Content-Type": "application/x-tar", "Content-Length": "0"})
-            resp = conn.getresponse()
-            if resp.status >= 300:
-                raw = resp.read()
-                try:
-                    doc = json.loads(raw)
-                    error = str(doc.get("message", doc)) if isinstance(doc, dict) else str(doc)
-                except ValueError:
-                    error = raw.decode("utf-8", "replace").strip()
-                messages.append({"message": error, "status": resp.status})
-            else:
-                while True:
-                    if time.monotonic() > deadline:
-                        raise SessionError(f"build still running after {timeout:.0f}s")
-                    line = resp.readline()
-                    if not line:
-                        break
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        msg = json.loads(line)
-                    except ValueError:
-                        msg = {"raw": line.decode("utf-8", "replace")}
-                    if not isinstance(msg, dict):
-                        msg = {"raw": msg}
-                    messages.append(msg)
-                    if on_message is not None:
-                        on_message(msg)
-                    if error is None and ("error" in msg or "errorDetail" in msg):
-                        detail = msg.get("errorDetail") or {}
-                        error = str(msg.get("error") or detail.get("message") or msg)
-                    aux = msg.get("aux")
-                    if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
-                        image_id = aux["ID"]
+            resp = eng.request("POST", "/build", query=query, body=b"",
+                               headers={"Content-Type": "application/x-tar"}, timeout=min(IDLE_TIMEOUT, timeout))
+            with resp:
+                if resp.status >= 300:
+                    error = error_message(resp.read())
+                    messages.append({"message": error, "status": resp.status})
+                else:
+                    for line in resp.iter_lines():
+                        if time.monotonic() > deadline:
+                            raise SessionError(f"build still running after {timeout:.0f}s")
+                        msg = parse_message(line)
+                        if msg is None:
+                            continue
+                        messages.append(msg)
+                        if on_message is not None:
+                            on_message(msg)
+                        if error is None:
+                            error = message_error(msg)
+                        image_id = image_id_of(msg) or image_id
         except socket.timeout:
-            raise SessionError(f"the daemon sent no build progress for {conn.timeout:.0f}s"
-                               + _why(sess)) from None
+            raise SessionError(f"the daemon sent no build progress for {IDLE_TIMEOUT:.0f}s" + _why(sess)) from None
         except OSError as e:
             raise TransportError(f"POST /build: {e}" + _why(sess)) from None
-        finally:
-            conn.close()
     finally:
         if error is not None and sess.server is not None:
             # The daemon may have dropped the session just before it failed

@@ -22,7 +22,7 @@ import secrets as _random
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ...errors import SessionError
@@ -164,6 +164,7 @@ class Session:
         self.server: GrpcServer | None = None
         self.errors: list[str] = []
         self._prepared: threading.Thread | None = None
+        self._on_close: Callable[[], None] | None = None
 
     def headers(self) -> list[tuple[str, str]]:
         """The ``POST /session`` headers (without Upgrade/Connection)."""
@@ -182,10 +183,14 @@ class Session:
                                               name="ctxpack-session-walk", daemon=True)
             self._prepared.start()
 
-    def attach(self, sock: socket.socket, initial: bytes = b"") -> GrpcServer:
-        """Serve on the upgraded connection ``sock`` (in a thread)."""
+    def attach(self, sock: socket.socket, initial: bytes = b"", *,
+               on_close: Callable[[], None] | None = None) -> GrpcServer:
+        """Serve on the upgraded connection ``sock`` (in a thread);
+        ``on_close`` runs when the session is closed (the transport's cleanup:
+        closing the socket, ending an ssh helper)."""
         self.server = GrpcServer(sock, self.methods, initial=initial,
                                  on_error=lambda m, e: self.errors.append(f"{m}: {type(e).__name__}: {e}"))
+        self._on_close = on_close
         self.server.start()
         return self.server
 
@@ -224,6 +229,9 @@ class Session:
         if self.server is not None:
             self.server.close()
             self.server.join(5)
+        if self._on_close is not None:
+            fn, self._on_close = self._on_close, None
+            fn()
 
     def stats(self) -> SessionStats:
         srv = self.server

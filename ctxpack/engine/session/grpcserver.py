@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -219,6 +220,8 @@ class GrpcServer:
         self._out: collections.deque[bytes] = collections.deque()
         self._out_cond = threading.Condition()
         self._writing = False
+        # TLS sockets take no send flags: everything goes through the writer.
+        self._direct = not isinstance(sock, ssl.SSLSocket)
         self._calls: dict[int, Call] = {}
         self.closed = False
         self.closed_at: float | None = None
@@ -322,7 +325,8 @@ class GrpcServer:
         if not out:
             return
         with self._out_cond:
-            if not self._out and not self._writing and threading.current_thread() is self._reader_thread:
+            if (self._direct and not self._out and not self._writing
+                    and threading.current_thread() is self._reader_thread):
                 # The reader writes small answers (health) itself when the
                 # writer is idle: one thread hand-off less, which is what
                 # counts when another thread keeps the GIL busy.  Never
