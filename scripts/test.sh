@@ -8,8 +8,9 @@ python3 -m pip install -q -e '.[test]'
 if ! command -v docker >/dev/null 2>&1 && [ "${CI:-}" = "true" ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io) >/dev/null
 fi
-# The session tests forward a real ssh-agent (openssh-client).
-if ! command -v ssh-agent >/dev/null 2>&1 && [ "${CI:-}" = "true" ] && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client) >/dev/null
+# The session tests forward a real ssh-agent (openssh-client) and make a TLS
+# test certificate (openssl).
+if { ! command -v ssh-agent || ! command -v openssl; } >/dev/null 2>&1 && [ "${CI:-}" = "true" ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client openssl) >/dev/null
 fi
 python3 -m pytest -q -p no:cacheprovider "$@"

@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import shutil
+import socket
+import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -370,3 +374,120 @@ def test_health_starved_past_the_deadline_the_daemon_drops_the_session(engine, t
     assert "the session ended" in r.error
     assert "health check" in r.error and "10s" in r.error, r.error
     assert took < 40
+
+
+# --------------------------------------------------------------------------
+# other endpoints: tcp and tcp+TLS (a forwarder in front of the unix socket)
+# --------------------------------------------------------------------------
+
+
+class _Forwarder:
+    """127.0.0.1:PORT (plain or TLS) → the daemon's unix socket; one select
+    loop per connection (an SSL socket is never used by two threads)."""
+
+    def __init__(self, target: str, tls: "ssl.SSLContext | None"):
+        self.target, self.tls = target, tls
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.conns = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        try:
+            if self.tls is not None:
+                c = self.tls.wrap_socket(c, server_side=True)
+            u = socket.socket(socket.AF_UNIX)
+            u.connect(self.target)
+        except (OSError, ssl.SSLError):
+            c.close()
+            return
+        c.setblocking(False)
+        u.setblocking(False)
+        bufs = {c: b"", u: b""}  # bytes waiting to be written to the key
+        peer = {c: u, u: c}
+        try:
+            while True:
+                want_w = [s for s in (c, u) if bufs[s]]
+                r, w, _ = select.select([c, u], want_w, [], 30)
+                if not r and not w:
+                    return
+                for s in w:
+                    try:
+                        n = s.send(bufs[s])
+                        bufs[s] = bufs[s][n:]
+                    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                        pass
+                for s in r:
+                    while True:
+                        try:
+                            data = s.recv(1 << 16)
+                        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                            break
+                        if not data:
+                            return
+                        bufs[peer[s]] += data
+                        if not (isinstance(s, ssl.SSLSocket) and s.pending()):
+                            break
+        except OSError:
+            return
+        finally:
+            c.close()
+            u.close()
+
+    def close(self) -> None:
+        self.srv.close()
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        if _ci():
+            pytest.fail("openssl (to make a test certificate) required on CI", pytrace=False)
+        pytest.skip("openssl not installed")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    return d / "cert.pem", d / "key.pem"
+
+
+@pytest.mark.parametrize("mode", ["tcp", "tls"])
+def test_session_over_tcp_and_tls(engine, tmp_path, tls_files, mode):
+    from ctxpack.engine.client import Engine
+    from ctxpack.engine.transport import TcpTransport
+
+    server_ctx = client_ctx = None
+    if mode == "tls":
+        cert, key = tls_files
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+    fwd = _Forwarder(engine.socket, server_ctx)
+    root = tmp_path / "ctx"
+    root.mkdir()
+    (root / "Dockerfile").write_text(COPY_ALL)
+    (root / "big").write_bytes(os.urandom(3 << 20))
+    (root / "small").write_text("s\n")
+    eng = Engine(TcpTransport("127.0.0.1", fwd.port, tls=client_ctx))
+    try:
+        r = session_build(open_context(root, dialect="buildkit"), eng, network_mode="none", no_cache=True,
+                          timeout=BUILD_TIMEOUT)
+    finally:
+        eng.close()
+        fwd.close()
+    assert r.ok, r.error
+    assert fwd.conns >= 2  # the session's connection and the build's
+    fs = export_tree(engine, r.image_id)
+    assert fs["ctx/big"][4] == (root / "big").read_bytes()
+    assert r.stats.data_bytes >= 3 << 20

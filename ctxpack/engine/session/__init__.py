@@ -8,11 +8,11 @@ See docs/session.md.  Public names:
 * :func:`parse_secret`, :func:`parse_ssh` — ``--secret`` / ``--ssh`` values.
 """
 
-from .buildrun import SessionBuildResult, session_build
+from .buildrun import SessionBuild, SessionBuildResult, session_build
 from .core import Session, SessionStats
 from .services import SecretSpec, SshSpec, parse_secret, parse_ssh
 
 __all__ = [
-    "Session", "SessionStats", "SessionBuildResult", "session_build",
+    "Session", "SessionStats", "SessionBuild", "SessionBuildResult", "session_build",
     "SecretSpec", "SshSpec", "parse_secret", "parse_ssh",
 ]

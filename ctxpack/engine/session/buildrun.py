@@ -24,7 +24,7 @@ from ..transport import Headers, Request, UnixTransport
 from .core import Session, SessionStats
 from .services import SecretSpec, SshSpec
 
-__all__ = ["SessionBuildResult", "session_build", "open_session", "build_query"]
+__all__ = ["SessionBuildResult", "SessionBuild", "session_build", "open_session", "build_query"]
 
 #: Longest silence on the build's message stream before ctxpack gives up.
 IDLE_TIMEOUT = 120.0
@@ -134,6 +134,59 @@ def session_build(ctx: object, engine: Engine | str, *, tags: Sequence[str] = ()
             eng.close()
 
 
+class SessionBuild:
+    """``POST /session`` then ``POST /build`` with an empty body: the
+    engine's :class:`~ctxpack.engine.transport.Response` is :attr:`response`
+    (read its lines as for a tar build), the :class:`Session` is
+    :attr:`session`.  ``query`` is the build's query (pairs, e.g.
+    ``ctxpack.engine.builder.build_query``'s); ``dockerfile``, ``session``
+    and ``remote`` are set here, ``version`` is forced to 2.  Close it (or
+    use ``with``) when the stream has been read; :meth:`explain` adds why the
+    session ended to a build error."""
+
+    def __init__(self, engine: Engine, ctx: object, query: Sequence[tuple[str, str]], *,
+                 headers: Mapping[str, str] | None = None, secrets: Sequence[SecretSpec] = (),
+                 ssh: Sequence[SshSpec] = (), session: Session | None = None, timeout: float | None = None):
+        self.session = session or Session(ctx, secrets=secrets, ssh=ssh)
+        self.session.prepare()
+        open_session(engine, self.session, timeout=30.0)
+        drop = {"dockerfile", "session", "remote", "version"}
+        q = [(k, v) for k, v in query if k not in drop]
+        q += [("dockerfile", self.session.dockerfile_name), ("remote", "client-session"),
+              ("session", self.session.id), ("version", "2")]
+        if not any(k == "buildid" for k, _ in q):
+            q.append(("buildid", _random.token_hex(16)))
+        hdrs = {"Content-Type": "application/x-tar", **dict(headers or {})}
+        try:
+            self.response = engine.request("POST", "/build", query=q, body=b"", headers=hdrs, timeout=timeout)
+        except BaseException:
+            self.session.close()
+            raise
+
+    def explain(self, error: str) -> str:
+        """``error`` plus why the session ended, when that explains it."""
+        srv = self.session.server
+        if srv is not None:
+            # The daemon may have dropped the session just before it failed
+            # the build: give the reader a moment to see the connection end.
+            srv.wait_closed(1.0)
+        if self.session.closed_reason or self.session.health_overdue():
+            return f"{error} (ctxpack: {self.session.describe_close()})"
+        return error
+
+    def close(self) -> None:
+        try:
+            self.response.close()
+        finally:
+            self.session.close()
+
+    def __enter__(self) -> SessionBuild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _run(ctx: object, eng: Engine, *, tags: Sequence[str], target: str | None,
          build_args: Mapping[str, str | None] | None, network_mode: str | None, no_cache: bool,
          secrets: Sequence[SecretSpec], ssh: Sequence[SshSpec], on_message: Callable[[dict[str, Any]], None] | None,
@@ -141,50 +194,42 @@ def _run(ctx: object, eng: Engine, *, tags: Sequence[str], target: str | None,
     started = time.monotonic()
     deadline = started + timeout
     sess = session or Session(ctx, secrets=secrets, ssh=ssh)
-    sess.prepare()
-    open_session(eng, sess, timeout=min(30.0, timeout))
+    query = build_query(sess, tags=tags, target=target, build_args=build_args, network_mode=network_mode,
+                        no_cache=no_cache, extra=extra_query)
     messages: list[dict[str, Any]] = []
     error: str | None = None
     image_id: str | None = None
+    sb = SessionBuild(eng, ctx, query, session=sess, timeout=min(IDLE_TIMEOUT, timeout))
     try:
-        query = build_query(sess, tags=tags, target=target, build_args=build_args, network_mode=network_mode,
-                            no_cache=no_cache, extra=extra_query)
+        resp = sb.response
         try:
-            resp = eng.request("POST", "/build", query=query, body=b"",
-                               headers={"Content-Type": "application/x-tar"}, timeout=min(IDLE_TIMEOUT, timeout))
-            with resp:
-                if resp.status >= 300:
-                    error = error_message(resp.read())
-                    messages.append({"message": error, "status": resp.status})
-                else:
-                    for line in resp.iter_lines():
-                        if time.monotonic() > deadline:
-                            raise SessionError(f"build still running after {timeout:.0f}s")
-                        msg = parse_message(line)
-                        if msg is None:
-                            continue
-                        messages.append(msg)
-                        if on_message is not None:
-                            on_message(msg)
-                        if error is None:
-                            error = message_error(msg)
-                        image_id = image_id_of(msg) or image_id
+            if resp.status >= 300:
+                error = error_message(resp.read())
+                messages.append({"message": error, "status": resp.status})
+            else:
+                for line in resp.iter_lines():
+                    if time.monotonic() > deadline:
+                        raise SessionError(f"build still running after {timeout:.0f}s")
+                    msg = parse_message(line)
+                    if msg is None:
+                        continue
+                    messages.append(msg)
+                    if on_message is not None:
+                        on_message(msg)
+                    if error is None:
+                        error = message_error(msg)
+                    image_id = image_id_of(msg) or image_id
         except socket.timeout:
             raise SessionError(f"the daemon sent no build progress for {IDLE_TIMEOUT:.0f}s" + _why(sess)) from None
         except OSError as e:
             raise TransportError(f"POST /build: {e}" + _why(sess)) from None
-    finally:
-        if error is not None and sess.server is not None:
-            # The daemon may have dropped the session just before it failed
-            # the build: give the reader a moment to see the connection end.
-            sess.server.wait_closed(1.0)
+        if error is not None:
+            error = sb.explain(error)
         closed = sess.closed_reason
-        hint = sess.describe_close() if (error is not None and (closed or sess.health_overdue())) else ""
-        sess.close()
+    finally:
+        sb.close()
     if error is not None:
         image_id = None
-        if hint:
-            error += f" (ctxpack: {hint})"
     if error is None and image_id is None:
         error = "the build ended without an image id" + _why(sess)
     if sess.errors and error is not None:

@@ -106,6 +106,11 @@ class SessionStats:
         """File content bytes sent in DATA packets."""
         return sum(d.data_bytes for d in self.dirs)
 
+    @property
+    def upload_seconds(self) -> float:
+        """Time the ``context`` transfers took (all DiffCopy calls for it)."""
+        return sum(d.seconds for d in self.dirs if d.dir_name == "context")
+
     def context_requests(self) -> list[str]:
         """Paths requested from ``context`` (up to the per-call cap)."""
         return [p for d in self.dirs if d.dir_name == "context" for p in d.requested_paths]
@@ -118,9 +123,10 @@ class SessionStats:
             "bytes_out": self.bytes_out,
             "bytes_in": self.bytes_in,
             "health_checks": self.health_checks,
+            "upload_seconds": round(self.upload_seconds, 3),
             "dirs": [
                 {"dir_name": d.dir_name, "entries": d.entries, "requests": d.requests,
-                 "data_bytes": d.data_bytes, "stat_bytes": d.stat_bytes}
+                 "data_bytes": d.data_bytes, "stat_bytes": d.stat_bytes, "seconds": round(d.seconds, 3)}
                 for d in self.dirs
             ],
         }

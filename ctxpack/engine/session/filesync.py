@@ -33,8 +33,9 @@ import dataclasses
 import os
 import stat as st
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ...errors import ContextError
@@ -329,6 +330,8 @@ class DirStats:
     data_bytes: int = 0
     stat_bytes: int = 0
     packet_bytes: int = 0
+    #: Seconds from the call's start to the receiver's FIN (the upload).
+    seconds: float = 0.0
 
 
 #: Keep at most this many requested paths per call in :class:`DirStats`.
@@ -390,6 +393,14 @@ class FileSyncService:
         name = (values("dir-name") or [""])[0]
         stats = DirStats(name)
         self.stats.append(stats)
+        t0 = time.monotonic()
+        try:
+            self._diff_copy(call, name, values, stats)
+        finally:
+            stats.seconds = time.monotonic() - t0
+
+    def _diff_copy(self, call: Call, name: str, values: Callable[[str], list[str]], stats: DirStats) -> None:
+        md = call.metadata
         try:
             listing = self.listing(name)
         except RpcError:

@@ -11,13 +11,14 @@ was chosen over grpclib or a byte pump into grpcio.
 
 Threads:
 
-* the *reader* (``serve``) reads the socket, feeds ``h2``, and answers
-  handlers marked ``inline`` (grpc health) right there: BuildKit kills the
-  session at the first health check not answered within 10 s, so that
-  answer must never wait behind file data or a busy handler;
-* the *writer* sends whatever ``h2`` produced, in order, so that nobody
-  blocks on the socket while holding the state lock;
-* one thread per other call runs its handler (FileSync, secrets, ssh...).
+* the *I/O thread* (``serve``) is the only one that touches the socket (an
+  SSL socket must not be used from two threads at once): a ``select`` loop
+  that reads, feeds ``h2``, answers handlers marked ``inline`` (grpc health)
+  right there, and writes what ``h2`` produced, in order.  BuildKit kills
+  the session at the first health check not answered within 10 s, so that
+  answer never waits for another thread or behind a busy handler;
+* one thread per other call runs its handler (FileSync, secrets, ssh...);
+  what it sends is queued for the I/O thread, which a pipe wakes.
 
 Flow control is ``h2``'s: a handler's :meth:`Call.send` waits for window
 updates, with a deadline, and every wait ends when the connection closes.
@@ -26,6 +27,8 @@ updates, with a deadline, and every wait ends when the connection closes.
 from __future__ import annotations
 
 import collections
+import os
+import select
 import socket
 import ssl
 import threading
@@ -219,9 +222,10 @@ class GrpcServer:
         self._cond = threading.Condition()
         self._out: collections.deque[bytes] = collections.deque()
         self._out_cond = threading.Condition()
-        self._writing = False
-        # TLS sockets take no send flags: everything goes through the writer.
-        self._direct = not isinstance(sock, ssl.SSLSocket)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._abandon = False
         self._calls: dict[int, Call] = {}
         self.closed = False
         self.closed_at: float | None = None
@@ -229,7 +233,6 @@ class GrpcServer:
         self._threads: list[threading.Thread] = []
         self._reader: threading.Thread | None = None
         self._reader_thread: threading.Thread | None = None
-        self._writer = threading.Thread(target=self._write_loop, name="ctxpack-session-writer", daemon=True)
         #: Bytes read from and written to the socket.
         self.bytes_in = 0
         self.bytes_out = 0
@@ -243,39 +246,82 @@ class GrpcServer:
 
     def start(self) -> None:
         """Serve in a background thread."""
-        self._reader = threading.Thread(target=self.serve, name="ctxpack-session-reader", daemon=True)
+        self._reader = threading.Thread(target=self.serve, name="ctxpack-session-io", daemon=True)
         self._reader.start()
 
     def serve(self) -> None:
-        """Read and dispatch until the connection ends (never raises)."""
+        """Run the I/O loop until the connection ends (never raises)."""
         self._reader_thread = threading.current_thread()
-        self._writer.start()
         with self._cond:
             self._conn.initiate_connection()
             self._flush_locked()
-        data = self._initial
         try:
-            while True:
-                if data:
-                    self.bytes_in += len(data)
-                    self._receive(data)
-                if self.closed:
-                    break
-                try:
-                    data = self.sock.recv(1 << 18)
-                except OSError as e:
-                    self._close(f"session connection failed: {e}")
-                    break
-                if not data:
-                    self._close("the daemon closed the session connection")
-                    break
+            if self._initial:
+                self.bytes_in += len(self._initial)
+                self._receive(self._initial)
+            self._io_loop()
         except Exception as e:  # noqa: BLE001 - a protocol bug must not hang the build
             self._close(f"session protocol error: {type(e).__name__}: {e}")
         finally:
             self._close("")
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _io_loop(self) -> None:
+        # One thread reads and writes: an SSL socket must not be used by two
+        # threads at once, and a health answer goes out on the next turn of
+        # this loop without waking another thread.
+        sock = self.sock
+        sock.setblocking(False)
+        tls = isinstance(sock, ssl.SSLSocket)
+        pending: bytes | memoryview = b""  # taken from the queue, not yet accepted by the socket
+        while True:
+            with self._out_cond:
+                if not pending and self._out:
+                    pending = memoryview(b"".join(self._out))
+                    self._out.clear()
+                if self.closed and (not pending or self._abandon):
+                    return
+            wants = [sock] if pending else []
+            readable, writable, _ = select.select([sock, self._wake_r], wants, [], 1.0)
+            if self._wake_r in readable:
+                try:
+                    os.read(self._wake_r, 4096)
+                except OSError:
+                    pass
+            if pending and (writable or tls):
+                try:
+                    n = sock.send(pending)
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    n = 0
+                except OSError as e:
+                    self._close(f"writing to the session connection failed: {e}")
+                    return
+                self.bytes_out += n
+                pending = pending[n:]
+            if sock in readable or (tls and sock.pending()):
+                while True:
+                    try:
+                        data = sock.recv(1 << 18)
+                    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        break
+                    except OSError as e:
+                        self._close(f"session connection failed: {e}")
+                        return
+                    if not data:
+                        self._close("the daemon closed the session connection")
+                        return
+                    self.bytes_in += len(data)
+                    self._receive(data)
+                    if not (tls and sock.pending()):
+                        break
 
     def close(self, reason: str = "closed by ctxpack") -> None:
-        """Say goodbye (GOAWAY) and shut the connection; wakes every waiter."""
+        """Say goodbye (GOAWAY), let the I/O loop send what is queued (2 s at
+        most), and shut the connection; wakes every waiter."""
         with self._cond:
             if not self.closed:
                 try:
@@ -284,10 +330,11 @@ class GrpcServer:
                 except h2.exceptions.ProtocolError:
                     pass
         self._close(reason)
-        with self._out_cond:
-            self._out_cond.notify_all()
-        if self._writer.is_alive() and threading.current_thread() is not self._writer:
-            self._writer.join(2)
+        if self._reader is not None and threading.current_thread() is not self._reader:
+            self._reader.join(2)
+            self._abandon = True
+            self._wake()
+            self._reader.join(2)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -315,50 +362,24 @@ class GrpcServer:
                 self.closed_at = time.monotonic()
                 self.close_reason = reason or "session closed"
             self._cond.notify_all()
-        with self._out_cond:
-            self._out_cond.notify_all()
+        self._wake()
 
     # -- writing -----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass  # the pipe is full (a wake-up is pending anyway) or closed
 
     def _flush_locked(self) -> None:
         out = self._conn.data_to_send()
         if not out:
             return
         with self._out_cond:
-            if (self._direct and not self._out and not self._writing
-                    and threading.current_thread() is self._reader_thread):
-                # The reader writes small answers (health) itself when the
-                # writer is idle: one thread hand-off less, which is what
-                # counts when another thread keeps the GIL busy.  Never
-                # blocks: what the socket does not take goes to the writer.
-                try:
-                    n = self.sock.send(out, socket.MSG_DONTWAIT)
-                except OSError:
-                    n = 0
-                self.bytes_out += n
-                out = out[n:]
-                if not out:
-                    return
             self._out.append(out)
-            self._out_cond.notify()
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._out_cond:
-                self._writing = False
-                while not self._out and not self.closed:
-                    self._out_cond.wait()
-                if not self._out:
-                    return  # closed and drained
-                chunk = b"".join(self._out)
-                self._out.clear()
-                self._writing = True
-            try:
-                self.sock.sendall(chunk)
-                self.bytes_out += len(chunk)
-            except OSError as e:
-                self._close(f"writing to the session connection failed: {e}")
-                return
+        if threading.current_thread() is not self._reader_thread:
+            self._wake()
 
     def _send_data(self, call: Call, data: memoryview) -> None:
         conn = self._conn
