@@ -246,7 +246,8 @@ def follow_links(listing: Listing, paths: Iterable[str], limit: int = 255) -> li
 
 
 def _include_matcher(patterns: Sequence[str]):  # -> Matcher
-    from ... import Matcher, parse_ignore
+    from ...ignore.matcher import Matcher
+    from ...ignore.reader import parse_ignore
 
     text = "\n".join(p for p in patterns if p.strip()).encode("utf-8", "surrogateescape")
     return Matcher.from_raw(parse_ignore(text, source="include-patterns"))
