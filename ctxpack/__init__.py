@@ -33,6 +33,10 @@ _LAZY = {
     "analyze": ("dockerfile.analysis", "analyze"),
     "parse_dockerfile": ("dockerfile.parser", "parse_dockerfile"),
     "size": ("explainer", "size"),
+    "build": ("engine.builder", "build"),
+    "BuildOptions": ("engine.builder", "BuildOptions"),
+    "BuildResult": ("engine.builder", "BuildResult"),
+    "Engine": ("engine.client", "Engine"),
 }
 
 

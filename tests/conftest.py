@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -47,3 +48,21 @@ def dockerd() -> Iterator[object]:
         pytest.skip(f"Docker engine unavailable: {e}")
     yield daemon
     dockerd_harness.stop_shared_daemon()
+
+
+@pytest.fixture(scope="session")
+def sshd(dockerd: object) -> Iterator[object]:
+    """An sshd on 127.0.0.1 whose sessions reach the session's dockerd
+    (tests/sshd.py): ``sshd.url`` (``ssh://ctxpack-test``) works with
+    ``env=sshd.env()``, which puts an ``ssh`` wrapper with the test's ssh
+    config first on PATH.  Skips when sshd cannot be had, except on CI."""
+    import sshd as sshd_helper
+
+    try:
+        server = sshd_helper.start_sshd(dockerd.socket)  # type: ignore[attr-defined]
+    except (sshd_helper.SshdUnavailable, OSError, subprocess.SubprocessError) as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"sshd required on CI: {e}", pytrace=False)
+        pytest.skip(f"sshd unavailable: {e}")
+    yield server
+    server.stop()

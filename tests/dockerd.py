@@ -834,6 +834,40 @@ def _clean_stale(tmp: str = "/tmp") -> None:
             _kill_and_remove(base)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_tls_files(directory: str) -> str:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client
+    certificate, made with openssl (EC P-256 keys: quick to make): ``ca.pem``,
+    ``server-cert.pem``, ``server-key.pem``, ``cert.pem``, ``key.pem`` (the
+    client's, as ``DOCKER_CERT_PATH`` wants them)."""
+    os.makedirs(directory, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, capture_output=True, timeout=60, check=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("req", "-x509", *ec, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ctxpack-test-ca")
+    for name, cn, ext in (
+        ("server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+        ("client", "ctxpack-client", "extendedKeyUsage=clientAuth\n"),
+    ):
+        with open(os.path.join(directory, f"{name}.ext"), "w") as f:
+            f.write(ext)
+        run("req", *ec, "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+            "-out", f"{name}-cert.pem", "-days", "2", "-extfile", f"{name}.ext")
+    os.replace(os.path.join(directory, "client-cert.pem"), os.path.join(directory, "cert.pem"))
+    os.replace(os.path.join(directory, "client-key.pem"), os.path.join(directory, "key.pem"))
+    return directory
+
+
 class Dockerd:
     """A dockerd of our own; see the module docstring."""
 
@@ -846,6 +880,11 @@ class Dockerd:
         self.client = EngineClient(self.socket)
         self.base_image_id: str | None = None
         self.info: dict[str, Any] = {}
+        #: ``tcp://127.0.0.1:PORT`` served with ``--tlsverify`` (``None`` if
+        #: openssl was missing); the client's ``ca.pem``/``cert.pem``/``key.pem``
+        #: are in :attr:`tls_dir` (``DOCKER_CERT_PATH``).
+        self.tcp_url: str | None = None
+        self.tls_dir: str | None = None
         self.timings: dict[str, float] = {}
         self._stopped = False
 
@@ -875,10 +914,13 @@ class Dockerd:
 
     @classmethod
     def start(
-        cls, *, install: bool = True, timeout: float = START_TIMEOUT, extra_args: Sequence[str] | None = None
+        cls, *, install: bool = True, timeout: float = START_TIMEOUT, extra_args: Sequence[str] | None = None,
+        tls: bool = True,
     ) -> Dockerd:
         """Install if needed, start dockerd, wait for it, import ``bb:latest``.
 
+        ``tls`` adds a ``--tlsverify`` listener on 127.0.0.1 (a CA and
+        server and client certificates made with openssl for this daemon).
         ``extra_args`` go to dockerd after the harness's own (later flags
         win); by default they come from ``CTXPACK_DOCKERD_ARGS`` (split like
         a shell would), e.g. ``--debug``.
@@ -916,6 +958,21 @@ class Dockerd:
             "--bridge=none",
             "--userland-proxy=false",
         ]
+        tcp_url = tls_dir = None
+        if tls:
+            try:
+                tls_dir = make_tls_files(os.path.join(base, "tls"))
+            except (OSError, subprocess.SubprocessError):
+                tls_dir = None  # no openssl: the TLS listener is left out (its tests skip/fail)
+            if tls_dir is not None:
+                port = _free_port()
+                tcp_url = f"tcp://127.0.0.1:{port}"
+                cmd += [
+                    "--host", tcp_url, "--tlsverify",
+                    "--tlscacert", f"{tls_dir}/ca.pem",
+                    "--tlscert", f"{tls_dir}/server-cert.pem",
+                    "--tlskey", f"{tls_dir}/server-key.pem",
+                ]
         if extra_args is None:
             extra_args = shlex.split(os.environ.get("CTXPACK_DOCKERD_ARGS", ""))
         cmd.extend(extra_args)
@@ -932,6 +989,7 @@ class Dockerd:
             _kill_and_remove(base)
             raise DockerdUnavailable(f"cannot run {dockerd}: {e}") from None
         d = cls(base, proc, log_file)
+        d.tcp_url, d.tls_dir = tcp_url, tls_dir
         try:
             deadline = time.monotonic() + timeout
             while True:

@@ -3,7 +3,8 @@
 One module per group of commands; this one holds the group and adds them.
 Exit codes come from the error tree (``ctxpack.errors``): 0 success; 1 as
 each command documents (over budget, findings, changes); 2 usage or input
-error; 3 output error; 4 internal error.
+error; 3 output error; 4 internal error; 5 engine unreachable, API version
+refused or connection dropped (`build`); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from ctxpack.cli import describe, indexing, linting, packing
+    from ctxpack.cli import building, describe, indexing, linting, packing
 
     for cmd in (describe.ls_command, describe.explain_command, describe.size_command, linting.lint_command,
                 packing.pack_command, indexing.fingerprint_command, indexing.snapshot_command,
-                indexing.diff_command, indexing.cache_group):
+                indexing.diff_command, indexing.cache_group, building.build_command):
         main.add_command(cmd)
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -90,6 +91,9 @@ class Analysis:
     whole_context: bool = False
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: External base images of the stages that run -> those stages (whose
+    #: ONBUILD triggers only the engine knows: see ``analyze(onbuild=)``).
+    base_images: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def patterns(self) -> list[str]:
@@ -305,8 +309,10 @@ def _split(df: Dockerfile) -> tuple[list[Instruction], list[_Stage]]:
 
 
 class _Analyzer:
-    def __init__(self, df: Dockerfile, target: str | None, build_args: dict[str, str], dialect: Dialect):
+    def __init__(self, df: Dockerfile, target: str | None, build_args: dict[str, str], dialect: Dialect,
+                 onbuild: Mapping[str, Sequence[str]] | None = None):
         self.df = df
+        self.onbuild = dict(onbuild or {})
         self.build_args = build_args
         self.dialect = dialect
         self.buildkit = dialect is Dialect.BUILDKIT
@@ -452,6 +458,17 @@ class _Analyzer:
         if s.index in self._triggers:
             return self._triggers[s.index]
         out: list[_Step] = []
+        if s.base_stage is None and s.base is not None and s.base in self.onbuild:
+            # An external image's triggers, as the engine reported them
+            # (``Config.OnBuild``): they run first in the stage built on it.
+            for text in self.onbuild[s.base]:
+                try:
+                    tdf = parse_dockerfile(text, f"{s.base} ONBUILD")
+                except DockerfileSyntaxError as e:
+                    raise self.fail(f"ONBUILD trigger of {s.base}: {e.reason}", s.line) from None
+                if len(tdf.instructions) != 1:
+                    raise self.fail(f"ONBUILD trigger of {s.base} should be a single expression", s.line)
+                out.append(_Step(tdf.instructions[0], tdf.escape, s.line, "ONBUILD "))
         if s.base_stage is not None:
             for inst in self.stages[s.base_stage].instructions:
                 if inst.cmd != "ONBUILD":
@@ -540,10 +557,12 @@ class _Analyzer:
             for st in steps:
                 self.step(st, s, env, genv, an)
             envs[k] = env
-        if self._external:
+        an.base_images = {image: list(labels) for image, labels in self._external.items()}
+        unknown = {image: labels for image, labels in self._external.items() if image not in self.onbuild}
+        if unknown:
             an._note("ONBUILD triggers of external base images are assumed absent: " + ", ".join(
                 f"{image!r} (stage{'s' if len(labels) > 1 else ''} {', '.join(labels)})"
-                for image, labels in self._external.items()))
+                for image, labels in unknown.items()))
         if an.whole_context:
             an.sources = []
         return an
@@ -700,14 +719,18 @@ def analyze(
     build_args: dict[str, str] | None = None,
     dialect: Dialect | str = Dialect.BUILDKIT,
     source: str = "Dockerfile",
+    onbuild: Mapping[str, Sequence[str]] | None = None,
 ) -> Analysis:
     """Work out the context sources of a build (see the module docstring).
 
     ``dialect`` (a :class:`~ctxpack.Dialect` or its value) picks the
     builder whose rules apply; an unknown name is a ``ValueError``.
+    ``onbuild`` maps external base images (as :attr:`Analysis.base_images`
+    names them) to their ONBUILD triggers (the engine's ``Config.OnBuild``);
+    the images it names are no longer assumed to have none.
     """
     df = dockerfile if isinstance(dockerfile, Dockerfile) else parse_dockerfile(dockerfile, source)
-    return _Analyzer(df, target, dict(build_args or {}), Dialect(dialect)).run()
+    return _Analyzer(df, target, dict(build_args or {}), Dialect(dialect), onbuild).run()
 
 
 # --- selecting context paths by sources ----------------------------------------------

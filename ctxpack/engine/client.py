@@ -191,7 +191,6 @@ class Engine:
             if _TOO_OLD.search(msg):
                 raise EngineVersionError(f"the Docker engine at {self.url} refused API {self.api_version()}: {msg}")
             return _replay(resp, raw)
-        resp.request = req  # type: ignore[attr-defined]
         return resp
 
     def get_json(self, path: str, query: Mapping[str, Any] | None = None, *, ok: tuple[int, ...] = (200,)) -> Any:

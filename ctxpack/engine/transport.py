@@ -35,6 +35,7 @@ import shlex
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -621,6 +622,14 @@ class _SocketTransport(Transport):
         return Upgraded(sock, resp.status, headers, on_close=cleanup)
 
 
+def _read_all(f: Any) -> str:
+    try:
+        f.seek(0)
+        return f.read(64 * 1024).decode("utf-8", "replace").strip()
+    except (OSError, ValueError):
+        return ""
+
+
 def _peer_closed(sock: socket.socket) -> bool:
     """An idle keep-alive socket the engine has closed (readable with EOF)."""
     try:
@@ -723,7 +732,7 @@ class SshTransport(_SocketTransport):
             ssh_command = shlex.split(env_cmd) if env_cmd else ["ssh"]
         self.ssh_command = list(ssh_command)
         self.url = "ssh://" + (f"{user}@" if user else "") + host + (f":{port}" if port else "") + (path or "")
-        self._last_stderr = ""
+        self._last_exit: tuple[int | None, str] = (None, "")
 
     def argv(self) -> list[str]:
         """The helper's command line."""
@@ -741,39 +750,35 @@ class SshTransport(_SocketTransport):
 
     def _open_socket(self) -> tuple[socket.socket, Callable[[], None]]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        errbuf: list[bytes] = []
+        # ssh's messages go to a file, not a pipe: a pipe needs a reader
+        # thread, and a second thread keeps the packer from forking its walker.
+        errfile = tempfile.TemporaryFile()
         try:
             proc = subprocess.Popen(
-                self.argv(), stdin=theirs, stdout=theirs, stderr=subprocess.PIPE, close_fds=True,
+                self.argv(), stdin=theirs, stdout=theirs, stderr=errfile, close_fds=True,
                 start_new_session=True,  # Ctrl-C reaches ctxpack, which ends the helper itself
             )
         except OSError as e:
             ours.close()
             theirs.close()
+            errfile.close()
             raise EngineUnreachableError(f"cannot run {self.ssh_command[0]} for {self.url}: {_describe_os_error(e)}") from None
         theirs.close()
-
-        def drain() -> None:
-            assert proc.stderr is not None
-            for line in iter(lambda: proc.stderr.read(4096), b""):  # type: ignore[union-attr]
-                if sum(len(b) for b in errbuf) < 64 * 1024:
-                    errbuf.append(line)
-
-        reader = threading.Thread(target=drain, name="ctxpack-ssh-stderr", daemon=True)
-        reader.start()
-        self._proc_state = (proc, errbuf, reader)
+        self._proc_state = (proc, errfile)
 
         def cleanup() -> None:
-            if proc.poll() is None:
+            # Our end is closed by now: ssh sees EOF and ends by itself.
+            try:
+                proc.wait(2)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
                 try:
-                    proc.terminate()
                     proc.wait(2)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                except OSError:
-                    pass
-            reader.join(1)
+            self._last_exit = (proc.returncode, _read_all(errfile))
+            errfile.close()
 
         ours.settimeout(CONNECT_TIMEOUT)
         return ours, cleanup
@@ -782,14 +787,16 @@ class SshTransport(_SocketTransport):
         state = getattr(self, "_proc_state", None)
         if state is None:
             return ""
-        proc, errbuf, reader = state
-        try:
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            return ""
-        reader.join(1)
-        text = b"".join(errbuf).decode("utf-8", "replace").strip()
-        return f"{' '.join(self.argv())} exited with status {proc.returncode}" + (f": {text}" if text else "")
+        proc, errfile = state
+        if errfile.closed:  # the connection was cleaned up already
+            code, text = self._last_exit
+        else:
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                return ""
+            code, text = proc.returncode, _read_all(errfile)
+        return f"{' '.join(self.argv())} exited with status {code}" + (f": {text}" if text else "")
 
     def handle_request(self, request: Request, **kw: Any) -> Response:
         try:

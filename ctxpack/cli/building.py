@@ -1,0 +1,136 @@
+"""``build``: stream the exact context to a Docker engine and build.
+
+Exit codes: 0 built; 1 the build failed (the engine's message, a failing
+RUN's exit code); 2 usage or input error; 5 the engine could not be
+reached, refused the API version, or dropped the connection; 130
+interrupted (the build is cancelled on the engine).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ctxpack.cli.common import handle_errors
+
+
+def _build_args(items: tuple[str, ...]) -> dict[str, str | None]:
+    """``K=V``, or ``K`` alone: the environment's value, or declared-but-unset
+    (``null``) when the environment has none, as ``docker build`` does."""
+    out: dict[str, str | None] = {}
+    for item in items:
+        if "=" in item:
+            k, v = item.split("=", 1)
+            out[k] = v
+        else:
+            out[item] = os.environ.get(item)
+    return out
+
+
+def _labels(items: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        if not k:
+            raise click.UsageError(f"invalid label {item!r}: the key is empty")
+        out[k] = v
+    return out
+
+
+@click.command("build")
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.option("-f", "--file", "dockerfile", help="Dockerfile path, relative to the current directory ('-' for stdin).")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Name the image (repeatable).")
+@click.option("--target", help="Build this stage.")
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY[=VALUE]",
+              help="Build-time variable (repeatable); KEY alone takes the value from the environment.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Image label (repeatable).")
+@click.option("--no-cache", is_flag=True, help="Do not use the build cache.")
+@click.option("--pull", is_flag=True, help="Always try to pull newer versions of the base images.")
+@click.option("--platform", help="Target platform (os/arch[/variant]).")
+@click.option("--network", help="Network mode for RUN (e.g. none, host).")
+@click.option("--builder", type=click.Choice(["classic", "buildkit"]), help="Builder (default: the engine's).")
+@click.option("--full", "scope", flag_value="full", help="Send everything the ignore rules let through.")
+@click.option("--minimal", "scope", flag_value="minimal",
+              help="Only what the Dockerfile reads, even where that assumes (ONBUILD of a base image not yet pulled).")
+@click.option("--compress", type=click.Choice(["none", "gzip", "zstd"]),
+              help="Compress the upload (default: none on a local socket, zstd where the engine accepts it, else gzip).")
+@click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-22).")
+@click.option("--ignore-file", type=click.Path(dir_okay=False), help="Use this ignore file instead of .dockerignore.")
+@click.option("--progress", type=click.Choice(["auto", "plain", "tty", "json"]), default="auto", show_default=True,
+              help="Output: auto (live on a terminal), plain, tty, or json (the engine's messages, one per line).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
+@click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID to this file.")
+@click.option("--no-snapshot", is_flag=True, help="Do not record the snapshot `ctxpack diff` compares against.")
+@click.option("-H", "--host", help="Engine to use (unix://, tcp://, ssh://), as docker -H.")
+@click.option("--context", "docker_context", help="Docker context to use, as docker --context.")
+@click.option("--print-endpoint", is_flag=True, help="Say which engine would be used and why, then exit.")
+@handle_errors
+def build_command(
+    directory: str, dockerfile: str | None, tags: tuple[str, ...], target: str | None,
+    build_args: tuple[str, ...], labels: tuple[str, ...], no_cache: bool, pull: bool, platform: str | None,
+    network: str | None, builder: str | None, scope: str | None, compress: str | None, level: int | None,
+    ignore_file: str | None, progress: str, quiet: bool, iidfile: str | None, no_snapshot: bool,
+    host: str | None, docker_context: str | None, print_endpoint: bool,
+) -> None:
+    """Build an image from DIRECTORY, sending exactly its context.
+
+    The context follows the builder's own rules (BuildKit's or the classic
+    builder's), minimal where the Dockerfile analysis is sure.  The engine
+    is the docker CLI's: -H, --context, DOCKER_HOST, DOCKER_CONTEXT, the
+    current context.  Exit codes: 0 built, 1 build failed, 2 usage or input
+    error, 5 engine unreachable / API version refused / connection dropped,
+    130 interrupted.
+    """
+    from ctxpack.engine.builder import BuildOptions, build
+    from ctxpack.engine.client import Engine
+    from ctxpack.engine.hosts import resolve_endpoint
+    from ctxpack.engine.progress import make_renderer
+    from ctxpack.tar.sinks import open_output
+
+    if level is not None and compress in (None, "none"):
+        raise click.UsageError("--level needs --compress gzip or zstd")
+    if level is not None:
+        lo, hi = {"gzip": (1, 9), "zstd": (1, 22)}[compress or "gzip"]
+        if not lo <= level <= hi:
+            raise click.UsageError(f"--level {level} is not valid with --compress {compress}")
+    if print_endpoint:
+        click.echo(resolve_endpoint(host, docker_context).describe())
+        return
+    stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
+    opts = BuildOptions(
+        tags=tags, dockerfile=dockerfile, stdin_dockerfile=stdin, ignore_file=ignore_file, target=target,
+        build_args=_build_args(build_args), labels=_labels(labels), no_cache=no_cache, pull=pull,
+        platform=platform, network=network, builder=builder,
+        minimal={"full": False, "minimal": True}.get(scope or ""), compress=compress, level=level,
+        quiet=quiet, record_snapshot=not no_snapshot,
+    )
+    out = click.get_text_stream("stdout")
+    err = click.get_text_stream("stderr")
+    renderer = make_renderer(progress, quiet=quiet, out=out, err=err)
+
+    def warn(msg: str) -> None:
+        click.echo(f"ctxpack: warning: {msg}", err=True)
+
+    try:
+        engine = Engine.connect(host, docker_context)
+        try:
+            result = build(directory, engine, opts, on_message=renderer.message, on_upload=renderer.upload,
+                           on_note=renderer.note, warn=warn)
+        finally:
+            renderer.finish()
+            engine.close()
+    except KeyboardInterrupt:
+        click.echo("\nctxpack: interrupted", err=True)
+        sys.exit(130)
+    if iidfile:
+        with open_output(iidfile) as sink:
+            sink.write(result.image_id.encode())
+    if progress == "json":
+        return  # the engine's messages carried the ID already
+    if not quiet:
+        tagged = f" ({', '.join(result.tags)})" if result.tags else ""
+        click.echo(f"ctxpack: built {result.image_id}{tagged} in {result.elapsed:.1f}s", err=True)
+    click.echo(result.image_id)

@@ -1,0 +1,457 @@
+"""``build()``: stream the exact context to an engine and run the build.
+
+The steps, as the docker CLI takes them, with ctxpack's context:
+
+1. ``/_ping``: the API version (min of ours and the engine's) and the
+   engine's default builder (``Builder-Version``: 2 is BuildKit).
+2. The context in the builder's own dialect (classic ``version=1``:
+   ``.dockerignore`` as the CLI applies it; BuildKit ``version=2``: the
+   BuildKit rules, applied here because the engine applies none to a tar
+   body).  Minimal where the analysis is sure: only what the Dockerfile
+   can read; the ONBUILD triggers of external base images are read from
+   the engine (``GET /images/NAME/json``), and a base image the engine does
+   not have makes the analysis unsure (unless ``minimal=True`` forces it).
+3. Compression per connection: none on a local socket; on a remote link
+   zstd where the engine accepts it (classic builder, Engine ≥ 23, API ≥
+   1.42), gzip otherwise.
+4. ``POST /build`` with the query the docker CLI builds (only what differs
+   from the defaults), ``X-Registry-Config``, and the tar written by the
+   packer straight into the socket as chunks.
+5. The message stream, handed to ``on_message`` as it arrives; the image
+   ID from ``aux.ID`` (classic) or ``moby.image.id`` (BuildKit).
+6. On success the snapshot ``ctxpack diff`` compares against is recorded.
+
+Ctrl-C (``KeyboardInterrupt``) closes the connection, asks the engine to
+cancel a BuildKit build (``POST /build/cancel?id=BUILDID``) and raises
+:class:`~ctxpack.errors.BuildCancelledError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..context import BuildContext, Dialect, open_context
+from ..errors import BuildCancelledError, BuildFailedError, CtxpackError, EngineVersionError, InputError
+from .client import Engine, version_tuple, zstd_supported
+from .hosts import config_dir
+from .messages import error_message, exit_code_of, image_id_of, message_error, parse_message
+
+__all__ = ["BuildOptions", "BuildResult", "UploadStats", "build", "build_query", "BUILDERS"]
+
+BUILDERS = ("classic", "buildkit")
+#: BuildKit through ``/build`` (``version=2``) needs Engine 18.09's API.
+BUILDKIT_MIN_API = "1.39"
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to build.
+
+    ``build_args`` values of ``None`` are declared but unset (sent as JSON
+    ``null``, as ``docker build --build-arg NAME`` does when ``NAME`` is not
+    in the environment).  ``builder``: ``"classic"``, ``"buildkit"`` or
+    ``None`` (the engine's default, or the dialect of a given context).
+    ``minimal``: ``None`` only what the Dockerfile reads where the analysis
+    is sure, ``True`` minimal even where it assumes (no ONBUILD in a base
+    image it cannot see), ``False`` the whole context.  ``compress``:
+    ``None`` chosen per connection, else ``none``/``gzip``/``zstd``.
+    ``dockerfile``, ``ignore_file`` and ``stdin_dockerfile`` are used when
+    ``build()`` opens the context itself (a path was given).
+    """
+
+    tags: Sequence[str] = ()
+    dockerfile: str | None = None
+    stdin_dockerfile: bytes | None = None
+    ignore_file: str | None = None
+    target: str | None = None
+    build_args: Mapping[str, str | None] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    pull: bool = False
+    platform: str | None = None
+    network: str | None = None
+    cache_from: Sequence[str] = ()
+    builder: str | None = None
+    minimal: bool | None = None
+    compress: str | None = None
+    level: int | None = None
+    quiet: bool = False
+    record_snapshot: bool = True
+
+
+@dataclass
+class UploadStats:
+    """The context upload: ``entries``/``files``/``bytes`` of the tar's
+    content, ``wire_bytes`` of the body as sent (after compression),
+    ``seconds`` from the first byte to the last."""
+
+    entries: int = 0
+    files: int = 0
+    bytes: int = 0
+    wire_bytes: int = 0
+    seconds: float = 0.0
+    compression: str = "none"
+
+    @property
+    def rate(self) -> float:
+        """Body bytes per second on the wire."""
+        return self.wire_bytes / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class BuildResult:
+    """What a build gave: ``image_id`` (``sha256:...``), the ``tags`` asked
+    for, every engine ``messages`` in order (the JSON objects), and how:
+    ``builder``, ``api_version``, ``endpoint``, ``minimal`` (whether the
+    minimal context was sent), ``notes`` (decisions worth telling),
+    ``upload``, ``elapsed`` seconds, ``build_id`` (BuildKit)."""
+
+    image_id: str
+    tags: list[str]
+    messages: list[Message]
+    builder: str
+    api_version: str
+    endpoint: str
+    minimal: bool
+    notes: list[str] = field(default_factory=list)
+    upload: UploadStats = field(default_factory=UploadStats)
+    elapsed: float = 0.0
+    build_id: str | None = None
+
+
+# --------------------------------------------------------------------------
+# Pieces (pure where possible, so tests can check them one by one)
+# --------------------------------------------------------------------------
+
+
+def build_query(opts: BuildOptions, *, builder: str, dockerfile: str, api_version: str,
+                build_id: str | None = None) -> list[tuple[str, str]]:
+    """The ``/build`` query as the docker CLI 28 builds it: only values that
+    differ from the defaults, keys sorted (Go's ``url.Values.Encode``),
+    ``t`` repeated in the order given."""
+    q: dict[str, list[str]] = {}
+    if opts.build_args:
+        q["buildargs"] = [json.dumps(dict(opts.build_args), separators=(",", ":"))]
+    if opts.cache_from:
+        q["cachefrom"] = [json.dumps(list(opts.cache_from), separators=(",", ":"))]
+    q["dockerfile"] = [dockerfile]
+    if opts.labels:
+        q["labels"] = [json.dumps(dict(opts.labels), separators=(",", ":"))]
+    if opts.network and opts.network != "default":
+        q["networkmode"] = [opts.network]
+    if opts.no_cache:
+        q["nocache"] = ["1"]
+    if opts.platform:
+        if version_tuple(api_version) < (1, 32):
+            raise EngineVersionError(f"--platform needs API 1.32; the engine speaks {api_version}")
+        q["platform"] = [opts.platform.lower()]
+    if opts.pull:
+        q["pull"] = ["1"]
+    if opts.quiet:
+        q["q"] = ["1"]
+    if opts.tags:
+        q["t"] = list(opts.tags)
+    if opts.target:
+        q["target"] = [opts.target]
+    if builder == "buildkit" and build_id:
+        q["buildid"] = [build_id]
+    q["version"] = ["2" if builder == "buildkit" else "1"]
+    return [(k, v) for k in sorted(q) for v in q[k]]
+
+
+def registry_config(env: Mapping[str, str] | None = None) -> str:
+    """``X-Registry-Config``: base64url of the registries' credentials from
+    the docker config's ``auths`` (what the CLI sends; ``e30=`` for none).
+    Credential helpers are not asked."""
+    path = os.path.join(config_dir(env), "config.json")
+    auths: dict[str, dict[str, str]] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        for server, entry in ((doc.get("auths") or {}) if isinstance(doc, dict) else {}).items():
+            if not isinstance(entry, dict):
+                continue
+            item: dict[str, str] = {"serveraddress": server}
+            raw = entry.get("auth")
+            if isinstance(raw, str) and raw:
+                try:
+                    user, _, password = base64.b64decode(raw).decode("utf-8").partition(":")
+                    item.update(username=user, password=password)
+                except (ValueError, UnicodeDecodeError):
+                    continue
+            for k in ("username", "password", "identitytoken", "registrytoken"):
+                if isinstance(entry.get(k), str) and entry[k]:
+                    item[k] = entry[k]
+            if len(item) > 1:
+                auths[server] = item
+    except (OSError, ValueError):
+        pass
+    return base64.urlsafe_b64encode(json.dumps(auths, separators=(",", ":")).encode()).decode()
+
+
+def choose_builder(engine: Engine, requested: str | None) -> str:
+    """``requested``, else the engine's default (``Builder-Version: 2`` is
+    BuildKit); BuildKit needs API 1.39."""
+    if requested is not None and requested not in BUILDERS:
+        raise InputError(f"unknown builder {requested!r} (classic or buildkit)")
+    ping = engine.ping()
+    api = version_tuple(engine.api_version())
+    if requested == "buildkit" and api < version_tuple(BUILDKIT_MIN_API):
+        raise EngineVersionError(f"BuildKit needs API {BUILDKIT_MIN_API}; the engine at {engine.url} speaks {engine.api_version()}")
+    if requested:
+        return requested
+    if ping.builder_version == "2" and api >= version_tuple(BUILDKIT_MIN_API):
+        return "buildkit"
+    return "classic"
+
+
+def choose_compression(engine: Engine, builder: str, requested: str | None) -> tuple[str, str | None]:
+    """(compression, note): none on a local socket; zstd where the engine
+    accepts it, else gzip; an explicit choice wins (with a note when the
+    engine is known not to accept it)."""
+    if requested is not None:
+        if requested == "zstd" and not zstd_supported(engine.info(), builder="1" if builder == "classic" else "2"):
+            return requested, (f"--compress zstd: the engine at {engine.url} (Engine {engine.info().get('Version')}, "
+                               f"{builder} builder) is not known to accept zstd contexts")
+        return requested, None
+    if engine.transport.local:
+        return "none", None
+    if zstd_supported(engine.info(), builder="1" if builder == "classic" else "2"):
+        return "zstd", None
+    return "gzip", None
+
+
+def _dockerfile_text(ctx: BuildContext) -> bytes | None:
+    if ctx.dockerfile_data is not None:
+        return ctx.dockerfile_data
+    if ctx.dockerfile_path is None:
+        return None
+    try:
+        with open(ctx.dockerfile_path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def minimize(ctx: BuildContext, engine: Engine, opts: BuildOptions, notes: list[str]) -> BuildContext:
+    """The minimal context where the analysis is sure (see the module
+    docstring); ``ctx`` unchanged where it is not, with the reasons in
+    ``notes``."""
+    from ..dockerfile.analysis import Selection, analyze
+
+    text = _dockerfile_text(ctx)
+    if text is None:
+        notes.append("no Dockerfile to analyse: sending the whole context")
+        return ctx
+    args = {k: v for k, v in opts.build_args.items() if v is not None}
+    source = os.path.relpath(ctx.dockerfile_path) if ctx.dockerfile_path else "-"
+    an = analyze(text, target=opts.target, build_args=args, dialect=ctx.dialect.value, source=source)
+    if not an.whole_context and an.base_images:
+        onbuild: dict[str, list[str]] = {}
+        missing: list[str] = []
+        for image in an.base_images:
+            info = engine.inspect_image(image)
+            if info is None:
+                missing.append(image)
+                continue
+            triggers = (info.get("Config") or {}).get("OnBuild") or []
+            onbuild[image] = [str(t) for t in triggers]
+        if missing and opts.minimal is None:
+            notes.append("sending the whole context: the engine does not have the base image"
+                         f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} yet, so its ONBUILD triggers "
+                         "cannot be read (pull it first, or --minimal to assume it has none)")
+            return ctx
+        if any(onbuild.values()):
+            an = analyze(text, target=opts.target, build_args=args, dialect=ctx.dialect.value, source=source,
+                         onbuild=onbuild)
+            for image, triggers in onbuild.items():
+                if triggers:
+                    notes.append(f"ONBUILD triggers of {image} (from the engine): " + "; ".join(triggers))
+        if missing:
+            notes.append(f"--minimal: assuming the base image{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(missing)} (not on the engine yet) ha{'ve' if len(missing) > 1 else 's'} no ONBUILD triggers")
+    if an.whole_context:
+        notes.extend(f"sending the whole context: {r}" for r in an.reasons)
+        return ctx
+    keep = list(an.patterns)
+    # A tar body carries the Dockerfile for both builders (BuildKit reads it
+    # from the remote context too); the classic daemon also reads .dockerignore.
+    keep += [p for p in (ctx.dockerfile, ".dockerignore" if ctx.dialect is Dialect.CLASSIC else None) if p]
+    return dataclasses.replace(ctx, analysis=an, selection=Selection(keep, ctx.root))
+
+
+# --------------------------------------------------------------------------
+# build()
+# --------------------------------------------------------------------------
+
+
+def build(
+    ctx: BuildContext | str | os.PathLike[str],
+    engine: Engine | None = None,
+    options: BuildOptions | None = None,
+    *,
+    on_message: Callable[[Message], None] | None = None,
+    on_upload: Callable[[UploadStats], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> BuildResult:
+    """Build an image from ``ctx`` (a context directory, or a
+    :class:`~ctxpack.context.BuildContext` used as it is) on ``engine``
+    (default: the one the docker CLI would use, :meth:`Engine.connect`).
+
+    ``on_message`` gets every engine message as it arrives; ``on_upload``
+    the upload's progress (about every MiB) and its final figures;
+    ``on_note`` ctxpack's decisions (builder, context, compression) before
+    the upload; ``warn`` files left out while packing.  Returns a
+    :class:`BuildResult`.  Raises :class:`~ctxpack.errors.BuildFailedError`
+    (the engine's message), :class:`~ctxpack.errors.TransportError`
+    subclasses (unreachable, version, dropped), input errors, and
+    :class:`~ctxpack.errors.BuildCancelledError` on ``KeyboardInterrupt``.
+    """
+    from ..tar.writer import PackOptions, dockerfile_name_in_tar, pack
+
+    opts = options or BuildOptions()
+    own_engine = engine is None
+    engine = engine or Engine.connect()
+    started = time.monotonic()
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if on_note is not None:
+            on_note(text)
+
+    try:
+        requested = opts.builder
+        if requested is None and isinstance(ctx, BuildContext):
+            requested = "buildkit" if ctx.dialect is Dialect.BUILDKIT else "classic"
+        builder = choose_builder(engine, requested)
+        api = engine.api_version()
+        if not isinstance(ctx, BuildContext):
+            ctx = open_context(ctx, dockerfile=opts.dockerfile, dialect=builder, ignore_file=opts.ignore_file,
+                               stdin_dockerfile=opts.stdin_dockerfile)
+        elif ctx.dialect.value != builder:
+            note(f"the context was opened with the {ctx.dialect.value} rules but the {builder} builder runs the build")
+        for n in ctx.notes:
+            note(n)
+        full_ctx = dataclasses.replace(ctx, analysis=None, selection=None)
+        if opts.minimal is not False and ctx.selection is None:
+            found: list[str] = []
+            ctx = minimize(ctx, engine, opts, found)
+            for n in found:
+                note(n)
+        minimal = ctx.selection is not None
+        compression, cnote = choose_compression(engine, builder, opts.compress)
+        if cnote:
+            note(cnote)
+        build_id = secrets.token_hex(16) if builder == "buildkit" else None
+        query = build_query(opts, builder=builder, dockerfile=dockerfile_name_in_tar(ctx), api_version=api,
+                            build_id=build_id)
+        headers = {"Content-Type": "application/x-tar", "X-Registry-Config": registry_config()}
+        note(f"{builder} builder, API {api}, {'minimal' if minimal else 'whole'} context, "
+             f"compression {compression}, engine {engine.url}")
+
+        upload = UploadStats(compression=compression)
+        t_upload: list[float] = []
+
+        def progress(written: int) -> None:
+            if not t_upload:
+                t_upload.append(time.monotonic())
+            upload.wire_bytes = written
+            upload.seconds = time.monotonic() - t_upload[0]
+            if on_upload is not None:
+                on_upload(upload)
+
+        def tar_progress(files: int, nbytes: int) -> None:
+            upload.files, upload.bytes = files, nbytes
+
+        def body(sink: Any) -> None:
+            t_upload.append(time.monotonic())
+            stats = pack(ctx, sink, PackOptions(compress=compression, level=opts.level),  # type: ignore[arg-type]
+                         warn=warn or (lambda m: None), progress=tar_progress)
+            upload.entries, upload.files, upload.bytes = stats.entries, stats.files, stats.bytes
+            upload.seconds = time.monotonic() - t_upload[0]
+
+        messages: list[Message] = []
+        image_id: str | None = None
+        try:
+            resp = engine.request("POST", "/build", query=query, body=body, headers=headers, timeout=None,
+                                  progress=progress)
+            try:
+                if on_upload is not None:
+                    on_upload(upload)
+                if resp.status != 200:
+                    raw = resp.read()
+                    msg = error_message(raw)
+                    why = f" (the upload stopped: {resp.upload_error})" if resp.upload_error else ""
+                    raise BuildFailedError(f"the engine refused the build (HTTP {resp.status}): {msg}{why}")
+                for line in resp.iter_lines():
+                    msg_ = parse_message(line)
+                    if msg_ is None:
+                        continue
+                    messages.append(msg_)
+                    if on_message is not None:
+                        on_message(msg_)
+                    err = message_error(msg_)
+                    if err is not None:
+                        raise BuildFailedError(err, exit_code_of(err))
+                    image_id = image_id_of(msg_) or image_id
+            finally:
+                resp.close()
+        except KeyboardInterrupt:
+            _cancel(engine, build_id)
+            raise BuildCancelledError("build cancelled" + (f" (BuildKit build {build_id})" if build_id else "")) from None
+        if image_id is None:
+            image_id = _quiet_image_id(messages)
+        if image_id is None:
+            raise BuildFailedError("the engine ended the build without reporting an image ID")
+        if opts.record_snapshot:
+            from ..index.snapshots import snapshot
+
+            try:
+                snapshot(full_ctx)
+            except CtxpackError as e:
+                note(f"the snapshot for `ctxpack diff` was not recorded: {e}")
+        return BuildResult(
+            image_id=image_id, tags=list(opts.tags), messages=messages, builder=builder, api_version=api,
+            endpoint=engine.url, minimal=minimal, notes=notes, upload=upload,
+            elapsed=time.monotonic() - started, build_id=build_id,
+        )
+    finally:
+        if own_engine:
+            engine.close()
+
+
+_FULL_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _quiet_image_id(messages: list[Message]) -> str | None:
+    """With ``q=1`` the classic builder sends only ``{"stream": "sha256:..."}``."""
+    for m in reversed(messages):
+        text = str(m.get("stream", "")).strip()
+        if _FULL_ID.match(text):
+            return text
+    return None
+
+
+def _cancel(engine: Engine, build_id: str | None) -> None:
+    """Ask the engine to stop a BuildKit build (classic builds stop when
+    their connection closes, which has happened by now)."""
+    if build_id is None:
+        return
+    try:
+        with engine.request("POST", "/build/cancel", query={"id": build_id}, timeout=10) as r:
+            r.read()
+    except (CtxpackError, KeyboardInterrupt):
+        pass

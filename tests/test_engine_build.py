@@ -1,0 +1,459 @@
+"""``ctxpack build`` and ``ctxpack.build()`` against real engines.
+
+The session's dockerd (tests/dockerd.py: Debian's 20.10, vfs, busybox as
+``bb:latest``) is reached over its unix socket, over ``tcp://127.0.0.1``
+with ``--tlsverify`` (a CA and certificates the harness makes with openssl)
+and over ``ssh://`` (tests/sshd.py: an sshd on 127.0.0.1 whose sessions run
+the docker CLI's ``dial-stdio`` against that dockerd).  Failure cases use
+small fake engines on unix sockets where the real one cannot misbehave on
+demand (a connection dropped mid-upload, a Ctrl-C during a slow upload).
+BuildKit builds get ``--network none``: the daemon runs without a bridge.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import dockerd as harness
+import ctxpack
+from ctxpack.engine.builder import BuildOptions, build, build_query
+from ctxpack.engine.client import Engine
+from ctxpack.engine.progress import PlainTrace
+from ctxpack.engine.messages import StatusResponse, Vertex, VertexLog
+from ctxpack.engine.transport import UnixTransport
+from ctxpack.errors import BuildFailedError
+from ctxpack.walker import EntryKind, entries_for_builder
+
+ROOT = Path(__file__).resolve().parent.parent
+BK = {"builder": "buildkit", "network": "none"}
+CLASSIC = {"builder": "classic"}
+
+
+def cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, timeout: float = 120,
+        cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    e = dict(os.environ if env is None else env)
+    e["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "ctxpack.cli", "build", *args], capture_output=True, text=True,
+                          env=e, timeout=timeout, input=None if stdin is None else stdin.decode(), cwd=cwd)
+
+
+def make_tree(root: Path, dockerfile: str, files: dict[str, str] | None = None, ignore: str | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Dockerfile").write_text(dockerfile)
+    for name, text in (files or {}).items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    if ignore is not None:
+        (root / ".dockerignore").write_text(ignore)
+    return root
+
+
+def engine_for(d: harness.Dockerd) -> Engine:
+    return Engine(UnixTransport(d.socket))
+
+
+TREE = {
+    "app/main.py": "print('hi')\n",
+    "app/data/x.txt": "x\n",
+    "docs/readme.md": "docs\n",
+    "node_modules/big.js": "junk\n",
+    "secret.env": "TOKEN=1\n",
+}
+IGNORE = "node_modules\n*.env\ndocs\n"
+
+
+# --------------------------------------------------------------------------
+# the unix socket, both builders
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_whole_context_equals_ls(dockerd: harness.Dockerd, tmp_path: Path, builder: str) -> None:
+    """COPY . : the image holds exactly what `ctxpack ls` lists for that builder."""
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\nCOPY . /ctx/\n", TREE, IGNORE)
+    opts = BuildOptions(**(BK if builder == "buildkit" else CLASSIC), tags=(f"ctxpack-test-{builder}:1",))
+    with engine_for(dockerd) as e:
+        r = build(str(root), e, opts)
+    assert r.builder == builder and r.image_id.startswith("sha256:") and not r.minimal
+    assert r.upload.compression == "none" and r.upload.wire_bytes > 0
+    fs = dockerd.export_fs(r.image_id, under="ctx")
+    got = {p[len("ctx/"):] for p, ent in fs.items() if p != "ctx" and ent.type == "file"}
+    ctx = ctxpack.open_context(str(root), dialect=builder)
+    want = {en.path for en in entries_for_builder(ctx) if en.kind == EntryKind.FILE}
+    assert got == want and {"Dockerfile", ".dockerignore", "app/main.py", "app/data/x.txt"} == want
+    assert "node_modules/big.js" not in got and "secret.env" not in got and "app/main.py" in got
+    assert fs["ctx/app/main.py"].data == b"print('hi')\n"
+    tagged = dockerd.client.inspect_image(f"ctxpack-test-{builder}:1")
+    assert tagged["Id"] == r.image_id
+
+
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_minimal_context_sends_only_what_is_read(dockerd: harness.Dockerd, tmp_path: Path, builder: str) -> None:
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\nCOPY app/main.py /main.py\n", TREE, IGNORE)
+    with engine_for(dockerd) as e:
+        r = build(str(root), e, BuildOptions(**(BK if builder == "buildkit" else CLASSIC)))
+    assert r.minimal
+    # main.py and the Dockerfile (plus .dockerignore for classic)
+    assert r.upload.files == (3 if builder == "classic" else 2), r.upload
+    fs = dockerd.export_fs(r.image_id)
+    assert fs["main.py"].data == b"print('hi')\n"
+
+
+def test_cli_output_forms(dockerd: harness.Dockerd, tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\nCOPY a.txt /a.txt\nRUN cat /a.txt\n", {"a.txt": "from-a\n"})
+    host = f"unix://{dockerd.socket}"
+    # classic, plain: the engine's stream on stderr, the ID alone on stdout; --iidfile
+    iid = tmp_path / "iid"
+    p = cli(str(root), "-H", host, "--builder", "classic", "--progress", "plain", "--iidfile", str(iid), "-t", "cx:1")
+    assert p.returncode == 0, p.stderr
+    image = p.stdout.strip()
+    assert image.startswith("sha256:") and iid.read_text() == image
+    assert "Step 1/3 : FROM bb:latest" in p.stderr and "from-a" in p.stderr, p.stderr
+    assert "ctxpack: sent 2 files" in p.stderr, p.stderr  # a.txt and the Dockerfile
+    # BuildKit, plain: the trace decoded like --progress=plain
+    p = cli(str(root), "-H", host, "--builder", "buildkit", "--network", "none", "--progress", "plain", "--no-cache")
+    assert p.returncode == 0, p.stderr
+    assert "[internal] load remote build context" in p.stderr
+    assert "[3/3] RUN cat /a.txt" in p.stderr and "from-a" in p.stderr and " DONE " in p.stderr
+    # -q: the ID only
+    p = cli(str(root), "-H", host, "--builder", "classic", "-q")
+    assert p.returncode == 0 and p.stderr == "" and p.stdout.strip().startswith("sha256:")
+    # json: the engine's messages passed through, plus ctxpack's upload record
+    p = cli(str(root), "-H", host, "--builder", "buildkit", "--network", "none", "--progress", "json")
+    assert p.returncode == 0, p.stderr
+    docs = [json.loads(line) for line in p.stdout.splitlines()]
+    ids = {d.get("id") for d in docs}
+    assert {"ctxpack.upload", "moby.buildkit.trace", "moby.image.id"} <= ids
+    # the snapshot for `ctxpack diff` was recorded by the builds
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    d = subprocess.run([sys.executable, "-m", "ctxpack.cli", "diff", str(root), "--dialect", "buildkit", "--exit-code"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert d.returncode == 0, d.stdout + d.stderr
+    (root / "a.txt").write_text("changed\n")
+    d = subprocess.run([sys.executable, "-m", "ctxpack.cli", "diff", str(root), "--dialect", "buildkit"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert "M a.txt" in d.stdout
+
+
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_failing_run(dockerd: harness.Dockerd, tmp_path: Path, builder: str) -> None:
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\nRUN echo about-to-fail && exit 3\n")
+    extra = ["--network", "none"] if builder == "buildkit" else []
+    p = cli(str(root), "-H", f"unix://{dockerd.socket}", "--builder", builder, "--progress", "plain", *extra)
+    assert p.returncode == 1, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("ctxpack: error: ")
+    assert ("returned a non-zero code: 3" if builder == "classic" else "exit code: 3") in last
+    assert "about-to-fail" in p.stderr and "Traceback" not in p.stderr
+    with engine_for(dockerd) as e, pytest.raises(BuildFailedError) as info:
+        build(str(root), e, BuildOptions(**(BK if builder == "buildkit" else CLASSIC)))
+    assert info.value.code == 3
+
+
+def test_build_args_from_environment(dockerd: harness.Dockerd, tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\nARG FOO\nARG UNSET_ONE=dflt\nRUN echo \"$FOO/$UNSET_ONE\" > /out\n")
+    env = dict(os.environ, FOO="from-env")
+    env.pop("UNSET_ONE", None)
+    p = cli(str(root), "-H", f"unix://{dockerd.socket}", "--builder", "classic", "-q",
+            "--build-arg", "FOO", "--build-arg", "UNSET_ONE", env=env)
+    assert p.returncode == 0, p.stderr
+    fs = dockerd.export_fs(p.stdout.strip())
+    # FOO from the environment; UNSET_ONE declared but unset (null): its default stays
+    assert fs["out"].data == b"from-env/dflt\n"
+
+
+def test_query_like_the_docker_cli() -> None:
+    """The query the docker CLI 28 sent for the same flags (captured with
+    tests/dockercli.py: `docker build -t a:1 -t b --build-arg A=1
+    --build-arg FOO --build-arg UNSET_X --label k=v --target t --no-cache
+    --pull --platform linux/AMD64 --network none`, FOO=fromenv)."""
+    opts = BuildOptions(tags=("a:1", "b"), build_args={"A": "1", "FOO": "fromenv", "UNSET_X": None},
+                        labels={"k": "v"}, target="t", no_cache=True, pull=True, platform="linux/AMD64",
+                        network="none")
+    assert build_query(opts, builder="classic", dockerfile="Dockerfile", api_version="1.41") == [
+        ("buildargs", '{"A":"1","FOO":"fromenv","UNSET_X":null}'), ("dockerfile", "Dockerfile"),
+        ("labels", '{"k":"v"}'), ("networkmode", "none"), ("nocache", "1"), ("platform", "linux/amd64"),
+        ("pull", "1"), ("t", "a:1"), ("t", "b"), ("target", "t"), ("version", "1")]
+    assert build_query(BuildOptions(), builder="classic", dockerfile="Dockerfile", api_version="1.41") == [
+        ("dockerfile", "Dockerfile"), ("version", "1")]
+    q = dict(build_query(BuildOptions(network="default"), builder="buildkit", dockerfile="D", api_version="1.41",
+                         build_id="abc"))
+    assert q == {"dockerfile": "D", "buildid": "abc", "version": "2"}
+
+
+def test_onbuild_of_a_base_image(dockerd: harness.Dockerd, tmp_path: Path) -> None:
+    """A base image built here has ONBUILD COPY onb.txt: the child's minimal
+    context must carry onb.txt although the child's Dockerfile never names it."""
+    base = make_tree(tmp_path / "base", "FROM bb:latest\nONBUILD COPY onb.txt /onb.txt\n")
+    with engine_for(dockerd) as e:
+        build(str(base), e, BuildOptions(**CLASSIC, tags=("ctxpack-onbuild-base:1",), record_snapshot=False))
+        child = make_tree(tmp_path / "child", "FROM ctxpack-onbuild-base:1\nCOPY a.txt /a.txt\n",
+                          {"a.txt": "a\n", "onb.txt": "triggered\n", "other.bin": "x" * 1000})
+        notes: list[str] = []
+        r = build(str(child), e, BuildOptions(**CLASSIC), on_note=notes.append)
+    assert r.minimal
+    assert any("ONBUILD triggers of ctxpack-onbuild-base:1" in n for n in notes), notes
+    fs = dockerd.export_fs(r.image_id)
+    assert fs["onb.txt"].data == b"triggered\n" and fs["a.txt"].data == b"a\n"
+    assert r.upload.files == 3  # the Dockerfile, a.txt, onb.txt (not other.bin)
+
+
+def test_missing_base_image_sends_whole_context(dockerd: harness.Dockerd, tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "ctx", "FROM ctxpack-not-here:1\nCOPY a.txt /a.txt\n", {"a.txt": "a\n", "b.txt": "b\n"})
+    with engine_for(dockerd) as e:
+        notes: list[str] = []
+        with pytest.raises(BuildFailedError):
+            build(str(root), e, BuildOptions(**CLASSIC), on_note=notes.append)
+    assert any("does not have the base image ctxpack-not-here:1" in n for n in notes), notes
+
+
+# --------------------------------------------------------------------------
+# endpoints: docker context, tcp + TLS, ssh
+# --------------------------------------------------------------------------
+
+
+def test_docker_context_in_temporary_config(dockerd: harness.Dockerd, tmp_path: Path) -> None:
+    cfg = tmp_path / "dockercfg"
+    env = dict(os.environ, DOCKER_CONFIG=str(cfg))
+    env.pop("DOCKER_HOST", None)
+    env.pop("DOCKER_CONTEXT", None)
+    made = subprocess.run(["docker", "context", "create", "ctxtest", "--docker", f"host=unix://{dockerd.socket}"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    if made.returncode != 0:
+        pytest.skip(f"docker context create failed: {made.stderr}")
+    subprocess.run(["docker", "context", "use", "ctxtest"], capture_output=True, env=env, timeout=60, check=True)
+    p = cli("--print-endpoint", env=env)
+    assert p.returncode == 0
+    assert f"endpoint: unix://{dockerd.socket}" in p.stdout and "ctxtest (currentContext in" in p.stdout
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\nCOPY a.txt /a.txt\n", {"a.txt": "a\n"})
+    p = cli(str(root), "--builder", "classic", "-q", env=env)
+    assert p.returncode == 0, p.stderr
+    p = cli(str(root), "--builder", "classic", "-q", env=dict(env, DOCKER_CONTEXT="nope"))
+    assert p.returncode == 2 and 'context "nope"' in p.stderr
+
+
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_tcp_tls(dockerd: harness.Dockerd, tmp_path: Path, builder: str) -> None:
+    if dockerd.tcp_url is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("the TLS listener is required on CI (openssl missing?)")
+        pytest.skip("the harness could not make TLS certificates (openssl missing)")
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\nCOPY . /ctx/\n", {"a.txt": "tls\n"})
+    env = dict(os.environ, DOCKER_HOST=dockerd.tcp_url, DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(dockerd.tls_dir))
+    extra = ["--network", "none"] if builder == "buildkit" else []
+    p = cli(str(root), "--builder", builder, "--progress", "plain", *extra, env=env)
+    assert p.returncode == 0, p.stderr
+    assert f"engine {dockerd.tcp_url}" in p.stderr
+    assert dockerd.export_fs(p.stdout.strip())["ctx/a.txt"].data == b"tls\n"
+    # without the client certificate the engine refuses the handshake
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "ca.pem").write_bytes(Path(dockerd.tls_dir, "ca.pem").read_bytes())  # type: ignore[arg-type]
+    p = cli(str(root), "-q", env=dict(env, DOCKER_CERT_PATH=str(bare)))
+    assert p.returncode == 5, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_ssh(dockerd: harness.Dockerd, sshd, tmp_path: Path, builder: str) -> None:  # type: ignore[no-untyped-def]
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\nCOPY . /ctx/\n", {"a.txt": "over ssh\n", "big.bin": "z" * 300_000})
+    extra = ["--network", "none"] if builder == "buildkit" else []
+    p = cli(str(root), "-H", sshd.url, "--builder", builder, "--progress", "plain", *extra, env=sshd.env())
+    assert p.returncode == 0, p.stderr + sshd.log()
+    assert "compression gzip" in p.stderr  # a remote link to a 20.10 engine: gzip, never zstd
+    fs = dockerd.export_fs(p.stdout.strip(), under="ctx")
+    assert fs["ctx/a.txt"].data == b"over ssh\n" and len(fs["ctx/big.bin"].data) == 300_000  # type: ignore[arg-type]
+
+
+def test_ssh_bad_key(sshd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\n")
+    p = cli(str(root), "-H", "ssh://ctxpack-test-badkey", "-q", env=sshd.env())
+    assert p.returncode == 5
+    assert "Permission denied (publickey)" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_unreachable(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\n")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = cli(str(root), "-H", f"tcp://127.0.0.1:{port}", "-q")
+    assert p.returncode == 5 and "cannot connect to the Docker engine" in p.stderr and "refused" in p.stderr
+    p = cli(str(root), "-H", f"unix://{tmp_path}/none.sock", "-q")
+    assert p.returncode == 5 and "Is the docker daemon running?" in p.stderr
+    p = cli(str(root), "-H", "http://x:1", "-q")
+    assert p.returncode == 2 and "invalid bind address format" in p.stderr
+
+
+# --------------------------------------------------------------------------
+# fake engines: dropped connections, Ctrl-C, old versions
+# --------------------------------------------------------------------------
+
+
+class FakeEngine(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "FakeServer"
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+    def _json(self, status: int, doc: object, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/_ping"):
+            self._json(200, "OK", {"Api-Version": self.server.api, "Builder-Version": "2", "Ostype": "linux"})
+        elif self.path.endswith("/version"):
+            self._json(200, {"Version": "20.10.24", "ApiVersion": self.server.api})
+        else:
+            self._json(404, {"message": "no such image"})
+
+    def do_POST(self) -> None:
+        self.server.posts.append(self.path)
+        if "/build/cancel" in self.path:
+            self.server.cancelled.set()
+            self._json(200, {})
+            return
+        mode = self.server.mode
+        got = 0
+        while True:
+            line = self.rfile.readline()
+            size = int(line.split(b";")[0], 16)
+            if size == 0:
+                break
+            got += len(self.rfile.read(size))
+            self.rfile.readline()
+            self.server.received = got
+            if mode == "drop" and got > 200_000:
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            if mode == "slow":
+                time.sleep(0.05)
+        self._json(200, {"aux": {"ID": "sha256:" + "0" * 64}})
+
+
+class FakeServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, mode: str, api: str = "1.41"):
+        self.mode = mode
+        self.api = api
+        self.posts: list[str] = []
+        self.received = 0
+        self.cancelled = threading.Event()
+        super().__init__(path, FakeEngine)
+
+    def get_request(self):  # type: ignore[no-untyped-def]
+        sock, _ = super().get_request()
+        return sock, ("fake", 0)
+
+
+@pytest.fixture()
+def fake_engine(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[FakeServer, str]]:
+    path = str(tmp_path / "fake.sock")
+    srv = FakeServer(path, request.param if hasattr(request, "param") else "ok")
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv, path
+    srv.shutdown()
+    srv.server_close()
+
+
+def _big_tree(root: Path, mb: int) -> Path:
+    make_tree(root, "FROM bb:latest\nCOPY . /\n")
+    (root / "big.bin").write_bytes(os.urandom(mb << 20))
+    return root
+
+
+@pytest.mark.parametrize("fake_engine", ["drop"], indirect=True)
+def test_engine_drops_connection_mid_upload(fake_engine: tuple[FakeServer, str], tmp_path: Path) -> None:
+    _, path = fake_engine
+    root = _big_tree(tmp_path / "ctx", 8)
+    p = cli(str(root), "-H", f"unix://{path}", "--builder", "classic", "--full")
+    assert p.returncode == 5, p.stderr
+    assert "closed the connection during the upload" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("fake_engine", ["slow"], indirect=True)
+def test_ctrl_c_during_upload_cancels(fake_engine: tuple[FakeServer, str], tmp_path: Path) -> None:
+    srv, path = fake_engine
+    root = _big_tree(tmp_path / "ctx", 64)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "ctxpack.cli", "build", str(root), "-H", f"unix://{path}",
+                             "--builder", "buildkit", "--full"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.monotonic() + 30
+    while srv.received < (1 << 20) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert srv.received >= (1 << 20), "the upload did not start"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "cancelled" in err
+    assert srv.cancelled.wait(5), srv.posts
+    assert any("/build/cancel?id=" in p for p in srv.posts)
+    build_id = next(p for p in srv.posts if "/build?" in p).split("buildid=")[1].split("&")[0]
+    assert any(p.endswith(f"/build/cancel?id={build_id}") for p in srv.posts)
+
+
+def test_old_engine_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.sock")
+    srv = FakeServer(path, "ok", api="1.30")
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        root = make_tree(tmp_path / "ctx", "FROM bb:latest\n")
+        p = cli(str(root), "-H", f"unix://{path}", "-q")
+        assert p.returncode == 5 and "speaks API 1.30; ctxpack needs at least 1.32" in p.stderr
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+# --------------------------------------------------------------------------
+# rendering
+# --------------------------------------------------------------------------
+
+
+def test_plain_trace_rendering() -> None:
+    out: list[str] = []
+    tr = PlainTrace(out.append)
+    tr.feed(StatusResponse(vertexes=[Vertex(digest="d1", name="[1/2] FROM bb", started=10.0)]))
+    tr.feed(StatusResponse(vertexes=[Vertex(digest="d1", name="[1/2] FROM bb", started=10.0, completed=10.25)],
+                           logs=[]))
+    tr.feed(StatusResponse(vertexes=[Vertex(digest="d2", name="[2/2] RUN x", started=11.0)],
+                           logs=[VertexLog(vertex="d2", timestamp=11.5, stream=1, msg=b"hello\npart")]))
+    tr.feed(StatusResponse(vertexes=[Vertex(digest="d2", name="[2/2] RUN x", started=11.0, completed=12.0,
+                                            error="exit code: 3")]))
+    tr.feed(StatusResponse(vertexes=[Vertex(digest="d3", name="cached step", cached=True)]))
+    assert "".join(out) == (
+        "#1 [1/2] FROM bb\n#1 DONE 0.2s\n\n#2 [2/2] RUN x\n#2 0.500 hello\n#2 0.000 part\n#2 ERROR: exit code: 3\n"
+        "\n#3 cached step\n#3 CACHED\n"
+    )
+
+
+def test_library_entry_point_is_public() -> None:
+    assert ctxpack.build is build and ctxpack.BuildOptions is BuildOptions
