@@ -125,7 +125,7 @@ def test_cli_output_forms(dockerd: harness.Dockerd, tmp_path: Path) -> None:
     assert "Step 1/3 : FROM bb:latest" in p.stderr and "from-a" in p.stderr, p.stderr
     assert "ctxpack: sent 2 files" in p.stderr, p.stderr  # a.txt and the Dockerfile
     # BuildKit, plain: the trace decoded like --progress=plain
-    p = cli(str(root), "-H", host, "--builder", "buildkit", "--network", "none", "--progress", "plain", "--no-cache")
+    p = cli(str(root), "-H", host, "--builder", "buildkit", "--network", "none", "--progress", "plain")
     assert p.returncode == 0, p.stderr
     assert "[internal] load remote build context" in p.stderr
     assert "[3/3] RUN cat /a.txt" in p.stderr and "from-a" in p.stderr and " DONE " in p.stderr
@@ -159,9 +159,10 @@ def test_failing_run(dockerd: harness.Dockerd, tmp_path: Path, builder: str) -> 
     assert last.startswith("ctxpack: error: ")
     assert ("returned a non-zero code: 3" if builder == "classic" else "exit code: 3") in last
     assert "about-to-fail" in p.stderr and "Traceback" not in p.stderr
-    with engine_for(dockerd) as e, pytest.raises(BuildFailedError) as info:
-        build(str(root), e, BuildOptions(**(BK if builder == "buildkit" else CLASSIC)))
-    assert info.value.code == 3
+    if builder == "classic":  # the library says the same (once is enough: it is the same code)
+        with engine_for(dockerd) as e, pytest.raises(BuildFailedError) as info:
+            build(str(root), e, BuildOptions(**CLASSIC))
+        assert info.value.code == 3
 
 
 def test_build_args_from_environment(dockerd: harness.Dockerd, tmp_path: Path) -> None:
