@@ -132,6 +132,10 @@ def test_cli_output_forms(dockerd: harness.Dockerd, tmp_path: Path) -> None:
     # -q: the ID only
     p = cli(str(root), "-H", host, "--builder", "classic", "-q")
     assert p.returncode == 0 and p.stderr == "" and p.stdout.strip().startswith("sha256:")
+    # tty: the live view (what auto shows on a terminal), ending in the finished step list
+    p = cli(str(root), "-H", host, "--builder", "buildkit", "--network", "none", "--progress", "tty")
+    assert p.returncode == 0, p.stderr
+    assert "[+] Building" in p.stderr and "FINISHED" in p.stderr and " => [3/3] RUN cat /a.txt" in p.stderr
     # json: the engine's messages passed through, plus ctxpack's upload record
     p = cli(str(root), "-H", host, "--builder", "buildkit", "--network", "none", "--progress", "json")
     assert p.returncode == 0, p.stderr

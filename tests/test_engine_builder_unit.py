@@ -1,0 +1,100 @@
+"""ctxpack.engine.builder's decisions, on mock engines (no daemon needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ctxpack.engine.builder import BuildOptions, build, choose_builder, choose_compression, registry_config
+from ctxpack.engine.client import Engine
+from ctxpack.engine.transport import MockResponse, MockTransport, Request
+from ctxpack.errors import BuildFailedError, EngineVersionError
+
+
+def mock_engine(*, api: str = "1.41", builder: str | None = None, version: str = "20.10.24", local: bool = True,
+                build_answer: list[dict] | None = None) -> tuple[Engine, MockTransport]:
+    def handler(req: Request) -> MockResponse:
+        path = req.url.split("?")[0]
+        if path.endswith("/_ping"):
+            h = {"Api-Version": api}
+            if builder:
+                h["Builder-Version"] = builder
+            return MockResponse(200, b"OK", h)
+        if path.endswith("/version"):
+            return MockResponse(200, json.dumps({"Version": version, "ApiVersion": api}).encode())
+        if path.endswith("/build"):
+            msgs = build_answer if build_answer is not None else [{"aux": {"ID": "sha256:" + "a" * 64}}]
+            return MockResponse(200, [json.dumps(m).encode() + b"\n" for m in msgs])
+        return MockResponse(404, b'{"message":"nope"}')
+
+    t = MockTransport(handler, local=local)
+    return Engine(t), t
+
+
+def test_builder_follows_the_engine() -> None:
+    assert choose_builder(mock_engine(builder="2")[0], None) == "buildkit"
+    assert choose_builder(mock_engine(builder=None)[0], None) == "classic"
+    assert choose_builder(mock_engine(builder="2")[0], "classic") == "classic"
+    with pytest.raises(EngineVersionError, match="BuildKit needs API 1.39"):
+        choose_builder(mock_engine(api="1.38")[0], "buildkit")
+
+
+def test_compression_per_connection() -> None:
+    assert choose_compression(mock_engine(local=True)[0], "classic", None) == ("none", None)
+    assert choose_compression(mock_engine(local=False)[0], "classic", None) == ("gzip", None)
+    new = mock_engine(local=False, api="1.43", version="24.0.7")[0]
+    assert choose_compression(new, "classic", None) == ("zstd", None)
+    assert choose_compression(new, "buildkit", None) == ("gzip", None)  # BuildKit's sniffing knows no zstd
+    comp, note = choose_compression(mock_engine(local=True)[0], "classic", "zstd")
+    assert comp == "zstd" and note and "not known to accept zstd" in note
+
+
+def test_build_sends_the_tar_and_query(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /\n")
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "b.txt").write_text("b")
+    e, t = mock_engine()
+    r = build(str(tmp_path), e, BuildOptions(tags=("x:1",), record_snapshot=False, minimal=True))
+    assert r.image_id == "sha256:" + "a" * 64 and r.minimal and r.builder == "classic"
+    req = next(q for q in t.requests if q.url.split("?")[0].endswith("/build"))
+    assert req.url.startswith("/v1.41/build?dockerfile=Dockerfile&t=x%3A1&version=1")
+    assert req.headers["Content-Type"] == "application/x-tar" and req.headers["X-Registry-Config"]
+    names = tarfile.open(fileobj=io.BytesIO(t.bodies[-1])).getnames()
+    assert sorted(names) == ["Dockerfile", "a.txt"]
+
+
+def test_build_error_message_and_code(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    e, _ = mock_engine(build_answer=[{"stream": "Step 1/2\n"},
+                                     {"errorDetail": {"code": 3, "message": "The command '/bin/sh -c false' returned a non-zero code: 3"},
+                                      "error": "The command '/bin/sh -c false' returned a non-zero code: 3"}])
+    seen: list[dict] = []
+    with pytest.raises(BuildFailedError, match="returned a non-zero code: 3") as info:
+        build(str(tmp_path), e, BuildOptions(record_snapshot=False), on_message=seen.append)
+    assert info.value.code == 3 and seen[0] == {"stream": "Step 1/2\n"}
+
+
+def test_registry_config_from_docker_config(tmp_path: Path) -> None:
+    import base64
+
+    assert registry_config({"DOCKER_CONFIG": str(tmp_path)}) == "e30="
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {"reg.example:5000": {
+        "auth": base64.b64encode(b"me:pw").decode()}}}))
+    doc = json.loads(base64.urlsafe_b64decode(registry_config({"DOCKER_CONFIG": str(tmp_path)})))
+    assert doc == {"reg.example:5000": {"serveraddress": "reg.example:5000", "username": "me", "password": "pw"}}
+
+
+def test_dockerfile_from_stdin_travels_in_the_tar(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    e, t = mock_engine()
+    build(str(tmp_path), e, BuildOptions(dockerfile="-", stdin_dockerfile=b"FROM scratch\nCOPY a.txt /\n",
+                                         record_snapshot=False))
+    req = next(q for q in t.requests if q.url.split("?")[0].endswith("/build"))
+    name = dict(p.split("=", 1) for p in req.url.split("?", 1)[1].split("&"))["dockerfile"]
+    assert name.startswith(".dockerfile.")
+    tf = tarfile.open(fileobj=io.BytesIO(t.bodies[-1]))
+    assert tf.extractfile(name).read() == b"FROM scratch\nCOPY a.txt /\n"  # type: ignore[union-attr]
