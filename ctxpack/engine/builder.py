@@ -319,7 +319,8 @@ def build(
     subclasses (unreachable, version, dropped), input errors, and
     :class:`~ctxpack.errors.BuildCancelledError` on ``KeyboardInterrupt``.
     """
-    from ..tar.writer import PackOptions, dockerfile_name_in_tar, pack
+    from ..tar.writer import PackOptions, pack
+    from ..walker import dockerfile_name_in_tar
 
     opts = options or BuildOptions()
     own_engine = engine is None
