@@ -10,8 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from ctxpack.cli import main
-from ctxpack.linter.checks import apply_fixes, lint
+from ctxpack.linter import lint, plan_fixes
 from trees import make_tree
+
+DF = b"FROM scratch\n"
 
 
 def kinds(root: Path, **kw: Any) -> dict[str, list[Any]]:
@@ -21,22 +23,22 @@ def kinds(root: Path, **kw: Any) -> dict[str, list[Any]]:
     return out
 
 
-def fix_and_relint(root: Path) -> dict[str, list[Any]]:
-    change = apply_fixes(lint(root))
-    assert change is not None
-    path, _, new = change
-    Path(path).write_text(new)
-    return kinds(root)
+def fix_and_relint(root: Path, **kw: Any) -> dict[str, list[Any]]:
+    plan = plan_fixes(lint(root, **kw))
+    assert plan.changed, [(o.finding.kind, o.reason) for o in plan.refused]
+    Path(plan.path).write_text(plan.new)
+    return kinds(root, **kw)
 
 
 def test_gitignore_habit(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "c", ["Dockerfile", "app.log", "svc/x.log", "web/node_modules/a.js"],
+    root = make_tree(tmp_path / "c", {"Dockerfile": DF, "app.log": b"x", "svc/x.log": b"x", "web/node_modules/a.js": b"x"},
                      dockerignore="# logs\n*.log\nnode_modules\n")
     found = kinds(root)["gitignore-habit"]
     by_line = {f.line: f for f in found}
-    assert "catches 1 path here, where gitignore rules would catch 2" in by_line[2].message
+    assert by_line[2].rule == "*.log"
+    assert "it lets through 1 path that no other rule decides" in by_line[2].message and "svc/x.log" in by_line[2].message
     assert by_line[2].fix == "use '**/*.log' to match at any depth"
-    assert "catches 0 paths here, where gitignore rules would catch 2" in by_line[3].message
+    assert "web/node_modules" in by_line[3].message
     after = fix_and_relint(root)
     assert "gitignore-habit" not in after
     text = (root / ".dockerignore").read_text()
@@ -44,19 +46,21 @@ def test_gitignore_habit(tmp_path: Path) -> None:
 
 
 def test_rules_without_effect(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "c", ["Dockerfile", "a/x.txt", "b.md", "README.md", "keep/k"],
+    root = make_tree(tmp_path / "c", {"Dockerfile": DF, "a/x.txt": b"x", "b.md": b"x", "README.md": b"x", "keep/k": b"x"},
                      dockerignore="nothing\na/x.txt\na\n*.md\n!README.md\n!keep/k\n")
     found = kinds(root)
-    assert [f.line for f in found["matches-nothing"]] == [1]
+    assert [f.line for f in found["matches-nothing"]] == [1]      # not a guard, no git history
+    assert found["matches-nothing"][0].edit is None                # never a reason to delete
     assert [f.line for f in found["redundant"]] == [2]            # decided by the later 'a'
     assert [f.line for f in found["useless-exception"]] == [6]    # keep/k was never excluded
     assert "useless-exception" not in {k for k, v in found.items() if any(f.line == 5 for f in v)}
     after = fix_and_relint(root)
-    assert not ({"matches-nothing", "redundant", "useless-exception"} & after.keys())
+    assert "redundant" not in after
+    assert "# ctxpack: redundant: a/x.txt" in (root / ".dockerignore").read_text()
 
 
 def test_classic_ignores_wildcard_exception(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "c", ["Dockerfile", "dir/keep", "dir/other"], dockerignore="dir\n!**/keep\n")
+    root = make_tree(tmp_path / "c", {"Dockerfile": DF, "dir/keep": b"x", "dir/other": b"x"}, dockerignore="dir\n!**/keep\n")
     classic = kinds(root, dialect="classic")
     assert classic["useless-exception"][0].line == 2
     assert "literal text" in classic["useless-exception"][0].message
@@ -72,7 +76,7 @@ def test_classic_ignores_wildcard_exception(tmp_path: Path) -> None:
      ("a*[\n", "error", "fails with 'syntax error in pattern' when it first evaluates it")],
 )
 def test_syntax_findings(tmp_path: Path, ignore: str, severity: str, needle: str) -> None:
-    root = make_tree(tmp_path / "c", ["Dockerfile", "abc"], dockerignore=ignore)
+    root = make_tree(tmp_path / "c", {"Dockerfile": DF, "abc": b"x"}, dockerignore=ignore)
     (f,) = kinds(root)["syntax"]
     assert f.severity == severity and needle in f.message and f.line == ignore.count("\n")
     res = CliRunner().invoke(main, ["lint", str(root)])
@@ -81,7 +85,7 @@ def test_syntax_findings(tmp_path: Path, ignore: str, severity: str, needle: str
 
 
 def test_heavy_directories(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", ".git/objects/p": b"\0" * 10,
+    root = make_tree(tmp_path / "c", {"Dockerfile": DF, ".git/objects/p": b"\0" * 10,
                                       "pkg/node_modules/big.js": b"x" * 2_000_000, "dist/small": b"x"})
     found = kinds(root)["heavy-directory"]
     assert {f.path for f in found} == {".git", "pkg/node_modules"}   # dist is under the size threshold
@@ -93,28 +97,45 @@ def test_heavy_directories(tmp_path: Path) -> None:
 def test_secrets_are_errors_and_never_printed(tmp_path: Path) -> None:
     key = b"-----BEGIN OPENSSH PRIVATE KEY-----\nSECRETSTUFF\n-----END OPENSSH PRIVATE KEY-----\n"
     root = make_tree(tmp_path / "c", {
-        "Dockerfile": b"FROM scratch\n", ".env": b"TOKEN=SECRETSTUFF\n", ".env.example": b"TOKEN=\n",
+        "Dockerfile": DF, ".env": b"TOKEN=SECRETSTUFF9\n", ".env.example": b"TOKEN=\n",
         "deploy/server.pem": key, "cert/public.pem": b"-----BEGIN CERTIFICATE-----\n",
         ".npmrc": b"//registry.npmjs.org/:_authToken=SECRETSTUFF\n", "web/.npmrc": b"save-exact=true\n",
         "home/.aws/credentials": b"[default]\naws_secret_access_key=SECRETSTUFF\n",
     })
-    found = kinds(root)["secret"]
+    found = [f for f in kinds(root)["secret"] if f.severity != "info"]
     assert {f.path for f in found} == {".env", "deploy/server.pem", ".npmrc", "home/.aws/credentials"}
     assert all(f.severity == "error" for f in found)
     res = CliRunner().invoke(main, ["lint", "--json", str(root)])
     assert res.exit_code == 1 and "SECRETSTUFF" not in res.output
     doc = json.loads(res.stdout)
-    assert set(doc["findings"][0]) == {"kind", "severity", "message", "fix", "file", "line", "rule", "path"}
-    assert CliRunner().invoke(main, ["lint", "--allow-secrets", str(root)]).exit_code == 0
-    assert "secret" not in fix_and_relint(root)
+    assert set(doc["findings"][0]) == {"kind", "severity", "message", "fix", "file", "line", "rule", "path", "also"}
+    allow = [a for p in (".env", "deploy", ".npmrc", "home/.aws/credentials") for a in ("--allow-secret", p)]
+    assert CliRunner().invoke(main, ["lint", *allow, str(root)]).exit_code == 0
+    assert "secret" not in {k for k, v in fix_and_relint(root).items() if any(f.severity != "info" for f in v)}
+
+
+def test_old_allow_secrets_flag_is_refused(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": DF})
+    res = CliRunner().invoke(main, ["lint", "--allow-secrets", str(root)])
+    assert res.exit_code == 2 and "--allow-secret PATH" in res.output
 
 
 def test_cli_fix_shows_diff_and_exits_clean(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nCOPY . /\n", "a/b.log": b"x"}, dockerignore="*.log\n")
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nCOPY a /a\n", "a/b.log": b"x", "b.log": b"x"},
+                     dockerignore="*.log\n")
     res = CliRunner().invoke(main, ["lint", "--fix", str(root)])
+    assert "-*.log\n+**/*.log" not in res.output          # a/b.log is read by COPY a: refused
+    assert "it would exclude a/b.log, which COPY a (Dockerfile:2, stage 0) reads" in res.output
+    root2 = make_tree(tmp_path / "d", {"Dockerfile": b"FROM scratch\nCOPY src /src\n", "src/x": b"x", "a/b.log": b"x"},
+                      dockerignore="*.log\n")
+    res = CliRunner().invoke(main, ["lint", "--fix", str(root2)])
     assert "-*.log\n+**/*.log" in res.output
-    assert res.exit_code == 0
-    assert CliRunner().invoke(main, ["lint", str(root)]).output.strip() == "no findings"
+    assert "not changed: no terminal to ask; pass --yes" in res.output
+    assert (root2 / ".dockerignore").read_text() == "*.log\n"
+    res = CliRunner().invoke(main, ["lint", "--fix", "--yes", str(root2)])
+    assert (root2 / ".dockerignore").read_text().startswith("**/*.log\n")
+    res = CliRunner().invoke(main, ["lint", str(root2)])
+    assert "gitignore-habit" not in res.output and res.exit_code == 0
 
 
 def test_pre_commit_hook_is_declared() -> None:

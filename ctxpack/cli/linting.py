@@ -1,7 +1,9 @@
-"""``lint``: findings about the ignore file and the context, and ``--fix``."""
+"""``lint``: findings about the ignore file and the context, ``--fix`` and ``--diff``."""
 
 from __future__ import annotations
 
+import difflib
+import os
 import sys
 
 import click
@@ -9,41 +11,97 @@ import click
 from ctxpack.cli.common import context_options, handle_errors, styled, to_json
 
 
+def unified_diff(path: str, old: str, new: str) -> str:
+    """The change as ``diff -u`` shows it, named like the file on disk."""
+    name = os.path.relpath(path)
+    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{name}", f"b/{name}"))
+
+
+def _write(path: str, text: str) -> None:
+    from ctxpack import fs
+
+    data = text.encode("utf-8", "surrogateescape")
+    with fs.atomic_output(path) as fd:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(fd, view)
+            except OSError as e:
+                raise fs.output_error(e, path) from None
+            view = view[n:]
+
+
+def _print_findings(report: object) -> None:
+    findings = report.findings  # type: ignore[attr-defined]
+    for f in findings:
+        sev = styled(f.severity, fg={"error": "red", "warning": "yellow"}.get(f.severity, "blue"))
+        kinds = ", ".join([f.kind, *f.also])
+        click.echo(f"{f.where}: {sev}: {f.message} [{kinds}]")
+        click.echo(f"    fix: {f.fix}")
+    if not findings:
+        click.echo("no findings")
+
+
 @click.command("lint")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @context_options
 @click.option("--json", "as_json", is_flag=True, help="Print findings as JSON.")
-@click.option("--fix", is_flag=True, help="Apply the suggested .dockerignore edits (shows the diff first).")
-@click.option("--allow-secrets", is_flag=True, help="Report likely secrets as info instead of errors.")
+@click.option("--fix", is_flag=True,
+              help="Apply the edits that provably change nothing the build reads: shows the diff and asks on a "
+                   "terminal; elsewhere writes only with --yes.")
+@click.option("--diff", "diff_only", is_flag=True, help="Print the diff --fix would apply, change nothing.")
+@click.option("-y", "--yes", is_flag=True, help="With --fix: write without asking.")
+@click.option("--allow-secret", "allow_secret", multiple=True, metavar="PATH",
+              help="A context path (file or directory) whose credentials are known and meant to be sent: "
+                   "reported as info (repeatable; also '# ctxpack: allow-secret PATH' in the ignore file).")
+@click.option("--allow-secrets", "allow_all", is_flag=True, hidden=True)
 @handle_errors
 def lint_command(
     directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
-    as_json: bool, fix: bool, allow_secrets: bool,
+    as_json: bool, fix: bool, diff_only: bool, yes: bool, allow_secret: tuple[str, ...], allow_all: bool,
 ) -> None:
     """Find .dockerignore mistakes, heavy directories and secrets in the context.
 
-    Exit codes: 0 no error-level findings, 1 some, 2 usage or input error.
+    Each finding names the ignore-file line with its text
+    (.dockerignore:3:node_modules) or the path.  Exit codes: 0 no
+    error-level findings, 1 some, 2 usage or input error.
     """
-    from ctxpack.linter.checks import apply_fixes, lint, unified_diff
-    from ctxpack.tar.sinks import open_output
+    from ctxpack.linter import lint, plan_fixes
 
-    report = lint(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, allow_secrets=allow_secrets)
-    if fix:
-        change = apply_fixes(report)
-        if change is not None:
-            path, old, new = change
-            click.echo(unified_diff(path, old, new), err=as_json, nl=False)
-            with open_output(path) as sink:
-                sink.write(new.encode("utf-8", "surrogateescape"))
-            report = lint(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, allow_secrets=allow_secrets)
+    if allow_all:
+        raise click.UsageError("--allow-secrets was removed: it also silenced real keys. "
+                               "Allow each known file with --allow-secret PATH (repeatable) or a "
+                               "'# ctxpack: allow-secret PATH' line in the ignore file.")
+    if yes and not fix:
+        raise click.UsageError("--yes only makes sense with --fix")
+    stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
+    kw = dict(dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, allow_secrets=allow_secret,
+              stdin_dockerfile=stdin)
+    report = lint(directory, **kw)  # type: ignore[arg-type]
+    if fix or diff_only:
+        plan = plan_fixes(report)
+        diff = unified_diff(plan.path, plan.old, plan.new)
+        if diff_only:
+            click.echo(diff, nl=False)
+            for o in plan.refused:
+                click.echo(f"ctxpack: note: not fixed: {o.finding.where}: {o.reason}", err=True)
+            return
+        click.echo(diff, err=as_json, nl=False)
+        for o in plan.refused:
+            click.echo(f"not fixed: {o.finding.where} [{o.finding.kind}]: {o.reason}", err=as_json)
+        if plan.changed:
+            if not yes and sys.stdin.isatty() and sys.stdout.isatty() and dockerfile != "-":
+                yes = click.confirm(f"Write these changes to {os.path.relpath(plan.path)}?", default=False)
+            elif not yes:
+                click.echo(f"ctxpack: note: {os.path.relpath(plan.path)} not changed: no terminal to ask; "
+                           "pass --yes to write it", err=True)
+            if yes:
+                _write(plan.path, plan.new)
+                report = lint(directory, **kw)  # type: ignore[arg-type]
+        elif not plan.outcomes:
+            click.echo("nothing to fix", err=as_json)
     if as_json:
         click.echo(to_json({"ignore_file": report.ignore_file, "findings": [f.to_json() for f in report.findings]}))
     else:
-        for f in report.findings:
-            where = f"{f.file}:{f.line}" if f.line else (f.path or f.file or "")
-            sev = styled(f.severity, fg={"error": "red", "warning": "yellow"}.get(f.severity, "blue"))
-            click.echo(f"{where}: {sev}: {f.message} [{f.kind}]")
-            click.echo(f"    fix: {f.fix}")
-        if not report.findings:
-            click.echo("no findings")
+        _print_findings(report)
     sys.exit(1 if report.errors else 0)

@@ -1,19 +1,28 @@
-"""``ctxpack lint``: findings about a ``.dockerignore`` and the context it shapes.
+"""``ctxpack lint``: small checks over one view of the context.
 
-Each finding names the file and line (or the path), a severity and a concrete
-fix.  Kinds (``Finding.kind``):
+Each check is a function ``(view, options) -> findings``; :data:`CHECKS`
+lists them and :func:`lint` runs them over one :class:`ContextView` (the
+context walked once), then merges the findings about one path or one rule.
+Kinds (``Finding.kind``):
 
 * ``syntax``: a pattern docker refuses when it loads the file, or one it
   accepts but fails on when it first evaluates it (semantics note §3.1);
-* ``gitignore-habit``: ``node_modules`` or ``*.log`` only match at the context
-  root in Docker, while gitignore rules (pathspec's implementation) would
-  also catch deeper paths that exist here;
-* ``matches-nothing``, ``redundant``, ``useless-exception``: rules with no
-  effect on this tree;
+* ``unreadable``: a path docker cannot read (the build would fail);
+* ``gitignore-habit``: ``node_modules`` or ``*.log`` only match at the
+  context root in Docker, ``*/bin`` only one level down; reported when
+  deeper paths exist, are sent, and no other rule decides them;
+* ``duplicate``, ``redundant``, ``matches-nothing``, ``useless-exception``:
+  rules with no effect.  Rules that guard local state (``.venv``,
+  ``node_modules``, caches, ``*.log``, ``.env*`` …) are never called
+  obsolete; ``matches-nothing`` is only said of rules that look like
+  mistakes (never in the tree nor in git history, or a typo);
 * ``dialect-difference``: paths the classic builder and BuildKit decide
   differently;
-* ``heavy-directory``: ``.git``, ``node_modules``, ``.venv``… sent;
-* ``secret``: likely credentials in the context (never printed).
+* ``heavy-directory``: ``.git``, ``node_modules``, ``.venv``, .NET
+  ``bin``/``obj`` … sent;
+* ``secret``: credentials found by content (never printed);
+* ``copy-source-excluded``, ``copy-source-missing``, ``unused-by-build``:
+  what the Dockerfile reads against what is sent.
 """
 
 from __future__ import annotations
@@ -21,200 +30,543 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import stat as st
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-import pathspec
+from ctxpack.audit import format_size
+from ctxpack.context import Dialect, open_context
+from ctxpack.dockerfile.analysis import Selection
+from ctxpack.errors import BrokenPattern, ContextError, PatternSyntaxError
+from ctxpack.ignore.matcher import Rule
+from ctxpack.ignore.pattern import MatchKind, Pattern, compile_pattern
+from ctxpack.linter import secrets
+from ctxpack.linter.findings import ERROR, INFO, WARNING, Edit, Finding, LintReport, merge_by_path
+from ctxpack.linter.guards import heavy_kind, is_guard
+from ctxpack.linter.view import ContextView, dockerfile_name, open_view, walk_entries
+from ctxpack.walker import Entry, EntryKind, descends_into_excluded
 
-from ctxpack.dockerfile.analysis import Selection, analyze
-from ctxpack.context import BuildContext, Dialect, open_context, select_ignore_file
-from ctxpack.errors import CtxpackError, PatternError, PatternSyntaxError
-from ctxpack.ignore.reader import RawRule, read_ignore_file
-from ctxpack.ignore.matcher import Matcher, Rule
-from ctxpack.ignore.pattern import MatchKind, compile_pattern
-
-__all__ = ["Finding", "LintReport", "lint", "apply_fixes"]
-
-ERROR, WARNING, INFO = "error", "warning", "info"
-
-
-@dataclass
-class Finding:
-    """One finding: where, how bad, what is wrong, and how to fix it."""
-
-    kind: str
-    severity: str
-    message: str
-    fix: str
-    file: str | None = None
-    line: int | None = None
-    rule: str | None = None
-    path: str | None = None
-    # An edit ``apply_fixes`` can make: ("replace", new_text) for the line,
-    # ("comment", reason) to comment the line out, ("append", text).
-    edit: tuple[str, str] | None = None
-
-    def to_json(self) -> dict[str, object]:
-        d = asdict(self)
-        d.pop("edit")
-        return d
+__all__ = ["CHECKS", "LintOptions", "lint", "literal_pattern"]
 
 
-@dataclass
-class LintReport:
-    ignore_file: str | None
-    ignore_path: str | None
-    findings: list[Finding]
+@dataclass(frozen=True)
+class LintOptions:
+    """``allow_secrets``: context paths (files or directories) whose
+    credentials are known and accepted; ``max_listed``: how many paths a
+    check lists one by one before it sums up the rest."""
 
-    @property
-    def errors(self) -> int:
-        return sum(f.severity == ERROR for f in self.findings)
-
-
-# --- the whole tree, excluded parts included --------------------------------
-
-@dataclass(slots=True)
-class _Node:
-    path: str
-    is_dir: bool
-    size: int
-    mode: int
+    allow_secrets: frozenset[str] = frozenset()
+    max_listed: int = 20
 
 
-def _all_paths(root: str) -> list[_Node]:
-    """Every path below ``root`` in walk order, symlinks not followed."""
-    out: list[_Node] = []
-    stack: list[tuple[str, str]] = [(root, "")]
-    while stack:
-        absd, reld = stack.pop()
-        try:
-            with os.scandir(absd) as it:
-                ents = sorted(it, key=lambda e: e.name.encode("utf-8", "surrogateescape"))
-        except OSError:
-            continue
-        subdirs = []
-        for de in ents:
-            rel = f"{reld}/{de.name}" if reld else de.name
-            try:
-                s = de.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            isdir = st.S_ISDIR(s.st_mode)
-            out.append(_Node(rel, isdir, s.st_size if st.S_ISREG(s.st_mode) else 0, s.st_mode))
-            if isdir:
-                subdirs.append((de.path, rel))
-        stack.extend(reversed(subdirs))
-    out.sort(key=lambda n: n.path.encode("utf-8", "surrogateescape").replace(b"/", b"\0"))
-    return out
+Check = Callable[[ContextView, LintOptions], Iterable[Finding]]
 
-
-def _decide_all(matcher: Matcher, nodes: list[_Node]) -> dict[str, Rule | None]:
-    """The walker's deciding rule for every path (ignoring pruning)."""
-    bits: dict[str, int] = {"": 0}
-    plans: dict[str, object] = {}
-    out: dict[str, Rule | None] = {}
-    for n in nodes:
-        parent = n.path.rsplit("/", 1)[0] if "/" in n.path else ""
-        plan = plans.get(parent)
-        if plan is None:
-            plan = plans[parent] = matcher.plan(parent, bits.get(parent, 0), parent.count("/") + 2 if parent else 1)
-        try:
-            d = matcher.decide(n.path, plan)  # type: ignore[arg-type]
-        except PatternError:
-            out[n.path] = None
-            continue
-        out[n.path] = d.rule
-        if n.is_dir:
-            bits[n.path] = d.bits
-    return out
-
-
-# --- checks --------------------------------------------------------------------
-
-HEAVY = {
-    ".git": "version control history",
-    "node_modules": "installed npm packages",
-    ".venv": "a Python virtualenv",
-    "venv": "a Python virtualenv",
-    "__pycache__": "Python bytecode",
-    ".tox": "tox environments",
-    ".mypy_cache": "mypy cache",
-    ".pytest_cache": "pytest cache",
-    "target": "build output (Rust/Maven)",
-    "dist": "build output",
-    "build": "build output",
-    ".next": "Next.js build cache",
-    ".terraform": "Terraform providers",
-    "coverage": "coverage reports",
-}
+# Bigger than this, a heavy directory is worth a warning (.git always is).
 HEAVY_MIN_BYTES = 1_000_000
 
-_SECRET_NAMES = re.compile(
-    r"(^|/)(\.env(\.[^/]*)?|id_(rsa|dsa|ecdsa|ed25519)|[^/]*\.(pem|key|p12|pfx|jks|keystore|kdbx)|"
-    r"\.netrc|\.git-credentials|credentials(\.json)?|\.htpasswd|application_default_credentials\.json|"
-    r"service[-_]?account[^/]*\.json|terraform\.tfstate)$"
-)
-_SAFE_ENV = re.compile(r"\.env\.(example|sample|template|dist|defaults?)$")
-_TOKEN_FILES = {".npmrc": rb"_auth(Token)?\s*=", ".pypirc": rb"password\s*[=:]", "config.json": rb'"auths"\s*:\s*\{\s*"'}
+
+def _n(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else (plural or noun + 's')}"
 
 
-def _is_secret(path: str, absolute: str, size: int) -> str | None:
-    base = path.rsplit("/", 1)[-1]
-    if base in _TOKEN_FILES:
-        if base == "config.json" and not path.endswith(".docker/config.json"):
-            return None
-        try:
-            with open(absolute, "rb") as f:
-                data = f.read(65536)
-        except OSError:
-            return None
-        return f"{base} with credentials" if re.search(_TOKEN_FILES[base], data) else None
-    if _SECRET_NAMES.search(path) and not _SAFE_ENV.search(path):
-        if base.endswith((".pem", ".key")):
+def _at(r: Rule) -> dict[str, object]:
+    return {"file": r.source, "line": r.line, "rule": r.text}
+
+
+def _listed(paths: list[str], limit: int = 3) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def literal_pattern(path: str) -> str | None:
+    """An ignore-file line that matches exactly ``path`` (wildcards and a
+    leading ``!``/``#`` escaped), or ``None`` when no line can (names with
+    surrounding white space, which docker trims)."""
+    if path != path.strip() or not path:
+        return None
+    text = re.sub(r"([*?\[\\])", r"\\\1", path)
+    if text[0] in "!#":
+        text = "\\" + text
+    return text
+
+
+def _safe_matches(pattern: Pattern, path: str) -> bool:
+    try:
+        return pattern.matches(path)
+    except BrokenPattern:
+        return False
+
+
+def _could_be_below(pattern: Pattern, directory: str) -> bool:
+    """Could ``pattern`` match something below ``directory``?"""
+    lp = pattern.literal_prefix
+    d = directory + "/"
+    return not lp or lp.startswith(d) or d.startswith(lp)
+
+
+def _first_match(view: ContextView, pattern: Pattern) -> tuple[str | None, Entry | None]:
+    """A path ``pattern`` matches: among the walk's entries first, then
+    inside pruned directories (with the pruned directory); (None, None)."""
+    if pattern.kind is MatchKind.EXACT:
+        e = view.by_path().get(pattern.text)
+        if e is not None:
+            return e.path, None
+        if not os.path.lexists(os.path.join(view.ctx.root, pattern.text)):
+            return None, None
+        parts = pattern.text.split("/")
+        for k in range(1, len(parts)):
+            top = view.by_path().get("/".join(parts[:k]))
+            if top is not None and not top.included:
+                return pattern.text, top
+        return pattern.text, None
+    for e in view.entries:
+        if _safe_matches(pattern, e.path):
+            return e.path, None
+    for d in view.pruned():
+        if _could_be_below(pattern, d.path):
+            for rel, _ in view.subtree(d.path):
+                if _safe_matches(pattern, rel):
+                    return rel, d
+    return None, None
+
+
+# --- the checks ------------------------------------------------------------------
+
+def check_syntax(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """Lines docker refuses: commenting them out is always safe (docker
+    fails on the file as it is)."""
+    for bad in view.refused:
+        r = bad.rule
+        yield Finding("syntax", ERROR, bad.message, "fix or remove the pattern", r.source, r.line, r.text,
+                      edit=Edit("comment", "invalid pattern", r.line, syntactic=True))
+
+
+def check_unreadable(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """Paths the builder cannot read: docker fails on them."""
+    for err in view.errors:
+        rel = os.path.relpath(err.path, view.ctx.root) if err.path else None
+        line = literal_pattern(rel) if rel else None
+        yield Finding("unreadable", ERROR, f"docker fails on this path: {err}",
+                      "make it readable, or exclude it in " + (view.ctx.ignore_source or ".dockerignore"),
+                      file=view.ctx.ignore_source, path=rel, edit=Edit("append", line) if line else None)
+
+
+def _habit_alternative(r: Rule) -> str | None:
+    """The any-depth pattern a gitignore habit meant, or ``None``."""
+    if r.exception:
+        return None
+    written = r.text.strip()
+    if written.startswith(("/", "./")):
+        return None  # rooted on purpose
+    comps = r.pattern.text.split("/")
+    k = 0
+    while k < len(comps) - 1 and comps[k] == "*":
+        k += 1
+    rest = comps[k:]
+    if (k == 0 and len(comps) > 1) or rest[0].startswith("**"):
+        return None
+    return "**/" + "/".join(rest)
+
+
+def check_habits(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """``node_modules`` (root only) or ``*/bin`` (one level only) where
+    deeper matches exist, are sent, and no other rule decides them."""
+    candidates: list[tuple[Rule, str, Pattern]] = []
+    for r in view.rules:
+        alt = _habit_alternative(r)
+        if alt is not None:
             try:
-                with open(absolute, "rb") as f:
-                    head = f.read(4096)
-            except OSError:
-                return None
-            return "a private key" if b"PRIVATE KEY" in head else None
-        if path.endswith(".aws/credentials") or base != "credentials":
-            return "a credentials file" if base not in ("id_rsa", "id_dsa", "id_ecdsa", "id_ed25519") else "an SSH private key"
+                candidates.append((r, alt, compile_pattern(alt)))
+            except PatternSyntaxError:
+                continue
+    if not candidates:
+        return
+    free = [e for e in view.entries if e.included and e.rule is None]
+    for r, alt, pat in candidates:
+        missed: list[tuple[str, int]] = []
+        inside = ""
+        for e in free:
+            if inside and e.path.startswith(inside):
+                if e.kind == EntryKind.FILE and e.stat is not None:
+                    missed[-1] = (missed[-1][0], missed[-1][1] + e.stat.st_size)
+                continue
+            if _safe_matches(pat, e.path) and not _safe_matches(r.pattern, e.path):
+                size = e.stat.st_size if e.kind == EntryKind.FILE and e.stat is not None else 0
+                missed.append((e.path, size))
+                inside = e.path + "/"
+        if not missed:
+            continue
+        total = sum(b for _, b in missed)
+        heavy = sorted(missed, key=lambda m: -m[1])
+        named = [f"{p} ({format_size(b)})" if b else p for p, b in heavy]
+        where = "at the context root" if "/" not in r.pattern.text else "one directory level down"
+        yield Finding(
+            "gitignore-habit", WARNING,
+            f"'{r.text}' only matches {where} in .dockerignore (no implicit '**/' as in .gitignore): it lets "
+            f"through {_n(len(missed), 'path')} that no other rule decides ({format_size(total)}): {_listed(named)}",
+            f"use '{alt}' to match at any depth", edit=Edit("replace", alt, r.line), **_at(r),  # type: ignore[arg-type]
+        )
+
+
+def check_duplicates(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """A rule repeated later with only same-kind rules in between: the
+    earlier copy can never decide anything."""
+    rules = view.rules
+    last: dict[tuple[bool, str], Rule] = {}
+    for r in rules:
+        key = (r.exception, r.pattern.text)
+        prev = last.get(key)
+        if prev is not None and all(x.exception == r.exception for x in rules[prev.index + 1:r.index]):
+            yield Finding("duplicate", WARNING, f"line {r.line} repeats this rule", "remove this copy",
+                          edit=Edit("comment", f"same as line {r.line}", prev.line, syntactic=True),
+                          **_at(prev))  # type: ignore[arg-type]
+        last[key] = r
+
+
+def _close_name(view: ContextView, pattern: Pattern) -> str | None:
+    """A real name one typo away from a literal pattern (``node_module``)."""
+    if any(c in pattern.text for c in "*?[\\"):
+        return None
+    parent, _, last = pattern.text.rpartition("/")
+    names = view.children(parent)
+    close = difflib.get_close_matches(last, sorted(names), n=1, cutoff=0.8)
+    return f"{parent}/{close[0]}" if close and parent else (close[0] if close else None)
+
+
+def check_dead_rules(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """Exclusions that decide nothing: redundant (what they match is decided
+    elsewhere) or matching nothing.  Guards of local state are left alone."""
+    for r in view.rules:
+        if r.exception or view.decided.get(r.index) or is_guard(r.pattern.text):
+            continue
+        path, pruned_by = _first_match(view, r.pattern)
+        if path is not None:
+            if pruned_by is not None:
+                why = f"it only matches inside {pruned_by.path}/, which {pruned_by.rule} already excludes"
+            else:
+                decider = view.by_path()[path].rule if path in view.by_path() else None
+                why = f"every path it matches is decided by another rule ({path}: {decider or 'no rule'})"
+            yield Finding("redundant", WARNING, why, "remove it",
+                          edit=Edit("comment", "redundant", r.line), **_at(r))  # type: ignore[arg-type]
+            continue
+        history = view.history()
+        if history is not None and any(_safe_matches(r.pattern, h) for h in history):
+            continue  # it once matched something: deliberate, if obsolete
+        typo = _close_name(view, r.pattern)
+        if typo is not None:
+            yield Finding("matches-nothing", WARNING, f"rule matches nothing; did you mean '{typo}'?",
+                          f"correct it to '{typo}' if that is what it means", **_at(r))  # type: ignore[arg-type]
+        elif history is not None:
+            yield Finding("matches-nothing", WARNING, "rule matches nothing in the tree or in its git history",
+                          "check the spelling; remove it only if it is not meant for files made later",
+                          **_at(r))  # type: ignore[arg-type]
+        else:
+            yield Finding("matches-nothing", INFO, "rule matches nothing in this tree (no git history to check)",
+                          "check the spelling", **_at(r))  # type: ignore[arg-type]
+
+
+def check_exceptions(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """``!`` rules that re-include nothing that is sent."""
+    for r in view.rules:
+        if not r.exception or view.decided_sent.get(r.index):
+            continue
+        path, pruned_by = _first_match(view, r.pattern)
+        if path is None:
+            yield Finding("useless-exception", INFO, "exception matches no path in this tree",
+                          "keep it if the path is made later (a build output, a local file)",
+                          **_at(r))  # type: ignore[arg-type]
+            continue
+        if pruned_by is not None:
+            why = ""
+            if view.ctx.dialect is Dialect.CLASSIC and r.pattern.kind is not MatchKind.EXACT:
+                why = (" (the classic builder only looks inside an excluded directory when the exception's "
+                       "literal text starts with it)")
+            msg = f"exception re-includes nothing: {pruned_by.path}/ is excluded by {pruned_by.rule} and not searched{why}"
+            fix = "spell the path out literally (e.g. '!" + path + "') so that both builders look inside"
+        else:
+            msg = f"exception re-includes nothing: what it matches ({path}) is not excluded"
+            fix = "remove it if no earlier rule is meant to exclude these paths"
+        yield Finding("useless-exception", WARNING, msg, fix, **_at(r))  # type: ignore[arg-type]
+
+
+def _descended(view: ContextView) -> set[str]:
+    """Excluded directories the walker read (for exceptions)."""
+    out = {e.path for e in view.entries
+           if e.kind == EntryKind.DIR and e.included and e.rule is not None and not e.rule.exception}
+    sent_or_pruned = {e.path for e in view.entries if e.kind == EntryKind.DIR}
+    for e in view.entries:
+        parent = e.path.rpartition("/")[0]
+        while parent and parent not in sent_or_pruned and parent not in out:
+            out.add(parent)
+            parent = parent.rpartition("/")[0]
+    return out
+
+
+def check_dialects(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """Paths one builder sends and the other does not.  The walkers only
+    differ in which excluded directories they read, so the other builder's
+    walk is run only when some excluded directory is read by one of them."""
+    ctx = view.ctx
+    if not ctx.file_matcher.has_exceptions:
+        return
+    other = Dialect.CLASSIC if ctx.dialect is Dialect.BUILDKIT else Dialect.BUILDKIT
+    o = view.options
+    octx = open_context(ctx.root, dockerfile=o["dockerfile"], dialect=other,  # type: ignore[arg-type]
+                        ignore_file=o["ignore_file"], stdin_dockerfile=o["stdin_dockerfile"],  # type: ignore[arg-type]
+                        rules=ctx.rules)
+    dirs = [e.path for e in view.pruned()] + sorted(_descended(view))
+    if all(descends_into_excluded(ctx, d) == descends_into_excluded(octx, d) for d in dirs):
+        return
+    oentries, _ = walk_entries(octx)
+    osent = {e.path for e in oentries if e.included}
+    # Directories differ by design (BuildKit sends excluded parents of
+    # re-included paths, classic lets the daemon create them), and the
+    # classic CLI forces the Dockerfile and .dockerignore in: compare the rest.
+    skip = {"Dockerfile", ".dockerignore", ctx.dockerfile or ""}
+    is_dir = {e.path for e in view.entries if e.kind == EntryKind.DIR} | {e.path for e in oentries if e.kind == EntryKind.DIR}
+    differ = sorted(p for p in (view.sent ^ osent) - skip if p not in is_dir)
+    for p in differ[:opts.max_listed]:
+        who = ctx.dialect.value if p in view.sent else other.value
+        yield Finding("dialect-difference", WARNING,
+                      f"only {who} sends this path; the builders disagree for this .dockerignore",
+                      "use exceptions whose literal text starts with the excluded directory so both builders agree",
+                      file=ctx.ignore_source, path=p)
+    if len(differ) > opts.max_listed:
+        yield Finding("dialect-difference", WARNING, f"{len(differ) - opts.max_listed} more paths differ between the builders",
+                      "run ctxpack ls --dialect classic and --dialect buildkit to compare", file=ctx.ignore_source)
+
+
+_HEAVY_NAMES = re.compile(r"(?:^|/)(\.git|node_modules|\.venv|venv|__pycache__|\.tox|\.mypy_cache|\.pytest_cache|"
+                          r"\.ruff_cache|target|dist|build|\.next|\.angular|\.terraform|coverage|bin|obj)/")
+
+
+def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """Heavy directories of local state or build output that are sent."""
+    sizes: dict[str, int] = {}
+    kinds: dict[str, str | None] = {}
+    for e in view.entries:
+        if not e.included or e.kind != EntryKind.FILE or e.stat is None:
+            continue
+        m = _HEAVY_NAMES.search(e.path)
+        while m is not None:
+            d = e.path[:m.end(1)]
+            if d not in kinds:
+                parent = d.rpartition("/")[0]
+                kinds[d] = heavy_kind(m.group(1), view.children(parent) if m.group(1) in ("bin", "obj") else None)
+            if kinds[d] is not None:
+                sizes[d] = sizes.get(d, 0) + e.stat.st_size
+                break
+            m = _HEAVY_NAMES.search(e.path, m.end(1))
+    source = view.ctx.ignore_source or ".dockerignore"
+    for d, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
+        name = d.rpartition("/")[2]
+        if b < HEAVY_MIN_BYTES and name != ".git":
+            continue
+        line = name if "/" not in d else "**/" + name
+        entry = view.by_path().get(d)
+        rule = entry.rule if entry is not None else None
+        msg = f"{d}/ ({kinds[d]}, {format_size(b)}) is sent to the builder"
+        if view.user_exception(rule):
+            yield Finding("heavy-directory", INFO, msg + f"; {rule} re-includes it on purpose",
+                          f"remove {rule.text!r} if no build step needs it",  # type: ignore[union-attr]
+                          path=d, edit=Edit("append", line), **_at(rule))  # type: ignore[arg-type]
+            continue
+        yield Finding("heavy-directory", WARNING, msg, f"add '{line}' to {source}", file=view.ctx.ignore_source,
+                      path=d, edit=Edit("append", line))
+
+
+def _allow_comments(view: ContextView) -> dict[str, int]:
+    """``# ctxpack: allow-secret PATH...`` lines of the ignore file: path -> line."""
+    out: dict[str, int] = {}
+    for number, line in enumerate((view.ignore_text or "").splitlines(), start=1):
+        m = re.match(r"\s*#\s*ctxpack:\s*allow-secrets?\s+(.+)$", line)
+        if m:
+            for p in m.group(1).split():
+                out.setdefault(p.strip("/").removeprefix("./"), number)
+    return out
+
+
+def _allowed(path: str, allowed: Iterable[str]) -> str | None:
+    for a in allowed:
+        if path == a or path.startswith(a.rstrip("/") + "/"):
+            return a
     return None
 
 
-def _gitignore_count(text: str, paths: list[str], dirs: set[str]) -> int:
-    spec = pathspec.GitIgnoreSpec.from_lines([text])
-    n = 0
-    for p in paths:
-        # gitignore matches a directory pattern against "dir/": pass both forms.
-        if spec.match_file(p + "/" if p in dirs else p):
-            n += 1
-    return n
-
-
-def _docker_count(pattern_text: str, paths: list[str]) -> int:
-    pat = compile_pattern(pattern_text)
-    n = 0
-    for p in paths:
-        parts = p.split("/")
+def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """Credentials in sent files, by content; an allowed path is info."""
+    comments = _allow_comments(view)
+    source = view.ctx.ignore_source or ".dockerignore"
+    for e in view.entries:
+        if not e.included or e.kind != EntryKind.FILE or e.stat is None:
+            continue
+        reason = secrets.candidate(e.path)
+        if reason is None:
+            continue
         try:
-            if any(pat.matches("/".join(parts[:k])) for k in range(1, len(parts) + 1)):
-                n += 1
-        except Exception:  # noqa: BLE001 - broken patterns are reported elsewhere
-            return 0
-    return n
+            hits = secrets.scan(os.path.join(view.ctx.root, e.path), e.path, e.stat.st_size, reason)
+        except (ContextError, OSError):
+            continue  # unreadable: the walk reports it
+        if secrets.looks_like_example(e.path):
+            hits = [h for h in hits if not h.what.startswith(("a value for", "a high-entropy"))]
+        base = e.path.rpartition("/")[2]
+        env_file = base.startswith(".env") or base.endswith(".env")
+        if not hits and not env_file:
+            continue
+        line = literal_pattern(e.path)
+        edit = Edit("append", line) if line else None
+        rule = e.rule if view.user_exception(e.rule) else None
+        where = {"file": rule.source, "line": rule.line, "rule": rule.text} if rule else {"file": view.ctx.ignore_source}
+        reinc = f"; {rule} re-includes it" if rule else ""
+        if not hits:
+            yield Finding("secret", INFO, f"{e.path} is sent; no credential found in its content{reinc}",
+                          "nothing to do unless it holds settings the image should not get", path=e.path,
+                          **where)  # type: ignore[arg-type]
+            continue
+        what = "; ".join(f"{h.what}" + (f" (line {h.line})" if h.line else "") for h in hits[:3])
+        if len(hits) > 3:
+            what += f"; {len(hits) - 3} more"
+        severity = ERROR if any(h.severity == ERROR for h in hits) else WARNING
+        msg = f"{e.path} holds {what}, and is sent to the builder (values not shown){reinc}"
+        by = None
+        a = _allowed(e.path, opts.allow_secrets)
+        if a is not None:
+            by = f"--allow-secret {a}"
+        else:
+            c = _allowed(e.path, comments)
+            if c is not None:
+                by = f"{source}:{comments[c]}"
+        if by is not None:
+            yield Finding("secret", INFO, msg + f"; allowed by {by}", "nothing to do", path=e.path,
+                          **where)  # type: ignore[arg-type]
+            continue
+        yield Finding("secret", severity, msg,
+                      f"exclude it ('{line or e.path}' in {source}) and pass it with RUN --mount=type=secret; "
+                      f"or, if it is meant to be sent, allow it: --allow-secret {e.path} or "
+                      f"'# ctxpack: allow-secret {e.path}' in {source}",
+                      path=e.path, edit=edit, **where)  # type: ignore[arg-type]
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
+def _source_state(view: ContextView, pattern: str) -> tuple[list[str], list[Rule | None]]:
+    """For a COPY source: the paths it reads that are sent, and the rules
+    keeping the others out (empty lists: nothing matches)."""
+    sel = Selection([pattern], view.ctx.root)
+    literal = not any(c in pattern for c in "*?[\\")
+    sent: list[str] = []
+    keeping: list[Rule | None] = []
+    if literal:
+        by_path = view.by_path()
+        e = by_path.get(pattern)
+        if e is not None:
+            return ([pattern], []) if e.included else ([], [e.rule])
+        if not os.path.lexists(os.path.join(view.ctx.root, pattern)):
+            return [], []
+        parts = pattern.split("/")
+        for k in range(1, len(parts)):
+            top = by_path.get("/".join(parts[:k]))
+            if top is not None and not top.included:
+                return [], [top.rule]
+        return [], [None]
+    for e in view.entries:
+        if sel.wants(e.path):
+            if e.included:
+                sent.append(e.path)
+                return sent, keeping
+            keeping.append(e.rule)
+    for d in view.pruned():
+        if sel.may_contain(d.path) and any(sel.wants(rel) for rel, _ in view.subtree(d.path)):
+            keeping.append(d.rule)
+    return sent, keeping
 
 
-def _fmt(n: int) -> str:
-    for unit, f in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if n >= f:
-            return f"{n / f:.1f} {unit}"
-    return f"{n} B"
+def check_copy_sources(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """COPY/ADD/bind-mount sources that are missing or that the rules exclude."""
+    an = view.analysis
+    df = dockerfile_name(view.ctx)
+    if an is None:
+        if view.analysis_error and view.analysis_error != "no Dockerfile":
+            yield Finding("dockerfile", INFO, f"cannot analyse the Dockerfile: {view.analysis_error}",
+                          "fix the Dockerfile", file=df)
+        return
+    for src in an.sources:
+        sent, keeping = _source_state(view, src.pattern)
+        if sent:
+            continue
+        if not keeping:
+            yield Finding("copy-source-missing", WARNING,
+                          f"{src.instruction} source {src.pattern!r} (stage {src.stage}) matches nothing in the context: "
+                          "the build fails with 'not found'", "create it or fix the path",
+                          file=df, line=src.line, rule=src.pattern)
+            continue
+        rules = sorted({str(r) for r in keeping if r is not None})
+        yield Finding("copy-source-excluded", ERROR,
+                      f"{src.instruction} source {src.pattern!r} (stage {src.stage}) exists but the ignore rules "
+                      f"exclude it ({', '.join(rules) or 'pruned'}): the build fails with 'not found'",
+                      f"add an exception '!{src.pattern}' to {view.ctx.ignore_source or '.dockerignore'} or drop the COPY",
+                      file=df, line=src.line, rule=src.pattern, edit=Edit("append", "!" + src.pattern))
+
+
+def check_unused(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
+    """Sent paths no build stage reads, each at the highest directory with
+    nothing read below it (never a directory a source reads inside)."""
+    sel = view.reads
+    if sel is None:
+        return
+    forced = view.forced | {".dockerignore"} | ({view.ctx.dockerfile} if view.ctx.dockerfile else set())
+    groups: dict[str, int] = {}
+    dirs: set[str] = set()
+    inside = ""
+    current = ""
+    for e in view.entries:
+        if not e.included:
+            continue
+        if inside and e.path.startswith(inside):
+            groups[current] += 1
+            continue
+        if e.path in forced or sel.wants(e.path):
+            continue
+        if e.kind == EntryKind.DIR:
+            if sel.may_contain(e.path):
+                continue
+            current, inside = e.path, e.path + "/"
+            dirs.add(e.path)
+        else:
+            current, inside = e.path, ""
+        groups[current] = 1
+    source = view.ctx.ignore_source or ".dockerignore"
+    ranked = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
+    for path, n in ranked[:opts.max_listed]:
+        line = literal_pattern(path)
+        shown = path + "/" if path in dirs else path
+        yield Finding("unused-by-build", INFO, f"{shown} is sent ({_n(n, 'entry', 'entries')}) but no build stage reads it",
+                      f"add '{line or path}' to {source} (or pack with --minimal)", file=view.ctx.ignore_source,
+                      path=path, edit=Edit("append", line) if line else None)
+    if len(ranked) > opts.max_listed:
+        rest = sum(n for _, n in ranked[opts.max_listed:])
+        yield Finding("unused-by-build", INFO, f"{_n(len(ranked) - opts.max_listed, 'more path')} ({rest} entries) "
+                      "are sent but no build stage reads them", "see ctxpack ls --minimal", file=view.ctx.ignore_source)
+
+
+CHECKS: tuple[Check, ...] = (
+    check_syntax, check_unreadable, check_habits, check_duplicates, check_dead_rules, check_exceptions,
+    check_dialects, check_heavy, check_secrets, check_copy_sources, check_unused,
+)
+
+
+def _ignore_path(view: ContextView) -> str:
+    ignore_file = view.options.get("ignore_file")
+    source = view.ctx.ignore_source
+    if ignore_file:
+        return os.path.abspath(str(ignore_file))
+    if source and source != ".dockerignore":
+        return os.path.abspath(source)
+    return os.path.join(view.ctx.root, ".dockerignore")
+
+
+def _context_path(root: str, path: str) -> str:
+    p = path.replace(os.sep, "/")
+    if os.path.isabs(p):
+        p = os.path.relpath(p, root).replace(os.sep, "/")
+    return "/".join(x for x in p.split("/") if x not in ("", "."))
 
 
 def lint(
@@ -223,261 +575,20 @@ def lint(
     dockerfile: str | None = None,
     dialect: Dialect | str = Dialect.BUILDKIT,
     ignore_file: str | None = None,
-    allow_secrets: bool = False,
+    allow_secrets: Iterable[str] = (),
+    stdin_dockerfile: bytes | None = None,
     max_listed: int = 20,
+    checks: tuple[Check, ...] = CHECKS,
 ) -> LintReport:
-    """Lint the ignore file that applies to ``root`` for ``dialect``."""
-    from ctxpack import explainer as api  # late import: api sits above this module's callers
+    """Lint the ignore file that applies to ``root`` for ``dialect``.
 
-    dialect = Dialect(dialect)
-    findings: list[Finding] = []
-    # Load-time syntax errors would stop open_context: check line by line first.
-    ctx = _open_lenient(root, dockerfile, dialect, ignore_file, findings)
-    nodes = _all_paths(ctx.root)
-    paths = [n.path for n in nodes]
-    dirs = {n.path for n in nodes if n.is_dir}
-    source = ctx.ignore_source
-    ignore_path = _ignore_path(ctx, ignore_file)
-
-    # Patterns docker accepts but can never evaluate.
-    for r in ctx.file_matcher.rules:
-        if r.pattern.error is not None:
-            findings.append(Finding(
-                "syntax", ERROR,
-                f"docker accepts this pattern but fails with 'syntax error in pattern' when it first evaluates it ({r.pattern.error})",
-                "fix or remove the pattern", r.source, r.line, r.text, edit=("comment", "invalid pattern"),
-            ))
-
-    decisions = _decide_all(ctx.file_matcher, nodes)
-    try:
-        sent = {e.path for e in api.list_entries(ctx)}
-    except PatternError:
-        sent = set()
-    deciding: dict[int, int] = {}
-    deciding_sent: dict[int, int] = {}
-    for p, rule in decisions.items():
-        if rule is not None:
-            deciding[rule.index] = deciding.get(rule.index, 0) + 1
-            if p in sent:
-                deciding_sent[rule.index] = deciding_sent.get(rule.index, 0) + 1
-
-    for r in ctx.file_matcher.rules:
-        if r.pattern.error is not None:
-            continue
-        pat = r.pattern
-        direct = sum(1 for p in paths if pat.matches(p))
-        where: dict[str, Any] = {"file": r.source, "line": r.line, "rule": r.text}
-        # gitignore habits: a rule without an inner "/" is rooted in Docker.
-        text = pat.text
-        if not pat.exception and "/" not in text and not text.startswith("**"):
-            git_n = _gitignore_count(text, paths, dirs)
-            docker_n = _docker_count(text, paths)
-            if git_n > docker_n:
-                findings.append(Finding(
-                    "gitignore-habit", WARNING,
-                    f"'{text}' only matches at the context root in .dockerignore: it catches {_n(docker_n, 'path')} here, "
-                    f"where gitignore rules would catch {git_n}",
-                    f"use '**/{text}' to match at any depth", edit=("replace", "**/" + text),
-                    **where,
-                ))
-                continue
-        if direct == 0:
-            findings.append(Finding("matches-nothing", WARNING, f"rule matches no path in {ctx.root}",
-                                    "remove it if it is obsolete", edit=("comment", "matches nothing"), **where))
-            continue
-        if pat.exception:
-            if deciding_sent.get(r.index, 0) == 0:
-                why = ""
-                if ctx.dialect is Dialect.CLASSIC and pat.kind is not MatchKind.EXACT:
-                    why = " (the classic builder only looks inside an excluded directory when the exception's literal text starts with it)"
-                findings.append(Finding("useless-exception", WARNING,
-                                        f"exception re-includes nothing that is sent{why}",
-                                        "remove it, or spell the path out literally", edit=("comment", "re-includes nothing"), **where))
-        elif deciding.get(r.index, 0) == 0:
-            findings.append(Finding("redundant", WARNING,
-                                    "every path this rule matches is decided by a later rule",
-                                    "remove it", edit=("comment", "redundant"), **where))
-
-    # Paths the two builders decide differently.
-    other = Dialect.CLASSIC if dialect is Dialect.BUILDKIT else Dialect.BUILDKIT
-    try:
-        octx = open_context(root, dockerfile=dockerfile, dialect=other, ignore_file=ignore_file, rules=ctx.rules)
-        osent = {e.path for e in api.list_entries(octx)}
-        # Directories differ by design (BuildKit sends excluded parents of
-        # re-included paths, classic lets the daemon create them), and the
-        # classic CLI forces the Dockerfile and .dockerignore in: compare the rest.
-        forced = {"Dockerfile", ".dockerignore", ctx.dockerfile or ""}
-        diff = sorted(p for p in (sent ^ osent) - forced if p not in dirs)
-        for p in diff[:max_listed]:
-            who = ctx.dialect.value if p in sent else other.value
-            findings.append(Finding("dialect-difference", WARNING,
-                                    f"only {who} sends this path; the builders disagree for this .dockerignore",
-                                    "use exceptions whose literal text starts with the excluded directory so both builders agree",
-                                    file=source, path=p))
-        if len(diff) > max_listed:
-            findings.append(Finding("dialect-difference", WARNING, f"{len(diff) - max_listed} more paths differ between the builders",
-                                    "run ctxpack ls --dialect classic and --dialect buildkit to compare", file=source))
-    except PatternError:
-        pass
-
-    # Heavy directories that are sent.
-    sizes: dict[str, int] = {}
-    for n in nodes:
-        if n.path in sent and not n.is_dir:
-            parts = n.path.split("/")
-            for k in range(1, len(parts)):
-                if parts[k - 1] in HEAVY:
-                    d = "/".join(parts[:k])
-                    sizes[d] = sizes.get(d, 0) + n.size
-                    break
-    for d, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
-        name = d.rsplit("/", 1)[-1]
-        if b < HEAVY_MIN_BYTES and name != ".git":
-            continue
-        line = name if "/" not in d else "**/" + name
-        findings.append(Finding("heavy-directory", WARNING,
-                                f"{d}/ ({HEAVY[name]}, {_fmt(b)}) is sent to the builder",
-                                f"add '{line}' to .dockerignore", file=source, path=d, edit=("append", line)))
-
-    findings.extend(_dockerfile_findings(ctx, nodes, sent, source, max_listed))
-
-    # Likely secrets.
-    for n in nodes:
-        if n.path not in sent or n.is_dir:
-            continue
-        what = _is_secret(n.path, os.path.join(ctx.root, n.path), n.size)
-        if what:
-            findings.append(Finding("secret", INFO if allow_secrets else ERROR,
-                                    f"{n.path} looks like {what} and is sent to the builder (content not shown)",
-                                    f"add '{n.path}' to .dockerignore (or use a build secret: RUN --mount=type=secret)",
-                                    file=source, path=n.path, edit=("append", n.path)))
-    findings.sort(key=lambda f: ({ERROR: 0, WARNING: 1, INFO: 2}[f.severity], f.line or 10**9, f.path or ""))
-    return LintReport(source, ignore_path, findings)
-
-
-def _dockerfile_findings(ctx: BuildContext, nodes: list[_Node], sent: set[str], source: str | None,
-                         max_listed: int) -> list[Finding]:
-    """COPY sources the ignore rules exclude; sent files no stage reads."""
-    out: list[Finding] = []
-    if ctx.dockerfile_path is None and ctx.dockerfile_data is None:
-        return out
-    data = ctx.dockerfile_data
-    if data is None:
-        assert ctx.dockerfile_path is not None
-        with open(ctx.dockerfile_path, "rb") as f:
-            data = f.read()
-    df_name = os.path.relpath(ctx.dockerfile_path) if ctx.dockerfile_path else "Dockerfile"
-    try:
-        an = analyze(data, dialect=ctx.dialect.value, source=df_name)
-    except CtxpackError as e:
-        return [Finding("dockerfile", INFO, f"cannot analyse the Dockerfile: {e}", "fix the Dockerfile", file=df_name)]
-    paths = [n.path for n in nodes]
-    forced = {ctx.dockerfile or "", ".dockerignore"}
-    # Sources that exist in the tree but that the ignore rules keep out.
-    for src in an.sources:
-        sel = Selection([src.pattern], ctx.root)
-        matching = [p for p in paths if sel.wants(p)]
-        if not matching:
-            out.append(Finding("copy-source-missing", WARNING,
-                               f"{src.instruction} source {src.pattern!r} (stage {src.stage}) matches nothing in the context: "
-                               "the build fails with 'not found'", "create it or fix the path",
-                               file=df_name, line=src.line, rule=src.pattern))
-        elif not any(p in sent for p in matching):
-            rules = sorted({str(_decider(ctx, p)) for p in matching[:20] if _decider(ctx, p) is not None})
-            out.append(Finding("copy-source-excluded", ERROR,
-                               f"{src.instruction} source {src.pattern!r} (stage {src.stage}) exists but the ignore rules "
-                               f"exclude it ({', '.join(rules) or 'pruned'}): the build fails with 'not found'",
-                               f"add an exception '!{src.pattern}' to {source or '.dockerignore'} or drop the COPY",
-                               file=df_name, line=src.line, rule=src.pattern, edit=("append", "!" + src.pattern)))
-    if an.whole_context:
-        return out
-    # Files sent that no stage reads.
-    sel = Selection(an.patterns + [p for p in forced if p], ctx.root)
-    unused = sorted(p for p in sent if p not in forced and not sel.wants(p) and not sel.may_contain(p))
-    tops: dict[str, int] = {}
-    for p in unused:
-        top = p.split("/", 1)[0]
-        tops[top] = tops.get(top, 0) + 1
-    for top, n in sorted(tops.items(), key=lambda kv: -kv[1])[:max_listed]:
-        out.append(Finding("unused-by-build", INFO,
-                           f"{top}{'/' if n > 1 or top in {x.path for x in nodes if x.is_dir} else ''} is sent "
-                           f"({n} {'entries' if n != 1 else 'entry'}) but no build stage reads it",
-                           f"add '{top}' to {source or '.dockerignore'} (or pack with --minimal)",
-                           file=source, path=top, edit=("append", top)))
-    return out
-
-
-def _decider(ctx: BuildContext, path: str) -> Rule | None:
-    """The rule that excluded ``path`` or the first excluded ancestor."""
-    return next((d.rule for _, d in ctx.file_matcher.decide_path(path) if d.excluded), None)
-
-
-def _ignore_path(ctx: BuildContext, ignore_file: str | None) -> str:
-    if ignore_file:
-        return os.path.abspath(ignore_file)
-    if ctx.ignore_source and ctx.ignore_source != ".dockerignore":
-        return os.path.abspath(ctx.ignore_source)
-    return os.path.join(ctx.root, ".dockerignore")
-
-
-def _open_lenient(root: str | os.PathLike[str], dockerfile: str | None, dialect: Dialect,
-                  ignore_file: str | None, findings: list[Finding]) -> BuildContext:
-    """Open the context; each pattern docker refuses at load time becomes an
-    error finding, and the context is opened without those lines."""
-    real = os.path.realpath(os.fspath(root))
-    path, source = select_ignore_file(real, dockerfile, dialect, ignore_file)
-    raw = read_ignore_file(path, source) or []
-    good: list[RawRule] = []
-    for r in raw:
-        try:
-            compile_pattern(r.pattern)
-        except PatternSyntaxError as err:
-            findings.append(Finding("syntax", ERROR, f"docker refuses this file: {err}",
-                                    "fix or remove the pattern", r.source, r.line, r.text, edit=("comment", "invalid pattern")))
-            continue
-        good.append(r)
-    return open_context(root, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, rules=good)
-
-
-def apply_fixes(report: LintReport) -> tuple[str, str, str] | None:
-    """The fixed ignore file: (path, old text, new text), or None if nothing to do.
-
-    Comments and order are kept: lines are replaced or commented out in
-    place, new lines appended at the end under a comment.
+    ``allow_secrets`` lists context paths (files or directories) whose
+    credentials are accepted: their findings become info.  Raises
+    :class:`~ctxpack.errors.CtxpackError` subclasses for unusable input (no
+    such directory, an unreadable ignore file).
     """
-    path = report.ignore_path
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as f:
-            old = f.read().decode("utf-8", "surrogateescape")
-    except FileNotFoundError:
-        old = ""
-    lines = old.splitlines(keepends=True)
-    appended: list[str] = []
-    for finding in report.findings:
-        if finding.edit is None:
-            continue
-        op, arg = finding.edit
-        if op == "append":
-            if arg not in appended:
-                appended.append(arg)
-        elif finding.line is not None and 0 < finding.line <= len(lines):
-            cur = lines[finding.line - 1]
-            end = "\r\n" if cur.endswith("\r\n") else ("\n" if cur.endswith("\n") else "")
-            if op == "replace":
-                lines[finding.line - 1] = arg + end
-            elif op == "comment" and not cur.startswith("#"):
-                lines[finding.line - 1] = f"# ctxpack: {arg}: {cur.rstrip(chr(13) + chr(10))}{end}"
-    new = "".join(lines)
-    if appended:
-        if new and not new.endswith("\n"):
-            new += "\n"
-        new += "# added by ctxpack lint --fix\n" + "".join(a + "\n" for a in appended)
-    if new == old:
-        return None
-    return path, old, new
-
-
-def unified_diff(path: str, old: str, new: str) -> str:
-    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
+    view = open_view(root, dockerfile=dockerfile, dialect=Dialect(dialect), ignore_file=ignore_file,
+                     stdin_dockerfile=stdin_dockerfile)
+    opts = LintOptions(frozenset(_context_path(view.ctx.root, p) for p in allow_secrets), max_listed)
+    findings = [f for check in checks for f in check(view, opts)]
+    return LintReport(view.ctx.ignore_source, _ignore_path(view), merge_by_path(findings), view)

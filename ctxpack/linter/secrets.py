@@ -1,0 +1,258 @@
+"""Credentials in context files, decided by content (values are never shown).
+
+Which files are read: those whose name says they hold credentials or
+settings (``.env*``, keys and certificates, ``.npmrc``, ``.pypirc``,
+``.netrc``, ``credentials``, docker's ``config.json``, service-account JSON,
+``*.tfvars``/``*.tfstate``) and small configuration files (YAML, JSON,
+TOML, INI, properties, shell env files) outside installed-package trees.
+Source code is not scanned: that is a job for a dedicated secret scanner.
+
+What counts, most certain first:
+
+* a private-key block (``-----BEGIN … PRIVATE KEY-----``);
+* a token in a known format: AWS access key ids, GitHub, GitLab, Slack,
+  Stripe live keys, Google API keys, npm and PyPI tokens, SendGrid,
+  OpenAI/Anthropic keys, JWTs, Slack webhooks, credentials inside URLs;
+* ``KEY=VALUE`` (or ``key: value``) where the key names a secret
+  (``PASSWORD``, ``TOKEN``, ``SECRET``, ``API_KEY`` …) and the value is not
+  a placeholder (``changeme``, ``${VAR}``, ``<your-token>``, empty …);
+* a high-entropy value under any key (a warning: it may be an id).
+
+Binary key stores (``.p12``, ``.jks`` …) cannot be read this way and are
+reported by name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+from ctxpack import fs
+from ctxpack.linter.findings import ERROR, WARNING
+
+__all__ = ["Hit", "candidate", "entropy", "high_entropy", "looks_like_example", "placeholder", "scan", "scan_bytes",
+           "secret_key"]
+
+# At most this much of a file is read; credentials files are small.
+READ_LIMIT = 1 << 20
+# Configuration files larger than this are not read (data, not settings).
+CONFIG_LIMIT = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One credential found: what it is, on which line, how sure."""
+
+    what: str
+    line: int | None
+    severity: str
+
+
+_NAMED = re.compile(
+    r"^(\.env(\..*)?|.*\.env|\.envrc|id_(rsa|dsa|ecdsa|ed25519)|.*\.(pem|key|crt|cer|p8)|\.netrc|_netrc|"
+    r"\.git-credentials|credentials(\.json|\.ya?ml|\.xml)?|\.htpasswd|\.npmrc|\.pypirc|\.pgpass|\.s3cfg|"
+    r"config\.json|.*service[-_]?account.*\.json|.*secrets?(\..*)?|.*\.tfvars(\.json)?|.*\.tfstate(\.backup)?|"
+    r"wp-config\.php|settings\.py|local_settings\.py|application(-[^/]*)?\.(properties|ya?ml)|appsettings(\.[^/]*)?\.json)$",
+    re.I,
+)
+_KEYSTORE = re.compile(r"\.(p12|pfx|jks|keystore|kdbx|ppk|gpg|asc)$", re.I)
+_CONFIG = re.compile(r"\.(ya?ml|json|toml|ini|cfg|conf|properties|env|xml|tf|hcl)$", re.I)
+# Installed packages and caches: their configuration files are not the project's.
+_VENDORED = re.compile(r"(^|/)(node_modules|\.venv|venv|site-packages|vendor|bower_components|\.git|\.tox|"
+                       r"__pycache__|\.cache|\.yarn|\.pnpm-store|target|bin|obj)/")
+_EXAMPLE = re.compile(r"(^|[./_-])(example|sample|template|dist|defaults?|tmpl|tpl)([./_-]|$)", re.I)
+
+
+def candidate(path: str) -> str | None:
+    """Why ``path`` is worth reading (``"named"``, ``"config"``,
+    ``"keystore"``), or ``None``."""
+    base = path.rsplit("/", 1)[-1]
+    if _KEYSTORE.search(base):
+        return None if _VENDORED.search(path) else "keystore"
+    if _NAMED.match(base):
+        if base == "config.json" and not path.endswith(".docker/config.json"):
+            return None if _VENDORED.search(path) else "config"
+        return "named"
+    if _CONFIG.search(base) and not _VENDORED.search(path):
+        return "config"
+    return None
+
+
+_PRIVATE_KEY = re.compile(rb"-----BEGIN ((RSA|DSA|EC|OPENSSH|ENCRYPTED|PGP|SSH2 ENCRYPTED) )?PRIVATE KEY( BLOCK)?-----")
+_TOKENS: tuple[tuple[str, re.Pattern[bytes]], ...] = tuple((what, re.compile(rx)) for what, rx in (
+    ("an AWS access key id", rb"(?<![A-Z0-9])(AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Z0-9])"),
+    ("a GitHub token", rb"(?<![A-Za-z0-9_])(gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{50,255})"),
+    ("a GitLab token", rb"(?<![A-Za-z0-9_])glpat-[A-Za-z0-9_-]{20,}"),
+    ("a Slack token", rb"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}"),
+    ("a Slack webhook", rb"hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,}"),
+    ("a Stripe live key", rb"(?<![A-Za-z0-9])(sk|rk)_live_[A-Za-z0-9]{16,}"),
+    ("a Google API key", rb"(?<![A-Za-z0-9_-])AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])"),
+    ("an npm token", rb"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
+    ("a PyPI token", rb"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"),
+    ("a SendGrid key", rb"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"),
+    ("an OpenAI key", rb"(?<![A-Za-z0-9])sk-(proj-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}"),
+    ("an Anthropic key", rb"(?<![A-Za-z0-9])sk-ant-[A-Za-z0-9_-]{32,}"),
+    ("a JSON web token", rb"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{16,}"),
+))
+_URL_CREDENTIALS = re.compile(rb"[a-z][a-z0-9+.-]*://[^\s:/@'\"]+:([^\s@/'\"]+)@[^\s/'\"]+", re.I)
+_ASSIGNMENT = re.compile(
+    rb"""^\s*(?:export\s+|set\s+)?["']?([A-Za-z_][A-Za-z0-9_.\-]*)["']?\s*(?:=|:(?!:))\s*(.*?)\s*,?\s*$""")
+_NPMRC_AUTH = re.compile(rb"(^|:)_(auth|authToken|password)\s*=\s*(.+)$")
+_DOCKER_AUTH = re.compile(rb'"auth"\s*:\s*"([A-Za-z0-9+/=]{8,})"')
+
+# Words of a key that name a secret; "key" and "auth" only in compounds.
+_SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "pass", "pwd", "secret", "secrets", "token",
+                           "apikey", "credential", "credentials", "salt", "dsn", "privatekey", "secretkey",
+                           "accesskey", "clientsecret", "authtoken"})
+_KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "signing", "encryption", "master", "license",
+                             "app", "client", "service", "session", "jwt", "hmac", "crypt", "cipher", "auth",
+                             "account", "storage", "subscription"})
+# A key ending like this holds a reference, a setting or a name, not the secret.
+_NOT_VALUE = frozenset({"file", "path", "dir", "url", "uri", "endpoint", "host", "port", "name", "user",
+                        "username", "id", "length", "len", "expiry", "expires", "expiration", "ttl", "timeout",
+                        "lifetime", "header", "type", "enabled", "enable", "required", "min", "max", "policy",
+                        "prompt", "field", "param", "mode", "algorithm", "algo", "env", "var", "source", "location",
+                        "method", "scheme", "format", "version", "count", "size", "rotation", "reset", "hint"})
+_PLACEHOLDER = re.compile(
+    r"^(|changeme|change[-_. ]?me.*|change[-_. ]?this.*|replace[-_. ]?me.*|replace[-_. ]?with.*|todo|tbd|fixme|"
+    r"x+|\*+|\.{2,}|-+|_+|<[^>]*>|\[[^\]]*\]|\(.*\)|\$\{[^}]*\}.*|\$\([^)]*\).*|\$[A-Za-z_][A-Za-z0-9_]*|"
+    r"\{\{.*\}\}|%\([^)]*\)s|%[A-Z_]+%|#\{[^}]*\}|@[A-Za-z_]+@|your[-_ ].*|my[-_ ]?(password|secret|token|key).*|"
+    r"(example|sample|dummy|fake|test|testing|placeholder|default|demo|insecure|none|null|nil|undefined|"
+    r"secret|password|passwd|token|key|apikey|api_key|true|false|yes|no|on|off|empty|redacted|hidden)"
+    r"([-_. ]?here)?|!vault.*|\|.*|>.*|\[\]|\{\})$",
+    re.I,
+)
+
+
+def _words(key: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key)
+    return [w for w in re.split(r"[_.\-]+", spaced.lower()) if w]
+
+
+def secret_key(key: str) -> bool:
+    """Whether the name ``key`` says its value is a secret (``DB_PASSWORD``,
+    ``apiKey``, ``STRIPE_SECRET``; not ``PASSWORD_FILE`` or ``AUTHOR``)."""
+    words = _words(key)
+    if not words or words[-1] in _NOT_VALUE:
+        return False
+    for i, w in enumerate(words):
+        if w in _SECRET_WORDS:
+            return True
+        if w in ("key", "auth") and i > 0 and words[i - 1] in _KEY_QUALIFIERS:
+            return True
+    return False
+
+
+def _unquote(value: str) -> str:
+    v = value.strip()
+    if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'`":
+        return v[1:-1]
+    if v[:1] in "\"'":
+        return v[1:]
+    return re.split(r"\s+#", v, maxsplit=1)[0].strip()  # an unquoted value ends at " #"
+
+
+def placeholder(value: str) -> bool:
+    """A value that stands for a secret instead of being one."""
+    v = value.strip()
+    if _PLACEHOLDER.match(v):
+        return True
+    if re.fullmatch(r"[0-9]+([.:][0-9]+)*[a-z]{0,2}", v, re.I):  # numbers, durations, versions
+        return True
+    return len(v) < 4
+
+
+def entropy(value: str) -> float:
+    """Shannon entropy in bits per character."""
+    if not value:
+        return 0.0
+    counts: dict[str, int] = {}
+    for c in value:
+        counts[c] = counts.get(c, 0) + 1
+    n = len(value)
+    return -sum(k / n * math.log2(k / n) for k in counts.values())
+
+
+_TOKENISH = re.compile(r"^[A-Za-z0-9+/=_\-.~]{20,}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+
+def high_entropy(value: str) -> bool:
+    """A long random-looking value (base64, hex, URL-safe alphabet)."""
+    if not _TOKENISH.match(value) or _UUID.match(value) or "://" in value:
+        return False
+    if re.search(r"[a-z]{5,}", value) and not re.search(r"[0-9]", value):
+        return False  # words, not noise
+    classes = sum(bool(re.search(rx, value)) for rx in ("[a-z]", "[A-Z]", "[0-9]"))
+    return classes >= 2 and entropy(value) >= (3.5 if len(value) < 32 else 4.0)
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def scan_bytes(data: bytes, reason: str) -> list[Hit]:
+    """The credentials in ``data`` (a file read because of ``reason``)."""
+    hits: list[Hit] = []
+    m = _PRIVATE_KEY.search(data)
+    if m:
+        hits.append(Hit("a private key", _line_of(data, m.start()), ERROR))
+    for what, rx in _TOKENS:
+        m = rx.search(data)
+        if m:
+            hits.append(Hit(what, _line_of(data, m.start()), ERROR))
+    for m in _URL_CREDENTIALS.finditer(data):
+        if not placeholder(m.group(1).decode("utf-8", "replace")):
+            hits.append(Hit("a password inside a URL", _line_of(data, m.start()), ERROR))
+            break
+    m = _DOCKER_AUTH.search(data)
+    if m:
+        hits.append(Hit("registry credentials (docker config \"auth\")", _line_of(data, m.start()), ERROR))
+    if b"\0" in data[:8192]:
+        return hits  # binary: no KEY=VALUE lines
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if len(raw) > 4096 or raw.lstrip()[:1] in (b"#", b";"):
+            continue
+        npm = _NPMRC_AUTH.search(raw)
+        if npm:
+            if not placeholder(_unquote(npm.group(3).decode("utf-8", "replace"))):
+                hits.append(Hit(f"a registry {npm.group(2).decode()} value", number, ERROR))
+            continue
+        a = _ASSIGNMENT.match(raw)
+        if not a:
+            continue
+        key = a.group(1).decode("utf-8", "replace")
+        value = _unquote(a.group(2).decode("utf-8", "replace"))
+        if placeholder(value):
+            continue
+        if secret_key(key):
+            sev = ERROR if len(value) >= 8 or high_entropy(value) else WARNING
+            hits.append(Hit(f"a value for {key}", number, sev))
+        elif high_entropy(value):
+            hits.append(Hit(f"a high-entropy value for {key}", number, WARNING))
+    return hits
+
+
+def scan(abspath: str, rel: str, size: int, reason: str) -> list[Hit]:
+    """The credentials in the context file ``rel`` (read at most
+    :data:`READ_LIMIT` bytes, without following a symlink)."""
+    if reason == "keystore":
+        return [Hit("a binary key store (content not checked)", None, WARNING)]
+    if reason == "config" and size > CONFIG_LIMIT:
+        return []
+    fd = fs.open_regular(abspath, rel)
+    if fd is None:
+        return []
+    try:
+        data = os.pread(fd, min(size, READ_LIMIT), 0)
+    finally:
+        os.close(fd)
+    return scan_bytes(data, reason)
+
+
+def looks_like_example(path: str) -> bool:
+    """``.env.example``, ``config.sample.yml``: meant to be shared."""
+    return bool(_EXAMPLE.search(path.rsplit("/", 1)[-1]))
+

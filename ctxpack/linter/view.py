@@ -1,0 +1,260 @@
+"""One view of a build context for lint's checks, made once.
+
+The walker decides every path it meets exactly once (the same walk ``ls
+--excluded`` does: pruned directories are one entry); the checks read the
+entries, the deciding rule of each, and the Dockerfile analysis from here.
+What the walk does not visit (the inside of a pruned directory, git
+history) is listed lazily, only for a check that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as st
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ctxpack import fs
+from ctxpack.context import BuildContext, Dialect, open_context, select_ignore_file
+from ctxpack.dockerfile.analysis import Analysis, Selection, analyze
+from ctxpack.errors import ContextError, CtxpackError, PatternSyntaxError
+from ctxpack.ignore.matcher import Rule
+from ctxpack.ignore.pattern import compile_pattern
+from ctxpack.ignore.reader import RawRule, read_ignore_file
+from ctxpack.walker import Entry, EntryKind, walk_all
+
+__all__ = ["ContextView", "RefusedLine", "open_view", "open_lenient"]
+
+CLI_SOURCE = "<docker cli>"
+
+
+@dataclass(frozen=True)
+class RefusedLine:
+    """An ignore-file line docker refuses (when it loads the file, or when
+    it first evaluates the pattern)."""
+
+    rule: RawRule
+    message: str
+
+
+@dataclass
+class ContextView:
+    """The context as the builder sees it, for the checks.
+
+    ``entries``: every entry the walker met, in walk order (sent ones with
+    their ``lstat``; excluded ones without; a pruned directory once).
+    ``sent``: the paths sent.  ``decided[i]`` / ``decided_sent[i]``: how many
+    paths rule ``i`` decided (of them, sent).  ``refused``: lines docker
+    refuses at load time (left out of ``ctx``).  ``analysis``: the
+    Dockerfile's sources (``None`` without a Dockerfile or when it cannot be
+    analysed, see ``analysis_error``); ``reads`` selects the paths the build
+    reads, ``None`` when that is not known (no analysis, or a fallback to the
+    whole context).  ``errors``: paths docker could not read.
+    """
+
+    ctx: BuildContext
+    options: dict[str, object]
+    entries: list[Entry]
+    sent: set[str]
+    decided: dict[int, int]
+    decided_sent: dict[int, int]
+    refused: list[RefusedLine]
+    ignore_text: str | None
+    analysis: Analysis | None = None
+    analysis_error: str | None = None
+    reads: Selection | None = None
+    errors: list[ContextError] = field(default_factory=list)
+    _subtrees: dict[str, list[tuple[str, os.stat_result]]] = field(default_factory=dict, repr=False)
+    _history: set[str] | None | bool = field(default=False, repr=False)
+    _children: dict[str, set[str]] | None = field(default=None, repr=False)
+    _by_path: dict[str, Entry] | None = field(default=None, repr=False)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The ignore file's rules as the walk used them (no CLI re-adds)."""
+        return self.ctx.file_matcher.rules
+
+    @property
+    def forced(self) -> set[str]:
+        """Paths the build always gets whatever the rules say: the classic
+        CLI's re-adds, and the Dockerfile and ignore file it reads."""
+        out = {p[1:] for p in self.ctx.appended}
+        if self.ctx.dialect is Dialect.CLASSIC:
+            out.add(".dockerignore")
+            if self.ctx.dockerfile:
+                out.add(self.ctx.dockerfile)
+        return out
+
+    def user_exception(self, rule: Rule | None) -> bool:
+        """Whether ``rule`` is a ``!`` line the user wrote."""
+        return rule is not None and rule.exception and rule.source != CLI_SOURCE
+
+    def pruned(self) -> Iterator[Entry]:
+        """Excluded directories the walker did not read."""
+        return (e for e in self.entries if not e.included and e.kind == EntryKind.DIR)
+
+    def subtree(self, rel: str) -> list[tuple[str, os.stat_result]]:
+        """Everything below the (pruned) directory ``rel``, listed on demand."""
+        if rel not in self._subtrees:
+            self._subtrees[rel] = list(fs.iter_tree(os.path.join(self.ctx.root, rel), rel))
+        return self._subtrees[rel]
+
+    def by_path(self) -> dict[str, Entry]:
+        """The walk's entries by path."""
+        if self._by_path is None:
+            self._by_path = {e.path: e for e in self.entries}
+        return self._by_path
+
+    def children(self, directory: str) -> set[str]:
+        """Names the walk met directly in ``directory`` (``""`` = root)."""
+        if self._children is None:
+            kids: dict[str, set[str]] = {}
+            for e in self.entries:
+                parent, _, name = e.path.rpartition("/")
+                kids.setdefault(parent, set()).add(name)
+            self._children = kids
+        return self._children.get(directory, set())
+
+    def history(self) -> set[str] | None:
+        """Every path (and its parents) that git history ever held below the
+        context, relative to it; ``None`` when the context is not in a git
+        work tree or git is unavailable."""
+        if self._history is False:
+            self._history = _git_history(self.ctx.root)
+        return self._history  # type: ignore[return-value]
+
+
+def _git_history(root: str) -> set[str] | None:
+    try:
+        inside = subprocess.run(["git", "-C", root, "rev-parse", "--is-inside-work-tree"],
+                                capture_output=True, text=True, timeout=10)
+        if inside.returncode != 0 or inside.stdout.strip() != "true":
+            return None
+        log = subprocess.run(["git", "-C", root, "-c", "core.quotepath=off", "log", "--all", "--name-only",
+                              "--format=", "--relative", "-z"], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if log.returncode != 0:
+        return None
+    out: set[str] = set()
+    for raw in log.stdout.split(b"\0"):
+        name = raw.strip(b"\n").decode("utf-8", "surrogateescape")
+        while name and name not in out:
+            out.add(name)
+            name = name.rpartition("/")[0]
+    return out
+
+
+def split_rules(raw: list[RawRule]) -> tuple[list[RawRule], list[RefusedLine]]:
+    """The lines docker uses, and those it refuses (at load time, or when it
+    first evaluates them: the walk goes on without those, to describe the rest)."""
+    good: list[RawRule] = []
+    refused: list[RefusedLine] = []
+    for r in raw:
+        try:
+            pat = compile_pattern(r.pattern)
+        except PatternSyntaxError as err:
+            refused.append(RefusedLine(r, f"docker refuses this file: {err}"))
+            continue
+        if pat.error is not None:
+            refused.append(RefusedLine(r, "docker accepts this pattern but fails with 'syntax error in pattern' "
+                                          f"when it first evaluates it ({pat.error})"))
+            continue
+        good.append(r)
+    return good, refused
+
+
+def open_lenient(root: str | os.PathLike[str], dockerfile: str | None, dialect: Dialect, ignore_file: str | None,
+                 stdin_dockerfile: bytes | None = None) -> tuple[BuildContext, list[RefusedLine], str | None]:
+    """Open the context without the lines docker refuses at load time and
+    those it fails on when it first evaluates them (so that the walk can
+    describe the rest); returns the context, those lines and the ignore
+    file's text."""
+    real = os.path.realpath(os.fspath(root))
+    path, source = select_ignore_file(real, dockerfile, dialect, ignore_file)
+    raw = read_ignore_file(path, source) or []
+    try:
+        with open(path, "rb") as f:
+            text: str | None = f.read().decode("utf-8", "surrogateescape")
+    except OSError:
+        text = None
+    good, refused = split_rules(raw)
+    ctx = open_context(root, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file,
+                       stdin_dockerfile=stdin_dockerfile, rules=good)
+    return ctx, refused, text
+
+
+def read_dockerfile(ctx: BuildContext) -> bytes | None:
+    """The Dockerfile's bytes, or ``None`` when there is none."""
+    if ctx.dockerfile_data is not None:
+        return ctx.dockerfile_data
+    if ctx.dockerfile_path is None:
+        return None
+    try:
+        with open(ctx.dockerfile_path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def dockerfile_name(ctx: BuildContext) -> str:
+    """The Dockerfile as messages name it: relative to the context when inside it."""
+    if ctx.dockerfile:
+        return ctx.dockerfile
+    return os.path.relpath(ctx.dockerfile_path) if ctx.dockerfile_path else "Dockerfile"
+
+
+def analyse(ctx: BuildContext) -> tuple[Analysis | None, str | None, Selection | None]:
+    """The Dockerfile analysis, an error message if it failed, and the
+    selection of what the build reads (``None`` when that is not known)."""
+    data = read_dockerfile(ctx)
+    if data is None:
+        return None, "no Dockerfile", None
+    try:
+        an = analyze(data, dialect=ctx.dialect.value, source=dockerfile_name(ctx))
+    except CtxpackError as e:
+        return None, str(e), None
+    if an.whole_context:
+        return an, None, None
+    keep = list(an.patterns) + [p for p in (ctx.dockerfile, ".dockerignore") if p]
+    return an, None, Selection(keep, ctx.root)
+
+
+def open_view(root: str | os.PathLike[str], *, dockerfile: str | None = None, dialect: Dialect = Dialect.BUILDKIT,
+              ignore_file: str | None = None, stdin_dockerfile: bytes | None = None) -> ContextView:
+    """Open the context leniently and walk it once."""
+    ctx, refused, text = open_lenient(root, dockerfile, dialect, ignore_file, stdin_dockerfile)
+    entries, errors = walk_entries(ctx)
+    sent: set[str] = set()
+    decided: dict[int, int] = {}
+    decided_sent: dict[int, int] = {}
+    for e in entries:
+        r = e.rule
+        if e.included:
+            sent.add(e.path)
+            if r is not None:
+                decided_sent[r.index] = decided_sent.get(r.index, 0) + 1
+        if r is not None:
+            decided[r.index] = decided.get(r.index, 0) + 1
+    an, an_error, reads = analyse(ctx)
+    options = {"dockerfile": dockerfile, "dialect": dialect, "ignore_file": ignore_file, "stdin_dockerfile": stdin_dockerfile}
+    return ContextView(ctx, options, entries, sent, decided, decided_sent, refused, text,
+                       analysis=an, analysis_error=an_error, reads=reads, errors=errors)
+
+
+def walk_entries(ctx: BuildContext) -> tuple[list[Entry], list[ContextError]]:
+    """The walk's entries, excluded ones included; an unreadable path
+    docker would fail on ends the walk and is returned as an error."""
+    entries: list[Entry] = []
+    errors: list[ContextError] = []
+    try:
+        for e in walk_all(ctx, excluded=True):
+            entries.append(e)
+    except ContextError as e:
+        errors.append(e)
+    return entries, errors
+
+
+def is_dir(e: Entry) -> bool:
+    return e.kind == EntryKind.DIR or (e.stat is not None and st.S_ISDIR(e.stat.st_mode))
