@@ -212,7 +212,7 @@ def analyse(ctx: BuildContext) -> tuple[Analysis | None, str | None, Selection |
     if data is None:
         return None, "no Dockerfile", None
     try:
-        an = analyze(data, dialect=ctx.dialect.value, source=dockerfile_name(ctx))
+        an = analyze(data, dialect=ctx.dialect, source=dockerfile_name(ctx))
     except CtxpackError as e:
         return None, str(e), None
     if an.whole_context:
