@@ -107,6 +107,7 @@ sys.path.insert(0, HERE)
 from benchutil import command_output, compile_ctxpack, cpu_model, ctxpack_exe, loadavg, log, summary  # noqa: E402
 
 import discard_server
+from ctxpack.engine.fake import discard
 import gen_tree
 from set_ignore import current_variant, set_ignore
 
@@ -157,27 +158,6 @@ def consume(raw, parse: bool = True) -> dict:
     while buf.read(READ):
         pass
     return {"bytes": hr.n, "sha256": hr.h.hexdigest(), "names": names, "parse_error": err}
-
-
-class _HashingHandler(discard_server._Handler):
-    """The discard server's handler; hashes and lists the body when asked."""
-
-    def _build(self) -> None:
-        if not getattr(self.server, "hash_mode", False):
-            return super()._build()
-        te = (self.headers.get("Transfer-Encoding") or "").lower()
-        if "chunked" in te:
-            body = discard_server._ChunkedBody(self.rfile)
-        else:
-            body = discard_server._FixedBody(self.rfile, int(self.headers.get("Content-Length") or 0))
-        res = consume(body, parse=True)
-        self.server.hashed.append(res)
-        self.server.record(body.total, None)
-        msgs = [{"stream": f"discarded {body.total} bytes of build context\n"},
-                {"aux": {"ID": "sha256:" + "0" * 64}},
-                {"stream": "Successfully built 000000000000\n"}]
-        payload = b"".join(json.dumps(m).encode() + b"\r\n" for m in msgs)
-        self._send(200, "application/json", payload, [("API-Version", discard_server.API_VERSION)])
 
 
 # --------------------------------------------------------------------------
@@ -355,10 +335,8 @@ class Runner:
 
     def _run_docker(self, argv: list[str], verify: bool) -> dict:
         assert self.server is not None
-        srv = self.server._server
-        self.server.take_uploads()
-        srv.hashed = []
-        srv.hash_mode = verify
+        self.server.take()
+        self.server.set_consumer(consume if verify else discard)
         errf = tempfile.TemporaryFile()
         usage = _Usage(argv)
         s0 = time.process_time()
@@ -370,19 +348,19 @@ class Runner:
             p.returncode = code
             wall = time.perf_counter() - t0
         finally:
-            srv.hash_mode = False
+            self.server.set_consumer(discard)
         server_cpu = time.process_time() - s0
         errf.seek(0)
         err = errf.read().decode(errors="replace")
         errf.close()
         if code != 0:
             raise RuntimeError(f"docker build exited {code}:\n{err[-3000:]}")
-        ups = self.server.take_uploads()
+        ups = [r for r in self.server.take() if r.path == "/build"]
         if len(ups) != 1:
             raise RuntimeError(f"expected one upload, got {len(ups)}")
-        result: dict = {"wall": wall, "server_cpu": server_cpu, "bytes": ups[0][0], **usage.result(ru)}
+        result: dict = {"wall": wall, "server_cpu": server_cpu, "bytes": ups[0].body_size, **usage.result(ru)}
         if verify:
-            result.update(srv.hashed[0])
+            result.update(ups[0].result)
         return result
 
 
@@ -927,9 +905,7 @@ def main(argv: list[str] | None = None) -> int:
             use_dockerpy = False
     server = None
     if use_docker:
-        server = discard_server.DiscardServer()
-        server._server.RequestHandlerClass = _HashingHandler
-        server.start()
+        server = discard_server.DiscardServer().start()
     runner = Runner(server)
     res: dict = {"variant": variant, "reps": args.reps, "ctxpack_cmd": runner.ctxpack,
                  "machine": machine_info(tree), "tree": {"path": tree, "marker": marker}, "groups": {}}

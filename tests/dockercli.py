@@ -64,28 +64,21 @@ from __future__ import annotations
 
 import atexit
 import gzip
-import hashlib
 import io
-import json
 import os
-import re
 import shutil
 import signal
 import socket
-import socketserver
-import struct
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
-from types import TracebackType
-from typing import Any, Union, cast
-from urllib.parse import parse_qsl, urlsplit
+from typing import Union
+
+from ctxpack.engine.fake import API_VERSION, FakeDaemon, RequestRecord
 
 __all__ = [
     "API_VERSION",
@@ -103,15 +96,7 @@ __all__ = [
 
 StrPath = Union[str, "os.PathLike[str]"]
 
-#: API version the capture server advertises; the CLI uses it as URL prefix.
-API_VERSION = "1.47"
-
-#: Seconds a connection may stay silent before the server drops it.  Keeps
-#: handler threads from lingering on a stuck or killed client.
-CONNECTION_IDLE_TIMEOUT = 30.0
-
 _TAR_BLOCK = 512
-_VERSION_PREFIX = re.compile(r"^/v[0-9]+(?:\.[0-9]+)*(/.*)$")
 
 
 # --------------------------------------------------------------------------
@@ -188,39 +173,6 @@ def _compute_missing_reason() -> str | None:
 # --------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One HTTP request received by the capture server."""
-
-    method: str
-    #: Request target as sent, including the ``/v1.xx`` prefix and query.
-    target: str
-    #: Path without the API version prefix and without the query.
-    path: str
-    #: Query parameters in order, repeated keys kept.
-    query_items: tuple[tuple[str, str], ...]
-    #: Headers in order as received.
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-    #: Pid of the connecting process (``SO_PEERCRED``), None if unknown.
-    pid: int | None
-    #: ``time.monotonic()`` when the request was fully received.
-    received_at: float
-
-    @property
-    def query(self) -> dict[str, str]:
-        """Query parameters as a dict (for repeated keys the last one wins)."""
-        return dict(self.query_items)
-
-    def header(self, name: str) -> str | None:
-        """Return the first header called ``name`` (case-insensitive)."""
-        lname = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lname:
-                return value
-        return None
 
 
 @dataclass
@@ -305,349 +257,13 @@ class DockerCLITimeout(TimeoutError):
 
 
 # --------------------------------------------------------------------------
-# Server
+# Server: the package's fake daemon, keeping every body
 # --------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Fake Docker Engine API endpoint; one instance per connection."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "ctxpack-capture"
-    sys_version = ""
-    timeout = CONNECTION_IDLE_TIMEOUT
-    server: _UnixHTTPServer
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass  # keep test output clean
-
-    # All methods go through one dispatcher.
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch()
-
-    def _read_body(self) -> bytes:
-        te = (self.headers.get("Transfer-Encoding") or "").lower()
-        if "chunked" in te:
-            return self._read_chunked()
-        length = self.headers.get("Content-Length")
-        if length:
-            n = int(length)
-            data = self.rfile.read(n)
-            if len(data) != n:
-                raise ConnectionError(f"body truncated: {len(data)} of {n} bytes")
-            return data
-        return b""
-
-    def _read_chunked(self) -> bytes:
-        buf = bytearray()
-        while True:
-            line = self.rfile.readline(65537)
-            if not line:
-                raise ConnectionError("connection closed inside chunked body")
-            size = int(line.split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                # Skip optional trailers up to the terminating empty line.
-                while True:
-                    trailer = self.rfile.readline(65537)
-                    if trailer in (b"\r\n", b"\n", b""):
-                        return bytes(buf)
-            chunk = self.rfile.read(size)
-            if len(chunk) != size:
-                raise ConnectionError("connection closed inside a chunk")
-            buf += chunk
-            self.rfile.readline(3)  # CRLF after the chunk data
-
-    def _dispatch(self) -> None:
-        try:
-            body = self._read_body()
-        except (OSError, ValueError, ConnectionError) as exc:
-            self.server.note_error(f"{self.command} {self.path}: {exc!r}")
-            self.close_connection = True
-            return
-        split = urlsplit(self.path)
-        match = _VERSION_PREFIX.match(split.path)
-        path = match.group(1) if match else split.path
-        record = RequestRecord(
-            method=self.command,
-            target=self.path,
-            path=path,
-            query_items=tuple(parse_qsl(split.query, keep_blank_values=True)),
-            headers=tuple(self.headers.items()),
-            body=body,
-            pid=cast("int | None", self.client_address[0]),
-            received_at=time.monotonic(),
-        )
-        self.server.record(record)
-
-        if path == "/_ping":
-            self._reply_ping()
-        elif path == "/build" and self.command == "POST":
-            self._reply_build(record)
-        elif path == "/version" and self.command in ("GET", "HEAD"):
-            self._reply_json(200, _version_payload())
-        elif path == "/info" and self.command in ("GET", "HEAD"):
-            self._reply_json(200, {"OSType": "linux", "Architecture": "x86_64",
-                                   "ServerVersion": "ctxpack-capture"})
-        else:
-            self._reply_json(404, {"message": f"page not found: {self.command} {path}"})
-
-    def _ping_headers(self) -> list[tuple[str, str]]:
-        return [
-            ("API-Version", API_VERSION),
-            ("Builder-Version", "1"),
-            ("Docker-Experimental", "false"),
-            ("OSType", "linux"),
-            ("Swarm", "inactive"),
-            ("Cache-Control", "no-cache, no-store, must-revalidate"),
-            ("Pragma", "no-cache"),
-        ]
-
-    def _send(self, status: int, ctype: str, payload: bytes,
-              extra: Sequence[tuple[str, str]] = ()) -> None:
-        self.send_response(status)
-        for key, value in extra:
-            self.send_header(key, value)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-        self.wfile.flush()
-
-    def _reply_ping(self) -> None:
-        self._send(200, "text/plain; charset=utf-8", b"OK", self._ping_headers())
-
-    def _reply_json(self, status: int, obj: object) -> None:
-        payload = json.dumps(obj).encode() + b"\n"
-        self._send(status, "application/json", payload, [("API-Version", API_VERSION)])
-
-    def _reply_build(self, record: RequestRecord) -> None:
-        # The image ID is derived from the body so it is meaningful and stable.
-        digest = hashlib.sha256(record.body).hexdigest()
-        image_id = f"sha256:{digest}"
-        quiet = record.query.get("q", "") not in ("", "0", "false")
-        messages: list[dict[str, object]] = []
-        if not quiet:
-            messages.append({"stream": f"ctxpack capture: received "
-                                       f"{len(record.body)} bytes of build context\n"})
-        messages.append({"aux": {"ID": image_id}})
-        if quiet:
-            # Like the daemon: with q=1 the only output is the image ID,
-            # which the CLI prints verbatim.
-            messages.append({"stream": image_id + "\n"})
-        else:
-            messages.append({"stream": f"Successfully built {digest[:12]}\n"})
-            for key, value in record.query_items:
-                if key == "t":
-                    messages.append({"stream": f"Successfully tagged {value}\n"})
-        payload = b"".join(json.dumps(m).encode() + b"\r\n" for m in messages)
-        self._send(200, "application/json", payload, [("API-Version", API_VERSION)])
-
-
-def _version_payload() -> dict[str, object]:
-    return {
-        "Version": "ctxpack-capture",
-        "ApiVersion": API_VERSION,
-        "MinAPIVersion": "1.24",
-        "Os": "linux",
-        "Arch": "amd64",
-        "Experimental": False,
-        "Components": [],
-    }
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """Threaded HTTP server on a unix socket that remembers what it saw."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = False
-
-    def __init__(self, path: str, max_log: int = 1000) -> None:
-        self._records_lock = threading.Lock()
-        self._records: list[RequestRecord] = []
-        self._max_log = max_log
-        self._conns: set[socket.socket] = set()
-        self.errors: list[str] = []
-        super().__init__(path, _Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, _addr = super().get_request()
-        pid: int | None = None
-        peercred = getattr(socket, "SO_PEERCRED", None)
-        if peercred is not None:
-            try:
-                raw = conn.getsockopt(socket.SOL_SOCKET, peercred, struct.calcsize("3i"))
-                pid = struct.unpack("3i", raw)[0] or None
-            except OSError:
-                pid = None
-        with self._records_lock:
-            self._conns.add(conn)
-        # BaseHTTPRequestHandler expects a (host, port)-like address.
-        return conn, (pid, 0)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._records_lock:
-            self._conns.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        self.note_error(f"handler error for pid {client_address[0]}: {exc!r}")
-
-    def note_error(self, message: str) -> None:
-        with self._records_lock:
-            self.errors.append(message)
-            del self.errors[: -self._max_log]
-
-    def record(self, rec: RequestRecord) -> None:
-        with self._records_lock:
-            self._records.append(rec)
-            del self._records[: -self._max_log]
-
-    def records_since(self, since: float, pid: int | None) -> list[RequestRecord]:
-        with self._records_lock:
-            return [
-                r for r in self._records
-                if r.received_at >= since and (pid is None or r.pid is None or r.pid == pid)
-            ]
-
-    def abort_connections(self) -> None:
-        with self._records_lock:
-            conns = list(self._conns)
-            self._conns.clear()
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class CaptureServer:
-    """A fake Docker daemon on a unix socket that records build uploads.
-
-    Threaded (one daemon thread per connection, plus the accept loop),
-    HTTP/1.1, handles chunked and Content-Length bodies, reusable for any
-    number of builds.  Use as a context manager or call :meth:`start` /
-    :meth:`stop`.  :func:`capture_context` serializes builds on
-    :attr:`build_lock`; requests are attributed to the CLI process that made
-    them via ``SO_PEERCRED`` where available.
-    """
-
-    def __init__(self, socket_dir: StrPath | None = None) -> None:
-        self._socket_dir_arg = os.fspath(socket_dir) if socket_dir is not None else None
-        self._tmpdir: str | None = None
-        self._server: _UnixHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._state_lock = threading.Lock()
-        #: Held for the duration of each ``docker build`` run.
-        self.build_lock = threading.RLock()
-
-    # -- lifecycle ---------------------------------------------------------
-
-    def start(self) -> CaptureServer:
-        """Start listening (idempotent).  Returns self."""
-        with self._state_lock:
-            if self._server is not None:
-                return self
-            if self._socket_dir_arg is not None:
-                sock_dir = self._socket_dir_arg
-            else:
-                # AF_UNIX paths are limited to ~104-108 bytes: prefer /tmp.
-                base = tempfile.gettempdir()
-                if len(base) > 60 and os.path.isdir("/tmp"):
-                    base = "/tmp"
-                self._tmpdir = tempfile.mkdtemp(prefix="ctxpack-dock-", dir=base)
-                sock_dir = self._tmpdir
-            path = os.path.join(sock_dir, "docker.sock")
-            if os.path.exists(path):
-                os.unlink(path)
-            server = _UnixHTTPServer(path)
-            thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="ctxpack-docker-capture",
-                daemon=True,
-            )
-            thread.start()
-            self._server, self._thread = server, thread
-            return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server, drop open connections, remove the socket (idempotent)."""
-        with self._state_lock:
-            server, thread = self._server, self._thread
-            self._server = self._thread = None
-            tmpdir, self._tmpdir = self._tmpdir, None
-        if server is not None:
-            path = server.server_address
-            if thread is not None and thread.is_alive():
-                server.shutdown()
-            server.abort_connections()
-            server.server_close()
-            if thread is not None:
-                thread.join(timeout)
-            if isinstance(path, str) and os.path.exists(path):
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-
-    def __enter__(self) -> CaptureServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None,
-                 exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-    # -- introspection -----------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    def _require(self) -> _UnixHTTPServer:
-        server = self._server
-        if server is None:
-            raise RuntimeError("CaptureServer is not running; call start()")
-        return server
-
-    @property
-    def socket_path(self) -> str:
-        """Filesystem path of the listening unix socket."""
-        return cast(str, self._require().server_address)
-
-    @property
-    def docker_host(self) -> str:
-        """Value for ``DOCKER_HOST``."""
-        return "unix://" + self.socket_path
-
-    @property
-    def errors(self) -> list[str]:
-        """Problems seen while serving (e.g. a client vanishing mid-upload)."""
-        return list(self._require().errors)
-
-    def requests_since(self, since: float, pid: int | None = None) -> list[RequestRecord]:
-        """Requests fully received at or after ``since`` (``time.monotonic()``),
-        restricted to those from ``pid`` when the peer pid is known."""
-        return self._require().records_since(since, pid)
+class CaptureServer(FakeDaemon):
+    """The fake daemon (:class:`ctxpack.engine.fake.FakeDaemon`) keeping
+    every build body in memory: the docker CLI's exact upload."""
 
 
 # --------------------------------------------------------------------------
