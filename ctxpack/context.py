@@ -61,6 +61,19 @@ class BuildContext:
     analysis: "Analysis | None" = None
     selection: "Selection | None" = None
 
+    def dockerfile_bytes(self) -> bytes | None:
+        """The Dockerfile's content (from stdin, outside or inside the
+        context), or ``None`` when there is none or it cannot be read."""
+        if self.dockerfile_data is not None:
+            return self.dockerfile_data
+        if self.dockerfile_path is None:
+            return None
+        try:
+            with open(self.dockerfile_path, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
 
 def _resolve_root(path: str) -> str:
     absolute = os.path.abspath(path)

@@ -232,25 +232,13 @@ def choose_compression(engine: Engine, builder: str, requested: str | None) -> t
     return "gzip", None
 
 
-def _dockerfile_text(ctx: BuildContext) -> bytes | None:
-    if ctx.dockerfile_data is not None:
-        return ctx.dockerfile_data
-    if ctx.dockerfile_path is None:
-        return None
-    try:
-        with open(ctx.dockerfile_path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def minimize(ctx: BuildContext, engine: Engine, opts: BuildOptions, notes: list[str]) -> BuildContext:
     """The minimal context where the analysis is sure (see the module
     docstring); ``ctx`` unchanged where it is not, with the reasons in
     ``notes``."""
     from ..dockerfile.analysis import Selection, analyze
 
-    text = _dockerfile_text(ctx)
+    text = ctx.dockerfile_bytes()
     if text is None:
         notes.append("no Dockerfile to analyse: sending the whole context")
         return ctx

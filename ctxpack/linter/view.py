@@ -185,19 +185,6 @@ def open_lenient(root: str | os.PathLike[str], dockerfile: str | None, dialect: 
     return ctx, refused, text
 
 
-def read_dockerfile(ctx: BuildContext) -> bytes | None:
-    """The Dockerfile's bytes, or ``None`` when there is none."""
-    if ctx.dockerfile_data is not None:
-        return ctx.dockerfile_data
-    if ctx.dockerfile_path is None:
-        return None
-    try:
-        with open(ctx.dockerfile_path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def dockerfile_name(ctx: BuildContext) -> str:
     """The Dockerfile as messages name it: relative to the context when inside it."""
     if ctx.dockerfile:
@@ -208,7 +195,7 @@ def dockerfile_name(ctx: BuildContext) -> str:
 def analyse(ctx: BuildContext) -> tuple[Analysis | None, str | None, Selection | None]:
     """The Dockerfile analysis, an error message if it failed, and the
     selection of what the build reads (``None`` when that is not known)."""
-    data = read_dockerfile(ctx)
+    data = ctx.dockerfile_bytes()
     if data is None:
         return None, "no Dockerfile", None
     try:
