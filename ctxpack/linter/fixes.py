@@ -65,9 +65,11 @@ class FixPlan:
 def apply_edit(text: str, edit: Edit) -> str:
     """``text`` with ``edit`` made (unchanged when it does not apply)."""
     if edit.op == "append":
-        lines = text.splitlines()
-        if APPENDED_HEADER in lines and edit.text in lines[lines.index(APPENDED_HEADER):]:
-            return text
+        lines = [line.strip() for line in text.splitlines()]
+        if edit.text in lines:
+            last = len(lines) - 1 - lines[::-1].index(edit.text)
+            if not any(line.startswith("!") for line in lines[last + 1:]):
+                return text  # the rule is there already, and nothing after it re-includes
         out = text if not text or text.endswith("\n") else text + "\n"
         if APPENDED_HEADER not in lines:
             out += APPENDED_HEADER + "\n"

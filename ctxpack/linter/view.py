@@ -22,7 +22,7 @@ from ctxpack.errors import ContextError, CtxpackError, PatternSyntaxError
 from ctxpack.ignore.matcher import Rule
 from ctxpack.ignore.pattern import compile_pattern
 from ctxpack.ignore.reader import RawRule, read_ignore_file
-from ctxpack.walker import Entry, EntryKind, walk_all
+from ctxpack.walker import Entry, EntryKind, needs_classic_validation, validate_classic, walk_all
 
 __all__ = ["ContextView", "RefusedLine", "open_view", "open_lenient"]
 
@@ -231,15 +231,24 @@ def open_view(root: str | os.PathLike[str], *, dockerfile: str | None = None, di
 
 
 def walk_entries(ctx: BuildContext) -> tuple[list[Entry], list[ContextError]]:
-    """The walk's entries, excluded ones included; an unreadable path
-    docker would fail on ends the walk and is returned as an error."""
+    """The walk's entries, excluded ones included, and the paths docker
+    would fail on (the classic CLI's validation first; an unreadable path
+    ends the walk)."""
     entries: list[Entry] = []
     errors: list[ContextError] = []
+    if needs_classic_validation(ctx):
+        # The docker CLI's own walk first: it fails on unreadable paths the
+        # upload walk would never reach (an excluded unreadable directory).
+        try:
+            validate_classic(ctx)
+        except ContextError as e:
+            errors.append(e)
     try:
         for e in walk_all(ctx, excluded=True):
             entries.append(e)
     except ContextError as e:
-        errors.append(e)
+        if not any(e.path == x.path for x in errors):
+            errors.append(e)
     return entries, errors
 
 
