@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from ctxpack.context import BuildContext
 from ctxpack.errors import InputError
 from ctxpack.fs import iter_tree
-from ctxpack.walker import Entry, EntryKind
+from ctxpack.walker import Entry, EntryKind, Progress
 
 __all__ = ["SizeReport", "RuleSaving", "DirRow", "FileRow", "ExtRow", "measure", "parse_size", "format_size"]
 
@@ -103,7 +103,6 @@ class SizeReport:
         }
 
 
-Progress = Callable[[int, int], None]
 
 
 def _du(path: str) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as st
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ctxpack import fs
@@ -34,8 +34,12 @@ from ctxpack.ignore.matcher import NO_RULE, DirPlan, Rule
 
 __all__ = [
     "Entry", "EntryKind", "walk", "walk_all", "list_entries", "entries_for_builder",
-    "injected_dockerfile_name", "dockerfile_name_in_tar", "descends_into_excluded",
+    "injected_dockerfile_name", "dockerfile_name_in_tar", "descends_into_excluded", "excluded_dirs_read", "Progress",
 ]
+
+# How far a job that goes through the entries got: (files, bytes) so far.
+# One definition for the packer, the size report and the fingerprint.
+Progress = Callable[[int, int], None]
 
 
 class EntryKind:
@@ -90,6 +94,16 @@ _KINDS = {
 def descends_into_excluded(ctx: BuildContext, path: str) -> bool:
     """Whether the dialect's walker reads the excluded directory ``path``."""
     return ctx.matcher.descent(ctx.dialect).reads(path)
+
+
+def excluded_dirs_read(ctx: BuildContext) -> list[str] | None:
+    """A superset of the excluded directories the walker reads (for
+    exceptions); ``None`` when no finite list can be given from the rules
+    (BuildKit with a wildcard exception, or a ``--minimal`` selection).
+    The index stats them to prove that a listing did not change."""
+    if ctx.selection is not None:
+        return None
+    return ctx.matcher.descent(ctx.dialect).literal_dirs()
 
 
 def _listing_error(e: OSError, abs_dir: str, dialect: Dialect) -> ContextError:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 import ctxpack
 from ctxpack.index.store import PRUNE_AFTER, Index
 from ctxpack.cli import main
-from ctxpack.index.snapshots import fingerprint
+from ctxpack.index.snapshots import _variant, fingerprint
 from trees import make_tree
 
 
@@ -161,7 +161,7 @@ def test_killed_writer_leaves_a_usable_index(ctx: Path, cache: Path) -> None:
         "idx = Index()\n"
         "idx.db.execute('BEGIN IMMEDIATE')\n"
         "for i in range(200000):\n"
-        "    idx.db.execute('INSERT INTO files VALUES (1, ?, 0, 0, 0, 0, 0, ?)', (str(i).encode(), 'x'))\n"
+        "    idx.db.execute('INSERT INTO states VALUES (1, ?, 0, 0, 0, 0, 0, 0, 0, ?, ?, ?)', (str(i), b'', b'', b''))\n"
         "print('writing', flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -254,3 +254,122 @@ def test_recipe_as_documented(tmp_path: Path) -> None:
         records.append(f"{rel}\0{kind}\0{st.st_mode & 0o7777:o}\0{value}\n")
     expected = hashlib.sha256(b"ctxpack-fp1\n" + "".join(records).encode()).hexdigest()
     assert fp(root)["fingerprint"] == expected
+
+
+def _api_fp(root: Path, **kw: Any) -> Any:
+    with Index() as idx:
+        return fingerprint(ctxpack.open_context(root, **kw), idx)
+
+
+def _age_dirs(root: Path) -> None:
+    """Let the directories' times fall outside the racy window."""
+    time.sleep(0.1)
+
+
+def test_warm_run_stats_only_and_sees_every_kind_of_change(ctx: Path) -> None:
+    first = _api_fp(ctx)
+    assert first.how == "walk"
+    _age_dirs(ctx)
+    again = _api_fp(ctx)  # the walk re-saves the state as checkable once dirs are old enough
+    warm = _api_fp(ctx)
+    assert warm.how == "warm" and warm.hashed == 0 and warm.fingerprint == first.fingerprint
+    # content edited in place: only that file is read again
+    (ctx / "src/a.py").write_bytes(b"print(3)\n")
+    edited = _api_fp(ctx)
+    assert edited.how == "files" and edited.hashed == 1 and edited.fingerprint != first.fingerprint
+    # a new file changes its directory: walk
+    (ctx / "src/c.py").write_bytes(b"new\n")
+    added = _api_fp(ctx)
+    assert added.how == "walk" and added.hashed == 1 and added.entries == first.entries + 1
+    # back to the original content: the original fingerprint
+    (ctx / "src/c.py").unlink()
+    (ctx / "src/a.py").write_bytes(b"print(1)\n")
+    assert _api_fp(ctx).fingerprint == first.fingerprint == again.fingerprint
+    # the rules changed (same .dockerignore size and mtime put back): config differs, walk
+    st = (ctx / ".dockerignore").stat()
+    (ctx / ".dockerignore").write_text("src\n")
+    os.utime(ctx / ".dockerignore", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _api_fp(ctx).entries < first.entries
+
+
+def test_warm_run_sees_a_file_below_an_excluded_directory_read_for_an_exception(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "x", {"Dockerfile": b"FROM scratch\n", "vendor/a/x.txt": b"x"},
+                     dockerignore="vendor\n!vendor/a/keep.txt\n")
+    first = _api_fp(root)
+    _age_dirs(root)
+    _api_fp(root)
+    assert _api_fp(root).how == "warm"
+    (root / "vendor/a/keep.txt").write_text("kept")
+    after = _api_fp(root)
+    assert after.entries == first.entries + 3 and after.how == "walk"  # vendor/, vendor/a/, keep.txt
+
+
+def test_recently_changed_directories_are_not_trusted(ctx: Path) -> None:
+    _api_fp(ctx)
+    assert _api_fp(ctx).how == "walk"  # the directories were made a moment ago
+
+
+def test_unusable_cache_dir_warns_once_and_still_answers(ctx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = fp(ctx)["fingerprint"]
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(blocker / "cache"))
+    for args in (["fingerprint", str(ctx)], ["snapshot", str(ctx)]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+        assert res.stdout.strip() == expected
+        assert res.stderr.count("warning: cannot use the index") == 1
+    res = CliRunner().invoke(main, ["diff", str(ctx)])
+    assert res.exit_code == 2 and "no snapshot" in res.output
+
+
+def test_full_disk_degrades_to_no_cache_without_corrupting(ctx: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fp(ctx)
+    big = make_tree(ctx.parent / "big", {f"d{i}/f{j}.txt": b"x" * 10 for i in range(40) for j in range(50)} | {"Dockerfile": b"FROM scratch\n"})
+    real = Index._connect
+
+    def tiny(self: Index) -> sqlite3.Connection:
+        db = real(self)
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages + 2}")  # "database or disk is full" on the next big write
+        return db
+
+    monkeypatch.setattr(Index, "_connect", tiny)
+    res = CliRunner().invoke(main, ["fingerprint", "--json", str(big)])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("warning: cannot use the index") == 1 and "full" in res.stderr
+    monkeypatch.setattr(Index, "_connect", real)
+    assert fp(ctx)["hashed"] == 0  # the earlier state survived intact
+    with Index() as idx:
+        assert idx.db is not None and idx.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_concurrent_writers_lose_nothing(ctx: Path, tmp_path: Path) -> None:
+    other = make_tree(tmp_path / "other", {"Dockerfile": b"FROM scratch\n", "y": b"y"})
+    cmds = [["fingerprint", str(ctx)], ["snapshot", str(ctx)], ["fingerprint", "--dialect", "classic", str(ctx)],
+            ["snapshot", str(other)], ["fingerprint", str(other)], ["snapshot", "--dialect", "classic", str(ctx)]]
+    procs = [subprocess.Popen([sys.executable, "-m", "ctxpack.cli", *c], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=os.environ.copy()) for c in cmds * 2]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    assert all(b"warning" not in o[1] for o in outs)
+    with Index() as idx:
+        for root, dialect in ((ctx, "buildkit"), (ctx, "classic"), (other, "buildkit")):
+            c = ctxpack.open_context(root, dialect=dialect)
+            assert idx.load_snapshot(c.root, _variant(c)) is not None, (root, dialect)
+    for c in (["fingerprint", "--json", str(ctx)], ["fingerprint", "--json", "--dialect", "classic", str(ctx)],
+              ["fingerprint", "--json", str(other)]):
+        res = CliRunner().invoke(main, c)
+        assert json.loads(res.stdout)["hashed"] == 0
+    for root in (ctx, other):
+        assert CliRunner().invoke(main, ["diff", "--exit-code", str(root)]).exit_code == 0
+
+
+def test_entries_seam_gives_the_same_fingerprint(ctx: Path) -> None:
+    from ctxpack.walker import entries_for_builder
+
+    c = ctxpack.open_context(ctx)
+    walked = _api_fp(ctx)
+    with Index() as idx:
+        given = fingerprint(c, idx, entries=list(entries_for_builder(c)))
+    assert given.fingerprint == walked.fingerprint and given.hashed == 0

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from ctxpack.audit import format_size
 from ctxpack.errors import InputError
 from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, to_json
+
+if TYPE_CHECKING:
+    from ctxpack.index.snapshots import Fingerprint
+
+
+def _report(fp: "Fingerprint") -> None:
+    """The run's notes and warnings (an index that could not be used) on stderr."""
+    for note in fp.notes:
+        click.echo(f"ctxpack: note: {note}", err=True)
+    for warning in fp.warnings:
+        click.echo(f"ctxpack: warning: {warning}", err=True)
 
 
 @click.command("fingerprint")
@@ -28,8 +40,7 @@ def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ig
 
     ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
     fp = fingerprint(ctx)
-    for note in fp.notes:
-        click.echo(f"ctxpack: note: {note}", err=True)
+    _report(fp)
     click.echo(to_json(fp.to_json()) if as_json else fp.fingerprint)
 
 
@@ -43,8 +54,7 @@ def snapshot_command(directory: str, dockerfile: str | None, dialect: str, ignor
 
     ctx = open_ctx(directory, dockerfile, dialect, ignore_file)
     fp = snapshot(ctx)
-    for note in fp.notes:
-        click.echo(f"ctxpack: note: {note}", err=True)
+    _report(fp)
     click.echo(fp.fingerprint)
 
 

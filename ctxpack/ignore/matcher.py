@@ -314,6 +314,20 @@ class Descent:
             self._all_dirs = self._any and not only
             self._prefixes = tuple(t + "/" for t in stripped)
 
+    def literal_dirs(self) -> list[str] | None:
+        """Every directory :meth:`reads` can say yes to, when that is a
+        finite list (no exceptions, or literal prefixes only: the prefixes'
+        leading directories); ``None`` when it is not."""
+        if not self._any:
+            return []
+        if self._all_dirs:
+            return None
+        out: set[str] = set()
+        for p in self._prefixes:
+            parts = p.rstrip("/").split("/")
+            out.update("/".join(parts[:k]) for k in range(1, len(parts) + 1))
+        return sorted(out)
+
     def reads(self, path: str) -> bool:
         """Whether the walker reads the excluded directory ``path``."""
         if not self._any:

@@ -1,9 +1,11 @@
-"""Content digests: XXH3-128 of a file, streamed, consistent, in parallel.
+"""Content digests: XXH3-128 of a file, consistent, small files inline.
 
 A digest is taken from an open file descriptor and accepted only if
 ``fstat`` before and after agree (size, mtime, ctime): a file rewritten while
 being hashed is hashed again, and one that keeps changing is an error naming
-it.  Files are read in 1 MiB pieces into one reused buffer, never whole.
+it.  Small files are read whole (:class:`DirReader`, :func:`ctxpack.fs.read_whole`);
+large ones in 1 MiB pieces into one reused buffer per thread, never whole
+(xxhash and the read release the GIL, so large files hash on threads).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from dataclasses import dataclass
 import xxhash
 
 from ctxpack.errors import ChangedDuringReadError
-from ctxpack.fs import RETRIES, SMALL_FILE, open_regular, read_whole
+from ctxpack.fs import DIR_FLAGS, FILE_FLAGS, RETRIES, SMALL_FILE, open_regular, read_whole
 
-__all__ = ["FileDigest", "hash_file", "hash_many", "StatKey", "stat_key"]
+__all__ = ["FileDigest", "hash_file", "DirReader", "hash_workers", "StatKey", "stat_key", "CHUNK"]
 
 CHUNK = 1 << 20
 
@@ -29,6 +31,7 @@ StatKey = tuple[int, int, int, int, int]
 
 
 def stat_key(s: os.stat_result) -> StatKey:
+    """The index's key for ``s``: equal keys mean the digest still holds."""
     return (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_mode)
 
 
@@ -83,40 +86,61 @@ def hash_file(abspath: str, rel: str | None = None) -> FileDigest | None:
         os.close(fd)
 
 
-def hash_many(root: str, rels: Iterable[str], *, workers: int | None = None) -> Iterator[FileDigest | tuple[str, None]]:
-    """Digest many files; ``(rel, None)`` for files that vanished.
+class DirReader:
+    """Small files read whole through their directory's descriptor.
 
-    Threads only pay for large files: for small ones the hand-over of the
-    GIL costs more than the read (measured on 98k files: 4.1 s in one
-    thread, 10.8 s with a pool).  So files of ``CHUNK`` bytes or more go to
-    a small pool while the rest are hashed inline.  Results come in no
-    particular order.
+    Entries come directory by directory (walk order), so the directory is
+    opened once and each file by its name, as GNU tar does: the kernel then
+    resolves one name instead of the whole path.  :meth:`digest` answers
+    only when the read is consistent with the stat the walker saw (same
+    size, mtimes, ctime, mode and inode after the read, exactly ``size``
+    bytes); otherwise ``None``, and the caller takes :func:`hash_file`,
+    which retries and names the file in its errors.
     """
-    if workers is None:
-        env = os.environ.get("CTXPACK_HASH_WORKERS", "")
-        workers = int(env) if env.isdigit() else 2
-    small: list[str] = []
-    large: list[str] = []
-    for rel in rels:
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/") + "/"
+        self._dir = ""
+        self._dfd = -1
+        self._entered = False
+
+    def digest(self, path: str, size: int, mtime_ns: int, ctime_ns: int, ino: int, mode: int) -> str | None:
+        d, _, name = path.rpartition("/")
+        if d != self._dir or not self._entered:
+            self._enter(d)
         try:
-            big = os.lstat(os.path.join(root, rel)).st_size >= CHUNK
+            fd = os.open(name, FILE_FLAGS, dir_fd=self._dfd) if self._dfd >= 0 else os.open(self.root + path, FILE_FLAGS)
         except OSError:
-            big = False
-        (large if big and workers > 1 else small).append(rel)
+            return None
+        try:
+            data = os.pread(fd, size + 1, 0)  # one byte more detects growth
+            after = os.fstat(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        if (len(data) != size or after.st_size != size or after.st_mtime_ns != mtime_ns
+                or after.st_ctime_ns != ctime_ns or after.st_mode != mode or after.st_ino != ino):
+            return None
+        return xxhash.xxh3_128_hexdigest(data)
 
-    def one(rel: str) -> FileDigest | tuple[str, None]:
-        d = hash_file(os.path.join(root, rel), rel)
-        return d if d is not None else (rel, None)
+    def _enter(self, d: str) -> None:
+        self.close()
+        try:
+            self._dfd = os.open(self.root + d if d else self.root, DIR_FLAGS)
+        except OSError:
+            self._dfd = -1  # by path, then
+        self._dir = d
+        self._entered = True
 
-    if not large:
-        for rel in small:
-            yield one(rel)
-        return
-    from concurrent.futures import ThreadPoolExecutor  # here: its import costs ~10 ms of every start-up
+    def close(self) -> None:
+        if self._dfd >= 0:
+            os.close(self._dfd)
+        self._dfd = -1
+        self._entered = False
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ctxpack-hash") as pool:
-        futures = [pool.submit(one, rel) for rel in large]
-        for rel in small:
-            yield one(rel)
-        for f in futures:
-            yield f.result()
+
+def hash_workers() -> int:
+    """Threads for large files (``CTXPACK_HASH_WORKERS``, default 2; 1: inline)."""
+    env = os.environ.get("CTXPACK_HASH_WORKERS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else 2

@@ -1,4 +1,4 @@
-"""The persistent index: stat facts and digests per context, and snapshots.
+"""The persistent index: each context's last state, and its snapshots.
 
 One SQLite database outside every context (``$CTXPACK_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/ctxpack``, else ``~/.cache/ctxpack``), keyed by the
@@ -6,29 +6,35 @@ context's absolute path.  SQLite gives what the index must never lose:
 atomic transactions (a crash or Ctrl-C leaves the previous state), WAL mode
 so concurrent ctxpack processes read while one writes, and a busy timeout
 instead of "database is locked".  A file that is not our database (corrupt,
-truncated, foreign) is moved aside and rebuilt, never trusted.  Contexts not
-used for ``PRUNE_AFTER`` seconds are dropped on open, so the cache stays
-bounded.
+truncated, foreign) is moved aside and rebuilt, never trusted.  A cache
+directory that cannot be created or written, or a full disk, turns the
+index off for the run with one warning (:attr:`Index.warning`): the answer
+is the same, only slower.  Contexts not used for ``PRUNE_AFTER`` seconds
+are dropped when the index is next written, so the cache stays bounded.
+
+Layout: a context's state per *variant* (dialect, Dockerfile, ignore file)
+is one row whose columns are blobs in the format of
+:mod:`ctxpack.index.state` (paths, stat keys, records), written once per run
+in one transaction and read in one pass, never as one Python object per file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ctxpack.errors import OutputError
-from ctxpack.index.digest import StatKey
-
-__all__ = ["cache_dir", "Index", "CacheInfo", "Snapshot", "SnapshotEntry"]
+__all__ = ["cache_dir", "Index", "CacheInfo", "Stored", "IndexUnavailable", "open_index"]
 
 APPLICATION_ID = 0x63747870  # "ctxp"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PRUNE_AFTER = 30 * 24 * 3600
+# A context's last_used is rewritten at most this often (a warm run that
+# changes nothing then writes nothing).
+TOUCH_AFTER = 3600
 DB_NAME = "index.sqlite3"
 
 
@@ -48,41 +54,46 @@ CREATE TABLE IF NOT EXISTS contexts (
     root TEXT NOT NULL UNIQUE,
     last_used REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS files (
+CREATE TABLE IF NOT EXISTS states (
     ctx INTEGER NOT NULL REFERENCES contexts(id) ON DELETE CASCADE,
-    path BLOB NOT NULL,
-    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL, mode INTEGER NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (ctx, path)
+    variant TEXT NOT NULL,
+    config TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    entries INTEGER NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    checkable INTEGER NOT NULL,
+    updated REAL NOT NULL,
+    paths BLOB NOT NULL, keys BLOB NOT NULL, records BLOB NOT NULL,
+    PRIMARY KEY (ctx, variant)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     ctx INTEGER NOT NULL REFERENCES contexts(id) ON DELETE CASCADE,
     variant TEXT NOT NULL,
     taken_at REAL NOT NULL,
     fingerprint TEXT NOT NULL,
-    entries BLOB NOT NULL,
+    entries INTEGER NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    paths BLOB NOT NULL, records BLOB NOT NULL,
     PRIMARY KEY (ctx, variant)
 ) WITHOUT ROWID;
 """
 
 
-@dataclass(frozen=True)
-class SnapshotEntry:
-    """One entry as a snapshot records it."""
+@dataclass
+class Stored:
+    """A stored state or snapshot: the summary columns, and the blobs that
+    were asked for (``b""`` for the others).  ``checkable``: the stat keys
+    prove the listing (see :mod:`ctxpack.index.state`)."""
 
-    path: str
-    kind: str
-    mode: int
-    size: int
-    digest: str  # content digest, link target, or "" for directories
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    taken_at: float
+    variant: str
+    config: str
     fingerprint: str
-    entries: dict[str, SnapshotEntry]
+    entries: int
+    files: int
+    bytes: int
+    checkable: bool
+    when: float
+    paths: bytes = b""
+    keys: bytes = b""
+    records: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -94,39 +105,54 @@ class CacheInfo:
     snapshots: int
 
 
-def _enc(path: str) -> bytes:
-    return path.encode("utf-8", "surrogateescape")
+class IndexUnavailable(Exception):
+    """The index cannot be used this run (the reason is the message)."""
 
 
 class Index:
-    """The index database; use as a context manager."""
+    """The index database; use as a context manager.
+
+    Never raises for a cache that cannot be used: it is then *off*
+    (:attr:`db` is ``None``), reads find nothing, writes do nothing, and
+    :attr:`warning` says why once.
+    """
 
     def __init__(self, directory: str | None = None, *, now: float | None = None):
         self.dir = directory or cache_dir()
         self.path = os.path.join(self.dir, DB_NAME)
         self.now = time.time() if now is None else now
         self.recovered: str | None = None
+        self.warning: str | None = None
+        self.db: sqlite3.Connection | None = None
+        self._ids: dict[str, tuple[int, float]] = {}
         try:
             os.makedirs(self.dir, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"cannot create cache directory {self.dir}: {e.strerror}") from None
-        self.db = self._open()
+            self.db = self._open()
+        except (OSError, sqlite3.Error) as e:
+            self._off(e)
 
     # -- opening, validation, recovery ------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         db.execute("PRAGMA busy_timeout = 30000")
         db.execute("PRAGMA foreign_keys = ON")
+        # WAL with NORMAL: a power cut may lose the last run's write, never
+        # the database; a cache needs no more.
+        db.execute("PRAGMA synchronous = NORMAL")
         return db
 
     def _open(self) -> sqlite3.Connection:
+        db = None
         try:
             db = self._connect()
             self._check_or_init(db)
             return db
         except sqlite3.DatabaseError as e:
-            with contextlib.suppress(Exception):
-                db.close()
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    db.close()
+            if isinstance(e, sqlite3.OperationalError) and not _means_corrupt(e):
+                raise  # cannot open or write (permissions, full disk): not the file's fault
             return self._rebuild(str(e))
 
     def _check_or_init(self, db: sqlite3.Connection) -> None:
@@ -162,8 +188,24 @@ class Index:
         self._check_or_init(db)
         return db
 
+    def _off(self, e: BaseException) -> None:
+        """Turn the index off for this run, with one warning."""
+        if self.db is not None:
+            with contextlib.suppress(Exception):
+                self.db.close()
+        self.db = None
+        if self.warning is None:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            self.warning = f"cannot use the index at {self.path} ({why}); working without it (every file is read)"
+
+    @property
+    def usable(self) -> bool:
+        return self.db is not None
+
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
 
     def __enter__(self) -> Index:
         return self
@@ -173,60 +215,135 @@ class Index:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """One write transaction; raises :class:`IndexUnavailable` when the
+        index is off or the write fails (then it is off)."""
+        if self.db is None:
+            raise IndexUnavailable(self.warning or "index is off")
+        db = self.db
         try:
-            yield self.db
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            self._off(e)
+            raise IndexUnavailable(str(e)) from None
+        try:
+            yield db
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._off(e)
+            raise IndexUnavailable(str(e)) from None
         except BaseException:
-            self.db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+        if self.db is None:
+            return []
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            self._off(e)
+            return []
 
     # -- contexts ------------------------------------------------------------------
-    def context_id(self, root: str) -> int:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO contexts(root, last_used) VALUES (?, ?) "
-                "ON CONFLICT(root) DO UPDATE SET last_used = excluded.last_used",
-                (root, self.now),
-            )
-            db.execute("DELETE FROM contexts WHERE last_used < ?", (self.now - PRUNE_AFTER,))
-            return int(db.execute("SELECT id FROM contexts WHERE root = ?", (root,)).fetchone()[0])
+    def context_id(self, root: str) -> int | None:
+        """The context's id, without writing (``None``: not indexed yet)."""
+        if root not in self._ids:
+            rows = self._read("SELECT id, last_used FROM contexts WHERE root = ?", (root,))
+            if not rows:
+                return None
+            self._ids[root] = (int(rows[0][0]), float(rows[0][1]))  # type: ignore[arg-type]
+        return self._ids[root][0]
 
-    # -- file digests ----------------------------------------------------------------
-    def load(self, ctx: int) -> dict[str, tuple[StatKey, str]]:
-        rows = self.db.execute(
-            "SELECT path, size, mtime_ns, ctime_ns, inode, mode, digest FROM files WHERE ctx = ?", (ctx,)
+    def _ensure_context(self, db: sqlite3.Connection, root: str) -> int:
+        """Inside a write transaction: the context's id, last_used now; and
+        contexts unused for PRUNE_AFTER are dropped."""
+        db.execute(
+            "INSERT INTO contexts(root, last_used) VALUES (?, ?) "
+            "ON CONFLICT(root) DO UPDATE SET last_used = excluded.last_used",
+            (root, self.now),
         )
-        return {
-            p.decode("utf-8", "surrogateescape"): ((s, m, c, i, mo), d) for p, s, m, c, i, mo, d in rows
-        }
+        db.execute("DELETE FROM contexts WHERE last_used < ?", (self.now - PRUNE_AFTER,))
+        cid = int(db.execute("SELECT id FROM contexts WHERE root = ?", (root,)).fetchone()[0])
+        self._ids[root] = (cid, self.now)
+        return cid
 
-    def update(self, ctx: int, changed: Iterable[tuple[str, StatKey, str]], removed: Iterable[str]) -> None:
-        with self.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                ((ctx, _enc(p), *key, d) for p, key, d in changed),
+    def touch(self, root: str) -> None:
+        """Mark the context used, if that was not done recently."""
+        known = self._ids.get(root)
+        if known is not None and known[1] > self.now - TOUCH_AFTER:
+            return
+        with contextlib.suppress(IndexUnavailable), self.transaction() as db:
+            self._ensure_context(db, root)
+
+    # -- states ----------------------------------------------------------------------
+    def load_state(self, root: str, variant: str, *, keys: bool = True, records: bool = True,
+                   any_variant: bool = False) -> Stored | None:
+        """The stored state of ``root`` for ``variant`` (or, with
+        ``any_variant``, the most recent one of any variant when this one
+        has none: its digests are as good)."""
+        cid = self.context_id(root)
+        if cid is None:
+            return None
+        cols = f"paths, {'keys' if keys else 'NULL'}, {'records' if records else 'NULL'}"
+        order = "ORDER BY variant = ? DESC, updated DESC LIMIT 1" if any_variant else "AND variant = ?"
+        rows = self._read(
+            f"SELECT variant, config, fingerprint, entries, files, bytes, checkable, updated, {cols} "
+            f"FROM states WHERE ctx = ? {order}",
+            (cid, variant),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Stored(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9] or b"", r[10] or b"")  # type: ignore[arg-type]
+
+    def save_state(self, root: str, variant: str, s: Stored, *, snapshot: bool = False) -> None:
+        """Store ``s`` as the state of ``root``/``variant`` (and, with
+        ``snapshot``, as its snapshot too), in one transaction."""
+        with contextlib.suppress(IndexUnavailable), self.transaction() as db:
+            cid = self._ensure_context(db, root)
+            db.execute(
+                "INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (cid, variant, s.config, s.fingerprint, s.entries, s.files, s.bytes, int(s.checkable), self.now,
+                 s.paths, s.keys, s.records),
             )
-            db.executemany("DELETE FROM files WHERE ctx = ? AND path = ?", ((ctx, _enc(p)) for p in removed))
+            if snapshot:
+                self._put_snapshot(db, cid, variant, s)
+
+    def _put_snapshot(self, db: sqlite3.Connection, cid: int, variant: str, s: Stored) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (cid, variant, self.now, s.fingerprint, s.entries, s.files, s.bytes, s.paths, s.records),
+        )
 
     # -- snapshots -----------------------------------------------------------------------
-    def save_snapshot(self, ctx: int, variant: str, fingerprint: str, entries: Iterable[SnapshotEntry]) -> None:
-        blob = json.dumps(
-            [[e.path, e.kind, e.mode, e.size, e.digest] for e in entries], ensure_ascii=True, separators=(",", ":")
-        ).encode()
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?)", (ctx, variant, self.now, fingerprint, blob)
-            )
+    def save_snapshot(self, root: str, variant: str, s: Stored) -> None:
+        """Record ``s`` (paths and records needed) as the snapshot; when the
+        snapshot already has this fingerprint only its time moves."""
+        with contextlib.suppress(IndexUnavailable), self.transaction() as db:
+            cid = self._ensure_context(db, root)
+            same = db.execute(
+                "UPDATE snapshots SET taken_at = ? WHERE ctx = ? AND variant = ? AND fingerprint = ?",
+                (self.now, cid, variant, s.fingerprint),
+            ).rowcount
+            if not same:
+                self._put_snapshot(db, cid, variant, s)
 
-    def load_snapshot(self, ctx: int, variant: str) -> Snapshot | None:
-        row = self.db.execute(
-            "SELECT taken_at, fingerprint, entries FROM snapshots WHERE ctx = ? AND variant = ?", (ctx, variant)
-        ).fetchone()
-        if row is None:
+    def load_snapshot(self, root: str, variant: str, *, blobs: bool = True) -> Stored | None:
+        cid = self.context_id(root)
+        if cid is None:
             return None
-        items = json.loads(row[2])
-        return Snapshot(row[0], row[1], {p: SnapshotEntry(p, k, m, s, d) for p, k, m, s, d in items})
+        cols = "paths, records" if blobs else "NULL, NULL"
+        rows = self._read(
+            f"SELECT taken_at, fingerprint, entries, files, bytes, {cols} FROM snapshots WHERE ctx = ? AND variant = ?",
+            (cid, variant),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Stored(variant, "", r[1], r[2], r[3], r[4], False, r[0], r[5] or b"", b"", r[6] or b"")  # type: ignore[arg-type]
 
     # -- maintenance ---------------------------------------------------------------------
     def info(self) -> CacheInfo:
@@ -234,18 +351,39 @@ class Index:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(OSError):
                 size += os.path.getsize(self.path + suffix)
-        q = self.db.execute
-        return CacheInfo(
-            self.path,
-            size,
-            q("SELECT count(*) FROM contexts").fetchone()[0],
-            q("SELECT count(*) FROM files").fetchone()[0],
-            q("SELECT count(*) FROM snapshots").fetchone()[0],
-        )
+
+        def one(sql: str) -> int:
+            rows = self._read(sql, ())
+            return int(rows[0][0] or 0) if rows else 0  # type: ignore[arg-type]
+
+        # files: the regular files of the largest state of each context
+        files = one("SELECT sum(m) FROM (SELECT max(files) AS m FROM states GROUP BY ctx)")
+        return CacheInfo(self.path, size, one("SELECT count(*) FROM contexts"), files, one("SELECT count(*) FROM snapshots"))
 
     def clear(self) -> None:
-        with self.transaction() as db:
+        with contextlib.suppress(IndexUnavailable), self.transaction() as db:
             db.execute("DELETE FROM snapshots")
-            db.execute("DELETE FROM files")
+            db.execute("DELETE FROM states")
             db.execute("DELETE FROM contexts")
-        self.db.execute("VACUUM")
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("VACUUM")
+
+
+def _means_corrupt(e: sqlite3.Error) -> bool:
+    """An OperationalError that says the file is not a usable database."""
+    text = str(e).lower()
+    return any(w in text for w in ("malformed", "not a database", "file is encrypted", "corrupt"))
+
+
+@contextlib.contextmanager
+def open_index(index: Index | None) -> Iterator[Index]:
+    """``index``, or an :class:`Index` opened (and closed) for the block."""
+    if index is not None:
+        yield index
+        return
+    own = Index()
+    try:
+        yield own
+    finally:
+        own.close()

@@ -30,7 +30,8 @@ import pickle
 import signal
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from ctxpack.errors import ContextError, TarHeaderError, WalkerDiedError
 from ctxpack.context import BuildContext, Dialect
@@ -140,9 +141,14 @@ class RowBatches:
 
 
 def row_batches(
-    ctx: BuildContext, *, fork: bool, headers: bool = False, close_in_child: Sequence[int] = ()
+    ctx: BuildContext, *, fork: bool, headers: bool = False, close_in_child: Sequence[int] = (),
+    rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None = None,
 ) -> RowBatches:
     """:func:`builder_rows` in batches; walked by a forked child if ``fork``.
+
+    ``rows`` replaces :func:`builder_rows` as what is walked (any tuples
+    :mod:`marshal` can carry): the fingerprint sends its own, smaller rows
+    through the same machinery.
 
     The child is forked here, before the caller starts anything else (a
     compressor's threads, say).  If the system refuses a new process
@@ -153,18 +159,22 @@ def row_batches(
     """
     if fork:
         try:
-            walker = _Walker(ctx, headers, close_in_child)
+            walker = _Walker(ctx, headers, close_in_child, rows)
         except OSError:
             pass  # no new process to be had: walk here
         else:
             return RowBatches(walker.batches(), walker)
-    return RowBatches(_batched(builder_rows(ctx, headers=headers)))
+    return RowBatches(_batched(_produce(ctx, headers, rows)))
 
 
-def _batched(rows: Iterator[Row]) -> Iterator[list[Row]]:
+def _produce(ctx: BuildContext, headers: bool, rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None) -> Iterator[Any]:
+    return builder_rows(ctx, headers=headers) if rows is None else rows(ctx)
+
+
+def _batched(rows: Iterator[Any]) -> Iterator[list[Any]]:
     """Batches of rows; a batch begun when the walk fails is still
     delivered, before the error, as a forked walker's would be."""
-    batch: list[Row] = []
+    batch: list[Any] = []
     try:
         for row in rows:
             batch.append(row)
@@ -185,12 +195,12 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _child(ctx: BuildContext, headers: bool, w: int) -> None:
+def _child(ctx: BuildContext, headers: bool, w: int, rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None) -> None:
     def send(kind: bytes, payload: bytes) -> None:
         _write_all(w, _FRAME.pack(kind, len(payload)) + payload)
 
     try:
-        for batch in _batched(builder_rows(ctx, headers=headers)):
+        for batch in _batched(_produce(ctx, headers, rows)):
             send(_ROWS, marshal.dumps(batch))
     except Exception as e:  # noqa: BLE001 - re-raised by the parent, in place
         try:
@@ -216,7 +226,8 @@ def _die_with_parent(parent: int) -> None:
 class _Walker:
     """A forked child process running the walk; the parent reads its rows."""
 
-    def __init__(self, ctx: BuildContext, headers: bool, close_in_child: Sequence[int]):
+    def __init__(self, ctx: BuildContext, headers: bool, close_in_child: Sequence[int],
+                 rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None = None):
         r, w = os.pipe()
         with contextlib.suppress(OSError):
             import fcntl
@@ -239,7 +250,7 @@ class _Walker:
                 # Ctrl-C is the parent's to handle: it kills this process.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 _die_with_parent(parent)
-                _child(ctx, headers, w)
+                _child(ctx, headers, w, rows)
             except BaseException:  # noqa: BLE001 - the parent went away (EPIPE) or worse
                 code = 1
             finally:

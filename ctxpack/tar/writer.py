@@ -47,7 +47,7 @@ from ctxpack.tar.header import (
     padding,
     read_security_capability,
 )
-from ctxpack.walker import EntryKind
+from ctxpack.walker import EntryKind, Progress
 
 FILE, HARDLINK = EntryKind.FILE, EntryKind.HARDLINK
 
@@ -59,7 +59,6 @@ STREAM_PIECE = 64 << 20  # progress is reported between pieces of a large file
 FLUSH_AT = 1 << 20
 
 Warn = Callable[[str], None]
-Progress = Callable[[int, int], None]  # (files, bytes) so far
 
 
 @dataclass(frozen=True)
