@@ -362,3 +362,97 @@ def test_docker_auth_lookup(tmp_path):
     assert auth.lookup("reg.example:5000") == ("", "tok")
     assert auth.lookup("helped.example") == ("u-helped.example", "s")
     assert auth.lookup("unknown.example") == ("", "")
+
+
+# --------------------------------------------------------------------------
+# the whole flow on the engine transport's mock (the daemon played in a thread)
+# --------------------------------------------------------------------------
+
+
+def _mock_engine(tmp_path, *, serve_upgrade=True, api="1.41"):
+    from ctxpack.engine.client import Engine
+    from ctxpack.engine.transport import MockResponse, MockTransport
+
+    got: dict[str, object] = {"files": {}}
+    done = threading.Event()
+
+    def daemon(request, sock):
+        got["upgrade_headers"] = request.headers.items()
+        got["upgrade_url"] = request.url
+        client = H2Client(sock)
+        assert client.unary(HEALTH, b"").status == Status.OK
+        for dir_name, follow in (("dockerfile", [("followpaths", "Dockerfile")]), ("context", [])):
+            sid = client.open(DIFF_COPY, [("dir-name", dir_name), *follow])
+            stats = _stats_until_end(client, sid)
+            for i, p in enumerate(stats):
+                if not p.stat.mode & (0xFFFFFFFF ^ 0o7777):
+                    client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_REQ, id=i)))
+            client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_FIN)))
+            c = client.calls[sid]
+            assert c.ended.wait(5)
+            packets = [wire.decode_packet(m) for m in c.messages]
+            for i, p in enumerate(stats):
+                body = b"".join(q.data for q in packets if q.type == wire.PACKET_DATA and q.id == i)
+                got["files"][f"{dir_name}:{p.stat.path}"] = body  # type: ignore[index]
+        done.set()
+
+    def handler(request):
+        if request.url.endswith("/_ping"):
+            return MockResponse(200, b"OK", {"Api-Version": api})
+        if "/build?" in request.url:
+            got["build_url"] = request.url
+            got["build_body"] = request.content
+            assert done.wait(10), "the fake daemon did not finish"
+            lines = [{"stream": "Step 1/1\n"}, {"id": "moby.image.id", "aux": {"ID": "sha256:" + "ab" * 32}}]
+            return MockResponse(200, b"".join(json.dumps(m).encode() + b"\n" for m in lines))
+        return MockResponse(404, b'{"message": "no"}')
+
+    return Engine(MockTransport(handler, daemon if serve_upgrade else None)), got
+
+
+def test_session_build_flow_on_the_mock_transport(tmp_path):
+    from urllib.parse import parse_qs, urlsplit
+
+    from ctxpack.engine.session import session_build
+
+    root = tmp_path / "ctx"
+    _tree(root, {"Dockerfile": "FROM scratch\nCOPY . /\n", "a": "A", "d/b": "B" * 40000})
+    engine, got = _mock_engine(tmp_path)
+    r = session_build(open_context(root, dialect="buildkit"), engine, tags=["x:1"], timeout=30)
+    assert r.ok, r.error
+    assert r.image_id == "sha256:" + "ab" * 32
+    methods = [v for k, v in got["upgrade_headers"] if k == "X-Docker-Expose-Session-Grpc-Method"]
+    assert HEALTH in methods and DIFF_COPY in methods and len(methods) == len(set(methods)) >= 5
+    assert got["upgrade_url"].endswith("/session")
+    q = parse_qs(urlsplit(got["build_url"]).query)
+    sid = dict(got["upgrade_headers"])["X-Docker-Expose-Session-Uuid"]
+    assert q["session"] == [sid] and q["remote"] == ["client-session"] and q["version"] == ["2"]
+    assert q["dockerfile"] == ["Dockerfile"] and q["t"] == ["x:1"] and got["build_body"] == b""
+    assert got["files"]["context:d/b"] == b"B" * 40000 and got["files"]["context:a"] == b"A"
+    assert got["files"]["dockerfile:Dockerfile"] == b"FROM scratch\nCOPY . /\n"
+    assert r.stats.health_checks == 1 and r.stats.data_bytes >= 40001
+
+
+def test_hook_falls_back_to_tar_when_the_engine_refuses_the_session(tmp_path):
+    from ctxpack.engine.session.hook import check_session_options, open_session_build
+
+    root = tmp_path / "ctx"
+    _tree(root, {"Dockerfile": "FROM scratch\n"})
+    ctx = open_context(root, dialect="buildkit")
+    engine, _ = _mock_engine(tmp_path, serve_upgrade=False)
+    notes: list[str] = []
+    sb = open_session_build(engine, ctx, session=None, secrets=(), ssh=(), query=[], headers={}, note=notes.append)
+    assert sb is None and "sending the context as a tar" in notes[-1]
+    from ctxpack.errors import InputError, SessionError
+
+    with pytest.raises(SessionError, match="refused a BuildKit session"):
+        open_session_build(engine, ctx, session=True, secrets=(), ssh=(), query=[], headers={}, note=notes.append)
+    assert open_session_build(engine, ctx, session=False, secrets=(), ssh=(), query=[], headers={},
+                              note=notes.append) is None
+    with pytest.raises(InputError, match="needs the BuildKit builder"):
+        check_session_options("classic", None, ["id=a,env=HOME"], ())
+    with pytest.raises(InputError, match="drop --no-session"):
+        check_session_options("buildkit", False, (), ["default"])
+    old, _ = _mock_engine(tmp_path, serve_upgrade=False, api="1.38")
+    with pytest.raises(SessionError, match="need 1.39"):
+        open_session_build(old, ctx, session=True, secrets=(), ssh=(), query=[], headers={}, note=notes.append)
