@@ -124,6 +124,14 @@ def _scan(abs_dir: str, dialect: Dialect) -> list[os.DirEntry[str]]:
         raise _listing_error(e, abs_dir, dialect) from None
 
 
+class _Denied(Exception):
+    """A directory the walker may not list; ``error`` is what to raise if
+    the builder fails on it."""
+
+    def __init__(self, error: ContextError):
+        self.error = error
+
+
 # Deeper than this, directories are listed by path instead of through an open
 # descriptor, so that a pathologically deep tree cannot run out of them.
 _MAX_OPEN_DIRS = 128
@@ -131,25 +139,32 @@ _MAX_OPEN_DIRS = 128
 
 def _scan_fd(abs_dir: str, dialect: Dialect, depth: int) -> tuple[list[os.DirEntry[str]], int]:
     """:func:`_scan` through an open descriptor (:func:`ctxpack.fs.scandir_fd`),
-    or by path (descriptor ``-1``) below :data:`_MAX_OPEN_DIRS` levels."""
-    if depth > _MAX_OPEN_DIRS:
-        return _scan(abs_dir, dialect), -1
+    or by path (descriptor ``-1``) below :data:`_MAX_OPEN_DIRS` levels.
+    Permission errors come as :class:`_Denied` (the caller decides)."""
     try:
+        if depth > _MAX_OPEN_DIRS:
+            return fs.scandir_sorted(abs_dir), -1
         return fs.scandir_fd(abs_dir)
+    except PermissionError as e:
+        raise _Denied(_listing_error(e, abs_dir, dialect)) from None
     except OSError as e:
         raise _listing_error(e, abs_dir, dialect) from None
 
 
-def walk_all(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
+Warn = Callable[[str], None]
+
+
+def walk_all(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None = None) -> Iterator[Entry]:
     """Yield the context's entries in upload order.
 
     With ``excluded=True`` also yield what was left out (``included=False``),
     at the place the walker met it; a pruned directory is one entry.
     Raises :class:`ContextError` for unreadable paths the builder would
     refuse, and :class:`~ctxpack.errors.PatternError` when a broken pattern
-    is first evaluated.
+    is first evaluated.  ``warn`` hears of what the docker CLI only logs
+    (a directory it cannot read below an excluded one, say).
     """
-    return _walk(ctx, ctx.root, "", ctx.matcher.plan("", 0, 1), 1, excluded)
+    return _walk(ctx, ctx.root, "", ctx.matcher.plan("", 0, 1), 1, excluded, warn)
 
 
 # Held directories: (entry, also_in_classic).  An excluded directory that is
@@ -160,7 +175,7 @@ _Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[_Held, 
 
 
 def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_depth: int,
-          excluded: bool) -> Iterator[Entry]:
+          excluded: bool, warn: Warn | None = None) -> Iterator[Entry]:
     # One frame per open directory: its sorted children, where it is, the
     # plan for its children, (BuildKit) the excluded-but-descended ancestors
     # not yet emitted (they are sent before their first sent child), and
@@ -179,9 +194,25 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
     FILE, DIR, SYMLINK = EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK
     stack: list[_Frame] = []
 
-    def push(abs_dir: str, rel: str, plan: DirPlan, depth: int, pending: tuple[_Held, ...]) -> None:
-        children, fd = _scan_fd(abs_dir, dialect, len(stack) + 1)
+    def push(abs_dir: str, rel: str, plan: DirPlan, depth: int, pending: tuple[_Held, ...],
+             excluded_dir: bool = False) -> bool:
+        try:
+            children, fd = _scan_fd(abs_dir, dialect, len(stack) + 1)
+        except _Denied as e:
+            if not stack or not (classic or excluded_dir):
+                raise e.error from None
+            # The walkers go on without the directory's contents: fsutil
+            # skips an unreadable excluded directory (filter.go: "if skip &&
+            # errors.Is(walkErr, os.ErrPermission) { return nil }"), and
+            # go-archive logs "Tar: Can't stat file … to tar" and uploads the
+            # rest.  (The classic CLI's validation, run first, fails on the
+            # unreadable directories it reaches itself.)
+            if classic and warn is not None:
+                warn(f"{rel}: cannot read the directory (permission denied); the docker CLI logs "
+                     f"\"Tar: Can't stat file\" and uploads the context without its contents")
+            return False
         stack.append((iter(children), abs_dir, rel, plan, depth, pending, fd))
+        return True
 
     try:
         push(abs_top, rel_top, top_plan, top_depth, ())
@@ -200,18 +231,20 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
                         is_dir = False
                     if is_dir and descent.reads(rel):
                         held = Entry(rel, DIR, None, rule=d.rule, included=False)
-                        push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1,
-                             pending + ((held, False),))
-                        break
+                        if push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1,
+                                pending + ((held, False),), excluded_dir=True):
+                            break
+                        continue
                     if excluded:
                         yield Entry(rel, DIR if is_dir else FILE, None, rule=d.rule, included=False)
                     continue
                 if selection is not None and rel not in forced and not selection.wants(rel):
                     if de.is_dir(follow_symlinks=False) and selection.may_contain(rel):
                         held = Entry(rel, DIR, None, rule=d.rule, included=False)
-                        push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1,
-                             pending + ((held, True),))
-                        break
+                        if push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1,
+                                pending + ((held, True),)):
+                            break
+                        continue
                     continue  # not read by the build (--minimal)
                 try:
                     sr = de.stat(follow_symlinks=False)
@@ -248,8 +281,7 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
                         raise ContextError(f"no permission to read from '{absp}'", absp)
                     raise ContextError(f"open {absp}: permission denied", absp)
                 yield Entry(rel, kind, sr, link, d.rule, True, bool(forced) and rel in forced)
-                if kind == DIR:
-                    push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1, ())
+                if kind == DIR and push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1, ()):
                     break
             else:
                 fd = stack.pop()[6]
@@ -355,7 +387,7 @@ def validate_classic(ctx: BuildContext) -> None:
         os.close(fd)
 
 
-def list_entries(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry]:
+def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None = None) -> Iterator[Entry]:
     """Entries in upload order, as the context's dialect sends them.
 
     For the classic dialect this runs the CLI's validation first where it
@@ -370,7 +402,7 @@ def list_entries(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry
     inject = ctx.dialect is Dialect.CLASSIC and ctx.dockerfile_data is not None
     name = injected_dockerfile_name(ctx) if inject else ""
     had_ignore = False
-    for e in walk_all(ctx, excluded=excluded):
+    for e in walk_all(ctx, excluded=excluded, warn=warn):
         if inject and e.included and e.path == ".dockerignore" and e.kind == EntryKind.FILE:
             had_ignore = True
             with open(os.path.join(ctx.root, ".dockerignore"), "rb") as f:
@@ -383,13 +415,13 @@ def list_entries(ctx: BuildContext, *, excluded: bool = False) -> Iterator[Entry
             yield Entry(".dockerignore", EntryKind.FILE, None, forced=True, data=b".dockerignore\n" + name.encode() + b"\n")
 
 
-def entries_for_builder(ctx: BuildContext) -> Iterator[Entry]:
+def entries_for_builder(ctx: BuildContext, *, warn: Warn | None = None) -> Iterator[Entry]:
     """:func:`list_entries`, plus the Dockerfile at the end when the rules
     keep it out (BuildKit, ``--minimal``): whatever is handed to a builder as
     the context (a tar, a fingerprint) must let it read its Dockerfile.  The
     classic dialect already forces it in, as the docker CLI does."""
     sent = False
-    for e in list_entries(ctx):
+    for e in list_entries(ctx, warn=warn):
         if e.path == ctx.dockerfile:
             sent = True
         yield e

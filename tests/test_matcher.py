@@ -147,3 +147,14 @@ def test_incremental_mopm_equals_mopm(patterns: list[str], parts: list[str]) -> 
         bits = m.self_or_ancestor_bits("/".join(parts[:k]), bits)
     path = "/".join(parts)
     assert m.matches_or_parent_matches_with(path, bits) == m.matches_or_parent_matches(path)[0]
+
+
+def test_from_raw_skips_empty_patterns_as_patternmatcher_new_does() -> None:
+    # A library caller may hand lines that ReadAll never yields (issue 16):
+    # New trims each and skips an empty one; it must not become "." (the root).
+    from ctxpack.ignore.matcher import Matcher
+    from ctxpack.ignore.reader import RawRule
+
+    m = Matcher.from_raw([RawRule("", 1, "", "x"), RawRule(" \t", 2, " \t", "x"), RawRule("a", 3, "a", "x")])
+    assert [r.text for r in m.rules] == ["a"]
+    assert [r.index for r in m.rules] == [0]

@@ -7,10 +7,12 @@ ctxpack in a forked child that drops privileges, docker through ``setpriv``.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,6 +93,15 @@ CASES = [
     ("dir_excluded_by_glob", lambda r: _unreadable_dir(r, "priv"), "pri*\n", "can't stat '{root}/priv'", None),
     ("dir_under_excluded_parent", lambda r: _unreadable_dir(r, "parent/priv"), "parent\n", None, None),
     ("dir_kept", lambda r: _unreadable_dir(r, "priv"), "", "can't stat '{root}/priv'", "open {root}/priv: permission denied"),
+    # An excluded directory that an exception makes the walkers read, but
+    # unreadable (issue 16; moby/patternmatcher + fsutil tables): BuildKit
+    # skips it (fsutil filter.go, TestWalkerPermissionDenied); the classic
+    # CLI's validation never enters `foo` (MOPM prunes it) and its tar step
+    # logs "Tar: Can't stat file" and uploads the rest ...
+    ("forced_dir_under_excluded_parent", lambda r: _unreadable_dir(r, "foo/bar"), "foo\n!foo/bar/baz\n", None, None),
+    # ... while with `**/bar` the validation lists `foo` and fails on `foo/bar`.
+    ("forced_dir_excluded_by_glob", lambda r: _unreadable_dir(r, "foo/bar"), "**/bar\n!foo/bar/baz\n",
+     "can't stat '{root}/foo/bar'", None),
 ]
 
 
@@ -146,10 +157,17 @@ def test_unreadable_matches_docker_cli(world_tmp: Path, case: tuple[Any, ...]) -
             text=True,
             timeout=60,
         )
+        records = srv.take()
     shutil.rmtree(sockdir, ignore_errors=True)
     shutil.rmtree(cfg, ignore_errors=True)
     if classic_err is None:
         assert proc.returncode == 0, proc.stderr
+        uploaded = [r for r in records if r.path == "/build"]
+        assert len(uploaded) == 1
+        docker_names = [m.name + ("/" if m.isdir() else "") for m in tarfile.open(fileobj=io.BytesIO(uploaded[0].body))]
+        status, ours = as_nobody(lambda: [e.name for e in ctxpack.list_entries(ctxpack.open_context(root, dialect="classic"))])
+        assert status == "ok", ours
+        assert ours == docker_names
     else:
         assert proc.returncode != 0
         assert classic_err.format(root=root) in proc.stderr
@@ -168,3 +186,18 @@ def test_cli_reports_unreadable_path_with_exit_2(world_tmp: Path) -> None:
     assert code == 2
     assert f"no permission to read from '{root}/secret'" in output
 
+
+
+def test_cli_warns_where_the_docker_cli_only_logs(world_tmp: Path) -> None:
+    root = _make(world_tmp, "warn", lambda r: _unreadable_dir(r, "foo/bar"), "foo\n!foo/bar/baz\n")
+
+    def run() -> tuple[int, str, str]:
+        res = CliRunner().invoke(main, ["ls", "--dialect", "classic", str(root)])
+        return res.exit_code, res.stdout, res.stderr
+
+    status, value = as_nobody(run)
+    assert status == "ok", value
+    code, out, err = value
+    assert code == 0, err
+    assert out.split() == [".dockerignore", "Dockerfile", "ok.txt"]
+    assert "foo/bar: cannot read the directory (permission denied)" in err and "Tar: Can't stat file" in err

@@ -26,7 +26,8 @@ def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file
     end = b"\0" if null else b"\n"
     out = sys.stdout.buffer
     chunks: list[bytes] = []
-    for e in api.list_entries(ctx, excluded=excluded):
+    warn = lambda message: click.echo(f"ctxpack: warning: {message}", err=True)  # noqa: E731
+    for e in api.list_entries(ctx, excluded=excluded, warn=warn):
         if excluded:
             if e.included:
                 continue

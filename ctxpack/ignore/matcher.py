@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ctxpack._go.strings import go_trim_space
 from ctxpack.errors import BrokenPattern, PatternError, PatternSyntaxError
 from ctxpack.ignore.dialect import Dialect
 from ctxpack.ignore.reader import RawRule
@@ -108,6 +109,8 @@ class Matcher:
         """
         rules: list[Rule] = []
         for r in raw:
+            if not go_trim_space(r.pattern):
+                continue  # patternmatcher.New skips an empty pattern (semantics note §3.1 step 1)
             try:
                 pat = compile_pattern(r.pattern)
             except PatternSyntaxError as e:

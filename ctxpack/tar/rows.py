@@ -85,7 +85,10 @@ def builder_rows(ctx: BuildContext, *, headers: bool = False) -> Iterator[Row]:
     the context or stdin at the end; the classic dialect injects that one
     already, as the docker CLI does.
     """
-    for e in entries_for_builder(ctx):
+    logged: list[str] = []
+    for e in entries_for_builder(ctx, warn=logged.append):
+        while logged:
+            yield (logged.pop(0), WARN, 0, 0, 0, 0, 0, None, None, None)
         if e.forced and e.data is None:
             rule = ctx.file_matcher.decide_path(e.path)[-1][1].rule
             message = (
@@ -94,6 +97,8 @@ def builder_rows(ctx: BuildContext, *, headers: bool = False) -> Iterator[Row]:
             )
             yield (message, WARN, 0, 0, 0, 0, 0, None, None, None)
         yield entry_row(e, header=headers)
+    for message in logged:
+        yield (message, WARN, 0, 0, 0, 0, 0, None, None, None)
     if ctx.dialect is Dialect.BUILDKIT and ctx.dockerfile_data is not None:
         yield (injected_dockerfile_name(ctx), EntryKind.FILE, NO_STAT, 0, 0, 0, 0, None, ctx.dockerfile_data, None)
 
