@@ -81,15 +81,18 @@ IGNORE = "node_modules\n*.env\ndocs\n"
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("builder", ["classic", "buildkit"])
-def test_whole_context_equals_ls(dockerd: harness.Dockerd, tmp_path: Path, builder: str) -> None:
-    """COPY . : the image holds exactly what `ctxpack ls` lists for that builder."""
+@pytest.mark.parametrize("builder, session", [("classic", False), ("buildkit", False), ("buildkit", None)],
+                         ids=["classic", "buildkit-tar", "buildkit-session"])
+def test_whole_context_equals_ls(dockerd: harness.Dockerd, tmp_path: Path, builder: str, session: bool | None) -> None:
+    """COPY . : the image holds exactly what `ctxpack ls` lists for that builder
+    (tar body, or the BuildKit session serving the same listing)."""
     root = make_tree(tmp_path / "ctx", "FROM bb:latest\nCOPY . /ctx/\n", TREE, IGNORE)
-    opts = BuildOptions(**(BK if builder == "buildkit" else CLASSIC), tags=(f"ctxpack-test-{builder}:1",))
+    opts = BuildOptions(**(BK if builder == "buildkit" else CLASSIC), tags=(f"ctxpack-test-{builder}:1",),
+                        session=session)
     with engine_for(dockerd) as e:
         r = build(str(root), e, opts)
     assert r.builder == builder and r.image_id.startswith("sha256:") and not r.minimal
-    assert r.upload.compression == "none" and r.upload.wire_bytes > 0
+    assert r.upload.compression == ("session" if session is None else "none") and r.upload.wire_bytes > 0
     fs = dockerd.export_fs(r.image_id, under="ctx")
     got = {p[len("ctx/"):] for p, ent in fs.items() if p != "ctx" and ent.type == "file"}
     ctx = ctxpack.open_context(str(root), dialect=builder)
@@ -105,7 +108,7 @@ def test_whole_context_equals_ls(dockerd: harness.Dockerd, tmp_path: Path, build
 def test_minimal_context_sends_only_what_is_read(dockerd: harness.Dockerd, tmp_path: Path, builder: str) -> None:
     root = make_tree(tmp_path / "ctx", "FROM bb:latest\nCOPY app/main.py /main.py\n", TREE, IGNORE)
     with engine_for(dockerd) as e:
-        r = build(str(root), e, BuildOptions(**(BK if builder == "buildkit" else CLASSIC)))
+        r = build(str(root), e, BuildOptions(**(BK if builder == "buildkit" else CLASSIC), session=False))
     assert r.minimal
     # main.py and the Dockerfile (plus .dockerignore for classic)
     assert r.upload.files == (3 if builder == "classic" else 2), r.upload
@@ -124,8 +127,8 @@ def test_cli_output_forms(dockerd: harness.Dockerd, tmp_path: Path) -> None:
     assert image.startswith("sha256:") and iid.read_text() == image
     assert "Step 1/3 : FROM bb:latest" in p.stderr and "from-a" in p.stderr, p.stderr
     assert "ctxpack: sent 2 files" in p.stderr, p.stderr  # a.txt and the Dockerfile
-    # BuildKit, plain: the trace decoded like --progress=plain
-    p = cli(str(root), "-H", host, "--builder", "buildkit", "--network", "none", "--progress", "plain")
+    # BuildKit with a tar body, plain: the trace decoded like --progress=plain
+    p = cli(str(root), "-H", host, "--builder", "buildkit", "--network", "none", "--progress", "plain", "--no-session")
     assert p.returncode == 0, p.stderr
     assert "[internal] load remote build context" in p.stderr
     assert "[3/3] RUN cat /a.txt" in p.stderr and "from-a" in p.stderr and " DONE " in p.stderr
@@ -279,7 +282,10 @@ def test_ssh(dockerd: harness.Dockerd, sshd, tmp_path: Path, builder: str) -> No
     extra = ["--network", "none"] if builder == "buildkit" else []
     p = cli(str(root), "-H", sshd.url, "--builder", builder, "--progress", "plain", *extra, env=sshd.env())
     assert p.returncode == 0, p.stderr + sshd.log()
-    assert "compression gzip" in p.stderr  # a remote link to a 20.10 engine: gzip, never zstd
+    if builder == "classic":
+        assert "compression gzip" in p.stderr  # a remote link to a 20.10 engine: gzip, never zstd
+    else:
+        assert "BuildKit session" in p.stderr and "the engine requested" in p.stderr
     fs = dockerd.export_fs(p.stdout.strip(), under="ctx")
     assert fs["ctx/a.txt"].data == b"over ssh\n" and len(fs["ctx/big.bin"].data) == 300_000  # type: ignore[arg-type]
 
@@ -337,6 +343,9 @@ class FakeEngine(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.server.posts.append(self.path)
+        if "/session" in self.path:  # an engine without sessions: ctxpack falls back to a tar body
+            self._json(404, {"message": "page not found"})
+            return
         if "/build/cancel" in self.path:
             self.server.cancelled.set()
             self._json(200, {})
@@ -419,6 +428,7 @@ def test_ctrl_c_during_upload_cancels(fake_engine: tuple[FakeServer, str], tmp_p
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "cancelled" in err
     assert srv.cancelled.wait(5), srv.posts
+    assert "no BuildKit session" in err and "sending the context as a tar" in err
     assert any("/build/cancel?id=" in p for p in srv.posts)
     build_id = next(p for p in srv.posts if "/build?" in p).split("buildid=")[1].split("&")[0]
     assert any(p.endswith(f"/build/cancel?id={build_id}") for p in srv.posts)
@@ -462,3 +472,17 @@ def test_plain_trace_rendering() -> None:
 
 def test_library_entry_point_is_public() -> None:
     assert ctxpack.build is build and ctxpack.BuildOptions is BuildOptions
+
+
+def test_cli_secret_through_the_session(dockerd: harness.Dockerd, tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "ctx", "FROM bb:latest\n"
+                     "RUN --mount=type=secret,id=tok test \"$(cat /run/secrets/tok | tr a-z A-Z)\" = S3CRET && echo secret-ok\n")
+    secret = tmp_path / "tok.txt"
+    secret.write_text("s3cret")
+    host = f"unix://{dockerd.socket}"
+    p = cli(str(root), "-H", host, "--builder", "buildkit", "--network", "none", "--progress", "plain",
+            "--no-cache", "--secret", f"id=tok,src={secret}")
+    assert p.returncode == 0, p.stderr
+    assert "secret-ok" in p.stderr and "s3cret" not in p.stderr
+    p = cli(str(root), "-H", host, "--builder", "buildkit", "--no-session", "--secret", f"id=tok,src={secret}")
+    assert p.returncode == 2 and "need a BuildKit build with a session" in p.stderr

@@ -64,6 +64,11 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
 @click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID to this file.")
 @click.option("--no-snapshot", is_flag=True, help="Do not record the snapshot `ctxpack diff` compares against.")
+@click.option("--no-session", is_flag=True, help="BuildKit: send the context as a tar instead of through a BuildKit session.")
+@click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=FILE|env=VAR",
+              help="BuildKit secret for RUN --mount=type=secret (repeatable; needs the session).")
+@click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]",
+              help="ssh agent for RUN --mount=type=ssh (repeatable; needs the session).")
 @click.option("-H", "--host", help="Engine to use (unix://, tcp://, ssh://), as docker -H.")
 @click.option("--context", "docker_context", help="Docker context to use, as docker --context.")
 @click.option("--print-endpoint", is_flag=True, help="Say which engine would be used and why, then exit.")
@@ -73,12 +78,15 @@ def build_command(
     build_args: tuple[str, ...], labels: tuple[str, ...], no_cache: bool, pull: bool, platform: str | None,
     network: str | None, builder: str | None, scope: str | None, compress: str | None, level: int | None,
     ignore_file: str | None, progress: str, quiet: bool, iidfile: str | None, no_snapshot: bool,
+    no_session: bool, secrets: tuple[str, ...], ssh: tuple[str, ...],
     host: str | None, docker_context: str | None, print_endpoint: bool,
 ) -> None:
     """Build an image from DIRECTORY, sending exactly its context.
 
     The context follows the builder's own rules (BuildKit's or the classic
-    builder's), minimal where the Dockerfile analysis is sure.  The engine
+    builder's), minimal where the Dockerfile analysis is sure; BuildKit
+    builds run a BuildKit session where the engine supports one
+    (--no-session: a tar body).  The engine
     is the docker CLI's: -H, --context, DOCKER_HOST, DOCKER_CONTEXT, the
     current context.  Exit codes: 0 built, 1 build failed, 2 usage or input
     error, 5 engine unreachable / API version refused / connection dropped,
@@ -88,6 +96,7 @@ def build_command(
     from ctxpack.engine.client import Engine
     from ctxpack.engine.hosts import resolve_endpoint
     from ctxpack.engine.progress import make_renderer
+    from ctxpack.engine.session import parse_secret, parse_ssh
     from ctxpack.tar.sinks import open_output
 
     if level is not None and compress in (None, "none"):
@@ -105,7 +114,8 @@ def build_command(
         build_args=_build_args(build_args), labels=_labels(labels), no_cache=no_cache, pull=pull,
         platform=platform, network=network, builder=builder,
         minimal={"full": False, "minimal": True}.get(scope or ""), compress=compress, level=level,
-        quiet=quiet, record_snapshot=not no_snapshot,
+        quiet=quiet, record_snapshot=not no_snapshot, session=False if no_session else None,
+        secrets=[parse_secret(x) for x in secrets], ssh=[parse_ssh(x) for x in ssh],
     )
     out = click.get_text_stream("stdout")
     err = click.get_text_stream("stderr")

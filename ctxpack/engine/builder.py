@@ -16,7 +16,9 @@ The steps, as the docker CLI takes them, with ctxpack's context:
    1.42), gzip otherwise.
 4. ``POST /build`` with the query the docker CLI builds (only what differs
    from the defaults), ``X-Registry-Config``, and the tar written by the
-   packer straight into the socket as chunks.
+   packer straight into the socket as chunks — or, for BuildKit where the
+   engine supports it, a BuildKit session (``POST /session``, then
+   ``/build`` with an empty body; the engine pulls what it needs).
 5. The message stream, handed to ``on_message`` as it arrives; the image
    ID from ``aux.ID`` (classic) or ``moby.image.id`` (BuildKit).
 6. On success the snapshot ``ctxpack diff`` compares against is recorded.
@@ -67,7 +69,13 @@ class BuildOptions:
     image it cannot see), ``False`` the whole context.  ``compress``:
     ``None`` chosen per connection, else ``none``/``gzip``/``zstd``.
     ``dockerfile``, ``ignore_file`` and ``stdin_dockerfile`` are used when
-    ``build()`` opens the context itself (a path was given).
+    ``build()`` opens the context itself (a path was given).  ``session``:
+    BuildKit builds run a BuildKit session (:mod:`ctxpack.engine.session`:
+    the engine pulls the files it needs) — ``None`` where the engine
+    supports it, falling back to a tar body when it refuses the session;
+    ``True`` always (an error if refused); ``False`` never.  ``secrets`` and
+    ``ssh`` (:class:`~ctxpack.engine.session.SecretSpec`,
+    :class:`~ctxpack.engine.session.SshSpec`) need the session.
     """
 
     tags: Sequence[str] = ()
@@ -88,6 +96,9 @@ class BuildOptions:
     level: int | None = None
     quiet: bool = False
     record_snapshot: bool = True
+    session: bool | None = None
+    secrets: Sequence[Any] = ()
+    ssh: Sequence[Any] = ()
 
 
 @dataclass
@@ -102,6 +113,10 @@ class UploadStats:
     wire_bytes: int = 0
     seconds: float = 0.0
     compression: str = "none"
+    #: For a session build: what the session served
+    #: (:class:`~ctxpack.engine.session.SessionStats`); ``files`` and
+    #: ``bytes`` are then the files the engine requested and their bytes.
+    session: Any = None
 
     @property
     def rate(self) -> float:
@@ -348,8 +363,12 @@ def build(
         query = build_query(opts, builder=builder, dockerfile=dockerfile_name_in_tar(ctx), api_version=api,
                             build_id=build_id)
         headers = {"Content-Type": "application/x-tar", "X-Registry-Config": registry_config()}
-        note(f"{builder} builder, API {api}, {'minimal' if minimal else 'whole'} context, "
-             f"compression {compression}, engine {engine.url}")
+        if (opts.secrets or opts.ssh) and (builder != "buildkit" or opts.session is False):
+            raise InputError("--secret and --ssh need a BuildKit build with a session")
+        use_session = (builder == "buildkit" and opts.session is not False
+                       and version_tuple(api) >= version_tuple(BUILDKIT_MIN_API))
+        how = "BuildKit session" if use_session else f"compression {compression}"
+        note(f"{builder} builder, API {api}, {'minimal' if minimal else 'whole'} context, {how}, engine {engine.url}")
 
         upload = UploadStats(compression=compression)
         t_upload: list[float] = []
@@ -374,9 +393,18 @@ def build(
 
         messages: list[Message] = []
         image_id: str | None = None
+        session_build = None
         try:
-            resp = engine.request("POST", "/build", query=query, body=body, headers=headers, timeout=None,
-                                  progress=progress)
+            if use_session:
+                session_build = _open_session(engine, ctx, query, headers, opts,
+                                              lambda why: note(f"{why}; sending the context as a tar (compression {compression})"))
+                if session_build is not None:
+                    upload.compression = "session"
+            if session_build is not None:
+                resp = session_build.response
+            else:
+                resp = engine.request("POST", "/build", query=query, body=body, headers=headers, timeout=None,
+                                      progress=progress)
             try:
                 if on_upload is not None:
                     on_upload(upload)
@@ -394,11 +422,23 @@ def build(
                         on_message(msg_)
                     err = message_error(msg_)
                     if err is not None:
-                        raise BuildFailedError(err, exit_code_of(err))
+                        code = exit_code_of(err)
+                        raise BuildFailedError(session_build.explain(err) if session_build else err, code)
                     image_id = image_id_of(msg_) or image_id
             finally:
-                resp.close()
+                if session_build is not None:
+                    session_build.close()
+                    st = session_build.session.stats()
+                    upload.wire_bytes, upload.files, upload.bytes = st.bytes_out, st.files_requested, st.data_bytes
+                    upload.seconds = st.upload_seconds
+                    upload.session = st
+                    if on_upload is not None:
+                        on_upload(upload)
+                else:
+                    resp.close()
         except KeyboardInterrupt:
+            if session_build is not None:
+                session_build.close()
             _cancel(engine, build_id)
             raise BuildCancelledError("build cancelled" + (f" (BuildKit build {build_id})" if build_id else "")) from None
         if image_id is None:
@@ -420,6 +460,25 @@ def build(
     finally:
         if own_engine:
             engine.close()
+
+
+def _open_session(engine: Engine, ctx: BuildContext, query: list[tuple[str, str]], headers: dict[str, str],
+                  opts: BuildOptions, note: Callable[[str], None]) -> Any:
+    """A :class:`~ctxpack.engine.session.SessionBuild` (session attached,
+    ``/build`` sent), or ``None`` when the engine refuses a session and
+    ``opts.session`` is ``None`` (then the tar body is used, with a note)."""
+    from ..errors import SessionError
+    from .session import SessionBuild
+
+    if ctx.dialect is not Dialect.BUILDKIT:
+        raise InputError("a BuildKit session serves the BuildKit dialect's context")
+    try:
+        return SessionBuild(engine, ctx, query, headers=headers, secrets=opts.secrets, ssh=opts.ssh, timeout=None)
+    except SessionError as e:
+        if opts.session is None and not (opts.secrets or opts.ssh):
+            note(f"no BuildKit session ({e})")
+            return None
+        raise
 
 
 _FULL_ID = re.compile(r"^sha256:[0-9a-f]{64}$")

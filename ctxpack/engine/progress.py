@@ -40,6 +40,9 @@ def _rate(nbytes: int, seconds: float) -> str:
 
 def upload_summary(stats: Any) -> str:
     """``sent 1,234 files (56.7 MB) in 1.2s, 12.3 MB on the wire (gzip), 10.2 MB/s``."""
+    if stats.compression == "session":
+        return (f"BuildKit session: the engine requested {stats.files:,} file{'' if stats.files == 1 else 's'} "
+                f"({format_size(stats.bytes)}), {format_size(stats.wire_bytes)} sent in all")
     wire = "" if stats.compression == "none" else f", {format_size(stats.wire_bytes)} on the wire ({stats.compression})"
     return (f"sent {stats.files:,} file{'' if stats.files == 1 else 's'} ({format_size(stats.bytes)}) "
             f"in {stats.seconds:.1f}s{wire}, {_rate(stats.wire_bytes, stats.seconds)}")
@@ -162,10 +165,11 @@ class _Plain(Renderer):
     def upload(self, stats: Any) -> None:
         self.upload_stats = stats
 
-    def _tell_upload(self) -> None:
-        if self.upload_stats is not None and not self.upload_told:
+    def _tell_upload(self, final: bool = False) -> None:
+        st = self.upload_stats
+        if st is not None and not self.upload_told and (final or st.compression != "session"):
             self.upload_told = True
-            self._write(f"ctxpack: {upload_summary(self.upload_stats)}\n")
+            self._write(f"ctxpack: {upload_summary(st)}\n")
 
     def message(self, msg: dict[str, Any]) -> None:
         self._tell_upload()
@@ -180,7 +184,7 @@ class _Plain(Renderer):
             self._write(f"{ident}{msg['status']}{amount}\n")
 
     def finish(self) -> None:
-        self._tell_upload()
+        self._tell_upload(final=True)
 
 
 class _Tty(_Plain):
@@ -198,18 +202,19 @@ class _Tty(_Plain):
     def upload(self, stats: Any) -> None:
         self.upload_stats = stats
         now = time.monotonic()
-        if now - self.last_draw < 0.1:
+        if now - self.last_draw < 0.1 or stats.compression == "session":
             return
         self.last_draw = now
         self.upload_line_shown = True
         self._write(f"\r\033[K[+] Sending build context: {format_size(stats.wire_bytes)} "
                     f"({_rate(stats.wire_bytes, stats.seconds)})")
 
-    def _tell_upload(self) -> None:
-        if self.upload_stats is not None and not self.upload_told:
+    def _tell_upload(self, final: bool = False) -> None:
+        st = self.upload_stats
+        if st is not None and not self.upload_told and (final or st.compression != "session"):
             self.upload_told = True
             prefix = "\r\033[K" if self.upload_line_shown else ""
-            self._write(f"{prefix}[+] Context {upload_summary(self.upload_stats)}\n")
+            self._write(f"{prefix}[+] Context {upload_summary(st)}\n")
 
     def message(self, msg: dict[str, Any]) -> None:
         if msg.get("id") == "moby.buildkit.trace" and isinstance(msg.get("aux"), str):
@@ -262,7 +267,6 @@ class _Tty(_Plain):
         self.drawn = len(lines)
 
     def finish(self) -> None:
-        self._tell_upload()
         if self.bk is not None:
             self._draw(final=True)
             failed = [s for s in self.bk.v.values() if s["error"]]
@@ -270,6 +274,7 @@ class _Tty(_Plain):
                 self._write(f"------\n > {s['name']}:\n" + "".join(f"{log}\n" for log in s["logs"][-20:]) + "------\n")
         self._write("".join(self.later))
         self.later.clear()
+        self._tell_upload(final=True)
 
 
 class _Json(Renderer):
@@ -285,12 +290,17 @@ class _Json(Renderer):
     def upload(self, stats: Any) -> None:
         self.stats = stats
 
-    def _emit_upload(self) -> None:
-        if self.stats is not None:
-            s, self.stats = self.stats, None
-            aux = {"entries": s.entries, "files": s.files, "bytes": s.bytes, "wire_bytes": s.wire_bytes,
-                   "seconds": round(s.seconds, 3), "compression": s.compression}
-            self.out.write(json.dumps({"id": "ctxpack.upload", "aux": aux}) + "\n")
+    def _emit_upload(self, final: bool = False) -> None:
+        s = self.stats
+        if s is None or (s.compression == "session" and not final):
+            return
+        self.stats = None
+        aux = {"entries": s.entries, "files": s.files, "bytes": s.bytes, "wire_bytes": s.wire_bytes,
+               "seconds": round(s.seconds, 3), "compression": s.compression}
+        if s.session is not None:  # what the engine asked the session for (REQ packets, DATA bytes)
+            aux["session"] = {"files_requested": s.session.files_requested, "data_bytes": s.session.data_bytes,
+                              "bytes_out": s.session.bytes_out, "bytes_in": s.session.bytes_in}
+        self.out.write(json.dumps({"id": "ctxpack.upload", "aux": aux}) + "\n")
 
     def message(self, msg: dict[str, Any]) -> None:
         self._emit_upload()
@@ -298,7 +308,7 @@ class _Json(Renderer):
         self.out.flush()
 
     def finish(self) -> None:
-        self._emit_upload()
+        self._emit_upload(final=True)
         self.out.flush()
 
 
