@@ -41,7 +41,7 @@ from ctxpack.ignore.matcher import Rule
 from ctxpack.ignore.pattern import MatchKind, Pattern, compile_pattern
 from ctxpack.linter import secrets
 from ctxpack.linter.findings import ERROR, INFO, WARNING, Edit, Finding, LintReport, merge_by_path
-from ctxpack.linter.guards import heavy_kind, is_guard
+from ctxpack.linter.guards import HEAVY, heavy_kind, is_guard
 from ctxpack.linter.view import ContextView, dockerfile_name, open_view, walk_entries
 from ctxpack.walker import Entry, EntryKind, descends_into_excluded
 
@@ -181,10 +181,21 @@ def check_habits(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     if not candidates:
         return
     free = [e for e in view.entries if e.included and e.rule is None]
+    by_name: dict[str, list[int]] | None = None
     for r, alt, pat in candidates:
         missed: list[tuple[str, int]] = []
         inside = ""
-        for e in free:
+        scan: Iterable[Entry] = free
+        tail = alt[3:]
+        if "/" not in tail and not any(c in tail for c in "*?[\\"):
+            # '**/name': only entries called name can match; start at each
+            # of them and take what follows it in walk order (its contents).
+            if by_name is None:
+                by_name = {}
+                for i, e in enumerate(free):
+                    by_name.setdefault(e.path.rpartition("/")[2], []).append(i)
+            scan = _runs(free, by_name.get(tail, []))
+        for e in scan:
             if inside and e.path.startswith(inside):
                 if e.kind == EntryKind.FILE and e.stat is not None:
                     missed[-1] = (missed[-1][0], missed[-1][1] + e.stat.st_size)
@@ -205,6 +216,21 @@ def check_habits(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             f"through {_n(len(missed), 'path')} that no other rule decides ({format_size(total)}): {_listed(named)}",
             f"use '{alt}' to match at any depth", edit=Edit("replace", alt, r.line), **_at(r),  # type: ignore[arg-type]
         )
+
+
+def _runs(entries: list[Entry], starts: list[int]) -> Iterable[Entry]:
+    """Each start entry and what lies below it (contiguous in walk order)."""
+    end = -1
+    for i in starts:
+        if i <= end:
+            continue
+        head = entries[i].path + "/"
+        yield entries[i]
+        j = i + 1
+        while j < len(entries) and entries[j].path.startswith(head):
+            yield entries[j]
+            j += 1
+        end = j - 1
 
 
 def check_duplicates(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
@@ -288,6 +314,13 @@ def check_exceptions(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         yield Finding("useless-exception", WARNING, msg, fix, **_at(r))  # type: ignore[arg-type]
 
 
+def _literal_exception(r: Rule) -> bool:
+    text = r.pattern.text
+    for tail in ("/**", "/*"):
+        text = text.removesuffix(tail)
+    return not any(c in text for c in "*?[]^\\")
+
+
 def _descended(view: ContextView) -> set[str]:
     """Excluded directories the walker read (for exceptions)."""
     out = {e.path for e in view.entries
@@ -306,7 +339,9 @@ def check_dialects(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     differ in which excluded directories they read, so the other builder's
     walk is run only when some excluded directory is read by one of them."""
     ctx = view.ctx
-    if not ctx.file_matcher.has_exceptions:
+    if not ctx.file_matcher.has_exceptions or all(_literal_exception(r) for r in view.rules if r.exception):
+        # Both walkers read an excluded directory exactly when a literal
+        # exception lies below it: they can only differ for wildcard exceptions.
         return
     other = Dialect.CLASSIC if ctx.dialect is Dialect.BUILDKIT else Dialect.BUILDKIT
     o = view.options
@@ -335,31 +370,33 @@ def check_dialects(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
                       "run ctxpack ls --dialect classic and --dialect buildkit to compare", file=ctx.ignore_source)
 
 
-_HEAVY_NAMES = re.compile(r"(?:^|/)(\.git|node_modules|\.venv|venv|__pycache__|\.tox|\.mypy_cache|\.pytest_cache|"
-                          r"\.ruff_cache|target|dist|build|\.next|\.angular|\.terraform|coverage|bin|obj)/")
-
-
 def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     """Heavy directories of local state or build output that are sent."""
     sizes: dict[str, int] = {}
     kinds: dict[str, str | None] = {}
-    for e in view.entries:
-        if not e.included or e.kind != EntryKind.FILE or e.stat is None:
+    inside = ""  # the heavy directory being summed ("" = none)
+    for e in view.entries:  # walk order: a directory's contents follow it
+        if not e.included:
             continue
-        m = _HEAVY_NAMES.search(e.path)
-        while m is not None:
-            d = e.path[:m.end(1)]
-            if d not in kinds:
-                parent = d.rpartition("/")[0]
-                kinds[d] = heavy_kind(m.group(1), view.children(parent) if m.group(1) in ("bin", "obj") else None)
-            if kinds[d] is not None:
-                sizes[d] = sizes.get(d, 0) + e.stat.st_size
-                break
-            m = _HEAVY_NAMES.search(e.path, m.end(1))
+        if inside:
+            if e.path.startswith(inside):
+                if e.kind == EntryKind.FILE and e.stat is not None:
+                    sizes[inside[:-1]] += e.stat.st_size
+                continue
+            inside = ""
+        if e.kind != EntryKind.DIR:
+            continue
+        parent, _, name = e.path.rpartition("/")
+        if name in HEAVY:
+            what = heavy_kind(name, view.listing(parent) if name in ("bin", "obj") else None)
+            if what is not None:
+                kinds[e.path] = what
+                sizes[e.path] = 0
+                inside = e.path + "/"
     source = view.ctx.ignore_source or ".dockerignore"
     for d, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
         name = d.rpartition("/")[2]
-        if b < HEAVY_MIN_BYTES and name != ".git":
+        if b < HEAVY_MIN_BYTES and d != ".git":  # the checkout's own history, whatever its size
             continue
         line = name if "/" not in d else "**/" + name
         entry = view.by_path().get(d)

@@ -1,11 +1,14 @@
 """Credentials in context files, decided by content (values are never shown).
 
-Which files are read: those whose name says they hold credentials or
-settings (``.env*``, keys and certificates, ``.npmrc``, ``.pypirc``,
-``.netrc``, ``credentials``, docker's ``config.json``, service-account JSON,
-``*.tfvars``/``*.tfstate``) and small configuration files (YAML, JSON,
-TOML, INI, properties, shell env files) outside installed-package trees.
-Source code is not scanned: that is a job for a dedicated secret scanner.
+Which files are read: those whose name says they hold credentials
+(``.env*``, keys and certificates, ``.npmrc``, ``.pypirc``, ``.netrc``,
+``credentials``, docker's ``config.json``, service-account JSON,
+``*.tfvars``/``*.tfstate``, ``secrets.*``) and small settings files by name
+(``config.yaml``, ``settings.json``, ``appsettings.Production.json``,
+``application-prod.properties``, ``docker-compose.yml``, any ``*.ini``,
+``*.conf`` …) outside installed-package trees.  Other data files and source
+code are not scanned (that is a job for a dedicated secret scanner): lint
+must stay as cheap as listing the context.
 
 What counts, most certain first:
 
@@ -54,56 +57,84 @@ _NAMED = re.compile(
     r"^(\.env(\..*)?|.*\.env|\.envrc|id_(rsa|dsa|ecdsa|ed25519)|.*\.(pem|key|crt|cer|p8)|\.netrc|_netrc|"
     r"\.git-credentials|credentials(\.json|\.ya?ml|\.xml)?|\.htpasswd|\.npmrc|\.pypirc|\.pgpass|\.s3cfg|"
     r"config\.json|.*service[-_]?account.*\.json|.*secrets?(\..*)?|.*\.tfvars(\.json)?|.*\.tfstate(\.backup)?|"
-    r"wp-config\.php|settings\.py|local_settings\.py|application(-[^/]*)?\.(properties|ya?ml)|appsettings(\.[^/]*)?\.json)$",
+    r"wp-config\.php|settings\.py|local_settings\.py)$",
     re.I,
 )
 _KEYSTORE = re.compile(r"\.(p12|pfx|jks|keystore|kdbx|ppk|gpg|asc)$", re.I)
-_CONFIG = re.compile(r"\.(ya?ml|json|toml|ini|cfg|conf|properties|env|xml|tf|hcl)$", re.I)
+# Settings files by name: config.yaml, settings.json, appsettings.Production.json,
+# application-prod.properties, docker-compose.yml, values.yaml, secrets.toml ...
+_CONFIG = re.compile(
+    r"^(config|settings|secrets?|credentials?|application|appsettings|parameters|values|env|environment|"
+    r"docker-compose|compose|local|production|prod|staging|development|dev|database|db|auth|deploy)"
+    r"([._-][^/]*)?\.(ya?ml|json|toml|ini|cfg|conf|properties|env|xml|tfvars)$|\.(ini|cfg|conf|properties)$",
+    re.I)
+_CONFIG_DIR = re.compile(r"(^|/)(config|conf|settings|secrets|credentials|env|environments|deploy|k8s|helm)/"
+                         r"[^/]*\.(ya?ml|json|toml|ini|cfg|conf|properties|env|xml|tfvars)$", re.I)
 # Installed packages and caches: their configuration files are not the project's.
 _VENDORED = re.compile(r"(^|/)(node_modules|\.venv|venv|site-packages|vendor|bower_components|\.git|\.tox|"
                        r"__pycache__|\.cache|\.yarn|\.pnpm-store|target|bin|obj)/")
 _EXAMPLE = re.compile(r"(^|[./_-])(example|sample|template|dist|defaults?|tmpl|tpl)([./_-]|$)", re.I)
 
 
+# A cheap first test on the name (most files are source code): an extension
+# or a name that any of the patterns above could accept.
+_EXTS = frozenset({"p12", "pfx", "jks", "keystore", "kdbx", "ppk", "gpg", "asc", "pem", "key", "crt", "cer", "p8",
+                   "yaml", "yml", "json", "toml", "ini", "cfg", "conf", "properties", "env", "xml", "tfvars",
+                   "tfstate", "backup"})
+_NAMES = frozenset({".envrc", ".netrc", "_netrc", ".git-credentials", "credentials", ".htpasswd", ".npmrc",
+                    ".pypirc", ".pgpass", ".s3cfg", "wp-config.php", "settings.py", "local_settings.py"})
+
+
 def candidate(path: str) -> str | None:
     """Why ``path`` is worth reading (``"named"``, ``"config"``,
     ``"keystore"``), or ``None``."""
-    base = path.rsplit("/", 1)[-1]
+    base = path.rpartition("/")[2]
+    low = base.lower()
+    if (low.rpartition(".")[2] not in _EXTS and low not in _NAMES and not low.startswith((".env", "id_"))
+            and "secret" not in low):
+        return None
     if _KEYSTORE.search(base):
         return None if _VENDORED.search(path) else "keystore"
     if _NAMED.match(base):
         if base == "config.json" and not path.endswith(".docker/config.json"):
             return None if _VENDORED.search(path) else "config"
         return "named"
-    if _CONFIG.search(base) and not _VENDORED.search(path):
+    if (_CONFIG.search(base) or _CONFIG_DIR.search(path)) and not _VENDORED.search(path):
         return "config"
     return None
 
 
 _PRIVATE_KEY = re.compile(rb"-----BEGIN ((RSA|DSA|EC|OPENSSH|ENCRYPTED|PGP|SSH2 ENCRYPTED) )?PRIVATE KEY( BLOCK)?-----")
+# Known token formats: (what, the token from its first byte).  A token counts
+# where the byte before it is not a letter or digit.
 _TOKENS: tuple[tuple[str, re.Pattern[bytes]], ...] = tuple((what, re.compile(rx)) for what, rx in (
-    ("an AWS access key id", rb"(?<![A-Z0-9])(AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Z0-9])"),
-    ("a GitHub token", rb"(?<![A-Za-z0-9_])(gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{50,255})"),
-    ("a GitLab token", rb"(?<![A-Za-z0-9_])glpat-[A-Za-z0-9_-]{20,}"),
-    ("a Slack token", rb"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}"),
+    ("an AWS access key id", rb"(AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Z0-9])"),
+    ("a GitHub token", rb"(gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{50,255})"),
+    ("a GitLab token", rb"glpat-[A-Za-z0-9_-]{20,}"),
+    ("a Slack token", rb"xox[abposr]-[A-Za-z0-9-]{10,}"),
     ("a Slack webhook", rb"hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,}"),
-    ("a Stripe live key", rb"(?<![A-Za-z0-9])(sk|rk)_live_[A-Za-z0-9]{16,}"),
-    ("a Google API key", rb"(?<![A-Za-z0-9_-])AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])"),
-    ("an npm token", rb"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
+    ("a Stripe live key", rb"[sr]k_live_[A-Za-z0-9]{16,}"),
+    ("a Google API key", rb"AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])"),
+    ("an npm token", rb"npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
     ("a PyPI token", rb"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"),
     ("a SendGrid key", rb"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"),
-    ("an OpenAI key", rb"(?<![A-Za-z0-9])sk-(proj-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}"),
-    ("an Anthropic key", rb"(?<![A-Za-z0-9])sk-ant-[A-Za-z0-9_-]{32,}"),
-    ("a JSON web token", rb"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{16,}"),
+    ("an OpenAI key", rb"sk-(proj-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}"),
+    ("an Anthropic key", rb"sk-ant-[A-Za-z0-9_-]{32,}"),
+    ("a JSON web token", rb"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{16,}"),
 ))
-_URL_CREDENTIALS = re.compile(rb"[a-z][a-z0-9+.-]*://[^\s:/@'\"]+:([^\s@/'\"]+)@[^\s/'\"]+", re.I)
+# Where any of them may start: one fast pass over the file finds the candidates.
+_TOKEN_START = re.compile(rb"A(KIA|SIA|GPA|IDA|ROA|NPA|NVA|IPA|Iza)|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|"
+                          rb"hooks\.slack\.com|[sr]k_live_|npm_|pypi-|SG\.|sk-|eyJ")
+_URL_CREDENTIALS = re.compile(rb"://[^\s:/@'\"]+:([^\s@/'\"]+)@[^\s/'\"]+")
 _ASSIGNMENT = re.compile(
     rb"""^\s*(?:export\s+|set\s+)?["']?([A-Za-z_][A-Za-z0-9_.\-]*)["']?\s*(?:=|:(?!:))\s*(.*?)\s*,?\s*$""")
+# Searched in the lowered text (a case-insensitive alternation is much slower).
+_KEY_WORD = re.compile(rb"pass|secret|token|key|auth|credential|salt|dsn")
 _NPMRC_AUTH = re.compile(rb"(^|:)_(auth|authToken|password)\s*=\s*(.+)$")
 _DOCKER_AUTH = re.compile(rb'"auth"\s*:\s*"([A-Za-z0-9+/=]{8,})"')
 
 # Words of a key that name a secret; "key" and "auth" only in compounds.
-_SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "pass", "pwd", "secret", "secrets", "token",
+_SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "secret", "secrets", "token",
                            "apikey", "credential", "credentials", "salt", "dsn", "privatekey", "secretkey",
                            "accesskey", "clientsecret", "authtoken"})
 _KEY_QUALIFIERS = frozenset({"api", "access", "secret", "private", "signing", "encryption", "master", "license",
@@ -199,10 +230,15 @@ def scan_bytes(data: bytes, reason: str) -> list[Hit]:
     m = _PRIVATE_KEY.search(data)
     if m:
         hits.append(Hit("a private key", _line_of(data, m.start()), ERROR))
-    for what, rx in _TOKENS:
-        m = rx.search(data)
-        if m:
-            hits.append(Hit(what, _line_of(data, m.start()), ERROR))
+    found: set[str] = set()
+    for start in _TOKEN_START.finditer(data):
+        i = start.start()
+        if i and data[i - 1:i].isalnum() and not start.group().startswith(b"hooks"):
+            continue
+        for what, rx in _TOKENS:
+            if what not in found and rx.match(data, i):
+                found.add(what)
+                hits.append(Hit(what, _line_of(data, i), ERROR))
     for m in _URL_CREDENTIALS.finditer(data):
         if not placeholder(m.group(1).decode("utf-8", "replace")):
             hits.append(Hit("a password inside a URL", _line_of(data, m.start()), ERROR))
@@ -212,6 +248,25 @@ def scan_bytes(data: bytes, reason: str) -> list[Hit]:
         hits.append(Hit("registry credentials (docker config \"auth\")", _line_of(data, m.start()), ERROR))
     if b"\0" in data[:8192]:
         return hits  # binary: no KEY=VALUE lines
+    if reason == "config":
+        # Settings files can be long: only lines whose key names a secret,
+        # found in one pass of the regex engine.
+        done = -1
+        for k in _KEY_WORD.finditer(data.lower()):
+            if k.start() < done:
+                continue  # same line
+            begin = data.rfind(b"\n", 0, k.start()) + 1
+            done = data.find(b"\n", k.start())
+            done = len(data) if done < 0 else done
+            a = _ASSIGNMENT.match(data[begin:done].rstrip(b"\r"))
+            if not a:
+                continue
+            key = a.group(1).decode("utf-8", "replace")
+            value = _unquote(a.group(2).decode("utf-8", "replace"))
+            if secret_key(key) and not placeholder(value):
+                sev = ERROR if len(value) >= 8 or high_entropy(value) else WARNING
+                hits.append(Hit(f"a value for {key}", _line_of(data, begin), sev))
+        return hits
     for number, raw in enumerate(data.splitlines(), start=1):
         if len(raw) > 4096 or raw.lstrip()[:1] in (b"#", b";"):
             continue

@@ -9,6 +9,7 @@ history) is listed lazily, only for a check that needs it.
 
 from __future__ import annotations
 
+import gc
 import os
 import stat as st
 import subprocess
@@ -105,6 +106,13 @@ class ContextView:
         if self._by_path is None:
             self._by_path = {e.path: e for e in self.entries}
         return self._by_path
+
+    def listing(self, directory: str) -> set[str]:
+        """The names in ``directory`` (``""`` = root) as the file system lists them."""
+        try:
+            return {e.name for e in fs.scandir_sorted(os.path.join(self.ctx.root, directory))}
+        except OSError:
+            return set()
 
     def children(self, directory: str) -> set[str]:
         """Names the walk met directly in ``directory`` (``""`` = root)."""
@@ -243,12 +251,20 @@ def walk_entries(ctx: BuildContext) -> tuple[list[Entry], list[ContextError]]:
             validate_classic(ctx)
         except ContextError as e:
             errors.append(e)
+    # The entries are kept (the checks read them), and the cyclic collector
+    # would rescan the growing list again and again although entries hold
+    # no cycles: it is paused for the walk.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         for e in walk_all(ctx, excluded=True):
             entries.append(e)
     except ContextError as e:
         if not any(e.path == x.path for x in errors):
             errors.append(e)
+    finally:
+        if collecting:
+            gc.enable()
     return entries, errors
 
 
