@@ -103,6 +103,7 @@ class SizeReport:
         }
 
 
+EntryObserver = Callable[[Entry, int, int], None]
 
 
 def _du(path: str) -> tuple[int, int]:
@@ -130,9 +131,16 @@ def measure(
     *,
     top: int = 10,
     progress: Progress | None = None,
+    on_entry: EntryObserver | None = None,
 ) -> SizeReport:
     """Measure ``ctx``; ``entries()`` yields its entries with the excluded ones
-    (``api.list_entries(ctx, excluded=True)``)."""
+    (``api.list_entries(ctx, excluded=True)``).
+
+    ``on_entry(entry, files, bytes)``, if given, sees every entry with what it
+    counted for: a sent regular file (1, its size), any other sent entry
+    (0, 0), an excluded one (the regular files and bytes it kept out).  The
+    HTML report draws its tree from these, so its numbers are these numbers.
+    """
     started = time.monotonic()
     rep = SizeReport(context=ctx.root, dialect=ctx.dialect.value, ignore_file=ctx.ignore_source)
     savings: dict[int, RuleSaving] = {}
@@ -162,11 +170,17 @@ def measure(
                     r = savings[e.rule.index] = RuleSaving(str(e.rule), e.rule.source, e.rule.line, e.rule.text)
                 r.files += n
                 r.bytes += b
+            if on_entry is not None:
+                on_entry(e, n, b)
             continue
         rep.entries += 1
         if e.kind != EntryKind.FILE:
+            if on_entry is not None:
+                on_entry(e, 0, 0)
             continue
         size = len(e.data) if e.data is not None else (e.stat.st_size if e.stat else 0)
+        if on_entry is not None:
+            on_entry(e, 1, size)
         rep.files += 1
         rep.bytes += size
         files.append((size, e.path))

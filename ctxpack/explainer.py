@@ -15,7 +15,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from ctxpack.audit import Progress, SizeReport, measure
+from ctxpack.audit import EntryObserver, Progress, SizeReport, measure
 from ctxpack.context import BuildContext, Dialect, open_context
 from ctxpack.ignore.matcher import Rule
 from ctxpack.walker import descends_into_excluded, injected_dockerfile_name, list_entries, subtree_sends
@@ -103,13 +103,15 @@ def explain(
     return out
 
 
-def size(ctx: BuildContext, *, top: int = 10, progress: Progress | None = None, compare_full: bool = False) -> SizeReport:
+def size(ctx: BuildContext, *, top: int = 10, progress: Progress | None = None, compare_full: bool = False,
+         on_entry: EntryObserver | None = None) -> SizeReport:
     """Measure what the context sends and what its ignore rules keep out.
 
     With ``compare_full`` (for a ``--minimal`` context) also count the full
-    context, to show what the minimal one saves.
+    context, to show what the minimal one saves.  ``on_entry`` sees each
+    entry of the measured context (see :func:`ctxpack.audit.measure`).
     """
-    rep = measure(ctx, lambda: list_entries(ctx, excluded=True), top=top, progress=progress)
+    rep = measure(ctx, lambda: list_entries(ctx, excluded=True), top=top, progress=progress, on_entry=on_entry)
     if compare_full and ctx.selection is not None:
         full = dataclasses.replace(ctx, selection=None)
         rep.full_files = rep.full_bytes = 0

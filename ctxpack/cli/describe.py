@@ -97,11 +97,12 @@ def _print_size(rep: SizeReport, width: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema in docs/size.md).")
 @click.option("--max-size", help="Exit 1 if the context sends more bytes (e.g. 200MB, 1.5GiB).")
 @click.option("--max-files", type=click.IntRange(0), help="Exit 1 if the context sends more files.")
+@click.option("--html", "html_out", metavar="FILE", help="Also write a treemap report, one self-contained HTML file ('-' for stdout).")
 @handle_errors
 def size_command(
     directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
     minimal: bool, target: str | None, build_args: tuple[str, ...],
-    top: int | None, as_json: bool, max_size: str | None, max_files: int | None,
+    top: int | None, as_json: bool, max_size: str | None, max_files: int | None, html_out: str | None,
 ) -> None:
     """Audit the context: what is sent, where the bytes are, what the rules save.
 
@@ -112,14 +113,25 @@ def size_command(
     if top is None:
         top = max(3, min(10, (lines - 12) // 4))
     ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
+    if html_out == "-" and as_json:
+        raise click.UsageError("--html - and --json both write to stdout: give --html a file name")
     progress = ProgressLine()
     try:
-        rep = api.size(ctx, top=top, progress=progress, compare_full=minimal)
+        if html_out is None:
+            rep = api.size(ctx, top=top, progress=progress, compare_full=minimal)
+        else:  # the same measurement, drawn (ctxpack.report)
+            from ctxpack.report import html_report, write_html
+
+            model, page = html_report(ctx, dockerfile=dockerfile, ignore_file=ignore_file, top=top, progress=progress)
+            write_html(page, html_out)
+            rep = model.size
     finally:
         progress.done()
+    if html_out not in (None, "-"):
+        click.echo(f"ctxpack: wrote {html_out} ({format_size(len(page))}, {model.nodes:,} rectangles)", err=True)
     if as_json:
         click.echo(to_json(rep.to_json()))
-    else:
+    elif html_out != "-":
         _print_size(rep, cols)
     over = []
     if limit is not None and rep.bytes > limit:
