@@ -178,7 +178,7 @@ def test_finding_links_reveal_their_path(browser, tree, tmp_path):
 
     open_report(browser, str(tmp_path / "r.html"), tree, findings=size_findings(tree))
     text = browser.evaluate("document.getElementById('findings').innerText")
-    assert "deploy/id_rsa" in text and "content not shown" in text
+    assert "deploy/id_rsa" in text and "values not shown" in text
     browser.evaluate("document.querySelector('#findings a.path').scrollIntoView()")
     x, y = browser.evaluate("(() => { const q = document.querySelector('#findings a.path').getClientRects()[0]; return [q.x + 3, q.y + q.height / 2]; })()")
     browser.click(x, y)

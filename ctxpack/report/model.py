@@ -290,7 +290,7 @@ def build_model(
     builder.rule_index.update({r.rule: i for i, r in enumerate(rep.rules)})
     _sum(builder.root)
     budget = max(1, budget)
-    kept = [f for f in (findings or []) if f.get("kind") in SIZE_FINDING_KINDS]
+    kept = [f for f in (findings or []) if _about_size(f)]
     comp = _Compactor(max(1, rep.bytes // budget), max(1, rep.excluded_bytes // budget), builder,
                       {f["path"] for f in kept if f.get("path")})
     tree = comp.node(os.path.basename(ctx.root) or ctx.root, "", builder.root, root=True)
@@ -316,4 +316,10 @@ def size_findings(
     (lint reads the file only to recognise it).
     """
     report = lint(root, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file)
-    return [f.to_json() for f in report.findings if f.kind in SIZE_FINDING_KINDS]
+    return [d for d in (f.to_json() for f in report.findings) if _about_size(d)]
+
+
+def _about_size(finding: dict[str, Any]) -> bool:
+    # lint merges the findings about one path: a secret may ride in ``also``
+    kinds = {finding.get("kind"), *(finding.get("also") or [])}
+    return not kinds.isdisjoint(SIZE_FINDING_KINDS)
