@@ -163,3 +163,15 @@ def test_minimal_warns_before_upload(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["ls", "--minimal", str(root)])
     assert res.exit_code == 0
     assert "Dockerfile:2: COPY source 'src' is excluded (excluded by .dockerignore:1:src)" in res.stderr
+
+
+def test_duplicate_rule_reported_once(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": DF, "public/uploads/a.png": b"x", "src/x": b"y"},
+                     dockerignore="public/uploads\npublic/uploads/\n*.tmp\n")
+    found = kinds(root)
+    (dup,) = found["duplicate"]
+    assert dup.line == 2 and dup.message == "repeats line 1 (public/uploads)"
+    assert "redundant" not in found
+    after = fix_and_relint(root)
+    assert "duplicate" not in after
+    assert (root / ".dockerignore").read_text().startswith("public/uploads\n# ctxpack: same as line 1: public/uploads/\n")

@@ -235,16 +235,19 @@ def _runs(entries: list[Entry], starts: list[int]) -> Iterable[Entry]:
 
 def check_duplicates(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     """A rule repeated later with only same-kind rules in between: the
-    earlier copy can never decide anything."""
+    later copy can never decide anything."""
     rules = view.rules
     last: dict[tuple[bool, str], Rule] = {}
     for r in rules:
         key = (r.exception, r.pattern.text)
         prev = last.get(key)
         if prev is not None and all(x.exception == r.exception for x in rules[prev.index + 1:r.index]):
-            yield Finding("duplicate", WARNING, f"line {r.line} repeats this rule", "remove this copy",
-                          edit=Edit("comment", f"same as line {r.line}", prev.line, syntactic=True),
-                          **_at(prev))  # type: ignore[arg-type]
+            # The earlier copy decides (the walkers skip the later one), so
+            # the later one goes.
+            yield Finding("duplicate", WARNING, f"repeats line {prev.line} ({prev.text})", "remove this copy",
+                          edit=Edit("comment", f"same as line {prev.line}", r.line, syntactic=True),
+                          **_at(r))  # type: ignore[arg-type]
+            continue
         last[key] = r
 
 
@@ -261,9 +264,13 @@ def _close_name(view: ContextView, pattern: Pattern) -> str | None:
 def check_dead_rules(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     """Exclusions that decide nothing: redundant (what they match is decided
     elsewhere) or matching nothing.  Guards of local state are left alone."""
+    earlier: set[tuple[bool, str]] = set()
     for r in view.rules:
-        if r.exception or view.decided.get(r.index) or is_guard(r.pattern.text):
-            continue
+        key = (r.exception, r.pattern.text)
+        repeated = key in earlier
+        earlier.add(key)
+        if r.exception or view.decided.get(r.index) or is_guard(r.pattern.text) or repeated:
+            continue  # (a repeated rule is check_duplicates' finding)
         path, pruned_by = _first_match(view, r.pattern)
         if path is not None:
             if pruned_by is not None:
@@ -309,8 +316,15 @@ def check_exceptions(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             msg = f"exception re-includes nothing: {pruned_by.path}/ is excluded by {pruned_by.rule} and not searched{why}"
             fix = "spell the path out literally (e.g. '!" + path + "') so that both builders look inside"
         else:
-            msg = f"exception re-includes nothing: what it matches ({path}) is not excluded"
-            fix = "remove it if no earlier rule is meant to exclude these paths"
+            entry = view.by_path().get(path)
+            decider = entry.rule if entry is not None else None
+            if decider is not None and decider.exception:
+                msg = (f"exception re-includes nothing more: {path} is already sent because {decider} "
+                       "re-includes it (a re-included directory brings everything below it)")
+                fix = "remove it, or narrow the earlier exception if only some files were meant"
+            else:
+                msg = f"exception re-includes nothing: what it matches ({path}) is not excluded"
+                fix = "remove it if no earlier rule is meant to exclude these paths"
         yield Finding("useless-exception", WARNING, msg, fix, **_at(r))  # type: ignore[arg-type]
 
 
