@@ -175,3 +175,12 @@ def test_duplicate_rule_reported_once(tmp_path: Path) -> None:
     after = fix_and_relint(root)
     assert "duplicate" not in after
     assert (root / ".dockerignore").read_text().startswith("public/uploads\n# ctxpack: same as line 1: public/uploads/\n")
+
+
+def test_heavy_directory_reincluded_in_part_is_deliberate(tmp_path: Path) -> None:
+    """`.git` + `!.git/HEAD` (a build that reads the commit): BuildKit sends
+    .git as the parent of HEAD; that is on purpose, so info with the rule."""
+    root = make_tree(tmp_path / "c", {"Dockerfile": DF, ".git/HEAD": b"ref: x\n", ".git/objects/p": b"x" * 10},
+                     dockerignore=".git\n!.git/HEAD\n")
+    (f,) = [f for f in lint(root).findings if f.path == ".git"]
+    assert f.severity == "info" and f.rule == "!.git/HEAD" and "re-includes it on purpose" in f.message

@@ -388,6 +388,7 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     """Heavy directories of local state or build output that are sent."""
     sizes: dict[str, int] = {}
     kinds: dict[str, str | None] = {}
+    reincluded: dict[str, Rule] = {}  # the first ! rule that sends something inside
     inside = ""  # the heavy directory being summed ("" = none)
     for e in view.entries:  # walk order: a directory's contents follow it
         if not e.included:
@@ -396,6 +397,8 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             if e.path.startswith(inside):
                 if e.kind == EntryKind.FILE and e.stat is not None:
                     sizes[inside[:-1]] += e.stat.st_size
+                if view.user_exception(e.rule):
+                    reincluded.setdefault(inside[:-1], e.rule)  # type: ignore[arg-type]
                 continue
             inside = ""
         if e.kind != EntryKind.DIR:
@@ -415,6 +418,8 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         line = name if "/" not in d else "**/" + name
         entry = view.by_path().get(d)
         rule = entry.rule if entry is not None else None
+        if rule is not None and not rule.exception and d in reincluded:
+            rule = reincluded[d]  # excluded, and sent as the parent of what a ! rule re-includes
         msg = f"{d}/ ({kinds[d]}, {format_size(b)}) is sent to the builder"
         if view.user_exception(rule):
             yield Finding("heavy-directory", INFO, msg + f"; {rule} re-includes it on purpose",
