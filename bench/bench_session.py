@@ -192,14 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=os.environ.get("CTXPACK_BENCH_ROOT", "/tmp/ctxpack-bench"))
     ap.add_argument("--small", action="store_true", help="the 10k-file tree")
+    ap.add_argument("--files", type=int, help="a tree of this many files instead (smoke runs)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", help="write the markdown table here (and .json beside it)")
     args = ap.parse_args(argv)
 
     benchutil.compile_ctxpack()
-    tree = os.path.join(args.root, "tree-session-small" if args.small else "tree-session")
+    name = f"tree-session-{args.files}" if args.files else ("tree-session-small" if args.small else "tree-session")
+    tree = os.path.join(args.root, name)
     benchutil.log(f"tree {tree}")
     gen_args = [tree, "--ignore", "typical", "--no-big"] + (["--small"] if args.small else [])
+    if args.files:
+        gen_args += ["--files", str(args.files)]
     if gen_tree.main(gen_args) != 0:
         return 1
     with open(os.path.join(tree, DOCKERFILE), "w") as f:
@@ -220,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"first": [], "rebuild": []} for k in CLIENTS}
     bytes_sent: dict[str, dict[str, int]] = {}
     try:
+        # warm-up (not counted): the daemon's first build loads the frontend
+        docker_cli(d.socket, tree, tempfile.mkdtemp(prefix="cfg-", dir=work))
         proxy = CountingProxy(os.path.join(work, "p.sock"), d.socket)
         # round 0: bytes through the proxy
         for name in CLIENTS:
@@ -237,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             benchutil.log(f"bytes {name}: {bytes_sent[name]}")
         proxy.close()
         for rnd in range(args.rounds):
-            for name in CLIENTS:
+            # rotate the order so that drift on the shared machine spreads evenly
+            names = list(CLIENTS)
+            names = names[rnd % len(names):] + names[:rnd % len(names)]
+            for name in names:
                 a, b = one_pair(name, d.socket, tree, work, rnd + 1)
                 results[name]["first"].append(a)
                 results[name]["rebuild"].append(b)

@@ -432,28 +432,3 @@ def test_session_build_flow_on_the_mock_transport(tmp_path):
     assert got["files"]["context:d/b"] == b"B" * 40000 and got["files"]["context:a"] == b"A"
     assert got["files"]["dockerfile:Dockerfile"] == b"FROM scratch\nCOPY . /\n"
     assert r.stats.health_checks == 1 and r.stats.data_bytes >= 40001
-
-
-def test_hook_falls_back_to_tar_when_the_engine_refuses_the_session(tmp_path):
-    from ctxpack.engine.session.hook import check_session_options, open_session_build
-
-    root = tmp_path / "ctx"
-    _tree(root, {"Dockerfile": "FROM scratch\n"})
-    ctx = open_context(root, dialect="buildkit")
-    engine, _ = _mock_engine(tmp_path, serve_upgrade=False)
-    notes: list[str] = []
-    sb = open_session_build(engine, ctx, session=None, secrets=(), ssh=(), query=[], headers={}, note=notes.append)
-    assert sb is None and "sending the context as a tar" in notes[-1]
-    from ctxpack.errors import InputError, SessionError
-
-    with pytest.raises(SessionError, match="refused a BuildKit session"):
-        open_session_build(engine, ctx, session=True, secrets=(), ssh=(), query=[], headers={}, note=notes.append)
-    assert open_session_build(engine, ctx, session=False, secrets=(), ssh=(), query=[], headers={},
-                              note=notes.append) is None
-    with pytest.raises(InputError, match="needs the BuildKit builder"):
-        check_session_options("classic", None, ["id=a,env=HOME"], ())
-    with pytest.raises(InputError, match="drop --no-session"):
-        check_session_options("buildkit", False, (), ["default"])
-    old, _ = _mock_engine(tmp_path, serve_upgrade=False, api="1.38")
-    with pytest.raises(SessionError, match="need 1.39"):
-        open_session_build(old, ctx, session=True, secrets=(), ssh=(), query=[], headers={}, note=notes.append)
