@@ -19,10 +19,10 @@ What it does (about 5-10 minutes; run it on a quiet machine):
   is a cache hit in the timed rounds and the time is the context's: walk,
   tar, upload, the engine's unpacking and checksum), then ``--reps``
   interleaved rounds, medians;
-* **upload throughput and bytes on the wire**: one extra run per tool
-  through the relay (unix socket: the tools connect to the relay; ssh: the
-  remote ``dial-stdio`` connects to it), bytes and first-to-last-byte time
-  of the request body direction;
+* **upload throughput and bytes on the wire**: every run goes through the
+  relay (unix socket: the tools connect to the relay; ssh: the remote
+  ``dial-stdio`` connects to it): bytes and first-to-last-byte time of the
+  client's direction of the ``/build`` connection;
 * **compression over a throttled link**: the small tree (``gen_tree.py
   --small``, typical ignore) over ssh through bench/throttle.py as the ssh
   ``ProxyCommand`` at two rates, ``--compress none`` vs ``gzip`` (levels 1
@@ -38,10 +38,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -126,24 +129,40 @@ class Relay:
 # the tools
 # --------------------------------------------------------------------------
 
+# docker-py over ssh: its paramiko transport (its use_ssh_client shell-out
+# fails here with RemoteDisconnected on the first request), with the test
+# key from an ssh-agent the benchmark starts, to root@127.0.0.1:PORT
+# (the test sshd's fresh host key accepted).
 DOCKERPY = """
-import sys, docker
+import sys, docker, paramiko
+# the benchmark's own sshd on 127.0.0.1 has a fresh host key: accept it
+paramiko.client.RejectPolicy.missing_host_key = lambda *a: None
 url, path = sys.argv[1], sys.argv[2]
-kw = {"use_ssh_client": True} if url.startswith("ssh://") else {}
-c = docker.DockerClient(base_url=url, timeout=600, **kw)
+c = docker.DockerClient(base_url=url, timeout=600)
 img, _ = c.images.build(path=path, quiet=True, rm=True)
 print(img.id)
 """
 
 
-def commands(url: str, tree: str) -> dict[str, list[str]]:
+def commands(url: str, tree: str, dockerpy_url: str | None = None) -> dict[str, list[str]]:
     exe = benchutil.ctxpack_exe()
     return {
         "ctxpack build": [*exe, "build", tree, "-H", url, "--builder", "classic", "-q"],
         "ctxpack build --no-snapshot": [*exe, "build", tree, "-H", url, "--builder", "classic", "-q", "--no-snapshot"],
         "docker build (DOCKER_BUILDKIT=0)": ["docker", "-H", url, "build", "-q", tree],
-        "docker-py images.build": [sys.executable, "-c", DOCKERPY, url, tree],
+        "docker-py images.build": [sys.executable, "-c", DOCKERPY, dockerpy_url or url, tree],
     }
+
+
+def start_agent(directory: str, key: str) -> tuple[subprocess.Popen[bytes], str]:
+    """An ssh-agent holding ``key`` (for docker-py's paramiko transport)."""
+    sock = os.path.join(directory, "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(sock) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    subprocess.run(["ssh-add", key], env=dict(os.environ, SSH_AUTH_SOCK=sock), check=True, capture_output=True)
+    return agent, sock
 
 
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -155,34 +174,32 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return took, p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
 
 
-def time_tools(cmds: dict[str, list[str]], env: dict[str, str], reps: int) -> dict[str, dict]:
+def time_tools(cmds: dict[str, list[str]], env: dict[str, str], reps: int, relay: Relay) -> tuple[dict, dict]:
+    """Warm-up, then ``reps`` interleaved rounds, every run through the
+    relay: (times, wire figures), per tool."""
     out: dict[str, dict] = {}
+    wire: dict[str, dict] = {}
     for name, cmd in cmds.items():
         benchutil.log(f"  warm-up: {name}")
         _, image = run(cmd, env)
         out[name] = {"runs": [], "image": image}
+        wire[name] = {"bytes": [], "seconds": []}
     names = list(cmds)
     for r in range(reps):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
+            relay.reset()
             took, _ = run(cmds[name], env)
+            c = relay.biggest()
             out[name]["runs"].append(took)
-            benchutil.log(f"  round {r + 1}: {name} {took:.2f}s")
+            wire[name]["bytes"].append(c["bytes"])
+            wire[name]["seconds"].append(max(c["last"] - c["first"], 1e-9))
+            benchutil.log(f"  round {r + 1}: {name} {took:.2f}s, {c['bytes']:,} bytes in {c['last'] - c['first']:.2f}s")
     for name in names:
         out[name]["summary"] = benchutil.summary(out[name]["runs"])
-    return out
-
-
-def measure_wire(cmds: dict[str, list[str]], env: dict[str, str], relay: Relay) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for name, cmd in cmds.items():
-        relay.reset()
-        took, _ = run(cmd, env)
-        c = relay.biggest()
-        secs = max(c["last"] - c["first"], 1e-9)
-        out[name] = {"bytes": c["bytes"], "seconds": secs, "rate": c["bytes"] / secs, "wall": took}
-        benchutil.log(f"  wire: {name} {c['bytes']:,} bytes in {secs:.2f}s")
-    return out
+        b, sec = statistics.median(wire[name]["bytes"]), statistics.median(wire[name]["seconds"])
+        wire[name].update(bytes=b, seconds=sec, rate=b / sec)
+    return out, wire
 
 
 def fmt_mb(n: float) -> str:
@@ -243,8 +260,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", default="/tmp/ctxpack-bench/tree-full")
     ap.add_argument("--small-tree", default="/tmp/ctxpack-bench/tree-small")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--rates", default="10M,50M")
+    ap.add_argument("--ssh-reps", type=int, default=1)
+    ap.add_argument("--only", choices=["all", "throttled"], default="all", help="throttled: only the compression part (a quick check)")
     ap.add_argument("--out", default=str(HERE / "results" / "build.md"))
     args = ap.parse_args()
     benchutil.compile_ctxpack()
@@ -252,6 +271,12 @@ def main() -> int:
         if not os.path.exists(os.path.join(tree, ".bench-tree.json")):
             subprocess.run([sys.executable, str(HERE / "gen_tree.py"), tree, *extra], check=True)
         subprocess.run([sys.executable, str(HERE / "set_ignore.py"), tree, "typical"], check=True, capture_output=True)
+    # SIGTERM (a time limit) ends the run through the finally below, so the
+    # engine and the sshds are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # A private index for the snapshot `ctxpack build` records: the user's
+    # may be rewritten by other ctxpack versions on a shared machine.
+    cache = tempfile.mkdtemp(prefix="ctxpack-bench-cache-")
     load0 = benchutil.loadavg()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     d = harness.Dockerd.start(tls=False)
@@ -259,17 +284,21 @@ def main() -> int:
     relay = Relay(relay_path, d.socket)
     ssh = sshd_helper.start_sshd(relay_path)
     slow: dict[str, sshd_helper.Sshd] = {}
+    agent: subprocess.Popen[bytes] | None = None
     results: dict[str, object] = {}
     try:
-        env = dict(os.environ, DOCKER_BUILDKIT="0")
+        env = dict(os.environ, DOCKER_BUILDKIT="0", CTXPACK_CACHE_DIR=cache)
         env.pop("DOCKER_HOST", None)
-        benchutil.log("unix socket")
-        unix_t = time_tools(commands(f"unix://{d.socket}", args.tree), env, args.reps)
-        unix_w = measure_wire(commands(f"unix://{relay_path}", args.tree), env, relay)
-        benchutil.log("ssh")
-        sshenv = ssh.env(env)
-        ssh_t = time_tools(commands(ssh.url, args.tree), sshenv, args.reps)
-        ssh_w = measure_wire(commands(ssh.url, args.tree), sshenv, relay)
+        unix_t = unix_w = ssh_t = ssh_w = {}
+        if args.only == "all":
+            benchutil.log("unix socket")
+            unix_t, unix_w = time_tools(commands(f"unix://{relay_path}", args.tree), env, args.reps, relay)
+            benchutil.log("ssh")
+            agent, agent_sock = start_agent(ssh.base, os.path.join(ssh.base, "id_client"))
+            sshenv = ssh.env(dict(env, SSH_AUTH_SOCK=agent_sock))
+            cmds = commands(ssh.url, args.tree, ssh.direct_url)
+            cmds.pop("ctxpack build --no-snapshot")  # its cost is the unix table's; time is short
+            ssh_t, ssh_w = time_tools(cmds, sshenv, args.ssh_reps, relay)
         results.update(unix=unix_t, unix_wire=unix_w, ssh=ssh_t, ssh_wire=ssh_w)
         rates = args.rates.split(",")
         thr: dict[str, dict] = {}
@@ -277,13 +306,17 @@ def main() -> int:
             benchutil.log(f"ssh throttled to {rate}B/s")
             s = sshd_helper.start_sshd(relay_path, throttle=rate)
             slow[rate] = s
-            thr[rate] = throttled(s.env(env), s.alias, args.small_tree, rate, max(2, args.reps - 1))
+            thr[rate] = throttled(s.env(env), s.alias, args.small_tree, rate, args.reps)
             thr[rate]["zstd (estimate)"] = zstd_estimate(args.small_tree, float(rate.rstrip("M")) * 1e6)
         results["throttled"] = thr
     finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(5)
         for s in [ssh, *slow.values()]:
             s.stop()
         d.stop()
+        shutil.rmtree(cache, ignore_errors=True)
     load1 = benchutil.loadavg()
 
     tree_info = json.load(open(os.path.join(args.tree, ".bench-tree.json")))
@@ -297,18 +330,21 @@ def main() -> int:
         f"{' '.join(load1)} at end (shared machine)",
         f"- clients: {benchutil.command_output(['docker', '--version'])} with DOCKER_BUILDKIT=0; docker-py "
         f"{benchutil.command_output([sys.executable, '-c', 'import docker; print(docker.__version__)'])}; "
-        f"{benchutil.command_output(['ssh', '-V'])}",
+        f"{benchutil.command_output(['sh', '-c', 'ssh -V 2>&1'])}",
         f"- tree `{args.tree}`: {tree_info.get('stats', {})} with the `typical` .dockerignore; Dockerfile "
         "`FROM scratch` + `COPY . /app`; all three send the same entries",
         f"- method: one warm-up per tool (fills the build cache: the COPY is a cache hit afterwards, so the time is "
-        f"the context's), then {args.reps} interleaved rounds; medians; wall = spawn to exit with the image ID. "
-        "Bytes and throughput: one more run per tool through a byte-counting relay in front of the engine's socket "
-        "(for ssh: behind sshd, where `docker system dial-stdio` connects), first-to-last byte of what the client sent",
+        f"the context's: walk, tar, upload, and the engine unpacking and checksumming it), then {args.reps} "
+        "interleaved rounds; medians; wall = spawn to exit with the image ID. Every run goes through a byte-counting "
+        "relay in front of the engine's socket (for ssh: behind sshd, where `docker system dial-stdio` connects): "
+        "bytes on the wire = what the client sent on the /build connection, throughput = those bytes over its "
+        "first-to-last byte time",
         "",
         "## Time to image and upload",
         "",
-        *table("unix socket", unix_t, unix_w, "docker build (DOCKER_BUILDKIT=0)"),
-        *table("ssh://127.0.0.1 (sshd + docker system dial-stdio)", ssh_t, ssh_w, "docker build (DOCKER_BUILDKIT=0)"),
+        *(table("unix socket", unix_t, unix_w, "docker build (DOCKER_BUILDKIT=0)") if unix_t else []),
+        *(table(f"ssh://127.0.0.1 (sshd + docker system dial-stdio; {args.ssh_reps} round(s) after the warm-up; "
+                "docker-py through paramiko)", ssh_t, ssh_w, "docker build (DOCKER_BUILDKIT=0)") if ssh_t else []),
         "ctxpack's default compression: none on the unix socket, gzip over ssh (this 20.10 engine does not accept zstd). "
         "The docker CLI and docker-py send an uncompressed tar.",
         "",

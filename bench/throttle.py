@@ -2,7 +2,8 @@
 
 ``python3 bench/throttle.py HOST PORT RATE`` (RATE in bytes/s, suffixes
 k/M: ``20M``) connects to HOST:PORT and copies both directions, each
-limited to RATE with a token bucket (16 KiB bursts).  Used as an ssh
+limited to RATE with a token bucket (bursts of 50 ms worth, at least 64 KiB,
+so that a busy machine's sleep granularity does not lower the rate).  Used as an ssh
 ``ProxyCommand`` so that ssh itself, the docker CLI and ctxpack all see the
 same slow link to 127.0.0.1.  It ends when either side closes.
 """
@@ -24,9 +25,9 @@ def parse_rate(text: str) -> float:
 
 
 class Bucket:
-    def __init__(self, rate: float, burst: int = 16384):
+    def __init__(self, rate: float):
         self.rate = rate
-        self.burst = burst
+        self.burst = max(65536, int(rate / 20))
         self.tokens = float(burst)
         self.t = time.monotonic()
 
@@ -44,7 +45,7 @@ class Bucket:
 def pump(read, write, bucket: Bucket, done) -> None:
     try:
         while True:
-            data = read(16384)
+            data = read(65536)
             if not data:
                 break
             bucket.take(len(data))

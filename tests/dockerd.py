@@ -17,6 +17,10 @@ How it works
    data root, exec root and pid file, the ``vfs`` storage driver, no
    iptables and no bridge, and an empty ``daemon.json`` so the host's
    configuration does not leak in.  dockerd runs its own containerd;
+   With ``tls=True`` (the default) it also listens on ``tcp://127.0.0.1:PORT``
+   with ``--tlsverify``: :func:`make_tls_files` makes a CA, a server and a
+   client certificate with openssl (:attr:`Dockerd.tcp_url`,
+   :attr:`Dockerd.tls_dir` as ``DOCKER_CERT_PATH``);
 3. waits for ``GET /_ping`` to answer ``OK`` (or for dockerd to die);
 4. imports a busybox base image as ``bb:latest``: a rootfs made in memory
    from the static busybox binary plus one absolute symlink per applet at the

@@ -244,3 +244,30 @@ def test_diff_prints_only_the_diff(tmp_path: Path) -> None:
     assert res.exit_code == 0
     assert res.stdout.startswith("--- a/") and "+docs\n" in res.stdout and "warning" not in res.stdout
     assert not (root / ".dockerignore").exists()
+
+
+def test_fix_asks_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctxpack.cli import linting
+
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nCOPY src /src\n", "src/a": b"x", "docs/x": b"y"})
+    monkeypatch.setattr(linting, "on_terminal", lambda: True)
+    res = CliRunner().invoke(main, ["lint", "--fix", str(root)], input="n\n")
+    assert "Write these changes to" in res.output and not (root / ".dockerignore").exists()
+    res = CliRunner().invoke(main, ["lint", "--fix", "--json", str(root)], input="y\n")
+    assert (root / ".dockerignore").read_text() == "# added by ctxpack lint --fix\ndocs\n"
+    import json
+    doc = json.loads(res.stdout[res.stdout.index("{"):])
+    assert doc["fixes"] == [{"kind": "unused-by-build", "where": "docs", "applied": True, "safe": True, "reason": ""}]
+
+
+def test_whole_context_fallback_allows_only_syntactic_fixes(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nARG DIR\nCOPY ${DIR} /x\n", "a/b.log": b"x",
+                                      "node_modules/x": b"x" * 2_000_000},
+                     dockerignore="*.log\n[\ndist\ndist\n")
+    plan = plan_fixes(lint(root))
+    applied = {(o.finding.kind, o.edit.line) for o in plan.outcomes if o.applied}
+    assert applied == {("syntax", 2), ("duplicate", 4)}
+    refused = {o.finding.kind: o.reason for o in plan.refused}
+    assert refused["gitignore-habit"].startswith("the analysis cannot tell what the build reads (")
+    assert "heavy-directory" in refused
+    assert plan.new == "*.log\n# ctxpack: invalid pattern: [\ndist\n# ctxpack: same as line 3: dist\n"

@@ -31,6 +31,11 @@ def _write(path: str, text: str) -> None:
             view = view[n:]
 
 
+def on_terminal() -> bool:
+    """Whether a person can be asked (both ends of the session are a terminal)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def _print_findings(report: object) -> None:
     findings = report.findings  # type: ignore[attr-defined]
     for f in findings:
@@ -78,6 +83,7 @@ def lint_command(
     kw = dict(dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, allow_secrets=allow_secret,
               stdin_dockerfile=stdin)
     report = lint(directory, **kw)  # type: ignore[arg-type]
+    written = False
     if fix or diff_only:
         plan = plan_fixes(report)
         diff = unified_diff(plan.path, plan.old, plan.new)
@@ -90,18 +96,23 @@ def lint_command(
         for o in plan.refused:
             click.echo(f"not fixed: {o.finding.where} [{o.finding.kind}]: {o.reason}", err=as_json)
         if plan.changed:
-            if not yes and sys.stdin.isatty() and sys.stdout.isatty() and dockerfile != "-":
+            if not yes and dockerfile != "-" and on_terminal():
                 yes = click.confirm(f"Write these changes to {os.path.relpath(plan.path)}?", default=False)
             elif not yes:
                 click.echo(f"ctxpack: note: {os.path.relpath(plan.path)} not changed: no terminal to ask; "
                            "pass --yes to write it", err=True)
             if yes:
                 _write(plan.path, plan.new)
+                written = True
                 report = lint(directory, **kw)  # type: ignore[arg-type]
         elif not plan.outcomes:
             click.echo("nothing to fix", err=as_json)
     if as_json:
-        click.echo(to_json({"ignore_file": report.ignore_file, "findings": [f.to_json() for f in report.findings]}))
+        doc: dict[str, object] = {"ignore_file": report.ignore_file, "findings": [f.to_json() for f in report.findings]}
+        if fix:
+            doc["fixes"] = [{"kind": o.finding.kind, "where": o.finding.where, "applied": o.applied and written,
+                             "safe": o.applied, "reason": o.reason} for o in plan.outcomes]
+        click.echo(to_json(doc))
     else:
         _print_findings(report)
     sys.exit(1 if report.errors else 0)

@@ -102,6 +102,25 @@ class Pattern:
         return not lp or lp.startswith(d) or d.startswith(lp)
 
 
+_ANY = ("(.*/)?", ".*")
+
+
+def _any(reg: list[str], token: str) -> None:
+    """Append a ``**`` token, merging it with a ``**`` token just before.
+
+    ``(.*/)?(.*/)?`` and ``(.*/)?`` match the same strings, and so do
+    ``.*`` next to either and ``.*`` alone; RE2 (Docker) runs any of them in
+    linear time, but Python's backtracking ``re`` takes time exponential in
+    the number of adjacent copies (``**/**/**/…/x``, issue 16).  A quantifier
+    written after the merged token cannot change this: Go refuses a
+    repetition of a repetition either way.
+    """
+    if reg and reg[-1] in _ANY:
+        reg[-1] = ".*" if ".*" in (reg[-1], token) else token
+    else:
+        reg.append(token)
+
+
 def _regex_source(text: str) -> tuple[MatchKind, str]:
     """Build Docker's regex text and match kind (patternmatcher ``compile``)."""
     reg = ["^"]
@@ -126,10 +145,10 @@ def _regex_source(text: str) -> tuple[MatchKind, str]:
                     if kind is MatchKind.EXACT:
                         kind = MatchKind.PREFIX
                     else:
-                        reg.append(".*")
+                        _any(reg, ".*")
                         kind = MatchKind.REGEX
                 else:
-                    reg.append("(.*/)?")
+                    _any(reg, "(.*/)?")
                     kind = MatchKind.REGEX
                 if first:
                     kind = MatchKind.SUFFIX

@@ -41,7 +41,7 @@ from ctxpack.ignore.matcher import Rule
 from ctxpack.ignore.pattern import MatchKind, Pattern, compile_pattern
 from ctxpack.linter import secrets
 from ctxpack.linter.findings import ERROR, INFO, WARNING, Edit, Finding, LintReport, merge_by_path
-from ctxpack.linter.guards import HEAVY, heavy_kind, is_guard
+from ctxpack.linter.guards import DOTNET_PROJECTS, HEAVY, heavy_kind, is_guard
 from ctxpack.linter.view import ContextView, dockerfile_name, open_view, walk_entries
 from ctxpack.walker import Entry, EntryKind, descends_into_excluded
 
@@ -390,6 +390,7 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     kinds: dict[str, str | None] = {}
     reincluded: dict[str, Rule] = {}  # the first ! rule that sends something inside
     inside = ""  # the heavy directory being summed ("" = none)
+    projects = {e.path.rpartition("/")[0] for e in view.entries if e.path.endswith(DOTNET_PROJECTS)}
     for e in view.entries:  # walk order: a directory's contents follow it
         if not e.included:
             continue
@@ -405,7 +406,7 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             continue
         parent, _, name = e.path.rpartition("/")
         if name in HEAVY:
-            what = heavy_kind(name, view.listing(parent) if name in ("bin", "obj") else None)
+            what = heavy_kind(name, parent in projects)
             if what is not None:
                 kinds[e.path] = what
                 sizes[e.path] = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ctxpack.errors import BrokenPattern, PatternSyntaxError
 from ctxpack.ignore.pattern import compile_pattern
 
-__all__ = ["HEAVY", "is_guard", "heavy_kind"]
+__all__ = ["DOTNET_PROJECTS", "HEAVY", "is_guard", "heavy_kind"]
 
 # Sample names of local state.  A rule guards local state when its last
 # component matches one of them (``*.py[cod]`` matches ``x.pyc``), or when a
@@ -84,17 +84,14 @@ HEAVY = {
     "bin": ".NET build output",
     "obj": ".NET build output",
 }
-_DOTNET_PROJECTS = (".csproj", ".fsproj", ".vbproj", ".sln")
+DOTNET_PROJECTS = (".csproj", ".fsproj", ".vbproj", ".sln")
 
 
-def heavy_kind(name: str, sibling_names: set[str] | None) -> str | None:
+def heavy_kind(name: str, next_to_project: bool = False) -> str | None:
     """What the directory ``name`` is, if it is a heavy kind; ``bin`` and
-    ``obj`` only when ``sibling_names`` (its parent's entries) hold a .NET
-    project file."""
+    ``obj`` only when ``next_to_project`` (its parent holds a .NET project
+    file: elsewhere ``bin/`` is often scripts)."""
     what = HEAVY.get(name)
-    if what is None:
+    if what is None or (name in ("bin", "obj") and not next_to_project):
         return None
-    if name in ("bin", "obj"):
-        if not sibling_names or not any(s.endswith(_DOTNET_PROJECTS) for s in sibling_names):
-            return None
     return what

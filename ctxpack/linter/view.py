@@ -107,13 +107,6 @@ class ContextView:
             self._by_path = {e.path: e for e in self.entries}
         return self._by_path
 
-    def listing(self, directory: str) -> set[str]:
-        """The names in ``directory`` (``""`` = root) as the file system lists them."""
-        try:
-            return {e.name for e in fs.scandir_sorted(os.path.join(self.ctx.root, directory))}
-        except OSError:
-            return set()
-
     def children(self, directory: str) -> set[str]:
         """Names the walk met directly in ``directory`` (``""`` = root)."""
         if self._children is None:

@@ -1,0 +1,152 @@
+"""Parsers never crash and never go pathological (issue 16).
+
+Everything a context can hand ctxpack (an ignore file, a pattern, a
+Dockerfile) and everything a daemon can send back (JSON progress lines,
+BuildKit status protobufs, session packets) is fuzzed with hypothesis: the
+only exceptions allowed are the documented ones.  Inputs known to be
+pathological for naive matchers (nested ``**``, runs of ``[``, 100k-line
+ignore files, a 1 MB Dockerfile line) must stay near-linear: the time for
+2n is bounded by a small multiple of the time for n, plus a fixed allowance
+for a noisy machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ctxpack.dockerfile.analysis import analyze
+from ctxpack.dockerfile.parser import parse_dockerfile
+from ctxpack.engine import messages
+from ctxpack.engine.session import wire
+from ctxpack.errors import CtxpackError, DockerfileError, IgnoreFileError, PatternError, PatternSyntaxError
+from ctxpack.ignore.matcher import Matcher
+from ctxpack.ignore.pattern import compile_pattern
+from ctxpack.ignore.reader import parse_ignore
+
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PATTERN_CHARS = st.text(alphabet=st.sampled_from(list("ab*?[]^!\\/.-{}|()+$ \t#\u00e9")), max_size=40)
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+def test_ignore_reader_takes_any_bytes(data: bytes) -> None:
+    try:
+        rules = parse_ignore(data)
+        m = Matcher.from_raw(rules)
+    except IgnoreFileError:
+        return  # documented: names the file and line
+    for path in ("a", "a/b", "x y/z", ".dockerignore"):
+        try:
+            m.decide_path(path)
+        except PatternError:
+            pass  # a pattern Docker rejects only when evaluated
+
+
+@FUZZ
+@given(PATTERN_CHARS, st.lists(st.text(alphabet="ab./*[]\\", min_size=1, max_size=12), max_size=5))
+def test_pattern_compiler_and_matcher_take_any_text(text: str, paths: list[str]) -> None:
+    try:
+        p = compile_pattern(text)
+    except PatternSyntaxError:
+        return
+    for path in paths:
+        try:
+            p.matches(path)
+        except PatternSyntaxError:
+            pass  # the lazy error Docker reports on evaluation
+
+
+@FUZZ
+@given(st.text(alphabet=st.sampled_from(list("FROM COPY ADD RUN ARG ENV \\\n\t\"'$ {}[]=-#<a/.*:")), max_size=400))
+def test_dockerfile_reader_and_analysis_take_any_text(text: str) -> None:
+    try:
+        df = parse_dockerfile(text)
+        analyze(df)
+    except DockerfileError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_buildkit_status_decoder_takes_any_bytes(data: bytes) -> None:
+    try:
+        messages.decode_status(base64.b64encode(data).decode())
+    except (ValueError, CtxpackError):
+        pass  # a malformed protobuf is refused, never a crash
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_progress_line_parser_takes_any_bytes(data: bytes) -> None:
+    msg = messages.parse_message(data)
+    assert msg is None or isinstance(msg, dict)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_session_packet_decoder_takes_any_bytes(data: bytes) -> None:
+    for decode in (wire.decode_packet, wire.decode_stat, wire.decode_health_request, wire.decode_secret_request):
+        try:
+            decode(data)
+        except wire.WireError:
+            pass
+
+
+# --- near-linear on pathological inputs -----------------------------------------
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _near_linear(make: Callable[[int], Callable[[], object]], n: int) -> None:
+    small, big = _seconds(make(n)), _seconds(make(2 * n))
+    # Doubling the input may cost ~2x; allow 4x plus 50 ms of noise.
+    assert big <= 4 * small + 0.05, f"n={n}: {small:.4f}s, 2n: {big:.4f}s"
+
+
+def test_nested_double_stars_stay_linear() -> None:
+    def make(n: int) -> Callable[[], object]:
+        pat = compile_pattern("/".join(["**"] * n) + "/x")
+        path = "/".join(["d"] * n) + "/y"
+        return lambda: pat.matches(path)
+
+    _near_linear(make, 200)
+
+
+def test_runs_of_brackets_stay_linear() -> None:
+    def make(n: int) -> Callable[[], object]:
+        def run() -> None:
+            try:
+                compile_pattern("a" + "[" * n).matches("a")
+            except PatternSyntaxError:
+                pass
+        return run
+
+    _near_linear(make, 2000)
+
+
+def test_a_long_ignore_file_stays_linear() -> None:
+    def make(n: int) -> Callable[[], object]:
+        data = "".join(f"dir{i}/**/*.tmp\n!dir{i}/keep\n" for i in range(n // 2)).encode()
+        return lambda: Matcher.from_raw(parse_ignore(data)).decide_path("dir7/a/b.tmp")
+
+    _near_linear(make, 4_000)
+
+
+def test_a_megabyte_dockerfile_line_stays_linear() -> None:
+    def make(n: int) -> Callable[[], object]:
+        text = "FROM scratch\nRUN echo " + "a \\\n " * (n // 5) + "b\nCOPY " + "x" * n + " /\n"
+        return lambda: analyze(parse_dockerfile(text))
+
+    _near_linear(make, 300_000)
