@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from ctxpack.cli.common import handle_errors
+from ctxpack.cli.common import handle_errors, say
 
 
 def _build_args(items: tuple[str, ...]) -> dict[str, str | None]:
@@ -122,7 +122,7 @@ def build_command(
     renderer = make_renderer(progress, quiet=quiet, out=out, err=err)
 
     def warn(msg: str) -> None:
-        click.echo(f"ctxpack: warning: {msg}", err=True)
+        say("warning", f"{msg}")
 
     try:
         engine = Engine.connect(host, docker_context)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -28,8 +29,34 @@ def fsbytes(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
+# Control characters (C0, DEL, C1) and undecodable bytes (surrogate escapes)
+# in a path must never reach a terminal raw: a file named "\x1b]0;pwned\x07"
+# would retitle the window, one with "\r" would overwrite the line (issue 16).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    if c in _NAMED:
+        return _NAMED[c]
+    n = ord(c)
+    return f"\\x{n - 0xDC00 if n >= 0xDC80 else n:02x}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters and undecodable
+    bytes shown as ``\\n``, ``\\x1b``, ``\\xff``; everything else as is."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def say(kind: str, message: str) -> None:
+    """One diagnostic line on stderr: ``ctxpack: KIND: message`` (escaped)."""
+    click.echo(f"ctxpack: {kind}: {printable(message)}", err=True)
+
+
 def fail(message: str, code: int) -> None:
-    click.echo(f"ctxpack: error: {message}", err=True)
+    say("error", message)
     sys.exit(code)
 
 
@@ -108,9 +135,9 @@ def open_ctx(directory: str, dockerfile: str | None, dialect: str, ignore_file: 
     ctx = open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, stdin_dockerfile=stdin,
                        minimal=minimal, target=target, build_args=parse_build_args(build_args))
     for note in ctx.notes:
-        click.echo(f"ctxpack: note: {note}", err=True)
+        say("note", note)
     for warning in api.source_warnings(ctx):
-        click.echo(f"ctxpack: warning: {warning}", err=True)
+        say("warning", warning)
     return ctx
 
 

@@ -9,7 +9,7 @@ import click
 
 from ctxpack import explainer as api
 from ctxpack.audit import SizeReport, format_size, parse_size
-from ctxpack.cli.common import ProgressLine, context_options, fit, fsbytes, handle_errors, minimal_options, open_ctx, styled, to_json
+from ctxpack.cli.common import ProgressLine, context_options, fit, fsbytes, handle_errors, minimal_options, open_ctx, say, styled, to_json
 
 
 @click.command("ls")
@@ -26,7 +26,7 @@ def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file
     end = b"\0" if null else b"\n"
     out = sys.stdout.buffer
     chunks: list[bytes] = []
-    warn = lambda message: click.echo(f"ctxpack: warning: {message}", err=True)  # noqa: E731
+    warn = lambda message: say("warning", message)  # noqa: E731
     for e in api.list_entries(ctx, excluded=excluded, warn=warn):
         if excluded:
             if e.included:

@@ -9,7 +9,7 @@ import click
 
 from ctxpack.audit import format_size
 from ctxpack.errors import InputError
-from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, to_json
+from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, say, to_json
 
 if TYPE_CHECKING:
     from ctxpack.index.snapshots import Fingerprint
@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 def _report(fp: "Fingerprint") -> None:
     """The run's notes and warnings (an index that could not be used) on stderr."""
     for note in fp.notes:
-        click.echo(f"ctxpack: note: {note}", err=True)
+        say("note", f"{note}")
     for warning in fp.warnings:
-        click.echo(f"ctxpack: warning: {warning}", err=True)
+        say("warning", f"{warning}")
 
 
 @click.command("fingerprint")

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from ctxpack.cli.common import context_options, handle_errors, styled, to_json
+from ctxpack.cli.common import context_options, handle_errors, say, styled, to_json
 
 
 def unified_diff(path: str, old: str, new: str) -> str:
@@ -90,7 +90,7 @@ def lint_command(
         if diff_only:
             click.echo(diff, nl=False)
             for o in plan.refused:
-                click.echo(f"ctxpack: note: not fixed: {o.finding.where}: {o.reason}", err=True)
+                say("note", f"not fixed: {o.finding.where}: {o.reason}")
             return
         click.echo(diff, err=as_json, nl=False)
         for o in plan.refused:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from ctxpack.audit import format_size
-from ctxpack.cli.common import ProgressLine, context_options, handle_errors, minimal_options, open_ctx
+from ctxpack.cli.common import ProgressLine, context_options, handle_errors, minimal_options, open_ctx, say
 from ctxpack.tar.sinks import COMPRESSIONS
 
 
@@ -52,7 +52,7 @@ def pack_command(
     progress = ProgressLine()
 
     def warn(msg: str) -> None:
-        click.echo(f"ctxpack: warning: {msg}", err=True)
+        say("warning", f"{msg}")
 
     try:
         if to_stdout:
