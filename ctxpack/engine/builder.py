@@ -299,6 +299,87 @@ def minimize(ctx: BuildContext, engine: Engine, opts: BuildOptions, notes: list[
 # --------------------------------------------------------------------------
 
 
+@dataclass
+class _Plan:
+    """What :func:`build` decided before sending anything."""
+
+    ctx: BuildContext
+    full_ctx: BuildContext  # the context `ctxpack diff` compares (no --minimal selection)
+    builder: str
+    api: str
+    compression: str
+    use_session: bool
+    build_id: str | None
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+
+
+def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: BuildOptions,
+          note: Callable[[str], None]) -> _Plan:
+    """Builder, context (minimal where sure), compression, session or tar, query."""
+    from ..walker import dockerfile_name_in_tar
+
+    requested = opts.builder
+    if requested is None and isinstance(ctx, BuildContext):
+        requested = "buildkit" if ctx.dialect is Dialect.BUILDKIT else "classic"
+    builder = choose_builder(engine, requested)
+    api = engine.api_version()
+    if not isinstance(ctx, BuildContext):
+        ctx = open_context(ctx, dockerfile=opts.dockerfile, dialect=builder, ignore_file=opts.ignore_file,
+                           stdin_dockerfile=opts.stdin_dockerfile)
+    elif ctx.dialect.value != builder:
+        note(f"the context was opened with the {ctx.dialect.value} rules but the {builder} builder runs the build")
+    for n in ctx.notes:
+        note(n)
+    full_ctx = dataclasses.replace(ctx, analysis=None, selection=None)
+    if opts.minimal is not False and ctx.selection is None:
+        found: list[str] = []
+        ctx = minimize(ctx, engine, opts, found)
+        for n in found:
+            note(n)
+    compression, cnote = choose_compression(engine, builder, opts.compress)
+    if cnote:
+        note(cnote)
+    if (opts.secrets or opts.ssh) and (builder != "buildkit" or opts.session is False):
+        raise InputError("--secret and --ssh need a BuildKit build with a session")
+    use_session = (builder == "buildkit" and opts.session is not False
+                   and version_tuple(api) >= version_tuple(BUILDKIT_MIN_API))
+    build_id = secrets.token_hex(16) if builder == "buildkit" else None
+    query = build_query(opts, builder=builder, dockerfile=dockerfile_name_in_tar(ctx), api_version=api,
+                        build_id=build_id)
+    headers = {"Content-Type": "application/x-tar", "X-Registry-Config": registry_config()}
+    how = "BuildKit session" if use_session else f"compression {compression}"
+    note(f"{builder} builder, API {api}, {'minimal' if ctx.selection is not None else 'whole'} context, {how}, "
+         f"engine {engine.url}")
+    return _Plan(ctx, full_ctx, builder, api, compression, use_session, build_id, query, headers)
+
+
+def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], None] | None) -> tuple[list[Message], str]:
+    """The engine's messages until the stream ends; the image ID.  An error
+    message (or status) raises :class:`~ctxpack.errors.BuildFailedError`."""
+    if resp.status != 200:
+        msg = error_message(resp.read())
+        why = f" (the upload stopped: {resp.upload_error})" if resp.upload_error else ""
+        raise BuildFailedError(f"the engine refused the build (HTTP {resp.status}): {msg}{why}")
+    messages: list[Message] = []
+    image_id: str | None = None
+    for line in resp.iter_lines():
+        msg_ = parse_message(line)
+        if msg_ is None:
+            continue
+        messages.append(msg_)
+        if on_message is not None:
+            on_message(msg_)
+        err = message_error(msg_)
+        if err is not None:
+            raise BuildFailedError(session_build.explain(err) if session_build else err, exit_code_of(err))
+        image_id = image_id_of(msg_) or image_id
+    image_id = image_id or _quiet_image_id(messages)
+    if image_id is None:
+        raise BuildFailedError("the engine ended the build without reporting an image ID")
+    return messages, image_id
+
+
 def build(
     ctx: BuildContext | str | os.PathLike[str],
     engine: Engine | None = None,
@@ -323,7 +404,6 @@ def build(
     :class:`~ctxpack.errors.BuildCancelledError` on ``KeyboardInterrupt``.
     """
     from ..tar.writer import PackOptions, pack
-    from ..walker import dockerfile_name_in_tar
 
     opts = options or BuildOptions()
     own_engine = engine is None
@@ -337,43 +417,11 @@ def build(
             on_note(text)
 
     try:
-        requested = opts.builder
-        if requested is None and isinstance(ctx, BuildContext):
-            requested = "buildkit" if ctx.dialect is Dialect.BUILDKIT else "classic"
-        builder = choose_builder(engine, requested)
-        api = engine.api_version()
-        if not isinstance(ctx, BuildContext):
-            ctx = open_context(ctx, dockerfile=opts.dockerfile, dialect=builder, ignore_file=opts.ignore_file,
-                               stdin_dockerfile=opts.stdin_dockerfile)
-        elif ctx.dialect.value != builder:
-            note(f"the context was opened with the {ctx.dialect.value} rules but the {builder} builder runs the build")
-        for n in ctx.notes:
-            note(n)
-        full_ctx = dataclasses.replace(ctx, analysis=None, selection=None)
-        if opts.minimal is not False and ctx.selection is None:
-            found: list[str] = []
-            ctx = minimize(ctx, engine, opts, found)
-            for n in found:
-                note(n)
-        minimal = ctx.selection is not None
-        compression, cnote = choose_compression(engine, builder, opts.compress)
-        if cnote:
-            note(cnote)
-        build_id = secrets.token_hex(16) if builder == "buildkit" else None
-        query = build_query(opts, builder=builder, dockerfile=dockerfile_name_in_tar(ctx), api_version=api,
-                            build_id=build_id)
-        headers = {"Content-Type": "application/x-tar", "X-Registry-Config": registry_config()}
-        if (opts.secrets or opts.ssh) and (builder != "buildkit" or opts.session is False):
-            raise InputError("--secret and --ssh need a BuildKit build with a session")
-        use_session = (builder == "buildkit" and opts.session is not False
-                       and version_tuple(api) >= version_tuple(BUILDKIT_MIN_API))
-        how = "BuildKit session" if use_session else f"compression {compression}"
-        note(f"{builder} builder, API {api}, {'minimal' if minimal else 'whole'} context, {how}, engine {engine.url}")
-
-        upload = UploadStats(compression=compression)
+        plan = _plan(ctx, engine, opts, note)
+        upload = UploadStats(compression=plan.compression)
         t_upload: list[float] = []
 
-        def progress(written: int) -> None:
+        def progress(written: int) -> None:  # bytes on the wire, from the socket sink
             if not t_upload:
                 t_upload.append(time.monotonic())
             upload.wire_bytes = written
@@ -384,47 +432,29 @@ def build(
         def tar_progress(files: int, nbytes: int) -> None:
             upload.files, upload.bytes = files, nbytes
 
-        def body(sink: Any) -> None:
+        def body(sink: Any) -> None:  # the packer writes straight into the connection
             t_upload.append(time.monotonic())
-            stats = pack(ctx, sink, PackOptions(compress=compression, level=opts.level),  # type: ignore[arg-type]
+            stats = pack(plan.ctx, sink, PackOptions(compress=plan.compression, level=opts.level),
                          warn=warn or (lambda m: None), progress=tar_progress)
             upload.entries, upload.files, upload.bytes = stats.entries, stats.files, stats.bytes
             upload.seconds = time.monotonic() - t_upload[0]
 
-        messages: list[Message] = []
-        image_id: str | None = None
         session_build = None
         try:
-            if use_session:
-                session_build = _open_session(engine, ctx, query, headers, opts,
-                                              lambda why: note(f"{why}; sending the context as a tar (compression {compression})"))
-                if session_build is not None:
-                    upload.compression = "session"
+            if plan.use_session:
+                session_build = _open_session(
+                    engine, plan.ctx, plan.query, plan.headers, opts,
+                    lambda why: note(f"{why}; sending the context as a tar (compression {plan.compression})"))
             if session_build is not None:
+                upload.compression = "session"
                 resp = session_build.response
             else:
-                resp = engine.request("POST", "/build", query=query, body=body, headers=headers, timeout=None,
-                                      progress=progress)
+                resp = engine.request("POST", "/build", query=plan.query, body=body, headers=plan.headers,
+                                      timeout=None, progress=progress)
             try:
                 if on_upload is not None:
                     on_upload(upload)
-                if resp.status != 200:
-                    raw = resp.read()
-                    msg = error_message(raw)
-                    why = f" (the upload stopped: {resp.upload_error})" if resp.upload_error else ""
-                    raise BuildFailedError(f"the engine refused the build (HTTP {resp.status}): {msg}{why}")
-                for line in resp.iter_lines():
-                    msg_ = parse_message(line)
-                    if msg_ is None:
-                        continue
-                    messages.append(msg_)
-                    if on_message is not None:
-                        on_message(msg_)
-                    err = message_error(msg_)
-                    if err is not None:
-                        code = exit_code_of(err)
-                        raise BuildFailedError(session_build.explain(err) if session_build else err, code)
-                    image_id = image_id_of(msg_) or image_id
+                messages, image_id = _read_stream(resp, session_build, on_message)
             finally:
                 if session_build is not None:
                     session_build.close()
@@ -439,23 +469,20 @@ def build(
         except KeyboardInterrupt:
             if session_build is not None:
                 session_build.close()
-            _cancel(engine, build_id)
-            raise BuildCancelledError("build cancelled" + (f" (BuildKit build {build_id})" if build_id else "")) from None
-        if image_id is None:
-            image_id = _quiet_image_id(messages)
-        if image_id is None:
-            raise BuildFailedError("the engine ended the build without reporting an image ID")
+            _cancel(engine, plan.build_id)
+            raise BuildCancelledError(
+                "build cancelled" + (f" (BuildKit build {plan.build_id})" if plan.build_id else "")) from None
         if opts.record_snapshot:
             from ..index.snapshots import snapshot
 
             try:
-                snapshot(full_ctx)
+                snapshot(plan.full_ctx)
             except CtxpackError as e:
                 note(f"the snapshot for `ctxpack diff` was not recorded: {e}")
         return BuildResult(
-            image_id=image_id, tags=list(opts.tags), messages=messages, builder=builder, api_version=api,
-            endpoint=engine.url, minimal=minimal, notes=notes, upload=upload,
-            elapsed=time.monotonic() - started, build_id=build_id,
+            image_id=image_id, tags=list(opts.tags), messages=messages, builder=plan.builder,
+            api_version=plan.api, endpoint=engine.url, minimal=plan.ctx.selection is not None, notes=notes,
+            upload=upload, elapsed=time.monotonic() - started, build_id=plan.build_id,
         )
     finally:
         if own_engine:
