@@ -161,7 +161,7 @@ def test_killed_writer_leaves_a_usable_index(ctx: Path, cache: Path) -> None:
         "idx = Index()\n"
         "idx.db.execute('BEGIN IMMEDIATE')\n"
         "for i in range(200000):\n"
-        "    idx.db.execute('INSERT INTO states VALUES (1, ?, 0, 0, 0, 0, 0, 0, 0, ?, ?, ?)', (str(i), b'', b'', b''))\n"
+        "    idx.db.execute('INSERT INTO state_parts VALUES (1, ?, 0, ?, ?, ?)', (str(i), b'', b'', b''))\n"
         "print('writing', flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -313,6 +313,10 @@ def test_recently_changed_directories_are_not_trusted(ctx: Path, monkeypatch: py
     monkeypatch.setattr(state, "COARSE_WINDOW_NS", 3600 * 10**9)
     _api_fp(ctx)
     assert _api_fp(ctx).how == "walk"
+    monkeypatch.setattr(state, "FINE_WINDOW_NS", 0)  # and with no window, the next run is warm
+    monkeypatch.setattr(state, "COARSE_WINDOW_NS", 0)
+    _api_fp(ctx)
+    assert _api_fp(ctx).how == "warm"
 
 
 def test_unusable_cache_dir_warns_once_and_still_answers(ctx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import stat as st
 import threading
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import xxhash
@@ -104,7 +103,7 @@ class DirReader:
         self._dfd = -1
         self._entered = False
 
-    def digest(self, path: str, size: int, mtime_ns: int, ctime_ns: int, ino: int, mode: int) -> str | None:
+    def digest(self, path: str, size: int, mtime_ns: int, ctime_ns: int, ino: int, mode: int) -> bytes | None:
         d, _, name = path.rpartition("/")
         if d != self._dir or not self._entered:
             self._enter(d)
@@ -122,7 +121,7 @@ class DirReader:
         if (len(data) != size or after.st_size != size or after.st_mtime_ns != mtime_ns
                 or after.st_ctime_ns != ctime_ns or after.st_mode != mode or after.st_ino != ino):
             return None
-        return xxhash.xxh3_128_hexdigest(data)
+        return xxhash.xxh3_128_digest(data)
 
     def _enter(self, d: str) -> None:
         self.close()

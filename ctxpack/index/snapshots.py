@@ -39,7 +39,9 @@ an object per entry.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import marshal
 import os
 import stat as st
 import time
@@ -52,8 +54,8 @@ import xxhash
 from ctxpack.context import BuildContext
 from ctxpack.fs import SMALL_FILE
 from ctxpack.index.digest import CHUNK, DirReader, FileDigest, hash_file, hash_workers, stat_key
-from ctxpack.index.state import KEY, MISSING, RECIPE, Columns, changed, racy_window
-from ctxpack.index.store import Index, Stored, open_index
+from ctxpack.index.state import KEY, MISSING, PART, RECIPE, Columns, RecordHash, changed, racy_window
+from ctxpack.index.store import Index, IndexUnavailable, Part, Stored, open_index
 from ctxpack.tar.rows import can_fork, row_batches
 from ctxpack.walker import Entry, EntryKind, entries_for_builder, excluded_dirs_read
 
@@ -66,6 +68,7 @@ _KIND = {
     EntryKind.FIFO: "p", EntryKind.CHAR: "c", EntryKind.BLOCK: "b",
 }
 OUTSIDE_DOCKERFILE = "<dockerfile>"
+_NO_DIGEST = bytes(16)
 
 # A row from the walk: (path, kind letter, st_mode, size, mtime_ns, ctime_ns,
 # inode, value).  value is None for a regular file still to be digested;
@@ -79,8 +82,7 @@ class Fingerprint:
     """A fingerprint and what it took: ``hashed`` files were read this run.
 
     ``how`` says which way it went: ``"warm"`` (stat keys only),
-    ``"files"`` (changed files re-read), ``"walk"``.  ``records`` yields
-    ``(path, kind, mode, size, value)`` in fingerprint order.
+    ``"files"`` (changed files re-read), ``"walk"``.
     """
 
     fingerprint: str
@@ -93,15 +95,6 @@ class Fingerprint:
     how: str = "walk"
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    _stored: Stored | None = field(default=None, repr=False)
-    _columns: Columns | None = field(default=None, repr=False)
-
-    @property
-    def records(self) -> list[tuple[str, str, int, int, str]]:
-        cols = self._columns
-        if cols is None:
-            return []
-        return list(cols.records())
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -181,19 +174,19 @@ def _batches(rows: Iterable[Row], size: int = 256) -> Iterator[list[Row]]:
 class _Walk:
     """One walk's entries as columns in walk order, digests filled in."""
 
-    def __init__(self, ctx: BuildContext, old: Columns | None, workers: int | None):
+    def __init__(self, ctx: BuildContext, old: _Old, workers: int | None):
         self.root = ctx.root
         self.paths: list[str] = []
         self.kinds: list[str] = []
-        self.modes = array("l")
+        self.modes = array("H")  # st_mode & 0o7777 fits in 16 bits
         self.sizes = array("q")
         self.values: list[str | None] = []
         self.keys = array("q")
+        self.digests = bytearray()  # 16 bytes per entry (zeros but for files)
         self.hashed = 0
         self.hashed_bytes = 0
         self.notes: list[str] = []
         self.old = old
-        self.old_pos = {p: i for i, p in enumerate(old.paths[:old.entries])} if old is not None and old.entries else None
         self.workers = hash_workers() if workers is None else max(1, workers)
         self._pool = None
         self._large: list[tuple[int, object]] = []
@@ -201,36 +194,37 @@ class _Walk:
     def add(self, batches: Iterable[list[Row]]) -> None:
         paths, kinds, modes, sizes, values, keys = self.paths, self.kinds, self.modes, self.sizes, self.values, self.keys
         reader = DirReader(self.root)
-        old = self.old
-        old_pos = self.old_pos
-        okeys = old.keys if old is not None else None
-        ovalues = old.values if old is not None else None
-        okinds = old.kinds if old is not None else ""
+        get = self.old.get
+        digests = self.digests
         prefix = self.root.rstrip("/") + "/"
         try:
             for batch in batches:
                 for path, kind, mode, size, mtime, ctime, ino, value in batch:
                     if value is None:
-                        j = old_pos.get(path) if old_pos is not None else None
-                        if (j is not None and okinds[j] == "f" and okeys[KEY * j] == size  # type: ignore[index]
-                                and okeys[KEY * j + 1] == mtime and okeys[KEY * j + 2] == ctime  # type: ignore[index]
-                                and okeys[KEY * j + 3] == ino and okeys[KEY * j + 4] == mode):  # type: ignore[index]
-                            value = ovalues[j]  # type: ignore[index]
+                        # A regular file: its digest goes to ``digests`` (16
+                        # bytes, not a 32-digit str per file), its value is "".
+                        hit = get(path)
+                        if hit is not None and hit[0] == (size, mtime, ctime, ino, mode):
+                            digest = hit[1]
                         elif size >= CHUNK and self.workers > 1:
                             self._submit(len(paths), prefix + path, path)
-                            value = ""
+                            digest = _NO_DIGEST
                         else:
-                            if size <= SMALL_FILE:
-                                value = reader.digest(path, size, mtime, ctime, ino, mode)
-                            if value is None:
+                            digest = reader.digest(path, size, mtime, ctime, ino, mode) if size <= SMALL_FILE else None
+                            if digest is None:
                                 d = hash_file(prefix + path, path)
                                 if d is None:
                                     self.notes.append(f"{path}: vanished while fingerprinting")
                                     continue
-                                value = d.digest
+                                digest = bytes.fromhex(d.digest)
                                 size, mtime, ctime, ino, mode = d.key
                             self.hashed += 1
                             self.hashed_bytes += size
+                        digests += digest
+                        value = ""
+                    else:
+                        digests += _NO_DIGEST if kind != "f" else bytes.fromhex(value)
+                        value = "" if kind == "f" else value
                     paths.append(path)
                     kinds.append(kind)
                     modes.append(mode & 0o7777)
@@ -260,7 +254,7 @@ class _Walk:
                     gone.append(slot)
                     self.notes.append(f"{self.paths[slot]}: vanished while fingerprinting")
                     continue
-                self.values[slot] = d.digest
+                self.digests[16 * slot:16 * slot + 16] = bytes.fromhex(d.digest)
                 self.sizes[slot] = d.size
                 self.modes[slot] = d.key[4] & 0o7777
                 self.keys[KEY * slot:KEY * slot + KEY] = array("q", d.key)
@@ -276,31 +270,44 @@ class _Walk:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)  # type: ignore[attr-defined]
 
-    def columns(self, extra: list[str], extra_keys: array) -> Columns:
-        """The entries in fingerprint order (last one wins for a path met
-        twice), then ``extra``."""
+    def sorted_parts(self, hasher: RecordHash, totals: list[int]) -> Iterator[Columns]:
+        """The entries in fingerprint order, :data:`PART` at a time (the last
+        of a path met twice counts), each added to ``hasher`` and to
+        ``totals`` (entries, files, bytes) as it is made."""
         paths = self.paths
         if all(map(str.isascii, paths)):
             order = sorted(range(len(paths)), key=paths.__getitem__)  # ASCII: string order is byte order
         else:
             order = sorted(range(len(paths)), key=lambda i: paths[i].encode("utf-8", "surrogateescape"))
-        kinds, modes, sizes, values, keys = self.kinds, self.modes, self.sizes, self.values, self.keys
+        kinds, modes, sizes, values, keys, digests = self.kinds, self.modes, self.sizes, self.values, self.keys, self.digests
+        last = len(order) - 1
         c = Columns()
         out_kinds: list[str] = []
         for n, i in enumerate(order):
             if values[i] is None:
                 continue
-            if n + 1 < len(order) and paths[order[n + 1]] == paths[i]:
+            if n < last and paths[order[n + 1]] == paths[i]:
                 continue  # met again later: the later one counts
             c.paths.append(paths[i])
             out_kinds.append(kinds[i])
             c.modes.append(modes[i])
             c.sizes.append(sizes[i])
-            c.values.append(values[i])  # type: ignore[arg-type]
+            c.values.append(digests[16 * i:16 * i + 16].hex() if kinds[i] == "f" else values[i])  # type: ignore[arg-type]
             c.keys.extend(keys[KEY * i:KEY * i + KEY])
-        c.kinds = "".join(out_kinds)
-        c.paths.extend(extra)
-        c.keys.extend(extra_keys)
+            if len(out_kinds) >= PART:
+                yield self._done(c, out_kinds, hasher, totals)
+                c, out_kinds = Columns(), []
+        if out_kinds:
+            yield self._done(c, out_kinds, hasher, totals)
+
+    @staticmethod
+    def _done(c: Columns, kinds: list[str], hasher: RecordHash, totals: list[int]) -> Columns:
+        c.kinds = "".join(kinds)
+        hasher.add(c)
+        files, size = c.totals()
+        totals[0] += c.entries
+        totals[1] += files
+        totals[2] += size
         return c
 
 
@@ -314,38 +321,90 @@ def _stat_keys(root: str, rels: list[str]) -> array:
     return out
 
 
-def _checkable(cols: Columns, started_ns: int) -> bool:
-    """No directory of the state changed so recently that a change in the
-    same clock tick could hide (see :mod:`ctxpack.index.state`)."""
-    keys, kinds = cols.keys, cols.kinds
-    n = cols.entries
-    for i in range(len(cols.paths)):
-        if i < n and kinds[i] != "d":
+def _racy(c: Columns, started_ns: int, *, extra: bool = False) -> bool:
+    """Whether a directory in ``c`` changed so recently that a change in
+    the same clock tick could hide (see :mod:`ctxpack.index.state`); with
+    ``extra`` every path counts as a directory."""
+    keys, kinds = c.keys, c.kinds
+    for i in range(len(c.paths)):
+        if not extra and kinds[i] != "d":
             continue
         mtime, ctime = keys[KEY * i + 1], keys[KEY * i + 2]
         if mtime < 0:
             continue  # did not exist
         if max(mtime, ctime) >= started_ns - racy_window(mtime, ctime):
-            return False
-    return True
+            return True
+    return False
 
 
-def _stored(cols: Columns, config: str, fingerprint: str, checkable: bool, variant: str) -> Stored:
-    files, total = cols.totals()
-    paths, keys, records = cols.encode()
-    return Stored(variant, config, fingerprint, cols.entries, files, total, checkable, 0.0, paths, keys, records)
+class _Old:
+    """The stored state's regular files, for a walk to reuse their digests:
+    paths in fingerprint order, stat keys, raw digests; looked up by
+    bisection from where the last lookup ended (the walk comes in nearly
+    that order), not through a dict of an object per file."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.keys = array("q")
+        self.digests = bytearray()
+        self._next = 0
+        self._ascii = True
+
+    def add(self, c: Columns) -> None:
+        keys, kinds, values = c.keys, c.kinds, c.values
+        for i, p in enumerate(c.paths):
+            if kinds[i] == "f" and keys[KEY * i + 3] >= 0:
+                self.paths.append(p)
+                self.keys.extend(keys[KEY * i:KEY * i + KEY])
+                self.digests += bytes.fromhex(values[i])
+                self._ascii = self._ascii and p.isascii()
+
+    def get(self, path: str) -> tuple[tuple[int, ...], bytes] | None:
+        paths = self.paths
+        j = self._next
+        if j >= len(paths) or paths[j] != path:
+            if self._ascii and path.isascii():
+                j = bisect.bisect_left(paths, path)
+            else:
+                j = bisect.bisect_left(paths, _bytes_key(path), key=_bytes_key)
+            if j >= len(paths) or paths[j] != path:
+                return None
+        self._next = j + 1
+        return tuple(self.keys[KEY * j:KEY * j + KEY]), bytes(self.digests[16 * j:16 * j + 16])
 
 
-def _walk(ctx: BuildContext, index: Index, variant: str, config: str, old: Columns | None,
+def _bytes_key(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
+def _load_old(index: Index, root: str, variant: str) -> _Old:
+    """Digests a walk may reuse: the regular files of the stored state (of
+    this variant, else the latest of another)."""
+    old = _Old()
+    with index.reading():
+        s = index.load_state(root, variant, any_variant=True)
+        if s is None:
+            return old
+        try:
+            for part in index.state_parts(root, s.variant):
+                old.add(Columns.decode(*part))
+        except IndexUnavailable:
+            return _Old()
+    return old
+
+
+def _walk(ctx: BuildContext, index: Index, variant: str, config: str,
           entries: Iterable[Entry] | None, workers: int | None, fp: Fingerprint) -> Stored:
     started_ns = time.time_ns()
     # The root and the excluded directories the walker reads are statted
     # before it lists them: a change after this shows as a changed key.
     extra_dirs = excluded_dirs_read(ctx)
     checkable = extra_dirs is not None and entries is None
-    extra = [""] + (extra_dirs or [])
-    extra_keys = _stat_keys(ctx.root, extra)
+    extra = Columns([""] + (extra_dirs or []))
+    extra.keys = _stat_keys(ctx.root, extra.paths)
+    old = _load_old(index, ctx.root, variant)
     w = _Walk(ctx, old, workers)
+    del old
     try:
         if entries is not None:
             rows = (r for r in map(_entry_row, entries) if r is not None)
@@ -357,14 +416,27 @@ def _walk(ctx: BuildContext, index: Index, variant: str, config: str, old: Colum
         w.finish()
     finally:
         w.close()
+    w.old = _Old()
     fp.hashed, fp.hashed_bytes = w.hashed, w.hashed_bytes
     fp.notes.extend(w.notes)
-    cols = w.columns(extra, extra_keys)
-    del w
-    checkable = checkable and _checkable(cols, started_ns)
-    fingerprint = cols.fingerprint()
-    fp._columns = cols
-    return _stored(cols, config, fingerprint, checkable, variant)
+    hasher = RecordHash()
+    totals = [0, 0, 0]
+    racy = [_racy(extra, started_ns, extra=True)]
+
+    def parts() -> Iterator[Part]:
+        for c in w.sorted_parts(hasher, totals):
+            racy[0] = racy[0] or _racy(c, started_ns)
+            yield c.encode()
+
+    def summary() -> Stored:
+        return Stored(variant, config, hasher.hexdigest(), totals[0], totals[1], totals[2],
+                      checkable and not racy[0], 0.0, marshal.dumps(extra.paths), extra.keys.tobytes())
+
+    gen = parts()
+    if not index.save_state(ctx.root, variant, summary, gen):
+        for _ in gen:  # the index is off: the fingerprint still needs every part
+            pass
+    return summary()
 
 
 def _chain(rows: Iterator[Row], last: Row) -> Iterator[Row]:
@@ -372,31 +444,62 @@ def _chain(rows: Iterator[Row], last: Row) -> Iterator[Row]:
     yield last
 
 
-def _in_place(ctx: BuildContext, cols: Columns, idx: list[int], fp: Fingerprint) -> bool:
-    """Re-read the regular files at ``idx`` into ``cols``; False when a
-    change is more than that (then the caller walks)."""
-    n = cols.entries
+def _check(ctx: BuildContext, index: Index, stored: Stored) -> list[tuple[int, list[int]]] | None:
+    """Stat every path of the stored state: the parts with changed keys and
+    their indices (``[]``: nothing changed), ``None`` when a listing did."""
+    root = ctx.root
+    extra_paths: list[str] = marshal.loads(stored.extra_paths)
+    if changed(root, extra_paths, stored.extra_keys):
+        return None
+    hits = []
+    for n, (paths, keys, _) in enumerate(index.state_parts(root, stored.variant, records=False)):
+        idx = changed(root, marshal.loads(paths), keys)
+        if idx:
+            hits.append((n, idx))
+    return hits
+
+
+def _in_place(ctx: BuildContext, index: Index, stored: Stored, hits: list[tuple[int, list[int]]],
+              fp: Fingerprint) -> Stored | None:
+    """Re-read the changed regular files and rebuild the fingerprint, part
+    by part; ``None`` when a change is more than that (then the caller
+    walks)."""
     prefix = ctx.root.rstrip("/") + "/"
-    for i in idx:
-        if i >= n or cols.kinds[i] != "f" or cols.keys[KEY * i + 3] < 0:
-            return False
-        try:
-            s = os.lstat(prefix + cols.paths[i])
-        except OSError:
-            return False
-        if not st.S_ISREG(s.st_mode):
-            return False
-    for i in idx:
-        d = hash_file(prefix + cols.paths[i], cols.paths[i])
-        if d is None:
-            return False
-        cols.values[i] = d.digest
-        cols.sizes[i] = d.size
-        cols.modes[i] = d.key[4] & 0o7777
-        cols.keys[KEY * i:KEY * i + KEY] = array("q", d.key)
-        fp.hashed += 1
-        fp.hashed_bytes += d.size
-    return True
+    todo = dict(hits)
+    hasher = RecordHash()
+    new_parts: dict[int, Part] = {}
+    files, total = stored.files, stored.bytes
+    with index.reading():
+        now = index.load_state(ctx.root, stored.variant)
+        if now is None or now.fingerprint != stored.fingerprint:
+            return None
+        for n, part in enumerate(index.state_parts(ctx.root, stored.variant)):
+            c = Columns.decode(*part)
+            for i in todo.get(n, ()):
+                if c.kinds[i] != "f" or c.keys[KEY * i + 3] < 0:
+                    return None
+                try:
+                    if not st.S_ISREG(os.lstat(prefix + c.paths[i]).st_mode):
+                        return None
+                except OSError:
+                    return None
+                d = hash_file(prefix + c.paths[i], c.paths[i])
+                if d is None:
+                    return None
+                total += d.size - c.sizes[i]
+                c.values[i] = d.digest
+                c.sizes[i] = d.size
+                c.modes[i] = d.key[4] & 0o7777
+                c.keys[KEY * i:KEY * i + KEY] = array("q", d.key)
+                fp.hashed += 1
+                fp.hashed_bytes += d.size
+            if n in todo:
+                new_parts[n] = c.encode()
+            hasher.add(c)
+    new = Stored(stored.variant, stored.config, hasher.hexdigest(), stored.entries, files, total, True, 0.0,
+                 stored.extra_paths, stored.extra_keys)
+    index.update_parts(ctx.root, stored.variant, stored.fingerprint, new, new_parts)
+    return new
 
 
 def _run(ctx: BuildContext, index: Index, *, entries: Iterable[Entry] | None = None,
@@ -407,36 +510,27 @@ def _run(ctx: BuildContext, index: Index, *, entries: Iterable[Entry] | None = N
     config = _config(ctx)
     root = ctx.root
     new: Stored | None = None
-    stored = index.load_state(root, variant, records=False) if entries is None else None
-    if stored is not None and stored.config == config and stored.checkable:
-        cols = Columns.decode(stored.paths, b"", b"")
-        idx = changed(root, cols.paths, stored.keys)
-        if not idx:
-            fp.how = "warm"
-            new = stored
-            index.touch(root)
-        else:
-            full = index.load_state(root, variant)
-            if full is not None and full.config == config:
-                cols = Columns.decode(full.paths, full.keys, full.records)
-                if len(idx) * 4 < cols.entries + 8 and _in_place(ctx, cols, idx, fp):
+    if entries is None:
+        hits = None
+        with index.reading():
+            stored = index.load_state(root, variant)
+            if stored is not None and stored.config == config and stored.checkable:
+                try:
+                    hits = _check(ctx, index, stored)
+                except IndexUnavailable:
+                    hits = None
+        if stored is not None and hits is not None:
+            if not hits:
+                fp.how = "warm"
+                new = stored
+                index.touch(root)
+            elif sum(len(i) for _, i in hits) <= max(64, stored.entries // 8):
+                new = _in_place(ctx, index, stored, hits, fp)
+                if new is not None:
                     fp.how = "files"
-                    fp._columns = cols
-                    new = _stored(cols, config, cols.fingerprint(), True, variant)
-                    index.save_state(root, variant, new)
     if new is None:
-        old_stored = index.load_state(root, variant, any_variant=True)
-        old = Columns.decode(old_stored.paths, old_stored.keys, old_stored.records) if old_stored is not None else None
         fp.hashed = fp.hashed_bytes = 0
-        new = _walk(ctx, index, variant, config, old, entries, workers, fp)
-        del old
-        if (old_stored is None or old_stored.variant != variant or old_stored.config != config
-                or old_stored.fingerprint != new.fingerprint or old_stored.checkable != new.checkable
-                or old_stored.paths != new.paths or old_stored.keys != new.keys):
-            index.save_state(root, variant, new)
-        else:
-            index.touch(root)
-    fp._stored = new
+        new = _walk(ctx, index, variant, config, entries, workers, fp)
     fp.fingerprint = new.fingerprint
     fp.entries, fp.files, fp.bytes = new.entries, new.files, new.bytes
     fp.elapsed = time.monotonic() - started
@@ -468,20 +562,14 @@ def fingerprint(ctx: BuildContext, index: Index | None = None, *, workers: int |
 
 def snapshot(ctx: BuildContext, index: Index | None = None, *, entries: Iterable[Entry] | None = None) -> Fingerprint:
     """Fingerprint ``ctx`` and record its entries as the last snapshot
-    (``entries``: as for :func:`fingerprint`)."""
+    (``entries``: as for :func:`fingerprint`).  The snapshot is the state
+    this run left in the index, copied there."""
     with open_index(index) as idx:
-        fp = _run(ctx, idx, entries=entries)
         variant = _variant(ctx)
-        prior = idx.load_snapshot(ctx.root, variant, blobs=False)
-        if prior is not None and prior.fingerprint == fp.fingerprint:
-            idx.save_snapshot(ctx.root, variant, Stored(variant, "", fp.fingerprint, 0, 0, 0, False, 0.0))
-            return fp
-        s = fp._stored
-        assert s is not None
-        if not s.records:
-            s = idx.load_state(ctx.root, variant) or s
-        if s.records and s.fingerprint == fp.fingerprint:
-            idx.save_snapshot(ctx.root, variant, s)
+        for _ in range(3):  # another process may replace the state between the run and the copy
+            fp = _run(ctx, idx, entries=entries)
+            if not idx.usable or idx.save_snapshot(ctx.root, variant, fp.fingerprint):
+                break
         return fp
 
 
@@ -522,35 +610,49 @@ class Delta:
 
 def diff(ctx: BuildContext, index: Index | None = None, *, entries: Iterable[Entry] | None = None) -> Delta | None:
     """What changed since the last snapshot of this context (``None``: no
-    snapshot; ``entries``: as for :func:`fingerprint`)."""
+    snapshot; ``entries``: as for :func:`fingerprint`).  Both sides are
+    read from the index part by part and merged in fingerprint order."""
     with open_index(index) as idx:
         variant = _variant(ctx)
-        snap = idx.load_snapshot(ctx.root, variant, blobs=False)
+        snap = idx.load_snapshot(ctx.root, variant)
         if snap is None:
             return None
         fp = _run(ctx, idx, entries=entries)
         if snap.fingerprint == fp.fingerprint:
             return Delta(snap.when, [], [], [], fp.fingerprint, snap.fingerprint)
-        snap = idx.load_snapshot(ctx.root, variant)
-        now = fp._columns
-        if now is None or not now.values:
-            s = idx.load_state(ctx.root, variant)
-            now = Columns.decode(s.paths, b"", s.records) if s is not None else Columns()
-    assert snap is not None
-    then = Columns.decode(snap.paths, b"", snap.records)
-    before = {p: i for i, p in enumerate(then.paths[:then.entries])}
-    added, modified = [], []
-    seen: set[str] = set()
-    for i, (p, kind, mode, size, value) in enumerate(now.records()):
-        seen.add(p)
-        j = before.get(p)
-        if j is None:
-            added.append(Change(p, size))
-        elif then.kinds[j] != kind:
-            modified.append(Change(p, size, "type"))
-        elif then.values[j] != value:
-            modified.append(Change(p, size, "link" if kind == "l" else "content"))
-        elif then.modes[j] != mode:
-            modified.append(Change(p, size, "mode"))
-    removed = [Change(p, s) for p, _, _, s, _ in then.records() if p not in seen]
+        added: list[Change] = []
+        removed: list[Change] = []
+        modified: list[Change] = []
+        with idx.reading():
+            snap = idx.load_snapshot(ctx.root, variant)
+            state = idx.load_state(ctx.root, variant)
+            if snap is None or state is None or state.fingerprint != fp.fingerprint:
+                raise IndexUnavailable("the index changed while being read; run diff again")
+            then = _records_of(idx.snapshot_parts(ctx.root, variant))
+            now = _records_of(idx.state_parts(ctx.root, variant, keys=False))
+            a, b = next(then, None), next(now, None)
+            while a is not None or b is not None:
+                if b is None or (a is not None and a[0] < b[0]):
+                    removed.append(Change(a[1], a[4]))  # type: ignore[index]
+                    a = next(then, None)
+                elif a is None or b[0] < a[0]:
+                    added.append(Change(b[1], b[4]))
+                    b = next(now, None)
+                else:
+                    _, path, kind, mode, size, value = b
+                    if a[2] != kind:
+                        modified.append(Change(path, size, "type"))
+                    elif a[5] != value:
+                        modified.append(Change(path, size, "link" if kind == "l" else "content"))
+                    elif a[3] != mode:
+                        modified.append(Change(path, size, "mode"))
+                    a, b = next(then, None), next(now, None)
     return Delta(snap.when, added, removed, modified, fp.fingerprint, snap.fingerprint)
+
+
+def _records_of(parts: Iterator[Part]) -> Iterator[tuple[bytes, str, str, int, int, str]]:
+    """``(sort key, path, kind, mode, size, value)`` of stored parts, in order."""
+    for part in parts:
+        c = Columns.decode(part[0], b"", part[2])
+        for path, kind, mode, size, value in c.records():
+            yield path.encode("utf-8", "surrogateescape"), path, kind, mode, size, value

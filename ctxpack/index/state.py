@@ -6,16 +6,17 @@ size, value (content digest, link target, ``major,minor`` or empty) and the
 stat key ``(size, mtime_ns, ctime_ns, inode, st_mode)`` that vouches for the
 value.  After the entries come *extra* paths whose listing the entries
 depend on (the context root, excluded directories the walker reads), with
-their keys.  Columns are lists of shared strings and :mod:`array` buffers,
-and are stored as three blobs (:meth:`Columns.encode`):
+their keys.  Columns are lists of shared strings and :mod:`array` buffers.
+The index stores a state as parts of :data:`PART` entries, each three blobs
+(:meth:`Columns.encode`), and the extras in its summary row:
 
-* ``paths``: :mod:`marshal` of the list of paths (entries, then extras);
+* ``paths``: :mod:`marshal` of the list of paths;
 * ``keys``: the stat keys as native ``int64`` (``array('q')``), five per path,
   :data:`MISSING` for synthesised entries and paths that did not exist;
 * ``records``: :mod:`marshal` of ``(kinds, modes, sizes, values)``.
 
-A warm run needs only the first two (:func:`changed`): it stats every path
-and compares the keys in one buffer comparison.  Why a stat proves a
+A warm run needs only the first two (:func:`changed`), one part at a time:
+it stats every path and compares the keys in one buffer comparison.  Why a stat proves a
 listing: creating, removing or renaming an entry changes its directory's
 mtime and ctime, and changing a file's content, mode or links changes its
 ctime; so when every directory the walk read and every entry has the key it
@@ -34,11 +35,13 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Columns", "MISSING", "changed", "racy_window", "RECIPE"]
+__all__ = ["Columns", "RecordHash", "MISSING", "PART", "changed", "racy_window", "RECIPE"]
 
 RECIPE = "ctxpack-fp1"
 MISSING = (-1, -1, -1, -1, -1)
 KEY = 5
+# Entries per stored part: runs hold one part at a time, not the context.
+PART = 8192
 # A file system whose times have sub-second resolution updates them from a
 # clock that lags the real one by at most a tick (Linux: <= 10 ms); 1-second
 # (or FAT's 2-second) resolutions need the whole interval.
@@ -84,17 +87,14 @@ class Columns:
 
     def fingerprint(self) -> str:
         """The ``ctxpack-fp1`` digest of these entries (docs/fingerprint.md)."""
-        h = hashlib.sha256(RECIPE.encode() + b"\n")
-        n = self.entries
-        paths, kinds, modes, values = self.paths, self.kinds, self.modes, self.values
-        step = 4096
-        for start in range(0, n, step):
-            end = min(n, start + step)
-            text = "".join([
-                f"{paths[i]}\0{kinds[i]}\0{modes[i]:o}\0{values[i]}\n" for i in range(start, end)
-            ])
-            h.update(text.encode("utf-8", "surrogateescape"))
+        h = RecordHash()
+        h.add(self)
         return h.hexdigest()
+
+    def slice(self, start: int, end: int) -> Columns:
+        """Entries ``start:end`` (no extras) as their own columns."""
+        return Columns(self.paths[start:end], self.kinds[start:end], self.modes[start:end], self.sizes[start:end],
+                       self.values[start:end], self.keys[KEY * start:KEY * end])
 
     def encode(self) -> tuple[bytes, bytes, bytes]:
         """The three blobs: paths, keys, records."""
@@ -116,6 +116,25 @@ class Columns:
             c.sizes.frombytes(sizes)
             c.values = values
         return c
+
+
+class RecordHash:
+    """The fingerprint, fed part by part in fingerprint order."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256(RECIPE.encode() + b"\n")
+
+    def add(self, c: Columns) -> None:
+        n = c.entries
+        paths, kinds, modes, values = c.paths, c.kinds, c.modes, c.values
+        step = 4096
+        for start in range(0, n, step):
+            end = min(n, start + step)
+            text = "".join([f"{paths[i]}\0{kinds[i]}\0{modes[i]:o}\0{values[i]}\n" for i in range(start, end)])
+            self._h.update(text.encode("utf-8", "surrogateescape"))
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 def current_keys(root: str, paths: list[str]) -> array:

@@ -13,9 +13,12 @@ is the same, only slower.  Contexts not used for ``PRUNE_AFTER`` seconds
 are dropped when the index is next written, so the cache stays bounded.
 
 Layout: a context's state per *variant* (dialect, Dockerfile, ignore file)
-is one row whose columns are blobs in the format of
-:mod:`ctxpack.index.state` (paths, stat keys, records), written once per run
-in one transaction and read in one pass, never as one Python object per file.
+is a summary row (``states``) and its entries in *parts* of
+:data:`~ctxpack.index.state.PART` entries (``state_parts``), each part three
+blobs in the format of :mod:`ctxpack.index.state` (paths, stat keys,
+records).  Runs read the parts one at a time, so memory does not grow with
+the context; a run writes in one transaction.  A snapshot is a copy of a
+state's rows, made inside the database.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["cache_dir", "Index", "CacheInfo", "Stored", "IndexUnavailable", "open_index"]
+__all__ = ["cache_dir", "Index", "CacheInfo", "Stored", "Part", "IndexUnavailable", "open_index"]
 
 APPLICATION_ID = 0x63747870  # "ctxp"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PRUNE_AFTER = 30 * 24 * 3600
 # A context's last_used is rewritten at most this often (a warm run that
 # changes nothing then writes nothing).
@@ -62,26 +65,39 @@ CREATE TABLE IF NOT EXISTS states (
     entries INTEGER NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL,
     checkable INTEGER NOT NULL,
     updated REAL NOT NULL,
-    paths BLOB NOT NULL, keys BLOB NOT NULL, records BLOB NOT NULL,
+    extra_paths BLOB NOT NULL, extra_keys BLOB NOT NULL,
     PRIMARY KEY (ctx, variant)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_parts (
+    ctx INTEGER NOT NULL REFERENCES contexts(id) ON DELETE CASCADE,
+    variant TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    paths BLOB NOT NULL, keys BLOB NOT NULL, records BLOB NOT NULL,
+    PRIMARY KEY (ctx, variant, part)
+);
 CREATE TABLE IF NOT EXISTS snapshots (
     ctx INTEGER NOT NULL REFERENCES contexts(id) ON DELETE CASCADE,
     variant TEXT NOT NULL,
     taken_at REAL NOT NULL,
     fingerprint TEXT NOT NULL,
     entries INTEGER NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    paths BLOB NOT NULL, records BLOB NOT NULL,
     PRIMARY KEY (ctx, variant)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshot_parts (
+    ctx INTEGER NOT NULL REFERENCES contexts(id) ON DELETE CASCADE,
+    variant TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    paths BLOB NOT NULL, records BLOB NOT NULL,
+    PRIMARY KEY (ctx, variant, part)
+);
 """
 
 
 @dataclass
 class Stored:
-    """A stored state or snapshot: the summary columns, and the blobs that
-    were asked for (``b""`` for the others).  ``checkable``: the stat keys
-    prove the listing (see :mod:`ctxpack.index.state`)."""
+    """A stored state's (or snapshot's) summary row.  ``checkable``: its
+    stat keys prove the listing (see :mod:`ctxpack.index.state`); ``extra_*``:
+    the directories whose listing it depends on, with their keys."""
 
     variant: str
     config: str
@@ -91,9 +107,12 @@ class Stored:
     bytes: int
     checkable: bool
     when: float
-    paths: bytes = b""
-    keys: bytes = b""
-    records: bytes = b""
+    extra_paths: bytes = b""
+    extra_keys: bytes = b""
+
+
+# A part: (paths, keys, records) blobs; b"" for the ones not asked for.
+Part = tuple[bytes, bytes, bytes]
 
 
 @dataclass(frozen=True)
@@ -278,72 +297,148 @@ class Index:
         with contextlib.suppress(IndexUnavailable), self.transaction() as db:
             self._ensure_context(db, root)
 
+    # -- reading -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction: what is read inside is one version of the
+        index, whatever other processes write meanwhile."""
+        db = self.db
+        began = False
+        if db is not None:
+            try:
+                db.execute("BEGIN")
+                began = True
+            except sqlite3.Error as e:
+                self._off(e)
+        try:
+            yield
+        finally:
+            if began and self.db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("COMMIT")
+
+    def _parts(self, sql: str, args: tuple[object, ...]) -> Iterator[Part]:
+        if self.db is None:
+            return
+        try:
+            for row in self.db.execute(sql, args):
+                yield row[0] or b"", row[1] or b"", row[2] or b""
+        except sqlite3.Error as e:
+            self._off(e)
+            raise IndexUnavailable(str(e)) from None
+
     # -- states ----------------------------------------------------------------------
-    def load_state(self, root: str, variant: str, *, keys: bool = True, records: bool = True,
-                   any_variant: bool = False) -> Stored | None:
-        """The stored state of ``root`` for ``variant`` (or, with
+    def load_state(self, root: str, variant: str, *, any_variant: bool = False) -> Stored | None:
+        """The summary of ``root``'s state for ``variant`` (or, with
         ``any_variant``, the most recent one of any variant when this one
         has none: its digests are as good)."""
         cid = self.context_id(root)
         if cid is None:
             return None
-        cols = f"paths, {'keys' if keys else 'NULL'}, {'records' if records else 'NULL'}"
         order = "ORDER BY variant = ? DESC, updated DESC LIMIT 1" if any_variant else "AND variant = ?"
         rows = self._read(
-            f"SELECT variant, config, fingerprint, entries, files, bytes, checkable, updated, {cols} "
+            "SELECT variant, config, fingerprint, entries, files, bytes, checkable, updated, extra_paths, extra_keys "
             f"FROM states WHERE ctx = ? {order}",
             (cid, variant),
         )
         if not rows:
             return None
         r = rows[0]
-        return Stored(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9] or b"", r[10] or b"")  # type: ignore[arg-type]
+        return Stored(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9])  # type: ignore[arg-type]
 
-    def save_state(self, root: str, variant: str, s: Stored, *, snapshot: bool = False) -> None:
-        """Store ``s`` as the state of ``root``/``variant`` (and, with
-        ``snapshot``, as its snapshot too), in one transaction."""
-        with contextlib.suppress(IndexUnavailable), self.transaction() as db:
-            cid = self._ensure_context(db, root)
-            db.execute(
-                "INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (cid, variant, s.config, s.fingerprint, s.entries, s.files, s.bytes, int(s.checkable), self.now,
-                 s.paths, s.keys, s.records),
-            )
-            if snapshot:
-                self._put_snapshot(db, cid, variant, s)
+    def state_parts(self, root: str, variant: str, *, keys: bool = True, records: bool = True) -> Iterator[Part]:
+        """The state's parts in order, read one at a time (raises
+        :class:`IndexUnavailable` if reading fails midway)."""
+        cid = self.context_id(root)
+        if cid is None:
+            return iter(())
+        cols = f"paths, {'keys' if keys else 'NULL'}, {'records' if records else 'NULL'}"
+        return self._parts(f"SELECT {cols} FROM state_parts WHERE ctx = ? AND variant = ? ORDER BY part", (cid, variant))
 
-    def _put_snapshot(self, db: sqlite3.Connection, cid: int, variant: str, s: Stored) -> None:
+    def save_state(self, root: str, variant: str, summary: Callable[[], Stored], parts: Iterable[Part]) -> bool:
+        """Replace the state of ``root``/``variant``: ``parts`` (consumed
+        inside the transaction, one at a time), then ``summary()`` (called
+        after the parts, so that it can sum them up).  False when the index
+        is off or the write failed (the previous state stays)."""
+        try:
+            with self.transaction() as db:
+                cid = self._ensure_context(db, root)
+                db.execute("DELETE FROM state_parts WHERE ctx = ? AND variant = ?", (cid, variant))
+                for n, (paths, keys, records) in enumerate(parts):
+                    db.execute("INSERT INTO state_parts VALUES (?, ?, ?, ?, ?, ?)", (cid, variant, n, paths, keys, records))
+                s = summary()
+                self._put_summary(db, cid, variant, s)
+            return True
+        except IndexUnavailable:
+            return False
+
+    def update_parts(self, root: str, variant: str, expect: str, s: Stored, parts: dict[int, Part]) -> bool:
+        """Rewrite some parts of a state and its summary, if the stored
+        state still has fingerprint ``expect`` (else nothing; False)."""
+        try:
+            with self.transaction() as db:
+                cid = self._ensure_context(db, root)
+                row = db.execute("SELECT fingerprint FROM states WHERE ctx = ? AND variant = ?", (cid, variant)).fetchone()
+                if row is None or row[0] != expect:
+                    return False
+                for n, (paths, keys, records) in parts.items():
+                    db.execute("UPDATE state_parts SET paths = ?, keys = ?, records = ? WHERE ctx = ? AND variant = ? AND part = ?",
+                               (paths, keys, records, cid, variant, n))
+                self._put_summary(db, cid, variant, s)
+            return True
+        except IndexUnavailable:
+            return False
+
+    def _put_summary(self, db: sqlite3.Connection, cid: int, variant: str, s: Stored) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (cid, variant, self.now, s.fingerprint, s.entries, s.files, s.bytes, s.paths, s.records),
+            "INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (cid, variant, s.config, s.fingerprint, s.entries, s.files, s.bytes, int(s.checkable), self.now,
+             s.extra_paths, s.extra_keys),
         )
 
     # -- snapshots -----------------------------------------------------------------------
-    def save_snapshot(self, root: str, variant: str, s: Stored) -> None:
-        """Record ``s`` (paths and records needed) as the snapshot; when the
-        snapshot already has this fingerprint only its time moves."""
-        with contextlib.suppress(IndexUnavailable), self.transaction() as db:
-            cid = self._ensure_context(db, root)
-            same = db.execute(
-                "UPDATE snapshots SET taken_at = ? WHERE ctx = ? AND variant = ? AND fingerprint = ?",
-                (self.now, cid, variant, s.fingerprint),
-            ).rowcount
-            if not same:
-                self._put_snapshot(db, cid, variant, s)
+    def save_snapshot(self, root: str, variant: str, fingerprint: str) -> bool:
+        """Make the stored state (which must have ``fingerprint``) the
+        snapshot, copied inside the database; when the snapshot already has
+        this fingerprint only its time moves.  False when there was no such
+        state to copy (another process replaced it meanwhile)."""
+        try:
+            with self.transaction() as db:
+                cid = self._ensure_context(db, root)
+                args = (cid, variant)
+                if db.execute("UPDATE snapshots SET taken_at = ? WHERE ctx = ? AND variant = ? AND fingerprint = ?",
+                              (self.now, cid, variant, fingerprint)).rowcount:
+                    return True
+                row = db.execute("SELECT fingerprint FROM states WHERE ctx = ? AND variant = ?", args).fetchone()
+                if row is None or row[0] != fingerprint:
+                    return False
+                db.execute("DELETE FROM snapshot_parts WHERE ctx = ? AND variant = ?", args)
+                db.execute("INSERT INTO snapshot_parts SELECT ctx, variant, part, paths, records FROM state_parts "
+                           "WHERE ctx = ? AND variant = ?", args)
+                db.execute("INSERT OR REPLACE INTO snapshots SELECT ctx, variant, ?, fingerprint, entries, files, bytes "
+                           "FROM states WHERE ctx = ? AND variant = ?", (self.now, *args))
+            return True
+        except IndexUnavailable:
+            return False
 
-    def load_snapshot(self, root: str, variant: str, *, blobs: bool = True) -> Stored | None:
+    def load_snapshot(self, root: str, variant: str) -> Stored | None:
         cid = self.context_id(root)
         if cid is None:
             return None
-        cols = "paths, records" if blobs else "NULL, NULL"
         rows = self._read(
-            f"SELECT taken_at, fingerprint, entries, files, bytes, {cols} FROM snapshots WHERE ctx = ? AND variant = ?",
-            (cid, variant),
+            "SELECT taken_at, fingerprint, entries, files, bytes FROM snapshots WHERE ctx = ? AND variant = ?", (cid, variant)
         )
         if not rows:
             return None
         r = rows[0]
-        return Stored(variant, "", r[1], r[2], r[3], r[4], False, r[0], r[5] or b"", b"", r[6] or b"")  # type: ignore[arg-type]
+        return Stored(variant, "", r[1], r[2], r[3], r[4], False, r[0])  # type: ignore[arg-type]
+
+    def snapshot_parts(self, root: str, variant: str) -> Iterator[Part]:
+        cid = self.context_id(root)
+        if cid is None:
+            return iter(())
+        return self._parts("SELECT paths, NULL, records FROM snapshot_parts WHERE ctx = ? AND variant = ? ORDER BY part",
+                           (cid, variant))
 
     # -- maintenance ---------------------------------------------------------------------
     def info(self) -> CacheInfo:
@@ -362,7 +457,9 @@ class Index:
 
     def clear(self) -> None:
         with contextlib.suppress(IndexUnavailable), self.transaction() as db:
+            db.execute("DELETE FROM snapshot_parts")
             db.execute("DELETE FROM snapshots")
+            db.execute("DELETE FROM state_parts")
             db.execute("DELETE FROM states")
             db.execute("DELETE FROM contexts")
         if self.db is not None:
