@@ -9,6 +9,7 @@ sized without matching, because everything below a pruned directory is out.
 
 from __future__ import annotations
 
+import heapq
 import os
 import re
 import stat as st
@@ -117,14 +118,6 @@ def _du(path: str) -> tuple[int, int]:
     return files, size
 
 
-def _extension(path: str) -> str:
-    base = path.rsplit("/", 1)[-1]
-    dot = base.rfind(".")
-    if dot <= 0:
-        return "(none)"
-    return base[dot:].lower()
-
-
 def measure(
     ctx: BuildContext,
     entries: Callable[[], object],
@@ -183,22 +176,57 @@ def measure(
             on_entry(e, 1, size)
         rep.files += 1
         rep.bytes += size
-        files.append((size, e.path))
-        x = ext.setdefault(_extension(e.path), [0, 0])
+        path = e.path
+        files.append((-size, path))
+        # The file's extension as written (lower-cased once per distinct
+        # one at the end) and its directory, by index arithmetic: this loop
+        # runs once per file sent.
+        slash = path.rfind("/")
+        dot = path.rfind(".")
+        x = ext.get(path[dot:] if dot > slash + 1 else "")
+        if x is None:
+            x = ext[path[dot:] if dot > slash + 1 else ""] = [0, 0]
         x[0] += size
         x[1] += 1
-        parts = e.path.split("/")
-        for k in range(1, len(parts)):
-            row = dir_bytes.setdefault("/".join(parts[:k]), [0, 0])
+        # Counted in the file's own directory only; the ancestors get their
+        # sums once at the end (_sum_up), not once per file and level.
+        if slash > 0:
+            row = dir_bytes.get(path[:slash])
+            if row is None:
+                row = dir_bytes[path[:slash]] = [0, 0]
             row[0] += size
             row[1] += 1
     rep.rules = sorted(savings.values(), key=lambda r: (-r.bytes, r.line))
-    files.sort(key=lambda t: (-t[0], t[1]))
-    rep.largest = [FileRow(p, b) for b, p in files[:top]]
-    rep.extensions = [ExtRow(k, v[0], v[1]) for k, v in sorted(ext.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]]
-    rep.directories = _rolled_up(dir_bytes, rep.bytes, top)
+    rep.largest = [FileRow(p, -b) for b, p in heapq.nsmallest(top, files)]
+    extensions: dict[str, list[int]] = {}
+    for raw, (b, n) in ext.items():
+        row = extensions.setdefault(raw.lower() if raw else "(none)", [0, 0])
+        row[0] += b
+        row[1] += n
+    rep.extensions = [ExtRow(k, v[0], v[1]) for k, v in sorted(extensions.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]]
+    rep.directories = _rolled_up(_sum_up(dir_bytes), rep.bytes, top)
     rep.elapsed = time.monotonic() - started
     return rep
+
+
+def _sum_up(direct: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Per directory, [bytes, files] of everything below it, from the
+    counts of the files directly in each: deepest directories first, each
+    added to its parent."""
+    by_depth: dict[int, list[str]] = {}
+    for d in direct:
+        by_depth.setdefault(d.count("/"), []).append(d)
+    for depth in range(max(by_depth, default=0), 0, -1):
+        for d in by_depth.get(depth, ()):
+            parent = d.rpartition("/")[0]
+            row = direct.get(parent)
+            if row is None:
+                row = direct[parent] = [0, 0]
+                by_depth.setdefault(depth - 1, []).append(parent)
+            below = direct[d]
+            row[0] += below[0]
+            row[1] += below[1]
+    return direct
 
 
 def _rolled_up(dir_bytes: dict[str, list[int]], total: int, top: int) -> list[DirRow]:

@@ -69,6 +69,8 @@ _KIND = {
 }
 OUTSIDE_DOCKERFILE = "<dockerfile>"
 _NO_DIGEST = bytes(16)
+_KIND_BYTE = {k: ord(k) for k in "fdlpcb"}
+_KIND_CHAR = {ord(k): k for k in "fdlpcb"}
 
 # A row from the walk: (path, kind letter, st_mode, size, mtime_ns, ctime_ns,
 # inode, value).  value is None for a regular file still to be digested;
@@ -172,17 +174,21 @@ def _batches(rows: Iterable[Row], size: int = 256) -> Iterator[list[Row]]:
 
 
 class _Walk:
-    """One walk's entries as columns in walk order, digests filled in."""
+    """One walk's entries in walk order, digests filled in, in as few bytes
+    per entry as it takes (this is what a cold run's memory grows with):
+    the path, a kind byte, the stat key (size and mode are read from it),
+    16 raw digest bytes; the few other values and synthesised entries'
+    mode and size on the side."""
 
     def __init__(self, ctx: BuildContext, old: _Old, workers: int | None):
         self.root = ctx.root
         self.paths: list[str] = []
-        self.kinds: list[str] = []
-        self.modes = array("H")  # st_mode & 0o7777 fits in 16 bits
-        self.sizes = array("q")
-        self.values: list[str | None] = []
+        self.kinds = bytearray()
         self.keys = array("q")
         self.digests = bytearray()  # 16 bytes per entry (zeros but for files)
+        self.other: dict[int, str] = {}  # non-empty values of entries that are not files
+        self.synth: dict[int, tuple[int, int]] = {}  # (mode, size) of entries with no stat key
+        self.gone: set[int] = set()  # files that vanished before they were read
         self.hashed = 0
         self.hashed_bytes = 0
         self.notes: list[str] = []
@@ -192,7 +198,7 @@ class _Walk:
         self._large: list[tuple[int, object]] = []
 
     def add(self, batches: Iterable[list[Row]]) -> None:
-        paths, kinds, modes, sizes, values, keys = self.paths, self.kinds, self.modes, self.sizes, self.values, self.keys
+        paths, kinds, keys, other = self.paths, self.kinds, self.keys, self.other
         reader = DirReader(self.root)
         get = self.old.get
         digests = self.digests
@@ -221,19 +227,17 @@ class _Walk:
                             self.hashed += 1
                             self.hashed_bytes += size
                         digests += digest
-                        value = ""
                     else:
                         digests += _NO_DIGEST if kind != "f" else bytes.fromhex(value)
-                        value = "" if kind == "f" else value
-                    paths.append(path)
-                    kinds.append(kind)
-                    modes.append(mode & 0o7777)
-                    sizes.append(size)
-                    values.append(value)
+                        if value and kind != "f":
+                            other[len(paths)] = value
                     if ino < 0:
+                        self.synth[len(paths)] = (mode & 0o7777, size)
                         keys.extend(MISSING)
                     else:
                         keys.extend((size, mtime, ctime, ino, mode))
+                    paths.append(path)
+                    kinds.append(_KIND_BYTE[kind])
         finally:
             reader.close()
 
@@ -255,16 +259,13 @@ class _Walk:
                     self.notes.append(f"{self.paths[slot]}: vanished while fingerprinting")
                     continue
                 self.digests[16 * slot:16 * slot + 16] = bytes.fromhex(d.digest)
-                self.sizes[slot] = d.size
-                self.modes[slot] = d.key[4] & 0o7777
                 self.keys[KEY * slot:KEY * slot + KEY] = array("q", d.key)
                 self.hashed += 1
                 self.hashed_bytes += d.size
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)  # type: ignore[attr-defined]
-        for slot in gone:
-            self.values[slot] = None  # dropped in columns()
+        self.gone.update(gone)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -279,20 +280,26 @@ class _Walk:
             order = sorted(range(len(paths)), key=paths.__getitem__)  # ASCII: string order is byte order
         else:
             order = sorted(range(len(paths)), key=lambda i: paths[i].encode("utf-8", "surrogateescape"))
-        kinds, modes, sizes, values, keys, digests = self.kinds, self.modes, self.sizes, self.values, self.keys, self.digests
+        kinds, keys, digests, other, synth, gone = self.kinds, self.keys, self.digests, self.other, self.synth, self.gone
         last = len(order) - 1
         c = Columns()
         out_kinds: list[str] = []
         for n, i in enumerate(order):
-            if values[i] is None:
+            if gone and i in gone:
                 continue
             if n < last and paths[order[n + 1]] == paths[i]:
                 continue  # met again later: the later one counts
+            k = KEY * i
+            if keys[k + 3] < 0:
+                mode, size = synth[i]
+            else:
+                mode, size = keys[k + 4] & 0o7777, keys[k]
+            kind = _KIND_CHAR[kinds[i]]
             c.paths.append(paths[i])
-            out_kinds.append(kinds[i])
-            c.modes.append(modes[i])
-            c.sizes.append(sizes[i])
-            c.values.append(digests[16 * i:16 * i + 16].hex() if kinds[i] == "f" else values[i])  # type: ignore[arg-type]
+            out_kinds.append(kind)
+            c.modes.append(mode)
+            c.sizes.append(size)
+            c.values.append(digests[16 * i:16 * i + 16].hex() if kind == "f" else other.get(i, ""))
             c.keys.extend(keys[KEY * i:KEY * i + KEY])
             if len(out_kinds) >= PART:
                 yield self._done(c, out_kinds, hasher, totals)
