@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ctxpack.audit import format_size
-from ctxpack.context import Dialect, open_context
+from ctxpack.context import Dialect
 from ctxpack.dockerfile.analysis import Selection
 from ctxpack.errors import BrokenPattern, ContextError, PatternSyntaxError
 from ctxpack.ignore.matcher import Rule
@@ -68,8 +68,10 @@ def _n(count: int, noun: str, plural: str | None = None) -> str:
     return f"{count} {noun if count == 1 else (plural or noun + 's')}"
 
 
-def _at(r: Rule) -> dict[str, object]:
-    return {"file": r.source, "line": r.line, "rule": r.text}
+def _on(r: Rule, kind: str, severity: str, message: str, fix: str, edit: Edit | None = None,
+        path: str | None = None) -> Finding:
+    """A finding about the ignore-file rule ``r``."""
+    return Finding(kind, severity, message, fix, r.source, r.line, r.text, path=path, edit=edit)
 
 
 def _listed(paths: list[str], limit: int = 3) -> str:
@@ -210,11 +212,11 @@ def check_habits(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         heavy = sorted(missed, key=lambda m: -m[1])
         named = [f"{p} ({format_size(b)})" if b else p for p, b in heavy]
         where = "at the context root" if "/" not in r.pattern.text else "one directory level down"
-        yield Finding(
-            "gitignore-habit", WARNING,
+        yield _on(
+            r, "gitignore-habit", WARNING,
             f"'{r.text}' only matches {where} in .dockerignore (no implicit '**/' as in .gitignore): it lets "
             f"through {_n(len(missed), 'path')} that no other rule decides ({format_size(total)}): {_listed(named)}",
-            f"use '{alt}' to match at any depth", edit=Edit("replace", alt, r.line), **_at(r),  # type: ignore[arg-type]
+            f"use '{alt}' to match at any depth", Edit("replace", alt, r.line),
         )
 
 
@@ -244,9 +246,8 @@ def check_duplicates(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         if prev is not None and all(x.exception == r.exception for x in rules[prev.index + 1:r.index]):
             # The earlier copy decides (the walkers skip the later one), so
             # the later one goes.
-            yield Finding("duplicate", WARNING, f"repeats line {prev.line} ({prev.text})", "remove this copy",
-                          edit=Edit("comment", f"same as line {prev.line}", r.line, syntactic=True),
-                          **_at(r))  # type: ignore[arg-type]
+            yield _on(r, "duplicate", WARNING, f"repeats line {prev.line} ({prev.text})", "remove this copy",
+                      Edit("comment", f"same as line {prev.line}", r.line, syntactic=True))
             continue
         last[key] = r
 
@@ -278,23 +279,21 @@ def check_dead_rules(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             else:
                 decider = view.by_path()[path].rule if path in view.by_path() else None
                 why = f"every path it matches is decided by another rule ({path}: {decider or 'no rule'})"
-            yield Finding("redundant", WARNING, why, "remove it",
-                          edit=Edit("comment", "redundant", r.line), **_at(r))  # type: ignore[arg-type]
+            yield _on(r, "redundant", WARNING, why, "remove it", Edit("comment", "redundant", r.line))
             continue
         history = view.history()
         if history is not None and any(_safe_matches(r.pattern, h) for h in history):
             continue  # it once matched something: deliberate, if obsolete
         typo = _close_name(view, r.pattern)
         if typo is not None:
-            yield Finding("matches-nothing", WARNING, f"rule matches nothing; did you mean '{typo}'?",
-                          f"correct it to '{typo}' if that is what it means", **_at(r))  # type: ignore[arg-type]
+            yield _on(r, "matches-nothing", WARNING, f"rule matches nothing; did you mean '{typo}'?",
+                      f"correct it to '{typo}' if that is what it means")
         elif history is not None:
-            yield Finding("matches-nothing", WARNING, "rule matches nothing in the tree or in its git history",
-                          "check the spelling; remove it only if it is not meant for files made later",
-                          **_at(r))  # type: ignore[arg-type]
+            yield _on(r, "matches-nothing", WARNING, "rule matches nothing in the tree or in its git history",
+                      "check the spelling; remove it only if it is not meant for files made later")
         else:
-            yield Finding("matches-nothing", INFO, "rule matches nothing in this tree (no git history to check)",
-                          "check the spelling", **_at(r))  # type: ignore[arg-type]
+            yield _on(r, "matches-nothing", INFO, "rule matches nothing in this tree (no git history to check)",
+                      "check the spelling")
 
 
 def check_exceptions(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
@@ -304,9 +303,8 @@ def check_exceptions(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             continue
         path, pruned_by = _first_match(view, r.pattern)
         if path is None:
-            yield Finding("useless-exception", INFO, "exception matches no path in this tree",
-                          "keep it if the path is made later (a build output, a local file)",
-                          **_at(r))  # type: ignore[arg-type]
+            yield _on(r, "useless-exception", INFO, "exception matches no path in this tree",
+                      "keep it if the path is made later (a build output, a local file)")
             continue
         if pruned_by is not None:
             why = ""
@@ -325,7 +323,7 @@ def check_exceptions(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             else:
                 msg = f"exception re-includes nothing: what it matches ({path}) is not excluded"
                 fix = "remove it if no earlier rule is meant to exclude these paths"
-        yield Finding("useless-exception", WARNING, msg, fix, **_at(r))  # type: ignore[arg-type]
+        yield _on(r, "useless-exception", WARNING, msg, fix)
 
 
 def _literal_exception(r: Rule) -> bool:
@@ -358,10 +356,7 @@ def check_dialects(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         # exception lies below it: they can only differ for wildcard exceptions.
         return
     other = Dialect.CLASSIC if ctx.dialect is Dialect.BUILDKIT else Dialect.BUILDKIT
-    o = view.options
-    octx = open_context(ctx.root, dockerfile=o["dockerfile"], dialect=other,  # type: ignore[arg-type]
-                        ignore_file=o["ignore_file"], stdin_dockerfile=o["stdin_dockerfile"],  # type: ignore[arg-type]
-                        rules=ctx.rules)
+    octx = view.reopen(dialect=other, rules=ctx.rules)
     dirs = [e.path for e in view.pruned()] + sorted(_descended(view))
     if all(descends_into_excluded(ctx, d) == descends_into_excluded(octx, d) for d in dirs):
         return
@@ -398,8 +393,8 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             if e.path.startswith(inside):
                 if e.kind == EntryKind.FILE and e.stat is not None:
                     sizes[inside[:-1]] += e.stat.st_size
-                if view.user_exception(e.rule):
-                    reincluded.setdefault(inside[:-1], e.rule)  # type: ignore[arg-type]
+                if e.rule is not None and view.user_exception(e.rule):
+                    reincluded.setdefault(inside[:-1], e.rule)
                 continue
             inside = ""
         if e.kind != EntryKind.DIR:
@@ -422,10 +417,9 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         if rule is not None and not rule.exception and d in reincluded:
             rule = reincluded[d]  # excluded, and sent as the parent of what a ! rule re-includes
         msg = f"{d}/ ({kinds[d]}, {format_size(b)}) is sent to the builder"
-        if view.user_exception(rule):
-            yield Finding("heavy-directory", INFO, msg + f"; {rule} re-includes it on purpose",
-                          f"remove {rule.text!r} if no build step needs it",  # type: ignore[union-attr]
-                          path=d, edit=Edit("append", line), **_at(rule))  # type: ignore[arg-type]
+        if rule is not None and view.user_exception(rule):
+            yield _on(rule, "heavy-directory", INFO, msg + f"; {rule} re-includes it on purpose",
+                      f"remove {rule.text!r} if no build step needs it", Edit("append", line), path=d)
             continue
         yield Finding("heavy-directory", WARNING, msg, f"add '{line}' to {source}", file=view.ctx.ignore_source,
                       path=d, edit=Edit("append", line))
@@ -472,12 +466,17 @@ def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         line = literal_pattern(e.path)
         edit = Edit("append", line) if line else None
         rule = e.rule if view.user_exception(e.rule) else None
-        where = {"file": rule.source, "line": rule.line, "rule": rule.text} if rule else {"file": view.ctx.ignore_source}
         reinc = f"; {rule} re-includes it" if rule else ""
+
+        def finding(severity: str, message: str, fix: str, edit: Edit | None = None) -> Finding:
+            # Reported with the ! rule that re-includes the path, if one does.
+            if rule is not None:
+                return _on(rule, "secret", severity, message, fix, edit, path=e.path)
+            return Finding("secret", severity, message, fix, view.ctx.ignore_source, path=e.path, edit=edit)
+
         if not hits:
-            yield Finding("secret", INFO, f"{e.path} is sent; no credential found in its content{reinc}",
-                          "nothing to do unless it holds settings the image should not get", path=e.path,
-                          **where)  # type: ignore[arg-type]
+            yield finding(INFO, f"{e.path} is sent; no credential found in its content{reinc}",
+                          "nothing to do unless it holds settings the image should not get")
             continue
         what = "; ".join(f"{h.what}" + (f" (line {h.line})" if h.line else "") for h in hits[:3])
         if len(hits) > 3:
@@ -493,15 +492,12 @@ def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             if c is not None:
                 by = f"{source}:{comments[c]}"
         if by is not None:
-            yield Finding("secret", INFO, msg + f"; allowed by {by}", "nothing to do", path=e.path,
-                          **where)  # type: ignore[arg-type]
+            yield finding(INFO, msg + f"; allowed by {by}", "nothing to do")
             continue
-        yield Finding("secret", severity, msg,
+        yield finding(severity, msg,
                       f"exclude it ('{line or e.path}' in {source}) and pass it with RUN --mount=type=secret; "
                       f"or, if it is meant to be sent, allow it: --allow-secret {e.path} or "
-                      f"'# ctxpack: allow-secret {e.path}' in {source}",
-                      path=e.path, edit=edit, **where)  # type: ignore[arg-type]
-
+                      f"'# ctxpack: allow-secret {e.path}' in {source}", edit)
 
 def _source_state(view: ContextView, pattern: str) -> tuple[list[str], list[Rule | None]]:
     """For a COPY source: the paths it reads that are sent, and the rules
@@ -610,7 +606,7 @@ CHECKS: tuple[Check, ...] = (
 
 
 def _ignore_path(view: ContextView) -> str:
-    ignore_file = view.options.get("ignore_file")
+    ignore_file = view.opened.ignore_file
     source = view.ctx.ignore_source
     if ignore_file:
         return os.path.abspath(str(ignore_file))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctxpack.context import open_context
 from ctxpack.dockerfile.analysis import Selection
 from ctxpack.errors import CtxpackError
 from ctxpack.ignore.reader import parse_ignore
@@ -110,11 +109,8 @@ def _verdict(view: ContextView, text: str, edit: Edit, reincluded: dict[str, str
     """Why the ignore file ``text`` must not replace the original (``None``: it may)."""
     ctx = view.ctx
     good, _ = split_rules(parse_ignore(text.encode("utf-8", "surrogateescape"), ctx.ignore_source or ".dockerignore"))
-    o = view.options
     try:
-        new_ctx = open_context(ctx.root, dockerfile=o["dockerfile"], dialect=ctx.dialect,  # type: ignore[arg-type]
-                               ignore_file=o["ignore_file"], stdin_dockerfile=o["stdin_dockerfile"],  # type: ignore[arg-type]
-                               rules=good)
+        new_ctx = view.reopen(rules=good)
     except CtxpackError as e:
         return f"the edited file cannot be used: {e}"
     entries, errors = walk_entries(new_ctx)

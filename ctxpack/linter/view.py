@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import gc
 import os
-import stat as st
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ctxpack import fs
@@ -25,7 +24,7 @@ from ctxpack.ignore.pattern import compile_pattern
 from ctxpack.ignore.reader import RawRule, read_ignore_file
 from ctxpack.walker import Entry, EntryKind, needs_classic_validation, validate_classic, walk_all
 
-__all__ = ["ContextView", "RefusedLine", "open_view", "open_lenient"]
+__all__ = ["ContextView", "Opened", "RefusedLine", "open_view", "open_lenient", "split_rules", "walk_entries"]
 
 CLI_SOURCE = "<docker cli>"
 
@@ -37,6 +36,15 @@ class RefusedLine:
 
     rule: RawRule
     message: str
+
+
+@dataclass(frozen=True)
+class Opened:
+    """How the context was opened (to open it again with other rules)."""
+
+    dockerfile: str | None
+    ignore_file: str | None
+    stdin_dockerfile: bytes | None
 
 
 @dataclass
@@ -55,7 +63,7 @@ class ContextView:
     """
 
     ctx: BuildContext
-    options: dict[str, object]
+    opened: Opened
     entries: list[Entry]
     sent: set[str]
     decided: dict[int, int]
@@ -86,6 +94,12 @@ class ContextView:
             if self.ctx.dockerfile:
                 out.add(self.ctx.dockerfile)
         return out
+
+    def reopen(self, *, rules: Sequence[RawRule], dialect: Dialect | None = None) -> BuildContext:
+        """The same context with other rules (or for the other builder)."""
+        o = self.opened
+        return open_context(self.ctx.root, dockerfile=o.dockerfile, dialect=dialect or self.ctx.dialect,
+                            ignore_file=o.ignore_file, stdin_dockerfile=o.stdin_dockerfile, rules=rules)
 
     def user_exception(self, rule: Rule | None) -> bool:
         """Whether ``rule`` is a ``!`` line the user wrote."""
@@ -226,8 +240,8 @@ def open_view(root: str | os.PathLike[str], *, dockerfile: str | None = None, di
         if r is not None:
             decided[r.index] = decided.get(r.index, 0) + 1
     an, an_error, reads = analyse(ctx)
-    options = {"dockerfile": dockerfile, "dialect": dialect, "ignore_file": ignore_file, "stdin_dockerfile": stdin_dockerfile}
-    return ContextView(ctx, options, entries, sent, decided, decided_sent, refused, text,
+    opened = Opened(dockerfile, ignore_file, stdin_dockerfile)
+    return ContextView(ctx, opened, entries, sent, decided, decided_sent, refused, text,
                        analysis=an, analysis_error=an_error, reads=reads, errors=errors)
 
 
@@ -250,16 +264,12 @@ def walk_entries(ctx: BuildContext) -> tuple[list[Entry], list[ContextError]]:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        for e in walk_all(ctx, excluded=True):
-            entries.append(e)
-    except ContextError as e:
-        if not any(e.path == x.path for x in errors):
-            errors.append(e)
+        entries.extend(walk_all(ctx, excluded=True))
+    except ContextError as err:
+        if not any(err.path == x.path for x in errors):
+            errors.append(err)
     finally:
         if collecting:
             gc.enable()
     return entries, errors
 
-
-def is_dir(e: Entry) -> bool:
-    return e.kind == EntryKind.DIR or (e.stat is not None and st.S_ISDIR(e.stat.st_mode))
