@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 
@@ -13,6 +12,8 @@ from ctxpack.cli.common import context_options, handle_errors, say, styled, to_j
 
 def unified_diff(path: str, old: str, new: str) -> str:
     """The change as ``diff -u`` shows it, named like the file on disk."""
+    import difflib
+
     name = os.path.relpath(path)
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{name}", f"b/{name}"))
 

@@ -27,7 +27,6 @@ Kinds (``Finding.kind``):
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -182,22 +181,31 @@ def check_habits(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
                 continue
     if not candidates:
         return
-    free = [e for e in view.entries if e.included and e.rule is None]
-    by_name: dict[str, list[int]] | None = None
+    entries = view.entries
+    # '**/name' candidates: only entries called name can match; start at each
+    # of them and take what follows it in walk order (its contents).
+    literal = {alt[3:] for _, alt, _ in candidates if "/" not in alt[3:] and not any(c in alt[3:] for c in "*?[\\")}
+    starts: dict[str, list[int]] = {t: [] for t in literal}
+    if literal:
+        suffixes = tuple("/" + t for t in literal)
+        for i, e in enumerate(entries):
+            if e.path.endswith(suffixes) and e.included and e.rule is None:
+                starts[e.path.rpartition("/")[2]].append(i)
+    free: list[Entry] | None = None
     for r, alt, pat in candidates:
         missed: list[tuple[str, int]] = []
         inside = ""
-        scan: Iterable[Entry] = free
         tail = alt[3:]
-        if "/" not in tail and not any(c in tail for c in "*?[\\"):
-            # '**/name': only entries called name can match; start at each
-            # of them and take what follows it in walk order (its contents).
-            if by_name is None:
-                by_name = {}
-                for i, e in enumerate(free):
-                    by_name.setdefault(e.path.rpartition("/")[2], []).append(i)
-            scan = _runs(free, by_name.get(tail, []))
+        scan: Iterable[Entry]
+        if tail in literal:
+            scan = _runs(entries, starts[tail])
+        else:
+            if free is None:
+                free = [e for e in entries if e.included and e.rule is None]
+            scan = free
         for e in scan:
+            if not e.included or e.rule is not None:
+                continue  # (inside a run: excluded, or decided by another rule)
             if inside and e.path.startswith(inside):
                 if e.kind == EntryKind.FILE and e.stat is not None:
                     missed[-1] = (missed[-1][0], missed[-1][1] + e.stat.st_size)
@@ -256,6 +264,8 @@ def _close_name(view: ContextView, pattern: Pattern) -> str | None:
     """A real name one typo away from a literal pattern (``node_module``)."""
     if any(c in pattern.text for c in "*?[\\"):
         return None
+    import difflib
+
     parent, _, last = pattern.text.rpartition("/")
     names = view.children(parent)
     close = difflib.get_close_matches(last, sorted(names), n=1, cutoff=0.8)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import os
-import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -141,6 +140,8 @@ class ContextView:
 
 
 def _git_history(root: str) -> set[str] | None:
+    import subprocess  # only for a rule that matches nothing in the tree
+
     try:
         inside = subprocess.run(["git", "-C", root, "rev-parse", "--is-inside-work-tree"],
                                 capture_output=True, text=True, timeout=10)
