@@ -91,7 +91,7 @@ def test_heavy_directories(tmp_path: Path) -> None:
     assert {f.path for f in found} == {".git", "pkg/node_modules"}   # dist is under the size threshold
     assert "2.0 MB" in next(f.message for f in found if f.path == "pkg/node_modules")
     assert "heavy-directory" not in fix_and_relint(root)
-    assert "**/node_modules" in (root / ".dockerignore").read_text()
+    assert "pkg" in (root / ".dockerignore").read_text().splitlines()   # wider first: pkg/node_modules is then moot
 
 
 def test_secrets_are_errors_and_never_printed(tmp_path: Path) -> None:

@@ -421,7 +421,8 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         name = d.rpartition("/")[2]
         if b < HEAVY_MIN_BYTES and d != ".git":  # the checkout's own history, whatever its size
             continue
-        line = name if "/" not in d else "**/" + name
+        line = literal_pattern(d) or d
+        wider = f" (or '**/{name}' for every depth)" if "/" in d else ""
         entry = view.by_path().get(d)
         rule = entry.rule if entry is not None else None
         if rule is not None and not rule.exception and d in reincluded:
@@ -431,7 +432,7 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             yield _on(rule, "heavy-directory", INFO, msg + f"; {rule} re-includes it on purpose",
                       f"remove {rule.text!r} if no build step needs it", Edit("append", line), path=d)
             continue
-        yield Finding("heavy-directory", WARNING, msg, f"add '{line}' to {source}", file=view.ctx.ignore_source,
+        yield Finding("heavy-directory", WARNING, msg, f"add '{line}' to {source}{wider}", file=view.ctx.ignore_source,
                       path=d, edit=Edit("append", line))
 
 

@@ -112,7 +112,7 @@ def merge_by_path(findings: list[Finding]) -> list[Finding]:
             if other.kind not in lead.also and other.kind != lead.kind:
                 lead.also.append(other.kind)
             if other.message not in lead.message:
-                lead.message += f"; also: {other.message} [{other.kind}]"
+                lead.message += f"; also: {other.message}"
             if lead.edit is None and other.edit is not None:
                 lead.edit, lead.fix = other.edit, other.fix
             if lead.line is None and other.line is not None:

@@ -31,6 +31,8 @@ from ctxpack.linter.view import ContextView, dockerfile_name, split_rules, walk_
 __all__ = ["APPENDED_HEADER", "FixOutcome", "FixPlan", "apply_edit", "describe_edit", "plan_fixes"]
 
 APPENDED_HEADER = "# added by ctxpack lint --fix"
+# The verdict on an added rule that changes nothing any more.
+NOTHING_LEFT = "nothing left to change: the edits above already do it"
 
 
 @dataclass(frozen=True)
@@ -105,40 +107,51 @@ def _is_read(view: ContextView, path: str, is_dir: bool) -> bool:
     return is_dir and view.reads.may_contain(path)
 
 
-def _verdict(view: ContextView, text: str, edit: Edit, reincluded: dict[str, str]) -> str | None:
-    """Why the ignore file ``text`` must not replace the original (``None``: it may)."""
+def _verdict(view: ContextView, text: str, edit: Edit, reincluded: dict[str, str],
+             current: set[str]) -> tuple[str | None, set[str]]:
+    """Why the ignore file ``text`` must not replace the original (``None``:
+    it may), and what it sends.  ``current`` is what the file as fixed so
+    far sends."""
     ctx = view.ctx
     good, _ = split_rules(parse_ignore(text.encode("utf-8", "surrogateescape"), ctx.ignore_source or ".dockerignore"))
     try:
         new_ctx = view.reopen(rules=good)
     except CtxpackError as e:
-        return f"the edited file cannot be used: {e}"
+        return f"the edited file cannot be used: {e}", current
     entries, errors = walk_entries(new_ctx)
     if errors and not view.errors:
-        return f"the builder would fail with the edited file: {errors[0]}"
+        return f"the builder would fail with the edited file: {errors[0]}", current
     sent = {e.path for e in entries if e.included}
     dirs = {e.path for e in entries if e.kind == "dir"} | {e.path for e in view.entries if e.kind == "dir"}
+    if edit.op == "append" and not edit.syntactic and sent == current:
+        return NOTHING_LEFT, sent  # an earlier edit already excluded it
     removed = sorted(view.sent - sent)
     added = sorted(sent - view.sent)
     if not removed and not added:
         if edit.syntactic or view.reads is not None:
-            return None
+            return None, sent
     elif edit.syntactic:
-        return f"it would change what is sent ({(removed or added)[0]})"
+        return f"it would change what is sent ({(removed or added)[0]})", sent
     for p in removed:
         if p in reincluded:
-            return f"it would exclude {p}, which {reincluded[p]} re-includes on purpose"
+            return f"it would exclude {p}, which {reincluded[p]} re-includes on purpose", sent
     if view.reads is None:
         why = view.analysis_error or "; ".join(view.analysis.reasons if view.analysis else [])
-        return f"the analysis cannot tell what the build reads ({why}): only syntactic fixes are applied"
+        return f"the analysis cannot tell what the build reads ({why}): only syntactic fixes are applied", sent
     for p in removed:
         if _is_read(view, p, p in dirs):
             reader = _reader(view, p) or "the build"
-            return f"it would exclude {p}, which {reader} reads"
+            return f"it would exclude {p}, which {reader} reads", sent
     for p in added:
         if not _is_read(view, p, p in dirs):
-            return f"it would also send {p}, which no build stage reads"
-    return None
+            return f"it would also send {p}, which no build stage reads", sent
+    return None, sent
+
+
+def _order(f: Finding) -> tuple[bool, bool, int]:
+    assert f.edit is not None
+    append = f.edit.op == "append"
+    return (not f.edit.syntactic, append, len(f.edit.text) if append else 0)
 
 
 def plan_fixes(report: LintReport) -> FixPlan:
@@ -150,18 +163,23 @@ def plan_fixes(report: LintReport) -> FixPlan:
     old = view.ignore_text or ""
     reincluded = {e.path: str(e.rule) for e in view.entries if e.included and view.user_exception(e.rule)}
     pending = [f for f in report.findings if f.edit is not None]
-    pending.sort(key=lambda f: not f.edit.syntactic)  # type: ignore[union-attr]
+    # Syntactic edits first, then in-place edits, then added rules, wider
+    # (shorter) ones first so that a narrower one left with nothing to do is dropped.
+    pending.sort(key=_order)
     outcomes: list[FixOutcome] = []
     current = old
+    current_sent = view.sent
     for f in pending:
         edit = f.edit
         assert edit is not None
         candidate = apply_edit(current, edit)
         if candidate == current:
             continue  # another finding's edit already did it
-        reason = _verdict(view, candidate, edit, reincluded)
+        reason, sent = _verdict(view, candidate, edit, reincluded, current_sent)
+        if reason == NOTHING_LEFT:
+            continue
         if reason is None:
-            current = candidate
+            current, current_sent = candidate, sent
             outcomes.append(FixOutcome(f, edit, True))
         else:
             outcomes.append(FixOutcome(f, edit, False, reason))
