@@ -179,6 +179,17 @@ def test_html_to_stdout(tree):
     assert embedded_data(r.stdout.decode("utf-8"))["size"]["files"] == 9
 
 
+def test_dockerfile_from_stdin_still_gets_findings(tree, tmp_path):
+    out = str(tmp_path / "r.html")
+    r = subprocess.run([sys.executable, "-m", "ctxpack.cli", "size", tree, "-f", "-", "--html", out],
+                       input=b"FROM scratch\nCOPY deploy /deploy\n", capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with open(out, encoding="utf-8") as f:
+        data = embedded_data(f.read())
+    assert data["lint"] is True
+    assert any(f["path"] == "deploy/id_rsa" for f in data["findings"])
+
+
 def test_html_stdout_and_json_conflict(tree):
     r = run_cli("size", tree, "--html", "-", "--json")
     assert r.returncode == 2

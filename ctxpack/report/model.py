@@ -309,13 +309,14 @@ def size_findings(
     dockerfile: str | None = None,
     dialect: str = "buildkit",
     ignore_file: str | None = None,
+    stdin_dockerfile: bytes | None = None,
 ) -> list[dict[str, Any]]:
     """``ctxpack lint``'s findings about sizes and secrets, as JSON dicts.
 
     Secret findings name the path and the kind of secret, never the content
     (lint reads the file only to recognise it).
     """
-    report = lint(root, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file)
+    report = lint(root, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, stdin_dockerfile=stdin_dockerfile)
     return [d for d in (f.to_json() for f in report.findings) if _about_size(d)]
 
 

@@ -33,11 +33,12 @@ def html_report(
 
     ``dockerfile`` and ``ignore_file`` are the ``-f`` and ``--ignore-file``
     values ``ctx`` was opened with: lint opens the context again with them
-    (it cannot when the Dockerfile came on stdin: no findings then).
+    (a Dockerfile read from stdin is handed over from ``ctx``).
     """
     findings = None
-    if with_lint and dockerfile != "-":
-        findings = size_findings(ctx.root, dockerfile=dockerfile, dialect=ctx.dialect.value, ignore_file=ignore_file)
+    if with_lint:
+        findings = size_findings(ctx.root, dockerfile=dockerfile, dialect=ctx.dialect.value, ignore_file=ignore_file,
+                                 stdin_dockerfile=ctx.dockerfile_data if dockerfile == "-" else None)
     model = build_model(ctx, top=top, budget=budget, findings=findings, progress=progress)
     return model, render_html(model).encode("utf-8")
 
