@@ -177,3 +177,19 @@ def test_unreadable_file_is_an_error_finding(dialect: str) -> None:
         assert ("unreadable", "error", "conf/secret.key") in value
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_quick_name_test_never_hides_a_candidate() -> None:
+    from ctxpack.linter.secrets import maybe
+
+    names = [".env", "a/.env.local", "x.env", ".envrc", "deploy/id_rsa", "id_ed25519", "k/server.pem", "tls.key",
+             "c/cert.crt", ".npmrc", "a/.pypirc", ".netrc", "_netrc", ".git-credentials", "home/.aws/credentials",
+             "credentials.json", ".docker/config.json", "gcp-service-account.json", "secrets.toml", "app/Secret.txt",
+             "prod.tfvars", "terraform.tfstate", "terraform.tfstate.backup", "wp-config.php", "proj/settings.py",
+             "config/app.yaml", "settings.json", "appsettings.Production.json", "docker-compose.yml", "db.ini",
+             "store.p12", "a/b.jks", ".htpasswd", ".pgpass", ".s3cfg", "x.kdbx"]
+    for n in names:
+        assert candidate(n) is not None, n
+        assert maybe(n), n
+    for n in ["src/main.py", "README.md", "node_modules/x/index.js", "lib/a.go"]:
+        assert not maybe(n) and candidate(n) is None

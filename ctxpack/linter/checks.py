@@ -461,6 +461,8 @@ def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     for e in view.entries:
         if not e.included or e.kind != EntryKind.FILE or e.stat is None:
             continue
+        if not secrets.maybe(e.path):
+            continue
         reason = secrets.candidate(e.path)
         if reason is None:
             continue

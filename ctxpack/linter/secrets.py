@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ctxpack import fs
 from ctxpack.linter.findings import ERROR, WARNING
 
-__all__ = ["Hit", "candidate", "entropy", "high_entropy", "looks_like_example", "placeholder", "scan", "scan_bytes",
+__all__ = ["Hit", "candidate", "maybe", "entropy", "high_entropy", "looks_like_example", "placeholder", "scan", "scan_bytes",
            "secret_key"]
 
 # At most this much of a file is read; credentials files are small.
@@ -83,6 +83,17 @@ _EXTS = frozenset({"p12", "pfx", "jks", "keystore", "kdbx", "ppk", "gpg", "asc",
                    "tfstate", "backup"})
 _NAMES = frozenset({".envrc", ".netrc", "_netrc", ".git-credentials", "credentials", ".htpasswd", ".npmrc",
                     ".pypirc", ".pgpass", ".s3cfg", "wp-config.php", "settings.py", "local_settings.py"})
+
+
+_SUFFIXES = tuple("." + e for e in _EXTS) + tuple(n for n in _NAMES if n.startswith(".")) + (
+    "credentials", "_netrc", "wp-config.php", "settings.py", ".env")
+
+
+def maybe(path: str) -> bool:
+    """A quick test (string methods only) that :func:`candidate` may accept
+    ``path``: most files of a context are passed over by it."""
+    return (path.endswith(_SUFFIXES) or "/.env" in path or path.startswith((".env", "id_")) or "/id_" in path
+            or "ecret" in path or "ECRET" in path)
 
 
 def candidate(path: str) -> str | None:
