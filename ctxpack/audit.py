@@ -230,23 +230,34 @@ def _sum_up(direct: dict[str, list[int]]) -> dict[str, list[int]]:
 
 
 def _rolled_up(dir_bytes: dict[str, list[int]], total: int, top: int) -> list[DirRow]:
-    """The heaviest directories as a tree: at each level, children that hold
-    at least 2% of the total, heaviest first, until ``top`` rows are used."""
+    """The ``top`` heaviest directories as a tree, heaviest first at every level.
+
+    Rows are chosen by weight, not in tree order: the heaviest directory not
+    yet shown whose parent is shown (top-level directories always qualify;
+    sub-directories need 2% of the total) is taken next, so a cut never
+    hides a heavy top-level directory while showing a light sub-directory.
+    They are printed as a tree: under each directory, its chosen children,
+    heaviest first.
+    """
     children: dict[str, list[str]] = {}
     for d in dir_bytes:
         parent = d.rsplit("/", 1)[0] if "/" in d else ""
         children.setdefault(parent, []).append(d)
-    rows: list[DirRow] = []
     threshold = max(1, total // 50)
+    chosen: set[str] = set()
+    frontier = [(-dir_bytes[d][0], d) for d in children.get("", [])]
+    heapq.heapify(frontier)
+    while frontier and len(chosen) < top:
+        _, d = heapq.heappop(frontier)
+        chosen.add(d)
+        for c in children.get(d, []):
+            if dir_bytes[c][0] >= threshold:
+                heapq.heappush(frontier, (-dir_bytes[c][0], c))
+    rows: list[DirRow] = []
 
     def visit(parent: str, depth: int) -> None:
-        kids = sorted(children.get(parent, []), key=lambda d: (-dir_bytes[d][0], d))
-        for d in kids:
-            if len(rows) >= top:
-                return
+        for d in sorted((c for c in children.get(parent, []) if c in chosen), key=lambda c: (-dir_bytes[c][0], c)):
             b, n = dir_bytes[d]
-            if depth > 0 and b < threshold:
-                return
             rows.append(DirRow(d, depth, b, n, round(b / total, 4) if total else 0.0))
             visit(d, depth + 1)
 

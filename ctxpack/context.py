@@ -16,6 +16,7 @@ An explicit ignore file (``--ignore-file``) replaces both.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class BuildContext:
     ``ignore_source`` names the ignore file in use (``None`` if none).
     ``matcher`` holds the rules the walker applies: for the classic dialect
     they include the exceptions the CLI appends (``appended``).
+    ``omitted`` names files that are never part of the context, whatever
+    the rules say (ctxpack's own output, see :meth:`omitting`).
     """
 
     root: str
@@ -60,6 +63,24 @@ class BuildContext:
     dockerfile_data: bytes | None = None
     analysis: "Analysis | None" = None
     selection: "Selection | None" = None
+    omitted: frozenset[str] = frozenset()
+
+    def omitting(self, *paths: str) -> "BuildContext":
+        """This context without the given files (paths as the OS names them).
+
+        For ctxpack's own output: ``pack -o ctx.tar`` inside the context
+        must not pack ``ctx.tar`` of the last run, nor the temporary file it
+        is writing now.  Paths outside the context are ignored; nothing else
+        of the walk changes.
+        """
+        names = set(self.omitted)
+        for p in paths:
+            absolute = os.path.abspath(p)
+            parent = os.path.realpath(os.path.dirname(absolute))
+            rel = _rel_inside(self.root, os.path.join(parent, os.path.basename(absolute)))
+            if rel is not None and rel != ".":
+                names.add(rel)
+        return dataclasses.replace(self, omitted=frozenset(names))
 
     def dockerfile_bytes(self) -> bytes | None:
         """The Dockerfile's content (from stdin, outside or inside the

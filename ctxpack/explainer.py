@@ -17,10 +17,16 @@ from dataclasses import dataclass
 
 from ctxpack.audit import EntryObserver, Progress, SizeReport, measure
 from ctxpack.context import BuildContext, Dialect, open_context
+from ctxpack.errors import ContextError
 from ctxpack.ignore.matcher import Rule
-from ctxpack.walker import descends_into_excluded, injected_dockerfile_name, list_entries, subtree_sends
+from ctxpack.walker import (
+    OnError, descends_into_excluded, docker_read_error, injected_dockerfile_name, list_entries, subtree_sends,
+)
 
-__all__ = ["list_entries", "injected_dockerfile_name", "Explanation", "explain_path", "explain", "size", "source_warnings"]
+__all__ = [
+    "list_entries", "injected_dockerfile_name", "Explanation", "explain_path", "explain", "size", "source_warnings",
+    "context_path",
+]
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,9 @@ class Explanation:
     reads, if that is why the path is absent; ``forced`` says the classic
     CLI re-adds it (Dockerfile, ``.dockerignore``); ``as_parent`` says
     BuildKit sends an excluded directory because something below it is sent.
+    ``exists`` says whether the path is there (rules decide paths that do
+    not exist too); ``docker_error`` is the error the builder would stop
+    with on this path or a directory above it (unreadable), if any.
     """
 
     path: str
@@ -41,9 +50,23 @@ class Explanation:
     pruned_at: str | None = None
     forced: bool = False
     as_parent: bool = False
+    exists: bool = True
+    docker_error: str | None = None
 
     def describe(self) -> str:
-        """A one-line reason, like ``git check-ignore -v``."""
+        """A one-line reason, like ``git check-ignore -v``, with what the
+        builder would make of the path if it does not exist or cannot be read."""
+        text = self.verdict()
+        if not self.exists:
+            text += " (no such file or directory)"
+        if self.docker_error:
+            text += f"; docker build would fail: {self.docker_error}"
+        return text
+
+    def verdict(self) -> str:
+        """The rules' verdict alone (no note on existence or readability)."""
+        if not self.path:
+            return "the context directory itself: the root of the upload"
         if self.forced:
             return f"sent: the docker CLI always sends it (appended {self.rule.text if self.rule else ''})".rstrip()
         if self.pruned_at is not None:
@@ -63,9 +86,53 @@ def _clean_query(path: str) -> str:
     return "/".join(parts)
 
 
+def context_path(ctx: BuildContext, path: str, base: str | None = None) -> str:
+    """``path`` (relative to ``base``, default: the context root; or absolute)
+    as a path relative to the context, ``/``-separated ("" for the root).
+
+    ``..`` is resolved by name, as the user wrote it; directories above the
+    path may be symlinks to the context (``/tmp`` → ``/private/tmp``).
+    Raises :class:`ContextError` for an empty path or one outside the
+    context, as ``git check-ignore`` refuses paths outside the repository.
+    """
+    if path == "":
+        raise ContextError("'': an empty path is not a path in the context", path)
+    start = os.path.abspath(base) if base is not None else ctx.root
+    full = os.path.normpath(os.path.join(start, path))
+    # The root as the user named it (when base names it), then as it really is,
+    # then the path with the directories above it resolved.
+    tries = [(full, ctx.root), (os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full)), ctx.root)]
+    if start != ctx.root and os.path.realpath(start) == ctx.root:
+        tries.insert(0, (full, start))
+    for candidate, root in tries:
+        rel = os.path.relpath(candidate, root)
+        if rel == ".":
+            return ""
+        if rel != ".." and not rel.startswith("../"):
+            return rel.replace(os.sep, "/")
+    raise ContextError(f"{path}: outside the context {ctx.root}", path)
+
+
 def explain_path(ctx: BuildContext, path: str) -> Explanation:
     """Explain the walker's verdict on ``path`` (relative to the context)."""
     rel = _clean_query(path)
+    if not rel:
+        return Explanation("", ctx.dialect, True, None)
+    ex = _verdict(ctx, rel)
+    try:
+        os.lstat(os.path.join(ctx.root, rel))
+        exists = True
+    except PermissionError:
+        exists = True  # cannot tell: a directory above it is unreadable (docker_read_error says which)
+    except OSError:
+        exists = False
+    err = docker_read_error(ctx, rel) if exists else None
+    if exists and err is None:
+        return ex
+    return dataclasses.replace(ex, exists=exists, docker_error=str(err) if err else None)
+
+
+def _verdict(ctx: BuildContext, rel: str) -> Explanation:
     chain = ctx.matcher.decide_path(rel)
     for sub, d in chain[:-1]:
         if d.excluded and not descends_into_excluded(ctx, sub):
@@ -91,27 +158,35 @@ def explain(
     dialect: Dialect | str = Dialect.BUILDKIT,
     ignore_file: str | None = None,
 ) -> list[tuple[Explanation, Explanation]]:
-    """For each path: (the chosen dialect's explanation, the other dialect's)."""
+    """For each path: (the chosen dialect's explanation, the other dialect's).
+
+    Paths are relative to ``root`` (or absolute); one outside the context,
+    or an empty one, raises :class:`ContextError` (:func:`context_path`).
+    """
     dialect = Dialect(dialect)
     other = Dialect.CLASSIC if dialect is Dialect.BUILDKIT else Dialect.BUILDKIT
     a = open_context(root, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file)
     b = open_context(root, dockerfile=dockerfile, dialect=other, ignore_file=ignore_file)
     out = []
     for p in paths:
-        rel = os.path.relpath(os.path.abspath(p), a.root) if os.path.isabs(p) else p
+        rel = context_path(a, p, os.fspath(root))
         out.append((explain_path(a, rel), explain_path(b, rel)))
     return out
 
 
 def size(ctx: BuildContext, *, top: int = 10, progress: Progress | None = None, compare_full: bool = False,
-         on_entry: EntryObserver | None = None) -> SizeReport:
+         on_entry: EntryObserver | None = None, on_error: OnError | None = None) -> SizeReport:
     """Measure what the context sends and what its ignore rules keep out.
 
     With ``compare_full`` (for a ``--minimal`` context) also count the full
     context, to show what the minimal one saves.  ``on_entry`` sees each
     entry of the measured context (see :func:`ctxpack.audit.measure`).
+    ``on_error`` receives the paths the builder could not read, and the
+    measuring goes on (:func:`~ctxpack.walker.walk_all`); without it the
+    first one raises.
     """
-    rep = measure(ctx, lambda: list_entries(ctx, excluded=True), top=top, progress=progress, on_entry=on_entry)
+    rep = measure(ctx, lambda: list_entries(ctx, excluded=True, on_error=on_error), top=top, progress=progress,
+                  on_entry=on_entry)
     if compare_full and ctx.selection is not None:
         full = dataclasses.replace(ctx, selection=None)
         rep.full_files = rep.full_bytes = 0

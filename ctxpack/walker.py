@@ -35,11 +35,16 @@ from ctxpack.ignore.matcher import NO_RULE, DirPlan, Rule
 __all__ = [
     "Entry", "EntryKind", "walk", "walk_all", "list_entries", "entries_for_builder",
     "injected_dockerfile_name", "dockerfile_name_in_tar", "descends_into_excluded", "excluded_dirs_read", "Progress",
+    "docker_read_error", "OnError",
 ]
 
 # How far a job that goes through the entries got: (files, bytes) so far.
 # One definition for the packer, the size report and the fingerprint.
 Progress = Callable[[int, int], None]
+
+# Where a describing command (ls, size) sends the paths the builder could not
+# read, to go on with the rest instead of stopping at the first one.
+OnError = Callable[[ContextError], None]
 
 
 class EntryKind:
@@ -116,6 +121,12 @@ def _listing_error(e: OSError, abs_dir: str, dialect: Dialect) -> ContextError:
     return ContextError(f"cannot read directory '{abs_dir}': {e.strerror}", abs_dir)
 
 
+def _unreadable_file(absp: str, dialect: Dialect) -> ContextError:
+    if dialect is Dialect.CLASSIC:
+        return ContextError(f"no permission to read from '{absp}'", absp)
+    return ContextError(f"open {absp}: permission denied", absp)
+
+
 def _scan(abs_dir: str, dialect: Dialect) -> list[os.DirEntry[str]]:
     """A directory's entries in Go's order (byte-wise by name)."""
     try:
@@ -154,7 +165,8 @@ def _scan_fd(abs_dir: str, dialect: Dialect, depth: int) -> tuple[list[os.DirEnt
 Warn = Callable[[str], None]
 
 
-def walk_all(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None = None) -> Iterator[Entry]:
+def walk_all(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None = None,
+             on_error: OnError | None = None) -> Iterator[Entry]:
     """Yield the context's entries in upload order.
 
     With ``excluded=True`` also yield what was left out (``included=False``),
@@ -162,9 +174,12 @@ def walk_all(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None = N
     Raises :class:`ContextError` for unreadable paths the builder would
     refuse, and :class:`~ctxpack.errors.PatternError` when a broken pattern
     is first evaluated.  ``warn`` hears of what the docker CLI only logs
-    (a directory it cannot read below an excluded one, say).
+    (a directory it cannot read below an excluded one, say).  With
+    ``on_error``, an unreadable path below the root that the builder would
+    fail on is handed to it instead and the walk goes on (an unreadable file
+    is still yielded; an unreadable directory is yielded without children).
     """
-    return _walk(ctx, ctx.root, "", ctx.matcher.plan("", 0, 1), 1, excluded, warn)
+    return _walk(ctx, ctx.root, "", ctx.matcher.plan("", 0, 1), 1, excluded, warn, on_error)
 
 
 # Held directories: (entry, also_in_classic).  An excluded directory that is
@@ -175,7 +190,7 @@ _Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[_Held, 
 
 
 def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_depth: int,
-          excluded: bool, warn: Warn | None = None) -> Iterator[Entry]:
+          excluded: bool, warn: Warn | None = None, on_error: OnError | None = None) -> Iterator[Entry]:
     # One frame per open directory: its sorted children, where it is, the
     # plan for its children, (BuildKit) the excluded-but-descended ancestors
     # not yet emitted (they are sent before their first sent child), and
@@ -190,6 +205,7 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
     decide = matcher.decide
     plan_for = matcher.plan
     selection = ctx.selection
+    omitted = ctx.omitted
     kinds = _KINDS
     FILE, DIR, SYMLINK = EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK
     stack: list[_Frame] = []
@@ -200,7 +216,10 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
             children, fd = _scan_fd(abs_dir, dialect, len(stack) + 1)
         except _Denied as e:
             if not stack or not (classic or excluded_dir):
-                raise e.error from None
+                if on_error is None or not stack:
+                    raise e.error from None
+                on_error(e.error)  # a describing command goes on without its children
+                return False
             # The walkers go on without the directory's contents: fsutil
             # skips an unreadable excluded directory (filter.go: "if skip &&
             # errors.Is(walkErr, os.ErrPermission) { return nil }"), and
@@ -223,6 +242,8 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
             for de in it:
                 name = de.name
                 rel = prefix + name
+                if omitted and rel in omitted:
+                    continue  # ctxpack's own output file (BuildContext.omitting)
                 d = decide(rel, plan) if candidates else NO_RULE
                 if d.excluded:
                     try:
@@ -252,7 +273,11 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
                     continue  # vanished since the listing: go-archive logs and skips it
                 except OSError as e:
                     absp = abs_dir + "/" + name
-                    raise ContextError(f"can't stat '{absp}': {e.strerror}", absp) from None
+                    err = ContextError(f"can't stat '{absp}': {e.strerror}", absp)
+                    if on_error is None:
+                        raise err from None
+                    on_error(err)
+                    continue
                 kind = kinds.get(sr.st_mode & 0o170000)
                 if kind is None:
                     continue  # sockets: go-archive logs "sockets not supported" and skips
@@ -276,10 +301,10 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
                     else:
                         kind, link = EntryKind.HARDLINK, first
                 if check_read and kind == FILE and not os.access(abs_dir + "/" + name, os.R_OK):
-                    absp = abs_dir + "/" + name
-                    if classic:
-                        raise ContextError(f"no permission to read from '{absp}'", absp)
-                    raise ContextError(f"open {absp}: permission denied", absp)
+                    err = _unreadable_file(abs_dir + "/" + name, dialect)
+                    if on_error is None:
+                        raise err
+                    on_error(err)
                 yield Entry(rel, kind, sr, link, d.rule, True, bool(forced) and rel in forced)
                 if kind == DIR and push(abs_dir + "/" + name, rel, plan_for(rel, d.bits, depth + 1), depth + 1, ()):
                     break
@@ -317,6 +342,57 @@ def dockerfile_name_in_tar(ctx: BuildContext) -> str:
     return ctx.dockerfile or "Dockerfile"
 
 
+def docker_read_error(ctx: BuildContext, rel: str) -> ContextError | None:
+    """The error the dialect's builder stops with on ``rel`` or on a directory
+    it lists on the way there, or ``None``.
+
+    The walker lists every directory it sends or searches for exceptions;
+    the classic CLI's validation also lists each directory before judging it
+    (so an excluded but unreadable directory fails there) and opens every
+    file it keeps.  Only ``rel`` and its ancestors are looked at, not the
+    rest of the context (``ls`` finds those).
+    """
+    if os.geteuid() == 0 or not rel:
+        return None  # root reads everything, as it does for the builder
+    classic = ctx.dialect is Dialect.CLASSIC
+    parts = rel.split("/")
+    chain = ctx.matcher.decide_path(rel)
+    descent = ctx.matcher.descent(ctx.dialect)
+    m = ctx.file_matcher
+    walked = validated = True  # the walker / the classic validation reach this level
+    anc = 0
+    for k, (sub, d) in enumerate(chain):
+        absp = os.path.join(ctx.root, *parts[: k + 1])
+        try:
+            mode = os.lstat(absp).st_mode
+        except PermissionError:
+            return ContextError(f"can't stat '{absp}'", absp) if (walked or (classic and validated)) else None
+        except OSError:
+            return None  # does not exist: nothing to read
+        is_dir = st.S_ISDIR(mode)
+        if validated and classic:
+            if is_dir:
+                if not os.access(absp, os.R_OK | os.X_OK):
+                    return ContextError(f"can't stat '{absp}'", absp)  # listed before it is judged
+                if m.matches_or_parent_matches_with(sub, anc):
+                    validated = False
+                anc = m.self_or_ancestor_bits(sub, anc)
+            elif st.S_ISREG(mode) and not m.matches_or_parent_matches_with(sub, anc) and not os.access(absp, os.R_OK):
+                return ContextError(f"no permission to read from '{absp}'", absp)
+        if walked:
+            if d.excluded and not (is_dir and descent.reads(sub)):
+                walked = False
+            elif is_dir and not os.access(absp, os.R_OK | os.X_OK):
+                if not classic and not d.excluded:
+                    return _listing_error(PermissionError(), absp, ctx.dialect)
+                walked = False  # the walker goes on without its contents (see _walk's push)
+            elif st.S_ISREG(mode) and not d.excluded and not os.access(absp, os.R_OK):
+                return _unreadable_file(absp, ctx.dialect)
+        if not is_dir:
+            break
+    return None
+
+
 def walk(ctx: BuildContext) -> Iterator[Entry]:
     """The entries the builder sends, in upload order (see :func:`walk_all`)."""
     return (e for e in walk_all(ctx) if e.included)
@@ -334,7 +410,7 @@ def needs_classic_validation(ctx: BuildContext) -> bool:
     return broken or os.geteuid() != 0
 
 
-def validate_classic(ctx: BuildContext) -> None:
+def validate_classic(ctx: BuildContext, on_error: OnError | None = None) -> None:
     """The docker CLI's ``ValidateContextDirectory`` (semantics note §7).
 
     Walks the whole context with ``MatchesOrParentMatches`` and the rules as
@@ -342,13 +418,26 @@ def validate_classic(ctx: BuildContext) -> None:
     excluded directories; lists every directory it enters *before* judging
     it (Go's ``filepath.Walk``), so an unreadable directory fails even when
     it is itself excluded; opens every kept file except symlinks and FIFOs.
+    With ``on_error``, unreadable paths below the root go there and the
+    validation goes on.
     """
     m = ctx.file_matcher
     mopm = m.matches_or_parent_matches_with
     anc_of = m.self_or_ancestor_bits
 
+    def report(err: ContextError) -> None:
+        if on_error is None:
+            raise err
+        on_error(err)
+
     def enter(abs_dir: str, rel_dir: str, parent_anc: int) -> tuple[Iterator[os.DirEntry[str]], int] | None:
-        children = _scan(abs_dir, Dialect.CLASSIC)  # listed before judging, as filepath.Walk does
+        try:
+            children = _scan(abs_dir, Dialect.CLASSIC)  # listed before judging, as filepath.Walk does
+        except ContextError as e:
+            if not rel_dir:
+                raise
+            report(e)
+            return None
         if rel_dir and mopm(rel_dir, parent_anc):
             return None  # filepath.SkipDir
         return iter(children), (anc_of(rel_dir, parent_anc) if rel_dir else 0)
@@ -364,13 +453,16 @@ def validate_classic(ctx: BuildContext) -> None:
             stack.pop()
             continue
         rel = rel_dir + "/" + de.name if rel_dir else de.name
+        if rel in ctx.omitted:
+            continue
         absp = abs_dir + "/" + de.name
         try:
             mode = de.stat(follow_symlinks=False).st_mode
         except FileNotFoundError:
             raise ContextError(f"file ('{absp}') not found or excluded by .dockerignore", absp) from None
         except PermissionError:
-            raise ContextError(f"can't stat '{absp}'", absp) from None
+            report(ContextError(f"can't stat '{absp}'", absp))
+            continue
         if st.S_ISDIR(mode):
             sub = enter(absp, rel, anc)
             if sub is not None:
@@ -381,13 +473,15 @@ def validate_classic(ctx: BuildContext) -> None:
         try:
             fd = os.open(absp, fs.FILE_FLAGS)
         except PermissionError:
-            raise ContextError(f"no permission to read from '{absp}'", absp) from None
+            report(ContextError(f"no permission to read from '{absp}'", absp))
+            continue
         except OSError:
             continue
         os.close(fd)
 
 
-def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None = None) -> Iterator[Entry]:
+def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None = None,
+                 on_error: OnError | None = None) -> Iterator[Entry]:
     """Entries in upload order, as the context's dialect sends them.
 
     For the classic dialect this runs the CLI's validation first where it
@@ -396,13 +490,14 @@ def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None
     Dockerfile travels as ``.dockerfile.<id>`` at the end, and
     ``.dockerignore`` (rewritten in place, or added) names it so that the
     daemon removes both after reading them (semantics note §5.1).
+    ``warn`` and ``on_error``: see :func:`walk_all`.
     """
     if needs_classic_validation(ctx):
-        validate_classic(ctx)
+        validate_classic(ctx, on_error)
     inject = ctx.dialect is Dialect.CLASSIC and ctx.dockerfile_data is not None
     name = injected_dockerfile_name(ctx) if inject else ""
     had_ignore = False
-    for e in walk_all(ctx, excluded=excluded, warn=warn):
+    for e in walk_all(ctx, excluded=excluded, warn=warn, on_error=on_error):
         if inject and e.included and e.path == ".dockerignore" and e.kind == EntryKind.FILE:
             had_ignore = True
             with open(os.path.join(ctx.root, ".dockerignore"), "rb") as f:

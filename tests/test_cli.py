@@ -59,7 +59,7 @@ def test_ls_writes_undecodable_names_as_bytes(tmp_path: Path) -> None:
 
 
 def test_explain(ctx: Path) -> None:
-    res = run("explain", str(ctx), "app.log", "logs/a.log", "node_modules/x/index.js", "src/main.py")
+    res = run("explain", "-C", str(ctx), "app.log", "logs/a.log", "node_modules/x/index.js", "src/main.py")
     assert res.exit_code == 0
     out = res.output.splitlines()
     assert out[0] == "app.log: excluded by .dockerignore:3:*.log"
@@ -70,7 +70,7 @@ def test_explain(ctx: Path) -> None:
 
 def test_explain_reports_dialect_difference(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "c", ["Dockerfile", "dir/keep", "dir/other"], dockerignore="dir\n!**/keep\n")
-    res = run("explain", str(root), "dir/keep")
+    res = run("explain", "--context", str(root), "dir/keep")
     assert res.output.strip() == (
         "dir/keep: included by .dockerignore:2:!**/keep [classic does not send it: excluded: "
         "directory 'dir' is excluded by .dockerignore:1:dir and not searched for exceptions]"

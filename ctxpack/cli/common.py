@@ -18,7 +18,7 @@ import click
 from ctxpack import explainer as api
 from ctxpack.audit import format_size
 from ctxpack.context import BuildContext, Dialect, open_context
-from ctxpack.errors import ClosedPipeError, CtxpackError
+from ctxpack.errors import ClosedPipeError, ContextError, CtxpackError
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -139,6 +139,29 @@ def open_ctx(directory: str, dockerfile: str | None, dialect: str, ignore_file: 
     for warning in api.source_warnings(ctx):
         say("warning", warning)
     return ctx
+
+
+class Unreadable:
+    """Collects the paths the builder could not read, for the commands that
+    describe the upload (``ls``, ``size``): they go on with the rest and
+    report every such path after their output, then exit 2 (the build would
+    fail, as ``pack`` does at the first one)."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, ContextError] = {}
+
+    def __call__(self, error: ContextError) -> None:
+        self.errors.setdefault(error.path or str(error), error)  # the classic validation and walk meet it twice
+
+    def to_json(self, root: str) -> list[dict[str, str]]:
+        """``[{"path": relative to the context, "error": the builder's message}]``."""
+        return [{"path": os.path.relpath(p, root), "error": str(e)} for p, e in self.errors.items()]
+
+    def report(self) -> None:
+        for e in self.errors.values():
+            click.echo(f"ctxpack: error: docker build would fail: {e}", err=True)
+        if self.errors:
+            sys.exit(2)
 
 
 class ProgressLine:

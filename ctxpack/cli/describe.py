@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 
@@ -9,7 +10,10 @@ import click
 
 from ctxpack import explainer as api
 from ctxpack.audit import SizeReport, format_size, parse_size
-from ctxpack.cli.common import ProgressLine, context_options, fit, fsbytes, handle_errors, minimal_options, open_ctx, say, styled, to_json
+from ctxpack.context import Dialect
+from ctxpack.cli.common import (
+    ProgressLine, Unreadable, context_options, fit, fsbytes, handle_errors, minimal_options, open_ctx, say, styled, to_json,
+)
 
 
 @click.command("ls")
@@ -27,7 +31,8 @@ def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file
     out = sys.stdout.buffer
     chunks: list[bytes] = []
     warn = lambda message: say("warning", message)  # noqa: E731
-    for e in api.list_entries(ctx, excluded=excluded, warn=warn):
+    unreadable = Unreadable()
+    for e in api.list_entries(ctx, excluded=excluded, warn=warn, on_error=unreadable):
         if excluded:
             if e.included:
                 continue
@@ -40,21 +45,58 @@ def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file
             chunks.clear()
     out.write(b"".join(chunks))
     out.flush()
+    unreadable.report()
 
 
 @click.command("explain")
-@click.argument("directory", type=click.Path(file_okay=False))
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("-C", "--context", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="The context directory; PATHs are relative to it (or absolute).")
 @context_options
 @handle_errors
-def explain_command(directory: str, paths: tuple[str, ...], dockerfile: str | None, dialect: str, ignore_file: str | None) -> None:
-    """Say for each PATH (relative to DIRECTORY) whether it is sent, and by which rule."""
-    for mine, other in api.explain(directory, list(paths), dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file):
-        line = f"{mine.path}: {mine.describe()}"
+def explain_command(paths: tuple[str, ...], directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None) -> None:
+    """Say for each PATH whether it is sent, and by which rule.
+
+    The context is the current directory unless -C DIR says otherwise, as
+    for `docker build .`.  Exit codes: 0 every path explained; 2 a path is
+    outside the context or empty, or the builder could not read it.
+    """
+    from ctxpack.context import open_context
+    from ctxpack.errors import ContextError
+
+    mine_d = Dialect(dialect)
+    other_d = Dialect.CLASSIC if mine_d is Dialect.BUILDKIT else Dialect.BUILDKIT
+    mine_ctx = open_ctx(directory, dockerfile, dialect, ignore_file)
+    other_ctx = open_context(directory, dockerfile=dockerfile, dialect=other_d, ignore_file=ignore_file,
+                             stdin_dockerfile=mine_ctx.dockerfile_data if mine_ctx.dockerfile_stdin else None)
+    failed = False
+    for p in paths:
+        try:
+            rel = api.context_path(mine_ctx, p, directory)
+        except ContextError as e:
+            failed = True
+            click.echo(f"ctxpack: error: {e}", err=True)
+            continue
+        mine, other = api.explain_path(mine_ctx, rel), api.explain_path(other_ctx, rel)
+        name = rel or "."
+        line = f"{name}: {mine.describe()}"
         if mine.sent != other.sent:
             verdict = "sends" if other.sent else "does not send"
-            line += f" [{other.dialect.value} {verdict} it: {other.describe()}]"
+            line += f" [{other.dialect.value} {verdict} it: {other.verdict()}]"
+        failed = failed or mine.docker_error is not None
         click.echo(line)
+    if _looks_like_old_form(directory, paths):
+        click.echo(f"ctxpack: hint: PATHs are relative to the context, here the current directory; "
+                   f"to explain paths of the context {paths[0]}, say: ctxpack explain -C {paths[0]} PATH...", err=True)
+    if failed:
+        sys.exit(2)
+
+
+def _looks_like_old_form(directory: str, paths: tuple[str, ...]) -> bool:
+    # `explain DIR PATH...` was the form before -C: DIR first, the PATHs in it.
+    if directory != "." or len(paths) < 2 or not paths[0] or not os.path.isdir(paths[0]):
+        return False
+    return any(p and not os.path.lexists(p) and os.path.lexists(os.path.join(paths[0], p)) for p in paths[1:])
 
 
 def _print_size(rep: SizeReport, width: int) -> None:
@@ -70,23 +112,24 @@ def _print_size(rep: SizeReport, width: int) -> None:
             f"over the full context ({rep.full_files:,} files, {format_size(rep.full_bytes)})"
         )
     pw = max(20, width - 34)
+    # Each section's title row names its columns.
     if rep.directories:
-        click.echo(styled("\nHeaviest directories", bold=True))
+        click.echo("\n" + styled(f"  {'Heaviest directories':<{pw}} {'size':>10} {'files':>8} {'share':>6}", bold=True))
         for d in rep.directories:
             label = fit("  " * d.depth + d.path.rsplit("/", 1)[-1] + "/", pw)
             click.echo(f"  {label:<{pw}} {format_size(d.bytes):>10} {d.files:>8,} {d.share:>6.1%}")
     if rep.largest:
-        click.echo(styled("\nLargest files", bold=True))
+        click.echo("\n" + styled(f"  {'Largest files':<{pw}} {'size':>10}", bold=True))
         for f in rep.largest:
-            click.echo(f"  {format_size(f.bytes):>10}  {fit(f.path, width - 14)}")
+            click.echo(f"  {fit(f.path, pw):<{pw}} {format_size(f.bytes):>10}")
     if rep.extensions:
-        click.echo(styled("\nBy extension", bold=True))
+        click.echo("\n" + styled(f"  {'By extension':<{pw}} {'size':>10} {'files':>8}", bold=True))
         for x in rep.extensions:
-            click.echo(f"  {x.extension:<16} {format_size(x.bytes):>10} {x.files:>8,} file{'' if x.files == 1 else 's'}")
+            click.echo(f"  {x.extension:<{pw}} {format_size(x.bytes):>10} {x.files:>8,}")
     if rep.rules:
-        click.echo(styled("\nKept out by rule", bold=True))
+        click.echo("\n" + styled(f"  {'Kept out by rule':<{pw}} {'size':>10} {'files':>8}", bold=True))
         for r in rep.rules:
-            click.echo(f"  {fit(r.rule, pw):<{pw}} {format_size(r.bytes):>10} {r.files:>8,} file{'' if r.files == 1 else 's'}")
+            click.echo(f"  {fit(r.rule, pw):<{pw}} {format_size(r.bytes):>10} {r.files:>8,}")
 
 
 @click.command("size")
@@ -116,9 +159,10 @@ def size_command(
     if html_out == "-" and as_json:
         raise click.UsageError("--html - and --json both write to stdout: give --html a file name")
     progress = ProgressLine()
+    unreadable = Unreadable()
     try:
         if html_out is None:
-            rep = api.size(ctx, top=top, progress=progress, compare_full=minimal)
+            rep = api.size(ctx, top=top, progress=progress, compare_full=minimal, on_error=unreadable)
         else:  # the same measurement, drawn (ctxpack.report)
             from ctxpack.report import html_report, write_html
 
@@ -130,9 +174,10 @@ def size_command(
     if html_out not in (None, "-"):
         click.echo(f"ctxpack: wrote {html_out} ({format_size(len(page))}, {model.nodes:,} rectangles)", err=True)
     if as_json:
-        click.echo(to_json(rep.to_json()))
+        click.echo(to_json(rep.to_json() | {"unreadable": unreadable.to_json(ctx.root)}))
     elif html_out != "-":
         _print_size(rep, cols)
+    unreadable.report()
     over = []
     if limit is not None and rep.bytes > limit:
         over.append(f"context is {format_size(rep.bytes)} ({rep.bytes:,} bytes), over --max-size {max_size} ({limit:,} bytes)")

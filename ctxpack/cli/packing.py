@@ -33,6 +33,7 @@ def pack_command(
     changed or vanished beyond retry, 2 usage or input error, 3 output error.
     """
     from ctxpack.tar.writer import PackOptions, pack
+    from ctxpack.fs import temporary_name
     from ctxpack.tar.sinks import FdSink, open_output
 
     to_stdout = output in (None, "-")
@@ -60,6 +61,9 @@ def pack_command(
             stats = pack(ctx, FdSink(sys.stdout.fileno()), opts, warn=warn, progress=progress)
         else:
             assert output is not None
+            # Our own output is never part of the context: neither the file
+            # of the last run nor the temporary file being written now.
+            ctx = ctx.omitting(output, temporary_name(output))
             with open_output(output) as sink:
                 stats = pack(ctx, sink, opts, warn=warn, progress=progress)
     finally:

@@ -1,0 +1,247 @@
+"""Everyday paths of the command line (issue 10, "Everyday defects"): pack's
+own output, explain's paths, a missing Dockerfile or directory, one error
+style, size's tree, the cache's scope.  Each test is a real-world finding."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ctxpack.cli import main
+from trees import make_tree
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, input: bytes | None = None) -> Any:
+    old = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return CliRunner().invoke(main, list(args), env=env, input=input)
+    finally:
+        os.chdir(old)
+
+
+# -- pack -o FILE inside the context -------------------------------------------------
+
+
+@pytest.mark.parametrize("parallel", ["0", "1"])
+def test_pack_output_inside_the_context_is_never_packed(tmp_path: Path, parallel: str) -> None:
+    root = make_tree(tmp_path / "app", {"Dockerfile": b"FROM scratch\nCOPY . /\n", "src/a.py": b"print(1)\n"})
+    env = {"CTXPACK_PARALLEL": parallel}
+    first = run("pack", "--reproducible", "-o", "ctx.tar", ".", cwd=root, env=env)
+    assert first.exit_code == 0, first.output
+    one = (root / "ctx.tar").read_bytes()
+    second = run("pack", "--reproducible", "-o", "ctx.tar", ".", cwd=root, env=env)
+    assert second.exit_code == 0, second.output
+    assert (root / "ctx.tar").read_bytes() == one  # two reproducible runs, one result
+    names = tarfile.open(root / "ctx.tar").getnames()
+    assert names == ["Dockerfile", "src", "src/a.py"]
+    assert not [n for n in os.listdir(root) if n.endswith(".tmp")]
+
+
+def test_pack_output_in_a_subdirectory_through_a_symlink(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "app", {"Dockerfile": b"FROM scratch\n", "out/keep": b"k"})
+    (tmp_path / "alias").symlink_to(root / "out")
+    for _ in range(2):
+        res = run("pack", "--reproducible", "-o", str(tmp_path / "alias" / "ctx.tar"), str(root))
+        assert res.exit_code == 0, res.output
+    assert tarfile.open(root / "out" / "ctx.tar").getnames() == ["Dockerfile", "out", "out/keep"]
+
+
+@pytest.mark.docker_cli
+def test_pack_output_inside_the_context_is_the_docker_cli_upload_without_it(tmp_path: Path, docker_cli: Any) -> None:
+    root = make_tree(tmp_path / "app", {"Dockerfile": b"FROM scratch\n", "src/a.py": b"1", "README.md": b"r"},
+                     dockerignore="*.md\n")
+    res = run("pack", "--dialect", "classic", "-o", "ctx.tar", ".", cwd=root)
+    assert res.exit_code == 0, res.output
+    ours = (root / "ctx.tar").read_bytes()
+    shutil.move(str(root / "ctx.tar"), str(tmp_path / "ctx.tar"))  # the root has no entry: its mtime is not in the tar
+    cap = docker_cli.capture(root)
+    assert cap.returncode == 0, cap.stderr
+    assert ours == cap.tar
+
+
+# -- explain: the current directory's context, paths outside it, paths that do not exist --
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "app", ["Dockerfile", "src/main.py", "node_modules/x/index.js", "app.log"],
+                     dockerignore="node_modules\n*.log\n")
+
+
+def test_explain_uses_the_current_directory_as_the_context(app: Path) -> None:
+    res = run("explain", "app.log", "src/main.py", "./src/../app.log", str(app / "src"), cwd=app)
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines() == [
+        "app.log: excluded by .dockerignore:2:*.log",
+        "src/main.py: included: no rule",
+        "app.log: excluded by .dockerignore:2:*.log",
+        "src: included: no rule",
+    ]
+
+
+def test_explain_dash_c_names_the_context(app: Path, tmp_path: Path) -> None:
+    for flag in ("-C", "--context"):
+        res = run("explain", flag, str(app), "node_modules", "src/main.py", cwd=tmp_path)
+        assert res.exit_code == 0, res.output
+        assert res.stdout.splitlines() == ["node_modules: excluded by .dockerignore:1:node_modules",
+                                           "src/main.py: included: no rule"]
+
+
+def test_explain_refuses_paths_outside_the_context_and_the_empty_path(app: Path) -> None:
+    res = run("explain", "/etc/passwd", "", "../elsewhere", "src/main.py", cwd=app)
+    assert res.exit_code == 2
+    assert res.stdout.splitlines() == ["src/main.py: included: no rule"]  # the others are explained
+    err = res.stderr.splitlines()
+    assert err[0] == f"ctxpack: error: /etc/passwd: outside the context {app}"
+    assert err[1] == "ctxpack: error: '': an empty path is not a path in the context"
+    assert err[2] == f"ctxpack: error: ../elsewhere: outside the context {app}"
+
+
+def test_explain_old_form_gets_a_hint(app: Path, tmp_path: Path) -> None:
+    hint = "ctxpack: hint: PATHs are relative to the context, here the current directory; to explain paths of the context {}, say: ctxpack explain -C {} PATH..."
+    res = run("explain", "app", "app.log", cwd=tmp_path)  # `explain DIR PATH`, the form before -C
+    assert res.exit_code == 0
+    assert res.stdout.splitlines()[1] == "app.log: included: no rule (no such file or directory)"
+    assert hint.format("app", "app") in res.stderr
+    (tmp_path / "elsewhere").mkdir()
+    res = run("explain", str(app), "app.log", cwd=tmp_path / "elsewhere")
+    assert res.exit_code == 2 and hint.format(app, app) in res.stderr
+    assert "hint" not in run("explain", "src", "app.log", cwd=app).stderr  # both exist here: no hint
+
+
+def test_explain_says_when_a_path_does_not_exist(app: Path) -> None:
+    res = run("explain", "node_modules/y", "src/new.py", ".", cwd=app)
+    assert res.exit_code == 0
+    assert res.stdout.splitlines() == [
+        "node_modules/y: excluded: directory 'node_modules' is excluded by .dockerignore:1:node_modules"
+        " and not searched for exceptions (no such file or directory)",
+        "src/new.py: included: no rule (no such file or directory)",
+        ".: the context directory itself: the root of the upload",
+    ]
+
+
+def test_explain_library_refuses_outside_paths(app: Path) -> None:
+    import ctxpack
+    from ctxpack.errors import ContextError
+
+    with pytest.raises(ContextError, match="outside the context"):
+        ctxpack.explain(app, ["/etc/passwd"])
+    ((mine, other),) = ctxpack.explain(app, [str(app / "app.log")])
+    assert mine.path == "app.log" and not mine.sent and mine.exists
+
+
+# -- an unreadable file or directory: every describing command says docker would fail --
+
+
+from test_permissions import CASES, _make, as_nobody, world_tmp  # noqa: E402,F401  (world_tmp is a fixture)
+
+
+def _as_nobody_cli(cwd: Path, *args: str) -> tuple[int, str, str]:
+    import ctxpack.tar.writer  # noqa: F401  (imported while we can still read the interpreter's files)
+
+    def go() -> tuple[int, str, str]:
+        res = run(*args, cwd=cwd)
+        return res.exit_code, res.stdout, res.stderr
+
+    status, value = as_nobody(go)
+    assert status == "ok", value
+    return value
+
+
+@pytest.mark.parametrize("dialect", ["classic", "buildkit"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_describing_commands_say_docker_would_fail(world_tmp: Path, case: tuple[Any, ...], dialect: str) -> None:
+    name, setup, ignore, classic_err, buildkit_err = case
+    root = _make(world_tmp, name, setup, ignore)
+    expected = (classic_err if dialect == "classic" else buildkit_err)
+    bad = "secret" if "file" in name else ("parent/priv" if "parent" in name else "priv")
+    for args in (["ls"], ["size"], ["explain", bad, "ok.txt"]):
+        code, out, err = _as_nobody_cli(root, *args, "--dialect", dialect)
+        if expected is None:
+            assert code == 0, (args, err)
+            assert "would fail" not in out + err
+        else:
+            message = expected.format(root=root)
+            assert code == 2, (args, out, err)
+            if args[0] == "explain":
+                assert f"{bad}: " in out and f"; docker build would fail: {message}" in out
+            else:
+                assert f"ctxpack: error: docker build would fail: {message}" in err
+                assert ("ok.txt" in out) if args[0] == "ls" else ("Sends" in out)  # the rest is still described
+    code, _, err = _as_nobody_cli(root, "pack", "--dialect", dialect, "-o", os.devnull)
+    assert code == (0 if expected is None else 2), err  # pack stops, as docker does
+
+
+def test_every_unreadable_path_is_named_once(world_tmp: Path) -> None:
+    root = _make(world_tmp, "many", lambda r: None, "")
+    for rel in ("a/secret", "b/secret"):
+        (root / rel).parent.mkdir()
+        (root / rel).write_text("x")
+        (root / rel).chmod(0)
+    (root / "c").mkdir()
+    (root / "c" / "f").write_text("x")
+    (root / "c").chmod(0)
+    code, out, err = _as_nobody_cli(root, "ls", "--dialect", "classic")
+    assert code == 2
+    assert err.splitlines() == [
+        f"ctxpack: error: docker build would fail: no permission to read from '{root}/a/secret'",
+        f"ctxpack: error: docker build would fail: no permission to read from '{root}/b/secret'",
+        f"ctxpack: error: docker build would fail: can't stat '{root}/c'",
+    ]
+    code, out, err = _as_nobody_cli(root, "size", "--json")
+    import json
+
+    assert code == 2
+    assert json.loads(out)["unreadable"] == [
+        {"path": "a/secret", "error": f"open {root}/a/secret: permission denied"},
+        {"path": "b/secret", "error": f"open {root}/b/secret: permission denied"},
+        {"path": "c", "error": f"open {root}/c: permission denied"},
+    ]
+
+
+# -- size: heaviest first at every level, column headers --------------------------------
+
+
+def _sized_tree(root: Path, sizes: dict[str, int]) -> Path:
+    return make_tree(root, {p: b"x" * n for p, n in sizes.items()})
+
+
+def test_size_tree_never_hides_a_heavy_top_level_directory(tmp_path: Path) -> None:
+    # As on the Python+Angular app: src-ui/ 80% with deep sub-directories, docs/ 7.7%.
+    root = _sized_tree(tmp_path / "c", {
+        "Dockerfile": 100,
+        "src-ui/src/app/main.ts": 600_000, "src-ui/src/assets/logo.png": 15_000, "src-ui/e2e/t.ts": 21_000,
+        "src-ui/x.json": 79_000, "docs/guide.md": 77_000, "scripts/a.sh": 10_000, "README.md": 197_900,
+    })
+    res = run("size", "--top", "4", str(root))
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Heaviest directories" in line)
+    rows = [line.split()[0] for line in lines[start + 1 : start + 5]]
+    assert rows == ["src-ui/", "src/", "app/", "docs/"]  # docs/ (7.7%) before src-ui/e2e/ (2.1%)
+    assert lines[start].split() == ["Heaviest", "directories", "size", "files", "share"]
+    res = run("size", "--top", "10", "--json", str(root))
+    import json
+
+    dirs = [(d["path"], d["depth"]) for d in json.loads(res.stdout)["directories"]]
+    assert dirs == [("src-ui", 0), ("src-ui/src", 1), ("src-ui/src/app", 2),
+                    ("src-ui/e2e", 1), ("docs", 0), ("scripts", 0)]
+
+
+def test_size_sections_have_column_headers(tmp_path: Path) -> None:
+    root = _sized_tree(tmp_path / "c", {"Dockerfile": 10, "a/b.bin": 1000, "c.log": 50})
+    (root / ".dockerignore").write_text("*.log\n")
+    out = run("size", str(root)).stdout
+    for title, columns in (("Heaviest directories", "size files share"), ("Largest files", "size"),
+                           ("By extension", "size files"), ("Kept out by rule", "size files")):
+        (line,) = [x for x in out.splitlines() if x.strip().startswith(title)]
+        assert line.split()[len(title.split()):] == columns.split()
+    assert "  .dockerignore:1:*.log" in out
