@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING
 
 from ctxpack.ignore.dialect import Dialect
 from ctxpack.errors import ContextError, DockerfileError
+from ctxpack.fs import scandir_sorted
 from ctxpack.ignore.reader import RawRule, read_ignore_file
 from ctxpack.ignore.matcher import Matcher
 
 if TYPE_CHECKING:  # the Dockerfile analysis is only loaded for --minimal
     from ctxpack.dockerfile.analysis import Analysis, Selection
 
-__all__ = ["Dialect", "BuildContext", "open_context"]
+__all__ = ["Dialect", "BuildContext", "open_context", "missing_dockerfile_error", "nearby_dockerfiles"]
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,84 @@ class BuildContext:
 
 
 def _resolve_root(path: str) -> str:
+    # The docker CLI's messages (cli/command/image/build: prepare the context).
     absolute = os.path.abspath(path)
     try:
         real = os.path.realpath(absolute, strict=True)
+    except FileNotFoundError:
+        raise ContextError(f'unable to prepare context: path "{path}" not found', absolute) from None
     except OSError as e:
-        raise ContextError(f"unable to evaluate symlinks in context path: {e.strerror}: {absolute}", absolute) from None
+        raise ContextError(f"unable to prepare context: unable to evaluate symlinks in context path: "
+                           f"lstat {absolute}: {e.strerror.lower()}", absolute) from None
     if not os.path.isdir(real):
-        raise ContextError(f"context must be a directory: {real}", real)
+        raise ContextError(f"unable to prepare context: context must be a directory: {real}", real)
     return real
+
+
+# Directories where nobody keeps the Dockerfile they mean, and that can be huge.
+_NOT_SEARCHED = frozenset((".git", "node_modules", ".venv", "venv", "__pycache__", "target", "bin", "obj",
+                           "dist", "build", "vendor", ".tox", ".mypy_cache", ".cache", ".next"))
+
+
+def _is_dockerfile_name(name: str) -> bool:
+    low = name.lower()
+    if low.endswith(".dockerignore"):
+        return False
+    return low in ("dockerfile", "containerfile") or low.endswith(".dockerfile") or low.startswith("dockerfile.")
+
+
+def nearby_dockerfiles(root: str, *, limit: int = 5, depth: int = 4, max_dirs: int = 2000) -> list[str]:
+    """Dockerfiles below ``root`` (``Dockerfile``, ``Containerfile``,
+    ``*.Dockerfile``, ``Dockerfile.*``), shallowest first, as ``-f`` takes
+    them (relative to the current directory), for the message about a
+    missing default Dockerfile.  Bounded: ``depth`` levels, ``max_dirs``
+    directories, never into dependency or build-output directories."""
+    found: list[str] = []
+    level = [root]
+    seen = 0
+    for _ in range(depth):
+        below: list[str] = []
+        for d in level:
+            seen += 1
+            if seen > max_dirs:
+                return found
+            try:
+                entries = scandir_sorted(d)
+            except OSError:
+                continue
+            for de in entries:
+                try:
+                    if de.is_dir(follow_symlinks=False):
+                        if de.name not in _NOT_SEARCHED:
+                            below.append(de.path)
+                    elif _is_dockerfile_name(de.name) and de.is_file() and len(found) < limit:
+                        found.append(os.path.relpath(de.path))
+                except OSError:
+                    continue
+        if len(found) >= limit:
+            break
+        level = below
+    return found
+
+
+def _dockerfile_not_found(path: str, root: str) -> DockerfileError:
+    # The docker CLI's message (it resolves the -f path's symlinks first).
+    err = DockerfileError(f"unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
+                          f"lstat {path}: no such file or directory")
+    nearby = nearby_dockerfiles(root)
+    if nearby:
+        err.hint = "Dockerfiles in the context: " + ", ".join(f"-f {p}" for p in nearby)
+    return err
+
+
+def missing_dockerfile_error(ctx: "BuildContext") -> DockerfileError | None:
+    """The docker CLI's error when the default Dockerfile is missing, with the
+    Dockerfiles found in the context as a hint; ``None`` when there is one
+    (or it comes from ``-f``/stdin).  ``pack`` raises it, as ``docker build``
+    refuses such a context; ``ls`` and ``size`` go on with a note."""
+    if ctx.dockerfile_path is not None or ctx.dockerfile_stdin:
+        return None
+    return _dockerfile_not_found(os.path.join(ctx.root, "Dockerfile"), ctx.root)
 
 
 def _rel_inside(root: str, path: str) -> str | None:
@@ -170,8 +241,9 @@ def _locate_dockerfile(root: str, dockerfile: str | None, notes: list[str]) -> _
         real = os.path.realpath(df_abs, strict=True)
     except OSError:
         if dockerfile is not None:
-            raise DockerfileError(f"Cannot locate Dockerfile: {dockerfile}") from None
-        notes.append(f"no Dockerfile in {root}")
+            raise _dockerfile_not_found(df_abs, root) from None
+        err = _dockerfile_not_found(df_abs, root)
+        notes.append(f"no Dockerfile in {root}: docker build would fail" + (f"; {err.hint}" if err.hint else ""))
         return _DockerfileLocation(None, None, False)
     return _DockerfileLocation(real, _rel_inside(root, real), False)
 
@@ -207,7 +279,7 @@ def _classic_reincludes(root: str, file_matcher: Matcher, loc: _DockerfileLocati
 
 def _minimal_selection(
     root: str, dialect: Dialect, loc: _DockerfileLocation, df_data: bytes | None,
-    target: str | None, build_args: dict[str, str] | None, notes: list[str],
+    target: str | None, build_args: dict[str, str] | None, notes: list[str], platform: str | None = None,
 ) -> tuple[Analysis, Selection | None]:
     """Analyse the Dockerfile and, where the analysis is sure, the selection
     of paths the build can read (``--minimal``)."""
@@ -221,7 +293,14 @@ def _minimal_selection(
     else:
         raise DockerfileError("--minimal needs a Dockerfile")
     name = os.path.relpath(loc.abs) if loc.abs else "-"
-    analysis = analyze(text, target=target, build_args=build_args, dialect=dialect, source=name)
+    # One build per platform (--platform a,b): the context serves them all.
+    platforms = [p.strip() for p in platform.split(",") if p.strip()] if platform else [None]
+    analysis = analyze(text, target=target, build_args=build_args, dialect=dialect, source=name, platform=platforms[0])
+    for other in platforms[1:]:
+        more = analyze(text, target=target, build_args=build_args, dialect=dialect, source=name, platform=other)
+        analysis.sources.extend(src for src in more.sources if src not in analysis.sources)
+        for reason in more.reasons:
+            analysis._whole(reason)
     if analysis.whole_context:
         notes.extend(f"--minimal: sending the whole context: {r}" for r in analysis.reasons)
         return analysis, None
@@ -244,6 +323,7 @@ def open_context(
     minimal: bool = False,
     target: str | None = None,
     build_args: dict[str, str] | None = None,
+    platform: str | None = None,
 ) -> BuildContext:
     """Resolve a context directory as the chosen builder would.
 
@@ -253,7 +333,8 @@ def open_context(
     ``rules`` replaces the ignore file's parsed lines (``lint`` uses it to
     go on without a line docker refuses).  ``minimal`` restricts the
     context to what the Dockerfile can read (:mod:`ctxpack.dockerfile.analysis`), for
-    ``target`` with ``build_args``.  Raises :class:`ContextError`,
+    ``target`` with ``build_args``, on ``platform`` (``linux/arm64``, or a
+    comma-separated list; default: the host's).  Raises :class:`ContextError`,
     :class:`DockerfileError` or :class:`~ctxpack.errors.IgnoreFileError`.
     """
     dialect = Dialect(dialect)
@@ -273,7 +354,7 @@ def open_context(
 
     analysis = selection = None
     if minimal:
-        analysis, selection = _minimal_selection(root, dialect, loc, df_data, target, build_args, notes)
+        analysis, selection = _minimal_selection(root, dialect, loc, df_data, target, build_args, notes, platform)
     return BuildContext(
         root=root,
         dialect=dialect,

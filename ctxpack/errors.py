@@ -73,9 +73,14 @@ __all__ = [
 
 
 class CtxpackError(Exception):
-    """Base class of every error ctxpack raises on purpose."""
+    """Base class of every error ctxpack raises on purpose.
+
+    ``hint`` (optional) says what the user may want to do instead; the CLI
+    prints it on a line of its own after the error.
+    """
 
     exit_code = 2
+    hint: str | None = None
 
     def __reduce__(self) -> tuple[object, ...]:
         # Rebuilt from args and attributes, not by calling __init__ again:

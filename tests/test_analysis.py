@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import ctxpack
-from ctxpack.dockerfile.analysis import Analysis, Source, analyze
+from ctxpack.dockerfile.analysis import Analysis, Source, analyze, host_platform, platform_args
 from ctxpack.dockerfile.parser import parse_dockerfile
 from ctxpack.errors import DockerfileSyntaxError
 from ctxpack.errors import DockerfileError
@@ -116,8 +116,8 @@ CORPUS_CASES: list[tuple[str, dict[str, Any], list[str] | None, str, list[str] |
     # glob and 'dir/.'
     ("dotnet__dotnet-docker__samples__aspnetapp__Dockerfile.Dockerfile", {}, ["aspnetapp", "aspnetapp/*.csproj"],
      "", ["build", "1"]),
-    # a platform ARG in a source path: unknown unless given
-    ("traefik__traefik__Dockerfile.Dockerfile", {}, None, "platform ARG TARGETPLATFORM", ["0"]),
+    # a platform ARG in a source path: the platform being built
+    ("traefik__traefik__Dockerfile.Dockerfile", {"platform": "linux/amd64"}, ["dist/linux/amd64/traefik"], "", ["0"]),
     ("traefik__traefik__Dockerfile.Dockerfile", {"build_args": {"TARGETPLATFORM": "linux/arm64"}},
      ["dist/linux/arm64/traefik"], "", ["0"]),
     # FROM scratch minimal-context stage; per-platform stages; FROM runtime-$TARGETARCH
@@ -134,10 +134,11 @@ CORPUS_CASES: list[tuple[str, dict[str, Any], list[str] | None, str, list[str] |
     ("docker__cli__Dockerfile.Dockerfile", {"target": "gotestsum", "build_args": {"BASE_VARIANT": "bullseye"}}, [],
      "", ["xx", "build-base-bullseye", "gotestsum"]),
     ("docker__cli__Dockerfile.Dockerfile", {}, None, "RUN --mount reads the whole context", None),  # --mount=ro
-    # FROM binaries-$TARGETOS: every binaries-* stage may be the base; RUN --mount=target=.
-    ("docker__buildx__Dockerfile.Dockerfile", {}, None, "RUN --mount reads the whole context",
-     ["xx", "golatest", "gobase", "buildx-version", "buildx-build", "binaries-unix", "binaries-darwin",
-      "binaries-linux", "binaries-windows", "binaries", "17"]),
+    # FROM binaries-$TARGETOS: the stage of the platform built; RUN --mount=target=.
+    ("docker__buildx__Dockerfile.Dockerfile", {"platform": "linux/amd64"}, None, "RUN --mount reads the whole context",
+     ["xx", "golatest", "gobase", "buildx-version", "buildx-build", "binaries-unix", "binaries-linux", "binaries", "17"]),
+    ("docker__buildx__Dockerfile.Dockerfile", {"platform": "darwin/arm64"}, None, "RUN --mount reads the whole context",
+     ["xx", "golatest", "gobase", "buildx-version", "buildx-build", "binaries-unix", "binaries-darwin", "binaries", "17"]),
     ("docker__buildx__Dockerfile.Dockerfile", {"target": "dockerd-release"}, [], "", ["dockerd-release"]),
     # RUN heredocs, bind mounts of the whole context, stage mounts
     ("navidrome__navidrome__Dockerfile.Dockerfile", {"target": "ui-bundle"},
@@ -354,12 +355,16 @@ def test_errors_only_where_the_stage_is_built() -> None:
 
 
 def test_unknown_base_may_be_any_matching_stage() -> None:
-    text = ("FROM scratch AS bin-linux\nCOPY linux.bin /\nFROM scratch AS bin-darwin\nCOPY darwin.bin /\n"
-            "FROM scratch AS other\nCOPY other.txt /\nFROM bin-$TARGETOS\n")
+    text = ("ARG FLAVOR\nFROM scratch AS bin-linux\nCOPY linux.bin /\nFROM scratch AS bin-darwin\nCOPY darwin.bin /\n"
+            "FROM scratch AS other\nCOPY other.txt /\nFROM bin-$FLAVOR\n")
     a = an(text)
     assert a.patterns == ["darwin.bin", "linux.bin"] and a.used_stages == ["bin-linux", "bin-darwin", "3"]
     assert any("may name (bin-linux, bin-darwin)" in n for n in a.notes)
-    assert pats(text, build_args={"TARGETOS": "linux"}) == ["linux.bin"]
+    assert pats(text, build_args={"FLAVOR": "linux"}) == ["linux.bin"]
+    # a platform ARG names the platform built's stage
+    by_os = text.replace("$FLAVOR", "$TARGETOS")
+    assert pats(by_os, platform="darwin/arm64") == ["darwin.bin"]
+    assert pats(by_os, platform="linux/amd64") == ["linux.bin"]
     # FROM $IMAGE with no default: every earlier stage may be the base
     assert pats("ARG IMG\nFROM scratch AS s\nCOPY s.txt /\nFROM $IMG\nCOPY a /\n") == ["a", "s.txt"]
     # a base that may be a stage with ONBUILD triggers: the whole context
@@ -409,8 +414,11 @@ def test_stage_args() -> None:
 
 def test_platform_args() -> None:
     text = "FROM alpine\nARG TARGETARCH\nCOPY bin/$TARGETARCH/app /\n"
-    assert "platform ARG TARGETARCH" in whole(text)[0]
-    assert pats(text, build_args={"TARGETARCH": "arm64"}) == ["bin/arm64/app"]
+    # The platform being built: --platform, else this machine's (issue 10).
+    assert pats(text, platform="linux/arm64") == ["bin/arm64/app"]
+    host_arch = host_platform().split("/")[1]
+    assert pats(text) == [f"bin/{host_arch}/app"]
+    assert pats(text, build_args={"TARGETARCH": "arm64"}, platform="linux/amd64") == ["bin/arm64/app"]
     assert "ARG TARGETARCH has no default" in whole(text, dialect="classic")[0]
     # a default in the stage wins over the automatic value
     assert pats("FROM alpine\nARG TARGETARCH=amd64\nCOPY bin/$TARGETARCH/app /\n") == ["bin/amd64/app"]
@@ -592,3 +600,41 @@ def test_selection_literal_and_wildcard_sources(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to("cfg")
     sel = Selection(["link/c.yaml"], str(tmp_path))
     assert sel.wants("link") and sel.wants("cfg/c.yaml") and not sel.wants("cfg/d.yaml")
+
+
+def test_platform_args_of_every_platform() -> None:
+    args = platform_args("linux/arm/v7", "linux/amd64")
+    assert args == {
+        "TARGETPLATFORM": "linux/arm/v7", "TARGETOS": "linux", "TARGETARCH": "arm", "TARGETVARIANT": "v7",
+        "TARGETOSVERSION": "", "BUILDPLATFORM": "linux/amd64", "BUILDOS": "linux", "BUILDARCH": "amd64",
+        "BUILDVARIANT": "", "BUILDOSVERSION": "",
+    }
+    assert platform_args("linux/arm64/v8")["TARGETPLATFORM"] == "linux/arm64"
+    text = ("FROM --platform=$BUILDPLATFORM golang AS build\nARG TARGETOS TARGETARCH BUILDARCH\n"
+            "COPY cmd/$TARGETOS-$TARGETARCH ./from-$BUILDARCH /src/\n")
+    assert pats(text, platform="windows/amd64") == ["cmd/windows-amd64", f"from-{host_platform().split('/')[1]}"]
+    with pytest.raises(DockerfileError, match="invalid platform 'arm64'"):
+        analyze("FROM a\nCOPY x /\n", platform="arm64")
+
+
+@pytest.mark.parametrize("src", [
+    "https://github.com/org/tool/releases/download/v1/tool-${TARGETARCH}-${VERSION}.tar.gz",
+    "http://example.com/$VERSION/x.tgz",
+    '"https://example.com/${VERSION}"',
+    "git://example.com/repo-$VERSION.git",
+])
+def test_add_url_with_an_unknown_arg_reads_nothing(src: str) -> None:
+    # A URL source never reads the context: an ARG without a value in it is no reason to fall back.
+    text = f"FROM alpine\nARG VERSION\nARG TARGETARCH\nADD {src} /opt/\nCOPY app /app\n"
+    assert pats(text, platform="linux/amd64") == ["app"]
+
+
+@pytest.mark.parametrize("src", ["${SCHEME}://example.com/x.tgz", "$BASE/x.tgz", "http${S}://x/y", "tool-$VERSION.tgz"])
+def test_add_source_whose_start_is_unknown_still_falls_back(src: str) -> None:
+    text = f"FROM alpine\nARG VERSION\nARG SCHEME\nARG BASE\nARG S\nADD {src} /opt/\n"
+    assert whole(text)
+
+
+def test_copy_of_a_url_with_an_arg_still_falls_back() -> None:
+    # COPY refuses URLs once the value is known; with an unknown value nothing is decided here.
+    assert whole("FROM alpine\nARG V\nCOPY https://example.com/$V /x\n")

@@ -100,7 +100,7 @@ def test_missing_directory_exits_2(tmp_path: Path) -> None:
 
 def test_missing_explicit_dockerfile_exits_2(ctx: Path) -> None:
     res = run("ls", "-f", str(ctx / "Nope.Dockerfile"), str(ctx))
-    assert res.exit_code == 2 and "Cannot locate Dockerfile" in res.output
+    assert res.exit_code == 2 and f"unable to evaluate symlinks in Dockerfile path: lstat {ctx}/Nope.Dockerfile: no such file or directory" in res.output
 
 
 def test_unknown_dialect_is_usage_error(ctx: Path) -> None:

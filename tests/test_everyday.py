@@ -245,3 +245,117 @@ def test_size_sections_have_column_headers(tmp_path: Path) -> None:
         (line,) = [x for x in out.splitlines() if x.strip().startswith(title)]
         assert line.split()[len(title.split()):] == columns.split()
     assert "  .dockerignore:1:*.log" in out
+
+
+# -- a missing Dockerfile or directory: docker's words, one error style ------------------
+
+
+def _docker_says(cap: Any) -> str:
+    (line,) = [x for x in cap.stderr.splitlines() if x.startswith("unable to prepare context")]
+    return line
+
+
+@pytest.fixture
+def dotnet(tmp_path: Path) -> Path:
+    # A .NET solution: the Dockerfile is src/Web/Dockerfile, built with -f from the root.
+    return make_tree(tmp_path / "sln", {
+        "App.sln": b"", "src/Web/Dockerfile": b"FROM scratch\n", "src/Web/Web.csproj": b"<Project/>",
+        "src/Web/bin/Debug/Web.dll": b"x", "src/Worker/worker.Dockerfile": b"FROM scratch\n",
+        "node_modules/x/Dockerfile": b"FROM scratch\n",  # never suggested
+    })
+
+
+def test_pack_without_a_dockerfile_fails_as_docker_does(dotnet: Path, tmp_path: Path) -> None:
+    res = run("pack", "-o", str(tmp_path / "out.tar"), ".", cwd=dotnet)
+    assert res.exit_code == 2
+    assert res.stderr.splitlines() == [
+        "ctxpack: error: unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
+        f"lstat {dotnet}/Dockerfile: no such file or directory",
+        "ctxpack: hint: Dockerfiles in the context: -f src/Web/Dockerfile, -f src/Worker/worker.Dockerfile",
+    ]
+    assert not (tmp_path / "out.tar").exists()
+    ok = run("pack", "-f", "src/Web/Dockerfile", "-o", str(tmp_path / "out.tar"), ".", cwd=dotnet)
+    assert ok.exit_code == 0, ok.output
+
+
+def test_describing_commands_go_on_without_a_dockerfile_with_a_note(dotnet: Path) -> None:
+    for cmd in ("ls", "size"):
+        res = run(cmd, ".", cwd=dotnet)
+        assert res.exit_code == 0
+        assert (f"ctxpack: note: no Dockerfile in {dotnet}: docker build would fail; "
+                "Dockerfiles in the context: -f src/Web/Dockerfile, -f src/Worker/worker.Dockerfile") in res.stderr
+
+
+@pytest.mark.docker_cli
+def test_missing_dockerfile_and_directory_messages_are_the_docker_clis(dotnet: Path, tmp_path: Path, docker_cli: Any) -> None:
+    cap = docker_cli.capture(".", cwd=dotnet)
+    assert cap.returncode != 0 and cap.tar is None
+    ours = run("pack", "-o", os.devnull, ".", cwd=dotnet)
+    assert ours.exit_code == 2
+    assert ours.stderr.splitlines()[0] == "ctxpack: error: " + _docker_says(cap)
+    cap = docker_cli.capture(".", dockerfile="src/Web/Nope", cwd=dotnet)
+    ours = run("pack", "-f", "src/Web/Nope", "-o", os.devnull, ".", cwd=dotnet)
+    assert ours.stderr.splitlines()[0] == "ctxpack: error: " + _docker_says(cap)
+    for bad in ("./x", "x", str(tmp_path / "nope"), "App.sln"):
+        cap = docker_cli.capture(bad, cwd=dotnet)
+        assert cap.returncode != 0
+        for cmd in ("ls", "size", "pack", "fingerprint"):
+            extra = ["-o", os.devnull] if cmd == "pack" else []
+            ours = run(cmd, *extra, bad, cwd=dotnet)
+            assert ours.exit_code == 2, (cmd, bad)
+            assert ours.stderr.splitlines() == ["ctxpack: error: " + _docker_says(cap)], (cmd, bad)
+        ours = run("explain", "-C", bad, "a", cwd=dotnet)
+        assert ours.stderr.splitlines() == ["ctxpack: error: " + _docker_says(cap)]
+
+
+@pytest.mark.parametrize("args,message,command", [
+    (["ls", "--dialect", "kaniko"], "invalid value for '--dialect': 'kaniko' is not one of 'buildkit', 'classic'", "ls"),
+    (["size", "--frobnicate"], "no such option '--frobnicate'", "size"),
+    (["explain"], "missing argument 'PATH...'", "explain"),
+    (["size", "--top", "0"], "invalid value for '--top': 0 is not in the range 1<=x<=1000", "size"),
+    (["ls", "--target", "x"], "--target, --build-arg and --platform only make sense with --minimal", "ls"),
+    (["nosuch"], "no such command 'nosuch'", None),
+])
+def test_usage_errors_in_one_style_with_a_hint(args: list[str], message: str, command: str | None) -> None:
+    res = run(*args)
+    assert res.exit_code == 2
+    lines = res.stderr.splitlines()
+    assert lines[0] == f"ctxpack: error: {message}"
+    path = "ctxpack" + (f" {command}" if command else "")
+    assert lines[1].startswith(f"ctxpack: hint: usage: {path} [OPTIONS]") and lines[1].endswith(f"; see '{path} --help'")
+    assert len(lines) == 2 and "Usage:" not in res.output and "Error:" not in res.output
+
+
+def test_help_and_version_still_exit_0() -> None:
+    assert run("--help").exit_code == 0 and "Usage: ctxpack" in run("--help").stdout
+    assert run("ls", "--help").exit_code == 0
+    assert run("--version").exit_code == 0
+
+
+# -- --minimal: ADD of a URL with an ARG, platform ARGs ---------------------------------
+
+
+@pytest.fixture
+def go_service(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "svc", {
+        "Dockerfile": (b"FROM golang AS build\nARG TARGETOS TARGETARCH\nARG TOOL_VERSION\n"
+                       b"ADD https://github.com/org/tool/releases/download/${TOOL_VERSION}/tool-${TARGETARCH}.tar.gz /opt/\n"
+                       b"COPY go.mod go.sum ./\nCOPY cmd/ ./cmd/\nCOPY dist/$TARGETOS/$TARGETARCH/ /out/\n"),
+        "go.mod": b"module x\n", "go.sum": b"", "cmd/main.go": b"package main\n",
+        "dist/linux/amd64/app": b"a", "dist/linux/arm64/app": b"b", "docs/big.pdf": b"x" * 5000,
+    })
+
+
+def test_minimal_keeps_going_past_an_add_url_and_uses_the_platform(go_service: Path) -> None:
+    res = run("ls", "--minimal", "--platform", "linux/arm64", ".", cwd=go_service)
+    assert res.exit_code == 0, res.output
+    assert "sending the whole context" not in res.stderr
+    assert res.stdout.splitlines() == ["cmd/", "cmd/main.go", "dist/", "dist/linux/", "dist/linux/arm64/",
+                                       "dist/linux/arm64/app", "go.mod", "go.sum"]
+    both = run("ls", "--minimal", "--platform", "linux/amd64,linux/arm64", ".", cwd=go_service).stdout.splitlines()
+    assert "dist/linux/amd64/app" in both and "dist/linux/arm64/app" in both and "docs/big.pdf" not in both
+    default = run("ls", "--minimal", ".", cwd=go_service).stdout.splitlines()
+    from ctxpack.dockerfile.analysis import host_platform
+
+    assert [p for p in default if p.endswith("/app")] == [f"dist/{host_platform()}/app"]
+    assert run("ls", "--platform", "linux/arm64", ".", cwd=go_service).exit_code == 2  # only with --minimal

@@ -55,9 +55,23 @@ def say(kind: str, message: str) -> None:
     click.echo(f"ctxpack: {kind}: {printable(message)}", err=True)
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int, hint: str | None = None) -> None:
     say("error", message)
+    if hint:
+        say("hint", hint)
     sys.exit(code)
+
+
+def show_click_error(e: click.ClickException) -> None:
+    """click's own errors in ctxpack's one style; usage errors get the
+    command's usage and where its help is as a hint."""
+    message = e.format_message().strip().rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]  # "No such option" -> "no such option", as ours read
+    click.echo(f"ctxpack: error: {message}", err=True)
+    if isinstance(e, click.UsageError) and e.ctx is not None:
+        usage = e.ctx.get_usage().replace("Usage: ", "", 1)
+        click.echo(f"ctxpack: hint: usage: {usage}; see '{e.ctx.command_path} --help'", err=True)
 
 
 def quiet_exit(code: int) -> None:
@@ -77,7 +91,7 @@ def handle_errors(fn: F) -> F:
         except CtxpackError as e:
             if isinstance(e, ClosedPipeError):
                 quiet_exit(e.exit_code)
-            fail(str(e), e.exit_code)
+            fail(str(e), e.exit_code, e.hint)
         except BrokenPipeError:
             # The reader went away (`ctxpack ls | head`): not an error of ours.
             sys.stderr.close()
@@ -111,6 +125,8 @@ def context_options(fn: F) -> F:
 def minimal_options(fn: F) -> F:
     fn = click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
                       help="Build argument for --minimal (repeatable).")(fn)
+    fn = click.option("--platform", metavar="OS/ARCH[,...]",
+                      help="Platform(s) built, for --minimal's TARGETARCH etc. (default: this machine's).")(fn)
     fn = click.option("--target", help="Build stage for --minimal (default: the last).")(fn)
     fn = click.option("--minimal", is_flag=True, help="Only what the Dockerfile can read (COPY/ADD/RUN --mount sources).")(fn)
     return fn
@@ -128,13 +144,19 @@ def parse_build_args(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def open_ctx(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
-          minimal: bool = False, target: str | None = None, build_args: tuple[str, ...] = ()) -> BuildContext:
+          minimal: bool = False, target: str | None = None, build_args: tuple[str, ...] = (),
+          describing: bool = True, platform: str | None = None) -> BuildContext:
+    """Open the context and print its notes and warnings.  ``describing``:
+    the command only describes the tree (a missing Dockerfile is a note);
+    otherwise the caller decides what is an error."""
     stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
-    if (target or build_args) and not minimal:
-        raise click.UsageError("--target and --build-arg only make sense with --minimal")
+    if (target or build_args or platform) and not minimal:
+        raise click.UsageError("--target, --build-arg and --platform only make sense with --minimal")
     ctx = open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, stdin_dockerfile=stdin,
-                       minimal=minimal, target=target, build_args=parse_build_args(build_args))
+                       minimal=minimal, target=target, build_args=parse_build_args(build_args), platform=platform)
     for note in ctx.notes:
+        if not describing and ctx.dockerfile_path is None and note.startswith("no Dockerfile in "):
+            continue  # the caller stops with the error itself
         say("note", note)
     for warning in api.source_warnings(ctx):
         say("warning", warning)

@@ -17,16 +17,16 @@ from ctxpack.cli.common import (
 
 
 @click.command("ls")
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.argument("directory", default=".", type=click.Path())
 @context_options
 @minimal_options
 @click.option("--excluded", is_flag=True, help="List what was left out, with the deciding rule.")
 @click.option("-0", "null", is_flag=True, help="Separate entries with NUL instead of newline.")
 @handle_errors
 def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
-               minimal: bool, target: str | None, build_args: tuple[str, ...], excluded: bool, null: bool) -> None:
+               minimal: bool, target: str | None, platform: str | None, build_args: tuple[str, ...], excluded: bool, null: bool) -> None:
     """List the context's entries in upload order (directories end with /)."""
-    ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
+    ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
     end = b"\0" if null else b"\n"
     out = sys.stdout.buffer
     chunks: list[bytes] = []
@@ -50,7 +50,7 @@ def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file
 
 @click.command("explain")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("-C", "--context", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
+@click.option("-C", "--context", "directory", default=".", show_default=True, type=click.Path(),
               help="The context directory; PATHs are relative to it (or absolute).")
 @context_options
 @handle_errors
@@ -133,7 +133,7 @@ def _print_size(rep: SizeReport, width: int) -> None:
 
 
 @click.command("size")
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.argument("directory", default=".", type=click.Path())
 @context_options
 @minimal_options
 @click.option("--top", type=click.IntRange(1, 1000), default=None, help="Rows per section (default: fit the terminal).")
@@ -144,7 +144,7 @@ def _print_size(rep: SizeReport, width: int) -> None:
 @handle_errors
 def size_command(
     directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
-    minimal: bool, target: str | None, build_args: tuple[str, ...],
+    minimal: bool, target: str | None, platform: str | None, build_args: tuple[str, ...],
     top: int | None, as_json: bool, max_size: str | None, max_files: int | None, html_out: str | None,
 ) -> None:
     """Audit the context: what is sent, where the bytes are, what the rules save.
@@ -155,7 +155,7 @@ def size_command(
     cols, lines = shutil.get_terminal_size((100, 40))
     if top is None:
         top = max(3, min(10, (lines - 12) // 4))
-    ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
+    ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
     if html_out == "-" and as_json:
         raise click.UsageError("--html - and --json both write to stdout: give --html a file name")
     progress = ProgressLine()

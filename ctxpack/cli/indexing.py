@@ -24,13 +24,13 @@ def _report(fp: "Fingerprint") -> None:
 
 
 @click.command("fingerprint")
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.argument("directory", default=".", type=click.Path())
 @context_options
 @minimal_options
 @click.option("--json", "as_json", is_flag=True, help="Print {fingerprint, entries, files, bytes, hashed, hashed_bytes}.")
 @handle_errors
 def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
-                        minimal: bool, target: str | None, build_args: tuple[str, ...], as_json: bool) -> None:
+                        minimal: bool, target: str | None, platform: str | None, build_args: tuple[str, ...], as_json: bool) -> None:
     """Print one stable digest of exactly what the build context contains.
 
     Same content, same fingerprint (fresh clones included); mtimes and
@@ -38,14 +38,14 @@ def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ig
     """
     from ctxpack.index.snapshots import fingerprint
 
-    ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
+    ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
     fp = fingerprint(ctx)
     _report(fp)
     click.echo(to_json(fp.to_json()) if as_json else fp.fingerprint)
 
 
 @click.command("snapshot")
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.argument("directory", default=".", type=click.Path())
 @context_options
 @handle_errors
 def snapshot_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None) -> None:
@@ -59,7 +59,7 @@ def snapshot_command(directory: str, dockerfile: str | None, dialect: str, ignor
 
 
 @click.command("diff")
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.argument("directory", default=".", type=click.Path())
 @context_options
 @click.option("--json", "as_json", is_flag=True, help='Print {"since", "added", "removed", "modified"}.')
 @click.option("--exit-code", is_flag=True, help="Exit 1 when there are changes (like git diff).")

@@ -8,12 +8,13 @@ import sys
 import click
 
 from ctxpack.audit import format_size
+from ctxpack.context import missing_dockerfile_error
 from ctxpack.cli.common import ProgressLine, context_options, handle_errors, minimal_options, open_ctx, say
 from ctxpack.tar.sinks import COMPRESSIONS
 
 
 @click.command("pack")
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.argument("directory", default=".", type=click.Path())
 @context_options
 @click.option("-o", "--output", help="Write the tar to FILE ('-' for stdout, the default when stdout is not a terminal).")
 @click.option("--compress", type=click.Choice(COMPRESSIONS), default="none", show_default=True)
@@ -25,7 +26,7 @@ from ctxpack.tar.sinks import COMPRESSIONS
 def pack_command(
     directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
     output: str | None, compress: str, level: int | None, reproducible: bool, take_snapshot: bool,
-    minimal: bool, target: str | None, build_args: tuple[str, ...],
+    minimal: bool, target: str | None, platform: str | None, build_args: tuple[str, ...],
 ) -> None:
     """Write the build context as the tar a builder receives.
 
@@ -49,7 +50,10 @@ def pack_command(
     except ValueError:
         raise click.UsageError(f"SOURCE_DATE_EPOCH must be an integer, not {sde!r}") from None
     opts = PackOptions(compress=compress, level=level, reproducible=reproducible, source_date_epoch=epoch)
-    ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
+    ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, describing=False, platform=platform)
+    missing = missing_dockerfile_error(ctx)
+    if missing is not None:
+        raise missing  # as docker build: no tar without a Dockerfile
     progress = ProgressLine()
 
     def warn(msg: str) -> None:

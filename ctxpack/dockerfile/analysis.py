@@ -24,17 +24,20 @@ the classic builder:
   applied (excluded paths are still counted).
 * Variables.  Source paths (and mount options) are expanded with BuildKit's
   shell lexer: global ``ARG`` (before the first ``FROM``; BuildKit also
-  defines the platform ARGs), per-stage ``ARG`` (a value from
+  defines the platform ARGs, ``TARGETARCH`` …, with the values of the
+  platform being built: ``platform``, else the host's), per-stage ``ARG`` (a value from
   ``build_args``, else the default, else the global value), ``ENV`` (all
   pairs of one ``ENV`` see the values from before it), quotes and escapes.
   BuildKit keeps a base stage's ARG values in the stages built on it; the
   classic builder keeps only ENV.
 
 Where the analysis cannot be sure — a variable whose value is unknown here
-(an ARG without a value, a platform ARG, a variable a base image may set), a
+(an ARG without a value, a variable a base image may set), a
 base stage named by such a variable that could be a stage with ONBUILD
 triggers, a custom ``# syntax=`` frontend — it falls back to the whole
-context and says why: never send too little.  A base named by an unknown
+context and says why: never send too little.  An ``ADD`` source that is
+a URL whatever its unknown variables hold (``https://…/tool-${V}.tgz``) is
+fetched by the builder and is no reason to fall back.  A base named by an unknown
 variable is taken to depend on every earlier stage its name could match.
 
 Where Docker itself would refuse the Dockerfile (``--from`` with a variable,
@@ -56,12 +59,53 @@ from ctxpack._go.filepath import go_match
 from ctxpack._go.strings import go_clean
 from ctxpack.ignore.dialect import Dialect
 
-__all__ = ["Analysis", "Selection", "Source", "analyze"]
+__all__ = ["Analysis", "Selection", "Source", "analyze", "platform_args", "host_platform"]
 
 PLATFORM_ARGS = (
     "BUILDPLATFORM", "BUILDOS", "BUILDOSVERSION", "BUILDARCH", "BUILDVARIANT",
     "TARGETPLATFORM", "TARGETOS", "TARGETOSVERSION", "TARGETARCH", "TARGETVARIANT",
 )
+# platform.machine() names -> the OCI architecture (and variant) Docker uses.
+_ARCHES = {
+    "x86_64": ("amd64", ""), "amd64": ("amd64", ""), "aarch64": ("arm64", ""), "arm64": ("arm64", ""),
+    "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"), "i386": ("386", ""), "i686": ("386", ""),
+    "ppc64le": ("ppc64le", ""), "s390x": ("s390x", ""), "riscv64": ("riscv64", ""),
+}
+
+
+def host_platform() -> str:
+    """This machine's platform as Docker names it (``linux/amd64``,
+    ``linux/arm/v7``): what a local daemon builds for by default (Docker
+    Desktop on a Mac or Windows runs a Linux VM of the same architecture)."""
+    import platform
+
+    arch, variant = _ARCHES.get(platform.machine().lower(), (platform.machine().lower() or "amd64", ""))
+    return "/".join(p for p in ("linux", arch, variant) if p)
+
+
+def platform_args(target: str | None = None, build: str | None = None) -> dict[str, str]:
+    """BuildKit's automatic platform ARGs for building ``target`` (default:
+    :func:`host_platform`) on ``build`` (default: the host):
+    ``TARGETPLATFORM=linux/arm/v7``, ``TARGETOS=linux``, ``TARGETARCH=arm``,
+    ``TARGETVARIANT=v7``, ``TARGETOSVERSION=`` and the same for ``BUILD*``."""
+    out: dict[str, str] = {}
+    for prefix, value in (("TARGET", target), ("BUILD", build)):
+        value = (value or host_platform()).strip().lower()
+        parts = value.split("/")
+        if len(parts) < 2 or len(parts) > 3 or not all(parts):
+            raise DockerfileError(f"invalid platform {value!r}: use os/arch[/variant], e.g. linux/arm64")
+        os_name, arch = parts[0], parts[1]
+        variant = parts[2] if len(parts) == 3 else ""
+        if arch == "arm64" and variant == "v8":
+            variant = ""  # containerd's normalisation: linux/arm64/v8 is linux/arm64
+        out[prefix + "PLATFORM"] = "/".join(p for p in (os_name, arch, variant) if p)
+        out[prefix + "OS"] = os_name
+        out[prefix + "ARCH"] = arch
+        out[prefix + "VARIANT"] = variant
+        out[prefix + "OSVERSION"] = ""
+    return out
+
+
 _DOCKERFILE_FRONTENDS = ("docker/dockerfile", "docker/dockerfile-upstream")
 _MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 
@@ -310,9 +354,10 @@ def _split(df: Dockerfile) -> tuple[list[Instruction], list[_Stage]]:
 
 class _Analyzer:
     def __init__(self, df: Dockerfile, target: str | None, build_args: dict[str, str], dialect: Dialect,
-                 onbuild: Mapping[str, Sequence[str]] | None = None):
+                 onbuild: Mapping[str, Sequence[str]] | None = None, platform: str | None = None):
         self.df = df
         self.onbuild = dict(onbuild or {})
+        self.platform = platform
         self.build_args = build_args
         self.dialect = dialect
         self.buildkit = dialect is Dialect.BUILDKIT
@@ -340,8 +385,7 @@ class _Analyzer:
     def global_env(self, target_name: str) -> dict[str, str | UnknownValue]:
         env: dict[str, str | UnknownValue] = {}
         if self.buildkit:
-            for k in PLATFORM_ARGS:
-                env[k] = UnknownValue(f"the platform ARG {k} depends on the build (pass --build-arg {k}=...)")
+            env.update(platform_args(self.platform))  # the platform being built: --platform, else the host's
             # Recent BuildKit also defines TARGETSTAGE (the target's name); older ones do not.
             env["TARGETSTAGE"] = UnknownValue(f"TARGETSTAGE ({target_name!r} or unset) depends on the BuildKit version")
             for k in list(env):
@@ -663,6 +707,8 @@ class _Analyzer:
                     continue  # inline content
                 value = expand(src)
                 if isinstance(value, UnknownValue):
+                    if inst.cmd == "ADD" and self._fetched_whatever(src, env, st.escape):
+                        continue  # a URL (or git) whatever the variable holds: never the context
                     an._whole(f"{where}: {label} source {src!r}: {value.reason}")
                     continue
                 if inst.cmd == "ADD":
@@ -704,6 +750,19 @@ class _Analyzer:
                     continue
                 self.add(an, value, raw or ".", label, line, s)
 
+    def _fetched_whatever(self, src: str, env: _Env, escape: str) -> bool:
+        """Whether an ADD source with an unknown variable is fetched by the
+        builder for any value of it: its literal start (before the first
+        unknown part) already makes it a URL, or for BuildKit a git URL."""
+        lex = Lexer(escape)
+        try:
+            prefix = lex.process_word(src, env.get).split(PLACEHOLDER, 1)[0]
+        except ShellLexError:
+            return False
+        if _is_http(prefix):
+            return True
+        return self.buildkit and prefix.lower().startswith(("git://", "ssh://"))
+
     def add(self, an: Analysis, value: str, raw: str, label: str, line: int, s: _Stage) -> None:
         cleaned = _clean_source(value)
         if cleaned == "":
@@ -720,6 +779,7 @@ def analyze(
     dialect: Dialect | str = Dialect.BUILDKIT,
     source: str = "Dockerfile",
     onbuild: Mapping[str, Sequence[str]] | None = None,
+    platform: str | None = None,
 ) -> Analysis:
     """Work out the context sources of a build (see the module docstring).
 
@@ -728,9 +788,12 @@ def analyze(
     ``onbuild`` maps external base images (as :attr:`Analysis.base_images`
     names them) to their ONBUILD triggers (the engine's ``Config.OnBuild``);
     the images it names are no longer assumed to have none.
+    ``platform`` (``os/arch[/variant]``, default: the host's) gives
+    BuildKit's platform ARGs (``TARGETARCH`` …) their values; for several
+    platforms (``--platform a,b``), call once per platform.
     """
     df = dockerfile if isinstance(dockerfile, Dockerfile) else parse_dockerfile(dockerfile, source)
-    return _Analyzer(df, target, dict(build_args or {}), Dialect(dialect), onbuild).run()
+    return _Analyzer(df, target, dict(build_args or {}), Dialect(dialect), onbuild, platform).run()
 
 
 # --- selecting context paths by sources ----------------------------------------------
