@@ -22,7 +22,7 @@ from ctxpack.errors import InputError
 from ctxpack.fs import iter_tree
 from ctxpack.walker import Entry, EntryKind, Progress
 
-__all__ = ["SizeReport", "RuleSaving", "DirRow", "FileRow", "ExtRow", "measure", "parse_size", "format_size"]
+__all__ = ["SizeReport", "RuleSaving", "DirRow", "FileRow", "ExtRow", "measure", "parse_size", "format_size", "heavy_enough"]
 
 
 @dataclass
@@ -263,6 +263,20 @@ def _rolled_up(dir_bytes: dict[str, list[int]], total: int, top: int) -> list[Di
 
     visit("", 0)
     return rows
+
+
+# A directory of local state (.git, node_modules, .venv …) is worth a
+# warning when it is heavy for this context, not by a fixed size alone: a
+# 194 kB .git beside 40 MB of sources is noise.
+HEAVY_MIN_BYTES = 1_000_000
+HEAVY_MIN_SHARE = 0.02
+
+
+def heavy_enough(dir_bytes: int, context_bytes: int) -> bool:
+    """Whether a sent directory of ``dir_bytes`` is heavy in a context that
+    sends ``context_bytes``: at least :data:`HEAVY_MIN_BYTES` and at least
+    :data:`HEAVY_MIN_SHARE` of the context (the same rule for ``.git``)."""
+    return dir_bytes >= HEAVY_MIN_BYTES and dir_bytes >= HEAVY_MIN_SHARE * context_bytes
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")

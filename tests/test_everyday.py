@@ -359,3 +359,87 @@ def test_minimal_keeps_going_past_an_add_url_and_uses_the_platform(go_service: P
 
     assert [p for p in default if p.endswith("/app")] == [f"dist/{host_platform()}/app"]
     assert run("ls", "--platform", "linux/arm64", ".", cwd=go_service).exit_code == 2  # only with --minimal
+
+
+# -- cache: clear one context by default, info creates nothing ---------------------------
+
+
+def _cache_env(tmp_path: Path) -> dict[str, str]:
+    return {"CTXPACK_CACHE_DIR": str(tmp_path / "cache")}
+
+
+def test_cache_info_does_not_create_the_index(tmp_path: Path) -> None:
+    env = _cache_env(tmp_path)
+    res = run("cache", "info", env=env)
+    assert res.exit_code == 0
+    assert res.stdout.strip() == f"{tmp_path}/cache/index.sqlite3: no index yet (fingerprint, snapshot, diff and pack --snapshot create it)"
+    import json
+
+    assert json.loads(run("cache", "info", "--json", env=env).stdout)["exists"] is False
+    assert not (tmp_path / "cache").exists()
+    assert run("cache", "clear", "--all", env=env).exit_code == 0
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cache_clear_forgets_only_the_current_context(tmp_path: Path) -> None:
+    env = _cache_env(tmp_path)
+    a = make_tree(tmp_path / "a", {"Dockerfile": b"FROM scratch\n", "x": b"1"})
+    b = make_tree(tmp_path / "b", {"Dockerfile": b"FROM scratch\n", "y": b"2"})
+    for root in (a, b):
+        assert run("snapshot", ".", cwd=root, env=env).exit_code == 0
+    res = run("cache", "clear", cwd=a, env=env)
+    assert res.exit_code == 0 and res.stdout.strip().startswith(f"cleared the digests and snapshot of {a}")
+    assert run("diff", ".", cwd=a, env=env).exit_code == 2  # a's snapshot is gone
+    assert run("diff", ".", cwd=b, env=env).exit_code == 0  # b's is kept
+    assert "holds nothing for" in run("cache", "clear", str(a), env=env).stdout
+    res = run("cache", "clear", "--all", cwd=a, env=env)
+    assert res.exit_code == 0 and "1 contexts, 1 snapshots" in res.stdout
+    assert run("diff", ".", cwd=b, env=env).exit_code == 2
+
+
+def test_cache_clear_help_says_what_it_removes() -> None:
+    out = " ".join(run("cache", "clear", "--help").stdout.split())
+    assert "file digests" in out and "snapshot" in out and "--all" in out
+
+
+def test_heavy_directory_threshold_is_relative_to_the_context() -> None:
+    from ctxpack.audit import heavy_enough
+
+    assert not heavy_enough(194_000, 40_000_000)  # the 194 kB .git of the issue
+    assert not heavy_enough(194_000, 300_000)  # never below 1 MB
+    assert heavy_enough(30_000_000, 60_000_000)
+    assert not heavy_enough(50_000_000, 5_000_000_000)  # 1% of a 5 GB context
+    assert heavy_enough(1_000_000, 1_000_000)
+
+
+# -- installing: every subpackage, and nothing left in the checkout ----------------------
+
+
+def test_pip_install_leaves_the_checkout_clean_and_ships_every_package(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parent.parent
+    src = tmp_path / "checkout"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "MANIFEST.in", "_backend", "ctxpack"):
+        if (repo / name).is_dir():
+            shutil.copytree(repo / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(repo / name, src / name)
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    out = tmp_path / "wheels"
+    # Without build isolation where the installed setuptools can make wheels (no index needed).
+    import importlib.util
+
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("wheel") else []
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation,
+                           "-w", str(out), str(src)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before  # no build/, no ctxpack.egg-info/
+    (wheel,) = out.glob("ctxpack-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = {str(p.parent.relative_to(repo)) for p in (repo / "ctxpack").rglob("__init__.py")}
+    assert packages <= {n.rpartition("/")[0] for n in names if n.endswith("/__init__.py")}
+    assert "ctxpack/cli/app.py" in names and "ctxpack/py.typed" in names

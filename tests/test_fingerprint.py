@@ -228,7 +228,7 @@ def test_cache_info_and_clear(ctx: Path) -> None:
     runner = CliRunner()
     info = json.loads(runner.invoke(main, ["cache", "info", "--json"]).stdout)
     assert info["contexts"] == 1 and info["files"] == 5
-    assert runner.invoke(main, ["cache", "clear"]).exit_code == 0
+    assert runner.invoke(main, ["cache", "clear", str(ctx)]).exit_code == 0
     assert fp(ctx)["hashed"] == 5
 
 

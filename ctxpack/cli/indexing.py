@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -93,24 +94,51 @@ def cache_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def cache_info(as_json: bool) -> None:
-    """Where the index is and what it holds."""
-    from ctxpack.index.store import Index
+    """Where the index is and what it holds (it is not created if absent)."""
+    from ctxpack.index.store import DB_NAME, CacheInfo, Index, cache_dir
 
-    with Index() as idx:
-        info = idx.info()
+    path = os.path.join(cache_dir(), DB_NAME)
+    if os.path.exists(path):
+        with Index() as idx:
+            info = idx.info()
+    else:
+        info = CacheInfo(path, 0, 0, 0, 0)
     if as_json:
-        click.echo(to_json(info.__dict__))
+        click.echo(to_json(info.__dict__ | {"exists": os.path.exists(path)}))
+    elif not os.path.exists(path):
+        click.echo(f"{path}: no index yet (fingerprint, snapshot, diff and pack --snapshot create it)")
     else:
         click.echo(f"{info.path}: {format_size(info.bytes)}, {info.contexts} contexts, {info.files:,} files, {info.snapshots} snapshots")
 
 
 @cache_group.command("clear")
+@click.argument("directory", default=".", type=click.Path())
+@click.option("--all", "everything", is_flag=True, help="Empty the whole index: every context's digests and snapshots.")
 @handle_errors
-def cache_clear() -> None:
-    """Empty the index (digests are recomputed on the next run)."""
-    from ctxpack.index.store import Index
+def cache_clear(directory: str, everything: bool) -> None:
+    """Forget what the index holds for the context DIRECTORY (default: the
+    current directory): its file digests, so that the next fingerprint or
+    diff reads every file again, and its snapshot, so that `ctxpack diff`
+    needs a new `ctxpack snapshot` first.  Other contexts are kept unless
+    --all is given.
+    """
+    from ctxpack.index.store import DB_NAME, Index, cache_dir
 
+    path = os.path.join(cache_dir(), DB_NAME)
+    root = os.path.realpath(directory)
+    if not os.path.exists(path):
+        click.echo(f"nothing to clear: no index at {path}")
+        return
     with Index() as idx:
-        idx.clear()
-        click.echo(f"cleared {idx.path}")
+        if everything:
+            info = idx.info()
+            idx.clear()
+            click.echo(f"cleared {idx.path}: {info.contexts} contexts, {info.snapshots} snapshots")
+        elif idx.forget(root):
+            click.echo(f"cleared the digests and snapshot of {root} from {idx.path}")
+        else:
+            click.echo(f"nothing to clear: the index at {idx.path} holds nothing for {root}")
+        if idx.warning:
+            raise InputError(idx.warning)
+
 

@@ -467,6 +467,17 @@ class Index:
                 self.db.execute("VACUUM")
 
 
+    def forget(self, root: str) -> bool:
+        """Drop one context (its states and snapshot); ``False`` if the
+        index held nothing for it."""
+        if self.context_id(root) is None:
+            return False
+        with contextlib.suppress(IndexUnavailable), self.transaction() as db:
+            db.execute("DELETE FROM contexts WHERE root = ?", (root,))  # states and snapshots cascade
+        self._ids.pop(root, None)
+        return True
+
+
 def _means_corrupt(e: sqlite3.Error) -> bool:
     """An OperationalError that says the file is not a usable database."""
     text = str(e).lower()
