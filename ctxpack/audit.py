@@ -236,30 +236,40 @@ def _rolled_up(dir_bytes: dict[str, list[int]], total: int, top: int) -> list[Di
     yet shown whose parent is shown (top-level directories always qualify;
     sub-directories need 2% of the total) is taken next, so a cut never
     hides a heavy top-level directory while showing a light sub-directory.
-    They are printed as a tree: under each directory, its chosen children,
-    heaviest first.
+    A chain of directories that only hold the next one (``bin/Debug/net8.0``)
+    is one row, named by its last directory.  Rows are listed as a tree:
+    under each, its chosen children, heaviest first.
     """
     children: dict[str, list[str]] = {}
     for d in dir_bytes:
         parent = d.rsplit("/", 1)[0] if "/" in d else ""
         children.setdefault(parent, []).append(d)
+
+    def chain_end(d: str) -> str:
+        while True:
+            kids = children.get(d, [])
+            if len(kids) != 1 or dir_bytes[kids[0]] != dir_bytes[d]:
+                return d
+            d = kids[0]
+
     threshold = max(1, total // 50)
-    chosen: set[str] = set()
+    chosen: dict[str, str] = {}  # first directory of a row -> its last
     frontier = [(-dir_bytes[d][0], d) for d in children.get("", [])]
     heapq.heapify(frontier)
     while frontier and len(chosen) < top:
         _, d = heapq.heappop(frontier)
-        chosen.add(d)
-        for c in children.get(d, []):
+        end = chosen[d] = chain_end(d)
+        for c in children.get(end, []):
             if dir_bytes[c][0] >= threshold:
                 heapq.heappush(frontier, (-dir_bytes[c][0], c))
     rows: list[DirRow] = []
 
     def visit(parent: str, depth: int) -> None:
         for d in sorted((c for c in children.get(parent, []) if c in chosen), key=lambda c: (-dir_bytes[c][0], c)):
-            b, n = dir_bytes[d]
-            rows.append(DirRow(d, depth, b, n, round(b / total, 4) if total else 0.0))
-            visit(d, depth + 1)
+            end = chosen[d]
+            b, n = dir_bytes[end]
+            rows.append(DirRow(end, depth, b, n, round(b / total, 4) if total else 0.0))
+            visit(end, depth + 1)
 
     visit("", 0)
     return rows

@@ -443,3 +443,23 @@ def test_pip_install_leaves_the_checkout_clean_and_ships_every_package(tmp_path:
     packages = {str(p.parent.relative_to(repo)) for p in (repo / "ctxpack").rglob("__init__.py")}
     assert packages <= {n.rpartition("/")[0] for n in names if n.endswith("/__init__.py")}
     assert "ctxpack/cli/app.py" in names and "ctxpack/py.typed" in names
+
+
+def test_size_shows_a_chain_of_single_directories_as_one_row(tmp_path: Path) -> None:
+    # The .NET tree: src/Web/bin/Debug/net8.0 holds all of bin's bytes.
+    root = _sized_tree(tmp_path / "c", {
+        "Dockerfile": 100, "src/Web/bin/Debug/net8.0/Web.dll": 4_000_000, "src/Web/obj/Debug/net8.0/Web.pdb": 2_500_000,
+        "src/Web/Program.cs": 100_000, "src/Web/wwwroot/css/site.css": 300_000, "src/Web/wwwroot/js/site.js": 200_000,
+    })
+    res = run("size", "--top", "5", str(root))
+    lines = res.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Heaviest directories" in line)
+    assert [line.split()[0] for line in lines[start + 1: start + 5]] == [
+        "src/Web/", "bin/Debug/net8.0/", "obj/Debug/net8.0/", "wwwroot/"]
+    assert lines[start + 2].startswith("    bin/Debug/net8.0/")  # one level below src/Web/
+    import json
+
+    dirs = json.loads(run("size", "--json", "--top", "5", str(root)).stdout)["directories"]
+    assert [(d["path"], d["depth"]) for d in dirs] == [
+        ("src/Web", 0), ("src/Web/bin/Debug/net8.0", 1), ("src/Web/obj/Debug/net8.0", 1), ("src/Web/wwwroot", 1),
+        ("src/Web/wwwroot/css", 2)]

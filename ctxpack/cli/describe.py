@@ -99,12 +99,17 @@ def _looks_like_old_form(directory: str, paths: tuple[str, ...]) -> bool:
     return any(p and not os.path.lexists(p) and os.path.lexists(os.path.join(paths[0], p)) for p in paths[1:])
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
 def _print_size(rep: SizeReport, width: int) -> None:
     name = rep.ignore_file or "no ignore file"
     click.echo(styled(f"Context {rep.context} ({rep.dialect}, {name})", bold=True))
     click.echo(
-        f"Sends {rep.entries:,} entries: {rep.files:,} files, {format_size(rep.bytes)}"
-        + (f"; ignore rules keep out {rep.excluded_files:,} files, {format_size(rep.excluded_bytes)}" if rep.excluded_files else "")
+        f"Sends {_count(rep.entries, 'entry', 'entries')}: {_count(rep.files, 'file')}, {format_size(rep.bytes)}"
+        + (f"; ignore rules keep out {_count(rep.excluded_files, 'file')}, {format_size(rep.excluded_bytes)}"
+           if rep.excluded_files else "")
     )
     if rep.full_files is not None and rep.full_bytes is not None:
         click.echo(
@@ -115,8 +120,12 @@ def _print_size(rep: SizeReport, width: int) -> None:
     # Each section's title row names its columns.
     if rep.directories:
         click.echo("\n" + styled(f"  {'Heaviest directories':<{pw}} {'size':>10} {'files':>8} {'share':>6}", bold=True))
+        above: list[str] = []  # the rows above this one, by depth
         for d in rep.directories:
-            label = fit("  " * d.depth + d.path.rsplit("/", 1)[-1] + "/", pw)
+            del above[d.depth:]
+            name = d.path[len(above[-1]) + 1:] if above else d.path  # a chain of directories is one row
+            above.append(d.path)
+            label = fit("  " * d.depth + name + "/", pw)
             click.echo(f"  {label:<{pw}} {format_size(d.bytes):>10} {d.files:>8,} {d.share:>6.1%}")
     if rep.largest:
         click.echo("\n" + styled(f"  {'Largest files':<{pw}} {'size':>10}", bold=True))
