@@ -190,7 +190,8 @@ _Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[_Held, 
 
 
 def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_depth: int,
-          excluded: bool, warn: Warn | None = None, on_error: OnError | None = None) -> Iterator[Entry]:
+          excluded: bool, warn: Warn | None = None, on_error: OnError | None = None,
+          reported: set[str] | None = None) -> Iterator[Entry]:
     # One frame per open directory: its sorted children, where it is, the
     # plan for its children, (BuildKit) the excluded-but-descended ancestors
     # not yet emitted (they are sent before their first sent child), and
@@ -226,7 +227,7 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
             # go-archive logs "Tar: Can't stat file … to tar" and uploads the
             # rest.  (The classic CLI's validation, run first, fails on the
             # unreadable directories it reaches itself.)
-            if classic and warn is not None:
+            if classic and warn is not None and not (reported and abs_dir in reported):
                 warn(f"{rel}: cannot read the directory (permission denied); the docker CLI logs "
                      f"\"Tar: Can't stat file\" and uploads the context without its contents")
             return False
@@ -329,6 +330,8 @@ def subtree_sends(ctx: BuildContext, rel: str) -> bool:
     absp = os.path.join(ctx.root, rel)
     if not os.path.isdir(absp) or os.path.islink(absp):
         return False
+    if not os.access(absp, os.R_OK | os.X_OK):
+        return False  # fsutil skips an excluded directory it cannot read: nothing below is sent
     depth = rel.count("/") + 2
     return any(e.included for e in _walk(ctx, absp, rel, ctx.matcher.plan(rel, bits, depth), depth, False))
 
@@ -492,12 +495,20 @@ def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None
     daemon removes both after reading them (semantics note §5.1).
     ``warn`` and ``on_error``: see :func:`walk_all`.
     """
+    reported: set[str] = set()  # what the validation already reported: not warned about again
+
+    def report(error: ContextError) -> None:
+        reported.add(error.path or "")
+        assert on_error is not None
+        on_error(error)
+
     if needs_classic_validation(ctx):
-        validate_classic(ctx, on_error)
+        validate_classic(ctx, report if on_error is not None else None)
     inject = ctx.dialect is Dialect.CLASSIC and ctx.dockerfile_data is not None
     name = injected_dockerfile_name(ctx) if inject else ""
     had_ignore = False
-    for e in walk_all(ctx, excluded=excluded, warn=warn, on_error=on_error):
+    walked = _walk(ctx, ctx.root, "", ctx.matcher.plan("", 0, 1), 1, excluded, warn, on_error, reported)
+    for e in walked:
         if inject and e.included and e.path == ".dockerignore" and e.kind == EntryKind.FILE:
             had_ignore = True
             with open(os.path.join(ctx.root, ".dockerignore"), "rb") as f:

@@ -162,7 +162,8 @@ def test_describing_commands_say_docker_would_fail(world_tmp: Path, case: tuple[
     name, setup, ignore, classic_err, buildkit_err = case
     root = _make(world_tmp, name, setup, ignore)
     expected = (classic_err if dialect == "classic" else buildkit_err)
-    bad = "secret" if "file" in name else ("parent/priv" if "parent" in name else "priv")
+    bad = ("secret" if name.startswith("file") else "foo/bar" if name.startswith("forced")
+           else "parent/priv" if "parent" in name else "priv")
     for args in (["ls"], ["size"], ["explain", bad, "ok.txt"]):
         code, out, err = _as_nobody_cli(root, *args, "--dialect", dialect)
         if expected is None:
