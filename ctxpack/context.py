@@ -293,14 +293,7 @@ def _minimal_selection(
     else:
         raise DockerfileError("--minimal needs a Dockerfile")
     name = os.path.relpath(loc.abs) if loc.abs else "-"
-    # One build per platform (--platform a,b): the context serves them all.
-    platforms = [p.strip() for p in platform.split(",") if p.strip()] if platform else [None]
-    analysis = analyze(text, target=target, build_args=build_args, dialect=dialect, source=name, platform=platforms[0])
-    for other in platforms[1:]:
-        more = analyze(text, target=target, build_args=build_args, dialect=dialect, source=name, platform=other)
-        analysis.sources.extend(src for src in more.sources if src not in analysis.sources)
-        for reason in more.reasons:
-            analysis._whole(reason)
+    analysis = analyze(text, target=target, build_args=build_args, dialect=dialect, source=name, platform=platform)
     if analysis.whole_context:
         notes.extend(f"--minimal: sending the whole context: {r}" for r in analysis.reasons)
         return analysis, None

@@ -464,3 +464,22 @@ def test_size_shows_a_chain_of_single_directories_as_one_row(tmp_path: Path) -> 
     assert [(d["path"], d["depth"]) for d in dirs] == [
         ("src/Web", 0), ("src/Web/bin/Debug/net8.0", 1), ("src/Web/obj/Debug/net8.0", 1), ("src/Web/wwwroot", 1),
         ("src/Web/wwwroot/css", 2)]
+
+
+def test_several_platforms_and_the_engines_platform() -> None:
+    from ctxpack.dockerfile.analysis import analyze, normalize_arch
+    from ctxpack.engine.builder import engine_platform
+
+    text = "FROM alpine\nARG TARGETARCH\nCOPY dist/$TARGETARCH /app\n"
+    assert analyze(text, platform="linux/amd64, linux/arm64").patterns == ["dist/amd64", "dist/arm64"]
+    assert normalize_arch("x86_64") == "amd64" and normalize_arch("aarch64") == "arm64" and normalize_arch("armv7l") == "arm/v7"
+
+    class FakeEngine:
+        def __init__(self, info: dict[str, str]) -> None:
+            self._info = info
+
+        def info(self) -> dict[str, str]:
+            return self._info
+
+    assert engine_platform(FakeEngine({"Os": "linux", "Arch": "arm64"})) == "linux/arm64"  # type: ignore[arg-type]
+    assert engine_platform(FakeEngine({})) is None  # type: ignore[arg-type]

@@ -59,7 +59,7 @@ from ctxpack._go.filepath import go_match
 from ctxpack._go.strings import go_clean
 from ctxpack.ignore.dialect import Dialect
 
-__all__ = ["Analysis", "Selection", "Source", "analyze", "platform_args", "host_platform"]
+__all__ = ["Analysis", "Selection", "Source", "analyze", "platform_args", "host_platform", "normalize_arch"]
 
 PLATFORM_ARGS = (
     "BUILDPLATFORM", "BUILDOS", "BUILDOSVERSION", "BUILDARCH", "BUILDVARIANT",
@@ -73,14 +73,21 @@ _ARCHES = {
 }
 
 
+def normalize_arch(machine: str) -> str:
+    """``x86_64`` → ``amd64``, ``aarch64`` → ``arm64``, ``armv7l`` → ``arm/v7``:
+    a machine name (``uname -m``, the engine's ``Architecture``) as Docker
+    names the architecture (and variant)."""
+    arch, variant = _ARCHES.get(machine.lower(), (machine.lower() or "amd64", ""))
+    return f"{arch}/{variant}" if variant else arch
+
+
 def host_platform() -> str:
     """This machine's platform as Docker names it (``linux/amd64``,
     ``linux/arm/v7``): what a local daemon builds for by default (Docker
     Desktop on a Mac or Windows runs a Linux VM of the same architecture)."""
     import platform
 
-    arch, variant = _ARCHES.get(platform.machine().lower(), (platform.machine().lower() or "amd64", ""))
-    return "/".join(p for p in ("linux", arch, variant) if p)
+    return "linux/" + normalize_arch(platform.machine())
 
 
 def platform_args(target: str | None = None, build: str | None = None) -> dict[str, str]:
@@ -92,7 +99,7 @@ def platform_args(target: str | None = None, build: str | None = None) -> dict[s
     for prefix, value in (("TARGET", target), ("BUILD", build)):
         value = (value or host_platform()).strip().lower()
         parts = value.split("/")
-        if len(parts) < 2 or len(parts) > 3 or not all(parts):
+        if "," in value or len(parts) < 2 or len(parts) > 3 or not all(parts):
             raise DockerfileError(f"invalid platform {value!r}: use os/arch[/variant], e.g. linux/arm64")
         os_name, arch = parts[0], parts[1]
         variant = parts[2] if len(parts) == 3 else ""
@@ -142,6 +149,19 @@ class Analysis:
     @property
     def patterns(self) -> list[str]:
         return sorted({s.pattern for s in self.sources})
+
+    def merge(self, other: Analysis) -> None:
+        """Add what ``other`` (the same Dockerfile, built for another
+        platform) reads: the context must serve both builds."""
+        self.sources.extend(src for src in other.sources if src not in self.sources)
+        self.used_stages.extend(k for k in other.used_stages if k not in self.used_stages)
+        for reason in other.reasons:
+            self._whole(reason)
+        for note in other.notes:
+            self._note(note)
+        for image, stages in other.base_images.items():
+            mine = self.base_images.setdefault(image, [])
+            mine.extend(k for k in stages if k not in mine)
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
@@ -789,11 +809,17 @@ def analyze(
     names them) to their ONBUILD triggers (the engine's ``Config.OnBuild``);
     the images it names are no longer assumed to have none.
     ``platform`` (``os/arch[/variant]``, default: the host's) gives
-    BuildKit's platform ARGs (``TARGETARCH`` …) their values; for several
-    platforms (``--platform a,b``), call once per platform.
+    BuildKit's platform ARGs (``TARGETARCH`` …) their values; several,
+    comma-separated (``linux/amd64,linux/arm64``), are one build each: the
+    sources are those any of them reads.
     """
     df = dockerfile if isinstance(dockerfile, Dockerfile) else parse_dockerfile(dockerfile, source)
-    return _Analyzer(df, target, dict(build_args or {}), Dialect(dialect), onbuild, platform).run()
+    platforms = [p.strip() for p in platform.split(",") if p.strip()] if platform else [None]
+    an = _Analyzer(df, target, dict(build_args or {}), Dialect(dialect), onbuild, platforms[0]).run()
+    for other in platforms[1:]:
+        more = _Analyzer(df, target, dict(build_args or {}), Dialect(dialect), onbuild, other).run()
+        an.merge(more)
+    return an
 
 
 # --- selecting context paths by sources ----------------------------------------------

@@ -247,6 +247,19 @@ def choose_compression(engine: Engine, builder: str, requested: str | None) -> t
     return "gzip", None
 
 
+def engine_platform(engine: Engine) -> str | None:
+    """The engine's own platform (``linux/arm64``) from ``/version``: what
+    it builds for without ``--platform``; ``None`` if it does not say (then
+    the analysis takes this machine's)."""
+    from ..dockerfile.analysis import normalize_arch
+
+    info = engine.info()
+    os_type, arch = info.get("Os"), info.get("Arch")
+    if not os_type or not arch:
+        return None
+    return f"{str(os_type).lower()}/{normalize_arch(str(arch))}"
+
+
 def minimize(ctx: BuildContext, engine: Engine, opts: BuildOptions, notes: list[str]) -> BuildContext:
     """The minimal context where the analysis is sure (see the module
     docstring); ``ctx`` unchanged where it is not, with the reasons in
@@ -259,7 +272,9 @@ def minimize(ctx: BuildContext, engine: Engine, opts: BuildOptions, notes: list[
         return ctx
     args = {k: v for k, v in opts.build_args.items() if v is not None}
     source = os.path.relpath(ctx.dockerfile_path) if ctx.dockerfile_path else "-"
-    an = analyze(text, target=opts.target, build_args=args, dialect=ctx.dialect.value, source=source)
+    platform = opts.platform or engine_platform(engine)  # what TARGETARCH and the other platform ARGs hold
+    an = analyze(text, target=opts.target, build_args=args, dialect=ctx.dialect.value, source=source,
+                 platform=platform)
     if not an.whole_context and an.base_images:
         onbuild: dict[str, list[str]] = {}
         missing: list[str] = []
@@ -277,7 +292,7 @@ def minimize(ctx: BuildContext, engine: Engine, opts: BuildOptions, notes: list[
             return ctx
         if any(onbuild.values()):
             an = analyze(text, target=opts.target, build_args=args, dialect=ctx.dialect.value, source=source,
-                         onbuild=onbuild)
+                         onbuild=onbuild, platform=platform)
             for image, triggers in onbuild.items():
                 if triggers:
                     notes.append(f"ONBUILD triggers of {image} (from the engine): " + "; ".join(triggers))
