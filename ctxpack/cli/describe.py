@@ -50,7 +50,7 @@ def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file
 
 @click.command("explain")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("-C", "--context", "directory", default=".", show_default=True, type=click.Path(),
+@click.option("-C", "--context", "directory", default=".", show_default=True, type=click.Path(), metavar="DIR",
               help="The context directory; PATHs are relative to it (or absolute).")
 @context_options
 @handle_errors
