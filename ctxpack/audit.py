@@ -84,6 +84,9 @@ class SizeReport:
     elapsed: float = 0.0
     full_files: int | None = None  # with --minimal: the full context, for comparison
     full_bytes: int | None = None
+    # Paths the builder would fail on ({"path", "error"}), when the caller
+    # measured past them (``size`` does); normally empty.
+    unreadable: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         extra: dict[str, object] = {}
@@ -101,6 +104,7 @@ class SizeReport:
             "largest": [asdict(f) for f in self.largest],
             "directories": [asdict(d) for d in self.directories],
             "extensions": [asdict(e) for e in self.extensions],
+            "unreadable": list(self.unreadable),
         }
 
 

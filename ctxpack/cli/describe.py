@@ -182,8 +182,9 @@ def size_command(
         progress.done()
     if html_out not in (None, "-"):
         click.echo(f"ctxpack: wrote {html_out} ({format_size(len(page))}, {model.nodes:,} rectangles)", err=True)
+    rep.unreadable = unreadable.to_json(ctx.root)
     if as_json:
-        click.echo(to_json(rep.to_json() | {"unreadable": unreadable.to_json(ctx.root)}))
+        click.echo(to_json(rep.to_json()))
     elif html_out != "-":
         _print_size(rep, cols)
     unreadable.report()
