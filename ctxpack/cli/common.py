@@ -68,10 +68,10 @@ def show_click_error(e: click.ClickException) -> None:
     message = e.format_message().strip().rstrip(".")
     if message[:1].isupper() and message[1:2].islower():
         message = message[0].lower() + message[1:]  # "No such option" -> "no such option", as ours read
-    click.echo(f"ctxpack: error: {message}", err=True)
+    say("error", message)
     if isinstance(e, click.UsageError) and e.ctx is not None:
         usage = e.ctx.get_usage().replace("Usage: ", "", 1)
-        click.echo(f"ctxpack: hint: usage: {usage}; see '{e.ctx.command_path} --help'", err=True)
+        say("hint", f"usage: {usage}; see '{e.ctx.command_path} --help'")
 
 
 def quiet_exit(code: int) -> None:
@@ -181,7 +181,7 @@ class Unreadable:
 
     def report(self) -> None:
         for e in self.errors.values():
-            click.echo(f"ctxpack: error: docker build would fail: {e}", err=True)
+            say("error", f"docker build would fail: {e}")
         if self.errors:
             sys.exit(2)
 

@@ -75,7 +75,7 @@ def explain_command(paths: tuple[str, ...], directory: str, dockerfile: str | No
             rel = api.context_path(mine_ctx, p, directory)
         except ContextError as e:
             failed = True
-            click.echo(f"ctxpack: error: {e}", err=True)
+            say("error", str(e))
             continue
         mine, other = api.explain_path(mine_ctx, rel), api.explain_path(other_ctx, rel)
         name = rel or "."
@@ -86,8 +86,8 @@ def explain_command(paths: tuple[str, ...], directory: str, dockerfile: str | No
         failed = failed or mine.docker_error is not None
         click.echo(line)
     if _looks_like_old_form(directory, paths):
-        click.echo(f"ctxpack: hint: PATHs are relative to the context, here the current directory; "
-                   f"to explain paths of the context {paths[0]}, say: ctxpack explain -C {paths[0]} PATH...", err=True)
+        say("hint", f"PATHs are relative to the context, here the current directory; "
+                    f"to explain paths of the context {paths[0]}, say: ctxpack explain -C {paths[0]} PATH...")
     if failed:
         sys.exit(2)
 
