@@ -113,15 +113,18 @@ def test_allow_list_flag_and_comment(tmp_path: Path) -> None:
 def test_one_finding_per_path(tmp_path: Path) -> None:
     """A secret that is also heavy and unused by the build: one finding."""
     root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nCOPY app /app\n", "app/x": b"x",
-                                      "node_modules/.env": f"TOKEN={GITHUB}\n".encode(),
-                                      "node_modules/big.js": b"x" * 2_000_000})
+                                      "dist/.env": f"TOKEN={GITHUB}\n".encode(), "dist/big.js": b"x" * 2_000_000,
+                                      "node_modules/pkg/test/key.pem": PEM.encode()})
     report = lint(root)
-    about = [f for f in report.findings if f.path in ("node_modules", "node_modules/.env")]
+    about = [f for f in report.findings if f.path in ("dist", "dist/.env")]
     by_path = {f.path: f for f in about}
     assert len(about) == 2                                        # the directory, and the file inside it
-    assert set(by_path["node_modules"].also) == {"unused-by-build"} and by_path["node_modules"].kind == "heavy-directory"
+    assert set(by_path["dist"].also) == {"unused-by-build"} and by_path["dist"].kind == "heavy-directory"
+    assert by_path["dist/.env"].kind == "secret" and by_path["dist/.env"].severity == "error"
+    # Installed packages are not the project's credentials (a package's test key).
+    assert not [f for f in report.findings if f.kind == "secret" and f.path.startswith("node_modules/")]
     doc = json.loads(CliRunner().invoke(main, ["lint", "--json", str(root)]).stdout)
-    assert sum(1 for f in doc["findings"] if f["path"] == "node_modules") == 1
+    assert sum(1 for f in doc["findings"] if f["path"] == "dist") == 1
 
 
 # --- unreadable files --------------------------------------------------------------

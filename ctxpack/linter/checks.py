@@ -394,28 +394,35 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     sizes: dict[str, int] = {}
     kinds: dict[str, str | None] = {}
     reincluded: dict[str, Rule] = {}  # the first ! rule that sends something inside
-    inside = ""  # the heavy directory being summed ("" = none)
-    projects = {e.path.rpartition("/")[0] for e in view.entries if e.path.endswith(DOTNET_PROJECTS)}
-    for e in view.entries:  # walk order: a directory's contents follow it
-        if not e.included:
-            continue
-        if inside:
-            if e.path.startswith(inside):
-                if e.kind == EntryKind.FILE and e.stat is not None:
-                    sizes[inside[:-1]] += e.stat.st_size
-                if e.rule is not None and view.user_exception(e.rule):
-                    reincluded.setdefault(inside[:-1], e.rule)
-                continue
-            inside = ""
-        if e.kind != EntryKind.DIR:
+    projects: set[str] | None = None  # directories holding a .NET project file
+    file_kind, dir_kind = EntryKind.FILE, EntryKind.DIR
+    entries = view.entries
+    i, n = 0, len(entries)
+    while i < n:  # walk order: a directory's contents follow it
+        e = entries[i]
+        i += 1
+        if not e.included or e.kind != dir_kind:
             continue
         parent, _, name = e.path.rpartition("/")
-        if name in HEAVY:
-            what = heavy_kind(name, parent in projects)
-            if what is not None:
-                kinds[e.path] = what
-                sizes[e.path] = 0
-                inside = e.path + "/"
+        if name not in HEAVY:
+            continue
+        if name in ("bin", "obj") and projects is None:
+            projects = {x.path.rpartition("/")[0] for x in entries if x.path.endswith(DOTNET_PROJECTS)}
+        what = heavy_kind(name, parent in (projects or ()))
+        if what is None:
+            continue
+        # Sum its contents (and skip past them: a heavy directory inside a
+        # heavy one is part of it).
+        inside, total = e.path + "/", 0
+        while i < n and entries[i].path.startswith(inside):
+            x = entries[i]
+            i += 1
+            if x.included:
+                if x.kind == file_kind and x.stat is not None:
+                    total += x.stat.st_size
+                if x.rule is not None and e.path not in reincluded and view.user_exception(x.rule):
+                    reincluded[e.path] = x.rule
+        kinds[e.path], sizes[e.path] = what, total
     source = view.ctx.ignore_source or ".dockerignore"
     for d, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
         name = d.rpartition("/")[2]
@@ -458,10 +465,19 @@ def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     """Credentials in sent files, by content; an allowed path is info."""
     comments = _allow_comments(view)
     source = view.ctx.ignore_source or ".dockerignore"
-    for e in view.entries:
-        if not e.included or e.kind != EntryKind.FILE or e.stat is None:
+    entries = view.entries
+    i, n = 0, len(entries)
+    while i < n:
+        e = entries[i]
+        i += 1
+        if e.kind == EntryKind.DIR and e.path.rpartition("/")[2] in secrets.INSTALLED:
+            # Installed packages and VCS data: not the project's credentials
+            # (a package's test keys would fail every gate); skip their contents.
+            inside = e.path + "/"
+            while i < n and entries[i].path.startswith(inside):
+                i += 1
             continue
-        if not secrets.maybe(e.path):
+        if not e.included or e.kind != EntryKind.FILE or e.stat is None or not secrets.maybe(e.path):
             continue
         reason = secrets.candidate(e.path)
         if reason is None:

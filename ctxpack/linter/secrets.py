@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ctxpack import fs
 from ctxpack.linter.findings import ERROR, WARNING
 
-__all__ = ["Hit", "candidate", "maybe", "entropy", "high_entropy", "looks_like_example", "placeholder", "scan", "scan_bytes",
+__all__ = ["INSTALLED", "Hit", "candidate", "maybe", "entropy", "high_entropy", "looks_like_example", "placeholder", "scan", "scan_bytes",
            "secret_key"]
 
 # At most this much of a file is read; credentials files are small.
@@ -70,6 +70,10 @@ _CONFIG = re.compile(
     re.I)
 _CONFIG_DIR = re.compile(r"(^|/)(config|conf|settings|secrets|credentials|env|environments|deploy|k8s|helm)/"
                          r"[^/]*\.(ya?ml|json|toml|ini|cfg|conf|properties|env|xml|tfvars)$", re.I)
+# Directories of installed packages, caches and VCS data: nothing in them is read.
+INSTALLED = frozenset({"node_modules", ".venv", "venv", "site-packages", "dist-packages", "bower_components",
+                       "jspm_packages", ".git", ".hg", ".svn", ".tox", ".nox", "__pycache__", ".yarn", ".pnpm-store",
+                       ".mypy_cache", ".pytest_cache", ".ruff_cache", ".cache", "vendor"})
 # Installed packages and caches: their configuration files are not the project's.
 _VENDORED = re.compile(r"(^|/)(node_modules|\.venv|venv|site-packages|vendor|bower_components|\.git|\.tox|"
                        r"__pycache__|\.cache|\.yarn|\.pnpm-store|target|bin|obj)/")
