@@ -395,6 +395,7 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     kinds: dict[str, str | None] = {}
     reincluded: dict[str, Rule] = {}  # the first ! rule that sends something inside
     projects: set[str] | None = None  # directories holding a .NET project file
+    rules: dict[str, Rule | None] = {}  # the rule that decided each heavy directory
     file_kind, dir_kind = EntryKind.FILE, EntryKind.DIR
     entries = view.entries
     i, n = 0, len(entries)
@@ -423,6 +424,7 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
                 if x.rule is not None and e.path not in reincluded and view.user_exception(x.rule):
                     reincluded[e.path] = x.rule
         kinds[e.path], sizes[e.path] = what, total
+        rules[e.path] = e.rule
     source = view.ctx.ignore_source or ".dockerignore"
     for d, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
         name = d.rpartition("/")[2]
@@ -430,8 +432,7 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             continue
         line = literal_pattern(d) or d
         wider = f" (or '**/{name}' for every depth)" if "/" in d else ""
-        entry = view.by_path().get(d)
-        rule = entry.rule if entry is not None else None
+        rule = rules[d]
         if rule is not None and not rule.exception and d in reincluded:
             rule = reincluded[d]  # excluded, and sent as the parent of what a ! rule re-includes
         msg = f"{d}/ ({kinds[d]}, {format_size(b)}) is sent to the builder"
