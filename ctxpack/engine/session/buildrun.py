@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...context import BuildContext
 from ...errors import EngineAPIError, SessionError, TransportError
 from ..client import Engine, version_tuple
 from ..messages import error_message, image_id_of, message_error, parse_message
@@ -111,7 +112,7 @@ def open_session(engine: Engine, sess: Session, *, timeout: float = 30.0) -> Non
     sess.attach(up.sock, b"", on_close=up.close)
 
 
-def session_build(ctx: object, engine: Engine | str, *, tags: Sequence[str] = (), target: str | None = None,
+def session_build(ctx: BuildContext, engine: Engine | str, *, tags: Sequence[str] = (), target: str | None = None,
                   build_args: Mapping[str, str | None] | None = None, network_mode: str | None = None,
                   no_cache: bool = False, secrets: Sequence[SecretSpec] = (), ssh: Sequence[SshSpec] = (),
                   on_message: Callable[[dict[str, Any]], None] | None = None, timeout: float = 600.0,
@@ -144,7 +145,7 @@ class SessionBuild:
     use ``with``) when the stream has been read; :meth:`explain` adds why the
     session ended to a build error."""
 
-    def __init__(self, engine: Engine, ctx: object, query: Sequence[tuple[str, str]], *,
+    def __init__(self, engine: Engine, ctx: BuildContext, query: Sequence[tuple[str, str]], *,
                  headers: Mapping[str, str] | None = None, secrets: Sequence[SecretSpec] = (),
                  ssh: Sequence[SshSpec] = (), session: Session | None = None, timeout: float | None = None):
         self.session = session or Session(ctx, secrets=secrets, ssh=ssh)
@@ -187,7 +188,7 @@ class SessionBuild:
         self.close()
 
 
-def _run(ctx: object, eng: Engine, *, tags: Sequence[str], target: str | None,
+def _run(ctx: BuildContext, eng: Engine, *, tags: Sequence[str], target: str | None,
          build_args: Mapping[str, str | None] | None, network_mode: str | None, no_cache: bool,
          secrets: Sequence[SecretSpec], ssh: Sequence[SshSpec], on_message: Callable[[dict[str, Any]], None] | None,
          timeout: float, session: Session | None, extra_query: Mapping[str, str] | None) -> SessionBuildResult:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ...context import BuildContext
 from ...errors import SessionError
 from .filesync import DirStats, FileSyncService, context_listing, dockerfile_listing
 from .grpcserver import GrpcServer, Method
@@ -137,18 +138,18 @@ class Session:
     :class:`~ctxpack.context.BuildContext`), with ``secrets`` and ``ssh``
     forwarded and registry credentials from the docker config (``auth``)."""
 
-    def __init__(self, ctx: object, *, secrets: Sequence[SecretSpec] = (), ssh: Sequence[SshSpec] = (),
+    def __init__(self, ctx: BuildContext, *, secrets: Sequence[SecretSpec] = (), ssh: Sequence[SshSpec] = (),
                  auth: bool = True, config_dir: str | None = None, session_id: str | None = None,
                  key: str | None = None):
         self.ctx = ctx
-        root: str = ctx.root  # type: ignore[attr-defined]
+        root = ctx.root
         self.id = session_id or _new_id()
         self.name = os.path.basename(root) or "context"
         self.shared_key = key or shared_key(root, config_dir)
-        df_path: str | None = ctx.dockerfile_path  # type: ignore[attr-defined]
-        if ctx.dockerfile_stdin:  # type: ignore[attr-defined]
+        df_path = ctx.dockerfile_path
+        if ctx.dockerfile_stdin:
             self.dockerfile_name = "Dockerfile"
-            df_listing = dockerfile_listing(None, ctx.dockerfile_data or b"", "Dockerfile")  # type: ignore[attr-defined]
+            df_listing = dockerfile_listing(None, ctx.dockerfile_data or b"", "Dockerfile")
         elif df_path is not None:
             self.dockerfile_name = os.path.basename(df_path)
             df_listing = dockerfile_listing(df_path, None, self.dockerfile_name)

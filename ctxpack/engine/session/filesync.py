@@ -38,6 +38,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ...context import BuildContext, Dialect
 from ...errors import ContextError
 from . import wire
 from .grpcserver import Call, RpcError, Status
@@ -150,18 +151,17 @@ class Listing:
     root: str = ""
 
 
-def context_listing(ctx: object) -> Listing:
+def context_listing(ctx: BuildContext) -> Listing:
     """ctxpack's exact BuildKit-dialect context (``ctx`` a
     :class:`ctxpack.context.BuildContext` opened with ``dialect="buildkit"``)
     as ``Stat`` entries.  Raises :class:`ContextError` as the walker does."""
-    from ...context import Dialect
     from ...walker import EntryKind, list_entries
 
-    if getattr(ctx, "dialect", None) is not Dialect.BUILDKIT:
+    if ctx.dialect is not Dialect.BUILDKIT:
         raise ContextError("a session serves the BuildKit dialect's context; open it with dialect='buildkit'")
-    root: str = ctx.root  # type: ignore[attr-defined]
+    root = ctx.root
     out: list[ListedEntry] = []
-    for e in list_entries(ctx):  # type: ignore[arg-type]
+    for e in list_entries(ctx):
         if e.stat is None:
             continue  # synthetic entries are a classic-dialect matter
         absp = os.path.join(root, e.path)
