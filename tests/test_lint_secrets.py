@@ -165,12 +165,13 @@ def test_unreadable_file_is_an_error_finding(dialect: str) -> None:
     base = Path(tempfile.mkdtemp(prefix="ctxpack-lint-perm-"))
     try:
         os.chmod(base, 0o755)
-        root = make_tree(base / "c", {"Dockerfile": DF, "ok.txt": b"fine", "conf/secret.key": b"x"})
-        for d in (root, root / "conf"):
+        root = make_tree(base / "c", {"Dockerfile": DF, "ok.txt": b"fine", "conf/secret.key": b"x", "z/other": b"y"})
+        for d in (root, root / "conf", root / "z"):
             os.chmod(d, 0o755)
         for f in ("Dockerfile", "ok.txt"):
             os.chmod(root / f, 0o644)
         os.chmod(root / "conf/secret.key", 0)
+        os.chmod(root / "z/other", 0)
 
         def run() -> list[tuple[str, str, str | None]]:
             return [(f.kind, f.severity, f.path) for f in lint(root, dialect=dialect).findings]
@@ -178,6 +179,7 @@ def test_unreadable_file_is_an_error_finding(dialect: str) -> None:
         status, value = _as_nobody(run)
         assert status == "ok", value
         assert ("unreadable", "error", "conf/secret.key") in value
+        assert ("unreadable", "error", "z/other") in value          # every one, not only the first
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

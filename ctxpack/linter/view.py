@@ -246,10 +246,14 @@ def open_view(root: str | os.PathLike[str], *, dockerfile: str | None = None, di
                        analysis=an, analysis_error=an_error, reads=reads, errors=errors)
 
 
+def _add_error(errors: list[ContextError], err: ContextError) -> None:
+    if not any(err.path == x.path for x in errors):
+        errors.append(err)
+
+
 def walk_entries(ctx: BuildContext) -> tuple[list[Entry], list[ContextError]]:
     """The walk's entries, excluded ones included, and the paths docker
-    would fail on (the classic CLI's validation first; an unreadable path
-    ends the walk)."""
+    would fail on (the classic CLI's validation first, then the walk's)."""
     entries: list[Entry] = []
     errors: list[ContextError] = []
     if needs_classic_validation(ctx):
@@ -265,10 +269,10 @@ def walk_entries(ctx: BuildContext) -> tuple[list[Entry], list[ContextError]]:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        entries.extend(walk_all(ctx, excluded=True))
-    except ContextError as err:
-        if not any(err.path == x.path for x in errors):
-            errors.append(err)
+        # Every path docker would fail on is reported, and the walk goes on.
+        entries.extend(walk_all(ctx, excluded=True, on_error=lambda err: _add_error(errors, err)))
+    except ContextError as err:  # the context root itself
+        _add_error(errors, err)
     finally:
         if collecting:
             gc.enable()
