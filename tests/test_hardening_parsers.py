@@ -150,3 +150,17 @@ def test_a_megabyte_dockerfile_line_stays_linear() -> None:
         return lambda: analyze(parse_dockerfile(text))
 
     _near_linear(make, 300_000)
+
+
+def test_a_varint_where_bytes_belong_is_refused_not_allocated() -> None:
+    # StatusResponse{vertexes=1} sent as a varint of 2**60: decoding it as
+    # bytes(n) would try to allocate an exabyte.
+    from ctxpack.engine.protowire import WireError
+
+    hostile = bytes([0x08]) + bytes([0x80] * 8 + [0x10])  # field 1, wire type 0, value 2**60
+    vertex = bytes([0x0A, 0x02, 0x08, 0x05])  # vertexes { digest: varint 5 }
+    for data in (hostile, vertex):
+        try:
+            messages.decode_status(base64.b64encode(data).decode())
+        except (WireError, CtxpackError):
+            pass

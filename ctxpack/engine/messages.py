@@ -17,9 +17,10 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from ctxpack.engine.protowire import WireError, fields, signed64
 
 __all__ = [
     "Vertex",
@@ -37,65 +38,37 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------
-# protobuf wire format, the little that is needed
+# BuildKit's StatusResponse (ctxpack.engine.protowire reads the wire format)
 # --------------------------------------------------------------------------
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        if i >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
+def _bytes(v: int | bytes) -> bytes:
+    """A length-delimited field's bytes; a varint where bytes belong is a
+    malformed message (never ``bytes(n)``: n zero bytes)."""
+    if not isinstance(v, bytes):
+        raise WireError("expected a length-delimited field, got a varint")
+    return v
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, value) of a protobuf message."""
-    i = 0
-    n = len(buf)
-    while i < n:
-        key, i = _varint(buf, i)
-        num, wt = key >> 3, key & 7
-        v: Any
-        if wt == 0:
-            v, i = _varint(buf, i)
-        elif wt == 1:
-            v, i = buf[i : i + 8], i + 8
-        elif wt == 2:
-            ln, i = _varint(buf, i)
-            if i + ln > n:
-                raise ValueError("truncated field")
-            v, i = buf[i : i + ln], i + ln
-        elif wt == 5:
-            v, i = buf[i : i + 4], i + 4
-        else:
-            raise ValueError(f"unsupported wire type {wt}")
-        yield num, wt, v
+def _int(v: int | bytes) -> int:
+    """A varint field as Go's int64."""
+    if not isinstance(v, int):
+        raise WireError("expected a varint, got a length-delimited field")
+    return signed64(v)
 
 
-def _signed(v: int) -> int:
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
-def _timestamp(buf: bytes) -> float:
+def _timestamp(v: int | bytes) -> float:
     seconds = nanos = 0
-    for num, wt, v in _fields(buf):
+    for num, wt, v in fields(_bytes(v)):
         if num == 1 and wt == 0:
-            seconds = _signed(v)
+            seconds = _int(v)
         elif num == 2 and wt == 0:
-            nanos = _signed(v)
+            nanos = _int(v)
     return seconds + nanos / 1e9
 
 
-def _text(v: bytes) -> str:
-    return bytes(v).decode("utf-8", "replace")
+def _text(v: int | bytes) -> str:
+    return _bytes(v).decode("utf-8", "replace")
 
 
 @dataclass
@@ -154,7 +127,7 @@ class StatusResponse:
 
 def _vertex(buf: bytes) -> Vertex:
     vx = Vertex()
-    for num, wt, v in _fields(buf):
+    for num, wt, v in fields(buf):
         if wt != 2 and num != 4:
             continue
         if num == 1:
@@ -176,7 +149,7 @@ def _vertex(buf: bytes) -> Vertex:
 
 def _status(buf: bytes) -> VertexStatus:
     s = VertexStatus()
-    for num, wt, v in _fields(buf):
+    for num, wt, v in fields(buf):
         if num == 1 and wt == 2:
             s.id = _text(v)
         elif num == 2 and wt == 2:
@@ -184,9 +157,9 @@ def _status(buf: bytes) -> VertexStatus:
         elif num == 3 and wt == 2:
             s.name = _text(v)
         elif num == 4 and wt == 0:
-            s.current = _signed(v)
+            s.current = _int(v)
         elif num == 5 and wt == 0:
-            s.total = _signed(v)
+            s.total = _int(v)
         elif num == 6 and wt == 2:
             s.timestamp = _timestamp(v)
         elif num == 7 and wt == 2:
@@ -198,29 +171,29 @@ def _status(buf: bytes) -> VertexStatus:
 
 def _log(buf: bytes) -> VertexLog:
     lg = VertexLog()
-    for num, wt, v in _fields(buf):
+    for num, wt, v in fields(buf):
         if num == 1 and wt == 2:
             lg.vertex = _text(v)
         elif num == 2 and wt == 2:
             lg.timestamp = _timestamp(v)
         elif num == 3 and wt == 0:
-            lg.stream = _signed(v)
+            lg.stream = _int(v)
         elif num == 4 and wt == 2:
-            lg.msg = bytes(v)
+            lg.msg = _bytes(v)
     return lg
 
 
 def _warning(buf: bytes) -> VertexWarning:
     w = VertexWarning()
-    for num, wt, v in _fields(buf):
+    for num, wt, v in fields(buf):
         if num == 1 and wt == 2:
             w.vertex = _text(v)
         elif num == 2 and wt == 0:
-            w.level = _signed(v)
+            w.level = _int(v)
         elif num == 3 and wt == 2:
-            w.short = bytes(v)
+            w.short = _bytes(v)
         elif num == 4 and wt == 2:
-            w.detail.append(bytes(v))
+            w.detail.append(_bytes(v))
         elif num == 5 and wt == 2:
             w.url = _text(v)
     return w
@@ -233,17 +206,17 @@ def decode_status(aux: str | bytes) -> StatusResponse:
     out = StatusResponse()
     try:
         raw = base64.b64decode(aux) if isinstance(aux, str) else bytes(aux)
-        for num, wt, v in _fields(raw):
+        for num, wt, v in fields(raw):
             if wt != 2:
                 continue
             if num == 1:
-                out.vertexes.append(_vertex(v))
+                out.vertexes.append(_vertex(_bytes(v)))
             elif num == 2:
-                out.statuses.append(_status(v))
+                out.statuses.append(_status(_bytes(v)))
             elif num == 3:
-                out.logs.append(_log(v))
+                out.logs.append(_log(_bytes(v)))
             elif num == 4:
-                out.warnings.append(_warning(v))
+                out.warnings.append(_warning(_bytes(v)))
     except (ValueError, TypeError, binascii.Error):
         pass
     return out

@@ -19,8 +19,10 @@ two's-complement varints, as Go's encoder writes them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from ctxpack.engine.protowire import WireError, fields, signed64
 
 __all__ = [
     "WireError",
@@ -33,10 +35,6 @@ __all__ = [
     "decode_credentials_request", "encode_credentials_response",
     "fields",
 ]
-
-
-class WireError(ValueError):
-    """Bytes that are not a valid protobuf message."""
 
 
 # fsutil types/wire.proto: enum PacketType { PACKET_STAT = 0; PACKET_REQ = 1;
@@ -70,60 +68,6 @@ def varint(n: int) -> bytes:
     if 0 <= n < 16384:
         return _SMALL[n]
     return _varint(n)
-
-
-def _read_varint(buf: bytes | memoryview, i: int) -> tuple[int, int]:
-    result = shift = 0
-    n = len(buf)
-    while True:
-        if i >= n:
-            raise WireError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, i
-        shift += 7
-        if shift >= 70:
-            raise WireError("varint longer than ten bytes")
-
-
-def fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | bytes]]:
-    """(field number, wire type, value) of each field of a message; varints as
-    ``int`` (unsigned), length-delimited fields as ``bytes``; fixed32/64 as
-    ``bytes`` too (none of the session's messages use them)."""
-    i = 0
-    n = len(buf)
-    while i < n:
-        key, i = _read_varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if num == 0:
-            raise WireError("field number 0")
-        if wt == 0:
-            v, i = _read_varint(buf, i)
-            yield num, wt, v
-        elif wt == 2:
-            ln, i = _read_varint(buf, i)
-            if i + ln > n:
-                raise WireError("truncated length-delimited field")
-            yield num, wt, bytes(buf[i:i + ln])
-            i += ln
-        elif wt == 1:
-            if i + 8 > n:
-                raise WireError("truncated fixed64")
-            yield num, wt, bytes(buf[i:i + 8])
-            i += 8
-        elif wt == 5:
-            if i + 4 > n:
-                raise WireError("truncated fixed32")
-            yield num, wt, bytes(buf[i:i + 4])
-            i += 4
-        else:
-            raise WireError(f"unsupported wire type {wt}")
-
-
-def _signed64(v: int) -> int:
-    return v - (1 << 64) if v >= 1 << 63 else v
 
 
 def _len_field(num: int, data: bytes) -> bytes:
@@ -212,13 +156,13 @@ def decode_stat(buf: bytes) -> Stat:
             elif num == 4:
                 s.gid = v & 0xFFFFFFFF
             elif num == 5:
-                s.size = _signed64(v)
+                s.size = signed64(v)
             elif num == 6:
-                s.mod_time = _signed64(v)
+                s.mod_time = signed64(v)
             elif num == 8:
-                s.devmajor = _signed64(v)
+                s.devmajor = signed64(v)
             elif num == 9:
-                s.devminor = _signed64(v)
+                s.devminor = signed64(v)
     return s
 
 
