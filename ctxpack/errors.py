@@ -18,7 +18,8 @@ process's exit status in one place (``ctxpack.cli.app``)::
     │   │   ├── DockerfileSyntaxError  2  Docker would refuse it (file, line)
     │   │   └── ShellLexError          2  BuildKit's word lexer refuses a word
     │   ├── TarHeaderError             2  Go's tar writer would refuse a header
-    │   └── EndpointError              2  bad -H/DOCKER_HOST, unknown docker context
+    │   ├── EndpointError              2  bad -H/DOCKER_HOST, unknown docker context
+    │   └── SessionConfigError         2  a bad --secret or --ssh
     ├── ChangedDuringReadError         1  a file kept changing while read (path)
     ├── BuildFailedError               1  the engine ran the build and it failed
     ├── BuildCancelledError          130  Ctrl-C; the build was cancelled
@@ -28,6 +29,7 @@ process's exit status in one place (``ctxpack.cli.app``)::
     │   ├── EngineUnreachableError     5  no connection (socket, tcp, TLS, ssh)
     │   ├── EngineVersionError         5  the engine's API version is refused
     │   ├── ConnectionDroppedError     5  closed before answering (mid-upload)
+    │   ├── SessionError               5  the BuildKit session failed
     │   └── EngineAPIError             1  the engine answered an HTTP error
     └── InternalError                  4  ctxpack itself failed
         └── WalkerDiedError            4  the forked walker process died
