@@ -28,7 +28,7 @@ class Bucket:
     def __init__(self, rate: float):
         self.rate = rate
         self.burst = max(65536, int(rate / 20))
-        self.tokens = float(burst)
+        self.tokens = float(self.burst)
         self.t = time.monotonic()
 
     def take(self, n: int) -> None:
