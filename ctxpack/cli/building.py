@@ -56,7 +56,7 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--minimal", "scope", flag_value="minimal",
               help="Only what the Dockerfile reads, even where that assumes (ONBUILD of a base image not yet pulled).")
 @click.option("--compress", type=click.Choice(["none", "gzip", "zstd"]),
-              help="Compress the upload (default: none on a local socket, zstd where the engine accepts it, else gzip).")
+              help="Compress the upload (default: none on a local socket, zstd where the engine accepts it, else gzip -1).")
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-22).")
 @click.option("--ignore-file", type=click.Path(dir_okay=False), help="Use this ignore file instead of .dockerignore.")
 @click.option("--progress", type=click.Choice(["auto", "plain", "tty", "json"]), default="auto", show_default=True,

@@ -13,7 +13,8 @@ The steps, as the docker CLI takes them, with ctxpack's context:
    not have makes the analysis unsure (unless ``minimal=True`` forces it).
 3. Compression per connection: none on a local socket; on a remote link
    zstd where the engine accepts it (classic builder, Engine ≥ 23, API ≥
-   1.42), gzip otherwise.
+   1.42), gzip level 1 otherwise (bench/results/build.md: level 6 cost
+   more time than it saved).
 4. ``POST /build`` with the query the docker CLI builds (only what differs
    from the defaults), ``X-Registry-Config``, and the tar written by the
    packer straight into the socket as chunks — or, for BuildKit where the
