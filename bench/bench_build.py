@@ -223,8 +223,8 @@ def throttled(sshd_env: dict[str, str], alias: str, tree: str, rate: str, reps: 
     url = f"ssh://{alias}"
     variants = {
         "none": ["--compress", "none"],
-        "gzip -1": ["--compress", "gzip", "--level", "1"],
-        "gzip -6 (default)": ["--compress", "gzip"],
+        "gzip -1 (ctxpack's automatic choice)": ["--compress", "gzip", "--level", "1"],
+        "gzip -6": ["--compress", "gzip"],
     }
     out: dict[str, dict] = {}
     for name, extra in variants.items():
