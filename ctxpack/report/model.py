@@ -95,10 +95,10 @@ class ReportModel:
 class _TreeBuilder:
     """Collects the entries ``measure`` counted into a directory tree."""
 
-    def __init__(self, rule_index: dict[str, int], readers: list[Any]) -> None:
+    def __init__(self, readers: list[Selection]) -> None:
         self.root = _Dir()
         self.dirs: dict[str, _Dir] = {"": self.root}
-        self.rule_index = rule_index  # filled after measuring: str(rule) -> position in size.rules
+        self.rule_index: dict[str, int] = {}  # filled after measuring: str(rule) -> position in size.rules
         self.rules: dict[str, str] = {}
         self.readers = readers  # one Selection per Dockerfile source
         self.read_totals = [[0, 0] for _ in readers]
@@ -163,6 +163,8 @@ def _extension(name: str) -> str:
 
 
 class _Compactor:
+    """Turns the full tree into the page's nodes, folding what is below the thresholds."""
+
     def __init__(self, t_sent: int, t_out: int, builder: _TreeBuilder, keep: set[str]) -> None:
         self.ts = t_sent
         self.tx = t_out
@@ -285,7 +287,7 @@ def build_model(
     """
     sources = list(ctx.analysis.sources) if ctx.analysis is not None else []
     readers = [Selection([s.pattern], ctx.root) for s in sources]
-    builder = _TreeBuilder({}, readers)
+    builder = _TreeBuilder(readers)
     rep = explainer.size(ctx, top=top, progress=progress, compare_full=ctx.selection is not None, on_entry=builder)
     builder.rule_index.update({r.rule: i for i, r in enumerate(rep.rules)})
     _sum(builder.root)
