@@ -47,6 +47,10 @@ class BuildContext:
     they include the exceptions the CLI appends (``appended``).
     ``omitted`` names files that are never part of the context, whatever
     the rules say (ctxpack's own output, see :meth:`omitting`).
+    ``injected_name`` fixes the tar name of a Dockerfile from stdin or from
+    outside the context (default: derived from its content, see
+    :func:`ctxpack.walker.injected_dockerfile_name`); docker-py callers
+    choose it themselves.
     """
 
     root: str
@@ -65,6 +69,7 @@ class BuildContext:
     analysis: "Analysis | None" = None
     selection: "Selection | None" = None
     omitted: frozenset[str] = frozenset()
+    injected_name: str | None = None
 
     def omitting(self, *paths: str) -> "BuildContext":
         """This context without the given files (paths as the OS names them).

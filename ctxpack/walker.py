@@ -544,6 +544,9 @@ def injected_dockerfile_name(ctx: BuildContext) -> str:
     """The name under which the classic CLI injects an outside Dockerfile.
 
     Docker picks ``.dockerfile.`` + 20 random hex digits; ctxpack derives
-    them from the Dockerfile's content so that output is reproducible.
+    them from the Dockerfile's content so that output is reproducible, unless
+    the context names it (``ctx.injected_name``).
     """
+    if ctx.injected_name is not None:
+        return ctx.injected_name
     return ".dockerfile." + hashlib.sha256(ctx.dockerfile_data or b"").hexdigest()[:20]

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ctxpack import __version__
 from ctxpack.cli.common import show_click_error
 
 
@@ -39,7 +40,7 @@ class _Group(click.Group):
 
 
 @click.group("ctxpack", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="ctxpack")
+@click.version_option(version=__version__, prog_name="ctxpack")
 def main() -> None:
     """ctxpack: Docker build contexts, exactly as Docker decides them."""
 

@@ -53,7 +53,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ctxpack.dockerfile.parser import PLACEHOLDER, Dockerfile, Instruction, Lexer, UnknownValue, is_heredoc, parse_dockerfile
+from ctxpack.dockerfile.parser import PLACEHOLDER, Dockerfile, Getter, Instruction, Lexer, UnknownValue, is_heredoc, parse_dockerfile
 from ctxpack.errors import BadPattern, DockerfileError, DockerfileSyntaxError, ShellLexError
 from ctxpack._go.filepath import go_match
 from ctxpack._go.strings import go_clean
@@ -390,7 +390,7 @@ class _Analyzer:
     def fail(self, message: str, line: int) -> DockerfileSyntaxError:
         return DockerfileSyntaxError(message, self.df.source, line)
 
-    def expand(self, word: str, get, escape: str, line: int) -> str | UnknownValue:
+    def expand(self, word: str, get: Getter, escape: str, line: int) -> str | UnknownValue:
         lex = Lexer(escape)
         try:
             out = lex.process_word(word, get)

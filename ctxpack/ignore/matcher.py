@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ctxpack._go.strings import go_trim_space
 from ctxpack.errors import BrokenPattern, PatternError, PatternSyntaxError
 from ctxpack.ignore.dialect import Dialect
-from ctxpack.ignore.reader import RawRule
+from ctxpack.ignore.reader import RawRule, parse_lines
 from ctxpack.ignore.pattern import Pattern, compile_pattern
 
 __all__ = ["Rule", "Decision", "Matcher", "DirPlan", "Descent", "NO_RULE"]
@@ -117,6 +117,29 @@ class Matcher:
                 raise PatternError(str(e), r.source, r.line, r.text) from None
             rules.append(Rule(pat, r.source, r.line, r.text, len(rules)))
         return cls(rules)
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[str], source: str = "<lines>") -> Matcher:
+        """Compile ignore-file lines (see :func:`~ctxpack.ignore.reader.parse_lines`).
+
+        >>> m = Matcher.from_lines(["*.log", "!keep.log"])
+        >>> m.match("keep.log").excluded, str(m.match("keep.log").rule)
+        (False, '<lines>:2:!keep.log')
+        """
+        return cls.from_raw(parse_lines(lines, source))
+
+    def match(self, path: str) -> Decision:
+        """The walker's decision on ``path`` (relative to the context,
+        ``/``-separated): excluded or not, and the deciding rule.
+
+        Evaluated as Docker's walker does, with the results of each ancestor
+        directory inherited.  Whether an excluded parent hides the path
+        altogether depends on the dialect: ask :func:`ctxpack.explain_path`.
+        """
+        parts = [p for p in path.strip("/").split("/") if p not in ("", ".")]
+        if not parts:
+            return NO_RULE
+        return self.decide_path("/".join(parts))[-1][1]
 
     def with_extra(self, extra: Iterable[str]) -> Matcher:
         """A matcher with synthetic rules appended (the classic CLI's re-adds)."""

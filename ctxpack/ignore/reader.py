@@ -13,6 +13,7 @@ that every later message can name ``file:line``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ctxpack._go.strings import go_clean, go_trim_space
@@ -21,6 +22,7 @@ from ctxpack.errors import IgnoreFileError
 __all__ = [
     "RawRule",
     "parse_ignore",
+    "parse_lines",
     "read_ignore_file",
     "MAX_LINE",
 ]
@@ -81,6 +83,15 @@ def parse_ignore(data: bytes, source: str = ".dockerignore") -> list[RawRule]:
             pattern = "!" + pattern
         rules.append(RawRule(pattern=pattern, line=number, text=line, source=source))
     return rules
+
+
+def parse_lines(lines: Iterable[str], source: str = "<lines>") -> list[RawRule]:
+    """Parse ``lines`` as the lines of an ignore file (line numbers from 1).
+
+    For rules that come as a list (docker-py's ``exclude``, a config file):
+    comments, ``!``, trimming and cleaning work as in a ``.dockerignore``.
+    """
+    return parse_ignore(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"), source)
 
 
 def read_ignore_file(path: str | os.PathLike[str], source: str | None = None) -> list[RawRule] | None:

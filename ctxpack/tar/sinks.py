@@ -148,7 +148,7 @@ class _SinkFile:
 class CallbackSink(Sink):
     """Hands every chunk (at most 1 MiB) to a callable (used by :func:`iter_tar`)."""
 
-    def __init__(self, fn: Callable[[bytes], None]):
+    def __init__(self, fn: Callable[[bytes], object]):
         self.fn = fn
         self.written = 0
 

@@ -26,13 +26,13 @@ import queue
 import stat as st
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from ctxpack.context import BuildContext
 from ctxpack.errors import ChangedDuringReadError, ContextError
 from ctxpack.fs import DIR_FLAGS, FILE_FLAGS, SMALL_FILE, open_regular, read_whole
-from ctxpack.tar.rows import NO_STAT, WARN, Row, RowBatches, can_fork, row_batches
+from ctxpack.tar.rows import BATCH, NO_STAT, WARN, Row, can_fork, entry_row, row_batches
 from ctxpack.tar.sinks import CallbackSink, FdSink, Sink, make_sink
 from ctxpack.tar.header import (
     END_OF_ARCHIVE,
@@ -47,11 +47,11 @@ from ctxpack.tar.header import (
     padding,
     read_security_capability,
 )
-from ctxpack.walker import EntryKind, Progress
+from ctxpack.walker import Entry, EntryKind, Progress
 
 FILE, HARDLINK = EntryKind.FILE, EntryKind.HARDLINK
 
-__all__ = ["PackOptions", "PackStats", "pack", "iter_tar"]
+__all__ = ["PackOptions", "PackStats", "pack", "pack_entries", "iter_tar"]
 
 _CAPABILITY = "security.capability"
 CHUNK = 1 << 20
@@ -95,8 +95,8 @@ class _Writer:
     """Turns rows (:data:`~ctxpack.tar.rows.Row`) into tar bytes on a sink,
     batching small writes."""
 
-    def __init__(self, ctx: BuildContext, sink: Sink, opts: PackOptions, warn: Warn, progress: Progress | None):
-        self.root = ctx.root.rstrip("/") + "/"
+    def __init__(self, root: str, sink: Sink, opts: PackOptions, warn: Warn, progress: Progress | None):
+        self.root = root.rstrip("/") + "/"
         self.sink = sink
         self.opts = opts
         self.warn = warn
@@ -322,10 +322,10 @@ def _fork_walker(opts: PackOptions) -> bool:
     return can_fork() if opts.parallel is None else (opts.parallel and hasattr(os, "fork"))
 
 
-def _write(ctx: BuildContext, batches: RowBatches, out: Sink, opts: PackOptions, warn: Warn,
+def _write(root: str, batches: Iterable[list[Row]], out: Sink, opts: PackOptions, warn: Warn,
            progress: Progress | None, started: float) -> PackStats:
     sink = make_sink(out, opts.compress, opts.level)
-    w = _Writer(ctx, sink, opts, warn, progress)
+    w = _Writer(root, sink, opts, warn, progress)
     try:
         for batch in batches:
             w.rows(batch)
@@ -360,7 +360,35 @@ def pack(
     # start threads, and a fork copies none of them.
     with row_batches(ctx, fork=_fork_walker(opts), headers=not opts.reproducible,
                      close_in_child=(out.fd,) if isinstance(out, FdSink) else ()) as batches:
-        return _write(ctx, batches, out, opts, warn, progress, started)
+        return _write(ctx.root, batches, out, opts, warn, progress, started)
+
+
+def pack_entries(
+    root: str,
+    entries: Iterable[Entry],
+    out: Sink,
+    opts: PackOptions = PackOptions(),
+    *,
+    warn: Warn = lambda msg: None,
+) -> PackStats:
+    """Write a tar of exactly ``entries`` (paths relative to ``root``), in
+    the order given, with the headers and checks of :func:`pack`.
+
+    For callers that chose the entries themselves (docker-py's
+    ``create_archive``); :func:`pack` is the way to send a context.
+    """
+    started = time.monotonic()
+
+    def batches() -> Iterator[list[Row]]:
+        batch: list[Row] = []
+        for e in entries:
+            batch.append(entry_row(e, header=not opts.reproducible))
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+        yield batch
+
+    return _write(root, batches(), out, opts, warn, None, started)
 
 
 def iter_tar(ctx: BuildContext, opts: PackOptions = PackOptions(), *, warn: Warn = lambda msg: None) -> Iterator[bytes]:

@@ -1,0 +1,1 @@
+"""Drop-in replacements for other tools' build-context code (:mod:`ctxpack.compat.dockerpy`)."""
