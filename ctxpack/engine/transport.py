@@ -755,7 +755,7 @@ class SshTransport(_SocketTransport):
         errfile = tempfile.TemporaryFile()
         try:
             proc = subprocess.Popen(
-                self.argv(), stdin=theirs, stdout=theirs, stderr=errfile, close_fds=True,
+                self.argv(), stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=errfile, close_fds=True,
                 start_new_session=True,  # Ctrl-C reaches ctxpack, which ends the helper itself
             )
         except OSError as e:
