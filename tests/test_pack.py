@@ -312,7 +312,7 @@ def test_vanished_file_is_left_out_with_warning(tmp_path: Path) -> None:
     warnings: list[str] = []
     entries = list(ctxpack.list_entries(ctx))
     (root / "a").unlink()
-    w = packer._Writer(ctx, CallbackSink(lambda b: None), PackOptions(), warnings.append, None)
+    w = packer._Writer(ctx.root, CallbackSink(lambda b: None), PackOptions(), warnings.append, None)
     for e in entries:
         w.row(entry_row(e))
     assert warnings == ["a: vanished while packing; left out (as docker does)"]
@@ -325,7 +325,7 @@ def _pack_rows_after(root: Path, change: Any, opts: PackOptions = PackOptions())
     change()
     out: list[bytes] = []
     warnings: list[str] = []
-    w = packer._Writer(ctx, CallbackSink(out.append), opts, warnings.append, None)
+    w = packer._Writer(ctx.root, CallbackSink(out.append), opts, warnings.append, None)
     w.rows(rows)
     w.close_dir()
     w.flush()

@@ -203,7 +203,7 @@ def test_fast_path_and_slow_path_write_the_same_bytes(data: st.DataObject) -> No
         got = []
         for header in (True, False):
             out: list[bytes] = []
-            w = packer._Writer(ctx, CallbackSink(out.append), PackOptions(), lambda m: None, None)
+            w = packer._Writer(ctx.root, CallbackSink(out.append), PackOptions(), lambda m: None, None)
             try:
                 w.rows([entry_row(e, header=header) for e in entries])
             except CtxpackError as e:
