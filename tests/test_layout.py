@@ -22,7 +22,7 @@ PACKAGE = Path(ctxpack.__file__).parent
 ORDER = [
     "errors", "fs", "_go", "ignore", "dockerfile", "context", "walker",
     "tar", "index", "audit", "explainer", "linter", "report",
-    "engine", "watch", "compat", "__init__", "cli",
+    "engine", "watch", "compat", "__init__", "cli", "__main__",
 ]
 RANK = {name: i for i, name in enumerate(ORDER)}
 

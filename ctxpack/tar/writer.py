@@ -416,7 +416,7 @@ def iter_tar(ctx: BuildContext, opts: PackOptions = PackOptions(), *, warn: Warn
 
     def produce() -> None:
         try:
-            _write(ctx, batches, CallbackSink(put), opts, warn, None, started)
+            _write(ctx.root, batches, CallbackSink(put), opts, warn, None, started)
             q.put(None)
         except _Stopped:
             pass

@@ -37,11 +37,15 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ...context import BuildContext, Dialect
 from ...errors import ContextError
 from . import wire
 from .grpcserver import Call, RpcError, Status
+
+if TYPE_CHECKING:
+    from ...ignore.matcher import Matcher
 
 __all__ = [
     "CHUNK_SIZE", "IGNORE_COMMENT", "go_file_mode", "ListedEntry", "Listing", "context_listing",
@@ -245,7 +249,7 @@ def follow_links(listing: Listing, paths: Iterable[str], limit: int = 255) -> li
     return sorted(out)
 
 
-def _include_matcher(patterns: Sequence[str]):  # -> Matcher
+def _include_matcher(patterns: Sequence[str]) -> Matcher:
     from ...ignore.matcher import Matcher
     from ...ignore.reader import parse_ignore
 
@@ -406,8 +410,8 @@ class FileSyncService:
             listing = self.listing(name)
         except RpcError:
             raise
-        except Exception as e:  # noqa: BLE001 - the daemon shows it as the build error
-            msg = str(e)
+        except Exception as err:  # noqa: BLE001 - the daemon shows it as the build error
+            msg = str(err)
             call.send(wire.encode_packet(wire.Packet(wire.PACKET_ERR, data=msg.encode("utf-8", "replace"))))
             raise RpcError(Status.UNKNOWN, msg) from None
         entries = select(listing, values("include-patterns"), values("followpaths"))

@@ -276,7 +276,8 @@ class GrpcServer:
         # this loop without waking another thread.
         sock = self.sock
         sock.setblocking(False)
-        tls = isinstance(sock, ssl.SSLSocket)
+        tls_sock = sock if isinstance(sock, ssl.SSLSocket) else None
+        tls = tls_sock is not None
         pending: bytes | memoryview = b""  # taken from the queue, not yet accepted by the socket
         while True:
             with self._out_cond:
@@ -285,8 +286,8 @@ class GrpcServer:
                     self._out.clear()
                 if self.closed and (not pending or self._abandon):
                     return
-            wants = [sock] if pending else []
-            readable, writable, _ = select.select([sock, self._wake_r], wants, [], 1.0)
+            fd = sock.fileno()
+            readable, writable, _ = select.select([fd, self._wake_r], [fd] if pending else [], [], 1.0)
             if self._wake_r in readable:
                 try:
                     os.read(self._wake_r, 4096)
@@ -302,7 +303,7 @@ class GrpcServer:
                     return
                 self.bytes_out += n
                 pending = pending[n:]
-            if sock in readable or (tls and sock.pending()):
+            if fd in readable or (tls_sock is not None and tls_sock.pending()):
                 while True:
                     try:
                         data = sock.recv(1 << 18)
@@ -316,7 +317,7 @@ class GrpcServer:
                         return
                     self.bytes_in += len(data)
                     self._receive(data)
-                    if not (tls and sock.pending()):
+                    if not (tls_sock is not None and tls_sock.pending()):
                         break
 
     def close(self, reason: str = "closed by ctxpack") -> None:
@@ -502,22 +503,22 @@ class GrpcServer:
         elif isinstance(ev, h2.events.DataReceived):
             if ev.flow_controlled_length:
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            call = self._calls.get(ev.stream_id)
-            if call is None or call.finished:
+            fed = self._calls.get(ev.stream_id)
+            if fed is None or fed.finished:
                 return
-            n = call._feed(ev.data)
-            method = getattr(call, "_method", None)
-            if n and method is not None and method.inline and not getattr(call, "_dispatched", False):
-                call._dispatched = True  # type: ignore[attr-defined]
-                inline.append(call)
+            n = fed._feed(ev.data)
+            method = getattr(fed, "_method", None)
+            if n and method is not None and method.inline and not getattr(fed, "_dispatched", False):
+                fed._dispatched = True  # type: ignore[attr-defined]
+                inline.append(fed)
         elif isinstance(ev, h2.events.StreamEnded):
-            call = self._calls.get(ev.stream_id)
-            if call is not None:
-                call._messages.append(_EOF)
+            ended = self._calls.get(ev.stream_id)
+            if ended is not None:
+                ended._messages.append(_EOF)
         elif isinstance(ev, h2.events.StreamReset):
-            call = self._calls.pop(ev.stream_id, None)
-            if call is not None:
-                call.reset = True
+            reset = self._calls.pop(ev.stream_id, None)
+            if reset is not None:
+                reset.reset = True
         elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             for c in list(self._calls.values()):
                 if c._pending or c._deferred is not None:

@@ -262,15 +262,17 @@ class DockerAuth:
         """(username, secret) for ``host``; ("", "") when none is configured."""
         cfg = self._config()
         key = self.HUB_KEY if host in self.HUB_HOSTS else host
-        helpers = cfg.get("credHelpers") if isinstance(cfg.get("credHelpers"), dict) else {}
-        helper = helpers.get(key) or helpers.get(host) or cfg.get("credsStore")  # type: ignore[union-attr]
+        found = cfg.get("credHelpers")
+        helpers: dict[str, object] = found if isinstance(found, dict) else {}
+        helper = helpers.get(key) or helpers.get(host) or cfg.get("credsStore")
         if isinstance(helper, str) and helper:
             got = self._from_helper(helper, key)
             if got != ("", ""):
                 return got
-        auths = cfg.get("auths") if isinstance(cfg.get("auths"), dict) else {}
+        found = cfg.get("auths")
+        auths: dict[str, object] = found if isinstance(found, dict) else {}
         entry = None
-        for k, v in auths.items():  # type: ignore[union-attr]
+        for k, v in auths.items():
             if _registry_host(k) == _registry_host(key):
                 entry = v
                 break

@@ -185,7 +185,7 @@ class Packet:
 def encode_packet(p: Packet, stat_bytes: bytes | None = None) -> bytes:
     """``Packet`` → bytes; ``stat_bytes`` may carry an already encoded Stat.
     An empty STAT packet (the end of the listing) has no ``stat`` at all."""
-    parts = []
+    parts: list[bytes] = []
     if p.type:
         parts += (b"\x08", varint(p.type))
     if stat_bytes is None and p.stat is not None:
