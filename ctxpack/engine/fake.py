@@ -150,7 +150,7 @@ class _Body(io.RawIOBase):
             raise ConnectionError("connection closed inside the body")
         self.left -= got
         self.total += got
-        return got
+        return int(got)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -625,7 +625,7 @@ class _SocketTransport(Transport):
 def _read_all(f: Any) -> str:
     try:
         f.seek(0)
-        return f.read(64 * 1024).decode("utf-8", "replace").strip()
+        return str(f.read(64 * 1024).decode("utf-8", "replace").strip())
     except (OSError, ValueError):
         return ""
 
