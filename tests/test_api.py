@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import ctxpack
+from dockercli import CaptureServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,11 +116,21 @@ def test_readme_library_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert blocks, "README has no python example under '## Library'"
     ctx_dir = _example_context(tmp_path / "ctx")
     monkeypatch.chdir(ctx_dir)
+    # `ctxpack.build` talks to the engine the docker CLI would use: here a
+    # fake one that records the upload (tests/dockercli.py).
+    server = CaptureServer().start()
+    monkeypatch.setenv("DOCKER_HOST", server.docker_host)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     sent: list[bytes] = []
     out = io.StringIO()
     namespace: dict[str, Any] = {"send": sent.append, "print": lambda *a, **k: print(*a, file=out, **k)}
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    try:
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+        assert [r.path for r in server.requests_since(0.0) if r.method == "POST"][-1:] == ["/build"]
+    finally:
+        server.stop()
     import gzip
 
     names = tarfile.open(fileobj=io.BytesIO(gzip.decompress(b"".join(sent)))).getnames()
