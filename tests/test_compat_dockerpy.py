@@ -265,3 +265,32 @@ def test_install_is_idempotent_and_undone() -> None:
     assert not compat.installed()
     assert docker.api.build.BuildApiMixin.build is original
     assert docker.utils.tar is dp_build.tar is not compat.tar
+
+
+@pytest.mark.docker_cli
+@pytest.mark.parametrize("gzip", [False, True])
+def test_example_streams_the_cli_context(gzip: bool, tmp_path: Path, docker_cli: Any) -> None:
+    """examples/dockerpy_build.py: docker-py with fileobj=/custom_context=True
+    and ctxpack's streamed context uploads the CLI's bytes, chunked."""
+    import subprocess
+    import sys
+
+    files, ignore = CASES["real world: node app"]
+    root = _tree(tmp_path / "ctx", files, ignore)
+    cap = docker_cli.capture(root).check()
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env.update(DOCKER_HOST=docker_cli.server.docker_host, PYTHONPATH=str(repo))
+    server = docker_cli.server
+    with server.build_lock:
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, str(repo / "examples" / "dockerpy_build.py"), str(root), "-t", "x:y",
+                               *(["--gzip"] if gzip else [])], env=env, capture_output=True, text=True, timeout=120)
+        reqs = [r for r in server.requests_since(started) if r.path == "/build"]
+    assert proc.returncode == 0, proc.stderr
+    assert "Successfully built" in proc.stdout
+    rec = reqs[-1]
+    assert rec.header("Transfer-Encoding") == "chunked"
+    body = rec.body or b""
+    assert (gzip_module.decompress(body) if gzip else body) == cap.tar
+    assert (rec.header("Content-Encoding") == "gzip") == gzip

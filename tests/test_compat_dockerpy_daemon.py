@@ -60,10 +60,12 @@ def _dockerpy_build(daemon: harness.Dockerd, root: Path, tag: str) -> str:
         client.close()
 
 
-def _cli_build(daemon: harness.Dockerd, root: Path, tag: str, tmp: Path) -> str:
+def _cli_build(daemon: harness.Dockerd, root: Path, tag: str, tmp: Path, *, buildkit: bool = False) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=f"unix://{daemon.socket}", DOCKER_BUILDKIT="0", DOCKER_CONFIG=str(tmp))
-    proc = subprocess.run(["docker", "build", "-q", "--no-cache", "-t", tag, str(root)], env=env,
+    env.update(DOCKER_HOST=f"unix://{daemon.socket}", DOCKER_BUILDKIT="1" if buildkit else "0", DOCKER_CONFIG=str(tmp))
+    # BuildKit: the engine's own 20.10 CLI, whose `docker build` is a session build.
+    exe = "/usr/bin/docker" if buildkit else "docker"
+    proc = subprocess.run([exe, "build", "-q", "--no-cache", "-t", tag, str(root)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().splitlines()[-1]
@@ -89,6 +91,33 @@ def test_dockerpy_build_with_and_without_install(dockerd: harness.Dockerd, tmp_p
     finally:
         compat.uninstall()
     assert patched == reference
+
+
+def test_dockerpy_build_through_a_buildkit_session(dockerd: harness.Dockerd, tmp_path: Path) -> None:
+    """install(builder="auto"): docker-py's images.build goes to BuildKit
+    through ctxpack's session and gives the image the docker CLI's BuildKit
+    build gives (BuildKit's own ignore file: Dockerfile.dockerignore)."""
+    if not os.access("/usr/bin/docker", os.X_OK):
+        pytest.skip("no /usr/bin/docker (the engine's CLI) for the BuildKit reference image")
+    root = _context(tmp_path / "ctx")
+    (root / "Dockerfile.dockerignore").write_bytes(IGNORE + b"src\n")  # BuildKit reads this one instead
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    reference = _files_under_ctx(dockerd, _cli_build(dockerd, root, "ctxpack-dpy:bk-cli", cfg, buildkit=True))
+    assert "ctx/c.jpg" in reference and not any(k.startswith("ctx/src") for k in reference)
+
+    compat.install(builder="auto")
+    try:
+        client = docker.DockerClient(base_url=f"unix://{dockerd.socket}", version="auto", timeout=300)
+        try:
+            image, logs = client.images.build(path=str(root), tag="ctxpack-dpy:bk", nocache=True)
+            messages = list(logs)
+        finally:
+            client.close()
+    finally:
+        compat.uninstall()
+    assert any(m.get("id") == "moby.buildkit.trace" for m in messages), "not a BuildKit build"
+    assert _files_under_ctx(dockerd, str(image.id)) == reference
 
 
 UPLOAD = '''

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 from ctxpack.context import BuildContext, Dialect, open_context
-from ctxpack.errors import ContextError
+from ctxpack.errors import ContextError, InputError
 from ctxpack.fs import bytes_key
 from ctxpack.ignore.reader import RawRule, parse_lines
 from ctxpack.tar.sinks import CallbackSink, FdSink, Sink
@@ -64,6 +64,8 @@ __all__ = [
     "exclude_paths",
     "create_archive",
     "build_context",
+    "context_stream",
+    "ContextStream",
     "install",
     "uninstall",
     "installed",
@@ -280,12 +282,19 @@ _install_lock = threading.Lock()
 _patched: list[tuple[Any, str, Any]] = []
 
 
-class _Body:
-    """The request body: an iterator of tar chunks with no length, so
-    requests sends it with chunked transfer encoding as it is produced."""
+class ContextStream:
+    """A context as a request body for docker-py: iterate it for the tar's
+    chunks (no length, so requests sends it with chunked transfer encoding
+    while it is packed); ``dockerfile`` and ``encoding`` are the values to
+    pass to ``APIClient.build`` with it.  Close it when the request is over.
 
-    def __init__(self, chunks: Iterator[bytes]):
+    Made by :func:`context_stream`.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], dockerfile: str, encoding: str | None):
         self._chunks = chunks
+        self.dockerfile = dockerfile
+        self.encoding = encoding
         # The first chunk is produced now: a pattern Docker refuses, or an
         # unreadable context, fails before the request starts (as the CLI's
         # "error checking context" does), not half-way through the upload.
@@ -298,12 +307,129 @@ class _Body:
         yield from self._chunks
 
     def close(self) -> None:
+        """Stop packing (the upload is over, or failed)."""
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
 
 
-def _streaming_build(original: Callable[..., Any]) -> Callable[..., Any]:
+def context_stream(
+    path: str | os.PathLike[str],
+    dockerfile: str | None = None,
+    gzip: bool = False,
+    *,
+    dialect: Dialect | str = Dialect.CLASSIC,
+) -> ContextStream:
+    """The docker CLI's context for ``path`` as a streamed request body::
+
+        body = context_stream("app", gzip=True)
+        with contextlib.closing(body):
+            client.api.build(fileobj=body, custom_context=True, encoding=body.encoding,
+                             dockerfile=body.dockerfile, tag="app")
+
+    ``dockerfile`` is docker-py's ``dockerfile=``: relative to ``path`` (or
+    absolute; outside the context it travels in the tar as the CLI sends
+    it).  Errors in the ignore file or the context are raised here, before
+    any request starts.
+    """
+    path = os.fspath(path)
+    if dockerfile and not os.path.isabs(dockerfile):
+        dockerfile = os.path.join(path, dockerfile)  # docker-py: relative to the context
+    ctx = open_context(path, dockerfile=dockerfile, dialect=dialect)
+    chunks = iter_tar(ctx, PackOptions(compress="gzip" if gzip else "none"))
+    return ContextStream(chunks, dockerfile_name_in_tar(ctx), "gzip" if gzip else None)
+
+
+#: APIClient.build arguments the session path understands; any other one
+#: given a non-default value keeps the build on the classic tar path.
+_SESSION_ARGS = frozenset((
+    "self", "path", "tag", "quiet", "fileobj", "nocache", "rm", "timeout", "custom_context", "encoding", "pull",
+    "forcerm", "dockerfile", "decode", "buildargs", "gzip", "labels", "target", "network_mode", "platform",
+    "use_config_proxy", "container_limits",
+))
+_SESSION_MIN_API = (1, 39)
+
+
+def _api_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in str(version).split("."))
+    except ValueError:
+        return (0,)
+
+
+def _session_socket(client: Any, a: dict[str, Any], signature: inspect.Signature) -> str | None:
+    """The unix socket for a BuildKit session build of these arguments, or
+    None when the build stays classic (a TCP/ssh connection, an API below
+    1.39, or an argument only the classic path carries)."""
+    for name, value in a.items():
+        if name not in _SESSION_ARGS and value != signature.parameters[name].default:
+            return None
+    if a.get("container_limits") or a.get("gzip") or a.get("encoding"):
+        return None
+    adapter = getattr(client, "_custom_adapter", None)
+    path = getattr(adapter, "socket_path", None)
+    if not isinstance(path, str) or _api_tuple(getattr(client, "_version", "0")) < _SESSION_MIN_API:
+        return None
+    return path
+
+
+def _session_stream(client: Any, a: dict[str, Any], socket_path: str) -> Iterator[Any]:
+    """A BuildKit build through ctxpack's session, as docker-py's build()
+    output: the engine's JSON messages (dicts with ``decode``, else bytes
+    lines), then the image id as the classic builder reports it (what
+    ``client.images.build`` looks for)."""
+    import queue
+
+    from ctxpack.engine.session import session_build
+
+    path = os.fspath(a["path"])
+    dockerfile = a.get("dockerfile")
+    if dockerfile and not os.path.isabs(dockerfile):
+        dockerfile = os.path.join(path, dockerfile)
+    ctx = open_context(path, dockerfile=dockerfile, dialect=Dialect.BUILDKIT)  # input errors raise here
+    build_args: dict[str, str | None] = dict(a.get("buildargs") or {})
+    if a.get("use_config_proxy", True):
+        for k, v in client._proxy_configs.get_environment().items():
+            build_args.setdefault(k, v)
+    tag = a.get("tag")
+    out: queue.Queue[object] = queue.Queue()
+    done = object()
+
+    def run() -> None:
+        try:
+            result = session_build(
+                ctx, socket_path, tags=[tag] if tag else [], target=a.get("target"), build_args=build_args,
+                network_mode=a.get("network_mode"), no_cache=bool(a.get("nocache")), on_message=out.put,
+                timeout=float(a.get("timeout") or 3600),
+            )
+            if result.ok and result.image_id:
+                out.put({"aux": {"ID": result.image_id}})
+                out.put({"stream": f"Successfully built {result.image_id.split(':')[-1]}\n"})
+            elif not any("error" in m for m in result.messages if isinstance(m, dict)):
+                message = result.error or "the build failed"
+                out.put({"errorDetail": {"message": message}, "error": message})
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            out.put(e)
+        out.put(done)
+
+    threading.Thread(target=run, name="ctxpack-dockerpy-session", daemon=True).start()
+    decode = bool(a.get("decode"))
+
+    def messages() -> Iterator[Any]:
+        import json
+
+        while True:
+            item = out.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item if decode else json.dumps(item).encode() + b"\r\n"
+
+    return messages()
+
+
+def _streaming_build(original: Callable[..., Any], builder: str = "classic") -> Callable[..., Any]:
     signature = inspect.signature(original)
 
     @functools.wraps(original)
@@ -321,20 +447,21 @@ def _streaming_build(original: Callable[..., Any]) -> Callable[..., Any]:
             or not os.path.isdir(path)  # docker-py raises its TypeError
         ):
             return original(*bound.args, **bound.kwargs)
-        path = os.fspath(path)
-        dockerfile = a.get("dockerfile")
-        if dockerfile and not os.path.isabs(dockerfile):
-            dockerfile = os.path.join(path, dockerfile)  # docker-py: relative to the context
-        ctx = open_context(path, dockerfile=dockerfile, dialect=Dialect.CLASSIC)
-        gz = bool(a.get("gzip"))
-        body = _Body(iter_tar(ctx, PackOptions(compress="gzip" if gz else "none")))
+        if builder != "classic":
+            socket_path = _session_socket(self, dict(a), signature)
+            if socket_path is not None:
+                return _session_stream(self, dict(a), socket_path)
+            if builder == "buildkit":
+                raise InputError("install(builder='buildkit'): this build cannot go through a BuildKit session "
+                                 "(it needs a unix socket, API 1.39, and no gzip, encoding or container_limits)")
+        body = context_stream(path, a.get("dockerfile"), bool(a.get("gzip")))
         a.update(
             path=None,
             fileobj=body,
             custom_context=True,
             gzip=False,
-            encoding="gzip" if gz else a.get("encoding"),
-            dockerfile=dockerfile_name_in_tar(ctx),
+            encoding=body.encoding or a.get("encoding"),
+            dockerfile=body.dockerfile,
         )
         try:
             return original(*bound.args, **bound.kwargs)
@@ -345,7 +472,7 @@ def _streaming_build(original: Callable[..., Any]) -> Callable[..., Any]:
     return build
 
 
-def install() -> None:
+def install(builder: str = "classic") -> None:
     """Make docker-py build with ctxpack's exact, streamed context.
 
     After ``ctxpack.compat.dockerpy.install()``, ``APIClient.build(path=...)``
@@ -356,8 +483,20 @@ def install() -> None:
     gzip-compressed.  ``docker.utils.tar``, ``exclude_paths`` and
     ``create_archive`` become this module's functions.  Builds from
     ``fileobj``, URLs and ``custom_context`` are left as they were.
-    Idempotent; :func:`uninstall` restores docker-py.
+    Idempotent (call :func:`uninstall` first to change ``builder``);
+    :func:`uninstall` restores docker-py.
+
+    ``builder="auto"`` lets a build go to BuildKit through ctxpack's session
+    where the daemon supports it (a unix socket, API 1.39 or later, and only
+    arguments a session build carries): BuildKit's ignore file and selection,
+    only the files the Dockerfile reads are transferred, and the output is the
+    engine's BuildKit messages followed by the image id as docker-py expects
+    it.  Elsewhere it streams the classic tar.  ``builder="buildkit"``
+    refuses the classic fallback; ``"classic"`` (the default) is docker-py's
+    own builder.
     """
+    if builder not in ("classic", "auto", "buildkit"):
+        raise InputError(f"install(builder={builder!r}): classic, auto or buildkit")
     import docker.api.build
     import docker.utils
     import docker.utils.build
@@ -366,7 +505,7 @@ def install() -> None:
         if _patched:
             return
         mixin = docker.api.build.BuildApiMixin
-        replacements: list[tuple[Any, str, Any]] = [(mixin, "build", _streaming_build(mixin.build))]
+        replacements: list[tuple[Any, str, Any]] = [(mixin, "build", _streaming_build(mixin.build, builder))]
         for module in (docker.utils, docker.utils.build):
             for name, fn in (("tar", tar), ("exclude_paths", exclude_paths), ("create_archive", create_archive)):
                 if hasattr(module, name):

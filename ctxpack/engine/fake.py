@@ -229,7 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             digest = hashlib.sha256(str(record.body_size).encode()).hexdigest()
         image_id = f"sha256:{digest}"
-        quiet = record.query.get("q", "") not in ("", "0", "false")
+        # httputils.BoolValue: docker-py sends q=False
+        quiet = record.query.get("q", "").strip().lower() not in ("", "0", "no", "false", "none")
         messages: list[dict[str, object]] = []
         if not quiet:
             messages.append({"stream": f"ctxpack fake daemon: received {record.body_size} bytes of build context\n"})
@@ -239,8 +240,19 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             messages.append({"stream": f"Successfully built {digest[:12]}\n"})
             messages.extend({"stream": f"Successfully tagged {v}\n"} for k, v in record.query_items if k == "t")
-        payload = b"".join(json.dumps(m).encode() + b"\r\n" for m in messages)
-        self._send(200, "application/json", payload, [("API-Version", self.server.api_version)])
+        # Streamed as dockerd streams it: chunked, one chunk per message
+        # (docker-py's decode=True reads a chunked body line by line, a
+        # Content-Length one as a single JSON document).
+        self.send_response(200)
+        self.send_header("API-Version", self.server.api_version)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for m in messages:
+            line = json.dumps(m).encode() + b"\r\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

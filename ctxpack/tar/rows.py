@@ -89,8 +89,11 @@ def builder_rows(ctx: BuildContext, *, headers: bool = False) -> Iterator[Row]:
     for e in entries_for_builder(ctx, warn=logged.append):
         while logged:
             yield (logged.pop(0), WARN, 0, 0, 0, 0, 0, None, None, None)
-        if e.forced and e.data is None:
-            rule = ctx.file_matcher.decide_path(e.path)[-1][1].rule
+        decision = ctx.file_matcher.match(e.path) if e.forced and e.data is None else None
+        # Forced in because the ignore rules exclude it: say so.  (A Dockerfile
+        # only left out of a --minimal selection travels without a warning.)
+        if decision is not None and decision.excluded:
+            rule = decision.rule
             message = (
                 f"{e.path} is excluded by the ignore rules but travels in the tar so the builder can read it ({rule}); "
                 "builders that apply no ignore rules to an uploaded tar (BuildKit) let COPY . see it"
