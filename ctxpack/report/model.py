@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctxpack import explainer
-from ctxpack.audit import Progress, SizeReport
+from ctxpack.audit import SizeReport
 from ctxpack.context import BuildContext
 from ctxpack.dockerfile.analysis import Selection
 from ctxpack.linter import lint
-from ctxpack.walker import Entry, EntryKind
+from ctxpack.walker import Entry, EntryKind, Progress
 
 __all__ = ["ReportModel", "build_model", "size_findings", "SIZE_FINDING_KINDS", "DEFAULT_BUDGET"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ctxpack.audit import Progress
+from ctxpack.walker import Progress
 from ctxpack.context import BuildContext
 from ctxpack.fs import atomic_output, output_error
 from ctxpack.report.model import DEFAULT_BUDGET, ReportModel, build_model, size_findings

@@ -55,7 +55,8 @@ def embedded_data(page: str) -> dict[str, Any]:
     start_tag = f'<script type="application/json" id="{_DATA_ID}">'
     i = page.index(start_tag) + len(start_tag)
     j = page.index("</script>", i)
-    return json.loads(page[i:j])
+    data: dict[str, Any] = json.loads(page[i:j])
+    return data
 
 
 _TEMPLATE = """<!DOCTYPE html>
