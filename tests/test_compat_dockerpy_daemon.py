@@ -110,7 +110,8 @@ def test_dockerpy_build_through_a_buildkit_session(dockerd: harness.Dockerd, tmp
     try:
         client = docker.DockerClient(base_url=f"unix://{dockerd.socket}", version="auto", timeout=300)
         try:
-            image, logs = client.images.build(path=str(root), tag="ctxpack-dpy:bk", nocache=True)
+            image, logs = client.images.build(path=str(root), tag="ctxpack-dpy:bk", nocache=True,
+                                              labels={"org.example.via": "ctxpack-session"})
             messages = list(logs)
         finally:
             client.close()
@@ -118,6 +119,8 @@ def test_dockerpy_build_through_a_buildkit_session(dockerd: harness.Dockerd, tmp
         compat.uninstall()
     assert any(m.get("id") == "moby.buildkit.trace" for m in messages), "not a BuildKit build"
     assert _files_under_ctx(dockerd, str(image.id)) == reference
+    assert image.labels.get("org.example.via") == "ctxpack-session"
+    assert "ctxpack-dpy:bk" in image.tags
 
 
 UPLOAD = '''

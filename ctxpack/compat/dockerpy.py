@@ -392,6 +392,18 @@ def _session_stream(client: Any, a: dict[str, Any], socket_path: str) -> Iterato
         for k, v in client._proxy_configs.get_environment().items():
             build_args.setdefault(k, v)
     tag = a.get("tag")
+    # The rest of docker-py's query, as docker-py would send it.
+    extra: dict[str, str] = {}
+    if a.get("pull"):
+        extra["pull"] = "1"
+    if a.get("quiet"):
+        extra["q"] = "1"
+    if a.get("platform"):
+        extra["platform"] = str(a["platform"])
+    if a.get("labels"):
+        import json
+
+        extra["labels"] = json.dumps(a["labels"])
     out: queue.Queue[object] = queue.Queue()
     done = object()
 
@@ -400,7 +412,7 @@ def _session_stream(client: Any, a: dict[str, Any], socket_path: str) -> Iterato
             result = session_build(
                 ctx, socket_path, tags=[tag] if tag else [], target=a.get("target"), build_args=build_args,
                 network_mode=a.get("network_mode"), no_cache=bool(a.get("nocache")), on_message=out.put,
-                timeout=float(a.get("timeout") or 3600),
+                timeout=float(a.get("timeout") or 3600), extra_query=extra,
             )
             if result.ok and result.image_id:
                 out.put({"aux": {"ID": result.image_id}})
