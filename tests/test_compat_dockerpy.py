@@ -294,3 +294,110 @@ def test_example_streams_the_cli_context(gzip: bool, tmp_path: Path, docker_cli:
     body = rec.body or b""
     assert (gzip_module.decompress(body) if gzip else body) == cap.tar
     assert (rec.header("Content-Encoding") == "gzip") == gzip
+
+
+def _dockerpy_names(root: Path) -> list[str] | str:
+    """What docker-py 7's ``APIClient.build(path=root)`` would upload (its own
+    code path, in process: its .dockerignore reading, then utils.tar), or the
+    error it raises.  The capture-server control below confirms it."""
+    import docker.api.build as dp_api
+
+    ignore = os.path.join(root, ".dockerignore")
+    exclude = None
+    try:
+        if os.path.exists(ignore):
+            with open(ignore) as f:
+                exclude = [ln.strip() for ln in f.read().splitlines()]
+                exclude = [ln for ln in exclude if ln and ln[0] != "#"]
+        with dp_build.tar(str(root), exclude=exclude, dockerfile=dp_api.process_dockerfile(None, str(root))) as f:
+            return tar_names(tarfile.open(fileobj=f).getmembers())
+    except Exception as e:  # noqa: BLE001 - what the user gets
+        return f"{type(e).__name__}: {e}"
+
+
+def _compat_names(root: Path) -> list[str] | str:
+    try:
+        with compat.tar(root) as f:
+            return _names(f.read())
+    except ctxpack.CtxpackError as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def _check_disagreement(root: Path, docker_cli: Any) -> None:
+    """On a case where docker-py's names differ from the drop-in's: the CLI
+    sends exactly the drop-in's bytes (or both refuse), and docker-py's real
+    upload is not the CLI's."""
+    cap = docker_cli.capture(root)
+    if cap.tar is None:
+        with pytest.raises(ctxpack.CtxpackError):
+            compat.tar(root)
+    else:
+        with compat.tar(root) as f:
+            assert f.read() == cap.tar
+    plain = dockerpy_upload(docker_cli.server, root)
+    plain_names = None if isinstance(plain, Exception) else _names(plain.body or b"")
+    assert plain_names != (tar_names(cap.members) if cap.tar is not None else None)
+
+
+@pytest.mark.docker_cli
+def test_real_world_corpus_where_dockerpy_differs(tmp_path: Path, docker_cli: Any) -> None:
+    """The shared corpus's real ignore files (tests/corpus_trees.py builds a
+    tree that hits their patterns): wherever docker-py sends something else
+    than the drop-in, the docker CLI sends the drop-in's bytes."""
+    from corpus_trees import DOCKERFILE_TEXT, IGNORE_DIR, corpus_files, plan_tree
+
+    if not IGNORE_DIR.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"corpus not found on CI: {IGNORE_DIR}")
+        pytest.skip(f"corpus not found: {IGNORE_DIR}")
+    differing = []
+    for c in corpus_files():
+        if c.per_dockerfile:
+            continue
+        root = plan_tree(c.data).create(tmp_path / c.name / "ctx", {"Dockerfile": DOCKERFILE_TEXT, ".dockerignore": c.data})
+        if _dockerpy_names(root) != _compat_names(root):
+            differing.append(c.name)
+            _check_disagreement(root, docker_cli)
+    # Measured on the 88 root ignore files: docker-py differs on a handful
+    # (case-folding, escapes, `**` prefixes, exceptions below excluded dirs, order).
+    assert len(differing) >= 3, differing
+
+
+@pytest.mark.docker_cli
+def test_generated_cases_where_dockerpy_differs(docker_cli: Any) -> None:
+    """Generated trees and .dockerignore files (the property tests'
+    strategies, fixed seed): the drop-in equals the CLI on every case, and
+    docker-py differs on some of them (the control)."""
+    from hypothesis import HealthCheck, Phase, given, seed, settings
+    from hypothesis import strategies as st
+    from strategies import built, dockerignores, trees
+
+    drawn: list[tuple[Any, str]] = []
+
+    @st.composite
+    def cases(draw: st.DrawFn) -> tuple[Any, str]:
+        nodes = draw(trees())
+        return nodes, draw(dockerignores(nodes))
+
+    @seed(20261203)
+    @settings(max_examples=60, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(case=cases())
+    def collect(case: tuple[Any, str]) -> None:
+        drawn.append(case)
+
+    collect()
+    differing = 0
+    for nodes, ignore in drawn[:60]:
+        with built(nodes, ignore) as root:
+            cap = docker_cli.capture(root)
+            ours = _compat_names(root)
+            if cap.tar is None:
+                assert isinstance(ours, str), f"the CLI refused ({cap.stderr.strip()}) but the drop-in sent {ours}"
+            else:
+                with compat.tar(root) as f:
+                    assert f.read() == cap.tar, ignore
+            theirs = _dockerpy_names(root)
+            if theirs != (tar_names(cap.members) if cap.tar is not None else ours):
+                differing += 1
+    assert differing >= 3, f"docker-py differed on only {differing} of {len(drawn[:60])} generated cases"
