@@ -95,9 +95,11 @@ def run(command: str, cwd: Path, env: dict[str, str]) -> tuple[str, int]:
     exe.chmod(0o755)
     full = {**env, "PATH": f"{shim}:{env.get('PATH', '')}", "PYTHONPATH": str(ROOT), "COLUMNS": "100",
             "CTXPACK_CACHE_DIR": str(cwd / ".cache"), "NO_COLOR": "1"}
-    proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=full, capture_output=True, text=True, timeout=600)
+    # One stream, as a terminal shows it (stderr interleaved with stdout).
+    proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=full, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600)
     # The tree lives in a fresh temporary directory: show it as ~/src.
-    out = (proc.stdout + proc.stderr).rstrip("\n").replace(str(cwd), "~/src")
+    out = proc.stdout.rstrip("\n").replace(str(cwd), "~/src")
     return out, proc.returncode
 
 
