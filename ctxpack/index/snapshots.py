@@ -46,6 +46,7 @@ import os
 import stat as st
 import time
 from array import array
+from typing import TYPE_CHECKING
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -58,6 +59,9 @@ from ctxpack.index.state import KEY, MISSING, PART, RECIPE, Columns, RecordHash,
 from ctxpack.index.store import Index, IndexUnavailable, Part, Stored, open_index
 from ctxpack.tar.rows import can_fork, row_batches
 from ctxpack.walker import Entry, EntryKind, entries_for_builder, excluded_dirs_read
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["Fingerprint", "fingerprint", "snapshot", "diff", "Delta", "Change", "RECIPE"]
 
@@ -194,7 +198,7 @@ class _Walk:
         self.notes: list[str] = []
         self.old = old
         self.workers = hash_workers() if workers is None else max(1, workers)
-        self._pool = None
+        self._pool: ThreadPoolExecutor | None = None
         self._large: list[tuple[int, object]] = []
 
     def add(self, batches: Iterable[list[Row]]) -> None:
@@ -216,8 +220,10 @@ class _Walk:
                             self._submit(len(paths), prefix + path, path)
                             digest = _NO_DIGEST
                         else:
-                            digest = reader.digest(path, size, mtime, ctime, ino, mode) if size <= SMALL_FILE else None
-                            if digest is None:
+                            read = reader.digest(path, size, mtime, ctime, ino, mode) if size <= SMALL_FILE else None
+                            if read is not None:
+                                digest = read
+                            else:
                                 d = hash_file(prefix + path, path)
                                 if d is None:
                                     self.notes.append(f"{path}: vanished while fingerprinting")
@@ -246,7 +252,7 @@ class _Walk:
             from concurrent.futures import ThreadPoolExecutor  # here: its import costs ~10 ms of every start-up
 
             self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ctxpack-hash")
-        self._large.append((slot, self._pool.submit(hash_file, abspath, rel)))  # type: ignore[attr-defined]
+        self._large.append((slot, self._pool.submit(hash_file, abspath, rel)))
 
     def finish(self) -> None:
         """Wait for the large files; drop those that vanished."""
@@ -264,12 +270,12 @@ class _Walk:
                 self.hashed_bytes += d.size
         finally:
             if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)  # type: ignore[attr-defined]
+                self._pool.shutdown(wait=True, cancel_futures=True)
         self.gone.update(gone)
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)  # type: ignore[attr-defined]
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def sorted_parts(self, hasher: RecordHash, totals: list[int]) -> Iterator[Columns]:
         """The entries in fingerprint order, :data:`PART` at a time (the last
@@ -318,7 +324,7 @@ class _Walk:
         return c
 
 
-def _stat_keys(root: str, rels: list[str]) -> array:
+def _stat_keys(root: str, rels: list[str]) -> array[int]:
     out = array("q")
     for rel in rels:
         try:
@@ -419,7 +425,7 @@ def _walk(ctx: BuildContext, index: Index, variant: str, config: str,
             w.add(_batches(rows if outside is None else _chain(rows, outside)))
         else:
             with row_batches(ctx, fork=can_fork(), rows=_rows) as batches:
-                w.add(batches)
+                w.add(batches)  # type: ignore[arg-type]  # rows=_rows: the index's 8-field rows
         w.finish()
     finally:
         w.close()

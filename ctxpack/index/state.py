@@ -62,10 +62,10 @@ class Columns:
 
     paths: list[str] = field(default_factory=list)
     kinds: str = ""
-    modes: array = field(default_factory=lambda: array("l"))
-    sizes: array = field(default_factory=lambda: array("q"))
+    modes: array[int] = field(default_factory=lambda: array("l"))
+    sizes: array[int] = field(default_factory=lambda: array("q"))
     values: list[str] = field(default_factory=list)
-    keys: array = field(default_factory=lambda: array("q"))
+    keys: array[int] = field(default_factory=lambda: array("q"))
 
     @property
     def entries(self) -> int:
@@ -83,7 +83,7 @@ class Columns:
 
     def records(self) -> Iterator[tuple[str, str, int, int, str]]:
         """``(path, kind, mode, size, value)`` per entry, in fingerprint order."""
-        return zip(self.paths, self.kinds, self.modes, self.sizes, self.values)  # type: ignore[return-value]
+        return zip(self.paths, self.kinds, self.modes, self.sizes, self.values)
 
     def fingerprint(self) -> str:
         """The ``ctxpack-fp1`` digest of these entries (docs/fingerprint.md)."""
@@ -137,7 +137,7 @@ class RecordHash:
         return self._h.hexdigest()
 
 
-def current_keys(root: str, paths: list[str]) -> array:
+def current_keys(root: str, paths: list[str]) -> array[int]:
     """The stat keys of ``paths`` (relative to ``root``; ``""`` is the root) now."""
     out = array("q")
     extend = out.extend

@@ -23,6 +23,7 @@ state's rows, made inside the database.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import sqlite3
@@ -107,8 +108,9 @@ class Stored:
     bytes: int
     checkable: bool
     when: float
-    extra_paths: bytes = b""
-    extra_keys: bytes = b""
+    # builtins.bytes: the field "bytes" above shadows the type in this class body.
+    extra_paths: builtins.bytes = b""
+    extra_keys: builtins.bytes = b""
 
 
 # A part: (paths, keys, records) blobs; b"" for the ones not asked for.
@@ -273,7 +275,7 @@ class Index:
             rows = self._read("SELECT id, last_used FROM contexts WHERE root = ?", (root,))
             if not rows:
                 return None
-            self._ids[root] = (int(rows[0][0]), float(rows[0][1]))  # type: ignore[arg-type]
+            self._ids[root] = (int(rows[0][0]), float(rows[0][1]))  # type: ignore[call-overload, arg-type]
         return self._ids[root][0]
 
     def _ensure_context(self, db: sqlite3.Connection, root: str) -> int:
@@ -449,7 +451,7 @@ class Index:
 
         def one(sql: str) -> int:
             rows = self._read(sql, ())
-            return int(rows[0][0] or 0) if rows else 0  # type: ignore[arg-type]
+            return int(rows[0][0] or 0) if rows else 0  # type: ignore[call-overload]
 
         # files: the regular files of the largest state of each context
         files = one("SELECT sum(m) FROM (SELECT max(files) AS m FROM states GROUP BY ctx)")
