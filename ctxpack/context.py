@@ -111,7 +111,7 @@ def _resolve_root(path: str) -> str:
         raise ContextError(f'unable to prepare context: path "{path}" not found', absolute) from None
     except OSError as e:
         raise ContextError(f"unable to prepare context: unable to evaluate symlinks in context path: "
-                           f"lstat {absolute}: {e.strerror.lower()}", absolute) from None
+                           f"lstat {absolute}: {(e.strerror or str(e)).lower()}", absolute) from None
     if not os.path.isdir(real):
         raise ContextError(f"unable to prepare context: context must be a directory: {real}", real)
     return real

@@ -15,12 +15,12 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from ctxpack.audit import EntryObserver, Progress, SizeReport, measure
+from ctxpack.audit import EntryObserver, SizeReport, measure
 from ctxpack.context import BuildContext, Dialect, open_context
 from ctxpack.errors import ContextError
 from ctxpack.ignore.matcher import Rule
 from ctxpack.walker import (
-    OnError, descends_into_excluded, docker_read_error, injected_dockerfile_name, list_entries, subtree_sends,
+    OnError, Progress, descends_into_excluded, docker_read_error, injected_dockerfile_name, list_entries, subtree_sends,
 )
 
 __all__ = [

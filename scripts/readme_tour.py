@@ -55,7 +55,7 @@ TREE: dict[str, int | str] = {
 
 OFFLINE = [
     "ctxpack size web",
-    "ctxpack explain web src/components/node_modules/lodash/index.js node_modules/react/index.js",
+    "ctxpack explain -C web src/components/node_modules/lodash/index.js node_modules/react/index.js",
     "ctxpack lint web",
     "ctxpack pack web | tar -t | head -5",
     "ctxpack pack --minimal web | tar -t",
@@ -116,7 +116,7 @@ def render(commands: list[str], env: dict[str, str]) -> list[tuple[str, str, int
 def section(results: list[tuple[str, str, int]]) -> str:
     intro = {
         "ctxpack size web": "What the upload carries, and what each rule keeps out:",
-        "ctxpack explain web": "Why a path is in or out (`node_modules` is rooted: a `.gitignore` habit):",
+        "ctxpack explain": "Why a path is in or out (`node_modules` is rooted: a `.gitignore` habit):",
         "ctxpack lint web": "Mistakes, secrets (never printed) and heavy directories, with the fix:",
         "ctxpack pack web": "The exact tar the docker CLI would upload, in its order (`| docker build -` works):",
         "ctxpack pack --minimal": "Only what the Dockerfile reads:",
