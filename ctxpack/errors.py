@@ -31,6 +31,8 @@ process's exit status in one place (``ctxpack.cli.app``)::
     │   ├── ConnectionDroppedError     5  closed before answering (mid-upload)
     │   ├── SessionError               5  the BuildKit session failed
     │   └── EngineAPIError             1  the engine answered an HTTP error
+    ├── WatchError                     6  the watcher cannot watch the context
+    │   └── WatchLimitError            6  an inotify limit was hit (names the sysctl)
     └── InternalError                  4  ctxpack itself failed
         └── WalkerDiedError            4  the forked walker process died
 
@@ -71,6 +73,8 @@ __all__ = [
     "BuildCancelledError",
     "SessionError",
     "SessionConfigError",
+    "WatchError",
+    "WatchLimitError",
 ]
 
 
@@ -213,6 +217,23 @@ class TransportError(CtxpackError):
     build that ran and failed, 1, and from an output error, 3)."""
 
     exit_code = 5
+
+
+class WatchError(CtxpackError):
+    """``ctxpack watch`` cannot watch the context (another watcher holds it,
+    or the kernel refuses watches): exit 6."""
+
+    exit_code = 6
+
+
+class WatchLimitError(WatchError):
+    """An inotify limit was hit; ``sysctl`` names the setting to raise
+    (``fs.inotify.max_user_watches`` for ENOSPC, ``fs.inotify.max_user_instances``
+    for EMFILE)."""
+
+    def __init__(self, message: str, sysctl: str):
+        self.sysctl = sysctl
+        super().__init__(message)
 
 
 class InternalError(CtxpackError):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as st
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ctxpack import fs
@@ -484,8 +484,12 @@ def validate_classic(ctx: BuildContext, on_error: OnError | None = None) -> None
 
 
 def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None = None,
-                 on_error: OnError | None = None) -> Iterator[Entry]:
+                 on_error: OnError | None = None, walked: Iterable[Entry] | None = None) -> Iterator[Entry]:
     """Entries in upload order, as the context's dialect sends them.
+
+    ``walked`` stands for :func:`walk_all`'s output (with the same
+    ``excluded``) when the caller already has it, as a running
+    ``ctxpack watch`` does; the caller vouches that it is current.
 
     For the classic dialect this runs the CLI's validation first where it
     could fail (broken patterns, permissions); and for a Dockerfile on
@@ -502,13 +506,14 @@ def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None
         assert on_error is not None
         on_error(error)
 
-    if needs_classic_validation(ctx):
+    if walked is None and needs_classic_validation(ctx):
         validate_classic(ctx, report if on_error is not None else None)
     inject = ctx.dialect is Dialect.CLASSIC and ctx.dockerfile_data is not None
     name = injected_dockerfile_name(ctx) if inject else ""
     had_ignore = False
-    walked = _walk(ctx, ctx.root, "", ctx.matcher.plan("", 0, 1), 1, excluded, warn, on_error, reported)
-    for e in walked:
+    entries = walked if walked is not None else _walk(
+        ctx, ctx.root, "", ctx.matcher.plan("", 0, 1), 1, excluded, warn, on_error, reported)
+    for e in entries:
         if inject and e.included and e.path == ".dockerignore" and e.kind == EntryKind.FILE:
             had_ignore = True
             with open(os.path.join(ctx.root, ".dockerignore"), "rb") as f:
@@ -521,13 +526,15 @@ def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None
             yield Entry(".dockerignore", EntryKind.FILE, None, forced=True, data=b".dockerignore\n" + name.encode() + b"\n")
 
 
-def entries_for_builder(ctx: BuildContext, *, warn: Warn | None = None) -> Iterator[Entry]:
+def entries_for_builder(ctx: BuildContext, *, warn: Warn | None = None,
+                        walked: Iterable[Entry] | None = None) -> Iterator[Entry]:
     """:func:`list_entries`, plus the Dockerfile at the end when the rules
     keep it out (BuildKit, ``--minimal``): whatever is handed to a builder as
     the context (a tar, a fingerprint) must let it read its Dockerfile.  The
-    classic dialect already forces it in, as the docker CLI does."""
+    classic dialect already forces it in, as the docker CLI does.
+    ``walked``: as for :func:`list_entries`."""
     sent = False
-    for e in list_entries(ctx, warn=warn):
+    for e in list_entries(ctx, warn=warn, walked=walked):
         if e.path == ctx.dockerfile:
             sent = True
         yield e

@@ -47,11 +47,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from ctxpack.cli import building, describe, indexing, linting, packing
+    from ctxpack.cli import building, describe, indexing, linting, packing, watching
 
     for cmd in (describe.ls_command, describe.explain_command, describe.size_command, linting.lint_command,
                 packing.pack_command, indexing.fingerprint_command, indexing.snapshot_command,
-                indexing.diff_command, indexing.cache_group, building.build_command):
+                indexing.diff_command, indexing.cache_group, building.build_command, watching.watch_command):
         main.add_command(cmd)
 
 

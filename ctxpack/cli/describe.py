@@ -14,6 +14,7 @@ from ctxpack.context import Dialect
 from ctxpack.cli.common import (
     ProgressLine, Unreadable, context_options, fit, fsbytes, handle_errors, minimal_options, open_ctx, say, styled, to_json,
 )
+from ctxpack.cli.watching import warm
 
 
 @click.command("ls")
@@ -32,7 +33,8 @@ def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file
     chunks: list[bytes] = []
     warn = lambda message: say("warning", message)  # noqa: E731
     unreadable = Unreadable()
-    for e in api.list_entries(ctx, excluded=excluded, warn=warn, on_error=unreadable):
+    walked = warm("walk", ctx, excluded=excluded)  # a running `ctxpack watch` answers without walking
+    for e in api.list_entries(ctx, excluded=excluded, warn=warn, on_error=unreadable, walked=walked):
         if excluded:
             if e.included:
                 continue

@@ -11,6 +11,8 @@ import click
 from ctxpack.audit import format_size
 from ctxpack.errors import InputError
 from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, say, to_json
+from ctxpack.cli.watching import warm
+from ctxpack.watch.channel import NoSnapshot
 
 if TYPE_CHECKING:
     from ctxpack.index.snapshots import Fingerprint
@@ -40,7 +42,7 @@ def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ig
     from ctxpack.index.snapshots import fingerprint
 
     ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
-    fp = fingerprint(ctx)
+    fp = warm("fingerprint", ctx) or fingerprint(ctx)  # a running `ctxpack watch` answers at once
     _report(fp)
     click.echo(to_json(fp.to_json()) if as_json else fp.fingerprint)
 
@@ -70,7 +72,11 @@ def diff_command(directory: str, dockerfile: str | None, dialect: str, ignore_fi
     from ctxpack.index.snapshots import diff
 
     ctx = open_ctx(directory, dockerfile, dialect, ignore_file)
-    delta = diff(ctx)
+    delta = warm("diff", ctx)  # a running `ctxpack watch` answers at once
+    if delta is None:
+        delta = diff(ctx)
+    elif isinstance(delta, NoSnapshot):
+        delta = None
     if delta is None:
         raise InputError(f"no snapshot of {ctx.root} ({ctx.dialect.value}) yet: run 'ctxpack snapshot' or 'ctxpack pack --snapshot' first")
     if as_json:

@@ -1,0 +1,290 @@
+"""``ctxpack watch`` on a big tree: latency, warm answers, watches, RSS, idle CPU.
+
+Usage::
+
+    python bench/gen_tree.py /tmp/ctxpack-bench/tree-full-nm10 --nm-scale 10 --ignore typical   # once
+    python bench/bench_watch.py /tmp/ctxpack-bench/tree-full-nm10 [--runs 15] [--soak 120]
+
+Works on a copy-free tree: it writes and removes only ``src/.bench-watch-*``
+files (under ``src/``, which the typical ignore file sends).  Every command is
+a subprocess (interpreter start-up included), the index is a fresh temp
+directory, the page cache is warm.  Measured:
+
+* start-up: ``ctxpack watch`` until it is ready (first scan + fingerprint);
+  the inotify watches it holds (``/proc/PID/fdinfo``) next to the tree's
+  directories and those under ``node_modules``;
+* write → visible to ``ctxpack diff``: the time from a file's write to a
+  ``ctxpack diff`` that lists it returning (no sleep between: the client's
+  barrier covers the quiet period), median over ``--runs``; the same for
+  ``diff`` with ``CTXPACK_WATCH=0`` (a normal run) for the ratio;
+* write → settled delta printed by the watcher (the quiet period's share);
+* ``diff`` and ``fingerprint`` with the watcher vs without (alternated);
+* the watcher's RSS (VmRSS / VmHWM) and CPU while idle (10 s), and over a
+  soak of ``--soak`` seconds of edits (RSS growth, CPU per edit).
+
+Writes bench/results/watch.md (and watch.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from benchutil import compile_ctxpack, cpu_model, ctxpack_exe, loadavg, log, summary  # noqa: E402
+
+
+def proc_facts(pid: int) -> tuple[float, int, int]:
+    """(CPU seconds, VmRSS kB, VmHWM kB) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return cpu, rss, hwm
+
+
+def inotify_inodes(pid: int) -> list[int]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                out += [int(ln.split(" ino:")[1].split()[0], 16) for ln in f if ln.startswith("inotify wd:")]
+        except OSError:
+            continue
+    return out
+
+
+def tree_dirs(root: str) -> tuple[int, int]:
+    total = nm = 0
+    for dirpath, dirnames, _ in os.walk(root):
+        total += 1
+        if "node_modules" in dirpath.split(os.sep):
+            nm += 1
+    return total, nm
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode not in (0, 1):
+        raise SystemExit(f"{cmd}: exit {p.returncode}: {p.stderr}")
+    return time.perf_counter() - t, p.stdout
+
+
+class Watch:
+    def __init__(self, exe: list[str], tree: str, env: dict[str, str]):
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([*exe, "watch", "--json", tree], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[tuple[float, dict]] = []
+        self.err: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._out, daemon=True).start()
+        threading.Thread(target=self._errs, daemon=True).start()
+        if not self.ready.wait(600):
+            raise SystemExit("watch did not start: " + "".join(self.err))
+        self.startup = time.perf_counter() - self.started
+
+    def _out(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((time.perf_counter(), json.loads(line)))
+
+    def _errs(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.err.append(line)
+            if line.startswith("ctxpack: watching "):
+                self.ready.set()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("tree")
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--soak", type=float, default=120.0, help="seconds of edits in the soak")
+    ap.add_argument("--out", default=str(HERE / "results" / "watch.md"))
+    args = ap.parse_args()
+    tree = os.path.realpath(args.tree)
+    src = os.path.join(tree, "src")
+    compile_ctxpack()
+    exe = ctxpack_exe()
+    cache = tempfile.mkdtemp(prefix="ctxpack-watchbench-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTXPACK_")}
+    env["CTXPACK_CACHE_DIR"] = cache
+    cold_env = dict(env, CTXPACK_WATCH="0")
+    res: dict[str, object] = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+                                          "load_before": loadavg()}}
+    dirs, nm_dirs = tree_dirs(tree)
+    log(f"tree: {dirs:,} directories, {nm_dirs:,} under node_modules")
+    subprocess.run([*exe, "ls", tree], stdout=subprocess.DEVNULL, env=cold_env, check=True)  # page cache
+    subprocess.run([*exe, "snapshot", tree], stdout=subprocess.DEVNULL, env=cold_env, check=True)  # index warm too
+    for f in Path(src).glob(".bench-watch-*"):
+        f.unlink()
+
+    w = Watch(exe, tree, env)
+    try:
+        inodes = inotify_inodes(w.proc.pid)
+        cpu0, rss0, hwm0 = proc_facts(w.proc.pid)
+        res["startup_s"] = w.startup
+        res["watches"] = len(inodes)
+        res["dirs"] = dirs
+        res["node_modules_dirs"] = nm_dirs
+        res["rss_start_kb"], res["hwm_start_kb"] = rss0, hwm0
+        log(f"watch ready in {w.startup:.2f} s, {len(inodes):,} watches, RSS {rss0 / 1024:.0f} MB")
+
+        # write -> visible to `ctxpack diff`
+        lat, lat_cold, settle = [], [], []
+        for i in range(args.runs):
+            name = f".bench-watch-{i}.txt"
+            n_lines = len(w.lines)
+            t0 = time.perf_counter()
+            with open(os.path.join(src, name), "w") as fh:
+                fh.write(f"run {i}\n")
+            _, out = timed([*exe, "diff", tree], env)
+            t1 = time.perf_counter()
+            assert f"src/{name}" in out, out
+            lat.append(t1 - t0)
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                done = [t for t, d in w.lines[n_lines:] if any(a["path"] == f"src/{name}" for a in d["added"])]
+                if done:
+                    settle.append(done[0] - t0)
+                    break
+                time.sleep(0.005)
+            name2 = f".bench-watch-cold-{i}.txt"
+            t0 = time.perf_counter()
+            with open(os.path.join(src, name2), "w") as fh:
+                fh.write(f"run {i}\n")
+            _, out = timed([*exe, "diff", tree], cold_env)
+            lat_cold.append(time.perf_counter() - t0)
+            assert f"src/{name2}" in out
+        res["write_to_diff_s"] = summary(lat)
+        res["write_to_diff_without_watch_s"] = summary(lat_cold)
+        res["write_to_settled_delta_s"] = summary(settle)
+        log(f"write -> diff: {statistics.median(lat):.3f} s with watch, {statistics.median(lat_cold):.3f} s without; "
+            f"settled delta {statistics.median(settle):.3f} s")
+
+        # diff / fingerprint with vs without (nothing changing)
+        time.sleep(1.0)
+        for cmd in ("diff", "fingerprint"):
+            warm, cold = [], []
+            outs = set()
+            for _ in range(max(5, args.runs // 3)):
+                t, o1 = timed([*exe, cmd, tree], env)
+                warm.append(t)
+                t, o2 = timed([*exe, cmd, tree], cold_env)
+                cold.append(t)
+                outs.add(o1 == o2)
+            res[f"{cmd}_with_watch_s"] = summary(warm)
+            res[f"{cmd}_without_watch_s"] = summary(cold)
+            res[f"{cmd}_same_output"] = outs == {True}
+            log(f"{cmd}: {statistics.median(warm):.3f} s with watch, {statistics.median(cold):.3f} s without "
+                f"({statistics.median(warm) / statistics.median(cold):.2f}x), same output: {outs == {True}}")
+
+        # idle CPU
+        time.sleep(2)
+        c1, r1, _ = proc_facts(w.proc.pid)
+        time.sleep(10)
+        c2, r2, h2 = proc_facts(w.proc.pid)
+        res["idle_cpu_share"] = (c2 - c1) / 10
+        res["rss_idle_kb"], res["hwm_idle_kb"] = r2, h2
+        log(f"idle CPU {100 * (c2 - c1) / 10:.2f}% of a core, RSS {r2 / 1024:.0f} MB (peak {h2 / 1024:.0f} MB)")
+
+        # soak: edits for --soak seconds
+        t_end = time.monotonic() + args.soak
+        k = 0
+        c_s, r_s, _ = proc_facts(w.proc.pid)
+        samples = []
+        while time.monotonic() < t_end:
+            p = os.path.join(src, f".bench-watch-soak-{k % 50}.txt")
+            with open(p, "w") as fh:
+                fh.write(str(k))
+            if k % 3 == 0:
+                os.unlink(p)
+            k += 1
+            time.sleep(0.02)
+            if k % 500 == 0:
+                samples.append(proc_facts(w.proc.pid)[1])
+        time.sleep(2)
+        c_e, r_e, h_e = proc_facts(w.proc.pid)
+        res["soak"] = {"seconds": args.soak, "edits": k, "rss_start_kb": r_s, "rss_end_kb": r_e, "hwm_kb": h_e,
+                       "rss_samples_kb": samples, "cpu_s": c_e - c_s, "deltas": len(w.lines)}
+        log(f"soak: {k} edits in {args.soak:.0f} s, RSS {r_s / 1024:.0f} -> {r_e / 1024:.0f} MB, CPU {c_e - c_s:.1f} s")
+    finally:
+        rc = w.stop()
+        for f in Path(src).glob(".bench-watch-*"):
+            f.unlink()
+        shutil.rmtree(cache, ignore_errors=True)
+    res["exit"] = rc
+    res["machine"]["load_after"] = loadavg()  # type: ignore[index]
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    out.write_text(render(res, tree))
+    log(f"wrote {out}")
+    return 0
+
+
+def render(r: dict, tree: str) -> str:
+    def med(key: str) -> float:
+        return r[key]["median"]  # type: ignore[no-any-return]
+
+    def rng(key: str) -> str:
+        return f"{r[key]['min']:.3f}–{r[key]['max']:.3f}"
+
+    m = r["machine"]
+    soak = r["soak"]
+    lines = [
+        "# `ctxpack watch` (bench/bench_watch.py)", "",
+        f"Tree: `{tree}` (bench/gen_tree.py --nm-scale 10, typical .dockerignore): {r['dirs']:,} directories, "
+        f"{r['node_modules_dirs']:,} of them under node_modules.  Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
+        f"load {' '.join(m['load_before'])} before, {' '.join(m['load_after'])} after (shared machine).  "
+        "Subprocesses, interpreter start-up included; medians (min–max).", "",
+        "| what | result |", "|---|---|",
+        f"| start-up (first scan + fingerprint) | {r['startup_s']:.2f} s |",
+        f"| inotify watches (/proc/PID/fdinfo) | {r['watches']:,} (the context's readable directories + 1 private); "
+        f"none of the {r['node_modules_dirs']:,} under node_modules |",
+        f"| write → visible to `ctxpack diff` | {med('write_to_diff_s'):.3f} s ({rng('write_to_diff_s')}); "
+        f"without the watcher {med('write_to_diff_without_watch_s'):.3f} s |",
+        f"| write → settled delta printed | {med('write_to_settled_delta_s'):.3f} s ({rng('write_to_settled_delta_s')}) |",
+        f"| `diff` with / without watcher | {med('diff_with_watch_s'):.3f} s / {med('diff_without_watch_s'):.3f} s = "
+        f"{med('diff_with_watch_s') / med('diff_without_watch_s'):.2f}× (same output: {r['diff_same_output']}) |",
+        f"| `fingerprint` with / without watcher | {med('fingerprint_with_watch_s'):.3f} s / {med('fingerprint_without_watch_s'):.3f} s = "
+        f"{med('fingerprint_with_watch_s') / med('fingerprint_without_watch_s'):.2f}× (same output: {r['fingerprint_same_output']}) |",
+        f"| watcher RSS after start / idle (peak) | {r['rss_start_kb'] / 1024:.0f} MB / {r['rss_idle_kb'] / 1024:.0f} MB "
+        f"({r['hwm_idle_kb'] / 1024:.0f} MB) |",
+        f"| watcher CPU idle (10 s) | {100 * r['idle_cpu_share']:.2f}% of a core |",
+        f"| soak: {soak['edits']:,} edits in {soak['seconds']:.0f} s | RSS {soak['rss_start_kb'] / 1024:.0f} → "
+        f"{soak['rss_end_kb'] / 1024:.0f} MB, {soak['cpu_s']:.1f} s CPU, {soak['deltas']} deltas |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,626 @@
+"""The watch loop: events in, settled deltas out, warm state always current.
+
+Threads: the event source's reader queues raw events (:meth:`Watcher._sink`);
+the loop (:meth:`Watcher.run`, the caller's thread) is the only one that
+changes the model; clients (the socket server's threads) call
+:meth:`Watcher.sync`, which waits until every change made before the call
+has been applied.
+
+Coalescing.  A burst settles when no event has come for a *quiet period*
+that grows with the burst: ``min(QUIET_MAX, QUIET_MIN + burst/2)``, i.e.
+20 ms after a single save (an editor's write-rename-chmod sequence lands
+within a few ms), 120 ms 0.2 s into a ``git checkout``, and at most 300 ms
+(a burst goes on across settles while events keep coming within a second);
+a burst that never pauses is cut every ``CAP`` (5 s) so the output keeps
+moving.  A new directory is read when it appears, so most of a checkout
+arrives through a few listings rather than one event per file.  Tilt's fixed 200 ms, compose's 500 ms and Skaffold's
+1 s all add their delay to every single edit; here a lone edit pays 20 ms,
+and a client never waits for the quiet period at all: :meth:`sync` forces
+the settle (a barrier through the same inotify queue, so nothing written
+before the request can be missed).
+
+Never silently stale: a queue overflow, a watch the kernel dropped while
+its directory still exists, or an unmounted file system cause a rescan; a
+hit inotify limit switches to polling rescans and says which sysctl to
+raise; while any of this is pending, or a path is unreadable, the warm
+state is refused and clients walk themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ctxpack.audit import format_size
+from ctxpack.context import BuildContext
+from ctxpack.errors import CtxpackError, WatchLimitError
+from ctxpack import fs
+from ctxpack.index.digest import hash_file, stat_key
+from ctxpack.index.snapshots import Delta, Fingerprint, diff, fingerprint
+from ctxpack.index.store import Index
+from ctxpack.walker import Entry, EntryKind, entries_for_builder
+from ctxpack.watch.channel import shape
+from ctxpack.watch.model import ContextModel
+from ctxpack.watch.source import (
+    IN_CREATE, IN_DELETE_SELF, IN_MOVE_SELF, IN_Q_OVERFLOW, IN_UNMOUNT, LOST, EventSource, InotifySource, RawEvent,
+)
+
+__all__ = ["Watcher", "Settled", "WarmState", "QUIET_MIN", "QUIET_MAX", "CAP"]
+
+QUIET_MIN = 0.02
+QUIET_MAX = 0.3
+CAP = 5.0
+POLL = 2.0  # rescan period while an inotify limit keeps us from watching
+
+
+def quiet_period(burst: float) -> float:
+    """How long to wait for more events, ``burst`` seconds into a burst."""
+    return min(QUIET_MAX, QUIET_MIN + burst / 2)
+
+
+@dataclass
+class Settled:
+    """One settled delta: what changed in the context since the last one."""
+
+    generation: int
+    added: list[tuple[str, int]]
+    removed: list[tuple[str, int]]
+    modified: list[tuple[str, int, str]]
+    bytes: int
+    events: int
+    elapsed: float
+    rescan: str | None = None
+    instructions: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.modified)
+
+    def summary(self) -> str:
+        """``+3 ~2 -1 files (+12 kB)``."""
+        sign = "+" if self.bytes >= 0 else "-"
+        return f"+{len(self.added)} ~{len(self.modified)} -{len(self.removed)} files ({sign}{format_size(abs(self.bytes))})"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "generation": self.generation, "bytes": self.bytes,
+            "added": [{"path": p, "bytes": b} for p, b in self.added],
+            "removed": [{"path": p, "bytes": b} for p, b in self.removed],
+            "modified": [{"path": p, "bytes": b, "change": w} for p, b, w in self.modified],
+            "events": self.events, "elapsed": round(self.elapsed, 4), "rescan": self.rescan,
+            "instructions": self.instructions,
+        }
+
+
+@dataclass(frozen=True)
+class WarmState:
+    """Which state an answer describes: the context as of ``generation``."""
+
+    generation: int
+    ctx: BuildContext
+
+
+# A delta record: (kind letter, mode bits, size, digest / link target / "").
+_Rec = tuple[str, int, int, str]
+_KIND = {
+    EntryKind.FILE: "f", EntryKind.HARDLINK: "f", EntryKind.DIR: "d", EntryKind.SYMLINK: "l",
+    EntryKind.FIFO: "p", EntryKind.CHAR: "c", EntryKind.BLOCK: "b",
+}
+
+
+class Watcher:
+    """Watch one context.  ``opener`` (re)opens it — called again whenever
+    the ignore file or the Dockerfile changes (``extra_paths``: more such
+    files, e.g. an ``--ignore-file``).  ``on_delta`` gets every settled
+    delta, ``on_note`` warnings (limits, rescans, errors)."""
+
+    def __init__(self, opener: Callable[[], BuildContext], *, source: EventSource | None = None,
+                 index_dir: str | None = None, on_delta: Callable[[Settled], None] | None = None,
+                 on_note: Callable[[str], None] | None = None, extra_paths: tuple[str, ...] = ()):
+        self._opener = opener
+        self._extra_paths = tuple(os.path.abspath(p) for p in extra_paths)
+        self._source_arg = source
+        self._index_dir = index_dir
+        self.on_delta = on_delta or (lambda s: None)
+        self.on_note = on_note or (lambda s: None)
+        self._queue: deque[tuple[float, RawEvent]] = deque()
+        self._cv = threading.Condition()
+        self._lock = threading.RLock()  # held while the model changes
+        self._stop = threading.Event()
+        self.generation = 0
+        self.problem: str | None = "starting"  # why the warm state cannot be trusted now
+        self._barrier_seq = 0
+        self._barrier_done = 0
+        self._meta_handles: dict[int, str] = {}
+        self._meta_names: dict[str, set[str]] = {}
+        self._recs: dict[str, _Rec] = {}
+        self._keys: dict[str, tuple[int, int, int, int, int]] = {}
+        self._seed_fp: tuple[int, Fingerprint] | None = None
+        self.settled_at = time.monotonic()
+        self.rescans = 0
+        self._broken = False
+        self.ready = threading.Event()
+        self.failed: BaseException | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    def _start(self) -> None:
+        """Open the context, place the watches, read everything once."""
+        self.source: EventSource = self._source_arg if self._source_arg is not None else InotifySource()
+        self._barrier_dir = tempfile.mkdtemp(prefix="ctxpack-barrier-")
+        self.source.start(self._sink)
+        self._barrier_handle = self.source.add(self._barrier_dir)
+        self.index = Index(self._index_dir)
+        self.ctx = self._opener()
+        self.model = self._new_model(self.ctx)
+        self._publish(self._settle_state(0, time.monotonic(), "initial scan"))
+
+    def close(self) -> None:
+        """Remove every watch and the barrier directory (the index closes with run)."""
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        src = getattr(self, "source", None)
+        if src is not None:
+            src.close()
+        bd = getattr(self, "_barrier_dir", None)
+        if bd:
+            shutil.rmtree(bd, ignore_errors=True)
+        with self._cv:
+            self._barrier_done = self._barrier_seq = max(self._barrier_seq, self._barrier_done)
+            self._cv.notify_all()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return (from any thread, or a signal handler)."""
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+
+    @property
+    def watches(self) -> int:
+        """Watches on context directories (not counting the private barrier)."""
+        return sum(1 for d in self.model.dirs.values() if d.handle is not None) + len(self._meta_handles)
+
+    # -- events in ---------------------------------------------------------------------------
+    def _sink(self, ev: RawEvent) -> None:
+        with self._cv:
+            self._queue.append((time.monotonic(), ev))
+            self._cv.notify_all()
+
+    def _new_model(self, ctx: BuildContext) -> ContextModel:
+        model = ContextModel(ctx, self.source.add, self.source.remove)
+        model.scan()
+        self._watch_meta(ctx, model)
+        if model.limit is not None:
+            self.on_note(f"{model.limit}; polling every {POLL:g} s until then")
+        return model
+
+    def _watch_meta(self, ctx: BuildContext, model: ContextModel) -> None:
+        """Watch the places of the files that decide the context's shape:
+        the ignore files that may apply, and the Dockerfile."""
+        names: dict[str, set[str]] = {}
+
+        def add(path: str | None) -> None:
+            if path:
+                d, n = os.path.split(os.path.abspath(path))
+                names.setdefault(d, set()).add(n)
+
+        add(os.path.join(ctx.root, ".dockerignore"))
+        add(os.path.join(ctx.root, "Dockerfile"))
+        add(os.path.join(ctx.root, "dockerfile"))
+        if ctx.dockerfile_path:
+            add(ctx.dockerfile_path)
+            add(ctx.dockerfile_path + ".dockerignore")
+        for extra in self._extra_paths:
+            add(extra)
+        old = self._meta_handles
+        self._meta_handles = {}
+        self._meta_names = names
+        inside = {os.path.join(ctx.root, r) if r else ctx.root for r, d in model.dirs.items() if d.handle is not None}
+        for d in names:
+            if d in inside:
+                continue
+            try:
+                h = self.source.add(d)
+            except (OSError, WatchLimitError):
+                continue
+            self._meta_handles[h] = d
+        for h in old:
+            if h not in self._meta_handles and h not in model.handles:
+                self.source.remove(h)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Scan, then process events until :meth:`stop` (in one thread: the
+        index's SQLite connection belongs to it).  ``ready`` is set once the
+        initial scan is done; an error there is raised (and kept in
+        ``failed``)."""
+        try:
+            self._start()
+        except BaseException as e:
+            self.failed = e
+            self.ready.set()
+            raise
+        self.ready.set()
+        try:
+            self._loop()
+        finally:
+            self.index.close()
+
+    def _loop(self) -> None:
+        # first: when the current burst began (a burst goes on across settles
+        # while events keep coming within a second); since: when the oldest
+        # pending event came (for the cap); last: the newest event.
+        first = last = since = 0.0
+        pending: list[RawEvent] = []
+        next_poll = time.monotonic() + POLL
+        while not self._stop.is_set():
+            with self._cv:
+                if not self._queue:
+                    timeout = None
+                    if pending:
+                        timeout = max(0.0, min(last + quiet_period(last - first), since + CAP) - time.monotonic())
+                    wake = []
+                    if self.model.limit is not None:
+                        wake.append(next_poll)
+                    if wake:
+                        t = max(0.0, min(wake) - time.monotonic())
+                        timeout = t if timeout is None else min(timeout, t)
+                    self._cv.wait(timeout)
+                batch = list(self._queue)
+                self._queue.clear()
+                barrier = self._barrier_seq
+            if self._stop.is_set():
+                break
+            forced = False
+            for t, ev in batch:
+                if ev.handle == self._barrier_handle and ev.handle != -1:
+                    if ev.mask & IN_CREATE and ev.name.isdigit():
+                        forced = True
+                    continue
+                if not pending:
+                    since = t
+                    if t - last > 1.0:
+                        first = t
+                last = t
+                pending.append(ev)
+            release = barrier if forced else 0  # the barriers answered after this round
+            now = time.monotonic()
+            polling = self.model.limit is not None and now >= next_poll
+            due = pending and (now >= last + quiet_period(last - first) or now >= since + CAP)
+            if (forced and pending) or due or polling:
+                with self._cv:
+                    # A full rescan reads everything changed before it began,
+                    # so it also answers the barriers asked for by then —
+                    # whose own events an overflowing queue may have dropped.
+                    asked = self._barrier_seq
+                try:
+                    if self._settle(pending, "polling (inotify limit)" if polling else None):
+                        release = max(release, asked)
+                except (CtxpackError, OSError) as e:
+                    # A broken .dockerignore, a file that kept changing while
+                    # hashed: refuse the warm state and start over with the
+                    # next change.
+                    with self._lock:
+                        self.problem = str(e)
+                        self._broken = True
+                    self.on_note(f"error: {e}")
+                pending = []
+                self.settled_at = time.monotonic()
+                if polling:
+                    next_poll = time.monotonic() + POLL
+            if release:
+                with self._cv:
+                    self._barrier_done = max(self._barrier_done, release)
+                    self._cv.notify_all()
+
+    def sync(self, timeout: float = 5.0) -> WarmState | None:
+        """Wait until every change made before this call is applied; the
+        warm state then, or ``None`` when it cannot be trusted (or on
+        timeout: a watcher that lags this much is no help)."""
+        with self._cv:
+            self._barrier_seq += 1
+            n = self._barrier_seq
+        # A new name each time: the kernel merges identical consecutive events.
+        p = os.path.join(self._barrier_dir, str(n))
+        try:
+            fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            os.unlink(p)
+        except OSError:
+            return None
+        if getattr(self.source, "synthetic", False):
+            self._sink(RawEvent(self._barrier_handle, str(n), IN_CREATE))
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._barrier_done < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return None
+                self._cv.wait(left)
+        with self._lock:
+            if self.problem:
+                return None
+            return WarmState(self.generation, self.ctx)
+
+    def walked(self, excluded: bool) -> list[Entry]:
+        """:func:`~ctxpack.walker.walk_all` of the model now."""
+        with self._lock:
+            return self.model.walk_all(excluded=excluded)
+
+    def entries(self) -> tuple[WarmState, list[Entry]] | None:
+        """The entries a builder gets (``entries_for_builder``) as of now,
+        with the state they belong to; ``None`` when they cannot be trusted."""
+        with self._lock:
+            if self.problem:
+                return None
+            st = WarmState(self.generation, self.ctx)
+            return st, list(entries_for_builder(st.ctx, walked=self.model.walk_all()))
+
+    def fingerprint(self, index: Index) -> tuple[WarmState, Fingerprint] | None:
+        """The library's fingerprint of the context now (``index``: one the
+        calling thread opened)."""
+        got = self.entries()
+        if got is None:
+            return None
+        seed = self._seed_fp
+        if seed is not None and seed[0] == got[0].generation:
+            return got[0], seed[1]
+        return got[0], fingerprint(got[0].ctx, index, entries=got[1])
+
+    def records(self) -> tuple[WarmState, dict[str, _Rec]] | None:
+        """The fingerprint's records now — path -> (kind, mode, size,
+        value), as the library makes them — when they are all the model's:
+        ``None`` when the state cannot be trusted, or when the library adds
+        entries of its own (a Dockerfile the rules exclude, or from outside
+        the context, travels too)."""
+        with self._lock:
+            ctx = self.ctx
+            if self.problem or ctx.dockerfile_data is not None:
+                return None
+            if ctx.dockerfile and ctx.dockerfile_path and self.model.current(ctx.dockerfile) is None:
+                return None
+            return WarmState(self.generation, ctx), dict(self._recs)
+
+    def delta(self, index: Index) -> tuple[WarmState, Delta | None] | None:
+        """What ``diff`` says now (``Delta | None``: no snapshot)."""
+        got = self.entries()
+        if got is None:
+            return None
+        return got[0], diff(got[0].ctx, index, entries=got[1])
+
+    @property
+    def idle(self) -> float:
+        """Seconds since the last settle, when nothing is pending (else 0)."""
+        with self._cv:
+            if self._queue:
+                return 0.0
+        return max(0.0, time.monotonic() - self.settled_at)
+
+    def dir_times(self) -> list[tuple[str, int]]:
+        """Every watched directory with the mtime the model has seen."""
+        with self._lock:
+            return [(d.rel, d.mtime) for d in self.model.dirs.values() if d.handle is not None]
+
+    # -- applying a batch ------------------------------------------------------------------------
+    def _settle(self, events: list[RawEvent], rescan: str | None) -> bool:
+        """Apply a batch; True when it took a full rescan."""
+        started = time.monotonic()
+        with self._lock:
+            reason = rescan
+            reopen = self._broken
+            if self._broken:
+                reason = "retrying after an error"
+                self._broken = False
+            symlinks = False
+            dirty: dict[tuple[str, str], None] = {}
+            lost: list[str] = []
+            model = self.model
+            for ev in events:
+                h, name, mask = ev.handle, ev.name, ev.mask
+                if mask & IN_Q_OVERFLOW:
+                    reason = "the inotify queue overflowed (IN_Q_OVERFLOW)"
+                    continue
+                if mask & IN_UNMOUNT:
+                    reason = "a file system was unmounted"
+                    continue
+                if mask & LOST:
+                    forget = getattr(self.source, "forget", None)
+                    if forget is not None:
+                        forget(h)
+                    rel = model.lost(h)
+                    if rel is not None:
+                        lost.append(rel)
+                    elif h in self._meta_handles:
+                        del self._meta_handles[h]
+                        reopen = True
+                    continue
+                rel = model.handles.get(h)
+                if rel is None:
+                    d = self._meta_handles.get(h)
+                    if d is not None and name in self._meta_names.get(d, ()):
+                        reopen = True
+                    continue
+                absd = os.path.join(model.root, rel) if rel else model.root
+                if not name:
+                    if rel == "":
+                        if mask & (IN_DELETE_SELF | IN_MOVE_SELF):
+                            reason = "the context directory itself was moved or deleted"
+                        continue
+                    parent, _, base = rel.rpartition("/")
+                    dirty[(parent, base)] = None
+                    continue
+                if name in self._meta_names.get(absd, ()):
+                    reopen = True
+                dirty[(rel, name)] = None
+            ctx = self.ctx
+            if reopen:
+                ctx = self._opener()
+                if shape(ctx) != shape(self.ctx) or ctx.analysis != self.ctx.analysis:
+                    reason = reason or "the ignore file or the Dockerfile changed"
+            if reason is None:
+                for rel in lost:
+                    d = model.dirs.get(rel)
+                    if d is None:
+                        continue
+                    try:
+                        alive = os.lstat(os.path.join(model.root, rel)).st_ino == d.ino
+                    except OSError:
+                        alive = False
+                    if alive:  # dropped by the kernel, not deleted: read it again
+                        self.on_note(f"the watch on {rel or '.'} was lost; re-reading it")
+                        model.rescan_dir(rel)
+                todo = []
+                minimal = ctx.selection is not None
+                for parent in {p for p, _ in dirty}:
+                    model.touch(parent)
+                for parent, name in dirty:
+                    rel = parent + "/" + name if parent else name
+                    if minimal and _is_link(model, rel):
+                        symlinks = True
+                    todo.extend(model.refresh(parent, name))
+                    if minimal and _is_link(model, rel):
+                        symlinks = True
+                model.scan_new(todo)
+                model.fix_links()
+                if symlinks and shape(self._opener()) != shape(self.ctx):
+                    reason = "a symlink a --minimal source goes through changed"
+                    ctx = self._opener()
+            if reason is not None:
+                self.rescans += 1
+                self._rescan(ctx)
+            state = self._settle_state(len(events), started=started, rescan=reason)
+        self._publish(state)
+        return reason is not None
+
+    def _rescan(self, ctx: BuildContext) -> None:
+        old = self.model
+        self.model = self._new_model(ctx)
+        self.ctx = ctx
+        for h in list(old.handles):
+            if h not in self.model.handles and h not in self._meta_handles:
+                self.source.remove(h)
+
+    def _settle_state(self, events: int, started: float, rescan: str | None = None) -> Settled | None:
+        """The delta of this batch, from the paths it touched alone: only
+        changed files are hashed, nothing else is looked at."""
+        ctx, model = self.ctx, self.model
+        touched = model.take_touched()
+        self.generation += 1
+        self.problem = str(model.limit) if model.limit is not None else (
+            next(iter(model.errors.values())) if model.errors else None)
+        if rescan == "initial scan":
+            self._seed()
+            return None
+        if rescan is not None:
+            touched |= set(self._recs) | set(model.entries) | {h for h in model.held if model.current(h)}
+        old: dict[str, _Rec | None] = {}
+        root = model.root
+        for p in touched:
+            old[p] = self._recs.get(p)
+            e = model.current(p)
+            rec = None
+            if e is not None and e.stat is not None:
+                s = e.stat
+                kind = _KIND[e.kind]
+                mode = s.st_mode & 0o7777
+                if kind == "f":
+                    key = stat_key(s)
+                    prev = self._recs.get(p)
+                    if prev is not None and prev[0] == "f" and self._keys.get(p) == key:
+                        rec = (kind, mode, s.st_size, prev[3])
+                    else:
+                        d = hash_file(os.path.join(root, p), p)
+                        if d is not None:  # None: vanished meanwhile (its event follows)
+                            rec = (kind, d.key[4] & 0o7777, d.size, d.digest)
+                            self._keys[p] = d.key
+                elif kind == "l":
+                    rec = (kind, mode, s.st_size, e.link or "")
+                elif kind in "cb":
+                    rec = (kind, mode, s.st_size, f"{os.major(s.st_rdev)},{os.minor(s.st_rdev)}")
+                else:
+                    rec = (kind, mode, s.st_size, "")
+            if rec is None:
+                self._recs.pop(p, None)
+                self._keys.pop(p, None)
+            else:
+                self._recs[p] = rec
+        added, removed, modified = [], [], []
+        delta_bytes = 0
+        for p in sorted(old, key=fs.bytes_key):
+            o, r = old[p], self._recs.get(p)
+            if o == r:
+                continue
+            # Bytes: regular files only (a directory's size says nothing the build sends).
+            if o is None:
+                assert r is not None
+                added.append((p, r[2]))
+                delta_bytes += r[2] if r[0] == "f" else 0
+            elif r is None:
+                removed.append((p, o[2]))
+                delta_bytes -= o[2] if o[0] == "f" else 0
+            else:
+                delta_bytes += (r[2] if r[0] == "f" else 0) - (o[2] if o[0] == "f" else 0)
+                if o[0] != r[0]:
+                    modified.append((p, r[2], "type"))
+                elif o[3] != r[3]:
+                    modified.append((p, r[2], "link" if r[0] == "l" else "content"))
+                elif o[1] != r[1]:
+                    modified.append((p, r[2], "mode"))
+        st = Settled(self.generation, added, removed, modified, delta_bytes, events,
+                     time.monotonic() - started, rescan)
+        if ctx.analysis is not None and not ctx.analysis.whole_context and st.changed:
+            st.instructions = _affected(ctx, [p for p, *_ in st.added + st.removed + st.modified])
+        return st
+
+    def _seed(self) -> None:
+        """Digests of the first scan, through the library (the index keeps
+        them warm across runs): a warm tree is not read again."""
+        fp = self._fingerprint()  # with entries given, the library walks them: records are there
+        stats = {p: e.stat for p, e in self.model.entries.items() if e.stat is not None}
+        self._recs = {}
+        self._keys = {}
+        for p, k, m, size, v in fp.records:
+            s = stats.get(p)
+            if s is None and self.model.current(p) is None:
+                continue  # the Dockerfile the rules exclude, or from outside: not in the model
+            self._recs[p] = (k, m, size, v)
+            if k == "f" and s is not None:
+                self._keys[p] = stat_key(s)
+
+    def _fingerprint(self) -> Fingerprint:
+        """The library's fingerprint of the model now, kept for the first client."""
+        ctx = self.ctx
+        entries = list(entries_for_builder(ctx, walked=self.model.walk_all()))
+        fp = fingerprint(ctx, self.index, entries=entries)
+        self._seed_fp = (self.generation, fp)
+        return fp
+
+    def _publish(self, s: Settled | None) -> None:
+        if s is not None and (s.changed or s.rescan):
+            self.on_delta(s)
+
+
+def _is_link(model: ContextModel, rel: str) -> bool:
+    e = model.entries.get(rel)
+    return e is not None and e.kind == "symlink"
+
+
+def _affected(ctx: BuildContext, paths: list[str]) -> list[str]:
+    """The Dockerfile instructions (``COPY src (line 4)``) that read any of ``paths``."""
+    from ctxpack.dockerfile.analysis import Selection
+
+    assert ctx.analysis is not None
+    out: list[str] = []
+    for src in ctx.analysis.sources:
+        sel = Selection([src.pattern])
+        if any(sel.wants(p) for p in paths):
+            label = f"{src.instruction} {src.pattern} (line {src.line}, stage {src.stage})"
+            if label not in out:
+                out.append(label)
+    return out
