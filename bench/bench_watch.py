@@ -190,6 +190,38 @@ def main() -> int:
         log(f"write -> diff: {statistics.median(lat):.3f} s with watch, {statistics.median(lat_cold):.3f} s without; "
             f"settled delta {statistics.median(settle):.3f} s")
 
+        # The channel alone, in this process (no interpreter start-up): a
+        # socket round trip with its barrier, next to reading the same answer
+        # from a state file (the alternative: cheap, but it cannot know about
+        # a change the watcher has not applied yet).
+        os.environ["CTXPACK_CACHE_DIR"] = cache
+        from ctxpack.context import open_context
+        from ctxpack.watch import channel
+
+        ctx = open_context(tree)
+        sock_fp, sock_diff, file_read = [], [], []
+        state_file = os.path.join(cache, "state.json")
+        for _ in range(20):
+            t = time.perf_counter()
+            fp = channel.warm_fingerprint(ctx)
+            sock_fp.append(time.perf_counter() - t)
+            assert fp is not None
+            t = time.perf_counter()
+            channel.warm_diff(ctx)
+            sock_diff.append(time.perf_counter() - t)
+            with open(state_file, "w") as fh:
+                json.dump(fp.to_json(), fh)
+            t = time.perf_counter()
+            with open(state_file) as fh:
+                json.load(fh)
+            os.stat(tree)
+            file_read.append(time.perf_counter() - t)
+        res["channel_fingerprint_s"] = summary(sock_fp)
+        res["channel_diff_s"] = summary(sock_diff)
+        res["state_file_read_s"] = summary(file_read)
+        log(f"channel: fingerprint {1000 * statistics.median(sock_fp):.1f} ms, diff {1000 * statistics.median(sock_diff):.1f} ms; "
+            f"state file read {1000 * statistics.median(file_read):.2f} ms")
+
         # diff / fingerprint with vs without (nothing changing)
         time.sleep(1.0)
         for cmd in ("diff", "fingerprint"):
@@ -276,6 +308,10 @@ def render(r: dict, tree: str) -> str:
         f"{med('diff_with_watch_s') / med('diff_without_watch_s'):.2f}× (same output: {r['diff_same_output']}) |",
         f"| `fingerprint` with / without watcher | {med('fingerprint_with_watch_s'):.3f} s / {med('fingerprint_without_watch_s'):.3f} s = "
         f"{med('fingerprint_with_watch_s') / med('fingerprint_without_watch_s'):.2f}× (same output: {r['fingerprint_same_output']}) |",
+        f"| in-process client call (socket + barrier), no interpreter start-up | fingerprint "
+        f"{1000 * med('channel_fingerprint_s'):.1f} ms, diff {1000 * med('channel_diff_s'):.1f} ms; reading the same "
+        f"answer from a state file {1000 * med('state_file_read_s'):.2f} ms (but a file cannot hold a change the "
+        "watcher has not applied yet) |",
         f"| watcher RSS after start / idle (peak) | {r['rss_start_kb'] / 1024:.0f} MB / {r['rss_idle_kb'] / 1024:.0f} MB "
         f"({r['hwm_idle_kb'] / 1024:.0f} MB) |",
         f"| watcher CPU idle (10 s) | {100 * r['idle_cpu_share']:.2f}% of a core |",

@@ -106,8 +106,7 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
             raise watcher.failed
         if not stopping.is_set():
             server = Server(watcher, watcher.ctx.root)
-            seed = watcher._seed_fp
-            fp = seed[1] if seed else None
+            fp = watcher.first
             click.echo(
                 f"ctxpack: watching {watcher.ctx.root}: {fp.entries if fp else 0:,} entries, "
                 f"{format_size(fp.bytes if fp else 0)}; {watcher.watches:,} directories watched", err=True)

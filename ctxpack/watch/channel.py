@@ -145,7 +145,7 @@ class Server:
                 try:
                     conn, _ = self.sock.accept()
                 except TimeoutError:
-                    index = index or Index(self.watcher._index_dir)
+                    index = index or Index(self.watcher.index_dir)
                     self._ahead(index)
                     continue
                 except OSError:
@@ -155,7 +155,7 @@ class Server:
                         conn.settimeout(self.timeout)
                         if not self._same_user(conn):
                             continue
-                        index = index or Index(self.watcher._index_dir)
+                        index = index or Index(self.watcher.index_dir)
                         self._answer(conn, index)
                         self.served += 1
                     except (OSError, ValueError):

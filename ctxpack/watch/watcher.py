@@ -126,7 +126,7 @@ class Watcher:
         self._opener = opener
         self._extra_paths = tuple(os.path.abspath(p) for p in extra_paths)
         self._source_arg = source
-        self._index_dir = index_dir
+        self.index_dir = index_dir
         self.on_delta = on_delta or (lambda s: None)
         self.on_note = on_note or (lambda s: None)
         self._queue: deque[tuple[float, RawEvent]] = deque()
@@ -155,7 +155,7 @@ class Watcher:
         self._barrier_dir = tempfile.mkdtemp(prefix="ctxpack-barrier-")
         self.source.start(self._sink)
         self._barrier_handle = self.source.add(self._barrier_dir)
-        self.index = Index(self._index_dir)
+        self.index = Index(self.index_dir)
         self.ctx = self._opener()
         self.model = self._new_model(self.ctx)
         self._publish(self._settle_state(0, time.monotonic(), "initial scan"))
@@ -180,6 +180,11 @@ class Watcher:
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
+
+    @property
+    def first(self) -> Fingerprint | None:
+        """The fingerprint of the first scan (for a start-up line)."""
+        return self._seed_fp[1] if self._seed_fp is not None else None
 
     @property
     def watches(self) -> int:
