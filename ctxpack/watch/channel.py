@@ -188,7 +188,7 @@ class Server:
         """(ok, what diff says now), once per generation and snapshot."""
         from ctxpack.index.snapshots import _variant  # the snapshot's key, as diff looks it up
 
-        snap = index.load_snapshot(ctx.root, _variant(ctx), blobs=False)
+        snap = index.load_snapshot(ctx.root, _variant(ctx))  # the summary row: cheap
         stamp = None if snap is None else (snap.when, snap.fingerprint)
         key = (self.watcher.generation, stamp)
         if self._delta is not None and self._delta[0] == key:
@@ -218,11 +218,10 @@ class Server:
         state, now = got
         stamp = (head.when, head.fingerprint)  # type: ignore[attr-defined]
         if self._snap is None or self._snap[0] != stamp:
-            full = index.load_snapshot(ctx.root, _variant(ctx))
-            if full is None:
-                return None
-            cols = Columns.decode(full.paths, b"", full.records)
-            self._snap = (stamp, list(cols.records()), {p: i for i, p in enumerate(cols.paths[:cols.entries])})
+            then_list: list[tuple[str, str, int, int, str]] = []
+            for part in index.snapshot_parts(ctx.root, _variant(ctx)):
+                then_list.extend(Columns.decode(part[0], b"", part[2]).records())
+            self._snap = (stamp, then_list, {r[0]: i for i, r in enumerate(then_list)})
         _, then, before = self._snap
         added, modified = [], []
         for p in sorted(now, key=fs.bytes_key):

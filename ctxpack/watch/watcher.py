@@ -524,7 +524,40 @@ class Watcher:
             return None
         if rescan is not None:
             touched |= set(self._recs) | set(model.entries) | {h for h in model.held if model.current(h)}
-        old: dict[str, _Rec | None] = {}
+        old = self._records_for(touched)
+        added, removed, modified = [], [], []
+        delta_bytes = 0
+        for p in sorted(old, key=fs.bytes_key):
+            o, r = old[p], self._recs.get(p)
+            if o == r:
+                continue
+            # Bytes: regular files only (a directory's size says nothing the build sends).
+            if o is None:
+                assert r is not None
+                added.append((p, r[2]))
+                delta_bytes += r[2] if r[0] == "f" else 0
+            elif r is None:
+                removed.append((p, o[2]))
+                delta_bytes -= o[2] if o[0] == "f" else 0
+            else:
+                delta_bytes += (r[2] if r[0] == "f" else 0) - (o[2] if o[0] == "f" else 0)
+                if o[0] != r[0]:
+                    modified.append((p, r[2], "type"))
+                elif o[3] != r[3]:
+                    modified.append((p, r[2], "link" if r[0] == "l" else "content"))
+                elif o[1] != r[1]:
+                    modified.append((p, r[2], "mode"))
+        st = Settled(self.generation, added, removed, modified, delta_bytes, events,
+                     time.monotonic() - started, rescan)
+        if ctx.analysis is not None and not ctx.analysis.whole_context and st.changed:
+            st.instructions = _affected(ctx, [p for p, *_ in st.added + st.removed + st.modified])
+        return st
+
+    def _records_for(self, touched: set[str], old: dict[str, _Rec | None] | None = None) -> dict[str, _Rec | None]:
+        """Re-record the touched paths (hashing a file only when its stat key
+        changed); return what each was before."""
+        old = {} if old is None else old
+        model = self.model
         root = model.root
         for p in touched:
             old[p] = self._recs.get(p)
@@ -555,48 +588,41 @@ class Watcher:
                 self._keys.pop(p, None)
             else:
                 self._recs[p] = rec
-        added, removed, modified = [], [], []
-        delta_bytes = 0
-        for p in sorted(old, key=fs.bytes_key):
-            o, r = old[p], self._recs.get(p)
-            if o == r:
-                continue
-            # Bytes: regular files only (a directory's size says nothing the build sends).
-            if o is None:
-                assert r is not None
-                added.append((p, r[2]))
-                delta_bytes += r[2] if r[0] == "f" else 0
-            elif r is None:
-                removed.append((p, o[2]))
-                delta_bytes -= o[2] if o[0] == "f" else 0
-            else:
-                delta_bytes += (r[2] if r[0] == "f" else 0) - (o[2] if o[0] == "f" else 0)
-                if o[0] != r[0]:
-                    modified.append((p, r[2], "type"))
-                elif o[3] != r[3]:
-                    modified.append((p, r[2], "link" if r[0] == "l" else "content"))
-                elif o[1] != r[1]:
-                    modified.append((p, r[2], "mode"))
-        st = Settled(self.generation, added, removed, modified, delta_bytes, events,
-                     time.monotonic() - started, rescan)
-        if ctx.analysis is not None and not ctx.analysis.whole_context and st.changed:
-            st.instructions = _affected(ctx, [p for p, *_ in st.added + st.removed + st.modified])
-        return st
+        return old
 
     def _seed(self) -> None:
-        """Digests of the first scan, through the library (the index keeps
-        them warm across runs): a warm tree is not read again."""
-        fp = self._fingerprint()  # with entries given, the library walks them: records are there
-        stats = {p: e.stat for p, e in self.model.entries.items() if e.stat is not None}
+        """Records of the first scan.  The library fingerprints the model's
+        entries (digests from the index where stat keys prove them: a warm
+        tree is not read again) and stores them as the context's state; the
+        records are read back from there.  A file the state does not vouch
+        for (or an index that cannot be read) is hashed here."""
+        self._fingerprint()
+        stored: dict[str, tuple[_Rec, tuple[int, ...]]] = {}
+        try:
+            from ctxpack.index.snapshots import _variant  # the state's key, as the library stores it
+            from ctxpack.index.state import Columns
+
+            for part in self.index.state_parts(self.ctx.root, _variant(self.ctx)):
+                cols = Columns.decode(*part)
+                for i, (p, k, m, size, v) in enumerate(cols.records()):
+                    stored[p] = ((k, m, size, v), cols.key(i))
+        except Exception:  # an index that cannot be read: hash instead (never wrong, only slower)
+            stored = {}
         self._recs = {}
         self._keys = {}
-        for p, k, m, size, v in fp.records:
-            s = stats.get(p)
-            if s is None and self.model.current(p) is None:
-                continue  # the Dockerfile the rules exclude, or from outside: not in the model
-            self._recs[p] = (k, m, size, v)
-            if k == "f" and s is not None:
-                self._keys[p] = stat_key(s)
+        model = self.model
+        for p in model.entries.keys() | {h for h in model.held if model.current(h) is not None}:
+            e = model.current(p)
+            hit = stored.get(p)
+            if e is None or e.stat is None:
+                continue
+            if hit is not None and (_KIND[e.kind] != "f" or hit[1] == stat_key(e.stat)):
+                self._recs[p] = hit[0]
+                if hit[0][0] == "f":
+                    self._keys[p] = stat_key(e.stat)
+            else:
+                model.touched.add(p)
+        self._records_for(model.take_touched())  # what the state did not vouch for
 
     def _fingerprint(self) -> Fingerprint:
         """The library's fingerprint of the model now, kept for the first client."""
