@@ -140,6 +140,8 @@ def main() -> int:
     cold_env = dict(env, CTXPACK_WATCH="0")
     res: dict[str, object] = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                                           "load_before": loadavg()}}
+    starts = [timed([sys.executable, "-c", "pass"], env)[0] for _ in range(5)]
+    res["python_startup_s"] = summary(starts)
     dirs, nm_dirs = tree_dirs(tree)
     log(f"tree: {dirs:,} directories, {nm_dirs:,} under node_modules")
     subprocess.run([*exe, "ls", tree], stdout=subprocess.DEVNULL, env=cold_env, check=True)  # page cache
@@ -216,6 +218,20 @@ def main() -> int:
                 json.load(fh)
             os.stat(tree)
             file_read.append(time.perf_counter() - t)
+        # The library without the watcher, in this process too (warm index).
+        from ctxpack.index.snapshots import diff as lib_diff, fingerprint as lib_fingerprint
+
+        lib_fp, lib_df = [], []
+        for _ in range(5):
+            t = time.perf_counter()
+            lib_fingerprint(ctx)
+            lib_fp.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            lib_diff(ctx)
+            lib_df.append(time.perf_counter() - t)
+        res["library_fingerprint_s"] = summary(lib_fp)
+        res["library_diff_s"] = summary(lib_df)
+        log(f"library without watcher: fingerprint {1000 * statistics.median(lib_fp):.0f} ms, diff {1000 * statistics.median(lib_df):.0f} ms")
         res["channel_fingerprint_s"] = summary(sock_fp)
         res["channel_diff_s"] = summary(sock_diff)
         res["state_file_read_s"] = summary(file_read)
@@ -312,6 +328,10 @@ def render(r: dict, tree: str) -> str:
         f"{1000 * med('channel_fingerprint_s'):.1f} ms, diff {1000 * med('channel_diff_s'):.1f} ms; reading the same "
         f"answer from a state file {1000 * med('state_file_read_s'):.2f} ms (but a file cannot hold a change the "
         "watcher has not applied yet) |",
+        f"| the same in-process without the watcher (library, warm index) | fingerprint "
+        f"{1000 * med('library_fingerprint_s'):.0f} ms, diff {1000 * med('library_diff_s'):.0f} ms → with the watcher "
+        f"{med('channel_fingerprint_s') / med('library_fingerprint_s'):.3f}× / {med('channel_diff_s') / med('library_diff_s'):.3f}× |",
+        f"| interpreter start-up (`python -c pass`, this machine now) | {med('python_startup_s'):.3f} s |",
         f"| watcher RSS after start / idle (peak) | {r['rss_start_kb'] / 1024:.0f} MB / {r['rss_idle_kb'] / 1024:.0f} MB "
         f"({r['hwm_idle_kb'] / 1024:.0f} MB) |",
         f"| watcher CPU idle (10 s) | {100 * r['idle_cpu_share']:.2f}% of a core |",

@@ -34,7 +34,7 @@ from ctxpack.context import BuildContext
 @click.option("--network", help="--build: network mode for RUN.")
 @handle_errors
 def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
-                  minimal: bool, target: str | None, build_args: tuple[str, ...], as_json: bool,
+                  minimal: bool, target: str | None, build_args: tuple[str, ...], platform: str | None, as_json: bool,
                   rebuild: bool, tags: tuple[str, ...], host: str | None, builder: str | None,
                   network: str | None) -> None:
     """Watch the context and print what changes in it, as it settles.
@@ -55,12 +55,12 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
     def opener() -> BuildContext:
         if first[0]:
             first[0] = False
-            return open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args)
+            return open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
         from ctxpack.cli.common import parse_build_args
         from ctxpack.context import open_context
 
         return open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file,
-                            minimal=minimal, target=target, build_args=parse_build_args(build_args))
+                            minimal=minimal, target=target, build_args=parse_build_args(build_args), platform=platform)
 
     builds: _Builds | None = None
 
@@ -115,7 +115,7 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
             from ctxpack.engine.builder import BuildOptions
 
             opts = BuildOptions(tags=tags, dockerfile=dockerfile, ignore_file=ignore_file, target=target,
-                                build_args=parse_build_args(build_args), builder=builder, network=network,
+                                build_args=parse_build_args(build_args), builder=builder, network=network, platform=platform,
                                 minimal=True if minimal else None)
             builds.run(directory, opts, host, runner, stopping, as_json)
         while runner.is_alive() and not stopping.is_set():
