@@ -25,7 +25,9 @@ from ctxpack.context import BuildContext
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @context_options
 @minimal_options
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per settled delta (one line each).")
+@click.option("--json", "json_lines", is_flag=True,
+              help="One JSON object per settled delta, one per line: generation, bytes, added/removed/modified "
+                   "[{path, bytes(, change)}], events, elapsed, rescan, instructions (--build adds {\"build\": ...} lines).")
 @click.option("--build", "rebuild", is_flag=True,
               help="Build on start and after each settled change (as `ctxpack build`), cancelling a build still running.")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="--build: name the image (repeatable).")
@@ -34,7 +36,7 @@ from ctxpack.context import BuildContext
 @click.option("--network", help="--build: network mode for RUN.")
 @handle_errors
 def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
-                  minimal: bool, target: str | None, build_args: tuple[str, ...], platform: str | None, as_json: bool,
+                  minimal: bool, target: str | None, build_args: tuple[str, ...], platform: str | None, json_lines: bool,
                   rebuild: bool, tags: tuple[str, ...], host: str | None, builder: str | None,
                   network: str | None) -> None:
     """Watch the context and print what changes in it, as it settles.
@@ -67,7 +69,7 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
     def on_delta(s: Any) -> None:
         if builds is not None:
             builds.wanted()
-        if as_json:
+        if json_lines:
             click.echo(json.dumps(s.to_json(), ensure_ascii=False))
             return
         stamp = time.strftime("%H:%M:%S")
@@ -117,7 +119,7 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
             opts = BuildOptions(tags=tags, dockerfile=dockerfile, ignore_file=ignore_file, target=target,
                                 build_args=parse_build_args(build_args), builder=builder, network=network, platform=platform,
                                 minimal=True if minimal else None)
-            builds.run(directory, opts, host, runner, stopping, as_json)
+            builds.run(directory, opts, host, runner, stopping, json_lines)
         while runner.is_alive() and not stopping.is_set():
             runner.join(0.5)
     finally:
