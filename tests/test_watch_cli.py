@@ -210,9 +210,12 @@ def test_dead_watcher_leaves_a_socket_clients_ignore(ctx_dir: Path, tmp_path: Pa
     assert channel.warm_fingerprint(open_context(ctx_dir)) is None
     r = ctxpack(["fingerprint", str(ctx_dir)], cache)
     assert r.returncode == 0 and len(r.stdout.strip()) == 64
+    dead = f"ctxpack-barrier-{w.proc.pid}-"
+    assert any(p.startswith(dead) for p in os.listdir(tempfile.gettempdir()))
     w2 = WatchProcess([str(ctx_dir)], cache)  # a new watcher takes the place over
     try:
         assert channel.warm_fingerprint(open_context(ctx_dir)) is not None
+        assert not any(p.startswith(dead) for p in os.listdir(tempfile.gettempdir()))  # swept
     finally:
         w2.stop()
 

@@ -152,7 +152,8 @@ class Watcher:
     def _start(self) -> None:
         """Open the context, place the watches, read everything once."""
         self.source: EventSource = self._source_arg if self._source_arg is not None else InotifySource()
-        self._barrier_dir = tempfile.mkdtemp(prefix="ctxpack-barrier-")
+        _sweep_barriers()
+        self._barrier_dir = tempfile.mkdtemp(prefix=f"ctxpack-barrier-{os.getpid()}-")
         self.source.start(self._sink)
         self._barrier_handle = self.source.add(self._barrier_dir)
         self.index = Index(self.index_dir)
@@ -635,6 +636,28 @@ class Watcher:
     def _publish(self, s: Settled | None) -> None:
         if s is not None and (s.changed or s.rescan):
             self.on_delta(s)
+
+
+def _sweep_barriers() -> None:
+    """Remove the barrier directories of watchers that died without
+    cleaning up (killed with SIGKILL): their names carry the pid."""
+    base = tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if len(parts) < 4 or parts[0] != "ctxpack" or parts[1] != "barrier" or not parts[2].isdigit():
+            continue
+        pid = int(parts[2])
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or not ours to judge)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _is_link(model: ContextModel, rel: str) -> bool:
