@@ -85,7 +85,7 @@ def test_syntax_findings(tmp_path: Path, ignore: str, severity: str, needle: str
 
 
 def test_heavy_directories(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "c", {"Dockerfile": DF, ".git/objects/p": b"\0" * 10,
+    root = make_tree(tmp_path / "c", {"Dockerfile": DF, ".git/objects/p": b"\0" * 1_500_000,
                                       "pkg/node_modules/big.js": b"x" * 2_000_000, "dist/small": b"x"})
     found = kinds(root)["heavy-directory"]
     assert {f.path for f in found} == {".git", "pkg/node_modules"}   # dist is under the size threshold
@@ -180,7 +180,21 @@ def test_duplicate_rule_reported_once(tmp_path: Path) -> None:
 def test_heavy_directory_reincluded_in_part_is_deliberate(tmp_path: Path) -> None:
     """`.git` + `!.git/HEAD` (a build that reads the commit): BuildKit sends
     .git as the parent of HEAD; that is on purpose, so info with the rule."""
-    root = make_tree(tmp_path / "c", {"Dockerfile": DF, ".git/HEAD": b"ref: x\n", ".git/objects/p": b"x" * 10},
+    root = make_tree(tmp_path / "c", {"Dockerfile": DF, ".git/HEAD": b"ref: x\n" * 250_000, ".git/objects/p": b"x" * 10},
                      dockerignore=".git\n!.git/HEAD\n")
-    (f,) = [f for f in lint(root).findings if f.path == ".git"]
+    (f,) = [f for f in lint(root).findings if f.path == ".git"]  # heavy only by what is sent: a 1.75 MB HEAD
     assert f.severity == "info" and f.rule == "!.git/HEAD" and "re-includes it on purpose" in f.message
+
+
+def test_a_small_git_is_no_heavy_directory_but_a_large_one_is(tmp_path: Path) -> None:
+    # issue 10: the 194 kB .git warning was noise; the threshold is 1 MB and 2% of what is sent.
+    small = tmp_path / "small"
+    (small / ".git" / "objects").mkdir(parents=True)
+    (small / ".git" / "objects" / "pack").write_bytes(b"x" * 194_000)
+    (small / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (small / "big.bin").write_bytes(b"y" * 3_000_000)
+    kinds = [f.kind for f in lint(small).findings]
+    assert "heavy-directory" not in kinds
+    (small / ".git" / "objects" / "pack").write_bytes(b"x" * 2_000_000)
+    found = [f for f in lint(small).findings if f.kind == "heavy-directory"]
+    assert [f.path for f in found] == [".git"]

@@ -179,7 +179,7 @@ def test_reincluded_env_and_git_are_kept(tmp_path: Path, docker_cli: Any) -> Non
         "Dockerfile": b"FROM node:20\nWORKDIR /app\nCOPY . .\nRUN npx vite build\n", "index.html": b"<html>",
         ".env.production": b"VITE_API_URL=https://api.example.com\n", ".env.development": b"VITE_API_URL=http://localhost\n",
         ".env.local": b"SECRET_KEY=Vh3kQ9zLm2Xp7RtY\n", ".env.staging": b"AWS_ACCESS_KEY_ID=" + key + b"\n",
-        **lint_trees.git_dir(),
+        **lint_trees.git_dir(), ".git/objects/pack/pack-1.pack": lint_trees.blob(2_000_000),  # heavy: 1 MB and 2%
     }, dockerignore=".env*\n!.env.production\n!.env.development\n!.env.staging\n.git\n!.git\n")
     before = upload(docker_cli, root)
     report = lint(root, dialect="classic")

@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ctxpack.audit import format_size
+from ctxpack.audit import format_size, heavy_enough
 from ctxpack.context import Dialect
 from ctxpack.dockerfile.analysis import Selection
 from ctxpack.errors import BrokenPattern, ContextError, PatternSyntaxError
@@ -60,7 +60,6 @@ class LintOptions:
 Check = Callable[[ContextView, LintOptions], Iterable[Finding]]
 
 # Bigger than this, a heavy directory is worth a warning (.git always is).
-HEAVY_MIN_BYTES = 1_000_000
 
 
 def _n(count: int, noun: str, plural: str | None = None) -> str:
@@ -426,9 +425,10 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         kinds[e.path], sizes[e.path] = what, total
         rules[e.path] = e.rule
     source = view.ctx.ignore_source or ".dockerignore"
+    sent = sum(x.stat.st_size for x in entries if x.included and x.kind == file_kind and x.stat is not None)
     for d, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
         name = d.rpartition("/")[2]
-        if b < HEAVY_MIN_BYTES and d != ".git":  # the checkout's own history, whatever its size
+        if not heavy_enough(b, sent):  # 1 MB and 2% of what is sent: a 194 kB .git is no news
             continue
         line = literal_pattern(d) or d
         wider = f" (or '**/{name}' for every depth)" if "/" in d else ""
