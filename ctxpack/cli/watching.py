@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -213,8 +214,9 @@ def warm(kind: str, ctx: BuildContext, **kw: Any) -> Any:
     ``None`` when there is none that can be trusted."""
     from ctxpack.watch import channel
 
-    fn = {"fingerprint": channel.warm_fingerprint, "diff": channel.warm_diff, "walk": channel.warm_walk}[kind]
-    return fn(ctx, **kw)
+    fns: dict[str, Callable[..., Any]] = {
+        "fingerprint": channel.warm_fingerprint, "diff": channel.warm_diff, "walk": channel.warm_walk}
+    return fns[kind](ctx, **kw)
 
 
 if __name__ == "__main__":  # pragma: no cover

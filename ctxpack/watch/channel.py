@@ -245,7 +245,7 @@ class Server:
     def _same_user(conn: socket.socket) -> bool:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _, uid, _ = struct.unpack("3i", creds)
-        return uid == os.getuid()
+        return bool(uid == os.getuid())
 
     def _answer(self, conn: socket.socket, index: Index) -> None:
         with conn.makefile("rb") as f:
@@ -358,7 +358,9 @@ def _ask(ctx: BuildContext, request: dict[str, object]) -> tuple[dict[str, objec
         return None  # dead (refused), lagging (timeout) or confused: walk instead
     if not header.get("ok") or header.get("protocol") != PROTOCOL:
         return None
-    for rel, mtime in header.get("checks", []):  # type: ignore[union-attr]
+    checks = header.get("checks", [])
+    assert isinstance(checks, list)
+    for rel, mtime in checks:
         try:
             if os.lstat(os.path.join(ctx.root, rel) if rel else ctx.root).st_mtime_ns != mtime:
                 return None
@@ -378,7 +380,8 @@ def warm_fingerprint(ctx: BuildContext) -> "Fingerprint | None":
     assert isinstance(d, dict)
     fp = Fingerprint(str(d["fingerprint"]), int(d["entries"]), int(d["files"]), int(d["bytes"]),
                      int(d["hashed"]), int(d["hashed_bytes"]))
-    fp.notes = [str(n) for n in got[0].get("notes", [])]  # type: ignore[union-attr]
+    notes = got[0].get("notes", [])
+    fp.notes = [str(n) for n in notes] if isinstance(notes, list) else []
     return fp
 
 

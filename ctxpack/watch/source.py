@@ -184,7 +184,7 @@ class InotifySource:
                 # watchdog warns that it replaces the callback — by itself.
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    wd = self._fd.add_callback(os.fsencode(path), WATCH_MASK, self._cb, 0)
+                    wd = self._fd.add_callback(os.fsencode(path), WATCH_MASK, self._cb, 0)  # type: ignore[arg-type]
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EMFILE):
                     raise _limit_error(e.errno, len(self._handles)) from None
@@ -197,7 +197,7 @@ class InotifySource:
             if handle in self._handles:
                 self._handles.discard(handle)
                 try:
-                    self._fd.remove_callbacks([(handle, 0)])
+                    self._fd.remove_callbacks([(handle, 0)])  # type: ignore[list-item]
                 except OSError:
                     pass  # already gone in the kernel
 

@@ -471,11 +471,11 @@ class Watcher:
                     reason = reason or "the ignore file or the Dockerfile changed"
             if reason is None:
                 for rel in lost:
-                    d = model.dirs.get(rel)
-                    if d is None:
+                    wd = model.dirs.get(rel)
+                    if wd is None:
                         continue
                     try:
-                        alive = os.lstat(os.path.join(model.root, rel)).st_ino == d.ino
+                        alive = os.lstat(os.path.join(model.root, rel)).st_ino == wd.ino
                     except OSError:
                         alive = False
                     if alive:  # dropped by the kernel, not deleted: read it again
