@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from ctxpack.cli import main
 from ctxpack.linter import lint
 from ctxpack.linter.secrets import candidate, scan_bytes, secret_key
+from privileges import as_nobody
 from trees import make_tree
 
 DF = b"FROM scratch\n"
@@ -129,32 +130,6 @@ def test_one_finding_per_path(tmp_path: Path) -> None:
 
 # --- unreadable files --------------------------------------------------------------
 
-NOBODY = 65534
-
-
-def _as_nobody(fn):  # type: ignore[no-untyped-def]
-    import pickle
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            out = ("ok", fn())
-        except BaseException as e:  # noqa: BLE001 - reported to the parent
-            out = ("error", f"{type(e).__name__}: {e}")
-        with os.fdopen(w, "wb") as f:
-            pickle.dump(out, f)
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    return pickle.loads(data)
-
 
 @pytest.mark.parametrize("dialect", ["classic", "buildkit"])
 def test_unreadable_file_is_an_error_finding(dialect: str) -> None:
@@ -176,7 +151,7 @@ def test_unreadable_file_is_an_error_finding(dialect: str) -> None:
         def run() -> list[tuple[str, str, str | None]]:
             return [(f.kind, f.severity, f.path) for f in lint(root, dialect=dialect).findings]
 
-        status, value = _as_nobody(run)
+        status, value = as_nobody(run)
         assert status == "ok", value
         assert ("unreadable", "error", "conf/secret.key") in value
         assert ("unreadable", "error", "z/other") in value          # every one, not only the first

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import shutil
 import subprocess
 import tarfile
@@ -24,8 +23,8 @@ from click.testing import CliRunner
 import ctxpack
 from ctxpack.cli import main
 from dockercli import CaptureServer, docker_cli_missing_reason
+from privileges import NOBODY, as_nobody
 
-NOBODY = 65534
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -34,29 +33,6 @@ def _need(condition: bool, reason: str) -> None:
         if ON_CI:
             pytest.fail(reason)
         pytest.skip(reason)
-
-
-def as_nobody(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a forked child with uid/gid nobody; return its result."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            out: Any = ("ok", fn())
-        except BaseException as e:  # noqa: BLE001 - reported to the parent
-            out = ("error", f"{type(e).__name__}: {e}")
-        with os.fdopen(w, "wb") as f:
-            pickle.dump(out, f)
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    return pickle.loads(data)
 
 
 @pytest.fixture
@@ -185,7 +161,6 @@ def test_cli_reports_unreadable_path_with_exit_2(world_tmp: Path) -> None:
     code, output = value
     assert code == 2
     assert f"no permission to read from '{root}/secret'" in output
-
 
 
 def test_cli_warns_where_the_docker_cli_only_logs(world_tmp: Path) -> None:
