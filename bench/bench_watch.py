@@ -44,6 +44,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from ctxpack.watch.source import watched_inodes  # noqa: E402
+
 from benchutil import compile_ctxpack, cpu_model, ctxpack_exe, loadavg, log, summary  # noqa: E402
 
 
@@ -60,19 +62,6 @@ def proc_facts(pid: int) -> tuple[float, int, int]:
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1])
     return cpu, rss, hwm
-
-
-def inotify_inodes(pid: int) -> list[int]:
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                out += [int(ln.split(" ino:")[1].split()[0], 16) for ln in f if ln.startswith("inotify wd:")]
-        except OSError:
-            continue
-    return out
 
 
 def tree_dirs(root: str) -> tuple[int, int]:
@@ -151,7 +140,7 @@ def main() -> int:
 
     w = Watch(exe, tree, env)
     try:
-        inodes = inotify_inodes(w.proc.pid)
+        inodes = watched_inodes(w.proc.pid)
         cpu0, rss0, hwm0 = proc_facts(w.proc.pid)
         res["startup_s"] = w.startup
         res["watches"] = len(inodes)

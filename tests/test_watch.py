@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from ctxpack.watch.source import watched_inodes
+
 from ctxpack.context import open_context
 from ctxpack.index.snapshots import _variant, fingerprint
 from ctxpack.index.state import Columns
@@ -114,24 +116,6 @@ def watching(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     r.stop()
 
 
-def _inotify_watches(pid: int | str = "self") -> list[str]:
-    """The inode numbers of every inotify watch the process holds (fdinfo)."""
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                out += [line for line in f if line.startswith("inotify wd:")]
-        except OSError:
-            continue
-    return out
-
-
-def _ino(line: str) -> int:
-    return int(line.split(" ino:")[1].split()[0], 16)
-
-
 # -- edits, creates, deletes, modes, symlinks --------------------------------------------------
 def test_edit_create_delete_mode_symlink(watching: Running, tree: Path) -> None:
     watching.check()
@@ -161,9 +145,8 @@ def test_hard_links_follow_the_walker(watching: Running, tree: Path) -> None:
 
 
 def test_watches_only_watchable_directories(watching: Running, tree: Path) -> None:
-    lines = _inotify_watches()
-    ours = [ln for ln in lines if _ino(ln) != os.stat(watching.w._barrier_dir).st_ino]
-    watched = {_ino(ln) for ln in ours}
+    ours = [ino for ino in watched_inodes() if ino != os.stat(watching.w._barrier_dir).st_ino]
+    watched = set(ours)
     expected = {os.stat(tree / r if r else tree).st_ino for r in watching.w.model.dirs}
     assert watched == expected
     assert sorted(watching.w.model.dirs) == ["", "logs", "packages", "packages/a", "packages/a/src", "src", "src/pkg"]
@@ -232,7 +215,7 @@ def test_dockerignore_edit_rebuilds_the_matcher(watching: Running, tree: Path) -
     assert d.rescan and "ignore file" in d.rescan
     assert ("node_modules/left-pad/lib/index.js", 19) in d.added
     assert watching.w.model.watchable == before + 5
-    assert len(_inotify_watches()) == watching.w.model.watchable + 1  # + the barrier directory
+    assert len(watched_inodes()) == watching.w.model.watchable + 1  # + the barrier directory
     (tree / "node_modules/left-pad/lib/new.js").write_text("n")
     assert watching.last().added == [("node_modules/left-pad/lib/new.js", 1)]
     (tree / ".dockerignore").write_text("**/node_modules\n*.log\nlogs\n!logs/keep.txt\n")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ctxpack.watch.source import watched_inodes
+
 from ctxpack.context import open_context
 from ctxpack.watch import channel
 
@@ -95,22 +97,9 @@ def watch(ctx_dir: Path, tmp_path: Path) -> Iterator[WatchProcess]:
     w.stop()
 
 
-def _inotify_inodes(pid: int) -> list[int]:
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                out += [int(ln.split(" ino:")[1].split()[0], 16) for ln in f if ln.startswith("inotify wd:")]
-        except OSError:
-            continue
-    return out
-
-
 def test_watches_counted_from_proc_equal_the_watchable_directories(watch: WatchProcess, ctx_dir: Path) -> None:
     watchable = ["", "src", "src/app", "web", "web/src"]  # not .git, not any node_modules
-    inodes = set(_inotify_inodes(watch.proc.pid))
+    inodes = set(watched_inodes(watch.proc.pid))
     want = {os.stat(ctx_dir / d).st_ino for d in watchable}
     assert want <= inodes and len(inodes) == len(want) + 1  # + the private barrier directory
     for dirpath, _, _ in os.walk(ctx_dir):
@@ -118,7 +107,7 @@ def test_watches_counted_from_proc_equal_the_watchable_directories(watch: WatchP
             assert os.stat(dirpath).st_ino not in inodes
     (ctx_dir / "web/src/new").mkdir()
     watch.wait_lines(1)
-    assert os.stat(ctx_dir / "web/src/new").st_ino in set(_inotify_inodes(watch.proc.pid))
+    assert os.stat(ctx_dir / "web/src/new").st_ino in set(watched_inodes(watch.proc.pid))
 
 
 def test_json_deltas_and_shared_state(watch: WatchProcess, ctx_dir: Path, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from typing import NamedTuple, Protocol
 from ctxpack.errors import WatchLimitError
 
 __all__ = [
-    "RawEvent", "EventSource", "InotifySource", "ScriptedSource", "WATCH_MASK", "LOST",
+    "watched_inodes", "RawEvent", "EventSource", "InotifySource", "ScriptedSource", "WATCH_MASK", "LOST",
     "IN_MODIFY", "IN_ATTRIB", "IN_CLOSE_WRITE", "IN_MOVED_FROM", "IN_MOVED_TO", "IN_CREATE",
     "IN_DELETE", "IN_DELETE_SELF", "IN_MOVE_SELF", "IN_UNMOUNT", "IN_Q_OVERFLOW", "IN_IGNORED", "IN_ISDIR",
 ]
@@ -261,3 +261,20 @@ class ScriptedSource:
     def close(self) -> None:
         self.closed = True
         self.watched.clear()
+
+
+def watched_inodes(pid: int | str = "self") -> list[int]:
+    """The inode of every directory a process's inotify instances watch,
+    read from ``/proc/PID/fdinfo`` (what ``ctxpack watch`` costs the
+    kernel's ``fs.inotify.max_user_watches``); unreadable entries are
+    passed over."""
+    out: list[int] = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                out += [int(ln.split(" ino:")[1].split()[0], 16) for ln in f if ln.startswith("inotify wd:")]
+        except OSError:
+            continue
+    return out
