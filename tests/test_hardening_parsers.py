@@ -164,3 +164,69 @@ def test_a_varint_where_bytes_belong_is_refused_not_allocated() -> None:
             messages.decode_status(base64.b64encode(data).decode())
         except (WireError, CtxpackError):
             pass
+
+
+# --- linear-time matching for patterns Python's re would backtrack on -----------
+
+# Pattern pieces: glob wildcards, classes, escapes, and the RE2 syntax
+# patternmatcher leaves live (| { } ^ \d [[:alpha:]]), so the lazy DFA meets
+# every construct the translator can emit.
+GLOB_TOKENS = st.sampled_from([
+    "a", "b", "/", ".", "*", "**", "**/", "?", "[ab]", "[^a]", "[a-b]", "\\*", "\\a", "\\[", "|", "{2}",
+    "{1,3}", "{0,}", "^", "\\d", "[[:alpha:]]", "é", "(", ")", "+", "$",
+])
+MATCH_PATHS = st.text(alphabet=st.sampled_from(list("ab/.*1é\n")), max_size=14)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(GLOB_TOKENS, min_size=1, max_size=10).map("".join), st.lists(MATCH_PATHS, min_size=1, max_size=6))
+def test_linear_matcher_decides_exactly_as_the_regex(text: str, paths: list[str]) -> None:
+    import re
+
+    from ctxpack._go.lazydfa import LinearMatcher, NotLinear
+    from ctxpack._go.re2 import translate
+    from ctxpack.errors import RE2SyntaxError
+    from ctxpack.ignore.pattern import go_runes
+
+    try:
+        p = compile_pattern(text)
+    except PatternSyntaxError:
+        return
+    if p.regex_source is None or p.error is not None:
+        return
+    try:
+        py = translate(p.regex_source)
+    except RE2SyntaxError:
+        return
+    try:
+        linear = LinearMatcher(py)  # forced, risky or not
+    except NotLinear:
+        assert "\\b" in py or "\\B" in py, py  # only word boundaries are left to re
+        return
+    rx = re.compile(py)
+    for path in paths:
+        subject = go_runes(path)
+        assert linear.search(subject) == (rx.search(subject) is not None), (text, py, path)
+        assert p.matches(path) == (rx.search(subject) is not None), (text, py, path)
+
+
+def test_many_stars_in_one_component_match_in_linear_time() -> None:
+    # Under re, this pattern against 'a' * n (no final b) backtracks ~n**7
+    # steps: minutes at n=60.  Docker (RE2) and ctxpack answer at once.
+    pat = compile_pattern("*a*a*a*a*a*a*a*ab")
+    t0 = time.perf_counter()
+    assert not pat.matches("a" * 4000)
+    assert pat.matches("x/" * 0 + "a" * 4000 + "b")
+    assert not pat.matches("a" * 2000 + "/" + "a" * 2000 + "b")
+    assert time.perf_counter() - t0 < 0.5
+    deep = compile_pattern("**/a*/**/b*/**/c*/**/*.tmp")
+    path = "/".join(["ab"] * 1500) + "/x.tm"
+    t0 = time.perf_counter()
+    assert not deep.matches(path)
+    assert deep.matches("a/b/c/x.tmp")
+    assert time.perf_counter() - t0 < 0.5
+
+    def make(n: int) -> Callable[[], object]:
+        return lambda: pat.matches("a" * n)
+
+    _near_linear(make, 20_000)

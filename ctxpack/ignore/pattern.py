@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import codecs
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ctxpack.errors import BrokenPattern, PatternSyntaxError, RE2SyntaxError, UnsupportedRegex
 from ctxpack._go.filepath import syntax_ok
 from ctxpack._go.strings import go_clean, go_trim_space
+from ctxpack._go.lazydfa import LinearMatcher, NotLinear, risky
 from ctxpack._go.re2 import compile_re2
 
 __all__ = ["MatchKind", "Pattern", "compile_pattern", "go_runes"]
@@ -256,10 +258,32 @@ def compile_pattern(raw: str) -> Pattern:
 
             pat.matches = unsupported
         else:
-            search = rx.search
-
-            def regex_match(path: str) -> bool:
-                return search(path if path.isascii() else go_runes(path)) is not None
-
-            pat.matches = regex_match
+            pat.matches = _searcher(rx)
     return pat
+
+
+def _searcher(rx: re.Pattern[str]) -> Callable[[str], bool]:
+    """``MatchString`` for a compiled expression, linear in the path as RE2 is.
+
+    ``re`` answers most patterns fastest; one that could make it backtrack
+    for seconds (many ``*`` in one component, issue 16) is run by the lazy
+    DFA instead, which decides exactly as ``re`` does (property-tested in
+    tests/test_hardening_parsers.py).
+    """
+    if risky(rx.pattern):
+        try:
+            linear = LinearMatcher(rx.pattern).search
+        except NotLinear:
+            pass
+        else:
+
+            def linear_match(path: str) -> bool:
+                return linear(path if path.isascii() else go_runes(path))
+
+            return linear_match
+    search = rx.search
+
+    def regex_match(path: str) -> bool:
+        return search(path if path.isascii() else go_runes(path)) is not None
+
+    return regex_match
