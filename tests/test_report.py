@@ -246,3 +246,45 @@ def test_small_files_are_folded_so_the_page_stays_small(tmp_path):
     # the default budget keeps more detail, still bounded
     full = build_model(ctxpack.open_context(str(root)))
     assert m.nodes < full.nodes <= 2 * 2081 + 2001
+
+
+def test_a_context_nested_deeper_than_the_recursion_limit_is_drawn(tmp_path):
+    # 1,500 levels (~3,000 bytes of path: inside PATH_MAX) is past Python's
+    # default recursion limit of 1,000; the page collapses what is below
+    # MAX_DEPTH and keeps every total.
+    from ctxpack.report.model import MAX_DEPTH
+
+    root = tmp_path / "ctx"
+    root.mkdir()
+    deep = str(root)
+    for _ in range(1500):  # os.makedirs recurses once per level
+        deep += "/d"
+        os.mkdir(deep)
+    try:
+        with open(os.path.join(deep, "bottom.bin"), "wb") as f:
+            f.write(b"b" * 70_000)
+        (root / "top.txt").write_bytes(b"t" * 30_000)
+        m = build_model(ctxpack.open_context(str(root)))
+        assert m.size.files == 2 and m.size.bytes == 100_000
+        page = render_html(m)
+        tree = embedded_data(page)["tree"]
+        ls = list(leaves(tree))
+        assert sum(n.get("s", 0) for n in ls) == 100_000
+
+        def depth(node: dict) -> int:
+            d = 0
+            while node.get("c"):
+                node = max(node["c"], key=lambda c: c.get("s", 0))
+                d += 1
+            return d
+
+        assert depth(tree) == MAX_DEPTH  # the node at MAX_DEPTH is drawn collapsed
+        r = run_cli("size", "--html", str(tmp_path / "deep.html"), str(root))
+        assert r.returncode == 0, r.stderr.decode()
+    finally:
+        # shutil.rmtree (pytest's clean-up) recurses once per level too
+        if os.path.exists(os.path.join(deep, "bottom.bin")):
+            os.unlink(os.path.join(deep, "bottom.bin"))
+        while deep != str(root):
+            os.rmdir(deep)
+            deep = os.path.dirname(deep)

@@ -43,6 +43,12 @@ SIZE_FINDING_KINDS = frozenset({"heavy-directory", "secret", "unused-by-build", 
 #: Default node budget: each kept node holds at least 1/DEFAULT_BUDGET of its view.
 DEFAULT_BUDGET = 2500
 
+#: Directories deeper than this are drawn collapsed.  A treemap cannot show
+#: more levels than it has pixels, and the page's tree (its JSON and the
+#: script that lays it out) must stay well inside Python's and the browser's
+#: recursion limits: a context may nest thousands of directories deep.
+MAX_DEPTH = 64
+
 
 @dataclass
 class _Dir:
@@ -104,17 +110,27 @@ class _TreeBuilder:
         self.read_totals = [[0, 0] for _ in readers]
 
     def _dir(self, path: str) -> _Dir:
-        # Entries come in walk order, so a file's directory is nearly always known.
+        # Entries come in walk order, so a file's directory is nearly always
+        # known; when it is not, climb to the nearest known ancestor and
+        # create the chain below it (a loop: the chain can be thousands deep).
         d = self.dirs.get(path)
-        if d is None:
-            head, _, name = path.rpartition("/")
-            parent = self._dir(head)
+        if d is not None:
+            return d
+        missing = [path]
+        head = path.rpartition("/")[0]
+        while head not in self.dirs:
+            missing.append(head)
+            head = head.rpartition("/")[0]
+        parent = self.dirs[head]
+        for p in reversed(missing):
+            name = p.rpartition("/")[2]
             old = parent.children.get(name)
-            d = self.dirs[path] = _Dir()
+            d = self.dirs[p] = _Dir()
             if isinstance(old, _Leaf):  # an excluded directory listed before its exceptions
                 d.xs, d.xf = old.xs, old.xf
             parent.children[name] = d
-        return d
+            parent = d
+        return parent
 
     def __call__(self, e: Entry, files: int, nbytes: int) -> None:
         if e.included and (e.kind != EntryKind.FILE):
@@ -147,14 +163,20 @@ class _TreeBuilder:
         parent.children[name] = leaf
 
 
-def _sum(d: _Dir) -> None:
-    for c in d.children.values():
-        if isinstance(c, _Dir):
-            _sum(c)
-        d.s += c.s
-        d.f += c.f
-        d.xs += c.xs
-        d.xf += c.xf
+def _sum(root: _Dir) -> None:
+    """Add each directory's children into it, deepest first (no recursion)."""
+    order: list[_Dir] = []
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        order.append(d)
+        stack.extend(c for c in d.children.values() if isinstance(c, _Dir))
+    for d in reversed(order):  # every child directory comes after its parent in ``order``
+        for c in d.children.values():
+            d.s += c.s
+            d.f += c.f
+            d.xs += c.xs
+            d.xf += c.xf
 
 
 def _extension(name: str) -> str:
@@ -183,7 +205,7 @@ class _Compactor:
     def leaf_rule(self, path: str) -> int:
         return self.b.rule_index.get(self.b.rules.get(path, ""), -1)
 
-    def node(self, name: str, path: str, n: _Dir | _Leaf, *, root: bool = False) -> dict[str, Any]:
+    def node(self, name: str, path: str, n: _Dir | _Leaf, *, root: bool = False, depth: int = 0) -> dict[str, Any]:
         self.count += 1
         out: dict[str, Any] = {"n": name}
         for k in ("s", "f", "xs", "xf"):
@@ -198,7 +220,7 @@ class _Compactor:
             if n.reads:
                 out["u"] = list(n.reads)
             return out
-        if not root and not self.big(n, path):
+        if not root and (depth >= MAX_DEPTH or not self.big(n, path)):
             out["k"] = "c"
             self._summarise(out, path, n)
             return out
@@ -214,7 +236,7 @@ class _Compactor:
             c = n.children[cname]
             cpath = f"{path}/{cname}" if path else cname
             if isinstance(c, _Dir) or self.big(c, cpath):
-                kids.append(self.node(cname, cpath, c))
+                kids.append(self.node(cname, cpath, c, depth=depth + 1))
                 continue
             # a small file: folded into this directory's aggregate for its view
             if c.f or c.s:
