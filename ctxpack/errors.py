@@ -27,6 +27,7 @@ process's exit status in one place (``ctxpack.cli.app``)::
     │   └── ClosedPipeError            3  the reader went away (exit quietly)
     ├── TransportError                 5  talking to a Docker engine failed
     │   ├── EngineUnreachableError     5  no connection (socket, tcp, TLS, ssh)
+    │   ├── EngineTimeoutError         7  no connection or no answer within the timeout
     │   ├── EngineVersionError         5  the engine's API version is refused
     │   ├── ConnectionDroppedError     5  closed before answering (mid-upload)
     │   ├── SessionError               5  the BuildKit session failed
@@ -66,6 +67,7 @@ __all__ = [
     "WalkerDiedError",
     "EndpointError",
     "EngineUnreachableError",
+    "EngineTimeoutError",
     "EngineVersionError",
     "ConnectionDroppedError",
     "EngineAPIError",
@@ -252,8 +254,24 @@ class EndpointError(InputError):
 
 
 class EngineUnreachableError(TransportError):
-    """No connection to the engine: refused, no such socket, timeout, TLS
-    handshake, ssh failure (the message carries ssh's own)."""
+    """No connection to the engine: refused, no such socket, TLS handshake,
+    ssh failure (the message carries ssh's own); a timeout is
+    :class:`EngineTimeoutError`."""
+
+
+class EngineTimeoutError(TransportError):
+    """The engine did not connect, or went silent while answering, for longer
+    than the timeout (``--timeout``, ``DOCKER_CLIENT_TIMEOUT``, the library's
+    ``timeout=``): exit 7, so a script can tell a stalled engine from an
+    absent one (5).  ``endpoint`` is the engine's URL, ``timeout`` the
+    seconds waited."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, endpoint: str, timeout: float):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        super().__init__(message)
 
 
 class EngineVersionError(TransportError):

@@ -1,7 +1,9 @@
 """Daemons and networks that misbehave give a clear error, a distinct exit
 code and never a hang (issue 16): a TLS engine whose certificate the client's
 CA did not sign, one whose certificate has expired, a daemon that accepts and
-then says nothing, and an ssh host whose key does not match known_hosts.
+then says nothing (or stops in the middle of an answer), a connect that
+hangs (``--timeout``, ``DOCKER_CLIENT_TIMEOUT``, ``timeout=``: exit 7), and an
+ssh host whose key does not match known_hosts.
 
 Every engine here is a local stand-in (127.0.0.1 or a unix socket); every
 command runs under a timeout.
@@ -137,32 +139,137 @@ def test_tls_engine_with_an_expired_certificate_is_refused(context: Path, tls_pa
     assert "expired" in p.stderr.lower() and "Traceback" not in p.stderr
 
 
-def test_a_daemon_that_accepts_and_never_answers_times_out(context: Path, tmp_path: Path) -> None:
-    path = str(tmp_path / "mute.sock")
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(8)
-    held: list[socket.socket] = []
+class _MuteEngine:
+    """A unix socket that accepts and then says nothing (``head`` set: it
+    answers a response head and goes silent in the middle of the body)."""
 
-    def accept() -> None:
+    def __init__(self, path: str, head: bytes | None = None):
+        self.path = path
+        self.head = head
+        self.srv = socket.socket(socket.AF_UNIX)
+        self.srv.bind(path)
+        self.srv.listen(8)
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
         while True:
             try:
-                held.append(srv.accept()[0])  # keep it open, say nothing
+                c = self.srv.accept()[0]
             except OSError:
                 return
+            self.held.append(c)  # keep it open
+            if self.head is not None:
+                c.recv(65536)
+                c.sendall(self.head)
 
-    threading.Thread(target=accept, daemon=True).start()
+    def __enter__(self) -> _MuteEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.srv.close()
+        for c in self.held:
+            c.close()
+
+
+MUTE_EXIT = 7  # EngineTimeoutError's exit code
+
+
+def test_a_daemon_that_accepts_and_never_answers_times_out(context: Path, tmp_path: Path) -> None:
+    import time
+
+    path = str(tmp_path / "mute.sock")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     env.update(DOCKER_HOST=f"unix://{path}", DOCKER_CONFIG=str(tmp_path / "cfg"))
+    with _MuteEngine(path):
+        t0 = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "ctxpack.cli", "build", "-q", "--timeout", "0.5", str(context)],
+                           capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)}, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        took = time.monotonic() - t0
+        # The docker-py / Compose variable is honoured the same way.
+        q = subprocess.run([sys.executable, "-m", "ctxpack.cli", "build", "-q", str(context)], capture_output=True,
+                           text=True, env={**env, "PYTHONPATH": str(ROOT), "DOCKER_CLIENT_TIMEOUT": "0.5"},
+                           timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == MUTE_EXIT, p.stderr
+    assert f"unix://{path}" in p.stderr and "GET /_ping within 0.5s" in p.stderr, p.stderr
+    assert "--timeout" in p.stderr and "Traceback" not in p.stderr
+    assert took < 20, took  # not the 30 s default
+    assert q.returncode == MUTE_EXIT and "within 0.5s" in q.stderr, q.stderr
+
+
+def test_a_bad_timeout_is_a_usage_error(context: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env.update(PYTHONPATH=str(ROOT), DOCKER_HOST="unix:///nonexistent.sock")
+    p = subprocess.run([sys.executable, "-m", "ctxpack.cli", "build", "--timeout", "0", str(context)],
+                       capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and "--timeout" in p.stderr, p.stderr
+    p = subprocess.run([sys.executable, "-m", "ctxpack.cli", "build", str(context)], capture_output=True, text=True,
+                       env={**env, "DOCKER_CLIENT_TIMEOUT": "soon"}, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and "DOCKER_CLIENT_TIMEOUT='soon'" in p.stderr, p.stderr
+
+
+def test_library_timeout_covers_the_answer_and_silence_mid_answer(tmp_path: Path) -> None:
+    import time
+
+    from ctxpack.engine.client import Engine
+    from ctxpack.errors import EngineTimeoutError
+
+    path = str(tmp_path / "mute.sock")
+    with _MuteEngine(path):
+        with Engine.connect(f"unix://{path}", env={}, timeout=0.3) as engine:
+            t0 = time.monotonic()
+            with pytest.raises(EngineTimeoutError) as e:
+                engine.ping()
+            assert time.monotonic() - t0 < 5
+    assert e.value.endpoint == f"unix://{path}" and e.value.timeout == 0.3 and e.value.exit_code == MUTE_EXIT
+    # A head, then nothing: the read-idle timeout ends the wait for the body.
+    path2 = str(tmp_path / "half.sock")
+    head = b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 100\r\n\r\nOK"
+    with _MuteEngine(path2, head=head):
+        with Engine.connect(f"unix://{path2}", env={}, timeout=0.3) as engine:
+            with pytest.raises(EngineTimeoutError) as e2:
+                engine.ping()
+    assert "went silent in the middle of its answer within 0.3s" in str(e2.value), e2.value
+
+
+def test_connect_timeout_names_the_endpoint() -> None:
+    from ctxpack.engine.client import Engine
+    from ctxpack.errors import EngineTimeoutError
+
+    # A listener with a full backlog: the kernel drops further SYNs, so the
+    # next connect hangs as it would to a host that drops packets.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    filler = [socket.create_connection(("127.0.0.1", port), timeout=2)]
+    for _ in range(3):
+        s = socket.socket()
+        s.settimeout(0.2)
+        try:
+            s.connect(("127.0.0.1", port))
+        except OSError:
+            pass
+        filler.append(s)
     try:
-        p = build(context, env, timeout=120)
+        with Engine.connect(f"tcp://127.0.0.1:{port}", env={}, timeout=0.4) as engine:
+            with pytest.raises(EngineTimeoutError) as e:
+                engine.ping()
     finally:
         srv.close()
-        for c in held:
-            c.close()
-    assert p.returncode != 0 and p.returncode in (3, 5), p.stderr
-    assert "Traceback" not in p.stderr and ("did not answer" in p.stderr or "timed out" in p.stderr
-                                            or "within" in p.stderr), p.stderr
+        for s in filler:
+            s.close()
+    assert f"tcp://127.0.0.1:{port}" in str(e.value) and "no connection within 0.4s" in str(e.value), e.value
+
+
+def test_ssh_connect_timeout_follows_the_timeout() -> None:
+    from ctxpack.engine.hosts import open_transport
+    from ctxpack.engine.transport import SshTransport
+
+    t = open_transport("ssh://me@h", connect_timeout=2.5, read_timeout=2.5)
+    assert isinstance(t, SshTransport) and "ConnectTimeout=3" in t.argv() and "BatchMode=yes" in t.argv()
+    assert "ConnectTimeout=30" in SshTransport("h").argv()
 
 
 def test_ssh_host_key_mismatch_fails_with_sshs_message(context: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from ctxpack.cli.common import handle_errors, say
+from ctxpack.cli.common import handle_errors, say, timeout_option
 
 
 def _build_args(items: tuple[str, ...]) -> dict[str, str | None]:
@@ -72,6 +72,7 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("-H", "--host", help="Engine to use (unix://, tcp://, ssh://), as docker -H.")
 @click.option("--context", "docker_context", help="Docker context to use, as docker --context.")
 @click.option("--print-endpoint", is_flag=True, help="Say which engine would be used and why, then exit.")
+@timeout_option
 @handle_errors
 def build_command(
     directory: str, dockerfile: str | None, tags: tuple[str, ...], target: str | None,
@@ -79,7 +80,7 @@ def build_command(
     network: str | None, builder: str | None, scope: str | None, compress: str | None, level: int | None,
     ignore_file: str | None, progress: str, quiet: bool, iidfile: str | None, no_snapshot: bool,
     no_session: bool, secrets: tuple[str, ...], ssh: tuple[str, ...],
-    host: str | None, docker_context: str | None, print_endpoint: bool,
+    host: str | None, docker_context: str | None, print_endpoint: bool, timeout: float | None,
 ) -> None:
     """Build an image from DIRECTORY, sending exactly its context.
 
@@ -90,7 +91,7 @@ def build_command(
     is the docker CLI's: -H, --context, DOCKER_HOST, DOCKER_CONTEXT, the
     current context.  Exit codes: 0 built, 1 build failed, 2 usage or input
     error, 5 engine unreachable / API version refused / connection dropped,
-    130 interrupted.
+    7 engine timed out (--timeout), 130 interrupted.
     """
     from ctxpack.engine.builder import BuildOptions, build
     from ctxpack.engine.client import Engine
@@ -125,7 +126,7 @@ def build_command(
         say("warning", f"{msg}")
 
     try:
-        engine = Engine.connect(host, docker_context)
+        engine = Engine.connect(host, docker_context, timeout=timeout)
         try:
             result = build(directory, engine, opts, on_message=renderer.message, on_upload=renderer.upload,
                            on_note=renderer.note, warn=warn)

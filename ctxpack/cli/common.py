@@ -122,6 +122,16 @@ def context_options(fn: F) -> F:
     return fn
 
 
+def timeout_option(fn: F) -> F:
+    """``--timeout SECONDS`` for the commands that talk to an engine."""
+    return click.option(
+        "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+        help="Longest wait to connect to the engine and longest silence while it answers, a build's output "
+             "included (default: $DOCKER_CLIENT_TIMEOUT, else 30 s to connect and no limit on a build's output); "
+             "past it: exit 7.",
+    )(fn)
+
+
 def minimal_options(fn: F) -> F:
     fn = click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
                       help="Build argument for --minimal (repeatable).")(fn)

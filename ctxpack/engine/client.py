@@ -22,12 +22,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EngineAPIError, EngineVersionError
+from ..errors import EngineAPIError, EngineVersionError, InputError
 from .hosts import Endpoint, open_transport, resolve_endpoint
 from .messages import error_message
 from .transport import Body, Headers, Request, Response, Transport, Upgraded
 
-__all__ = ["Engine", "Ping", "CLIENT_API_VERSION", "MIN_API_VERSION", "version_tuple", "zstd_supported"]
+__all__ = ["Engine", "Ping", "CLIENT_API_VERSION", "MIN_API_VERSION", "version_tuple", "zstd_supported",
+           "timeout_from_env"]
 
 #: The newest API version ctxpack speaks (requests use min(this, engine's)).
 CLIENT_API_VERSION = "1.49"
@@ -100,15 +101,30 @@ class Engine:
 
     @classmethod
     def connect(cls, host: str | None = None, context: str | None = None, *,
-                env: Mapping[str, str] | None = None, api_version: str | None = None) -> Engine:
+                env: Mapping[str, str] | None = None, api_version: str | None = None,
+                timeout: float | None = None) -> Engine:
         """The engine the docker CLI would talk to (``--host``, ``--context``,
-        ``DOCKER_HOST``, ...; see :mod:`ctxpack.engine.hosts`)."""
+        ``DOCKER_HOST``, ...; see :mod:`ctxpack.engine.hosts`).
+
+        ``timeout`` (seconds; default ``$DOCKER_CLIENT_TIMEOUT``, the
+        variable docker-py and Compose read) limits both connecting and every
+        silence while an answer is awaited or read, a build's output
+        included; past it :class:`~ctxpack.errors.EngineTimeoutError` (exit
+        7) names the endpoint and the timeout.  Without one: 30 s to
+        connect (the docker CLI's), 60 s for an API answer, and a build's
+        output waited for as long as the build runs (as the docker CLI does).
+        """
         import os
 
         env = os.environ if env is None else env
         endpoint = resolve_endpoint(host, context, env=env)
         pinned = api_version or env.get("DOCKER_API_VERSION") or None
-        return cls(open_transport(endpoint), api_version=pinned, endpoint=endpoint)
+        if timeout is None:
+            timeout = timeout_from_env(env)
+        elif not timeout > 0:
+            raise InputError(f"the timeout must be a positive number of seconds, not {timeout!r}")
+        transport = open_transport(endpoint, connect_timeout=timeout, read_timeout=timeout)
+        return cls(transport, api_version=pinned, endpoint=endpoint)
 
     @property
     def url(self) -> str:
@@ -234,6 +250,20 @@ class Engine:
         h["Upgrade"] = protocol
         h["Connection"] = "Upgrade"
         return self.transport.upgrade(Request("POST", self.path(path, query), h, None, timeout))
+
+
+def timeout_from_env(env: Mapping[str, str]) -> float | None:
+    """``DOCKER_CLIENT_TIMEOUT`` as seconds (``None`` when unset or empty)."""
+    raw = (env.get("DOCKER_CLIENT_TIMEOUT") or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value != value or value == float("inf"):
+        raise InputError(f"DOCKER_CLIENT_TIMEOUT={raw!r} is not a positive number of seconds")
+    return value
 
 
 def _replay(resp: Response, raw: bytes) -> Response:

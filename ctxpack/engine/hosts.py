@@ -236,22 +236,27 @@ def resolve_endpoint(host: str | None = None, context: str | None = None, *, env
     return Endpoint(host=url, context=DEFAULT_CONTEXT, source=source, tls=tls if url.startswith("tcp://") else None)
 
 
-def open_transport(endpoint: Endpoint | str) -> Transport:
-    """A transport for an endpoint (or a host URL)."""
+def open_transport(endpoint: Endpoint | str, *, connect_timeout: float | None = None,
+                   read_timeout: float | None = None) -> Transport:
+    """A transport for an endpoint (or a host URL); the timeouts are the
+    transport's (see :mod:`ctxpack.engine.transport`)."""
     if isinstance(endpoint, str):
         endpoint = Endpoint(host=parse_host(endpoint), context=DEFAULT_CONTEXT, source="given")
     url = endpoint.host
     if url.startswith("unix://"):
-        return UnixTransport(url[len("unix://"):] or "/var/run/docker.sock")
+        return UnixTransport(url[len("unix://"):] or "/var/run/docker.sock", connect_timeout=connect_timeout,
+                             read_timeout=read_timeout)
     if url.startswith("tcp://"):
         u = urlsplit(url)
         if not u.hostname:
             raise EndpointError(f"no host in {url}")
         tls = endpoint.tls.context() if endpoint.tls is not None else None
-        t = TcpTransport(u.hostname, u.port or (2376 if tls else 2375), tls=tls)
+        t = TcpTransport(u.hostname, u.port or (2376 if tls else 2375), tls=tls, connect_timeout=connect_timeout,
+                         read_timeout=read_timeout)
         t.base_path = u.path.rstrip("/")
         return t
     if url.startswith("ssh://"):
         user, hostname, port, path = _parse_ssh(url)
-        return SshTransport(hostname, user=user, port=port, path=path)
+        return SshTransport(hostname, user=user, port=port, path=path, connect_timeout=connect_timeout,
+                            read_timeout=read_timeout)
     raise EndpointError(f"unsupported engine URL {url}")

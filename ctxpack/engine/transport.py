@@ -22,13 +22,24 @@ connection is kept and reused (an ssh connection costs a process and a
 handshake).  Socket and HTTP failures become
 :mod:`ctxpack.errors` classes here, at the boundary:
 :class:`~ctxpack.errors.EngineUnreachableError` (no connection),
-:class:`~ctxpack.errors.ConnectionDroppedError` (closed before answering).
+:class:`~ctxpack.errors.ConnectionDroppedError` (closed before answering),
+:class:`~ctxpack.errors.EngineTimeoutError` (no connection, or silence,
+for longer than the timeout).
+
+Two timeouts, both given to a real transport's constructor:
+``connect_timeout`` (default :data:`CONNECT_TIMEOUT`, the docker CLI's 30 s:
+TCP or unix connect, TLS handshake, ssh's ``ConnectTimeout``) and
+``read_timeout``, the longest silence accepted while an answer is awaited or
+read.  Without ``read_timeout`` each request's own ``timeout`` applies (60 s
+for API calls; none for a build's output stream, which is silent while a
+step runs, as the docker CLI waits); with it, it replaces them all.
 """
 
 from __future__ import annotations
 
 import errno
 import http.client
+import math
 import os
 import select
 import shlex
@@ -41,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from ..errors import ConnectionDroppedError, EngineUnreachableError, TransportError
+from ..errors import ConnectionDroppedError, EngineTimeoutError, EngineUnreachableError, TransportError
 from ..tar.sinks import Sink
 
 __all__ = [
@@ -420,15 +431,35 @@ class _SocketTransport(Transport):
 
     host_header = "api.moby.localhost"
 
-    def __init__(self) -> None:
+    def __init__(self, *, connect_timeout: float | None = None, read_timeout: float | None = None) -> None:
         self._idle: _Conn | None = None
         self._lock = threading.Lock()
+        for what, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{what} must be a positive number of seconds, not {value!r}")
+        self.connect_timeout = CONNECT_TIMEOUT if connect_timeout is None else float(connect_timeout)
+        self.read_timeout = None if read_timeout is None else float(read_timeout)
+
+    def _timeout(self, request: Request) -> float | None:
+        """The read timeout for ``request``: the transport's, else its own."""
+        return self.read_timeout if self.read_timeout is not None else request.timeout
+
+    def _silent(self, what: str, timeout: float | None) -> EngineTimeoutError:
+        t = timeout or 0.0
+        return EngineTimeoutError(
+            f"the Docker engine at {self.url} {what} within {t:g}s (the read timeout; raise it with "
+            f"--timeout or DOCKER_CLIENT_TIMEOUT)", self.url, t)
 
     # subclasses -------------------------------------------------------------
     def _open_socket(self) -> tuple[socket.socket, Callable[[], None] | None]:  # pragma: no cover
         raise NotImplementedError
 
-    def _unreachable(self, e: BaseException) -> EngineUnreachableError:
+    def _unreachable(self, e: BaseException) -> TransportError:
+        if isinstance(e, socket.timeout):
+            t = self.connect_timeout
+            return EngineTimeoutError(
+                f"cannot connect to the Docker engine at {self.url}: no connection within {t:g}s (the connect "
+                f"timeout; raise it with --timeout or DOCKER_CLIENT_TIMEOUT)", self.url, t)
         return EngineUnreachableError(f"cannot connect to the Docker engine at {self.url}: {_describe_os_error(e)}")
 
     def _dropped_detail(self) -> str:
@@ -480,7 +511,8 @@ class _SocketTransport(Transport):
     def _send(self, conn: _Conn, request: Request, progress: Callable[[int], None] | None = None) -> str | None:
         """Send the request; returns why the body stopped early, if it did."""
         assert conn.sock is not None
-        conn.sock.settimeout(CONNECT_TIMEOUT if request.timeout is None else request.timeout)
+        wait = self._timeout(request)
+        conn.sock.settimeout(self.connect_timeout if wait is None else wait)
         body = request.body
         headers = request.headers
         conn.putrequest(request.method, request.url, skip_host=True, skip_accept_encoding=True)
@@ -523,7 +555,7 @@ class _SocketTransport(Transport):
             try:
                 upload_error = self._send(conn, request, progress)
                 assert conn.sock is not None
-                conn.sock.settimeout(request.timeout)
+                conn.sock.settimeout(self._timeout(request))
                 resp = conn.getresponse()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
                 conn.close()
@@ -541,10 +573,8 @@ class _SocketTransport(Transport):
                 raise
             except socket.timeout:
                 conn.close()
-                raise EngineUnreachableError(
-                    f"the Docker engine at {self.url} did not answer {request.method} "
-                    f"{request.url.split('?')[0]} within {request.timeout:.0f}s"
-                ) from None
+                raise self._silent(f"did not answer {request.method} {request.url.split('?')[0]}",
+                                   self._timeout(request)) from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 detail = self._dropped_detail()
@@ -555,10 +585,12 @@ class _SocketTransport(Transport):
             except BaseException:
                 conn.close()  # Ctrl-C, or the packer's own error: this connection is unusable
                 raise
-            return self._response(conn, resp, upload_error)
+            return self._response(conn, resp, upload_error, self._timeout(request))
 
-    def _response(self, conn: _Conn, resp: http.client.HTTPResponse, upload_error: str | None) -> Response:
+    def _response(self, conn: _Conn, resp: http.client.HTTPResponse, upload_error: str | None,
+                  timeout: float | None) -> Response:
         url = self.url
+        what = "went silent in the middle of its answer"
 
         def stream() -> Iterator[bytes]:
             try:
@@ -568,6 +600,8 @@ class _SocketTransport(Transport):
                         resp.read()  # marks the response finished, so the connection can be reused
                         return
                     yield chunk
+            except socket.timeout:
+                raise self._silent(what, timeout) from None
             except (OSError, http.client.HTTPException) as e:
                 raise ConnectionDroppedError(f"the Docker engine at {url} broke off its answer: {_describe_os_error(e)}") from None
 
@@ -577,6 +611,8 @@ class _SocketTransport(Transport):
                 if not line:
                     resp.read()
                 return line
+            except socket.timeout:
+                raise self._silent(what, timeout) from None
             except (OSError, http.client.HTTPException) as e:
                 raise ConnectionDroppedError(f"the Docker engine at {url} broke off its answer: {_describe_os_error(e)}") from None
 
@@ -599,11 +635,15 @@ class _SocketTransport(Transport):
                 request.headers["Connection"] = "Upgrade"
             self._send(conn, request)
             assert conn.sock is not None
-            conn.sock.settimeout(request.timeout)
+            conn.sock.settimeout(self._timeout(request))
             resp = conn.getresponse()
         except TransportError:
             conn.close()
             raise
+        except socket.timeout:
+            conn.close()
+            raise self._silent(f"did not answer {request.method} {request.url.split('?')[0]}",
+                               self._timeout(request)) from None
         except (OSError, http.client.HTTPException) as e:
             conn.close()
             raise ConnectionDroppedError(f"upgrade at {self.url} failed: {_describe_os_error(e)}") from None
@@ -653,14 +693,14 @@ class UnixTransport(_SocketTransport):
 
     local = True
 
-    def __init__(self, path: str):
-        super().__init__()
+    def __init__(self, path: str, *, connect_timeout: float | None = None, read_timeout: float | None = None):
+        super().__init__(connect_timeout=connect_timeout, read_timeout=read_timeout)
         self.path = path
         self.url = "unix://" + path
 
     def _open_socket(self) -> tuple[socket.socket, None]:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(CONNECT_TIMEOUT)
+        s.settimeout(self.connect_timeout)
         try:
             s.connect(self.path)
         except BaseException:
@@ -668,7 +708,9 @@ class UnixTransport(_SocketTransport):
             raise
         return s, None
 
-    def _unreachable(self, e: BaseException) -> EngineUnreachableError:
+    def _unreachable(self, e: BaseException) -> TransportError:
+        if isinstance(e, socket.timeout):
+            return super()._unreachable(e)
         hint = " Is the docker daemon running?" if isinstance(e, (FileNotFoundError, ConnectionRefusedError)) else ""
         return EngineUnreachableError(f"cannot connect to the Docker engine at {self.url}: {_describe_os_error(e)}.{hint}")
 
@@ -676,8 +718,9 @@ class UnixTransport(_SocketTransport):
 class TcpTransport(_SocketTransport):
     """``tcp://host:port``, with TLS when ``tls`` is an :class:`ssl.SSLContext`."""
 
-    def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None, server_hostname: str | None = None):
-        super().__init__()
+    def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None, server_hostname: str | None = None,
+                 connect_timeout: float | None = None, read_timeout: float | None = None):
+        super().__init__(connect_timeout=connect_timeout, read_timeout=read_timeout)
         self.hostname = host
         self.port = port
         self.tls = tls
@@ -688,7 +731,7 @@ class TcpTransport(_SocketTransport):
         self.local = host in ("127.0.0.1", "::1", "localhost")
 
     def _open_socket(self) -> tuple[socket.socket, None]:
-        s = socket.create_connection((self.hostname, self.port), timeout=CONNECT_TIMEOUT)
+        s = socket.create_connection((self.hostname, self.port), timeout=self.connect_timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is None:
             return s, None
@@ -698,7 +741,7 @@ class TcpTransport(_SocketTransport):
             s.close()
             raise
 
-    def _unreachable(self, e: BaseException) -> EngineUnreachableError:
+    def _unreachable(self, e: BaseException) -> TransportError:
         if isinstance(e, ssl.SSLError):
             why = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
             return EngineUnreachableError(f"TLS handshake with the Docker engine at {self.url} failed: {why}")
@@ -721,8 +764,9 @@ class SshTransport(_SocketTransport):
     host_header = "docker.example.com"  # what the docker CLI sends over ssh
 
     def __init__(self, host: str, *, user: str | None = None, port: int | None = None, path: str | None = None,
-                 ssh_command: list[str] | None = None):
-        super().__init__()
+                 ssh_command: list[str] | None = None, connect_timeout: float | None = None,
+                 read_timeout: float | None = None):
+        super().__init__(connect_timeout=connect_timeout, read_timeout=read_timeout)
         self.hostname = host
         self.user = user
         self.port = port
@@ -741,7 +785,9 @@ class SshTransport(_SocketTransport):
             cmd += ["-l", self.user]
         if self.port:
             cmd += ["-p", str(self.port)]
-        cmd += ["-o", f"ConnectTimeout={int(CONNECT_TIMEOUT)}", "-o", "BatchMode=yes", "-T", "--", self.hostname]
+        # ssh takes whole seconds: round up, never 0 (which would mean none).
+        cmd += ["-o", f"ConnectTimeout={max(1, math.ceil(self.connect_timeout))}", "-o", "BatchMode=yes", "-T", "--",
+                self.hostname]
         if self.path:
             cmd += ["docker", f"--host=unix://{self.path}", "system", "dial-stdio"]
         else:
@@ -780,7 +826,7 @@ class SshTransport(_SocketTransport):
             self._last_exit = (proc.returncode, _read_all(errfile))
             errfile.close()
 
-        ours.settimeout(CONNECT_TIMEOUT)
+        ours.settimeout(self.connect_timeout)
         return ours, cleanup
 
     def _dropped_detail(self) -> str:
