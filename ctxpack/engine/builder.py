@@ -16,13 +16,16 @@ The steps, as the docker CLI takes them, with ctxpack's context:
    1.42), gzip level 1 otherwise (bench/results/build.md: level 6 cost
    more time than it saved).
 4. ``POST /build`` with the query the docker CLI builds (only what differs
-   from the defaults), ``X-Registry-Config``, and the tar written by the
+   from the defaults), ``X-Registry-Config`` (the docker config's
+   credentials and credential helpers: :mod:`ctxpack.engine.credentials`), and the tar written by the
    packer straight into the socket as chunks — or, for BuildKit where the
    engine supports it, a BuildKit session (``POST /session``, then
    ``/build`` with an empty body; the engine pulls what it needs).
 5. The message stream, handed to ``on_message`` as it arrives; the image
    ID from ``aux.ID`` (classic) or ``moby.image.id`` (BuildKit).
-6. On success the snapshot ``ctxpack diff`` compares against is recorded.
+6. On success the snapshot ``ctxpack diff`` compares against is recorded:
+   fingerprinted on a thread while the engine works, recorded only when
+   nothing changed since the upload started (:class:`_Beside`).
 
 Ctrl-C (``KeyboardInterrupt``) closes the connection, asks the engine to
 cancel a BuildKit build (``POST /build/cancel?id=BUILDID``) and raises
@@ -31,7 +34,6 @@ cancel a BuildKit build (``POST /build/cancel?id=BUILDID``) and raises
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import os
@@ -45,7 +47,7 @@ from typing import Any
 from ..context import BuildContext, Dialect, open_context
 from ..errors import BuildCancelledError, BuildFailedError, CtxpackError, EngineVersionError, InputError
 from .client import Engine, version_tuple, zstd_supported
-from .hosts import config_dir
+from .credentials import registry_config
 from .messages import error_message, exit_code_of, image_id_of, message_error, parse_message
 
 __all__ = ["BuildOptions", "BuildResult", "UploadStats", "build", "build_query", "BUILDERS"]
@@ -105,8 +107,9 @@ class BuildOptions:
 @dataclass
 class UploadStats:
     """The context upload: ``entries``/``files``/``bytes`` of the tar's
-    content, ``wire_bytes`` of the body as sent (after compression),
-    ``seconds`` from the first byte to the last."""
+    content sent so far, ``wire_bytes`` of the body as sent (after
+    compression), ``seconds`` from the first byte to the last;
+    ``total_files``/``total_bytes`` what it will hold in all."""
 
     entries: int = 0
     files: int = 0
@@ -114,6 +117,12 @@ class UploadStats:
     wire_bytes: int = 0
     seconds: float = 0.0
     compression: str = "none"
+    #: What the whole upload holds (regular files and their bytes), from a
+    #: listing beside the packer; ``None`` until it is known.
+    total_files: int | None = None
+    total_bytes: int | None = None
+    #: ``True`` once the last byte is sent.
+    done: bool = False
     #: For a session build: what the session served
     #: (:class:`~ctxpack.engine.session.SessionStats`); ``files`` and
     #: ``bytes`` are then the files the engine requested and their bytes.
@@ -144,6 +153,11 @@ class BuildResult:
     upload: UploadStats = field(default_factory=UploadStats)
     elapsed: float = 0.0
     build_id: str | None = None
+    #: Whether the snapshot for ``ctxpack diff`` was recorded, and how long
+    #: the build waited for it after the engine had finished (it is taken
+    #: while the engine works).
+    snapshot_recorded: bool = False
+    snapshot_wait: float = 0.0
 
 
 # --------------------------------------------------------------------------
@@ -184,36 +198,6 @@ def build_query(opts: BuildOptions, *, builder: str, dockerfile: str, api_versio
         q["buildid"] = [build_id]
     q["version"] = ["2" if builder == "buildkit" else "1"]
     return [(k, v) for k in sorted(q) for v in q[k]]
-
-
-def registry_config(env: Mapping[str, str] | None = None) -> str:
-    """``X-Registry-Config``: base64url of the registries' credentials from
-    the docker config's ``auths`` (what the CLI sends; ``e30=`` for none).
-    Credential helpers are not asked."""
-    path = os.path.join(config_dir(env), "config.json")
-    auths: dict[str, dict[str, str]] = {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-        for server, entry in ((doc.get("auths") or {}) if isinstance(doc, dict) else {}).items():
-            if not isinstance(entry, dict):
-                continue
-            item: dict[str, str] = {"serveraddress": server}
-            raw = entry.get("auth")
-            if isinstance(raw, str) and raw:
-                try:
-                    user, _, password = base64.b64decode(raw).decode("utf-8").partition(":")
-                    item.update(username=user, password=password)
-                except (ValueError, UnicodeDecodeError):
-                    continue
-            for k in ("username", "password", "identitytoken", "registrytoken"):
-                if isinstance(entry.get(k), str) and entry[k]:
-                    item[k] = entry[k]
-            if len(item) > 1:
-                auths[server] = item
-    except (OSError, ValueError):
-        pass
-    return base64.urlsafe_b64encode(json.dumps(auths, separators=(",", ":")).encode()).decode()
 
 
 def choose_builder(engine: Engine, requested: str | None) -> str:
@@ -364,7 +348,7 @@ def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: Buil
     build_id = secrets.token_hex(16) if builder == "buildkit" else None
     query = build_query(opts, builder=builder, dockerfile=dockerfile_name_in_tar(ctx), api_version=api,
                         build_id=build_id)
-    headers = {"Content-Type": "application/x-tar", "X-Registry-Config": registry_config()}
+    headers = {"Content-Type": "application/x-tar", "X-Registry-Config": registry_config(warn=note)}
     how = "BuildKit session" if use_session else f"compression {compression}"
     note(f"{builder} builder, API {api}, {'minimal' if ctx.selection is not None else 'whole'} context, {how}, "
          f"engine {engine.url}")
@@ -374,6 +358,101 @@ def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: Buil
     # more time than it saved on every link measured.
     level = opts.level if opts.level is not None or compression != "gzip" or opts.compress else 1
     return _Plan(ctx, full_ctx, builder, api, compression, use_session, build_id, query, headers, level)
+
+
+class _Beside:
+    """Work on threads while the engine works, off the critical path: the
+    upload's total (a listing of what the packer sends, for the progress
+    line) and the fingerprint of the context that ``ctxpack diff`` will
+    compare against.
+
+    Started once the packer has forked its walker (a fork copies no
+    thread, and the packer forks only while it is the process's only
+    thread).  The fingerprint is *recorded* only after a successful build,
+    and only when the index proves that nothing in the context changed
+    since ``since_ns`` (taken before the packer read anything): then it is
+    exactly the state that was sent (:func:`~ctxpack.index.snapshots.record_snapshot`).
+    """
+
+    def __init__(self, plan: _Plan, upload: UploadStats, *, snapshot: bool, totals: bool):
+        import threading
+
+        self.plan = plan
+        self.upload = upload
+        self.want_snapshot = snapshot
+        self.want_totals = totals
+        self.since_ns = time.time_ns()
+        self.started = False
+        self.fp: Any = None
+        self.fp_error: str | None = None
+        self.fp_done = threading.Event()
+        self.totals_done = threading.Event()
+        self._threading = threading
+
+    def mark(self) -> None:
+        """The upload is about to start: changes from now on are too late."""
+        self.since_ns = time.time_ns()
+
+    def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        for want, target, name in ((self.want_totals, self._totals, "ctxpack-upload-total"),
+                                   (self.want_snapshot, self._fingerprint, "ctxpack-snapshot")):
+            if want:
+                self._threading.Thread(target=target, name=name, daemon=True).start()
+        if not self.want_snapshot:
+            self.fp_done.set()
+        if not self.want_totals:
+            self.totals_done.set()
+
+    def _totals(self) -> None:
+        from ..walker import EntryKind, entries_for_builder
+
+        files = total = 0
+        try:
+            for e in entries_for_builder(self.plan.ctx):
+                if e.kind == EntryKind.FILE:
+                    files += 1
+                    total += len(e.data) if e.data is not None else (e.stat.st_size if e.stat is not None else 0)
+            self.upload.total_files, self.upload.total_bytes = files, total
+        except (CtxpackError, OSError):
+            pass  # the packer reports what is wrong with the context; the line just shows no total
+        finally:
+            self.totals_done.set()
+
+    def _fingerprint(self) -> None:
+        from ..index.snapshots import fingerprint
+
+        try:
+            self.fp = fingerprint(self.plan.full_ctx)
+        except CtxpackError as e:
+            self.fp_error = str(e)
+        except Exception as e:  # noqa: BLE001 - a thread's failure must not pass silently
+            self.fp_error = f"{type(e).__name__}: {e}"
+        finally:
+            self.fp_done.set()
+
+    def record(self, note: Callable[[str], None]) -> tuple[bool, float]:
+        """After a successful build: (recorded, seconds waited for the fingerprint)."""
+        from ..index.snapshots import record_snapshot
+
+        if not self.want_snapshot:
+            return False, 0.0
+        self.start()
+        t = time.monotonic()
+        self.fp_done.wait()
+        waited = time.monotonic() - t
+        why = self.fp_error
+        if why is None:
+            try:
+                why = record_snapshot(self.plan.full_ctx, self.fp, unchanged_since_ns=self.since_ns)
+            except CtxpackError as e:
+                why = str(e)
+        if why is not None:
+            note(f"the snapshot for `ctxpack diff` was not recorded: {why} (run `ctxpack snapshot` to take one)")
+            return False, waited
+        return True, waited
 
 
 def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], None] | None) -> tuple[list[Message], str]:
@@ -441,11 +520,13 @@ def build(
     try:
         plan = _plan(ctx, engine, opts, note)
         upload = UploadStats(compression=plan.compression)
+        beside = _Beside(plan, upload, snapshot=opts.record_snapshot, totals=on_upload is not None)
         t_upload: list[float] = []
 
         def progress(written: int) -> None:  # bytes on the wire, from the socket sink
             if not t_upload:
                 t_upload.append(time.monotonic())
+            beside.start()  # the packer's walker is forked by now
             upload.wire_bytes = written
             upload.seconds = time.monotonic() - t_upload[0]
             if on_upload is not None:
@@ -455,15 +536,22 @@ def build(
             upload.files, upload.bytes = files, nbytes
 
         def body(sink: Any) -> None:  # the packer writes straight into the connection
+            beside.mark()
             t_upload.append(time.monotonic())
-            stats = pack(plan.ctx, sink, PackOptions(compress=plan.compression, level=plan.level),
+            stats = pack(plan.ctx, sink, PackOptions(compress=plan.compression, level=plan.level, strict=True),
                          warn=warn or (lambda m: None), progress=tar_progress)
             upload.entries, upload.files, upload.bytes = stats.entries, stats.files, stats.bytes
             upload.seconds = time.monotonic() - t_upload[0]
+            upload.done = True
+            # The listing of what was just sent is all but done: let the
+            # last progress record carry the total (never wait long for it).
+            beside.totals_done.wait(0.5)
 
         session_build = None
         try:
             if plan.use_session:
+                beside.mark()
+                beside.start()  # the session serves files from threads anyway: nothing forks
                 session_build = _open_session(
                     engine, plan.ctx, plan.query, plan.headers, opts,
                     lambda why: note(f"{why}; sending the context as a tar (compression {plan.compression})"))
@@ -474,6 +562,7 @@ def build(
                 resp = engine.request("POST", "/build", query=plan.query, body=body, headers=plan.headers,
                                       timeout=None, progress=progress)
             try:
+                beside.start()
                 if on_upload is not None:
                     on_upload(upload)
                 messages, image_id = _read_stream(resp, session_build, on_message)
@@ -494,17 +583,14 @@ def build(
             _cancel(engine, plan.build_id)
             raise BuildCancelledError(
                 "build cancelled" + (f" (BuildKit build {plan.build_id})" if plan.build_id else "")) from None
-        if opts.record_snapshot:
-            from ..index.snapshots import snapshot
-
-            try:
-                snapshot(plan.full_ctx)
-            except CtxpackError as e:
-                note(f"the snapshot for `ctxpack diff` was not recorded: {e}")
+        # Only a successful build records its snapshot; the fingerprint was
+        # taken while the engine worked, so usually there is nothing to wait for.
+        recorded, waited = beside.record(note)
         return BuildResult(
             image_id=image_id, tags=list(opts.tags), messages=messages, builder=plan.builder,
             api_version=plan.api, endpoint=engine.url, minimal=plan.ctx.selection is not None, notes=notes,
             upload=upload, elapsed=time.monotonic() - started, build_id=plan.build_id,
+            snapshot_recorded=recorded, snapshot_wait=waited,
         )
     finally:
         if own_engine:

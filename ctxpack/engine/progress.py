@@ -3,12 +3,13 @@
 Four renderers behind one interface (``note``, ``upload``, ``message``,
 ``finish``):
 
-* ``plain`` — classic ``stream`` text as the engine sends it; BuildKit's
+* ``plain`` — a progress line every few seconds of a long upload (sent
+  of total, rate); classic ``stream`` text as the engine sends it; BuildKit's
   trace decoded like ``docker build --progress=plain`` (``#3 [2/3] RUN
   make``, ``#3 0.412 log line``, ``#3 DONE 1.2s``, ``#3 CACHED``, ``#3
   ERROR: ...``); one upload summary line;
 * ``tty`` — what ``--progress=auto`` shows on a terminal: a live upload
-  line, and for BuildKit a redrawn step list with elapsed times and the
+  line (bytes sent of the total, rate), and for BuildKit a redrawn step list with elapsed times and the
   last log lines of running steps;
 * ``json`` — every engine message passed through as one JSON line on
   stdout, plus ctxpack's own ``{"id": "ctxpack.upload", "aux": {...}}``;
@@ -29,7 +30,7 @@ from typing import IO, Any
 from ..audit import format_size
 from .messages import StatusResponse, decode_status
 
-__all__ = ["Renderer", "make_renderer", "PlainTrace", "MODES"]
+__all__ = ["Renderer", "make_renderer", "PlainTrace", "MODES", "upload_progress", "upload_summary"]
 
 MODES = ("auto", "plain", "tty", "json", "quiet")
 
@@ -46,6 +47,22 @@ def upload_summary(stats: Any) -> str:
     wire = "" if stats.compression == "none" else f", {format_size(stats.wire_bytes)} on the wire ({stats.compression})"
     return (f"sent {stats.files:,} file{'' if stats.files == 1 else 's'} ({format_size(stats.bytes)}) "
             f"in {stats.seconds:.1f}s{wire}, {_rate(stats.wire_bytes, stats.seconds)}")
+
+
+def upload_progress(stats: Any) -> str:
+    """The live upload line: ``312.4 MB of 640.1 MB (48%), 30.1 MB/s`` —
+    the content sent of the upload's total (known once the listing beside
+    the packer is done: until then only what was sent), and the rate on
+    the wire."""
+    sent = format_size(stats.bytes)
+    total = getattr(stats, "total_bytes", None)
+    if total:
+        done = stats.bytes >= total and getattr(stats, "done", False)
+        pct = 100 if done else min(99, int(stats.bytes * 100 / total))
+        sent = f"{sent} of {format_size(total)} ({pct}%)"
+    elif total == 0:
+        sent = f"{sent} of {format_size(0)}"
+    return f"{sent}, {_rate(stats.wire_bytes, stats.seconds)}"
 
 
 class Renderer:
@@ -154,6 +171,7 @@ class _Plain(Renderer):
         self.trace = PlainTrace(self._write)
         self.upload_stats: Any = None
         self.upload_told = False
+        self.next_line: float | None = None
 
     def _write(self, text: str) -> None:
         self.err.write(text)
@@ -162,8 +180,20 @@ class _Plain(Renderer):
     def note(self, text: str) -> None:
         self._write(f"ctxpack: {text}\n")
 
+    #: Seconds between two progress lines of a long upload (plain output
+    #: is a log: a line now and then, not a redrawn one).
+    EVERY = 5.0
+
     def upload(self, stats: Any) -> None:
         self.upload_stats = stats
+        if stats.compression == "session" or getattr(stats, "done", False):
+            return
+        now = time.monotonic()
+        if self.next_line is None:
+            self.next_line = now + self.EVERY
+        elif now >= self.next_line:
+            self.next_line = now + self.EVERY
+            self._write(f"ctxpack: sending the context: {upload_progress(stats)}\n")
 
     def _tell_upload(self, final: bool = False) -> None:
         st = self.upload_stats
@@ -206,8 +236,7 @@ class _Tty(_Plain):
             return
         self.last_draw = now
         self.upload_line_shown = True
-        self._write(f"\r\033[K[+] Sending build context: {format_size(stats.wire_bytes)} "
-                    f"({_rate(stats.wire_bytes, stats.seconds)})")
+        self._write(f"\r\033[K[+] Sending build context: {upload_progress(stats)}")
 
     def _tell_upload(self, final: bool = False) -> None:
         st = self.upload_stats
@@ -296,7 +325,8 @@ class _Json(Renderer):
             return
         self.stats = None
         aux = {"entries": s.entries, "files": s.files, "bytes": s.bytes, "wire_bytes": s.wire_bytes,
-               "seconds": round(s.seconds, 3), "compression": s.compression}
+               "seconds": round(s.seconds, 3), "compression": s.compression,
+               "total_files": getattr(s, "total_files", None), "total_bytes": getattr(s, "total_bytes", None)}
         if s.session is not None:  # what the engine asked the session for (REQ packets, DATA bytes)
             aux["session"] = {"files_requested": s.session.files_requested, "data_bytes": s.session.data_bytes,
                               "bytes_out": s.session.bytes_out, "bytes_in": s.session.bytes_in}

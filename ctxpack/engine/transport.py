@@ -316,6 +316,7 @@ class ChunkedSink(Sink):
         self.progress = progress
         self.timeout = timeout
         self._can_sendfile = not isinstance(sock, ssl.SSLSocket)
+        self._broken = False
 
     def _send(self, data: bytes | memoryview) -> None:
         # send() in a loop, not sendall(): the socket's timeout then limits
@@ -334,6 +335,8 @@ class ChunkedSink(Sink):
         n = len(data)
         if not n:
             return
+        if self._broken:
+            raise ConnectionDroppedError("a file shrank while it was being sent; upload abandoned")
         self._send(b"%x\r\n" % n)
         self._send(data)
         self._send(b"\r\n")
@@ -344,6 +347,8 @@ class ChunkedSink(Sink):
     def sendfile(self, fd: int, offset: int, count: int) -> int | None:
         if not self._can_sendfile or count <= 0:
             return None
+        if self._broken:
+            raise ConnectionDroppedError("a file shrank while it was being sent; upload abandoned")
         self._send(b"%x\r\n" % count)
         sent = 0
         out = self.sock.fileno()
@@ -373,12 +378,18 @@ class ChunkedSink(Sink):
                 raise
         if sent < count:
             # The file shrank: the chunk header promised ``count`` bytes, so
-            # this body can only be broken off; the packer reports the file.
-            raise ConnectionDroppedError("a file shrank while it was being sent; upload abandoned")
+            # this body can only be broken off.  The short count tells the
+            # packer, which raises naming the file; the transport then
+            # closes the connection without the terminating chunk, so the
+            # engine sees a broken body, never a well-formed short one.
+            self._broken = True
+            return sent
         self._send(b"\r\n")
         return sent
 
     def finish(self) -> None:
+        if self._broken:  # a chunk was left short: this body must never look complete
+            raise ConnectionDroppedError("a file shrank while it was being sent; upload abandoned")
         self._send(b"0\r\n\r\n")
 
 

@@ -55,7 +55,7 @@ import xxhash
 from ctxpack.context import BuildContext
 from ctxpack.fs import SMALL_FILE
 from ctxpack.index.digest import CHUNK, DirReader, FileDigest, hash_file, hash_workers, stat_key
-from ctxpack.index.state import KEY, MISSING, PART, RECIPE, Columns, RecordHash, changed, racy_window
+from ctxpack.index.state import COARSE_WINDOW_NS, KEY, MISSING, PART, RECIPE, Columns, RecordHash, changed, racy_window
 from ctxpack.index.store import Index, IndexUnavailable, Part, Stored, open_index
 from ctxpack.tar.rows import can_fork, row_batches
 from ctxpack.walker import Entry, EntryKind, entries_for_builder, excluded_dirs_read
@@ -63,7 +63,7 @@ from ctxpack.walker import Entry, EntryKind, entries_for_builder, excluded_dirs_
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["Fingerprint", "fingerprint", "snapshot", "diff", "Delta", "Change", "RECIPE"]
+__all__ = ["Fingerprint", "fingerprint", "snapshot", "record_snapshot", "diff", "Delta", "Change", "RECIPE"]
 
 # Bump when what a stored state means changes (not the recipe: that is RECIPE).
 STATE_FORMAT = "state-1"
@@ -584,6 +584,78 @@ def snapshot(ctx: BuildContext, index: Index | None = None, *, entries: Iterable
             if not idx.usable or idx.save_snapshot(ctx.root, variant, fp.fingerprint):
                 break
         return fp
+
+
+def record_snapshot(ctx: BuildContext, fp: Fingerprint, index: Index | None = None, *,
+                    unchanged_since_ns: int | None = None) -> str | None:
+    """Record ``fp`` (what :func:`fingerprint` returned for ``ctx``) as
+    the last snapshot, when it still describes the context; ``None`` when
+    recorded, else why not.
+
+    ``unchanged_since_ns`` (``time.time_ns()`` taken before the content
+    was sent, for ``ctxpack build``): the stored state must prove that no
+    entry and no directory the listing read changed since then — every
+    mtime and ctime older than it by more than the file clock's tick (10
+    ms; 2 s for whole-second times).  A file changed within that tick
+    before the upload cannot be told from one changed during it: the
+    snapshot is then not recorded.  So a fingerprint taken
+    while (or after) the context was uploaded is recorded only when it is
+    exactly the state that was sent."""
+    with open_index(index) as idx:
+        if not idx.usable:
+            return "the index is not usable"
+        variant = _variant(ctx)
+        with idx.reading():
+            stored = idx.load_state(ctx.root, variant)
+            if stored is None or stored.fingerprint != fp.fingerprint:
+                return "the context changed while it was being fingerprinted"
+            if unchanged_since_ns is not None:
+                try:
+                    late = _changed_since(ctx, idx, stored, unchanged_since_ns)
+                except IndexUnavailable:
+                    return "the index could not be read"
+                if late is not None:
+                    return f"{late or '.'} changed after the upload started"
+        if not idx.save_snapshot(ctx.root, variant, fp.fingerprint):
+            return "the context's state was replaced meanwhile (another ctxpack process)"
+        return None
+
+
+# How far a file time can lag the moment of the change it records: the
+# kernel stamps files from its coarse clock, which lags the real one by at
+# most a tick (Linux: HZ >= 100, so <= 10 ms).  Whole-second times (and
+# FAT's 2 s) need the whole interval.
+_TICK_NS = 10_000_000
+
+
+def _late_window(mtime_ns: int, ctime_ns: int) -> int:
+    return _TICK_NS if racy_window(mtime_ns, ctime_ns) < COARSE_WINDOW_NS else COARSE_WINDOW_NS
+
+
+def _changed_since(ctx: BuildContext, index: Index, stored: Stored, since_ns: int) -> str | None:
+    """The first path of ``stored`` (entries, then the extra directories)
+    whose mtime or ctime is not clearly older than ``since_ns``."""
+    def late(paths: list[str], keys: array[int]) -> str | None:
+        if max(max(keys[1::KEY], default=-1), max(keys[2::KEY], default=-1)) < since_ns - COARSE_WINDOW_NS:
+            return None  # the usual case: the whole part is older; no per-entry loop
+        for i in range(len(paths)):
+            mtime, ctime = keys[KEY * i + 1], keys[KEY * i + 2]
+            if mtime >= 0 and max(mtime, ctime) >= since_ns - _late_window(mtime, ctime):
+                return paths[i]
+        return None
+
+    extra = array("q")
+    extra.frombytes(stored.extra_keys)
+    found = late(marshal.loads(stored.extra_paths), extra)
+    if found is not None:
+        return found
+    for paths, keys, _ in index.state_parts(ctx.root, stored.variant, records=False):
+        arr = array("q")
+        arr.frombytes(keys)
+        found = late(marshal.loads(paths), arr)
+        if found is not None:
+            return found
+    return None
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,11 @@ class PackOptions:
     and a process with one thread); the bytes are the same either way.
     ``True`` forks even when other threads run: the child only walks, but
     a lock another thread held at the fork stays held in it (Python 3.12+
-    warns), so say ``True`` only where that cannot matter.
+    warns), so say ``True`` only where that cannot matter.  ``strict``: a
+    file that vanished between the listing and the read stops the stream
+    (:class:`~ctxpack.errors.ChangedDuringReadError`) instead of being left
+    out with a warning — ``ctxpack build`` sends nothing the engine could
+    build from when the listing no longer holds.
     """
 
     compress: str = "none"
@@ -80,6 +84,7 @@ class PackOptions:
     reproducible: bool = False
     source_date_epoch: int | None = None
     parallel: bool | None = None
+    strict: bool = False
 
 
 @dataclass
@@ -255,6 +260,8 @@ class _Writer:
         except OSError:
             again = open_regular(abspath, rel)  # the same again, for its error reporting
             if again is None:
+                if self.opts.strict:
+                    raise ChangedDuringReadError(f"{rel}: vanished while being sent", abspath)
                 self.warn(f"{rel}: vanished while packing; left out (as docker does)")
                 return
             fd = again
