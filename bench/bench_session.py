@@ -55,50 +55,228 @@ CHANGED = "src/bench-session-changed.txt"
 
 
 # --------------------------------------------------------------------------
-# a byte-counting proxy
+# a byte-counting, h2-reading relay
 # --------------------------------------------------------------------------
 
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_PT = {0: "stat", 1: "req", 2: "data", 3: "fin", 4: "err"}
 
-class CountingProxy:
-    """Unix socket ``path`` → dockerd's socket; counts client → daemon bytes."""
 
-    def __init__(self, path: str, target: str):
-        self.path, self.target = path, target
-        self.up = 0
-        self.down = 0
+class StreamTrace:
+    """One DiffCopy call as seen on the wire (times: ``time.monotonic()``)."""
+
+    def __init__(self, sid: int, t: float, headers: dict[str, str]):
+        self.sid = sid
+        self.dir_name = headers.get("dir-name", "?")
+        self.followpaths = "followpaths" in headers
+        self.t_call = t
+        #: up = client → daemon (STAT, DATA, FIN), down = daemon → client (REQ, FIN)
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.count: dict[str, int] = {}
+        self.nbytes: dict[str, int] = {}
+        self.t_end_listing: float | None = None  # the empty STAT
+        self.t_trailers: float | None = None
+
+    def packet(self, direction: str, kind: str, size: int, t: float) -> None:
+        key = f"{direction}:{kind}"
+        self.first.setdefault(key, t)
+        self.last[key] = t
+        self.count[key] = self.count.get(key, 0) + 1
+        self.nbytes[key] = self.nbytes.get(key, 0) + size
+
+    def summary(self, t0: float) -> dict[str, Any]:
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round(t - t0, 4)
+
+        return {
+            "dir_name": self.dir_name, "followpaths": self.followpaths, "call": rel(self.t_call),
+            "end_listing": rel(self.t_end_listing), "trailers": rel(self.t_trailers),
+            **{f"first {k}": rel(v) for k, v in self.first.items()},
+            **{f"last {k}": rel(v) for k, v in self.last.items()},
+            **{f"n {k}": v for k, v in self.count.items()},
+            **{f"bytes {k}": v for k, v in self.nbytes.items()},
+        }
+
+
+class _H2Reader:
+    """Reads one direction of a session connection: HTTP/2 frames, and the
+    gRPC messages of the DiffCopy streams in them (first byte of each fsutil
+    Packet: field 1, the type; absent for a STAT)."""
+
+    def __init__(self, conn: ConnTrace, direction: str):
+        import hpack
+
+        self.conn, self.direction = conn, direction
+        self.buf = bytearray()
+        self.need_preface = direction == "down"
+        self.decoder = hpack.Decoder() if direction == "down" else None
+        self.header_block: tuple[int, bytearray, int] | None = None  # sid, block, flags
+        self.msgbuf: dict[int, bytearray] = {}
+
+    def feed(self, data: bytes, t: float) -> None:
+        buf = self.buf
+        buf += data
+        if self.need_preface:
+            if len(buf) < len(PREFACE):
+                return
+            del buf[:len(PREFACE)]
+            self.need_preface = False
+        pos = 0
+        while len(buf) - pos >= 9:
+            length = int.from_bytes(buf[pos:pos + 3], "big")
+            if len(buf) - pos < 9 + length:
+                break
+            ftype, flags = buf[pos + 3], buf[pos + 4]
+            sid = int.from_bytes(buf[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+            payload = buf[pos + 9:pos + 9 + length]
+            pos += 9 + length
+            self._frame(ftype, flags, sid, payload, t)
+        del buf[:pos]
+
+    def _frame(self, ftype: int, flags: int, sid: int, payload: bytearray, t: float) -> None:
+        if ftype == 0:  # DATA
+            if flags & 0x8:
+                pad = payload[0]
+                payload = payload[1:len(payload) - pad]
+            st = self.conn.streams.get(sid)
+            if st is not None:
+                self._messages(st, sid, payload, t)
+        elif ftype in (1, 9):  # HEADERS, CONTINUATION
+            if ftype == 1:
+                if flags & 0x8:
+                    pad = payload[0]
+                    payload = payload[1:len(payload) - pad]
+                if flags & 0x20:
+                    payload = payload[5:]
+                self.header_block = (sid, bytearray(payload), flags)
+            elif self.header_block is not None:
+                self.header_block[1].extend(payload)
+            if flags & 0x4 and self.header_block is not None:  # END_HEADERS
+                hsid, block, hflags = self.header_block
+                self.header_block = None
+                self._headers(hsid, bytes(block), hflags, t)
+
+    def _headers(self, sid: int, block: bytes, flags: int, t: float) -> None:
+        if self.decoder is not None:
+            hdrs: dict[str, str] = {}
+            for k, v in self.decoder.decode(block):
+                hdrs.setdefault(str(k), str(v))
+            if hdrs.get(":path", "").endswith("/DiffCopy"):
+                self.conn.streams[sid] = StreamTrace(sid, t, hdrs)
+            elif ":path" in hdrs:
+                self.conn.calls.append((round(t, 4), hdrs[":path"]))
+        else:
+            st = self.conn.streams.get(sid)
+            if st is not None and flags & 0x1:  # trailers
+                st.t_trailers = t
+
+    def _messages(self, st: StreamTrace, sid: int, payload: bytearray, t: float) -> None:
+        mb = self.msgbuf.setdefault(sid, bytearray())
+        mb += payload
+        pos = 0
+        while len(mb) - pos >= 5:
+            n = int.from_bytes(mb[pos + 1:pos + 5], "big")
+            if len(mb) - pos < 5 + n:
+                break
+            first = mb[pos + 5] if n else -1
+            kind = _PT.get(mb[pos + 6], "?") if first == 0x08 and n > 1 else "stat"
+            if n == 0 and self.direction == "up":
+                st.t_end_listing = t  # the empty STAT ends the listing
+                kind = "stat-end"
+            st.packet(self.direction, kind, n, t)
+            pos += 5 + n
+        del mb[:pos]
+
+
+class ConnTrace:
+    """One client connection through the relay."""
+
+    def __init__(self, t: float):
+        self.t_accept = t
+        self.request = ""
+        self.t_first = {"up": 0.0, "down": 0.0}
+        self.t_last = {"up": 0.0, "down": 0.0}
+        self.nbytes = {"up": 0, "down": 0}
+        self.streams: dict[int, StreamTrace] = {}
+        self.calls: list[tuple[float, str]] = []
+        self.t_upgraded: float | None = None
+
+
+class TracingProxy:
+    """Unix socket ``path`` → dockerd's socket.  Counts the bytes each way;
+    with ``trace`` it also reads the session connection's HTTP/2 frames and
+    timestamps each DiffCopy call's packets (STAT, REQ, DATA, FIN) as they
+    pass, for any client."""
+
+    def __init__(self, path: str, target: str, *, trace: bool = True):
+        self.path, self.target, self.trace = path, target, trace
+        self.conns: list[ConnTrace] = []
         self._lock = threading.Lock()
         self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._srv.bind(path)
         self._srv.listen(64)
-        self._stop = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def up(self) -> int:
+        return sum(c.nbytes["up"] for c in self.conns)
 
     def reset(self) -> None:
         with self._lock:
-            self.up = self.down = 0
+            self.conns = []
 
     def _accept(self) -> None:
-        while not self._stop:
+        while True:
             try:
                 c, _ = self._srv.accept()
             except OSError:
                 return
+            t = time.monotonic()
             d = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             d.connect(self.target)
-            threading.Thread(target=self._pump, args=(c, d, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(d, c, False), daemon=True).start()
+            conn = ConnTrace(t)
+            with self._lock:
+                self.conns.append(conn)
+            threading.Thread(target=self._pump, args=(c, d, conn, "up"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(d, c, conn, "down"), daemon=True).start()
 
-    def _pump(self, a: socket.socket, b: socket.socket, up: bool) -> None:
+    def _pump(self, a: socket.socket, b: socket.socket, conn: ConnTrace, direction: str) -> None:
+        head = bytearray()
+        reader: _H2Reader | None = None
         try:
             while True:
                 data = a.recv(1 << 17)
+                t = time.monotonic()
                 if not data:
                     break
-                with self._lock:
-                    if up:
-                        self.up += len(data)
-                    else:
-                        self.down += len(data)
+                if not conn.nbytes[direction]:
+                    conn.t_first[direction] = t
+                conn.t_last[direction] = t
+                conn.nbytes[direction] += len(data)
+                if reader is not None:
+                    b.sendall(data)
+                    reader.feed(data, t)
+                    continue
+                if self.trace and len(head) < 65536:
+                    head += data
+                    end = head.find(b"\r\n\r\n")
+                    if end >= 0:
+                        first_line = bytes(head[:head.find(b"\r\n")]).decode("latin-1")
+                        if direction == "up" and not conn.request:
+                            conn.request = first_line
+                        rest = bytes(head[end + 4:])
+                        parts = conn.request.split(" ")
+                        is_session = len(parts) > 1 and parts[1].split("?")[0].endswith("/session")
+                        if is_session and (direction == "down" and " 101 " in first_line + " " or direction == "up"):
+                            if direction == "down":
+                                conn.t_upgraded = t
+                            reader = _H2Reader(conn, direction)
+                            b.sendall(data)
+                            if rest:
+                                reader.feed(rest, t)
+                            continue
+                        head = bytearray(b"x" * 65536)  # not a session: stop looking
                 b.sendall(data)
         except OSError:
             pass
@@ -108,8 +286,22 @@ class CountingProxy:
             except OSError:
                 pass
 
+    def timeline(self, t0: float) -> dict[str, Any]:
+        """What passed, relative to ``t0`` (the client's start)."""
+        out: dict[str, Any] = {"connections": []}
+        for c in self.conns:
+            item: dict[str, Any] = {
+                "request": c.request[:80], "accept": round(c.t_accept - t0, 4),
+                "bytes up": c.nbytes["up"], "bytes down": c.nbytes["down"],
+                "last up": round(c.t_last["up"] - t0, 4), "last down": round(c.t_last["down"] - t0, 4),
+            }
+            if c.t_upgraded is not None:
+                item["upgraded"] = round(c.t_upgraded - t0, 4)
+                item["diffcopy"] = [s.summary(t0) for s in c.streams.values()]
+            out["connections"].append(item)
+        return out
+
     def close(self) -> None:
-        self._stop = True
         self._srv.close()
 
 
@@ -117,52 +309,58 @@ class CountingProxy:
 # the three clients
 # --------------------------------------------------------------------------
 
+REPO = os.path.dirname(HERE)
 
-def ctxpack_session(sock: str, root: str, cfg: str) -> dict[str, Any]:
-    from ctxpack import open_context
-    from ctxpack.engine.session import Session, session_build
 
-    os.environ["DOCKER_CONFIG"] = cfg  # the session's node id (shared key) lives there
+def _run(argv: list[str], env: dict[str, str], what: str) -> tuple[float, float, subprocess.CompletedProcess[str]]:
     t0 = time.monotonic()
-    ctx = open_context(root, dockerfile=os.path.join(root, DOCKERFILE), dialect="buildkit")
-    sess = Session(ctx, config_dir=cfg)
-    r = session_build(ctx, sock, session=sess, network_mode="none", no_cache=True, timeout=1200)
-    took = time.monotonic() - t0
-    if not r.ok:
-        raise SystemExit(f"ctxpack session build failed: {r.error}")
-    st = r.stats
-    return {"seconds": took, "files_requested": st.files_requested, "data_bytes": st.data_bytes,
-            "session_bytes_out": st.bytes_out, "upload_seconds": st.upload_seconds}
-
-
-def ctxpack_tar(sock: str, root: str, cfg: str) -> dict[str, Any]:
-    from ctxpack import open_context
-    from ctxpack.tar.writer import PackOptions, iter_tar
-
-    t0 = time.monotonic()
-    ctx = open_context(root, dockerfile=os.path.join(root, DOCKERFILE), dialect="buildkit")
-    client = harness.EngineClient(sock)
-    r = client.build(iter_tar(ctx, PackOptions()), dockerfile=DOCKERFILE, version="2",
-                     extra_query={"networkmode": "none", "nocache": "1"}, timeout=1200)
-    took = time.monotonic() - t0
-    if not r.ok:
-        raise SystemExit(f"ctxpack tar build failed: {r.describe()}")
-    return {"seconds": took}
-
-
-def docker_cli(sock: str, root: str, cfg: str) -> dict[str, Any]:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": cfg, "DOCKER_CONFIG": cfg, "DOCKER_BUILDKIT": "1",
-           "DOCKER_HOST": f"unix://{sock}"}
-    t0 = time.monotonic()
-    proc = subprocess.run([CLI, "build", "-q", "--network", "none", "--no-cache", "-f",
-                           os.path.join(root, DOCKERFILE), root], capture_output=True, text=True, timeout=1200, env=env)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1200, env=env)
     took = time.monotonic() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"docker 20.10 build failed: {proc.stderr[-2000:]}")
-    return {"seconds": took}
+        raise SystemExit(f"{what} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return t0, took, proc
+
+
+def _ctxpack(sock: str, root: str, cfg: str, cache: str, *extra: str) -> dict[str, Any]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": cfg, "DOCKER_CONFIG": cfg, "CTXPACK_CACHE_DIR": cache,
+           "DOCKER_HOST": f"unix://{sock}", "PYTHONPATH": REPO}
+    argv = [sys.executable, "-m", "ctxpack.cli", "build", "--builder", "buildkit", "--progress", "json", "--network", "none",
+            "--no-cache",
+            "-f", os.path.join(root, DOCKERFILE), *extra, root]
+    t0, took, proc = _run(argv, env, "ctxpack build " + " ".join(extra))
+    out: dict[str, Any] = {"t0": t0, "seconds": took}
+    for line in proc.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("id") == "ctxpack.upload":
+            aux = msg["aux"]
+            out["upload_seconds"] = aux.get("seconds")
+            sess = aux.get("session") or {}
+            out["files_requested"] = sess.get("files_requested", aux.get("files"))
+            out["data_bytes"] = sess.get("data_bytes", aux.get("bytes"))
+    return out
+
+
+def ctxpack_session(sock: str, root: str, cfg: str, cache: str) -> dict[str, Any]:
+    return _ctxpack(sock, root, cfg, cache)
+
+
+def ctxpack_tar(sock: str, root: str, cfg: str, cache: str) -> dict[str, Any]:
+    return _ctxpack(sock, root, cfg, cache, "--no-session")
+
+
+def docker_cli(sock: str, root: str, cfg: str, cache: str) -> dict[str, Any]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": cfg, "DOCKER_CONFIG": cfg, "DOCKER_BUILDKIT": "1",
+           "DOCKER_HOST": f"unix://{sock}"}
+    argv = [CLI, "build", "-q", "--network", "none", "--no-cache", "-f", os.path.join(root, DOCKERFILE), root]
+    t0, took, _ = _run(argv, env, "docker 20.10 build")
+    return {"t0": t0, "seconds": took}
 
 
 CLIENTS = {"ctxpack session": ctxpack_session, "ctxpack tar": ctxpack_tar, "docker 20.10 session": docker_cli}
+SESSION_CLIENTS = ("ctxpack session", "docker 20.10 session")
 
 
 def change_one_file(root: str, n: int) -> None:
@@ -170,13 +368,37 @@ def change_one_file(root: str, n: int) -> None:
         f.write(f"change {n} {time.time_ns()}\n")
 
 
-def one_pair(name: str, sock: str, root: str, work: str, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def one_pair(name: str, sock: str, root: str, work: str, cache: str, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg = tempfile.mkdtemp(prefix="cfg-", dir=work)  # fresh node id: nothing to diff against
     change_one_file(root, n * 2)
-    first = CLIENTS[name](sock, root, cfg)
+    first = CLIENTS[name](sock, root, cfg, cache)
     change_one_file(root, n * 2 + 1)
-    second = CLIENTS[name](sock, root, cfg)
+    second = CLIENTS[name](sock, root, cfg, cache)
     return first, second
+
+
+def transfer(timeline: dict[str, Any]) -> dict[str, Any]:
+    """The whole-context DiffCopy call of one traced build: when the daemon
+    called, when the listing ended (the empty STAT passed), the first REQ,
+    the receiver's FIN (the upload's end), relative to the client's start;
+    and where the build and the client's first connection were."""
+    out: dict[str, Any] = {}
+    conns = timeline["connections"]
+    if conns:
+        out["first_connection"] = min(c["accept"] for c in conns)
+    plain = [c for c in conns if "upgraded" not in c]
+    if plain:  # the build's response is the last thing the daemon sends
+        out["build_end"] = max(c["last down"] for c in plain)
+    for c in conns:
+        for s in c.get("diffcopy", []):
+            if s["dir_name"] == "context" and not s["followpaths"]:
+                out.update(call=s["call"], end_listing=s["end_listing"], first_req=s.get("first down:req"),
+                           fin=s.get("first down:fin"), stats=s.get("n up:stat", 0),
+                           stat_bytes=s.get("bytes up:stat", 0), reqs=s.get("n down:req", 0),
+                           data_bytes=s.get("bytes up:data", 0))
+                if out["fin"] is not None and out["call"] is not None:
+                    out["seconds"] = round(out["fin"] - out["call"], 4)
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -188,13 +410,34 @@ def fmt_bytes(n: float) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
+SECTION = "## Session builds: ctxpack session vs ctxpack tar vs docker CLI 20.10 (bench/bench_session.py)"
+
+
+def write_section(path: str, text: str) -> None:
+    """Replace this bench's section of ``path`` (the rest of the file, e.g.
+    bench_session_stack.py's section, stays)."""
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = "# Session benchmarks\n\n"
+    i = old.find(SECTION)
+    if i < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        j = old.find("\n## ", i + len(SECTION))
+        new = old[:i] + text + ("\n" + old[j + 1:] if j >= 0 else "")
+    with open(path, "w") as f:
+        f.write(new)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=os.environ.get("CTXPACK_BENCH_ROOT", "/tmp/ctxpack-bench"))
     ap.add_argument("--small", action="store_true", help="the 10k-file tree")
     ap.add_argument("--files", type=int, help="a tree of this many files instead (smoke runs)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", help="write the markdown table here (and .json beside it)")
+    ap.add_argument("--out", help="write this bench's section of the markdown file here (and .json beside it)")
     args = ap.parse_args(argv)
 
     benchutil.compile_ctxpack()
@@ -221,33 +464,34 @@ def main(argv: list[str] | None = None) -> int:
 
     d = harness.Dockerd.start()
     work = tempfile.mkdtemp(prefix="bench-session-")
+    cache = tempfile.mkdtemp(prefix="cache-", dir=work)  # ctxpack's index, kept across builds as a user's is
     results: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"first": [], "rebuild": []} for k in CLIENTS}
-    bytes_sent: dict[str, dict[str, int]] = {}
+    traced: dict[str, dict[str, Any]] = {}
     try:
         # warm-up (not counted): the daemon's first build loads the frontend
-        docker_cli(d.socket, tree, tempfile.mkdtemp(prefix="cfg-", dir=work))
-        proxy = CountingProxy(os.path.join(work, "p.sock"), d.socket)
-        # round 0: bytes through the proxy
+        docker_cli(d.socket, tree, tempfile.mkdtemp(prefix="cfg-", dir=work), cache)
+        proxy = TracingProxy(os.path.join(work, "p.sock"), d.socket)
+        # round 0: bytes and the wire timeline, through the relay
         for name in CLIENTS:
             cfg = tempfile.mkdtemp(prefix="cfg-", dir=work)
-            proxy.reset()
-            change_one_file(tree, 1000)
-            CLIENTS[name](proxy.path, tree, cfg)
-            first = proxy.up
-            proxy.reset()
-            change_one_file(tree, 1001)
-            r2 = CLIENTS[name](proxy.path, tree, cfg)
-            bytes_sent[name] = {"first": first, "rebuild": proxy.up}
-            if name == "ctxpack session":
-                bytes_sent[name]["rebuild_files_requested"] = r2["files_requested"]
-            benchutil.log(f"bytes {name}: {bytes_sent[name]}")
+            traced[name] = {}
+            for kind, n in (("first", 1000), ("rebuild", 1001)):
+                proxy.reset()
+                change_one_file(tree, n)
+                r = CLIENTS[name](proxy.path, tree, cfg, cache)
+                time.sleep(0.2)  # the relay's last bytes
+                tl = proxy.timeline(r["t0"])
+                traced[name][kind] = {"seconds": r["seconds"], "bytes_up": proxy.up, "transfer": transfer(tl),
+                                      "timeline": tl, **{k: v for k, v in r.items() if k not in ("t0", "seconds")}}
+                benchutil.log(f"traced {name} {kind}: {r['seconds']:.2f}s, {proxy.up} bytes up, "
+                              f"{traced[name][kind]['transfer']}")
         proxy.close()
         for rnd in range(args.rounds):
             # rotate the order so that drift on the shared machine spreads evenly
             names = list(CLIENTS)
             names = names[rnd % len(names):] + names[:rnd % len(names)]
             for name in names:
-                a, b = one_pair(name, d.socket, tree, work, rnd + 1)
+                a, b = one_pair(name, d.socket, tree, work, cache, rnd + 1)
                 results[name]["first"].append(a)
                 results[name]["rebuild"].append(b)
                 benchutil.log(f"round {rnd + 1} {name}: first {a['seconds']:.2f}s rebuild {b['seconds']:.2f}s")
@@ -256,33 +500,67 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     def med(name: str, kind: str, key: str = "seconds") -> float:
-        return benchutil.summary([r[key] for r in results[name][kind]])["median"]
+        xs = [r[key] for r in results[name][kind] if r.get(key) is not None]
+        return benchutil.summary(xs)["median"] if xs else float("nan")
 
-    cli_first, cli_re = med("docker 20.10 session", "first"), med("docker 20.10 session", "rebuild")
+    cli = "docker 20.10 session"
+    cli_first, cli_re = med(cli, "first"), med(cli, "rebuild")
+    when = time.strftime("%H:%M UTC", time.gmtime())
+    cmd = "python bench/bench_session.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     lines = [
-        "# Session builds: ctxpack session vs ctxpack tar vs docker CLI 20.10",
+        SECTION,
+        "",
+        f"Run: `{cmd}` at {when} (raw numbers in `session.json` beside --out).",
         "",
         f"Tree: bench/gen_tree.py {'--small ' if args.small else ''}--no-big --ignore typical: "
         f"{len(entries)} entries in the BuildKit context, {fmt_bytes(ctx_bytes)} of file content. "
         f"Dockerfile: `{DOCKERFILE_TEXT.strip().splitlines()[1]}` (the whole context), `--no-cache`, "
-        "`networkmode=none`. Rebuild: one file changed. Daemon: Debian dockerd 20.10.24 (tests/dockerd.py, vfs).",
+        "`networkmode=none`. Rebuild: one file changed. Daemon: Debian dockerd 20.10.24 (tests/dockerd.py, vfs). "
+        "Clients, each a process as a user runs it: `ctxpack build --progress json` (session; the snapshot for "
+        "`ctxpack diff` recorded, as by default), `ctxpack build --no-session` (tar), `DOCKER_BUILDKIT=1 "
+        "/usr/bin/docker build -q`; a fresh docker config per first build (a fresh session shared key).",
         f"Machine: {benchutil.cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"load average at the end {' '.join(benchutil.loadavg())} (the machine is shared). "
-        f"Median of {args.rounds} rounds; bytes from one proxied round.",
+        f"load average at the end {' '.join(benchutil.loadavg())}. "
+        f"Median of {args.rounds} rounds straight to the daemon; bytes and transfer times from one more round "
+        "through a relay that reads the session's HTTP/2 frames.",
         "",
         "| client | first build | vs CLI | rebuild | vs CLI | bytes sent, first | bytes sent, rebuild |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in CLIENTS:
         f, r = med(name, "first"), med(name, "rebuild")
-        b = bytes_sent.get(name, {})
+        b = traced.get(name, {})
         lines.append(f"| {name} | {f:.2f} s | {f / cli_first:.2f}x | {r:.2f} s | {r / cli_re:.2f}x | "
-                     f"{fmt_bytes(b.get('first', 0))} | {fmt_bytes(b.get('rebuild', 0))} |")
-    s_first = results["ctxpack session"]["first"]
-    s_re = results["ctxpack session"]["rebuild"]
+                     f"{fmt_bytes(b.get('first', {}).get('bytes_up', 0))} | "
+                     f"{fmt_bytes(b.get('rebuild', {}).get('bytes_up', 0))} |")
     lines += [
         "",
-        "ctxpack session's own counters (medians): first build "
+        "The context's transfer on the wire (the relayed round): from the daemon's DiffCopy call for the whole "
+        "context to the receiver's FIN; *listing* = until the empty STAT that ends it passed; seconds from the "
+        "client process's start.",
+        "",
+        "| client | build | DiffCopy called | listing ended | first REQ | FIN | transfer | STATs | REQs | "
+        "second / first transfer |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(v: Any) -> str:
+        return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+    for name in SESSION_CLIENTS:
+        tr = traced.get(name, {})
+        first_s = tr.get("first", {}).get("transfer", {}).get("seconds")
+        for kind in ("first", "rebuild"):
+            t = tr.get(kind, {}).get("transfer", {})
+            ratio = ""
+            if kind == "rebuild" and first_s and t.get("seconds") is not None:
+                ratio = f"{t['seconds'] / first_s:.3f}x"
+            lines.append(f"| {name} | {kind} | {cell(t.get('call'))} | {cell(t.get('end_listing'))} | "
+                         f"{cell(t.get('first_req'))} | {cell(t.get('fin'))} | {cell(t.get('seconds'))} s | "
+                         f"{cell(t.get('stats'))} | {cell(t.get('reqs'))} | {ratio} |")
+    lines += [
+        "",
+        "ctxpack session's own counters (medians of the direct rounds): first build "
         f"{med('ctxpack session', 'first', 'files_requested'):.0f} files requested, "
         f"{fmt_bytes(med('ctxpack session', 'first', 'data_bytes'))} of content, upload "
         f"{med('ctxpack session', 'first', 'upload_seconds'):.2f} s; rebuild "
@@ -290,15 +568,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{med('ctxpack session', 'rebuild', 'data_bytes'):.0f} B of content, upload "
         f"{med('ctxpack session', 'rebuild', 'upload_seconds'):.2f} s "
         f"({med('ctxpack session', 'rebuild', 'upload_seconds') / max(1e-9, med('ctxpack session', 'first', 'upload_seconds')):.3f}x the first upload).",
+        "",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+        write_section(args.out, text)
         with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-            json.dump({"results": results, "bytes": bytes_sent, "entries": len(entries), "content_bytes": ctx_bytes,
-                       "session_first": s_first, "session_rebuild": s_re}, f, indent=1)
+            json.dump({"results": results, "traced": traced, "entries": len(entries), "content_bytes": ctx_bytes},
+                      f, indent=1)
     return 0
 
 

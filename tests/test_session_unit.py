@@ -432,3 +432,153 @@ def test_session_build_flow_on_the_mock_transport(tmp_path):
     assert got["files"]["context:d/b"] == b"B" * 40000 and got["files"]["context:a"] == b"A"
     assert got["files"]["dockerfile:Dockerfile"] == b"FROM scratch\nCOPY . /\n"
     assert r.stats.health_checks == 1 and r.stats.data_bytes >= 40001
+
+
+# --------------------------------------------------------------------------
+# the listing streams while the walk runs; files that change are refused
+# --------------------------------------------------------------------------
+
+
+def _blocked_service(tmp_path, release):
+    """A FileSyncService whose ``context`` walk yields the real entries up to
+    ``z/`` and then waits for ``release`` (a walk still running)."""
+    from ctxpack.engine.session.filesync import FileSyncService, dockerfile_listing, iter_context_listing
+
+    _tree(tmp_path, {"Dockerfile": "FROM scratch\n", ".dockerignore": "x\n", "a": "A", "z/late": "L"})
+    ctx = open_context(tmp_path, dialect="buildkit")
+
+    def walk():
+        for e in iter_context_listing(ctx):
+            if e.path == "z":
+                assert release.wait(10), "the test never released the walk"
+            yield e
+
+    df = dockerfile_listing(str(tmp_path / "Dockerfile"), None, "Dockerfile")
+    return FileSyncService({"dockerfile": df, "context": walk})
+
+
+def _serve(service):
+    from ctxpack.engine.session.grpcserver import GrpcServer, Method
+
+    a, b = socket.socketpair()
+    srv = GrpcServer(a, {DIFF_COPY: Method(service.diff_copy)})
+    srv.start()
+    return srv, H2Client(b)
+
+
+def test_stats_stream_before_the_walk_ends(tmp_path):
+    release = threading.Event()
+    service = _blocked_service(tmp_path, release)
+    service.prepare("context")
+    srv, client = _serve(service)
+    try:
+        sid = _diff_copy(client, "context")
+        # the entries walked so far arrive while the walk is still blocked
+        msgs = client.wait_messages(sid, 3, timeout=5)
+        assert [wire.decode_packet(m).stat.path for m in msgs[:3]] == [".dockerignore", "Dockerfile", "a"]
+        assert not service.listing("context").complete
+        # a REQ for one of them is answered while the walk still runs
+        client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_REQ, id=2)))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            got = [wire.decode_packet(m) for m in client.calls[sid].messages]
+            if any(p.type == wire.PACKET_DATA and p.id == 2 and p.data == b"A" for p in got):
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the REQ was not answered while the walk ran")
+        release.set()
+        stats = [p for p in _stats_until_end(client, sid) if p.type == wire.PACKET_STAT]
+        assert [p.stat.path for p in stats] == [".dockerignore", "Dockerfile", "a", "z", "z/late"]
+        client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_FIN)))
+        assert client.calls[sid].ended.wait(5) and client.calls[sid].status == Status.OK
+    finally:
+        release.set()
+        client.close()
+        srv.close()
+
+
+def test_followpaths_answered_without_waiting_for_the_walk(tmp_path):
+    release = threading.Event()
+    service = _blocked_service(tmp_path, release)
+    srv, client = _serve(service)
+    try:
+        t0 = time.monotonic()
+        sid = _diff_copy(client, "context", [("followpaths", ".dockerignore")])
+        assert [p.stat.path for p in _stats_until_end(client, sid, timeout=5)] == [".dockerignore"]
+        assert time.monotonic() - t0 < 4 and not release.is_set()
+        # a followed path at the end of the walk order waits for the walk to pass it
+        sid = _diff_copy(client, "context", [("followpaths", "z/late")])
+        time.sleep(0.3)
+        assert not [m for m in client.calls[sid].messages if wire.decode_packet(m).stat is None]
+        release.set()
+        assert [p.stat.path for p in _stats_until_end(client, sid)] == ["z", "z/late"]
+    finally:
+        release.set()
+        client.close()
+        srv.close()
+
+
+@pytest.mark.parametrize("change", ["grow", "shrink", "vanish", "directory", "symlink", "fifo", "touch"])
+def test_a_file_changed_after_the_listing_is_refused_naming_it(tmp_path, change):
+    from ctxpack.engine.session.filesync import FileSyncService, context_listing
+
+    _tree(tmp_path, {"Dockerfile": "FROM scratch\n", "d/f.txt": "12345"})
+    listing = context_listing(open_context(tmp_path, dialect="buildkit"))
+    f = tmp_path / "d" / "f.txt"
+    if change == "grow":
+        f.write_text("123456")
+    elif change == "shrink":
+        f.write_text("1234")
+    elif change == "touch":
+        os.utime(f, ns=(1, 1))  # same size, other content is possible: the mtime says so
+    else:
+        f.unlink()
+        if change == "directory":
+            f.mkdir()
+        elif change == "symlink":
+            f.symlink_to("/etc/passwd")
+        elif change == "fifo":
+            os.mkfifo(f)
+    service = FileSyncService({"context": listing})
+    srv, client = _serve(service)
+    try:
+        sid = _diff_copy(client, "context")
+        stats = _stats_until_end(client, sid)
+        i = [p.stat.path for p in stats].index("d/f.txt")
+        t0 = time.monotonic()
+        client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_REQ, id=i)))
+        c = client.calls[sid]
+        assert c.ended.wait(5), "the call did not end"
+        assert time.monotonic() - t0 < 5  # a FIFO in the file's place never blocks
+        packets = [wire.decode_packet(m) for m in c.messages]
+        err = [p for p in packets if p.type == wire.PACKET_ERR]
+        assert err and b"d/f.txt: changed during the build's upload" in err[0].data, packets[-3:]
+        assert c.status != Status.OK and "d/f.txt" in c.message
+        assert not any(p.type == wire.PACKET_DATA and p.id == i and p.data for p in packets)
+        assert service.errors and "d/f.txt" in service.errors[0]
+    finally:
+        client.close()
+        srv.close()
+
+
+def test_a_walk_error_reaches_the_daemon_as_an_err_packet(tmp_path):
+    from ctxpack.engine.session.filesync import FileSyncService
+    from ctxpack.errors import ContextError
+
+    def walk():
+        raise ContextError("error checking context: can't stat '/ctx/secret'")
+        yield  # pragma: no cover
+
+    service = FileSyncService({"context": walk})
+    srv, client = _serve(service)
+    try:
+        sid = _diff_copy(client, "context")
+        c = client.calls[sid]
+        assert c.ended.wait(5)
+        packets = [wire.decode_packet(m) for m in c.messages]
+        assert packets[-1].type == wire.PACKET_ERR and b"can't stat '/ctx/secret'" in packets[-1].data
+        assert "/ctx/secret" in c.message
+    finally:
+        client.close()
+        srv.close()

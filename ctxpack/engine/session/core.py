@@ -20,14 +20,13 @@ import hashlib
 import os
 import secrets as _random
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ...context import BuildContext
 from ...errors import SessionError
-from .filesync import DirStats, FileSyncService, context_listing, dockerfile_listing
+from .filesync import DirStats, FileSyncService, dockerfile_listing, iter_context_listing
 from .grpcserver import GrpcServer, Method
 from .services import DockerAuth, SecretSpec, SecretStore, SshForwarder, SshSpec, health_check
 
@@ -127,7 +126,9 @@ class SessionStats:
             "upload_seconds": round(self.upload_seconds, 3),
             "dirs": [
                 {"dir_name": d.dir_name, "entries": d.entries, "requests": d.requests,
-                 "data_bytes": d.data_bytes, "stat_bytes": d.stat_bytes, "seconds": round(d.seconds, 3)}
+                 "data_bytes": d.data_bytes, "stat_bytes": d.stat_bytes, "seconds": round(d.seconds, 3),
+                 "listing_ready": round(d.listing_ready, 3), "listing_sent": round(d.listing_sent, 3),
+                 "first_request": None if d.first_request is None else round(d.first_request, 3)}
                 for d in self.dirs
             ],
         }
@@ -155,7 +156,8 @@ class Session:
             df_listing = dockerfile_listing(df_path, None, self.dockerfile_name)
         else:
             raise SessionError(f"no Dockerfile in {root}")
-        self.filesync = FileSyncService({"dockerfile": df_listing, "context": lambda: context_listing(ctx)})
+        self.filesync = FileSyncService({"dockerfile": df_listing, "context": lambda: iter_context_listing(ctx)},
+                                        roots={"context": root})
         self.secret_store = SecretStore(secrets)
         self.ssh = SshForwarder(ssh)
         self.auth = DockerAuth(config_dir) if auth else None
@@ -170,7 +172,6 @@ class Session:
             self.methods[CREDENTIALS] = Method(self.auth.credentials)
         self.server: GrpcServer | None = None
         self.errors: list[str] = []
-        self._prepared: threading.Thread | None = None
         self._on_close: Callable[[], None] | None = None
 
     def headers(self) -> list[tuple[str, str]]:
@@ -184,11 +185,10 @@ class Session:
         return out
 
     def prepare(self) -> None:
-        """Walk the context now, in a thread, while the daemon gets ready."""
-        if self._prepared is None:
-            self._prepared = threading.Thread(target=self.filesync.prepare, args=("context",),
-                                              name="ctxpack-session-walk", daemon=True)
-            self._prepared.start()
+        """Start walking the context now (in a thread), while the daemon gets
+        ready: its DiffCopy call then streams the entries walked so far and
+        the rest as the walk yields them."""
+        self.filesync.prepare("context")
 
     def attach(self, sock: socket.socket, initial: bytes = b"", *,
                on_close: Callable[[], None] | None = None) -> GrpcServer:

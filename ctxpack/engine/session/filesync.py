@@ -35,9 +35,11 @@ import stat as st
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import h2.exceptions
 
 from ...context import BuildContext, Dialect
 from ...errors import ContextError
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from ...ignore.matcher import Matcher
 
 __all__ = [
-    "CHUNK_SIZE", "IGNORE_COMMENT", "go_file_mode", "ListedEntry", "Listing", "context_listing",
+    "CHUNK_SIZE", "IGNORE_COMMENT", "go_file_mode", "ListedEntry", "Listing", "context_listing", "iter_context_listing",
     "dockerfile_listing", "DirStats", "FileSyncService",
 ]
 
@@ -146,40 +148,99 @@ def stat_of(rel: str, abs_path: str, s: os.stat_result, *, link: str = "", xattr
     return out
 
 
-@dataclass
 class Listing:
-    """A directory as served: entries in walk order."""
+    """A directory as served: entries in walk order.  A listing made by a
+    walk grows while the walk runs (:meth:`append` / :meth:`finish`, from
+    the walking thread): readers take what is there (:meth:`wait_from`) and
+    so stream STATs as the walk produces them, instead of waiting for the
+    whole tree."""
 
-    name: str
-    entries: list[ListedEntry]
-    root: str = ""
+    def __init__(self, name: str, entries: list[ListedEntry] | None = None, root: str = "", *,
+                 complete: bool = True):
+        self.name = name
+        self.entries: list[ListedEntry] = list(entries or [])
+        self.root = root
+        self.complete = complete
+        #: Why the walk stopped early (raised to readers at the end).
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def add(self, entry: ListedEntry) -> None:
+        """Append one entry (the walking thread; readers see it within
+        :data:`_POLL` seconds, or at once after :meth:`notify`)."""
+        self.entries.append(entry)  # one list.append: atomic, no lock needed
+
+    def notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self.complete = True
+            self.error = error
+            self._cond.notify_all()
+
+    def wait_from(self, start: int, timeout: float | None = None) -> tuple[list[ListedEntry], bool]:
+        """Entries from index ``start`` on (waiting until there is at least
+        one, or the walk ended), and whether the walk has ended.  Raises the
+        walk's error once every entry before it was read; TimeoutError
+        after ``timeout`` seconds without progress."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not (self.complete or len(self.entries) > start):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"the listing of {self.root or self.name} made no progress for {timeout:.0f}s")
+                self._cond.wait(_POLL)  # entries added without a notify are seen on the next turn
+            complete = self.complete
+            batch = self.entries[start:]
+            if complete and not batch and self.error is not None:
+                raise self.error
+            return batch, complete and not batch
+
+    def wait_complete(self, timeout: float | None = None) -> list[ListedEntry]:
+        """Every entry, once the walk ended (its error raised)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.complete, timeout):
+                raise TimeoutError(f"the listing of {self.root or self.name} did not end within {timeout:.0f}s")
+            if self.error is not None:
+                raise self.error
+            return self.entries
+
+    def __iter__(self) -> Iterator[ListedEntry]:
+        i = 0
+        while True:
+            batch, done = self.wait_from(i)
+            if done:
+                return
+            yield from batch
+            i += len(batch)
 
 
-def context_listing(ctx: BuildContext) -> Listing:
+def iter_context_listing(ctx: BuildContext) -> Iterator[ListedEntry]:
     """ctxpack's exact BuildKit-dialect context (``ctx`` a
     :class:`ctxpack.context.BuildContext` opened with ``dialect="buildkit"``)
-    as ``Stat`` entries.  Raises :class:`ContextError` as the walker does."""
+    as ``Stat`` entries, in walk order, as the walk produces them.  Raises
+    :class:`ContextError` as the walker does."""
     from ...walker import EntryKind, list_entries
 
     if ctx.dialect is not Dialect.BUILDKIT:
         raise ContextError("a session serves the BuildKit dialect's context; open it with dialect='buildkit'")
     root = ctx.root
-    out: list[ListedEntry] = []
     for e in list_entries(ctx):
         if e.stat is None:
             continue  # synthetic entries are a classic-dialect matter
         absp = os.path.join(root, e.path)
         s = e.stat
-        if e.kind == EntryKind.HARDLINK:
-            stt = stat_of(e.path, absp, s, link=e.link or "")
-        elif e.kind == EntryKind.SYMLINK:
-            stt = stat_of(e.path, absp, s, link=e.link or "")
-        else:
-            stt = stat_of(e.path, absp, s)
+        link = e.link or "" if e.kind in (EntryKind.HARDLINK, EntryKind.SYMLINK) else ""
+        stt = stat_of(e.path, absp, s, link=link)
         inode = (s.st_dev, s.st_ino) if e.kind in (EntryKind.FILE, EntryKind.HARDLINK) and s.st_nlink > 1 else None
         source = absp if e.kind in (EntryKind.FILE, EntryKind.HARDLINK) else None
-        out.append(ListedEntry(stt, source, None, inode))
-    return Listing("context", out, root)
+        yield ListedEntry(stt, source, None, inode)
+
+
+def context_listing(ctx: BuildContext) -> Listing:
+    """:func:`iter_context_listing`, whole."""
+    return Listing("context", list(iter_context_listing(ctx)), ctx.root)
 
 
 def dockerfile_listing(dockerfile_path: str | None, data: bytes | None, name: str) -> Listing:
@@ -190,7 +251,8 @@ def dockerfile_listing(dockerfile_path: str | None, data: bytes | None, name: st
     if data is None and dockerfile_path is not None:
         s = os.stat(dockerfile_path)  # a symlinked Dockerfile is served as its target
         df = wire.Stat(name, go_file_mode((s.st_mode & 0o7777) | st.S_IFREG), 0, 0, s.st_size, s.st_mtime_ns)
-        entries.append(ListedEntry(df, dockerfile_path))
+        # read through the link, as it was statted
+        entries.append(ListedEntry(df, os.path.realpath(dockerfile_path)))
     else:
         body = data or b""
         entries.append(ListedEntry(wire.Stat(name, 0o644, 0, 0, len(body), 0), None, body))
@@ -281,7 +343,7 @@ def select(listing: Listing, includes: Sequence[str] | None, followpaths: Sequen
     if followpaths:
         patterns += follow_links(listing, followpaths)
     if not includes and not followpaths:
-        chosen = listing.entries
+        chosen = list(listing.entries)
     else:
         matcher = _include_matcher(patterns)
         prefixes = [_literal_prefix(p) for p in patterns]
@@ -299,14 +361,17 @@ def select(listing: Listing, includes: Sequence[str] | None, followpaths: Sequen
     return _relink(chosen)
 
 
-def _relink(entries: list[ListedEntry]) -> list[ListedEntry]:
+def _relink(entries: Iterable[ListedEntry]) -> list[ListedEntry]:
     """Hard links whose first name is not in ``entries`` become files, and
     later names point at the first name that is."""
-    first: dict[tuple[int, int], str] = {}
-    out = []
+    return list(_relinked(entries, {}))
+
+
+def _relinked(entries: Iterable[ListedEntry], first: dict[tuple[int, int], str]) -> Iterator[ListedEntry]:
+    # ``first``: inode -> the first name sent, kept across calls for a stream.
     for e in entries:
         if e.inode is None:
-            out.append(e)
+            yield e
             continue
         seen = first.get(e.inode)
         if seen is None:
@@ -315,8 +380,40 @@ def _relink(entries: list[ListedEntry]) -> list[ListedEntry]:
                 e = ListedEntry(dataclasses.replace(e.stat, linkname=""), e.source, e.data, e.inode)
         elif e.stat.linkname != seen:
             e = ListedEntry(dataclasses.replace(e.stat, linkname=seen), e.source, None, e.inode)
-        out.append(e)
-    return out
+        yield e
+
+
+def _path_key(p: str) -> list[bytes]:
+    # fsutil's walk order: bytewise per path component, parents first.
+    return [c.encode("utf-8", "surrogateescape") for c in p.split("/")]
+
+
+def _select_followed(listing: Listing, followpaths: Sequence[str], timeout: float | None) -> list[ListedEntry] | None:
+    """:func:`select` for ``followpaths`` alone, without waiting for the
+    whole walk: the walk is in fsutil's order, so once it is past every
+    followed path and its subtree, nothing later can match.  ``None`` when
+    that shortcut does not hold (a symlink on a followed path, whose target
+    must be followed too; a path with pattern characters): then the caller
+    waits for the whole listing."""
+    literals = [_clean(p) for p in followpaths]
+    if not literals or any(not p or _literal_prefix(p) != p for p in literals):
+        return None
+    keys = [(p, _path_key(p)) for p in literals]
+    seen: list[ListedEntry] = []
+    i = 0
+    while True:
+        batch, done = listing.wait_from(i, timeout)
+        if done:
+            break
+        i += len(batch)
+        for e in batch:
+            path = e.path
+            if e.stat.mode & _MODE_SYMLINK and any(p == path or p.startswith(path + "/") for p, _ in keys):
+                return None
+            seen.append(e)
+            if all(not (path == p or path.startswith(p + "/")) and _path_key(path) > k for p, k in keys):
+                return select(Listing(listing.name, seen, listing.root), None, followpaths)
+    return select(Listing(listing.name, seen, listing.root), None, followpaths)
 
 
 # --------------------------------------------------------------------------
@@ -337,6 +434,13 @@ class DirStats:
     packet_bytes: int = 0
     #: Seconds from the call's start to the receiver's FIN (the upload).
     seconds: float = 0.0
+    #: Seconds from the call's start until the listing was ready (the walk,
+    #: when it had not finished before the daemon asked), until the listing's
+    #: end (the empty STAT) was handed to the connection, and until the
+    #: first REQ arrived (``None``: no file was requested).
+    listing_ready: float = 0.0
+    listing_sent: float = 0.0
+    first_request: float | None = None
 
 
 #: Keep at most this many requested paths per call in :class:`DirStats`.
@@ -348,42 +452,63 @@ _FLUSH = 256 * 1024
 class FileSyncService:
     """Serves ``dockerfile`` and ``context`` listings to DiffCopy calls.
 
-    ``listings`` maps a ``dir-name`` to a :class:`Listing` or to a function
-    that makes one (called once, on first use, from the call's thread).
-    ``stats`` collects one :class:`DirStats` per call.
+    ``listings`` maps a ``dir-name`` to a :class:`Listing`, or to a function
+    that returns its entries (an iterable in walk order, e.g.
+    :func:`iter_context_listing`): that one runs once, in a thread of its
+    own from :meth:`prepare` or the first call on, and calls stream the
+    entries as it yields them.  ``stats`` collects one :class:`DirStats` per
+    call; ``errors`` what ctxpack refused to send (a file that changed).
     """
 
-    def __init__(self, listings: dict[str, object], *, recv_timeout: float = 600.0):
+    def __init__(self, listings: dict[str, object], *, recv_timeout: float = 600.0,
+                 roots: dict[str, str] | None = None):
         self._sources = dict(listings)
+        self._roots = dict(roots or {})
         self._made: dict[str, Listing] = {}
         self._lock = threading.Lock()
-        self._errors: dict[str, BaseException] = {}
         self.stats: list[DirStats] = []
+        self.errors: list[str] = []
         self.recv_timeout = recv_timeout
+        #: When each walk ran: ``name -> (start, end)``, monotonic (end 0.0 while it runs).
+        self.made_at: dict[str, tuple[float, float]] = {}
 
     def prepare(self, name: str) -> None:
-        """Make the listing ``name`` now (e.g. in a thread while the session starts)."""
+        """Start the walk for ``name`` now (in its thread), e.g. while the session starts."""
         try:
             self.listing(name)
-        except Exception:  # noqa: BLE001 - reported when the daemon asks for it
-            pass
+        except RpcError:
+            pass  # reported when the daemon asks for it
 
     def listing(self, name: str) -> Listing:
+        """The listing ``name``: complete, or growing while its walk runs."""
         with self._lock:
-            if name in self._made:
-                return self._made[name]
-            if name in self._errors:
-                raise self._errors[name]
+            made = self._made.get(name)
+            if made is not None:
+                return made
             src = self._sources.get(name)
             if src is None:
                 raise RpcError(Status.NOT_FOUND, f"no access allowed to dir {name!r}")
-            try:
-                made = src if isinstance(src, Listing) else src()  # type: ignore[operator]
-            except Exception as e:
-                self._errors[name] = e
-                raise
+            if isinstance(src, Listing):
+                made = src
+            else:
+                made = Listing(name, root=self._roots.get(name, ""), complete=False)
+                self.made_at[name] = (time.monotonic(), 0.0)
+                threading.Thread(target=self._walk, args=(name, src, made), name=f"ctxpack-session-walk-{name}",
+                                 daemon=True).start()
             self._made[name] = made
             return made
+
+    def _walk(self, name: str, src: object, into: Listing) -> None:
+        error: BaseException | None = None
+        try:
+            for n, e in enumerate(src(), 1):  # type: ignore[operator]
+                into.add(e)
+                if n % _BATCH == 0:
+                    into.notify()
+        except Exception as err:  # noqa: BLE001 - raised to the calls that read this listing
+            error = err
+        into.finish(error)
+        self.made_at[name] = (self.made_at[name][0], time.monotonic())
 
     def diff_copy(self, call: Call) -> None:
         """The DiffCopy handler (runs in the call's thread)."""
@@ -400,112 +525,226 @@ class FileSyncService:
         self.stats.append(stats)
         t0 = time.monotonic()
         try:
-            self._diff_copy(call, name, values, stats)
+            self._diff_copy(call, name, values, stats, t0)
         finally:
             stats.seconds = time.monotonic() - t0
+            start, end = self.made_at.get(name, (0.0, 0.0))
+            stats.listing_ready = max(0.0, (end or time.monotonic()) - t0) if start else 0.0
 
-    def _diff_copy(self, call: Call, name: str, values: Callable[[str], list[str]], stats: DirStats) -> None:
-        md = call.metadata
-        try:
-            listing = self.listing(name)
-        except RpcError:
-            raise
-        except Exception as err:  # noqa: BLE001 - the daemon shows it as the build error
-            msg = str(err)
-            call.send(wire.encode_packet(wire.Packet(wire.PACKET_ERR, data=msg.encode("utf-8", "replace"))))
-            raise RpcError(Status.UNKNOWN, msg) from None
-        entries = select(listing, values("include-patterns"), values("followpaths"))
-        # exclude-patterns: ctxpack's rules already decided (see the module docstring).
-        if md.get("override-excludes", [""])[0] == "true" and values("exclude-patterns"):
-            excl = _include_matcher(values("exclude-patterns"))
-            entries = _relink([e for e in entries if not excl.matches_or_parent_matches(e.path)[0]])
-        stats.entries = len(entries)
-        files: dict[int, ListedEntry] = {}
-        buf = bytearray()
-        payload = 0
-        for i, e in enumerate(entries):
-            body = wire.encode_packet(wire.Packet(wire.PACKET_STAT), wire.encode_stat(e.stat))
-            buf += len(body).to_bytes(5, "big")
-            buf += body
-            payload += len(body)
-            if _can_request(e.stat.mode) and not (e.stat.linkname and e.inode is not None):
-                files[i] = e
-            if len(buf) >= _FLUSH:
-                call.send_raw(buf, payload)
-                stats.stat_bytes += payload
-                buf, payload = bytearray(), 0
-        end = wire.encode_packet(wire.Packet(wire.PACKET_STAT))
-        buf += len(end).to_bytes(5, "big") + end
-        call.send_raw(buf, payload + len(end))
-        stats.stat_bytes += payload + len(end)
-        self._serve_requests(call, files, stats)
+    def _fail(self, call: Call, message: str) -> RpcError:
+        """Tell the receiver (an ERR packet: the daemon fails the build with
+        it) and end the call."""
+        self.errors.append(message)
+        call.send(wire.encode_packet(wire.Packet(wire.PACKET_ERR, data=message.encode("utf-8", "replace"))))
+        return RpcError(Status.UNKNOWN, message)
 
-    def _serve_requests(self, call: Call, files: dict[int, ListedEntry], stats: DirStats) -> None:
-        buf = bytearray()
-        payload = 0
+    def _batches(self, listing: Listing, includes: list[str], follow: list[str],
+                 exclude: list[str] | None) -> Iterator[list[ListedEntry]]:
+        """The entries to send, in batches as they become known."""
+        if includes or follow:
+            chosen = _select_followed(listing, follow, self.recv_timeout) if follow and not includes else None
+            if chosen is None:
+                listing.wait_complete(self.recv_timeout)
+                chosen = select(listing, includes, follow)
+            batches: Iterator[list[ListedEntry]] = iter([chosen])
+        else:
+            batches = self._stream(listing)
+        excl = _include_matcher(exclude) if exclude else None
+        first: dict[tuple[int, int], str] = {}
+        for batch in batches:
+            if excl is not None:
+                batch = [e for e in batch if not excl.matches_or_parent_matches(e.path)[0]]
+            yield list(_relinked(batch, first)) if (excl is not None or not (includes or follow)) else batch
+
+    def _stream(self, listing: Listing) -> Iterator[list[ListedEntry]]:
+        # An empty batch now and then while the walk is slow: the caller
+        # answers REQs meanwhile.
+        i = 0
+        stalled = time.monotonic()
         while True:
-            msg = call.recv_nowait() if buf else call.recv(self.recv_timeout)
+            try:
+                batch, done = listing.wait_from(i, _POLL)
+            except TimeoutError:
+                if time.monotonic() - stalled > self.recv_timeout:
+                    raise TimeoutError(f"the walk of {listing.root or listing.name} made no progress "
+                                       f"for {self.recv_timeout:.0f}s") from None
+                yield []
+                continue
+            if done:
+                return
+            stalled = time.monotonic()
+            i += len(batch)
+            yield batch
+
+    def _diff_copy(self, call: Call, name: str, values: Callable[[str], list[str]], stats: DirStats,
+                   t0: float) -> None:
+        md = call.metadata
+        listing = self.listing(name)
+        # exclude-patterns: ctxpack's rules already decided (see the module docstring).
+        exclude = values("exclude-patterns") if md.get("override-excludes", [""])[0] == "true" else None
+        files: dict[int, ListedEntry] = {}
+        out = _Out(call, stats)
+        n = 0
+        try:
+            for batch in self._batches(listing, values("include-patterns"), values("followpaths"), exclude):
+                for e in batch:
+                    body = wire.encode_packet(wire.Packet(wire.PACKET_STAT), wire.encode_stat(e.stat))
+                    out.buf += len(body).to_bytes(5, "big")
+                    out.buf += body
+                    out.payload += len(body)
+                    stats.stat_bytes += len(body)
+                    if _can_request(e.stat.mode) and not (e.stat.linkname and e.inode is not None):
+                        files[n] = e
+                    n += 1
+                    if len(out.buf) >= _FLUSH:
+                        out.flush()
+                # While the walk runs, answer what the receiver asked for so far
+                # (it asks as soon as it has a STAT it lacks), as fsutil's sender does.
+                while (msg := call.recv_nowait()) is not Call.EMPTY:
+                    if msg is None or self._packet(call, msg, files, out, stats, t0):
+                        stats.entries = n
+                        return  # the receiver ended early (FIN, or closed its side)
+                if not listing.complete and out.buf:
+                    out.flush()
+        except (RpcError, h2.exceptions.ProtocolError):
+            raise
+        except Exception as err:  # noqa: BLE001 - a walk error: the daemon shows it as the build error
+            out.flush()
+            raise self._fail(call, str(err)) from None
+        stats.entries = n
+        end = wire.encode_packet(wire.Packet(wire.PACKET_STAT))
+        out.buf += len(end).to_bytes(5, "big") + end
+        out.payload += len(end)
+        stats.stat_bytes += len(end)
+        out.flush()
+        stats.listing_sent = time.monotonic() - t0
+        while True:
+            msg = call.recv_nowait() if out.buf else call.recv(self.recv_timeout)
             if msg is Call.EMPTY:
-                call.send_raw(buf, payload)
-                stats.packet_bytes += payload
-                buf, payload = bytearray(), 0
+                out.flush()
                 continue
             if msg is None:
                 break  # the receiver ended its side without FIN
-            assert isinstance(msg, bytes)
-            p = wire.decode_packet(msg)
-            if p.type == wire.PACKET_REQ:
-                e = files.pop(p.id, None)
-                if e is None:
-                    raise RpcError(Status.INVALID_ARGUMENT, f"invalid file id {p.id}")
-                stats.requests += 1
-                if len(stats.requested_paths) < MAX_REQUESTED_PATHS:
-                    stats.requested_paths.append(e.path)
+            if self._packet(call, msg, files, out, stats, t0):
+                return
+        out.flush()
+
+    def _packet(self, call: Call, msg: object, files: dict[int, ListedEntry], out: _Out, stats: DirStats,
+                t0: float) -> bool:
+        """Handle one packet from the receiver; True after its FIN."""
+        assert isinstance(msg, bytes)
+        p = wire.decode_packet(msg)
+        if p.type == wire.PACKET_REQ:
+            e = files.pop(p.id, None)
+            if e is None:
+                raise RpcError(Status.INVALID_ARGUMENT, f"invalid file id {p.id}")
+            if not stats.requests:
+                stats.first_request = time.monotonic() - t0
+            stats.requests += 1
+            if len(stats.requested_paths) < MAX_REQUESTED_PATHS:
+                stats.requested_paths.append(e.path)
+            try:
                 for chunk in _chunks(e):
                     body = wire.encode_data_packet(p.id, chunk)
-                    buf += len(body).to_bytes(5, "big")
-                    buf += body
-                    payload += len(body)
+                    out.buf += len(body).to_bytes(5, "big")
+                    out.buf += body
+                    out.payload += len(body)
+                    stats.packet_bytes += len(body)
                     stats.data_bytes += len(chunk)
-                    if len(buf) >= _FLUSH:
-                        call.send_raw(buf, payload)
-                        stats.packet_bytes += payload
-                        buf, payload = bytearray(), 0
-                body = wire.encode_data_packet(p.id, b"")
-                buf += len(body).to_bytes(5, "big") + body
-                payload += len(body)
-            elif p.type == wire.PACKET_FIN:
-                body = wire.encode_packet(wire.Packet(wire.PACKET_FIN))
-                buf += len(body).to_bytes(5, "big") + body
-                call.send_raw(buf, payload + len(body))
-                stats.packet_bytes += payload + len(body)
-                return
-            elif p.type == wire.PACKET_ERR:
-                raise RpcError(Status.UNKNOWN, "error from receiver: " + p.data.decode("utf-8", "replace"))
-        if buf:
-            call.send_raw(buf, payload)
-            stats.packet_bytes += payload
+                    if len(out.buf) >= _FLUSH:
+                        out.flush()
+            except _ChangedFile as err:
+                out.flush()
+                raise self._fail(call, str(err)) from None
+            body = wire.encode_data_packet(p.id, b"")
+            out.buf += len(body).to_bytes(5, "big") + body
+            out.payload += len(body)
+            stats.packet_bytes += len(body)
+            return False
+        if p.type == wire.PACKET_FIN:
+            body = wire.encode_packet(wire.Packet(wire.PACKET_FIN))
+            out.buf += len(body).to_bytes(5, "big") + body
+            out.payload += len(body)
+            stats.packet_bytes += len(body)
+            out.flush()
+            return True
+        if p.type == wire.PACKET_ERR:
+            raise RpcError(Status.UNKNOWN, "error from receiver: " + p.data.decode("utf-8", "replace"))
+        return False
+
+
+#: A walk wakes the calls that read its listing every _BATCH entries; they
+#: also look every _POLL seconds (so a slow walk's entries go out too).
+_BATCH = 256
+_POLL = 0.02
+
+
+class _Out:
+    """What a call has framed but not sent yet (``payload``: message bytes
+    without the gRPC prefixes)."""
+
+    def __init__(self, call: Call, stats: DirStats):
+        self.call = call
+        self.buf = bytearray()
+        self.payload = 0
+
+    def flush(self) -> None:
+        if self.buf:
+            self.call.send_raw(self.buf, self.payload)
+        self.buf, self.payload = bytearray(), 0
+
+
+class _ChangedFile(Exception):
+    """A requested file is not what the listing said any more."""
 
 
 def _chunks(e: ListedEntry) -> Iterable[bytes]:
+    """The content of ``e``, checked against its listed ``Stat``: a file
+    that vanished, became something else, or changed size or mtime since
+    the listing (or while it was read) raises :class:`_ChangedFile` naming
+    its path, rather than sending content the listing does not describe."""
     if e.data is not None:
         for i in range(0, len(e.data), CHUNK_SIZE):
             yield e.data[i:i + CHUNK_SIZE]
         return
     if e.source is None:
         return
+    listed = e.stat
+    what = f"{e.path}: changed during the build's upload"
     try:
-        fd = os.open(e.source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO put in the file's place must not block the open.
+        fd = os.open(e.source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise _ChangedFile(f"{what} (it was deleted); build again") from None
     except OSError as err:
-        # fsutil: a file that cannot be opened is sent empty.
-        if err.errno in (2, 40):  # ENOENT, ELOOP: gone or replaced by a link meanwhile
-            return
-        raise
+        if err.errno == 40:  # ELOOP: O_NOFOLLOW met a symlink
+            raise _ChangedFile(f"{what} (it was replaced by a symlink); build again") from None
+        raise _ChangedFile(f"{e.path}: cannot be read: {err.strerror}") from None
     try:
+        before = os.fstat(fd)
+        _check(before, listed, what)
+        sent = 0
         while True:
             chunk = os.read(fd, CHUNK_SIZE)
             if not chunk:
-                return
+                break
+            sent += len(chunk)
+            if sent > listed.size:
+                raise _ChangedFile(f"{what} (it grew past the {listed.size} bytes listed); build again")
             yield chunk
+        after = os.fstat(fd)
+        if sent != listed.size:
+            raise _ChangedFile(f"{what} (it shrank from {listed.size} to {sent} bytes); build again")
+        _check(after, listed, what)
     finally:
         os.close(fd)
+
+
+def _check(now: os.stat_result, listed: wire.Stat, what: str) -> None:
+    if not st.S_ISREG(now.st_mode):
+        kind = "a directory" if st.S_ISDIR(now.st_mode) else "a FIFO" if st.S_ISFIFO(now.st_mode) else "not a file"
+        raise _ChangedFile(f"{what} (it is {kind} now); build again")
+    if now.st_size != listed.size:
+        raise _ChangedFile(f"{what} (listed {listed.size} bytes, now {now.st_size}); build again")
+    if now.st_mtime_ns != listed.mod_time:
+        raise _ChangedFile(f"{what} (modified since it was listed); build again")
