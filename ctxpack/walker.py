@@ -162,6 +162,16 @@ def _scan_fd(abs_dir: str, dialect: Dialect, depth: int) -> tuple[list[os.DirEnt
         raise _listing_error(e, abs_dir, dialect) from None
 
 
+def _drain(entries: list[os.DirEntry[str]]) -> Iterator[os.DirEntry[str]]:
+    """The entries in order, each let go once it is handed out: a directory
+    of a million names then holds its sorted listing, not also a million
+    cached ``lstat`` results (issue 16: about 600 bytes a name less)."""
+    entries.reverse()
+    pop = entries.pop
+    while entries:
+        yield pop()
+
+
 Warn = Callable[[str], None]
 
 
@@ -231,7 +241,7 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
                 warn(f"{rel}: cannot read the directory (permission denied); the docker CLI logs "
                      f"\"Tar: Can't stat file\" and uploads the context without its contents")
             return False
-        stack.append((iter(children), abs_dir, rel, plan, depth, pending, fd))
+        stack.append((_drain(children), abs_dir, rel, plan, depth, pending, fd))
         return True
 
     try:
