@@ -28,8 +28,6 @@ fix ships in a patch release.
 
 from typing import TYPE_CHECKING
 
-from ctxpack.explainer import Explanation, explain, explain_path, list_entries
-from ctxpack.context import BuildContext, Dialect, open_context
 from ctxpack.errors import (
     ChangedDuringReadError,
     ClosedPipeError,
@@ -44,16 +42,32 @@ from ctxpack.errors import (
     PatternError,
     TransportError,
 )
-from ctxpack.ignore.reader import RawRule, parse_ignore, parse_lines, read_ignore_file
-from ctxpack.ignore.matcher import Decision, Matcher, Rule
-from ctxpack.walker import Entry, EntryKind, walk, walk_all
 
 #: The version of the package and of ``ctxpack --version`` (the only place it is written).
 __version__ = "0.2.0"
 
-# Heavier parts load on first use, so `import ctxpack` (and the CLI's start-up)
-# stays cheap: name -> (module, attribute).
+# Everything but the error tree loads on first use, so `import ctxpack` (and
+# the CLI's start-up: a warm `ctxpack diff` is mostly start-up) stays cheap:
+# name -> (module, attribute).
 _LAZY = {
+    "BuildContext": ("context", "BuildContext"),
+    "Dialect": ("ignore.dialect", "Dialect"),
+    "open_context": ("context", "open_context"),
+    "Explanation": ("explainer", "Explanation"),
+    "explain": ("explainer", "explain"),
+    "explain_path": ("explainer", "explain_path"),
+    "list_entries": ("explainer", "list_entries"),
+    "RawRule": ("ignore.reader", "RawRule"),
+    "parse_ignore": ("ignore.reader", "parse_ignore"),
+    "parse_lines": ("ignore.reader", "parse_lines"),
+    "read_ignore_file": ("ignore.reader", "read_ignore_file"),
+    "Decision": ("ignore.matcher", "Decision"),
+    "Matcher": ("ignore.matcher", "Matcher"),
+    "Rule": ("ignore.matcher", "Rule"),
+    "Entry": ("walker", "Entry"),
+    "EntryKind": ("walker", "EntryKind"),
+    "walk": ("walker", "walk"),
+    "walk_all": ("walker", "walk_all"),
     "pack": ("tar.writer", "pack"),
     "iter_tar": ("tar.writer", "iter_tar"),
     "PackOptions": ("tar.writer", "PackOptions"),
@@ -81,6 +95,12 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # type checkers see the lazy names with their real types
+    from ctxpack.context import BuildContext, open_context
+    from ctxpack.explainer import Explanation, explain, explain_path, list_entries
+    from ctxpack.ignore.dialect import Dialect
+    from ctxpack.ignore.matcher import Decision, Matcher, Rule
+    from ctxpack.ignore.reader import RawRule, parse_ignore, parse_lines, read_ignore_file
+    from ctxpack.walker import Entry, EntryKind, walk, walk_all
     from ctxpack.audit import SizeReport
     from ctxpack.dockerfile.analysis import analyze
     from ctxpack.dockerfile.parser import parse_dockerfile

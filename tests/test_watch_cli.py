@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _env(cache: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, CTXPACK_CACHE_DIR=str(cache), PYTHONPATH=str(REPO), **extra)
-    env.pop("CTXPACK_WATCH", None)
-    return env
+    env = dict(os.environ, CTXPACK_CACHE_DIR=str(cache), PYTHONPATH=str(REPO))
+    env.pop("CTXPACK_WATCH", None)  # the caller's CTXPACK_WATCH=0 (a run without the watcher) stays
+    return env | extra
 
 
 def ctxpack(args: list[str], cache: Path, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -325,3 +325,71 @@ def test_build_on_each_change_cancels_the_build_in_flight(dockerd, tmp_path: Pat
         assert dockerd.client.inspect_image(images[-1])["Id"] == images[-1]
     finally:
         assert w.stop() == 0
+
+
+# Modules an answered command must not load: the walker, matcher, index and
+# what they pull in, the build's client, the compressors, the watcher itself.
+HEAVY = ("ctxpack.walker", "ctxpack.ignore.matcher", "ctxpack.context", "ctxpack.index.store",
+         "ctxpack.index.snapshots", "ctxpack.audit", "ctxpack.explainer", "ctxpack.tar.writer", "ctxpack.engine",
+         "ctxpack.watch.watcher", "ctxpack.watch.channel", "sqlite3", "xxhash", "zstandard", "pathspec",
+         "watchdog", "ssl", "http.client")
+_DUMP = ("import atexit, sys\nout = sys.argv.pop()\n"
+         "atexit.register(lambda: open(out, 'w').write('\\n'.join(sorted(sys.modules))))\n"
+         "from ctxpack.cli import main\nsys.argv[0] = 'ctxpack'\nmain()\n")
+
+
+def _modules_of(args: list[str], cache: Path, tmp_path: Path, **extra: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    out = tmp_path / "modules.txt"
+    out.unlink(missing_ok=True)
+    r = subprocess.run([sys.executable, "-c", _DUMP, *args, str(out)], capture_output=True, text=True,
+                       env=_env(cache, **extra), timeout=120)
+    return r, set(out.read_text().split())
+
+
+def test_answered_diff_and_fingerprint_load_nothing_heavy(watch: WatchProcess, ctx_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    ctxpack(["snapshot", str(ctx_dir)], cache)
+    (ctx_dir / "src/app/changed.py").write_text("new\n")
+    for args in (["diff", str(ctx_dir)], ["diff", "--json", str(ctx_dir)], ["fingerprint", "--json", str(ctx_dir)]):
+        warm, mods = _modules_of(args, cache, tmp_path)
+        cold, cold_mods = _modules_of(args, cache, tmp_path, CTXPACK_WATCH="0")
+        assert warm.returncode == cold.returncode == 0, warm.stderr + cold.stderr
+        assert "ctxpack.watch.client" in mods  # it asked
+        assert not [m for m in mods for h in HEAVY if m == h or m.startswith(h + ".")], args
+        assert {"ctxpack.walker", "ctxpack.index.snapshots"} <= cold_mods  # the test can see a walk
+        if args[0] == "fingerprint":  # "hashed" differs: the watcher hashed it already
+            w, c = json.loads(warm.stdout), json.loads(cold.stdout)
+            assert {k: v for k, v in w.items() if not k.startswith("hashed")} == \
+                   {k: v for k, v in c.items() if not k.startswith("hashed")}
+        else:
+            assert warm.stdout == cold.stdout and "src/app/changed.py" in warm.stdout
+        assert warm.stderr == cold.stderr
+
+
+def test_answer_before_opening_is_refused_when_its_inputs_differ(watch: WatchProcess, ctx_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctxpack.watch import client
+
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(tmp_path / "cache"))
+    opts = dict(dockerfile=None, dialect="buildkit", ignore_file=None, minimal=False, target=None, build_args={},
+                platform=None)
+    s = client.spec(str(ctx_dir), **opts)  # type: ignore[arg-type]
+    assert s is not None and client.quick_fingerprint(s) is not None
+    assert client.quick_fingerprint(client.spec(str(ctx_dir), **{**opts, "dialect": "classic"})) is None  # type: ignore[arg-type]
+    assert client.quick_fingerprint(client.spec(str(ctx_dir), **{**opts, "minimal": True})) is None  # type: ignore[arg-type]
+    # A Dockerfile or ignore file that is not the one the watcher read: the
+    # stat keys it sends disagree with the disk (here: faked, as if the
+    # watcher had not seen the write yet).
+    real = client._stat_key
+    monkeypatch.setattr(client, "_stat_key", lambda p: [0] if p.endswith(".dockerignore") else real(p))
+    assert client.quick_fingerprint(s) is None
+    monkeypatch.setattr(client, "_stat_key", real)
+    # The context's notes name paths relative to the watcher's directory:
+    # another directory gets no answer when there are any.
+    (ctx_dir / "Dockerfile").unlink()
+    r = ctxpack(["fingerprint", str(ctx_dir)], tmp_path / "cache")
+    assert r.returncode == 0 and "no Dockerfile in" in r.stderr
+    got = client.quick_fingerprint(s)
+    assert got is not None and any(n.startswith("no Dockerfile in") for n in got[1])
+    monkeypatch.chdir(tmp_path)
+    assert client.quick_fingerprint(s) is None

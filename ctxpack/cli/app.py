@@ -1,6 +1,9 @@
 """The ``ctxpack`` command line: parses arguments, calls the library, formats.
 
-One module per group of commands; this one holds the group and adds them.
+One module per group of commands; this one holds the group and names them.
+A command's module is imported only when that command runs (or when help
+lists it), so ``ctxpack diff`` does not pay for ``build``'s engine client or
+``pack``'s compressors: start-up is most of a warm command's time (issue 14).
 Exit codes come from the error tree (``ctxpack.errors``): 0 success; 1 as
 each command documents (over budget, findings, changes); 2 usage or input
 error; 3 output error; 4 internal error; 5 engine unreachable, API version
@@ -9,6 +12,7 @@ refused or connection dropped (`build`); 130 interrupted.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import click
@@ -16,10 +20,40 @@ import click
 from ctxpack import __version__
 from ctxpack.cli.common import show_click_error
 
+#: command name -> (module of ctxpack.cli, the click command in it).  A new
+#: command: its module, and one line here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ls": ("describe", "ls_command"),
+    "explain": ("describe", "explain_command"),
+    "size": ("describe", "size_command"),
+    "lint": ("linting", "lint_command"),
+    "pack": ("packing", "pack_command"),
+    "fingerprint": ("indexing", "fingerprint_command"),
+    "snapshot": ("indexing", "snapshot_command"),
+    "diff": ("indexing", "diff_command"),
+    "cache": ("indexing", "cache_group"),
+    "build": ("building", "build_command"),
+    "watch": ("watching", "watch_command"),
+}
+
 
 class _Group(click.Group):
-    """The group, with click's own errors (unknown option, bad value, missing
-    argument) in ctxpack's style: ``ctxpack: error: ...`` and a usage hint."""
+    """The group: commands loaded on first use (click's lazy-group pattern:
+    ``list_commands``/``get_command``), and click's own errors (unknown
+    option, bad value, missing argument) in ctxpack's style: ``ctxpack:
+    error: ...`` and a usage hint."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name]
+            cmd = getattr(importlib.import_module(f"ctxpack.cli.{module}"), attr)
+            if not isinstance(cmd, click.Command):  # pragma: no cover - a wrong line in COMMANDS
+                raise TypeError(f"ctxpack.cli.{module}.{attr} is not a click command")
+            self.add_command(cmd, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -44,18 +78,6 @@ class _Group(click.Group):
 def main() -> None:
     """ctxpack: Docker build contexts, exactly as Docker decides them."""
 
-
-
-def _register() -> None:
-    from ctxpack.cli import building, describe, indexing, linting, packing, watching
-
-    for cmd in (describe.ls_command, describe.explain_command, describe.size_command, linting.lint_command,
-                packing.pack_command, indexing.fingerprint_command, indexing.snapshot_command,
-                indexing.diff_command, indexing.cache_group, building.build_command, watching.watch_command):
-        main.add_command(cmd)
-
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

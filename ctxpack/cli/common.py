@@ -1,5 +1,9 @@
 """What every command shares: error handling and exit codes, the context
-options, opening a context, and small output helpers."""
+options, opening a context, and small output helpers.
+
+Light on purpose (every command loads it): the context, the matcher and
+the walker are imported where a context is opened, not here.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,16 @@ import sys
 import time
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ctxpack import explainer as api
-from ctxpack.audit import format_size
-from ctxpack.context import BuildContext, Dialect, open_context
 from ctxpack.errors import ClosedPipeError, ContextError, CtxpackError
+from ctxpack.ignore.dialect import Dialect
+from ctxpack.units import format_size
+
+if TYPE_CHECKING:
+    from ctxpack.context import BuildContext
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -155,22 +161,32 @@ def parse_build_args(items: tuple[str, ...]) -> dict[str, str]:
 
 def open_ctx(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
           minimal: bool = False, target: str | None = None, build_args: tuple[str, ...] = (),
-          describing: bool = True, platform: str | None = None) -> BuildContext:
+          describing: bool = True, platform: str | None = None) -> "BuildContext":
     """Open the context and print its notes and warnings.  ``describing``:
     the command only describes the tree (a missing Dockerfile is a note);
     otherwise the caller decides what is an error."""
+    from ctxpack import explainer as api
+    from ctxpack.context import open_context
+
     stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
     if (target or build_args or platform) and not minimal:
         raise click.UsageError("--target, --build-arg and --platform only make sense with --minimal")
     ctx = open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, stdin_dockerfile=stdin,
                        minimal=minimal, target=target, build_args=parse_build_args(build_args), platform=platform)
-    for note in ctx.notes:
-        if not describing and ctx.dockerfile_path is None and note.startswith("no Dockerfile in "):
+    show_notes(ctx.notes, api.source_warnings(ctx), describing=describing, dockerfile=ctx.dockerfile_path is not None)
+    return ctx
+
+
+def show_notes(notes: "tuple[str, ...] | list[str]", warnings: list[str], *, describing: bool = True,
+               dockerfile: bool = True) -> None:
+    """A context's notes and warnings on stderr, as :func:`open_ctx` says
+    them (also for an answer from a running watcher)."""
+    for note in notes:
+        if not describing and not dockerfile and note.startswith("no Dockerfile in "):
             continue  # the caller stops with the error itself
         say("note", note)
-    for warning in api.source_warnings(ctx):
+    for warning in warnings:
         say("warning", warning)
-    return ctx
 
 
 class Unreadable:

@@ -6,15 +6,18 @@ import os
 import shutil
 import sys
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ctxpack import explainer as api
-from ctxpack.audit import SizeReport, format_size, parse_size
-from ctxpack.context import Dialect
 from ctxpack.cli.common import (
     ProgressLine, Unreadable, context_options, fit, fsbytes, handle_errors, minimal_options, open_ctx, say, styled, to_json,
 )
-from ctxpack.cli.watching import warm
+from ctxpack.ignore.dialect import Dialect
+from ctxpack.units import format_size, parse_size
+
+if TYPE_CHECKING:
+    from ctxpack.audit import SizeReport
 
 
 @click.command("ls")
@@ -27,6 +30,9 @@ from ctxpack.cli.watching import warm
 def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
                minimal: bool, target: str | None, platform: str | None, build_args: tuple[str, ...], excluded: bool, null: bool) -> None:
     """List the context's entries in upload order (directories end with /)."""
+    from ctxpack import explainer as api
+    from ctxpack.cli.watching import warm
+
     ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
     end = b"\0" if null else b"\n"
     out = sys.stdout.buffer
@@ -63,6 +69,7 @@ def explain_command(paths: tuple[str, ...], directory: str, dockerfile: str | No
     for `docker build .`.  Exit codes: 0 every path explained; 2 a path is
     outside the context or empty, or the builder could not read it.
     """
+    from ctxpack import explainer as api
     from ctxpack.context import open_context
     from ctxpack.errors import ContextError
 
@@ -105,7 +112,7 @@ def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n:,} {one if n == 1 else (many or one + 's')}"
 
 
-def _print_size(rep: SizeReport, width: int) -> None:
+def _print_size(rep: "SizeReport", width: int) -> None:
     name = rep.ignore_file or "no ignore file"
     click.echo(styled(f"Context {rep.context} ({rep.dialect}, {name})", bold=True))
     click.echo(
@@ -162,6 +169,8 @@ def size_command(
 
     Exit codes: 0 within budget, 1 over --max-size/--max-files, 2 usage or input error.
     """
+    from ctxpack import explainer as api
+
     limit = parse_size(max_size) if max_size is not None else None
     cols, lines = shutil.get_terminal_size((100, 40))
     if top is None:

@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ctxpack.audit import format_size
 from ctxpack.errors import InputError
 from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, say, to_json
-from ctxpack.cli.watching import warm
-from ctxpack.watch.channel import NoSnapshot
+from ctxpack.cli.watching import quick, warm
+from ctxpack.units import format_size
 
 if TYPE_CHECKING:
-    from ctxpack.index.snapshots import Fingerprint
+    from ctxpack.index.results import Fingerprint
 
 
 def _report(fp: "Fingerprint") -> None:
@@ -39,10 +38,13 @@ def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ig
     Same content, same fingerprint (fresh clones included); mtimes and
     ownership do not count.  Recipe: docs/fingerprint.md.
     """
-    from ctxpack.index.snapshots import fingerprint
+    # A running `ctxpack watch` answers at once, before the context is opened.
+    fp = quick("fingerprint", directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform)
+    if fp is None:
+        from ctxpack.index.snapshots import fingerprint
 
-    ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
-    fp = warm("fingerprint", ctx) or fingerprint(ctx)  # a running `ctxpack watch` answers at once
+        ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
+        fp = warm("fingerprint", ctx) or fingerprint(ctx)
     _report(fp)
     click.echo(to_json(fp.to_json()) if as_json else fp.fingerprint)
 
@@ -69,16 +71,18 @@ def snapshot_command(directory: str, dockerfile: str | None, dialect: str, ignor
 @handle_errors
 def diff_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None, as_json: bool, exit_code: bool) -> None:
     """List entries added, removed and modified since the last snapshot."""
-    from ctxpack.index.snapshots import diff
+    from ctxpack.watch.client import NoSnapshot
 
-    ctx = open_ctx(directory, dockerfile, dialect, ignore_file)
-    delta = warm("diff", ctx)  # a running `ctxpack watch` answers at once
+    # A running `ctxpack watch` answers at once, before the context is opened.
+    delta = quick("diff", directory, dockerfile, dialect, ignore_file)
     if delta is None:
-        delta = diff(ctx)
-    elif isinstance(delta, NoSnapshot):
-        delta = None
-    if delta is None:
-        raise InputError(f"no snapshot of {ctx.root} ({ctx.dialect.value}) yet: run 'ctxpack snapshot' or 'ctxpack pack --snapshot' first")
+        from ctxpack.index.snapshots import diff
+
+        ctx = open_ctx(directory, dockerfile, dialect, ignore_file)
+        delta = warm("diff", ctx) or diff(ctx)
+    if delta is None or isinstance(delta, NoSnapshot):
+        root = os.path.realpath(directory)
+        raise InputError(f"no snapshot of {root} ({dialect}) yet: run 'ctxpack snapshot' or 'ctxpack pack --snapshot' first")
     if as_json:
         click.echo(to_json(delta.to_json()))
     else:

@@ -7,10 +7,9 @@ import sys
 
 import click
 
-from ctxpack.audit import format_size
-from ctxpack.context import missing_dockerfile_error
 from ctxpack.cli.common import ProgressLine, context_options, handle_errors, minimal_options, open_ctx, say
-from ctxpack.tar.sinks import COMPRESSIONS
+from ctxpack.tar.sinks import COMPRESSIONS  # light: zlib; zstandard loads when used
+from ctxpack.units import format_size
 
 
 @click.command("pack")
@@ -33,6 +32,7 @@ def pack_command(
     `ctxpack pack . | docker build -` works.  Exit codes: 0 written, 1 a file
     changed or vanished beyond retry, 2 usage or input error, 3 output error.
     """
+    from ctxpack.context import missing_dockerfile_error
     from ctxpack.tar.writer import PackOptions, pack
     from ctxpack.fs import temporary_name
     from ctxpack.tar.sinks import FdSink, open_output

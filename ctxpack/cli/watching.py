@@ -12,14 +12,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ctxpack.audit import format_size
-from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx
-from ctxpack.context import BuildContext
+from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, parse_build_args
+from ctxpack.units import format_size
+
+if TYPE_CHECKING:
+    from ctxpack.context import BuildContext
 
 
 @click.command("watch")
@@ -48,22 +49,27 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
     While it runs, `ctxpack fingerprint`, `diff` and `ls` on this context
     answer from its state instead of walking.  Stop with Ctrl-C.
     """
-    from ctxpack.watch.channel import Server
+    from ctxpack.context import open_context
+    from ctxpack.watch.channel import Inputs, Server
+    from ctxpack.watch.client import spec
     from ctxpack.watch.watcher import Watcher
 
     if dockerfile == "-":
         raise click.UsageError("watch needs a Dockerfile it can re-read: -f - (stdin) is not supported")
     first = [True]
+    given = spec(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, minimal=minimal,
+             target=target, build_args=parse_build_args(build_args), platform=platform)
+    inputs = Inputs(given) if given is not None else None  # lets clients ask before opening the context
 
-    def opener() -> BuildContext:
+    def open_it() -> "BuildContext":
         if first[0]:
             first[0] = False
             return open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
-        from ctxpack.cli.common import parse_build_args
-        from ctxpack.context import open_context
-
         return open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file,
                             minimal=minimal, target=target, build_args=parse_build_args(build_args), platform=platform)
+
+    def opener() -> "BuildContext":
+        return inputs.opening(open_it) if inputs is not None else open_it()
 
     builds: _Builds | None = None
 
@@ -108,13 +114,12 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
         if watcher.failed is not None:
             raise watcher.failed
         if not stopping.is_set():
-            server = Server(watcher, watcher.ctx.root)
+            server = Server(watcher, watcher.ctx.root, inputs=inputs)
             fp = watcher.first
             click.echo(
                 f"ctxpack: watching {watcher.ctx.root}: {fp.entries if fp else 0:,} entries, "
                 f"{format_size(fp.bytes if fp else 0)}; {watcher.watches:,} directories watched", err=True)
         if builds is not None and not stopping.is_set():
-            from ctxpack.cli.common import parse_build_args
             from ctxpack.engine.builder import BuildOptions
 
             opts = BuildOptions(tags=tags, dockerfile=dockerfile, ignore_file=ignore_file, target=target,
@@ -209,14 +214,39 @@ def _run_quietly(watcher: Any) -> None:
 
 
 # -- what other commands ask ---------------------------------------------------------------
-def warm(kind: str, ctx: BuildContext, **kw: Any) -> Any:
+def warm(kind: str, ctx: "BuildContext", **kw: Any) -> Any:
     """Ask a running watcher of ``ctx`` (``kind``: fingerprint, diff, walk);
     ``None`` when there is none that can be trusted."""
-    from ctxpack.watch import channel
+    from ctxpack.watch import client
 
-    fns: dict[str, Callable[..., Any]] = {
-        "fingerprint": channel.warm_fingerprint, "diff": channel.warm_diff, "walk": channel.warm_walk}
+    fns: dict[str, Any] = {"fingerprint": client.warm_fingerprint, "diff": client.warm_diff, "walk": client.warm_walk}
     return fns[kind](ctx, **kw)
+
+
+def quick(kind: str, directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
+          minimal: bool = False, target: str | None = None, build_args: tuple[str, ...] = (),
+          platform: str | None = None) -> Any:
+    """Ask a running watcher before opening the context (``kind``:
+    fingerprint, diff): the answer, with the context's notes and warnings
+    said as :func:`~ctxpack.cli.common.open_ctx` says them; ``None`` when
+    no watcher can answer for these options (then open the context and
+    go on as usual)."""
+    from ctxpack.watch import client
+
+    if (target or build_args or platform) and not minimal:
+        return None  # open_ctx gives the usage error
+    s = client.spec(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, minimal=minimal,
+                    target=target, build_args=parse_build_args(build_args), platform=platform)
+    if s is None or not client.enabled():
+        return None
+    got = client.quick_fingerprint(s) if kind == "fingerprint" else client.quick_diff(s)
+    if got is None:
+        return None
+    answer, notes, warnings = got
+    from ctxpack.cli.common import show_notes
+
+    show_notes(notes, warnings)
+    return answer
 
 
 if __name__ == "__main__":  # pragma: no cover

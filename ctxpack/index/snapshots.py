@@ -48,12 +48,12 @@ import time
 from array import array
 from typing import TYPE_CHECKING
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 import xxhash
 
 from ctxpack.context import BuildContext
 from ctxpack.fs import SMALL_FILE
+from ctxpack.index.results import Change, Delta, Fingerprint
 from ctxpack.index.digest import CHUNK, DirReader, FileDigest, hash_file, hash_workers, stat_key
 from ctxpack.index.state import COARSE_WINDOW_NS, KEY, MISSING, PART, RECIPE, Columns, RecordHash, changed, racy_window
 from ctxpack.index.store import Index, IndexUnavailable, Part, Stored, open_index
@@ -81,32 +81,6 @@ _KIND_CHAR = {ord(k): k for k in "fdlpcb"}
 # inode is -1 for an entry with no file behind it (the Dockerfile from
 # outside), whose key is then MISSING.
 Row = tuple[str, str, int, int, int, int, int, "str | None"]
-
-
-@dataclass
-class Fingerprint:
-    """A fingerprint and what it took: ``hashed`` files were read this run.
-
-    ``how`` says which way it went: ``"warm"`` (stat keys only),
-    ``"files"`` (changed files re-read), ``"walk"``.
-    """
-
-    fingerprint: str
-    entries: int = 0
-    files: int = 0
-    bytes: int = 0
-    hashed: int = 0
-    hashed_bytes: int = 0
-    elapsed: float = 0.0
-    how: str = "walk"
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "fingerprint": self.fingerprint, "entries": self.entries, "files": self.files, "bytes": self.bytes,
-            "hashed": self.hashed, "hashed_bytes": self.hashed_bytes,
-        }
 
 
 def _variant(ctx: BuildContext) -> str:
@@ -656,41 +630,6 @@ def _changed_since(ctx: BuildContext, index: Index, stored: Stored, since_ns: in
         if found is not None:
             return found
     return None
-
-
-@dataclass(frozen=True)
-class Change:
-    path: str
-    bytes: int
-    what: str = ""  # for modified: "content", "mode", "link", "type"
-
-    def to_json(self) -> dict[str, object]:
-        d: dict[str, object] = {"path": self.path, "bytes": self.bytes}
-        if self.what:
-            d["change"] = self.what
-        return d
-
-
-@dataclass
-class Delta:
-    since: float | None
-    added: list[Change]
-    removed: list[Change]
-    modified: list[Change]
-    fingerprint: str
-    previous: str | None
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.removed or self.modified)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "since": None if self.since is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),
-            "added": [c.to_json() for c in self.added],
-            "removed": [c.to_json() for c in self.removed],
-            "modified": [c.to_json() for c in self.modified],
-        }
 
 
 def diff(ctx: BuildContext, index: Index | None = None, *, entries: Iterable[Entry] | None = None) -> Delta | None:

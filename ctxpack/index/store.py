@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from ctxpack.index.paths import cache_dir  # here too: callers import it from the store
+
 __all__ = ["cache_dir", "Index", "CacheInfo", "Stored", "Part", "IndexUnavailable", "open_index"]
 
 APPLICATION_ID = 0x63747870  # "ctxp"
@@ -40,16 +42,6 @@ PRUNE_AFTER = 30 * 24 * 3600
 # changes nothing then writes nothing).
 TOUCH_AFTER = 3600
 DB_NAME = "index.sqlite3"
-
-
-def cache_dir() -> str:
-    """Where the index lives (created on demand)."""
-    explicit = os.environ.get("CTXPACK_CACHE_DIR")
-    if explicit:
-        return os.path.abspath(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = xdg if xdg and os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "ctxpack")
 
 
 _SCHEMA = """

@@ -2,9 +2,26 @@
 events, and share them with other ctxpack commands on the same context.
 
 source (the kernel seam) → model (the context, one name at a time) →
-watcher (the loop, coalescing, deltas) → channel (the socket, clients).
+watcher (the loop, coalescing, deltas) → channel (the socket, the server)
+and client (what other commands ask; light, so that an answered command
+costs little more than the interpreter's start-up).  Nothing is imported
+here: ``ctxpack.watch.client`` must not load the watcher.
 """
 
-from ctxpack.watch.watcher import Settled, WarmState, Watcher
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ctxpack.watch.watcher import Settled, WarmState, Watcher
 
 __all__ = ["Watcher", "Settled", "WarmState"]
+
+
+def __getattr__(name: str) -> object:
+    """:class:`Watcher`, :class:`Settled`, :class:`WarmState` on first use."""
+    if name in __all__:
+        from ctxpack.watch import watcher
+
+        return getattr(watcher, name)
+    raise AttributeError(f"module 'ctxpack.watch' has no attribute {name!r}")

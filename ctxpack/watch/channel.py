@@ -26,72 +26,60 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import os
 import socket
 import struct
 import threading
-import time
-from collections.abc import Iterator
-
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from ctxpack import fs
 from ctxpack.context import BuildContext
 from ctxpack.errors import CtxpackError, WatchError
-from ctxpack.index.store import Index, cache_dir
-from ctxpack.walker import Entry
+from ctxpack.index.store import Index
+from ctxpack.watch.client import (
+    PROTOCOL, NoSnapshot, Spec, context_inputs, pack_entries, recv, send, shape, shape_key, socket_path,
+    warm_diff, warm_fingerprint, warm_walk,
+)
 
-if TYPE_CHECKING:  # clients (ls, diff, fingerprint) load only what they use
+if TYPE_CHECKING:
     from ctxpack.index.snapshots import Delta, Fingerprint
     from ctxpack.watch.watcher import WarmState, Watcher
 
-__all__ = ["socket_path", "Server", "serving", "warm_fingerprint", "warm_diff", "warm_walk", "shape", "shape_key", "NoSnapshot"]
+__all__ = ["socket_path", "Server", "Inputs", "serving", "warm_fingerprint", "warm_diff", "warm_walk", "shape",
+           "shape_key", "NoSnapshot"]
 
-PROTOCOL = 1
 IDLE = 0.5  # seconds without events after which the fingerprint is made ahead of clients
 _CHECKS = 64  # directories whose mtime a client verifies per answer
 
 
-def shape(ctx: BuildContext) -> tuple[object, ...]:
-    """Everything of a context that decides which paths it has (not their content)."""
-    sel = ctx.selection.patterns if ctx.selection is not None else None
-    return (ctx.dialect.value, ctx.dockerfile, ctx.dockerfile_path, ctx.ignore_source,
-            tuple((r.source, r.line, r.text) for r in ctx.matcher.rules), ctx.dockerfile_data,
-            None if sel is None else tuple(sel))
+class Inputs:
+    """What lets a watcher answer clients that have not opened the context
+    (:func:`ctxpack.watch.client.quick_diff`): the options it was started
+    with (:func:`ctxpack.watch.client.spec`) and, for each context it
+    opened, the stat keys its Dockerfile and ignore files had just before.
+    Wrap the watcher's opener with :meth:`opening`."""
 
+    def __init__(self, s: Spec):
+        self.spec = s
+        self._opened: list[tuple[BuildContext, list[list[object]]]] = []
+        self._lock = threading.Lock()
 
-def shape_key(ctx: BuildContext) -> str:
-    """A digest of the options that decide the context's paths."""
-    return hashlib.sha256(repr(shape(ctx)).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    def opening(self, open_it: Callable[[], BuildContext]) -> BuildContext:
+        """``open_it()``, remembering the inputs' stat keys from before it."""
+        before = context_inputs(self.spec)
+        ctx = open_it()
+        with self._lock:
+            self._opened = (self._opened + [(ctx, before)])[-4:]  # the watcher may open one it then drops
+        return ctx
 
-
-def socket_path(root: str) -> str:
-    """Where the watcher of ``root`` listens (the directory may not exist)."""
-    name = hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".sock"
-    base = os.path.join(cache_dir(), "watch")
-    if len(os.path.join(base, name)) > 100:  # sun_path holds 108 bytes
-        base = f"/tmp/ctxpack-sockets-{os.getuid()}"
-    return os.path.join(base, name)
-
-
-# -- framing: a JSON header line, then an optional payload of the length it gives ----------
-def _send(sock: socket.socket, header: dict[str, object], payload: bytes = b"") -> None:
-    header["payload"] = len(payload)
-    sock.sendall(json.dumps(header).encode() + b"\n" + payload)
-
-
-def _recv(f: object, deadline: float) -> tuple[dict[str, object], bytes]:
-    line = f.readline()  # type: ignore[attr-defined]
-    if not line.endswith(b"\n"):
-        raise ConnectionError("connection closed")
-    header = json.loads(line)
-    n = int(header.get("payload", 0))
-    payload = f.read(n) if n else b""  # type: ignore[attr-defined]
-    if len(payload) != n:
-        raise ConnectionError("short payload")
-    return header, payload
+    def of(self, ctx: BuildContext) -> list[list[object]] | None:
+        """The inputs recorded when ``ctx`` was opened (``None``: not by :meth:`opening`)."""
+        with self._lock:
+            for c, inputs in self._opened:
+                if c is ctx:
+                    return inputs
+        return None
 
 
 class Server:
@@ -99,8 +87,9 @@ class Server:
     requests one at a time: each is a few milliseconds).  Holds a lock file
     so that two watchers of one context refuse each other."""
 
-    def __init__(self, watcher: "Watcher", root: str, *, timeout: float = 5.0):
+    def __init__(self, watcher: "Watcher", root: str, *, timeout: float = 5.0, inputs: Inputs | None = None):
         self.watcher = watcher
+        self.inputs = inputs
         self.path = socket_path(root)
         self.timeout = timeout
         d = os.path.dirname(self.path)
@@ -249,32 +238,37 @@ class Server:
 
     def _answer(self, conn: socket.socket, index: Index) -> None:
         with conn.makefile("rb") as f:
-            req, _ = _recv(f, time.monotonic() + self.timeout)
+            req, _ = recv(f)
         op = req.get("op")
         state = self.watcher.sync(self.timeout)
         w = self.watcher
         if state is None:
-            _send(conn, {"ok": False, "why": w.problem or "the watcher is not ready"})
-            return
-        if req.get("shape") != shape_key(state.ctx):
-            _send(conn, {"ok": False, "why": "the watcher watches with other options"})
+            send(conn, {"ok": False, "why": w.problem or "the watcher is not ready"})
             return
         header: dict[str, object] = {
             "ok": True, "protocol": PROTOCOL, "pid": os.getpid(), "generation": state.generation,
             "checks": self._checks(state),
         }
+        if "spec" in req:  # a client that has not opened the context
+            why = self._quick(req, state.ctx, header)
+            if why is not None:
+                send(conn, {"ok": False, "why": why})
+                return
+        elif req.get("shape") != shape_key(state.ctx):
+            send(conn, {"ok": False, "why": "the watcher watches with other options"})
+            return
         if op == "fingerprint":
             fp = self.fingerprint(index)
             if fp is None:
-                _send(conn, {"ok": False, "why": w.problem or "changed meanwhile"})
+                send(conn, {"ok": False, "why": w.problem or "changed meanwhile"})
                 return
             header["fingerprint"] = fp.to_json()
             header["notes"] = fp.notes
-            _send(conn, header)
+            send(conn, header)
         elif op == "diff":
             ok, delta = self.delta(index, state.ctx)
             if not ok:
-                _send(conn, {"ok": False, "why": w.problem or "changed meanwhile"})
+                send(conn, {"ok": False, "why": w.problem or "changed meanwhile"})
                 return
             if delta is None:
                 header["delta"] = None
@@ -285,12 +279,25 @@ class Server:
                     "removed": [[c.path, c.bytes, c.what] for c in delta.removed],
                     "modified": [[c.path, c.bytes, c.what] for c in delta.modified],
                 }
-            _send(conn, header)
+            send(conn, header)
         elif op == "walk":
             entries = w.walked(bool(req.get("excluded")))
-            _send(conn, header, _pack_entries(entries))
+            send(conn, header, pack_entries(entries))
         else:
-            _send(conn, {"ok": False, "why": f"unknown request {op!r}"})
+            send(conn, {"ok": False, "why": f"unknown request {op!r}"})
+
+    def _quick(self, req: dict[str, object], ctx: BuildContext, header: dict[str, object]) -> str | None:
+        """Add what a client without a context needs to ``header``; or why not."""
+        from ctxpack.explainer import source_warnings
+
+        recorded = self.inputs.of(ctx) if self.inputs is not None else None
+        if self.inputs is None or recorded is None or req.get("spec") != self.inputs.spec:
+            return "the watcher watches with other options"
+        notes, warnings = list(ctx.notes), source_warnings(ctx)
+        if (notes or warnings) and req.get("cwd") != os.getcwd():
+            return "the context's notes name paths relative to the watcher's directory"
+        header.update(inputs=recorded, ctx_notes=notes, ctx_warnings=warnings)
+        return None
 
     def _checks(self, state: "WarmState") -> list[list[object]]:
         """The root and a rotating sample of watched directories, with the
@@ -304,122 +311,10 @@ class Server:
         return [[rel, m] for rel, m in picks]
 
 
-def _pack_entries(entries: list[Entry]) -> bytes:
-    # path NUL kind NUL rule-index NUL included NUL link NUL, per entry.
-    parts: list[str] = []
-    for e in entries:
-        parts.extend((e.path, e.kind, str(e.rule.index) if e.rule is not None else "", "1" if e.included else "",
-                      e.link or "", "1" if e.forced else ""))
-    return "\0".join(parts).encode("utf-8", "surrogateescape")
-
-
-def _unpack_entries(ctx: BuildContext, payload: bytes) -> list[Entry]:
-    if not payload:
-        return []
-    rules = ctx.matcher.rules
-    f = payload.decode("utf-8", "surrogateescape").split("\0")
-    out = []
-    for i in range(0, len(f), 6):
-        path, kind, rule, inc, link, forced = f[i:i + 6]
-        out.append(Entry(path, kind, None, link or None, rules[int(rule)] if rule else None, bool(inc), bool(forced)))
-    return out
-
-
-# -- the client ------------------------------------------------------------------------
-def _enabled() -> bool:
-    return os.environ.get("CTXPACK_WATCH", "1") not in ("0", "no", "false")
-
-
-def _timeout() -> float:
-    try:
-        return float(os.environ.get("CTXPACK_WATCH_TIMEOUT", "5"))
-    except ValueError:
-        return 5.0
-
-
-def _ask(ctx: BuildContext, request: dict[str, object]) -> tuple[dict[str, object], bytes] | None:
-    """One request to the context's watcher; ``None`` whenever the answer
-    cannot be trusted (see the module docstring)."""
-    if not _enabled() or ctx.dockerfile_stdin:
-        return None
-    path = socket_path(ctx.root)
-    if not os.path.exists(path):
-        return None
-    timeout = _timeout()
-    request["shape"] = shape_key(ctx)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(path)
-            s.sendall(json.dumps(request).encode() + b"\n")
-            with s.makefile("rb") as f:
-                header, payload = _recv(f, time.monotonic() + timeout)
-    except (OSError, ValueError, ConnectionError):
-        return None  # dead (refused), lagging (timeout) or confused: walk instead
-    if not header.get("ok") or header.get("protocol") != PROTOCOL:
-        return None
-    checks = header.get("checks", [])
-    assert isinstance(checks, list)
-    for rel, mtime in checks:
-        try:
-            if os.lstat(os.path.join(ctx.root, rel) if rel else ctx.root).st_mtime_ns != mtime:
-                return None
-        except OSError:
-            return None
-    return header, payload
-
-
-def warm_fingerprint(ctx: BuildContext) -> "Fingerprint | None":
-    """The context's fingerprint from a running watcher, or ``None``."""
-    got = _ask(ctx, {"op": "fingerprint"})
-    if got is None:
-        return None
-    from ctxpack.index.snapshots import Fingerprint
-
-    d = got[0]["fingerprint"]
-    assert isinstance(d, dict)
-    fp = Fingerprint(str(d["fingerprint"]), int(d["entries"]), int(d["files"]), int(d["bytes"]),
-                     int(d["hashed"]), int(d["hashed_bytes"]))
-    notes = got[0].get("notes", [])
-    fp.notes = [str(n) for n in notes] if isinstance(notes, list) else []
-    return fp
-
-
-class NoSnapshot:
-    """``warm_diff``'s answer when the watcher found no snapshot."""
-
-
-def warm_diff(ctx: BuildContext) -> "Delta | NoSnapshot | None":
-    """What ``diff`` would say, from a running watcher; ``None``: ask the index."""
-    got = _ask(ctx, {"op": "diff"})
-    if got is None:
-        return None
-    from ctxpack.index.snapshots import Change, Delta
-
-    d = got[0]["delta"]
-    if d is None:
-        return NoSnapshot()
-    assert isinstance(d, dict)
-
-    def changes(key: str) -> list[Change]:
-        return [Change(p, b, w) for p, b, w in d[key]]
-
-    return Delta(d["since"], changes("added"), changes("removed"), changes("modified"), d["fingerprint"], d["previous"])
-
-
-def warm_walk(ctx: BuildContext, *, excluded: bool = False) -> list[Entry] | None:
-    """:func:`ctxpack.walker.walk_all` from a running watcher (entries
-    without stat: enough for listings), or ``None``."""
-    got = _ask(ctx, {"op": "walk", "excluded": excluded})
-    if got is None:
-        return None
-    return _unpack_entries(ctx, got[1])
-
-
 @contextlib.contextmanager
-def serving(watcher: "Watcher", root: str) -> Iterator[Server]:
+def serving(watcher: "Watcher", root: str, *, inputs: Inputs | None = None) -> Iterator[Server]:
     """Run a :class:`Server` for ``watcher`` while the block runs."""
-    server = Server(watcher, root)
+    server = Server(watcher, root, inputs=inputs)
     try:
         yield server
     finally:
