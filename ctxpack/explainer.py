@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ctxpack.audit import EntryObserver, SizeReport, measure
@@ -20,7 +21,7 @@ from ctxpack.context import BuildContext, Dialect, open_context
 from ctxpack.errors import ContextError
 from ctxpack.ignore.matcher import Rule
 from ctxpack.walker import (
-    OnError, Progress, descends_into_excluded, docker_read_error, injected_dockerfile_name, list_entries, subtree_sends,
+    Entry, OnError, Progress, descends_into_excluded, docker_read_error, injected_dockerfile_name, list_entries, subtree_sends,
 )
 
 __all__ = [
@@ -175,7 +176,8 @@ def explain(
 
 
 def size(ctx: BuildContext, *, top: int = 10, progress: Progress | None = None, compare_full: bool = False,
-         on_entry: EntryObserver | None = None, on_error: OnError | None = None) -> SizeReport:
+         on_entry: EntryObserver | None = None, on_error: OnError | None = None,
+         walked: Iterable[Entry] | None = None) -> SizeReport:
     """Measure what the context sends and what its ignore rules keep out.
 
     With ``compare_full`` (for a ``--minimal`` context) also count the full
@@ -183,10 +185,13 @@ def size(ctx: BuildContext, *, top: int = 10, progress: Progress | None = None, 
     entry of the measured context (see :func:`ctxpack.audit.measure`).
     ``on_error`` receives the paths the builder could not read, and the
     measuring goes on (:func:`~ctxpack.walker.walk_all`); without it the
-    first one raises.
+    first one raises.  ``walked``: :func:`~ctxpack.walker.walk_all`'s
+    output with ``excluded=True`` and each entry's ``lstat``, when the
+    caller has it (a running ``ctxpack watch``:
+    :func:`ctxpack.watch.client.warm_entries`).
     """
-    rep = measure(ctx, lambda: list_entries(ctx, excluded=True, on_error=on_error), top=top, progress=progress,
-                  on_entry=on_entry)
+    rep = measure(ctx, lambda: list_entries(ctx, excluded=True, on_error=on_error, walked=walked), top=top,
+                  progress=progress, on_entry=on_entry)
     if compare_full and ctx.selection is not None:
         full = dataclasses.replace(ctx, selection=None)
         rep.full_files = rep.full_bytes = 0

@@ -1,8 +1,8 @@
 """Property: whatever happens to a tree under a running watcher, its warm
 state equals a fresh walk and a fresh fingerprint (both dialects, rules
 drawn from a pool including exceptions that reach into excluded
-directories), and ``ctxpack diff``'s answer from the watcher equals the
-one without it."""
+directories), and what ``diff``, ``ls``, ``size`` and ``pack`` make of
+the watcher's answers equals what they make without it."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctxpack.explainer import list_entries, size
 from ctxpack.index.snapshots import Delta, diff, snapshot
-from ctxpack.watch import channel
+from ctxpack.tar.sinks import CallbackSink
+from ctxpack.tar.writer import PackOptions, pack
+from ctxpack.watch import channel, client
 from ctxpack.index.store import Index
 from test_watch import Running
 
@@ -98,9 +101,27 @@ def test_warm_state_equals_a_fresh_walk(tmp_path_factory: pytest.TempPathFactory
             cold = diff(ctx, idx)
         with channel.serving(r.w, ctx.root):
             served = channel.warm_diff(ctx)  # the server's own comparison of records and snapshot
+            walked = {x: client.warm_walk(ctx, excluded=x) for x in (False, True)}  # ls, ls --excluded
+            entries = {x: client.warm_entries(ctx, excluded=x) for x in (False, True)}  # pack, size
         assert got[1] is not None and cold is not None and isinstance(served, Delta)
         assert got[1].to_json() == cold.to_json() == served.to_json()
+        for x in (False, True):
+            assert walked[x] is not None and entries[x] is not None
+            assert _listing(list_entries(ctx, excluded=x, walked=walked[x])) == _listing(list_entries(ctx, excluded=x))
+        assert size(ctx, walked=entries[True]).to_json() == size(ctx).to_json()
+        assert _tar(ctx, entries[False]) == _tar(ctx, None)
     finally:
         r.stop()
         os.environ.pop("CTXPACK_CACHE_DIR", None)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _listing(entries: object) -> list[tuple[str, bool, str]]:
+    """What ``ls`` and ``ls --excluded`` print of each entry."""
+    return [(e.name, e.included, str(e.rule)) for e in entries]  # type: ignore[attr-defined]
+
+
+def _tar(ctx: object, walked: object) -> bytes:
+    out: list[bytes] = []
+    pack(ctx, CallbackSink(out.append), PackOptions(), walked=walked)  # type: ignore[arg-type]
+    return b"".join(out)

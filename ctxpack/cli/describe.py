@@ -170,6 +170,7 @@ def size_command(
     Exit codes: 0 within budget, 1 over --max-size/--max-files, 2 usage or input error.
     """
     from ctxpack import explainer as api
+    from ctxpack.cli.watching import warm
 
     limit = parse_size(max_size) if max_size is not None else None
     cols, lines = shutil.get_terminal_size((100, 40))
@@ -182,7 +183,8 @@ def size_command(
     unreadable = Unreadable()
     try:
         if html_out is None:
-            rep = api.size(ctx, top=top, progress=progress, compare_full=minimal, on_error=unreadable)
+            walked = warm("entries", ctx, excluded=True)  # a running `ctxpack watch` answers without walking
+            rep = api.size(ctx, top=top, progress=progress, compare_full=minimal, on_error=unreadable, walked=walked)
         else:  # the same measurement, drawn (ctxpack.report)
             from ctxpack.report import html_report, write_html
 

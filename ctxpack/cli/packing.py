@@ -32,6 +32,7 @@ def pack_command(
     `ctxpack pack . | docker build -` works.  Exit codes: 0 written, 1 a file
     changed or vanished beyond retry, 2 usage or input error, 3 output error.
     """
+    from ctxpack.cli.watching import warm
     from ctxpack.context import missing_dockerfile_error
     from ctxpack.tar.writer import PackOptions, pack
     from ctxpack.fs import temporary_name
@@ -62,14 +63,16 @@ def pack_command(
     try:
         if to_stdout:
             sys.stdout.flush()
-            stats = pack(ctx, FdSink(sys.stdout.fileno()), opts, warn=warn, progress=progress)
+            walked = warm("entries", ctx)  # a running `ctxpack watch` answers without walking
+            stats = pack(ctx, FdSink(sys.stdout.fileno()), opts, warn=warn, progress=progress, walked=walked)
         else:
             assert output is not None
             # Our own output is never part of the context: neither the file
             # of the last run nor the temporary file being written now.
             ctx = ctx.omitting(output, temporary_name(output))
+            walked = warm("entries", ctx)
             with open_output(output) as sink:
-                stats = pack(ctx, sink, opts, warn=warn, progress=progress)
+                stats = pack(ctx, sink, opts, warn=warn, progress=progress, walked=walked)
     finally:
         progress.done()
     if take_snapshot:

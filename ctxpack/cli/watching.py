@@ -215,11 +215,12 @@ def _run_quietly(watcher: Any) -> None:
 
 # -- what other commands ask ---------------------------------------------------------------
 def warm(kind: str, ctx: "BuildContext", **kw: Any) -> Any:
-    """Ask a running watcher of ``ctx`` (``kind``: fingerprint, diff, walk);
+    """Ask a running watcher of ``ctx`` (``kind``: fingerprint, diff, walk, entries);
     ``None`` when there is none that can be trusted."""
     from ctxpack.watch import client
 
-    fns: dict[str, Any] = {"fingerprint": client.warm_fingerprint, "diff": client.warm_diff, "walk": client.warm_walk}
+    fns: dict[str, Any] = {"fingerprint": client.warm_fingerprint, "diff": client.warm_diff, "walk": client.warm_walk,
+                           "entries": client.warm_entries}
     return fns[kind](ctx, **kw)
 
 

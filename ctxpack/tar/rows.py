@@ -30,7 +30,7 @@ import pickle
 import signal
 import struct
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ctxpack.errors import ContextError, TarHeaderError, WalkerDiedError
@@ -77,16 +77,17 @@ def entry_row(e: Entry, *, header: bool = False) -> Row:
     return (e.path, e.kind, mode, size, mtime_ns, s.st_ctime_ns, rdev, e.link, e.data, h)
 
 
-def builder_rows(ctx: BuildContext, *, headers: bool = False) -> Iterator[Row]:
+def builder_rows(ctx: BuildContext, *, headers: bool = False, walked: Iterable[Entry] | None = None) -> Iterator[Row]:
     """What a tar for a builder holds, in upload order, with warnings in place.
 
     The walker's :func:`~ctxpack.walker.entries_for_builder`, a warning for
     each excluded file forced in, and (BuildKit) a Dockerfile from outside
     the context or stdin at the end; the classic dialect injects that one
-    already, as the docker CLI does.
+    already, as the docker CLI does.  ``walked``: as for
+    ``entries_for_builder``, with each entry's ``lstat``.
     """
     logged: list[str] = []
-    for e in entries_for_builder(ctx, warn=logged.append):
+    for e in entries_for_builder(ctx, warn=logged.append, walked=walked):
         while logged:
             yield (logged.pop(0), WARN, 0, 0, 0, 0, 0, None, None, None)
         decision = ctx.file_matcher.match(e.path) if e.forced and e.data is None else None

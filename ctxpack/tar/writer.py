@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from ctxpack.context import BuildContext
 from ctxpack.errors import ChangedDuringReadError, ContextError
 from ctxpack.fs import DIR_FLAGS, FILE_FLAGS, SMALL_FILE, open_regular, read_whole
-from ctxpack.tar.rows import BATCH, NO_STAT, WARN, Row, can_fork, entry_row, row_batches
+from ctxpack.tar.rows import BATCH, NO_STAT, WARN, Row, builder_rows, can_fork, entry_row, row_batches
 from ctxpack.tar.sinks import CallbackSink, FdSink, Sink, make_sink
 from ctxpack.tar.header import (
     END_OF_ARCHIVE,
@@ -353,6 +353,7 @@ def pack(
     *,
     warn: Warn = lambda msg: None,
     progress: Progress | None = None,
+    walked: Iterable[Entry] | None = None,
 ) -> PackStats:
     """Write the context's tar to ``out`` (see :class:`~ctxpack.tar.sinks.FdSink`).
 
@@ -361,11 +362,16 @@ def pack(
     while this one reads and writes: same bytes, about half the wall time on
     a large context.  ``out`` may be any :class:`~ctxpack.tar.sinks.Sink`:
     a transport hands in its socket so an upload keeps ``sendfile``.
+    ``walked``: :func:`~ctxpack.walker.walk_all`'s output with each entry's
+    ``lstat``, when the caller has it (a running ``ctxpack watch``:
+    :func:`ctxpack.watch.client.warm_entries`); nothing is walked then.
     """
     started = time.monotonic()
+    headers = not opts.reproducible
+    rows = None if walked is None else (lambda c: builder_rows(c, headers=headers, walked=walked))
     # The walker is forked here, before the sink exists: a compressor may
     # start threads, and a fork copies none of them.
-    with row_batches(ctx, fork=_fork_walker(opts), headers=not opts.reproducible,
+    with row_batches(ctx, fork=_fork_walker(opts), headers=headers, rows=rows,
                      close_in_child=(out.fd,) if isinstance(out, FdSink) else ()) as batches:
         return _write(ctx.root, batches, out, opts, warn, progress, started)
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROTOCOL", "socket_path", "shape", "shape_key", "spec", "context_inputs",
-    "warm_fingerprint", "warm_diff", "warm_walk", "quick_fingerprint", "quick_diff", "NoSnapshot",
+    "warm_fingerprint", "warm_diff", "warm_walk", "warm_entries", "quick_fingerprint", "quick_diff", "NoSnapshot",
 ]
 
 PROTOCOL = 2
@@ -257,6 +257,40 @@ def warm_walk(ctx: "BuildContext", *, excluded: bool = False) -> "list[Entry] | 
     if got is None:
         return None
     return unpack_entries(ctx, got[1])
+
+
+# lstat's file type -> the walker's kind (a hard link is a file to lstat).
+_KIND_OF_TYPE = {0o100000: ("file", "hardlink"), 0o040000: ("dir",), 0o120000: ("symlink",), 0o010000: ("fifo",),
+                 0o020000: ("char",), 0o060000: ("block",)}
+
+
+def warm_entries(ctx: "BuildContext", *, excluded: bool = False) -> "list[Entry] | None":
+    """:func:`warm_walk`'s entries with their ``lstat`` (the sent ones;
+    excluded ones keep none: they are measured where they are), ready for
+    :func:`ctxpack.tar.writer.pack`'s, :func:`ctxpack.explainer.size`'s and
+    :func:`ctxpack.walker.entries_for_builder`'s ``walked``.  ``None`` when
+    no watcher answers, or when an entry is gone or changed type by the
+    time it is statted (then walk: what changed is still in the watcher's
+    queue)."""
+    entries = warm_walk(ctx, excluded=excluded)
+    if entries is None:
+        return None
+    if ctx.omitted:  # ctxpack's own output (BuildContext.omitting): the walker skips it, as if absent
+        entries = [e for e in entries if e.path not in ctx.omitted]
+        if any(e.kind == "hardlink" and e.link in ctx.omitted for e in entries):
+            return None  # its first name would have been another one: walk
+    root = ctx.root
+    for e in entries:
+        if not e.included:
+            continue
+        try:
+            s = os.lstat(os.path.join(root, e.path))
+        except OSError:
+            return None
+        if e.kind not in _KIND_OF_TYPE.get(s.st_mode & 0o170000, ()):
+            return None
+        e.stat = s
+    return entries
 
 
 def quick_fingerprint(s: Spec) -> "tuple[Fingerprint, list[str], list[str]] | None":
