@@ -118,8 +118,8 @@ def test_json_deltas_and_shared_state(watch: WatchProcess, ctx_dir: Path, tmp_pa
     lines = watch.wait_lines(1)
     d = json.loads(lines[0])
     assert [a["path"] for a in d["added"]] == ["src/app/new.py"] and d["bytes"] == 100
-    # diff, fingerprint and ls answer from the watcher, and say the same as without it.
-    for args in (["diff", "--json"], ["fingerprint", "--json"], ["ls"], ["ls", "--excluded"]):
+    # diff, fingerprint, ls, size and pack answer from the watcher, and say the same as without it.
+    for args in (["diff", "--json"], ["fingerprint", "--json"], ["ls"], ["ls", "--excluded"], ["size", "--json"]):
         warm = ctxpack([*args, str(ctx_dir)], cache)
         cold = ctxpack([*args, str(ctx_dir)], cache, CTXPACK_WATCH="0")
         assert warm.returncode == cold.returncode == 0, warm.stderr + cold.stderr
@@ -130,6 +130,13 @@ def test_json_deltas_and_shared_state(watch: WatchProcess, ctx_dir: Path, tmp_pa
         else:
             assert warm.stdout == cold.stdout
     assert "src/app/new.py" in ctxpack(["diff", str(ctx_dir)], cache).stdout
+    tars = []
+    for extra in ({}, {"CTXPACK_WATCH": "0"}):
+        out = tmp_path / f"ctx{len(tars)}.tar"
+        r = ctxpack(["pack", "-o", str(out), str(ctx_dir)], cache, **extra)
+        assert r.returncode == 0, r.stderr
+        tars.append(out.read_bytes())
+    assert tars[0] == tars[1] and b"src/app/new.py" in tars[0]
 
 
 def test_write_is_visible_to_diff_at_once(watch: WatchProcess, ctx_dir: Path, tmp_path: Path) -> None:
