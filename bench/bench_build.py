@@ -1,34 +1,48 @@
 """``ctxpack build`` vs the docker CLI (classic) vs docker-py, to one engine.
 
-    python bench/bench_build.py [--tree DIR] [--small-tree DIR] [--reps 3] [--out bench/results/build.md]
+    python bench/bench_build.py                      # the full run (~10-15 min on a quiet machine)
+    python bench/bench_build.py --tree /tmp/ctxpack-bench/tree-small --rounds 1 --out /tmp/b.md   # a quick check
 
-What it does (about 5-10 minutes; run it on a quiet machine):
+One command writes ``bench/results/build.md`` (and ``build.json`` beside it):
 
-* starts a private dockerd with tests/dockerd.py's harness (Debian's 20.10,
-  vfs) and an sshd on 127.0.0.1 with tests/sshd.py whose sessions reach
-  that dockerd through a byte-counting relay (so "bytes on the wire" and
-  upload throughput are measured where the engine reads them);
-* the main tree is bench/gen_tree.py's 100k-file tree with the ``typical``
-  ``.dockerignore`` (its Dockerfile: ``FROM scratch``, ``COPY . /app``);
-* **time to image** (spawn to exit, image ID printed) of
-  ``ctxpack build --builder classic -q`` (with and without the ``ctxpack
-  diff`` snapshot), ``DOCKER_BUILDKIT=0 docker build -q`` (the 28.x client
-  on PATH) and docker-py's ``client.images.build(path=...)`` (a
-  subprocess, interpreter start included), over the unix socket and over
-  ``ssh://``: one warm-up each (it fills the build cache, so the COPY step
-  is a cache hit in the timed rounds and the time is the context's: walk,
-  tar, upload, the engine's unpacking and checksum), then ``--reps``
-  interleaved rounds, medians;
-* **upload throughput and bytes on the wire**: every run goes through the
-  relay (unix socket: the tools connect to the relay; ssh: the remote
-  ``dial-stdio`` connects to it): bytes and first-to-last-byte time of the
-  client's direction of the ``/build`` connection;
-* **compression over a throttled link**: the small tree (``gen_tree.py
-  --small``, typical ignore) over ssh through bench/throttle.py as the ssh
-  ``ProxyCommand`` at two rates, ``--compress none`` vs ``gzip`` (levels 1
-  and 6); zstd cannot be sent to this 20.10 engine (it does not know
-  zstd), so its line is an *estimate* from ``ctxpack pack --compress zstd``
-  (compression time and output size) at the same rate, marked as such.
+* a private dockerd (tests/dockerd.py: Debian's 20.10, vfs, ``bb:latest``)
+  behind a byte-counting relay, and an sshd on 127.0.0.1 (tests/sshd.py)
+  whose ``docker system dial-stdio`` reaches the engine through the same
+  relay: "bytes on the wire" and upload times are measured where the engine
+  reads them;
+* the tree: bench/gen_tree.py's 100k-file tree with the ``typical``
+  .dockerignore, and two Dockerfiles:
+
+  - ``Dockerfile``: ``FROM scratch`` + ``COPY . /app`` — every tool must
+    send the whole context, so the engine's intake bounds them all;
+  - ``Dockerfile.app`` (:data:`APP_DOCKERFILE`, written outside the tree
+    and given with ``-f``): what a
+    project like this has — multi-stage, ``COPY package*.json``, ``RUN``,
+    ``COPY src``, a final stage copying the build output.  ctxpack's default
+    minimal context applies; the docker CLI and docker-py upload everything
+    the .dockerignore lets through;
+
+* **unix socket**: time to image (spawn to exit with the image ID) of
+  ``ctxpack build`` (classic builder, default options: minimal where sure,
+  the ``ctxpack diff`` snapshot recorded), ``DOCKER_BUILDKIT=0 docker build``
+  (the 28.x CLI) and docker-py's ``images.build(path=...)``; one warm-up
+  each (the CLI first: it fills the build cache, the others must hit it —
+  the same image ID means the engine saw the same context checksums), then
+  ``--rounds`` interleaved rounds; medians and per-round ratios to the CLI;
+  ctxpack's own phases (start-up, plan, upload, engine, snapshot wait) from
+  its ``--progress json`` record;
+* **identical images**: image IDs and layer diff IDs per tool; for
+  ``Dockerfile.app`` also one ``--no-cache`` build per tool and its final
+  image's ``docker export`` listing (path, type, mode, owner, content
+  digest) compared with the CLI's;
+* **ssh** (``ssh://`` to 127.0.0.1, ``--ssh-rounds``; the cache is warm from
+  the unix part): ``Dockerfile`` with ctxpack's automatic compression,
+  ``--compress none`` and ``gzip -1``, the CLI and docker-py (paramiko);
+  bytes on the wire and context throughput (the uncompressed tar's bytes
+  per second of upload);
+* **throttled ssh** (bench/throttle.py as the ssh ProxyCommand; the small
+  tree, ``--rates``): none vs gzip -1 vs gzip -6 vs the CLI — where
+  compression pays; the automatic rule is checked against it.
 
 Standard library + docker-py; nothing here is imported by the package.
 """
@@ -36,6 +50,7 @@ Standard library + docker-py; nothing here is imported by the package.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -48,6 +63,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -58,6 +74,32 @@ sys.path.insert(0, str(ROOT))
 import benchutil  # noqa: E402
 import dockerd as harness  # noqa: E402
 import sshd as sshd_helper  # noqa: E402
+
+CLI = "docker build (DOCKER_BUILDKIT=0)"
+CTX = "ctxpack build"
+DPY = "docker-py images.build"
+
+#: A real-world-shaped Dockerfile for bench/gen_tree.py's tree (a Node-style
+#: monorepo): dependencies from the manifests, then the sources, then a
+#: small final image with the build output.  Its RUN steps are
+#: deterministic (sorted digests), so two tools' images can be compared
+#: file by file.
+APP_DOCKERFILE = """\
+# bench/bench_build.py: a real-world-shaped build of this tree
+FROM bb:latest AS deps
+WORKDIR /app
+COPY package*.json tsconfig.json ./
+RUN mkdir -p node_modules && md5sum package.json tsconfig.json > node_modules/.installed
+FROM deps AS build
+COPY src ./src
+COPY packages ./packages
+RUN mkdir -p /out && find src packages -type f -exec md5sum {} + | sort > /out/manifest \\
+ && md5sum /out/manifest > /out/bundle.md5
+FROM bb:latest
+COPY --from=deps /app/node_modules/.installed /app/
+COPY --from=build /out /app/
+CMD ["cat", "/app/bundle.md5"]
+"""
 
 
 # --------------------------------------------------------------------------
@@ -137,20 +179,26 @@ DOCKERPY = """
 import sys, docker, paramiko
 # the benchmark's own sshd on 127.0.0.1 has a fresh host key: accept it
 paramiko.client.RejectPolicy.missing_host_key = lambda *a: None
-url, path = sys.argv[1], sys.argv[2]
-c = docker.DockerClient(base_url=url, timeout=600)
-img, _ = c.images.build(path=path, quiet=True, rm=True)
+url, path, dockerfile, nocache = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+c = docker.DockerClient(base_url=url, timeout=900)
+img, _ = c.images.build(path=path, dockerfile=dockerfile, quiet=True, rm=True, nocache=nocache)
 print(img.id)
 """
 
 
-def commands(url: str, tree: str, dockerpy_url: str | None = None) -> dict[str, list[str]]:
+def commands(url: str, tree: str, dockerfile: str, *, dockerpy_url: str | None = None,
+             no_cache: bool = False) -> dict[str, list[str]]:
+    """The three tools, same engine, same Dockerfile (a path: in the tree
+    or, for Dockerfile.app, outside it — the tree is shared with other
+    benchmarks and stays as gen_tree.py made it)."""
     exe = benchutil.ctxpack_exe()
+    dockerfile = os.path.abspath(os.path.join(tree, dockerfile))
+    f = ["-f", dockerfile]
+    nc = ["--no-cache"] if no_cache else []
     return {
-        "ctxpack build": [*exe, "build", tree, "-H", url, "--builder", "classic", "-q"],
-        "ctxpack build --no-snapshot": [*exe, "build", tree, "-H", url, "--builder", "classic", "-q", "--no-snapshot"],
-        "docker build (DOCKER_BUILDKIT=0)": ["docker", "-H", url, "build", "-q", tree],
-        "docker-py images.build": [sys.executable, "-c", DOCKERPY, dockerpy_url or url, tree],
+        CLI: ["docker", "-H", url, "build", "-q", *f, *nc, tree],
+        CTX: [*exe, "build", tree, "-H", url, "--builder", "classic", "--progress", "json", *f, *nc],
+        DPY: [sys.executable, "-c", DOCKERPY, dockerpy_url or url, tree, dockerfile, "1" if no_cache else "0"],
     }
 
 
@@ -165,215 +213,344 @@ def start_agent(directory: str, key: str) -> tuple[subprocess.Popen[bytes], str]
     return agent, sock
 
 
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+def run(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """One run: wall time, the image ID, and ctxpack's own records (json)."""
     t = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     took = time.monotonic() - t
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])}... failed ({p.returncode}): {p.stderr[-1500:]}")
-    return took, p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
-
-
-def time_tools(cmds: dict[str, list[str]], env: dict[str, str], reps: int, relay: Relay) -> tuple[dict, dict]:
-    """Warm-up, then ``reps`` interleaved rounds, every run through the
-    relay: (times, wire figures), per tool."""
-    out: dict[str, dict] = {}
-    wire: dict[str, dict] = {}
-    for name, cmd in cmds.items():
-        benchutil.log(f"  warm-up: {name}")
-        _, image = run(cmd, env)
-        out[name] = {"runs": [], "image": image}
-        wire[name] = {"bytes": [], "seconds": []}
-    names = list(cmds)
-    for r in range(reps):
-        order = names if r % 2 == 0 else names[::-1]
-        for name in order:
-            relay.reset()
-            took, _ = run(cmds[name], env)
-            c = relay.biggest()
-            out[name]["runs"].append(took)
-            wire[name]["bytes"].append(c["bytes"])
-            wire[name]["seconds"].append(max(c["last"] - c["first"], 1e-9))
-            benchutil.log(f"  round {r + 1}: {name} {took:.2f}s, {c['bytes']:,} bytes in {c['last'] - c['first']:.2f}s")
-    for name in names:
-        out[name]["summary"] = benchutil.summary(out[name]["runs"])
-        b, sec = statistics.median(wire[name]["bytes"]), statistics.median(wire[name]["seconds"])
-        wire[name].update(bytes=b, seconds=sec, rate=b / sec)
-    return out, wire
-
-
-def fmt_mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
-def table(title: str, timed: dict[str, dict], wire: dict[str, dict], ref: str) -> list[str]:
-    lines = [f"### {title}", "", "| tool | time to image, median (min–max) | ÷ docker CLI | bytes on the wire | upload throughput |",
-             "|---|---:|---:|---:|---:|"]
-    base = timed[ref]["summary"]["median"]
-    for name, t in timed.items():
-        s = t["summary"]
-        w = wire.get(name, {})
-        lines.append(f"| {name} | {s['median']:.2f} s ({s['min']:.2f}–{s['max']:.2f}) | {s['median'] / base:.2f}× | "
-                     f"{fmt_mb(w.get('bytes', 0))} | {fmt_mb(w.get('rate', 0))}/s |")
-    return lines + [""]
-
-
-def throttled(sshd_env: dict[str, str], alias: str, tree: str, rate: str, reps: int) -> dict[str, dict]:
-    exe = benchutil.ctxpack_exe()
-    url = f"ssh://{alias}"
-    variants = {
-        "none": ["--compress", "none"],
-        "gzip -1 (ctxpack's automatic choice)": ["--compress", "gzip", "--level", "1"],
-        "gzip -6": ["--compress", "gzip"],
-    }
-    out: dict[str, dict] = {}
-    for name, extra in variants.items():
-        cmd = [*exe, "build", tree, "-H", url, "--builder", "classic", "--progress", "json", "--no-snapshot", *extra]
-        runs, wire = [], 0
-        for _ in range(reps):
-            t = time.monotonic()
-            p = subprocess.run(cmd, capture_output=True, text=True, env=sshd_env, timeout=900)
-            if p.returncode != 0:
-                raise RuntimeError(p.stderr[-1500:])
-            runs.append(time.monotonic() - t)
-            for line in p.stdout.splitlines():
-                d = json.loads(line)
-                if d.get("id") == "ctxpack.upload":
-                    wire = d["aux"]["wire_bytes"]
-        out[name] = {"summary": benchutil.summary(runs), "wire": wire}
-        benchutil.log(f"  {rate}: {name} {statistics.median(runs):.2f}s, {wire:,} bytes")
+    out: dict[str, Any] = {"wall": took, "image": p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""}
+    for line in p.stdout.splitlines():  # ctxpack --progress json: its upload and build records
+        if line.startswith('{"id": "ctxpack.'):
+            d = json.loads(line)
+            out[d["id"]] = d["aux"]
+    if "ctxpack.build" in out:
+        out["image"] = out["ctxpack.build"]["image_id"]
     return out
 
 
-def zstd_estimate(tree: str, rate_bps: float) -> dict[str, float]:
+def timed(cmds: dict[str, list[str]], env: dict[str, str], rounds: int, relay: Relay, *,
+          warmup: bool = True) -> dict[str, dict[str, Any]]:
+    """Warm-up (in the given order: the CLI first), then ``rounds``
+    interleaved rounds, every run through the relay."""
+    res: dict[str, dict[str, Any]] = {name: {"runs": [], "wire": [], "upload_s": [], "records": []} for name in cmds}
+    if warmup:
+        for name, cmd in cmds.items():
+            benchutil.log(f"  warm-up: {name}")
+            res[name]["warmup"] = run(cmd, env)
+    names = list(cmds)
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            relay.reset()
+            one = run(cmds[name], env)
+            c = relay.biggest()
+            res[name]["runs"].append(one["wall"])
+            res[name]["wire"].append(c["bytes"])
+            res[name]["upload_s"].append(max(c["last"] - c["first"], 1e-9))
+            res[name]["records"].append(one)
+            res[name]["image"] = one["image"]
+            benchutil.log(f"  round {r + 1}: {name} {one['wall']:.2f}s, {c['bytes']:,} bytes in "
+                          f"{c['last'] - c['first']:.2f}s")
+    for name in names:
+        x = res[name]
+        x["summary"] = benchutil.summary(x["runs"])
+        x["bytes"] = statistics.median(x["wire"])
+        x["seconds"] = statistics.median(x["upload_s"])
+    return res
+
+
+def layers(d: harness.Dockerd, image: str) -> list[str]:
+    return list((d.client.inspect_image(image).get("RootFS") or {}).get("Layers") or [])
+
+
+def listing(d: harness.Dockerd, image: str) -> dict[str, tuple[Any, ...]]:
+    """The final image's files (docker export): type, mode, owner, content digest."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for path, e in d.export_fs(image).items():
+        data = e.data if isinstance(e.data, bytes) else (e.data or "").encode()
+        out[path] = (e.type, e.mode, e.uid, e.gid, hashlib.sha256(data).hexdigest())
+    return out
+
+
+# --------------------------------------------------------------------------
+# the parts
+# --------------------------------------------------------------------------
+
+
+def ctxpack_phases(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Medians of ctxpack's own phases; start-up = wall - its internal elapsed."""
+    rows: dict[str, list[float]] = {}
+    for r in records:
+        b = r.get("ctxpack.build")
+        if not b:
+            continue
+        rows.setdefault("start-up + exit", []).append(r["wall"] - b["elapsed"])
+        for k, v in b["phases"].items():
+            rows.setdefault(k, []).append(v)
+    return {k: statistics.median(v) for k, v in rows.items()}
+
+
+def unix_part(d: harness.Dockerd, url: str, tree: str, dockerfile: str, env: dict[str, str], rounds: int,
+              relay: Relay) -> dict[str, Any]:
+    res = timed(commands(url, tree, dockerfile), env, rounds, relay)
+    ref = res[CLI]["image"]
+    ident = {name: {"image": x["image"], "same_image_as_cli": x["image"] == ref,
+                    "same_layers_as_cli": layers(d, x["image"]) == layers(d, ref)} for name, x in res.items()}
+    return {"timed": res, "identity": ident, "phases": ctxpack_phases(res[CTX]["records"])}
+
+
+def no_cache_identity(d: harness.Dockerd, url: str, tree: str, dockerfile: str, env: dict[str, str]) -> dict[str, Any]:
+    """One --no-cache build per tool; the final images' files compared with the CLI's."""
+    out: dict[str, Any] = {}
+    ref: dict[str, tuple[Any, ...]] | None = None
+    for name, cmd in commands(url, tree, dockerfile, no_cache=True).items():
+        benchutil.log(f"  --no-cache: {name}")
+        one = run(cmd, env)
+        files = listing(d, one["image"])
+        if ref is None:
+            ref = files
+        diff = sorted(set(files) ^ set(ref)) + sorted(p for p in set(files) & set(ref) if files[p] != ref[p])
+        out[name] = {"wall": one["wall"], "image": one["image"], "files": len(files), "differs": diff[:20],
+                     "identical_to_cli": not diff}
+    return out
+
+
+def ssh_part(ssh: Any, env: dict[str, str], tree: str, rounds: int, relay: Relay) -> dict[str, Any]:
+    base = commands(ssh.url, tree, "Dockerfile", dockerpy_url=ssh.direct_url)
+    ctx = base[CTX]
+    cmds: dict[str, list[str]] = {
+        "ctxpack build (automatic compression)": ctx,
+        "ctxpack build --compress none": [*ctx, "--compress", "none"],
+        "ctxpack build --compress gzip --level 1": [*ctx, "--compress", "gzip", "--level", "1"],
+        CLI: base[CLI],
+        DPY: base[DPY],
+    }
+    res = timed(cmds, env, rounds, relay, warmup=False)  # the unix part left the cache warm
+    tar_bytes = res["ctxpack build --compress none"]["bytes"]
+    for x in res.values():
+        x["context_rate"] = tar_bytes / x["seconds"]
+        rec = x["records"][-1].get("ctxpack.upload") if x["records"] else None
+        x["compression"] = rec["compression"] if rec else "none"
+    return {"timed": res, "tar_bytes": tar_bytes}
+
+
+def throttled_part(relay_path: str, env: dict[str, str], tree: str, rates: list[str], rounds: int,
+                   relay: Relay) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for rate in rates:
+        benchutil.log(f"ssh throttled to {rate}B/s")
+        s = sshd_helper.start_sshd(relay_path, throttle=rate)
+        try:
+            ctx = commands(s.url, tree, "Dockerfile")[CTX]
+            cmds = {
+                "ctxpack --compress none": [*ctx, "--compress", "none"],
+                "ctxpack --compress gzip --level 1": [*ctx, "--compress", "gzip", "--level", "1"],
+                "ctxpack --compress gzip --level 6": [*ctx, "--compress", "gzip", "--level", "6"],
+                "ctxpack (automatic)": ctx,
+                CLI: commands(s.url, tree, "Dockerfile")[CLI],
+            }
+            out[rate] = timed(cmds, s.env(env), rounds, relay, warmup=False)
+        finally:
+            s.stop()
+    return out
+
+
+def startup(env: dict[str, str]) -> dict[str, float]:
+    """Process start-up alone: ``ctxpack build --print-endpoint`` and ``docker version --format``."""
     exe = benchutil.ctxpack_exe()
-    t = time.monotonic()
-    p = subprocess.run([*exe, "pack", tree, "--dialect", "classic", "--compress", "zstd", "-o", "/tmp/ctxpack-bench-zstd.tar.zst"],
-                       capture_output=True, timeout=600)
-    took = time.monotonic() - t
-    size = os.path.getsize("/tmp/ctxpack-bench-zstd.tar.zst") if p.returncode == 0 else 0
-    os.unlink("/tmp/ctxpack-bench-zstd.tar.zst") if size else None
-    return {"pack_seconds": took, "bytes": size, "upload_seconds": max(took, size / rate_bps)}
+    res = {}
+    for name, cmd in (("ctxpack build --print-endpoint", [*exe, "build", "--print-endpoint", "-H", "unix:///nonexistent"]),
+                      ("python3 -c pass", [sys.executable, "-c", "pass"]),
+                      ("docker --version", ["docker", "--version"])):
+        xs = []
+        for _ in range(5):
+            t = time.monotonic()
+            subprocess.run(cmd, capture_output=True, env=env, timeout=60)
+            xs.append(time.monotonic() - t)
+        res[name] = statistics.median(xs)
+    return res
+
+
+# --------------------------------------------------------------------------
+# the report
+# --------------------------------------------------------------------------
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def time_table(res: dict[str, dict[str, Any]], ref: str = CLI) -> list[str]:
+    lines = ["| tool | time to image, median (rounds) | ÷ docker CLI (per round) | bytes on the wire | upload throughput |",
+             "|---|---:|---:|---:|---:|"]
+    base = res[ref]["runs"]
+    for name, x in res.items():
+        per = ", ".join(f"{a / b:.2f}" for a, b in zip(x["runs"], base))
+        lines.append(f"| {name} | {x['summary']['median']:.2f} s ({', '.join(f'{v:.2f}' for v in x['runs'])}) | "
+                     f"**{x['summary']['median'] / res[ref]['summary']['median']:.2f}×** ({per}) | {mb(x['bytes'])} | "
+                     f"{mb(x['bytes'] / x['seconds'])}/s |")
+    return lines + [""]
+
+
+def report(args: argparse.Namespace, meta: dict[str, Any], results: dict[str, Any]) -> str:
+    L: list[str] = ["# `ctxpack build` vs the docker CLI (classic) vs docker-py, one engine", "",
+                    "Written by `python bench/bench_build.py " + " ".join(sys.argv[1:]) + "` (one command).", ""]
+    L += [f"- date: {meta['started']}; ctxpack commit {meta['commit']}; engine: Debian's dockerd {meta['engine']}, vfs, "
+          "private (tests/dockerd.py)",
+          f"- machine: {meta['cpu']}, {os.cpu_count()} cores; load average {' '.join(meta['load0'])} at start, "
+          f"{' '.join(meta['load1'])} at end",
+          f"- clients: {meta['clients']}",
+          f"- tree `{args.tree}`: {meta['tree']} with the `typical` .dockerignore; small tree `{args.small_tree}` for "
+          "the throttled part",
+          f"- method: one warm-up per tool (the CLI first), then {args.rounds} interleaved round(s); wall = spawn to "
+          "exit with the image ID; bytes on the wire and upload time at a relay in front of the engine's socket "
+          "(throughput = bytes / first-to-last byte)", ""]
+    for key, title in (("unix_copy", "unix socket, `Dockerfile` = `FROM scratch` + `COPY . /app` (whole context)"),
+                       ("unix_app", "unix socket, `Dockerfile.app` (real-world shaped; ctxpack's minimal context)")):
+        part = results.get(key)
+        if not part:
+            continue
+        L += [f"## {title}", "", *time_table(part["timed"])]
+        L += ["Same image as the CLI's (image ID; layer diff IDs): " + "; ".join(
+            f"{n}: {'yes' if i['same_image_as_cli'] else 'NO'} / {'yes' if i['same_layers_as_cli'] else 'NO'}"
+            for n, i in part["identity"].items()), ""]
+        ph = part["phases"]
+        if ph:
+            L += ["ctxpack's own time (medians): " + ", ".join(f"{k} {v:.2f} s" for k, v in ph.items()) +
+                  " (plan = ping, context, Dockerfile analysis, base-image lookups; engine = last byte to the "
+                  "image ID; snapshot = waiting for the `ctxpack diff` fingerprint taken beside the build)", ""]
+    nc = results.get("no_cache_app")
+    if nc:
+        L += ["### `Dockerfile.app` with `--no-cache`: the final images compared file by file (docker export)", "",
+              "| tool | time to image (1 run) | files | identical to the CLI's |", "|---|---:|---:|---|"]
+        for n, x in nc.items():
+            L.append(f"| {n} | {x['wall']:.2f} s | {x['files']:,} | {'yes' if x['identical_to_cli'] else 'NO: ' + ', '.join(x['differs'][:5])} |")
+        L.append("")
+    sp = results.get("ssh")
+    if sp:
+        L += [f"## ssh://127.0.0.1 (sshd + `docker system dial-stdio`), `Dockerfile` (whole context), {args.ssh_rounds} "
+              "round(s), cache warm", "",
+              "| tool | compression | time to image | bytes on the wire | context throughput (tar bytes/s) |",
+              "|---|---|---:|---:|---:|"]
+        for n, x in sp["timed"].items():
+            L.append(f"| {n} | {x['compression']} | {x['summary']['median']:.2f} s | {mb(x['bytes'])} | "
+                     f"{mb(x['context_rate'])}/s |")
+        best_other = max(sp["timed"][CLI]["context_rate"], sp["timed"][DPY]["context_rate"])
+        auto = sp["timed"]["ctxpack build (automatic compression)"]["context_rate"]
+        L += ["", f"ctxpack (automatic) vs the best of the CLI and docker-py: {auto / best_other:.2f}× the context "
+              f"throughput ({'higher' if auto > best_other else 'NOT higher'}).", ""]
+    th = results.get("throttled")
+    if th:
+        L += ["## Compression over a throttled ssh link (small tree, `Dockerfile`)", "",
+              "| link | tool | time to image | bytes on the wire |", "|---|---|---:|---:|"]
+        for rate, res in th.items():
+            for n, x in res.items():
+                L.append(f"| {rate}B/s | {n} | {x['summary']['median']:.2f} s | {mb(x['bytes'])} |")
+        L.append("")
+        wins = {rate: min((n for n in res if n.startswith("ctxpack --compress")), key=lambda n: res[n]["summary"]["median"])
+                for rate, res in th.items()}
+        L += ["Fastest compression per link: " + "; ".join(f"{r}B/s: {w.replace('ctxpack --compress ', '')}"
+                                                          for r, w in wins.items()), ""]
+    st = results.get("startup")
+    if st:
+        L += ["Process start-up alone (median of 5): " + ", ".join(f"`{k}` {v:.3f} s" for k, v in st.items()), ""]
+    L += ["The rule ctxpack applies (ctxpack/engine/builder.py `choose_compression`): none on a local socket "
+          "(unix, tcp to loopback) and over ssh to this machine (`ssh -G` resolves the host to a loopback address, "
+          "no ProxyCommand/ProxyJump: the same cores would compress, encrypt, decrypt and unpack); on a remote link "
+          "zstd where the engine accepts it (classic builder, Engine ≥ 23, API ≥ 1.42), else gzip level 1 (the "
+          "throttled rows: it pays on slow links).  `--compress` overrides it.  So the ssh table's automatic row is "
+          "`none` (the sshd is on 127.0.0.1) and the throttled table's is gzip -1 (a ProxyCommand is a real link).", ""]
+    return "\n".join(L) + "\n"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tree", default="/tmp/ctxpack-bench/tree-full")
     ap.add_argument("--small-tree", default="/tmp/ctxpack-bench/tree-small")
-    ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--rates", default="10M,50M")
-    ap.add_argument("--ssh-reps", type=int, default=1)
-    ap.add_argument("--only", choices=["all", "throttled"], default="all", help="throttled: only the compression part (a quick check)")
+    ap.add_argument("--rounds", type=int, default=2, help="timed rounds after the warm-up (unix socket)")
+    ap.add_argument("--ssh-rounds", type=int, default=1)
+    ap.add_argument("--throttled-rounds", type=int, default=1)
+    ap.add_argument("--rates", default="10M,50M", help="throttled ssh link rates, bytes/s")
+    ap.add_argument("--parts", default="unix,app,nocache,ssh,throttled,startup",
+                    help="comma-separated subset of unix,app,nocache,ssh,throttled,startup")
     ap.add_argument("--out", default=str(HERE / "results" / "build.md"))
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     benchutil.compile_ctxpack()
     for tree, extra in ((args.tree, []), (args.small_tree, ["--small"])):
         if not os.path.exists(os.path.join(tree, ".bench-tree.json")):
             subprocess.run([sys.executable, str(HERE / "gen_tree.py"), tree, *extra], check=True)
         subprocess.run([sys.executable, str(HERE / "set_ignore.py"), tree, "typical"], check=True, capture_output=True)
-    # SIGTERM (a time limit) ends the run through the finally below, so the
-    # engine and the sshds are stopped, not orphaned.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    # A private index for the snapshot `ctxpack build` records: the user's
-    # may be rewritten by other ctxpack versions on a shared machine.
-    cache = tempfile.mkdtemp(prefix="ctxpack-bench-cache-")
-    load0 = benchutil.loadavg()
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    app = os.path.join(tempfile.mkdtemp(prefix="ctxpack-bench-app-"), "Dockerfile.app")
+    Path(app).write_text(APP_DOCKERFILE)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a time limit still stops the engine and sshds
+    cache = tempfile.mkdtemp(prefix="ctxpack-bench-cache-")  # a private index for the snapshots builds record
+    meta: dict[str, Any] = {"load0": benchutil.loadavg(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     d = harness.Dockerd.start(tls=False)
     relay_path = os.path.join(d.base, "relay.sock")
     relay = Relay(relay_path, d.socket)
     ssh = sshd_helper.start_sshd(relay_path)
-    slow: dict[str, sshd_helper.Sshd] = {}
     agent: subprocess.Popen[bytes] | None = None
-    results: dict[str, object] = {}
+    results: dict[str, Any] = {}
+    out_json = Path(args.out).with_suffix(".json")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every part: a run cut short keeps what it measured
+        out_json.write_text(json.dumps(results, indent=1, default=str))
+
     try:
         env = dict(os.environ, DOCKER_BUILDKIT="0", CTXPACK_CACHE_DIR=cache)
         env.pop("DOCKER_HOST", None)
-        unix_t = unix_w = ssh_t = ssh_w = {}
-        if args.only == "all":
-            benchutil.log("unix socket")
-            unix_t, unix_w = time_tools(commands(f"unix://{relay_path}", args.tree), env, args.reps, relay)
+        url = f"unix://{relay_path}"
+        if "startup" in parts:
+            results["startup"] = startup(env)
+        if "unix" in parts:
+            benchutil.log("unix socket, Dockerfile (COPY .)")
+            results["unix_copy"] = unix_part(d, url, args.tree, "Dockerfile", env, args.rounds, relay)
+            save()
+        if "app" in parts:
+            benchutil.log("unix socket, Dockerfile.app")
+            results["unix_app"] = unix_part(d, url, args.tree, app, env, args.rounds, relay)
+            save()
+        if "nocache" in parts:
+            benchutil.log("unix socket, Dockerfile.app --no-cache")
+            results["no_cache_app"] = no_cache_identity(d, url, args.tree, app, env)
+            save()
+        if "ssh" in parts:
             benchutil.log("ssh")
             agent, agent_sock = start_agent(ssh.base, os.path.join(ssh.base, "id_client"))
             sshenv = ssh.env(dict(env, SSH_AUTH_SOCK=agent_sock))
-            cmds = commands(ssh.url, args.tree, ssh.direct_url)
-            cmds.pop("ctxpack build --no-snapshot")  # its cost is the unix table's; time is short
-            exe = benchutil.ctxpack_exe()
-            cmds = {"ctxpack build (auto: gzip -1)": cmds.pop("ctxpack build"),
-                    "ctxpack build --compress none": [*exe, "build", args.tree, "-H", ssh.url, "--builder", "classic",
-                                                      "-q", "--compress", "none"], **cmds}
-            ssh_t, ssh_w = time_tools(cmds, sshenv, args.ssh_reps, relay)
-        results.update(unix=unix_t, unix_wire=unix_w, ssh=ssh_t, ssh_wire=ssh_w)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))  # kept if the rest fails
-        rates = args.rates.split(",")
-        thr: dict[str, dict] = {}
-        results["throttled"] = thr
-        try:
-            for rate in rates:
-                benchutil.log(f"ssh throttled to {rate}B/s")
-                s = sshd_helper.start_sshd(relay_path, throttle=rate)
-                slow[rate] = s
-                thr[rate] = throttled(s.env(env), s.alias, args.small_tree, rate, args.reps)
-                thr[rate]["zstd (estimate)"] = zstd_estimate(args.small_tree, float(rate.rstrip("M")) * 1e6)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-            results["throttled_error"] = str(e)[-500:]
-            benchutil.log(f"throttled part failed: {e}")
+            if "unix" not in parts:  # the ssh rounds expect a warm cache
+                run(commands(url, args.tree, "Dockerfile")[CLI], env)
+            results["ssh"] = ssh_part(ssh, sshenv, args.tree, args.ssh_rounds, relay)
+            save()
+        if "throttled" in parts:
+            run(commands(url, args.small_tree, "Dockerfile")[CLI], env)  # warm the small tree's cache
+            results["throttled"] = throttled_part(relay_path, env, args.small_tree, args.rates.split(","),
+                                                  args.throttled_rounds, relay)
+            save()
     finally:
         if agent is not None:
             agent.terminate()
             agent.wait(5)
-        for s in [ssh, *slow.values()]:
-            s.stop()
+        ssh.stop()
+        meta["engine"] = f"{d.info.get('Version')} (API {d.info.get('ApiVersion')})"
         d.stop()
         shutil.rmtree(cache, ignore_errors=True)
-    load1 = benchutil.loadavg()
-
-    tree_info = json.load(open(os.path.join(args.tree, ".bench-tree.json")))
-    commit = benchutil.command_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    lines = [
-        "# `ctxpack build` vs the docker CLI (classic) vs docker-py, one engine",
-        "",
-        f"- date: {started}; ctxpack commit {commit}; engine: Debian's dockerd {d.info.get('Version')} "
-        f"(API {d.info.get('ApiVersion')}), vfs, private (tests/dockerd.py)",
-        f"- machine: {benchutil.cpu_model()}, {os.cpu_count()} cores; load average {' '.join(load0)} at start, "
-        f"{' '.join(load1)} at end (shared machine)",
-        f"- clients: {benchutil.command_output(['docker', '--version'])} with DOCKER_BUILDKIT=0; docker-py "
-        f"{benchutil.command_output([sys.executable, '-c', 'import docker; print(docker.__version__)'])}; "
-        f"{benchutil.command_output(['sh', '-c', 'ssh -V 2>&1'])}",
-        f"- tree `{args.tree}`: {tree_info.get('stats', {})} with the `typical` .dockerignore; Dockerfile "
-        "`FROM scratch` + `COPY . /app`; all three send the same entries",
-        f"- method: one warm-up per tool (fills the build cache: the COPY is a cache hit afterwards, so the time is "
-        f"the context's: walk, tar, upload, and the engine unpacking and checksumming it), then {args.reps} "
-        "interleaved rounds; medians; wall = spawn to exit with the image ID. Every run goes through a byte-counting "
-        "relay in front of the engine's socket (for ssh: behind sshd, where `docker system dial-stdio` connects): "
-        "bytes on the wire = what the client sent on the /build connection, throughput = those bytes over its "
-        "first-to-last byte time",
-        "",
-        "## Time to image and upload",
-        "",
-        *(table("unix socket", unix_t, unix_w, "docker build (DOCKER_BUILDKIT=0)") if unix_t else []),
-        *(table(f"ssh://127.0.0.1 (sshd + docker system dial-stdio; {args.ssh_reps} round(s) after the warm-up; "
-                "docker-py through paramiko)", ssh_t, ssh_w, "docker build (DOCKER_BUILDKIT=0)") if ssh_t else []),
-        "ctxpack's default compression: none on the unix socket, gzip level 1 over ssh (this 20.10 engine does not "
-        "accept zstd). "
-        "The docker CLI and docker-py send an uncompressed tar.",
-        "",
-        "## Compression over a throttled ssh link (small tree, ctxpack only)",
-        "",
-        "| link | compression | time to image, median | bytes on the wire |",
-        "|---|---|---:|---:|",
-    ]
-    for rate, rows in results["throttled"].items():  # type: ignore[union-attr]
-        for name, row in rows.items():
-            if "summary" in row:
-                lines.append(f"| {rate}B/s | {name} | {row['summary']['median']:.2f} s | {fmt_mb(row['wire'])} |")
-            else:
-                lines.append(f"| {rate}B/s | zstd -3 (estimate: not accepted by 20.10) | ≈{row['upload_seconds']:.2f} s upload "
-                             f"(pack {row['pack_seconds']:.2f} s) | {fmt_mb(row['bytes'])} |")
-    lines.append("")
-    text = "\n".join(lines) + "\n"
+        shutil.rmtree(os.path.dirname(app), ignore_errors=True)
+    meta["load1"] = benchutil.loadavg()
+    meta["commit"] = benchutil.command_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    meta["cpu"] = benchutil.cpu_model()
+    meta["clients"] = (f"{benchutil.command_output(['docker', '--version'])} with DOCKER_BUILDKIT=0; docker-py "
+                       f"{benchutil.command_output([sys.executable, '-c', 'import docker; print(docker.__version__)'])}; "
+                       f"{benchutil.command_output(['sh', '-c', 'ssh -V 2>&1'])}")
+    meta["tree"] = json.load(open(os.path.join(args.tree, ".bench-tree.json"))).get("stats", {})
+    results["meta"] = meta
+    save()
+    text = report(args, meta, results)
     Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
     print(text)
     return 0
 

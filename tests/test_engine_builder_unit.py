@@ -98,3 +98,28 @@ def test_dockerfile_from_stdin_travels_in_the_tar(tmp_path: Path) -> None:
     assert name.startswith(".dockerfile.")
     tf = tarfile.open(fileobj=io.BytesIO(t.bodies[-1]))
     assert tf.extractfile(name).read() == b"FROM scratch\nCOPY a.txt /\n"  # type: ignore[union-attr]
+
+
+def test_ssh_to_this_machine_is_not_compressed(tmp_path: Path) -> None:
+    from ctxpack.engine.transport import SshTransport
+
+    # a fake ssh: `-G` prints the resolved configuration, as OpenSSH does
+    fake = tmp_path / "ssh"
+    fake.write_text('#!/bin/sh\nfor a; do h="$a"; done\ncase "$h" in\n'
+                    '  near) printf "user root\\nhostname 127.0.0.1\\nport 2222\\n" ;;\n'
+                    '  proxied) printf "hostname 127.0.0.1\\nproxycommand nc %%h %%p\\n" ;;\n'
+                    '  *) printf "hostname build.example.com\\n" ;;\nesac\n')
+    fake.chmod(0o755)
+
+    def engine(host: str) -> Engine:
+        t = SshTransport(host, ssh_command=[str(fake)])
+        e, _ = mock_engine(local=False)
+        e.info()  # remembered from the mock engine; then the decision reads only the transport
+        e.transport = t
+        return e
+
+    comp, note = choose_compression(engine("near"), "classic", None)
+    assert comp == "none" and note and "this machine" in note
+    assert choose_compression(engine("localhost"), "classic", None)[0] == "none"
+    assert choose_compression(engine("proxied"), "classic", None)[0] == "gzip"  # a proxy is a real link
+    assert choose_compression(engine("far"), "classic", None)[0] == "gzip"

@@ -8,6 +8,7 @@ interrupted (the build is cancelled on the engine).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -97,7 +98,6 @@ def build_command(
     from ctxpack.engine.client import Engine
     from ctxpack.engine.hosts import resolve_endpoint
     from ctxpack.engine.progress import make_renderer
-    from ctxpack.engine.session import parse_secret, parse_ssh
     from ctxpack.tar.sinks import open_output
 
     if level is not None and compress in (None, "none"):
@@ -110,13 +110,20 @@ def build_command(
         click.echo(resolve_endpoint(host, docker_context).describe())
         return
     stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
+    secret_specs: list[object] = []
+    ssh_specs: list[object] = []
+    if secrets or ssh:  # the session's code loads only when needed (start-up time)
+        from ctxpack.engine.session import parse_secret, parse_ssh
+
+        secret_specs = [parse_secret(x) for x in secrets]
+        ssh_specs = [parse_ssh(x) for x in ssh]
     opts = BuildOptions(
         tags=tags, dockerfile=dockerfile, stdin_dockerfile=stdin, ignore_file=ignore_file, target=target,
         build_args=_build_args(build_args), labels=_labels(labels), no_cache=no_cache, pull=pull,
         platform=platform, network=network, builder=builder,
         minimal={"full": False, "minimal": True}.get(scope or ""), compress=compress, level=level,
         quiet=quiet, record_snapshot=not no_snapshot, session=False if no_session else None,
-        secrets=[parse_secret(x) for x in secrets], ssh=[parse_ssh(x) for x in ssh],
+        secrets=secret_specs, ssh=ssh_specs,
     )
     out = click.get_text_stream("stdout")
     err = click.get_text_stream("stderr")
@@ -139,8 +146,12 @@ def build_command(
     if iidfile:
         with open_output(iidfile) as sink:
             sink.write(result.image_id.encode())
-    if progress == "json":
-        return  # the engine's messages carried the ID already
+    if progress == "json":  # the engine's messages carried the ID already; then ctxpack's own record
+        aux = {"image_id": result.image_id, "elapsed": round(result.elapsed, 3),
+               "phases": {k: round(v, 3) for k, v in result.phases.items()},
+               "snapshot_recorded": result.snapshot_recorded, "minimal": result.minimal}
+        click.echo(json.dumps({"id": "ctxpack.build", "aux": aux}))
+        return
     if not quiet:
         tagged = f" ({', '.join(result.tags)})" if result.tags else ""
         click.echo(f"ctxpack: built {result.image_id}{tagged} in {result.elapsed:.1f}s", err=True)

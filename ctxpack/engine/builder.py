@@ -11,10 +11,11 @@ The steps, as the docker CLI takes them, with ctxpack's context:
    can read; the ONBUILD triggers of external base images are read from
    the engine (``GET /images/NAME/json``), and a base image the engine does
    not have makes the analysis unsure (unless ``minimal=True`` forces it).
-3. Compression per connection: none on a local socket; on a remote link
-   zstd where the engine accepts it (classic builder, Engine ≥ 23, API ≥
-   1.42), gzip level 1 otherwise (bench/results/build.md: level 6 cost
-   more time than it saved).
+3. Compression per connection: none on a local socket (and over ssh to
+   this machine: compression there only loads the same cores); on a remote
+   link zstd where the engine accepts it (classic builder, Engine ≥ 23,
+   API ≥ 1.42), gzip level 1 otherwise (bench/results/build.md: level 6
+   cost more time than it saved).
 4. ``POST /build`` with the query the docker CLI builds (only what differs
    from the defaults), ``X-Registry-Config`` (the docker config's
    credentials and credential helpers: :mod:`ctxpack.engine.credentials`), and the tar written by the
@@ -158,6 +159,10 @@ class BuildResult:
     #: while the engine works).
     snapshot_recorded: bool = False
     snapshot_wait: float = 0.0
+    #: Where the time went, in seconds: ``plan`` (ping, context, analysis,
+    #: base-image lookups), ``upload`` (first to last byte), ``engine``
+    #: (last byte to the end of the stream), ``snapshot`` (waiting for it).
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------
@@ -227,9 +232,48 @@ def choose_compression(engine: Engine, builder: str, requested: str | None) -> t
         return requested, None
     if engine.transport.local:
         return "none", None
+    if _ssh_to_this_machine(engine.transport):
+        # The same two cores then compress, encrypt, decrypt and unpack:
+        # compression only adds work (bench/results/build.md, ssh part).
+        return "none", f"{engine.url} is this machine (ssh to a loopback address): no compression"
     if zstd_supported(engine.info(), builder="1" if builder == "classic" else "2"):
         return "zstd", None
     return "gzip", None
+
+
+_LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|::1)$")
+
+
+def _ssh_to_this_machine(transport: Any) -> bool:
+    """Whether an ``ssh://`` engine is this machine: ``ssh -G`` (the user's
+    ssh configuration applied, as the connection will be) resolves the
+    host to a loopback address, with no ProxyCommand or ProxyJump (a proxy
+    makes it a real link, whatever the address)."""
+    import subprocess
+
+    from .transport import SshTransport
+
+    if not isinstance(transport, SshTransport):
+        return False
+    if _LOOPBACK.match(transport.hostname):
+        return True
+    cmd = [*transport.ssh_command, "-G"]
+    cmd += ["-l", transport.user] if transport.user else []
+    cmd += ["-p", str(transport.port)] if transport.port else []
+    try:
+        p = subprocess.run([*cmd, "--", transport.hostname], capture_output=True, text=True, timeout=10,
+                           stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if p.returncode != 0:
+        return False
+    conf: dict[str, str] = {}
+    for line in p.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        conf.setdefault(key.lower(), value.strip())
+    if conf.get("proxycommand", "none") != "none" or conf.get("proxyjump", "none") != "none":
+        return False
+    return bool(_LOOPBACK.match(conf.get("hostname", "")))
 
 
 def engine_platform(engine: Engine) -> str | None:
@@ -519,6 +563,7 @@ def build(
 
     try:
         plan = _plan(ctx, engine, opts, note)
+        planned = time.monotonic()
         upload = UploadStats(compression=plan.compression)
         beside = _Beside(plan, upload, snapshot=opts.record_snapshot, totals=on_upload is not None)
         t_upload: list[float] = []
@@ -585,12 +630,16 @@ def build(
                 "build cancelled" + (f" (BuildKit build {plan.build_id})" if plan.build_id else "")) from None
         # Only a successful build records its snapshot; the fingerprint was
         # taken while the engine worked, so usually there is nothing to wait for.
+        streamed = time.monotonic()
         recorded, waited = beside.record(note)
+        sent_at = planned + upload.seconds if session_build is not None or not t_upload else t_upload[0] + upload.seconds
+        phases = {"plan": planned - started, "upload": upload.seconds, "engine": max(0.0, streamed - sent_at),
+                  "snapshot": waited}
         return BuildResult(
             image_id=image_id, tags=list(opts.tags), messages=messages, builder=plan.builder,
             api_version=plan.api, endpoint=engine.url, minimal=plan.ctx.selection is not None, notes=notes,
             upload=upload, elapsed=time.monotonic() - started, build_id=plan.build_id,
-            snapshot_recorded=recorded, snapshot_wait=waited,
+            snapshot_recorded=recorded, snapshot_wait=waited, phases=phases,
         )
     finally:
         if own_engine:
