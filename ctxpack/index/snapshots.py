@@ -29,12 +29,17 @@ How a run goes (:func:`_run`), cheapest first:
 * **walk**: anything else (a directory changed, no state yet, other rules).
   The walk runs in a forked process (:func:`ctxpack.tar.rows.row_batches`,
   as for ``pack``) while this one reads and hashes the files it sends, each
-  digest reused from the index when its stat key is unchanged.  Small files
-  are read whole through their directory's descriptor; large ones stream
-  on threads.  The new state is written in one transaction.
+  digest reused from the index when its stat key is unchanged (the stored
+  state is read a part at a time as the walk reaches it).  Small files are
+  read whole through their directory's descriptor; large ones stream on
+  threads.  Each batch of entries goes at once to a temporary on-disk sort
+  (:mod:`ctxpack.index.sorter`) and is read back in fingerprint order,
+  part by part, to be hashed and written, in one transaction.
 
-The state in memory is columns (lists of shared strings and arrays), never
-an object per entry.
+Nothing is held per entry of the context: memory is one part of
+:data:`~ctxpack.index.state.PART` entries at a time (columns: lists of
+shared strings and arrays), the sort's page cache, and the first path of
+each stored part.
 """
 
 from __future__ import annotations
@@ -46,22 +51,26 @@ import os
 import stat as st
 import time
 from array import array
-from typing import TYPE_CHECKING
+from collections import deque
+from typing import IO, TYPE_CHECKING, Any
 from collections.abc import Iterable, Iterator
 
 import xxhash
 
 from ctxpack.context import BuildContext
+from ctxpack.errors import OutputError
 from ctxpack.fs import SMALL_FILE
 from ctxpack.index.results import Change, Delta, Fingerprint
 from ctxpack.index.digest import CHUNK, DirReader, FileDigest, hash_file, hash_workers, stat_key
+from ctxpack.index.sorter import Reorder
+from ctxpack.index.sorter import Row as SortRow
 from ctxpack.index.state import COARSE_WINDOW_NS, KEY, MISSING, PART, RECIPE, Columns, RecordHash, changed, racy_window
 from ctxpack.index.store import Index, IndexUnavailable, Part, Stored, open_index
 from ctxpack.tar.rows import can_fork, row_batches
 from ctxpack.walker import Entry, EntryKind, entries_for_builder, excluded_dirs_read
 
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["Fingerprint", "fingerprint", "snapshot", "record_snapshot", "diff", "Delta", "Change", "RECIPE"]
 
@@ -72,9 +81,6 @@ _KIND = {
     EntryKind.FIFO: "p", EntryKind.CHAR: "c", EntryKind.BLOCK: "b",
 }
 OUTSIDE_DOCKERFILE = "<dockerfile>"
-_NO_DIGEST = bytes(16)
-_KIND_BYTE = {k: ord(k) for k in "fdlpcb"}
-_KIND_CHAR = {ord(k): k for k in "fdlpcb"}
 
 # A row from the walk: (path, kind letter, st_mode, size, mtime_ns, ctime_ns,
 # inode, value).  value is None for a regular file still to be digested;
@@ -152,52 +158,53 @@ def _batches(rows: Iterable[Row], size: int = 256) -> Iterator[list[Row]]:
 
 
 class _Walk:
-    """One walk's entries in walk order, digests filled in, in as few bytes
-    per entry as it takes (this is what a cold run's memory grows with):
-    the path, a kind byte, the stat key (size and mode are read from it),
-    16 raw digest bytes; the few other values and synthesised entries'
-    mode and size on the side."""
+    """One walk: each entry, its digest reused or read, goes to a
+    :class:`~ctxpack.index.sorter.Reorder` as its batch comes, which
+    releases it in fingerprint order to a temporary file of encoded parts
+    (nothing per entry is kept here).  Large files hash on threads, a few at
+    a time; their rows wait in the window until their digests are in."""
 
     def __init__(self, ctx: BuildContext, old: _Old, workers: int | None):
         self.root = ctx.root
-        self.paths: list[str] = []
-        self.kinds = bytearray()
-        self.keys = array("q")
-        self.digests = bytearray()  # 16 bytes per entry (zeros but for files)
-        self.other: dict[int, str] = {}  # non-empty values of entries that are not files
-        self.synth: dict[int, tuple[int, int]] = {}  # (mode, size) of entries with no stat key
-        self.gone: set[int] = set()  # files that vanished before they were read
         self.hashed = 0
         self.hashed_bytes = 0
         self.notes: list[str] = []
         self.old = old
         self.workers = hash_workers() if workers is None else max(1, workers)
         self._pool: ThreadPoolExecutor | None = None
-        self._large: list[tuple[int, object]] = []
+        self._large: deque[tuple[list[Any], Future[FileDigest | None]]] = deque()
+        self.parts = _PartFile()
+        self.order = Reorder(ctx.root, self.parts.add)
+        self._seq = 0
 
     def add(self, batches: Iterable[list[Row]]) -> None:
-        paths, kinds, keys, other = self.paths, self.kinds, self.keys, self.other
         reader = DirReader(self.root)
         get = self.old.get
-        digests = self.digests
         prefix = self.root.rstrip("/") + "/"
+        order = self.order
+        in_flight = 4 * self.workers
+        seq = self._seq
         try:
             for batch in batches:
+                out: list[SortRow] = []
                 for path, kind, mode, size, mtime, ctime, ino, value in batch:
+                    key = path.encode("utf-8", "surrogateescape")
+                    seq += 1
                     if value is None:
-                        # A regular file: its digest goes to ``digests`` (16
-                        # bytes, not a 32-digit str per file), its value is "".
-                        hit = get(path)
+                        # A regular file: 16 raw digest bytes, reused when the
+                        # stat key is the stored one, else read.
+                        hit = get(key)
+                        digest: bytes | None
                         if hit is not None and hit[0] == (size, mtime, ctime, ino, mode):
                             digest = hit[1]
                         elif size >= CHUNK and self.workers > 1:
-                            self._submit(len(paths), prefix + path, path)
-                            digest = _NO_DIGEST
+                            row = [key, seq, "f", mode & 0o7777, size, mtime, ctime, ino, mode, None]
+                            self._submit(row, prefix + path, path)
+                            out.append(row)  # filled in when its thread is done
+                            continue
                         else:
-                            read = reader.digest(path, size, mtime, ctime, ino, mode) if size <= SMALL_FILE else None
-                            if read is not None:
-                                digest = read
-                            else:
+                            digest = reader.digest(path, size, mtime, ctime, ino, mode) if size <= SMALL_FILE else None
+                            if digest is None:
                                 d = hash_file(prefix + path, path)
                                 if d is None:
                                     self.notes.append(f"{path}: vanished while fingerprinting")
@@ -206,96 +213,208 @@ class _Walk:
                                 size, mtime, ctime, ino, mode = d.key
                             self.hashed += 1
                             self.hashed_bytes += size
-                        digests += digest
+                        out.append((key, seq, "f", mode & 0o7777, size, mtime, ctime, ino, mode, digest))
+                    elif kind == "f":  # the Dockerfile from outside: digested by the walker
+                        out.append((key, seq, kind, mode & 0o7777, size, mtime, ctime, ino, mode, bytes.fromhex(value)))
                     else:
-                        digests += _NO_DIGEST if kind != "f" else bytes.fromhex(value)
-                        if value and kind != "f":
-                            other[len(paths)] = value
-                    if ino < 0:
-                        self.synth[len(paths)] = (mode & 0o7777, size)
-                        keys.extend(MISSING)
-                    else:
-                        keys.extend((size, mtime, ctime, ino, mode))
-                    paths.append(path)
-                    kinds.append(_KIND_BYTE[kind])
+                        out.append((key, seq, kind, mode & 0o7777, size, mtime, ctime, ino, mode,
+                                    value.encode("utf-8", "surrogateescape")))
+                order.add(out)
+                while len(self._large) > in_flight:
+                    self._reap()
+                if order.full():
+                    self.finish()  # no row leaves the window without its digest
+                    order.release()
         finally:
+            self._seq = seq
             reader.close()
 
-    def _submit(self, slot: int, abspath: str, rel: str) -> None:
+    def _submit(self, row: list[Any], abspath: str, rel: str) -> None:
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor  # here: its import costs ~10 ms of every start-up
 
             self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ctxpack-hash")
-        self._large.append((slot, self._pool.submit(hash_file, abspath, rel)))
+        self._large.append((row, self._pool.submit(hash_file, abspath, rel)))
+
+    def _reap(self) -> None:
+        """The oldest large file's digest into its row (``None``: vanished)."""
+        row, fut = self._large.popleft()
+        d = fut.result()
+        if d is None:
+            self.notes.append(f"{row[0].decode('utf-8', 'surrogateescape')}: vanished while fingerprinting")
+            return
+        row[9] = bytes.fromhex(d.digest)
+        row[4], row[5], row[6], row[7], row[8] = d.key
+        row[3] = d.key[4] & 0o7777
+        self.hashed += 1
+        self.hashed_bytes += d.size
 
     def finish(self) -> None:
-        """Wait for the large files; drop those that vanished."""
-        gone: list[int] = []
-        try:
-            for slot, fut in self._large:
-                d: FileDigest | None = fut.result()  # type: ignore[attr-defined]
-                if d is None:
-                    gone.append(slot)
-                    self.notes.append(f"{self.paths[slot]}: vanished while fingerprinting")
-                    continue
-                self.digests[16 * slot:16 * slot + 16] = bytes.fromhex(d.digest)
-                self.keys[KEY * slot:KEY * slot + KEY] = array("q", d.key)
-                self.hashed += 1
-                self.hashed_bytes += d.size
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-        self.gone.update(gone)
+        """Wait for the large files in flight."""
+        while self._large:
+            self._reap()
+
+    def done(self) -> None:
+        """The walk is over: release the rest."""
+        self.finish()
+        self.order.release(final=True)
+        self.parts.flush()
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.order.close()
+        self.parts.close()
 
-    def sorted_parts(self, hasher: RecordHash, totals: list[int]) -> Iterator[Columns]:
-        """The entries in fingerprint order, :data:`PART` at a time (the last
-        of a path met twice counts), each added to ``hasher`` and to
-        ``totals`` (entries, files, bytes) as it is made."""
-        paths = self.paths
-        if all(map(str.isascii, paths)):
-            order = sorted(range(len(paths)), key=paths.__getitem__)  # ASCII: string order is byte order
-        else:
-            order = sorted(range(len(paths)), key=lambda i: paths[i].encode("utf-8", "surrogateescape"))
-        kinds, keys, digests, other, synth, gone = self.kinds, self.keys, self.digests, self.other, self.synth, self.gone
-        last = len(order) - 1
-        c = Columns()
-        out_kinds: list[str] = []
-        for n, i in enumerate(order):
-            if gone and i in gone:
-                continue
-            if n < last and paths[order[n + 1]] == paths[i]:
-                continue  # met again later: the later one counts
-            k = KEY * i
-            if keys[k + 3] < 0:
-                mode, size = synth[i]
+    def sorted_parts(self, hasher: RecordHash, totals: list[int]) -> Iterator[tuple[Columns, Part]]:
+        """The entries in fingerprint order, about :data:`PART` at a time
+        (the released parts, with the rows the sorter holds merged in), each
+        added to ``hasher`` and to ``totals`` (entries, files, bytes)."""
+        late = self.order.sorter
+        pending = late.rows() if late.count else iter(())
+        nxt = next(pending, None)
+        for c, seqs, blobs in self.parts.read():
+            if nxt is not None and nxt[0] <= _bytes_key(c.paths[-1]):
+                merged, nxt = _merge(c, seqs, nxt, pending)
+                yield _done(merged, hasher, totals), merged.encode()
             else:
-                mode, size = keys[k + 4] & 0o7777, keys[k]
-            kind = _KIND_CHAR[kinds[i]]
-            c.paths.append(paths[i])
-            out_kinds.append(kind)
-            c.modes.append(mode)
-            c.sizes.append(size)
-            c.values.append(digests[16 * i:16 * i + 16].hex() if kind == "f" else other.get(i, ""))
-            c.keys.extend(keys[KEY * i:KEY * i + KEY])
-            if len(out_kinds) >= PART:
-                yield self._done(c, out_kinds, hasher, totals)
-                c, out_kinds = Columns(), []
-        if out_kinds:
-            yield self._done(c, out_kinds, hasher, totals)
+                yield _done(c, hasher, totals), blobs
+        while nxt is not None:  # after the last released row
+            rest: list[Any] = []
+            while nxt is not None and len(rest) < PART:
+                rest.append(nxt)
+                nxt = next(pending, None)
+            c = _columns(rest)
+            yield _done(c, hasher, totals), c.encode()
 
-    @staticmethod
-    def _done(c: Columns, kinds: list[str], hasher: RecordHash, totals: list[int]) -> Columns:
-        c.kinds = "".join(kinds)
-        hasher.add(c)
-        files, size = c.totals()
-        totals[0] += c.entries
-        totals[1] += files
-        totals[2] += size
-        return c
+
+def _done(c: Columns, hasher: RecordHash, totals: list[int]) -> Columns:
+    hasher.add(c)
+    files, size = c.totals()
+    totals[0] += c.entries
+    totals[1] += files
+    totals[2] += size
+    return c
+
+
+def _columns(rows: Iterable[SortRow]) -> Columns:
+    """Rows of the sorter's layout as columns (the values as the records have them)."""
+    c = Columns()
+    kinds: list[str] = []
+    paths, modes, sizes, values, keys = c.paths, c.modes, c.sizes, c.values, c.keys
+    for key, _, kind, mode, size, mtime, ctime, ino, st_mode, value in rows:
+        paths.append(key.decode("utf-8", "surrogateescape"))
+        kinds.append(kind)
+        modes.append(mode)
+        sizes.append(size)
+        values.append(value.hex() if kind == "f" else value.decode("utf-8", "surrogateescape"))
+        keys.extend(MISSING if ino < 0 else (size, mtime, ctime, ino, st_mode))
+    c.kinds = "".join(kinds)
+    return c
+
+
+def _merge(c: Columns, seqs: array[int], nxt: tuple[Any, ...] | None,
+           pending: Iterator[tuple[Any, ...]]) -> tuple[Columns, tuple[Any, ...] | None]:
+    """A released part with the sorter's rows up to its last path merged in
+    (of two rows for one path, the later of the walk counts); and the
+    sorter's next row."""
+    out = Columns()
+    kinds: list[str] = []
+    last = _bytes_key(c.paths[-1])
+
+    def take(i: int) -> None:
+        out.paths.append(c.paths[i])
+        kinds.append(c.kinds[i])
+        out.modes.append(c.modes[i])
+        out.sizes.append(c.sizes[i])
+        out.values.append(c.values[i])
+        out.keys.extend(c.keys[KEY * i:KEY * i + KEY])
+
+    def put(row: tuple[Any, ...]) -> None:
+        one = _columns([row])
+        out.paths.append(one.paths[0])
+        kinds.append(one.kinds)
+        out.modes.extend(one.modes)
+        out.sizes.extend(one.sizes)
+        out.values.append(one.values[0])
+        out.keys.extend(one.keys)
+
+    i, n = 0, c.entries
+    key_i = _bytes_key(c.paths[0])
+    while i < n or (nxt is not None and nxt[0] <= last):
+        if nxt is None or nxt[0] > last or (i < n and key_i < nxt[0]):
+            take(i)
+        elif i < n and key_i == nxt[0]:
+            if nxt[1] > seqs[i]:
+                put(nxt)
+            else:
+                take(i)
+            nxt = next(pending, None)
+        else:
+            put(nxt)
+            nxt = next(pending, None)
+            continue
+        i += 1
+        if i < n:
+            key_i = _bytes_key(c.paths[i])
+    out.kinds = "".join(kinds)
+    return out, nxt
+
+
+class _PartFile:
+    """Released rows as encoded parts of :data:`PART` entries in an
+    unlinked temporary file, read back once the walk is over (so that the
+    index's write lock is taken only for writing them, not for the walk)."""
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] | None = None
+        self._rows: list[SortRow] = []
+
+    def add(self, rows: list[SortRow]) -> None:
+        self._rows += rows
+        while len(self._rows) >= PART:
+            self._write(self._rows[:PART])
+            del self._rows[:PART]
+
+    def flush(self) -> None:
+        if self._rows:
+            self._write(self._rows)
+            self._rows = []
+
+    def _write(self, rows: list[SortRow]) -> None:
+        if self._file is None:
+            import tempfile
+
+            self._file = tempfile.TemporaryFile(prefix="ctxpack-fp-")
+        seqs = array("q", [r[1] for r in rows])
+        blob = marshal.dumps((*_columns(rows).encode(), seqs.tobytes()))
+        try:
+            self._file.write(len(blob).to_bytes(8, "little") + blob)
+        except OSError as e:
+            raise OutputError(f"cannot write the fingerprint's parts to a temporary file ({e.strerror}); "
+                              "point TMPDIR at a directory with room") from None
+
+    def read(self) -> Iterator[tuple[Columns, array[int], Part]]:
+        """Each part: its columns, the walk's place of each entry, its blobs."""
+        f = self._file
+        if f is None:
+            return
+        f.flush()
+        f.seek(0)
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return
+            paths, keys, records, seq_bytes = marshal.loads(f.read(int.from_bytes(head, "little")))
+            seqs = array("q")
+            seqs.frombytes(seq_bytes)
+            yield Columns.decode(paths, keys, records), seqs, (paths, keys, records)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _stat_keys(root: str, rels: list[str]) -> array[int]:
@@ -325,39 +444,72 @@ def _racy(c: Columns, started_ns: int, *, extra: bool = False) -> bool:
 
 
 class _Old:
-    """The stored state's regular files, for a walk to reuse their digests:
-    paths in fingerprint order, stat keys, raw digests; looked up by
-    bisection from where the last lookup ended (the walk comes in nearly
-    that order), not through a dict of an object per file."""
+    """The stored state's regular files, for a walk to reuse their digests.
 
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        self.keys = array("q")
-        self.digests = bytearray()
-        self._next = 0
-        self._ascii = True
+    Read a part at a time as the walk reaches it, never the whole state:
+    what is kept for all of it is the first path of each part (one in
+    :data:`PART`); a few decoded parts are kept (:attr:`KEEP`), since the
+    walk comes in nearly fingerprint order.  Parts are read outside any
+    transaction: another process may replace the state meanwhile, which
+    can only cost a miss (a stored digest is good for its stat key in any
+    version of the state).
+    """
 
-    def add(self, c: Columns) -> None:
-        keys, kinds, values = c.keys, c.kinds, c.values
-        for i, p in enumerate(c.paths):
-            if kinds[i] == "f" and keys[KEY * i + 3] >= 0:
-                self.paths.append(p)
-                self.keys.extend(keys[KEY * i:KEY * i + KEY])
-                self.digests += bytes.fromhex(values[i])
-                self._ascii = self._ascii and p.isascii()
+    KEEP = 4
 
-    def get(self, path: str) -> tuple[tuple[int, ...], bytes] | None:
-        paths = self.paths
-        j = self._next
-        if j >= len(paths) or paths[j] != path:
-            if self._ascii and path.isascii():
-                j = bisect.bisect_left(paths, path)
-            else:
-                j = bisect.bisect_left(paths, _bytes_key(path), key=_bytes_key)
-            if j >= len(paths) or paths[j] != path:
+    def __init__(self, index: Index | None = None, root: str = "", variant: str = "", firsts: list[bytes] | None = None):
+        self.index = index
+        self.root = root
+        self.variant = variant
+        self.firsts = firsts or []
+        # part number -> (path keys, stat keys, raw digests) of its regular files
+        self._parts: dict[int, tuple[list[bytes], array[int], bytes]] = {}
+        self._at = (-1, 0)  # (part, slot) after the last hit
+
+    def get(self, key: bytes) -> tuple[tuple[int, ...], bytes] | None:
+        """The stored stat key and raw digest of the file at path ``key``."""
+        if not self.firsts:
+            return None
+        n, j = self._at
+        part = self._parts.get(n)
+        if part is None or j >= len(part[0]) or part[0][j] != key:
+            n = bisect.bisect_right(self.firsts, key) - 1
+            if n < 0:
                 return None
-        self._next = j + 1
-        return tuple(self.keys[KEY * j:KEY * j + KEY]), bytes(self.digests[16 * j:16 * j + 16])
+            part = self._part(n)
+            if part is None:
+                return None
+            j = bisect.bisect_left(part[0], key)
+            if j >= len(part[0]) or part[0][j] != key:
+                return None
+        self._at = (n, j + 1)
+        keys = part[1]
+        return tuple(keys[KEY * j:KEY * j + KEY]), part[2][16 * j:16 * j + 16]
+
+    def _part(self, n: int) -> tuple[list[bytes], array[int], bytes] | None:
+        part = self._parts.get(n)
+        if part is not None:
+            return part
+        assert self.index is not None
+        try:
+            raw = self.index.state_part(self.root, self.variant, n)
+        except IndexUnavailable:
+            raw = None
+        if raw is None:
+            return None
+        c = Columns.decode(*raw)
+        paths: list[bytes] = []
+        keys = array("q")
+        digests = bytearray()
+        for i, p in enumerate(c.paths):
+            if c.kinds[i] == "f" and c.keys[KEY * i + 3] >= 0:
+                paths.append(_bytes_key(p))
+                keys.extend(c.keys[KEY * i:KEY * i + KEY])
+                digests += bytes.fromhex(c.values[i])
+        if len(self._parts) >= self.KEEP:
+            del self._parts[next(iter(self._parts))]  # the oldest read
+        part = self._parts[n] = (paths, keys, bytes(digests))
+        return part
 
 
 def _bytes_key(path: str) -> bytes:
@@ -366,18 +518,19 @@ def _bytes_key(path: str) -> bytes:
 
 def _load_old(index: Index, root: str, variant: str) -> _Old:
     """Digests a walk may reuse: the regular files of the stored state (of
-    this variant, else the latest of another)."""
-    old = _Old()
+    this variant, else the latest of another), read as the walk needs them."""
     with index.reading():
         s = index.load_state(root, variant, any_variant=True)
         if s is None:
-            return old
+            return _Old()
+        firsts: list[bytes] = []
         try:
-            for part in index.state_parts(root, s.variant):
-                old.add(Columns.decode(*part))
+            for paths, _, _ in index.state_parts(root, s.variant, keys=False, records=False):
+                first = marshal.loads(paths)[:1]
+                firsts.append(_bytes_key(first[0]) if first else b"")
         except IndexUnavailable:
             return _Old()
-    return old
+    return _Old(index, root, s.variant, firsts)
 
 
 def _walk(ctx: BuildContext, index: Index, variant: str, config: str,
@@ -389,9 +542,7 @@ def _walk(ctx: BuildContext, index: Index, variant: str, config: str,
     checkable = extra_dirs is not None and entries is None
     extra = Columns([""] + (extra_dirs or []))
     extra.keys = _stat_keys(ctx.root, extra.paths)
-    old = _load_old(index, ctx.root, variant)
-    w = _Walk(ctx, old, workers)
-    del old
+    w = _Walk(ctx, _load_old(index, ctx.root, variant), workers)
     try:
         if entries is not None:
             rows = (r for r in map(_entry_row, entries) if r is not None)
@@ -400,9 +551,14 @@ def _walk(ctx: BuildContext, index: Index, variant: str, config: str,
         else:
             with row_batches(ctx, fork=can_fork(), rows=_rows) as batches:
                 w.add(batches)  # type: ignore[arg-type]  # rows=_rows: the index's 8-field rows
-        w.finish()
+        w.done()
+        return _save(ctx, index, variant, config, w, fp, started_ns, checkable, extra)
     finally:
         w.close()
+
+
+def _save(ctx: BuildContext, index: Index, variant: str, config: str, w: _Walk, fp: Fingerprint, started_ns: int,
+          checkable: bool, extra: Columns) -> Stored:
     w.old = _Old()
     fp.hashed, fp.hashed_bytes = w.hashed, w.hashed_bytes
     fp.notes.extend(w.notes)
@@ -411,9 +567,9 @@ def _walk(ctx: BuildContext, index: Index, variant: str, config: str,
     racy = [_racy(extra, started_ns, extra=True)]
 
     def parts() -> Iterator[Part]:
-        for c in w.sorted_parts(hasher, totals):
+        for c, blobs in w.sorted_parts(hasher, totals):
             racy[0] = racy[0] or _racy(c, started_ns)
-            yield c.encode()
+            yield blobs
 
     def summary() -> Stored:
         return Stored(variant, config, hasher.hexdigest(), totals[0], totals[1], totals[2],

@@ -349,6 +349,16 @@ class Index:
         cols = f"paths, {'keys' if keys else 'NULL'}, {'records' if records else 'NULL'}"
         return self._parts(f"SELECT {cols} FROM state_parts WHERE ctx = ? AND variant = ? ORDER BY part", (cid, variant))
 
+    def state_part(self, root: str, variant: str, n: int) -> Part | None:
+        """Part ``n`` of the state (``None``: no such part; raises
+        :class:`IndexUnavailable` if reading fails)."""
+        cid = self.context_id(root)
+        if cid is None:
+            return None
+        found = list(self._parts("SELECT paths, keys, records FROM state_parts WHERE ctx = ? AND variant = ? AND part = ?",
+                                 (cid, variant, n)))
+        return found[0] if found else None
+
     def save_state(self, root: str, variant: str, summary: Callable[[], Stored], parts: Iterable[Part]) -> bool:
         """Replace the state of ``root``/``variant``: ``parts`` (consumed
         inside the transaction, one at a time), then ``summary()`` (called
