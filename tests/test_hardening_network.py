@@ -314,3 +314,104 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _run_on_a_terminal(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as its controlling terminal (the
+    case where an ssh prompt could wait for a human); its output and status."""
+    import fcntl
+    import pty
+    import select
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+
+    def take_tty() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(argv, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=take_tty, close_fds=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every holder of the terminal has gone
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        else:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"still running after {timeout}s (waiting for a prompt?): {out.decode(errors='replace')}")
+        return proc.wait(10), out.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_ssh_that_asks_for_a_password_fails_at_once(context: Path, tmp_path: Path) -> None:
+    """An sshd that only takes passwords, the host key trusted, ctxpack on a
+    terminal and an askpass program at hand: ssh must ask neither
+    (BatchMode=yes); ctxpack exits 5 with ssh's own message, in seconds."""
+    import time
+
+    import sshd as sshd_harness
+
+    try:
+        sshd_harness.ensure_sshd()
+    except sshd_harness.SshdUnavailable as e:
+        _need(False, f"needs openssh-server: {e}")
+    _need(shutil.which("ssh") is not None and shutil.which("ssh-keygen") is not None, "needs the ssh client")
+    d = tmp_path / "ssh"
+    d.mkdir()
+    os.chmod(d, 0o700)
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True, timeout=30)
+    port = _free_port()
+    cfg = d / "sshd_config"
+    cfg.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\nPidFile {d / 'pid'}\nStrictModes no\n"
+                   "PubkeyAuthentication no\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes\n"
+                   "UsePAM no\nAuthenticationMethods password\n")
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)], stderr=subprocess.DEVNULL)
+    try:
+        host_pub = (d / "host.pub").read_text().split(" ", 2)
+        (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+        (d / "config").write_text(f"Host 127.0.0.1\n  IdentityFile {d / 'user'}\n  UserKnownHostsFile {d / 'known_hosts'}\n"
+                                  "  StrictHostKeyChecking yes\n")
+        for _ in range(50):  # sshd listening?
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        # A desktop's askpass program that waits for a human: what ssh runs
+        # to ask for a password when it has no terminal (ctxpack's helper has
+        # none: its own session).  BatchMode=yes must keep ssh from it.
+        askpass = d / "askpass"
+        askpass.write_text(f"#!/bin/sh\ntouch {d / 'asked'}\nsleep 120\necho wrong\n")
+        os.chmod(askpass, 0o755)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env.update(DOCKER_HOST=f"ssh://root@127.0.0.1:{port}", DOCKER_CONFIG=str(d / "cfg"),
+                   CTXPACK_SSH=f"ssh -F {d / 'config'}", PYTHONPATH=str(ROOT), SSH_ASKPASS=str(askpass),
+                   SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
+        t0 = time.monotonic()
+        rc, out = _run_on_a_terminal([sys.executable, "-m", "ctxpack.cli", "build", "-q", str(context)], env, 60)
+        took = time.monotonic() - t0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert rc == UNREACHABLE, out
+    assert "Permission denied" in out and "password" in out and "Traceback" not in out, out
+    assert "assword:" not in out.replace("Permission denied (password)", ""), out  # no prompt was shown
+    assert took < 30, took
+    assert not (d / "asked").exists()  # the askpass program never ran
