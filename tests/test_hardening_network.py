@@ -230,7 +230,7 @@ def test_library_timeout_covers_the_answer_and_silence_mid_answer(tmp_path: Path
         with Engine.connect(f"unix://{path2}", env={}, timeout=0.3) as engine:
             with pytest.raises(EngineTimeoutError) as e2:
                 engine.ping()
-    assert "went silent in the middle of its answer within 0.3s" in str(e2.value), e2.value
+    assert "said nothing for 0.3s in the middle of its answer" in str(e2.value), e2.value
 
 
 def test_connect_timeout_names_the_endpoint() -> None:
@@ -415,3 +415,88 @@ def test_ssh_that_asks_for_a_password_fails_at_once(context: Path, tmp_path: Pat
     assert "assword:" not in out.replace("Permission denied (password)", ""), out  # no prompt was shown
     assert took < 30, took
     assert not (d / "asked").exists()  # the askpass program never ran
+
+
+class _SessionThenSilence:
+    """A BuildKit engine on a unix socket that takes the session upgrade and
+    the ``/build`` request, then never calls the session (no HTTP/2 preface)
+    and never says another byte: the daemon that stops calling."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.srv = socket.socket(socket.AF_UNIX)
+        self.srv.bind(path)
+        self.srv.listen(8)
+        self.held: list[socket.socket] = []
+        self.seen: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c = self.srv.accept()[0]
+            except OSError:
+                return
+            self.held.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        import json as _json
+
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                line = head.split(b"\r\n", 1)[0].decode()
+                method, target = line.split(" ")[:2]
+                path = target.split("?")[0]
+                self.seen.append(f"{method} {path}")
+                if path.endswith("/_ping"):
+                    c.sendall(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nBuilder-Version: 2\r\nOstype: linux\r\n"
+                              b"Content-Length: 2\r\n\r\nOK")
+                elif path.endswith("/version"):
+                    body = _json.dumps({"Version": "20.10.24", "ApiVersion": "1.41", "MinAPIVersion": "1.12",
+                                        "Os": "linux", "Arch": "amd64"}).encode()
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                              + str(len(body)).encode() + b"\r\n\r\n" + body)
+                elif path.endswith("/session"):
+                    c.sendall(b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+                    return  # held open, never called
+                elif path.endswith("/build"):
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    return  # held open, silent
+                else:
+                    c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            return
+
+    def __enter__(self) -> _SessionThenSilence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.srv.close()
+        for c in self.held:
+            c.close()
+
+
+def test_a_session_whose_daemon_stops_calling_times_out(context: Path, tmp_path: Path) -> None:
+    import time
+
+    path = str(tmp_path / "buildkit.sock")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env.update(DOCKER_HOST=f"unix://{path}", DOCKER_CONFIG=str(tmp_path / "cfg"), PYTHONPATH=str(ROOT))
+    with _SessionThenSilence(path) as engine:
+        t0 = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "ctxpack.cli", "build", "--timeout", "1", str(context)],
+                           capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+        took = time.monotonic() - t0
+        seen = list(engine.seen)
+    assert "POST /v1.41/session" in seen and "POST /v1.41/build" in seen, seen
+    assert p.returncode == MUTE_EXIT, p.stderr
+    assert f"unix://{path}" in p.stderr and "said nothing for 1s" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert took < 30, took

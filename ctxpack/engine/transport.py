@@ -456,9 +456,10 @@ class _SocketTransport(Transport):
         return self.read_timeout if self.read_timeout is not None else request.timeout
 
     def _silent(self, what: str, timeout: float | None) -> EngineTimeoutError:
+        """``what`` with ``{t}`` where the seconds go."""
         t = timeout or 0.0
         return EngineTimeoutError(
-            f"the Docker engine at {self.url} {what} within {t:g}s (the read timeout; raise it with "
+            f"the Docker engine at {self.url} {what.replace('{t}', f'{t:g}s')} (the read timeout; raise it with "
             f"--timeout or DOCKER_CLIENT_TIMEOUT)", self.url, t)
 
     # subclasses -------------------------------------------------------------
@@ -584,7 +585,7 @@ class _SocketTransport(Transport):
                 raise
             except socket.timeout:
                 conn.close()
-                raise self._silent(f"did not answer {request.method} {request.url.split('?')[0]}",
+                raise self._silent(f"did not answer {request.method} {request.url.split('?')[0]} within {{t}}",
                                    self._timeout(request)) from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
@@ -601,7 +602,7 @@ class _SocketTransport(Transport):
     def _response(self, conn: _Conn, resp: http.client.HTTPResponse, upload_error: str | None,
                   timeout: float | None) -> Response:
         url = self.url
-        what = "went silent in the middle of its answer"
+        what = "said nothing for {t} in the middle of its answer"
 
         def stream() -> Iterator[bytes]:
             try:
@@ -653,7 +654,7 @@ class _SocketTransport(Transport):
             raise
         except socket.timeout:
             conn.close()
-            raise self._silent(f"did not answer {request.method} {request.url.split('?')[0]}",
+            raise self._silent(f"did not answer {request.method} {request.url.split('?')[0]} within {{t}}",
                                self._timeout(request)) from None
         except (OSError, http.client.HTTPException) as e:
             conn.close()
