@@ -31,7 +31,8 @@ from ctxpack.ignore.matcher import Matcher
 if TYPE_CHECKING:  # the Dockerfile analysis is only loaded for --minimal
     from ctxpack.dockerfile.analysis import Analysis, Selection
 
-__all__ = ["Dialect", "BuildContext", "open_context", "missing_dockerfile_error", "nearby_dockerfiles"]
+__all__ = ["Dialect", "BuildContext", "open_context", "missing_dockerfile_error", "nearby_dockerfiles",
+           "require_dockerfile"]
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,19 @@ def missing_dockerfile_error(ctx: "BuildContext") -> DockerfileError | None:
     if ctx.dockerfile_path is not None or ctx.dockerfile_stdin:
         return None
     return _dockerfile_not_found(os.path.join(ctx.root, "Dockerfile"), ctx.root)
+
+
+def require_dockerfile(root: str, dockerfile: str | None) -> None:
+    """Raise the docker CLI's :class:`DockerfileError` (with the
+    Dockerfiles nearby as a hint) when the Dockerfile ``open_context`` would
+    use does not exist; stdin (``-``) always has one.  ``build`` checks
+    this before connecting, as ``docker build`` does."""
+    if dockerfile == "-":
+        return
+    notes: list[str] = []
+    loc = _locate_dockerfile(os.path.abspath(root), dockerfile, notes)
+    if loc.abs is None:
+        raise _dockerfile_not_found(os.path.join(os.path.abspath(root), "Dockerfile"), os.path.abspath(root))
 
 
 def _rel_inside(root: str, path: str) -> str | None:

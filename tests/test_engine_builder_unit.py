@@ -12,7 +12,7 @@ import pytest
 from ctxpack.engine.builder import BuildOptions, build, choose_builder, choose_compression, registry_config
 from ctxpack.engine.client import Engine
 from ctxpack.engine.transport import MockResponse, MockTransport, Request
-from ctxpack.errors import BuildFailedError, EngineVersionError
+from ctxpack.errors import BuildFailedError, EngineVersionError, InputError
 
 
 def mock_engine(*, api: str = "1.41", builder: str | None = None, version: str = "20.10.24", local: bool = True,
@@ -49,8 +49,10 @@ def test_compression_per_connection() -> None:
     new = mock_engine(local=False, api="1.43", version="24.0.7")[0]
     assert choose_compression(new, "classic", None) == ("zstd", None)
     assert choose_compression(new, "buildkit", None) == ("gzip", None)  # BuildKit's sniffing knows no zstd
-    comp, note = choose_compression(mock_engine(local=True)[0], "classic", "zstd")
-    assert comp == "zstd" and note and "not known to accept zstd" in note
+    with pytest.raises(InputError, match=r"Engine 20.10.24 \(API 1.41\) cannot read a zstd context"):
+        choose_compression(mock_engine(local=True)[0], "classic", "zstd")  # refused before sending
+    comp, note = choose_compression(mock_engine(local=True, version="")[0], "classic", "zstd")
+    assert comp == "zstd" and note and "not known to accept zstd" in note  # unknown version: the engine decides
 
 
 def test_build_sends_the_tar_and_query(tmp_path: Path) -> None:

@@ -15,13 +15,24 @@ import sys
 import click
 
 from ctxpack.cli.common import handle_errors, say, timeout_option
+from ctxpack.errors import InputError, OutputError
+
+
+def _flag_error(value: str, flag: str, why: str) -> InputError:
+    """The docker CLI's words for a flag value it refuses before connecting."""
+    return InputError(f'invalid argument "{value}" for "{flag}" flag: {why}')
 
 
 def _build_args(items: tuple[str, ...]) -> dict[str, str | None]:
     """``K=V``, or ``K`` alone: the environment's value, or declared-but-unset
     (``null``) when the environment has none, as ``docker build`` does."""
+    from ctxpack.engine.reference import env_error
+
     out: dict[str, str | None] = {}
     for item in items:
+        why = env_error(item)
+        if why is not None:
+            raise _flag_error(item, "--build-arg", why)
         if "=" in item:
             k, v = item.split("=", 1)
             out[k] = v
@@ -109,6 +120,7 @@ def build_command(
     if print_endpoint:
         click.echo(resolve_endpoint(host, docker_context).describe())
         return
+    _check_before_connecting(directory, dockerfile, tags, iidfile)
     stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
     secret_specs: list[object] = []
     ssh_specs: list[object] = []
@@ -144,9 +156,12 @@ def build_command(
         click.echo("\nctxpack: interrupted", err=True)
         sys.exit(130)
     if iidfile:
-        with open_output(iidfile) as sink:
-            sink.write(result.image_id.encode())
-    if progress == "json":  # the engine's messages carried the ID already; then ctxpack's own record
+        try:
+            with open_output(iidfile) as sink:
+                sink.write(result.image_id.encode())
+        except OutputError as e:  # it names the temporary file beside iidfile: name the user's path
+            raise OutputError(f"--iidfile {iidfile}: cannot write the image ID ({e})") from None
+    if progress == "json" and not quiet:  # -q: only the ID, whatever --progress says (as docker build)  # the engine's messages carried the ID already; then ctxpack's own record
         aux = {"image_id": result.image_id, "elapsed": round(result.elapsed, 3),
                "phases": {k: round(v, 3) for k, v in result.phases.items()},
                "snapshot_recorded": result.snapshot_recorded, "minimal": result.minimal}
@@ -155,4 +170,24 @@ def build_command(
     if not quiet:
         tagged = f" ({', '.join(result.tags)})" if result.tags else ""
         click.echo(f"ctxpack: built {result.image_id}{tagged} in {result.elapsed:.1f}s", err=True)
-    click.echo(result.image_id)
+    if quiet or not out.isatty():  # on a terminal the line above has said it already
+        click.echo(result.image_id)
+
+
+def _check_before_connecting(directory: str, dockerfile: str | None, tags: tuple[str, ...],
+                             iidfile: str | None) -> None:
+    """What the docker CLI refuses before it connects: a bad -t, no
+    Dockerfile; and an --iidfile that could not be written after the build."""
+    from ctxpack.context import require_dockerfile
+    from ctxpack.engine.reference import reference_error
+
+    for tag in tags:
+        why = reference_error(tag)
+        if why is not None:
+            raise _flag_error(tag, "-t, --tag", why)
+    if os.path.isdir(directory):  # a missing directory: open_context's own error
+        require_dockerfile(directory, dockerfile)
+    if iidfile:
+        parent = os.path.dirname(os.path.abspath(iidfile))
+        if not os.path.isdir(parent):
+            raise OutputError(f"--iidfile {iidfile}: no such directory {parent}")

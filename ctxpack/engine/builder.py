@@ -227,6 +227,9 @@ def choose_compression(engine: Engine, builder: str, requested: str | None) -> t
     engine is known not to accept it)."""
     if requested is not None:
         if requested == "zstd" and not zstd_supported(engine.info(), builder="1" if builder == "classic" else "2"):
+            refused = zstd_refusal(engine.info(), builder)
+            if refused is not None:
+                raise InputError(refused)
             return requested, (f"--compress zstd: the engine at {engine.url} (Engine {engine.info().get('Version')}, "
                                f"{builder} builder) is not known to accept zstd contexts")
         return requested, None
@@ -239,6 +242,25 @@ def choose_compression(engine: Engine, builder: str, requested: str | None) -> t
     if zstd_supported(engine.info(), builder="1" if builder == "classic" else "2"):
         return "zstd", None
     return "gzip", None
+
+
+def zstd_refusal(info: Mapping[str, Any], builder: str) -> str | None:
+    """Why ``--compress zstd`` cannot work on this engine (``GET /version``
+    JSON), said before anything is sent, or ``None`` when its version is not
+    known (then a note, and the engine decides).  The engine sniffs the
+    body: Moby's classic builder knows zstd from Engine 23.0 / API 1.42
+    (20.10 answers ``archive/tar: invalid tar header``); BuildKit's remote
+    context sniffing knows none (it takes the body for a Dockerfile)."""
+    need = "it needs Engine >= 23.0, API >= 1.42 and the classic builder"
+    names = " ".join(str(c.get("Name", "")) for c in info.get("Components") or [] if isinstance(c, Mapping))
+    if "podman" in names.lower():
+        return f"--compress zstd: Podman's Engine API cannot read a zstd context ({need}); use gzip"
+    if builder != "classic":
+        return f"--compress zstd: the BuildKit builder cannot read a zstd context ({need}); use gzip"
+    version, api = str(info.get("Version", "")), str(info.get("ApiVersion", ""))
+    if len(version_tuple(version)) < 2 or len(version_tuple(api)) < 2:
+        return None
+    return f"--compress zstd: Engine {version} (API {api}) cannot read a zstd context ({need}); use gzip"
 
 
 _LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|::1)$")
@@ -551,6 +573,10 @@ def build(
     from ..tar.writer import PackOptions, pack
 
     opts = options or BuildOptions()
+    if not isinstance(ctx, BuildContext) and os.path.isdir(ctx) and opts.stdin_dockerfile is None:
+        from ..context import require_dockerfile
+
+        require_dockerfile(os.fspath(ctx), opts.dockerfile)  # as docker build: refused before connecting
     own_engine = engine is None
     engine = engine or Engine.connect()
     started = time.monotonic()

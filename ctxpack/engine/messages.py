@@ -34,6 +34,7 @@ __all__ = [
     "message_error",
     "image_id_of",
     "exit_code_of",
+    "printable",
 ]
 
 
@@ -240,24 +241,50 @@ def parse_message(line: bytes) -> dict[str, Any] | None:
     return msg if isinstance(msg, dict) else {"raw": msg}
 
 
+#: Escaped characters an error may hold before the rest is taken for binary.
+_MAX_ESCAPES = 8
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters and undecodable
+    bytes (U+FFFD) escaped; from the first of more than a few such
+    characters on (an engine quoting a compressed body it took for a
+    Dockerfile, say) the rest is left out and said so."""
+    out: list[str] = []
+    first: tuple[int, int] | None = None  # (index in text, length of out) at the first escape
+    escaped = 0
+    for i, c in enumerate(text):
+        if c in "\n\t" or (c.isprintable() and c != "\ufffd"):
+            out.append(c)
+            continue
+        if first is None:
+            first = (i, len(out))
+        escaped += 1
+        if escaped > _MAX_ESCAPES:
+            return "".join(out[: first[1]]).rstrip() + f" [{len(text) - first[0]} characters of binary data left out]"
+        out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+    return "".join(out)
+
+
 def error_message(body: bytes) -> str:
-    """The engine's message in an HTTP error body (``{"message": ...}``)."""
+    """The engine's message in an HTTP error body (``{"message": ...}``),
+    :func:`printable`."""
     try:
         doc = json.loads(body)
         if isinstance(doc, dict) and "message" in doc:
-            return str(doc["message"]).strip()
+            return printable(str(doc["message"]).strip())
     except ValueError:
         pass
-    return body.decode("utf-8", "replace").strip()
+    return printable(body.decode("utf-8", "replace").strip())
 
 
 def message_error(msg: dict[str, Any]) -> str | None:
-    """The error a stream message carries, if any."""
+    """The error a stream message carries, if any (:func:`printable`)."""
     if "errorDetail" not in msg and "error" not in msg:
         return None
     detail = msg.get("errorDetail")
     text = detail.get("message") if isinstance(detail, dict) else None
-    return str(text or msg.get("error") or detail or msg)
+    return printable(str(text or msg.get("error") or detail or msg))
 
 
 def image_id_of(msg: dict[str, Any]) -> str | None:

@@ -1,0 +1,161 @@
+"""``ctxpack build``: the defects a real-user trial found (issue 12,
+/work/trial-findings.md), each pinned on the fake daemon
+(:class:`ctxpack.engine.fake.FakeDaemon`) or on mock engines; the docker CLI
+28's words where it refuses something itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ctxpack.engine.builder import BuildOptions, build, choose_compression, zstd_refusal
+from ctxpack.engine.client import Engine
+from ctxpack.engine.fake import FakeDaemon
+from ctxpack.engine.messages import error_message, message_error, printable
+from ctxpack.engine.reference import reference_error
+from ctxpack.engine.transport import MockResponse, MockTransport, Request
+from ctxpack.errors import DockerfileError, InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeDaemon]:
+    with FakeDaemon() as d:
+        yield d
+
+
+def run(*args: str, cwd: Path, host: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CTXPACK_CACHE_DIR=str(cwd.parent / "cache"))
+    env.pop("CTXPACK_WATCH", None)
+    return subprocess.run([sys.executable, "-m", "ctxpack.cli", "build", "-H", host, *args], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def tree(tmp: Path, dockerfile: str | None = "FROM bb:latest\nCOPY . /app\n") -> Path:
+    root = tmp / "ctx"
+    root.mkdir()
+    (root / "a.txt").write_text("hi\n")
+    if dockerfile is not None:
+        (root / "Dockerfile").write_text(dockerfile)
+    return root
+
+
+def builds(d: FakeDaemon) -> int:
+    return sum(1 for r in d.take() if r.path == "/build")
+
+
+# --------------------------------------------------------------------------
+# 14, 15, 16, 19: refused before anything is sent, exit 2 (3 for --iidfile)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, why", [
+    ("bb", None), ("localhost:5000/x/y:1", None), ("Foo.com/x", None), ("a--b", None), ("X.com:5/a:B", None),
+    ("Bad Tag", "invalid reference format: repository name (library/Bad Tag) must be lowercase"),
+    ("UPPER:tag", "invalid reference format: repository name (library/UPPER) must be lowercase"),
+    ("ab/CD", "invalid reference format: repository name (ab/CD) must be lowercase"),
+    ("my.reg/AB", "invalid reference format: repository name (AB) must be lowercase"),
+    ("a:b:c", "invalid reference format"), ("", "invalid reference format"), ("x:", "invalid reference format"),
+    ("a-", "invalid reference format"), ("-a", "invalid reference format"), ("x:-y", "invalid reference format"),
+    ("a" * 300, "repository name must not be more than 255 characters"),
+    ("f" * 64, f"invalid repository name ({'f' * 64}), cannot specify 64-byte hexadecimal strings"),
+    ("x@sha256:" + "0" * 32, "invalid checksum digest length"), ("x@sha256:" + "0" * 64, None),
+    ("x@md5:" + "0" * 64, "unsupported digest algorithm"),
+])
+def test_tag_checked_like_the_docker_cli(name: str, why: str | None) -> None:
+    # Each expected text is what `docker build -t NAME` (CLI 28) printed after
+    # 'invalid argument "NAME" for "-t, --tag" flag: ' on this machine.
+    assert reference_error(name) == why
+
+
+def test_bad_tag_and_build_arg_refused_before_connecting(tmp_path: Path, fake: FakeDaemon) -> None:
+    root = tree(tmp_path)
+    fake.take()
+    p = run("-t", "Bad Tag", ".", cwd=root, host=fake.docker_host)
+    assert p.returncode == 2, p.stderr
+    assert ('invalid argument "Bad Tag" for "-t, --tag" flag: invalid reference format: repository name '
+            '(library/Bad Tag) must be lowercase') in p.stderr
+    assert "sent" not in p.stderr and builds(fake) == 0
+    p = run("--build-arg", "=x", ".", cwd=root, host=fake.docker_host)
+    assert p.returncode == 2 and 'invalid argument "=x" for "--build-arg" flag: invalid environment variable: =x' in p.stderr
+    assert builds(fake) == 0
+
+
+def test_iidfile_in_a_missing_directory_refused_before_building(tmp_path: Path, fake: FakeDaemon) -> None:
+    root = tree(tmp_path)
+    fake.take()
+    p = run("-q", "--iidfile", str(tmp_path / "none" / "iid"), ".", cwd=root, host=fake.docker_host)
+    assert p.returncode == 3, p.stderr
+    assert f"--iidfile {tmp_path / 'none' / 'iid'}" in p.stderr and ".tmp" not in p.stderr
+    assert builds(fake) == 0
+    p = run("-q", "--iidfile", "iid", ".", cwd=root, host=fake.docker_host)
+    assert p.returncode == 0 and (root / "iid").read_text() == p.stdout.strip()
+
+
+def test_no_dockerfile_refused_before_connecting(tmp_path: Path, fake: FakeDaemon) -> None:
+    root = tree(tmp_path, dockerfile=None)
+    (root / "sub").mkdir()
+    (root / "sub" / "Dockerfile").write_text("FROM bb:latest\n")
+    fake.take()
+    for extra in ([], ["--builder", "buildkit"]):
+        p = run(*extra, ".", cwd=root, host=fake.docker_host)
+        assert p.returncode == 2, p.stderr
+        assert (f"unable to prepare context: unable to evaluate symlinks in Dockerfile path: lstat "
+                f"{root}/Dockerfile: no such file or directory") in p.stderr
+        assert "-f sub/Dockerfile" in p.stderr and "sent" not in p.stderr
+        assert fake.take() == []  # not even /_ping
+    with pytest.raises(DockerfileError, match="lstat .*/Dockerfile: no such file"):
+        build(str(root), Engine.connect(fake.docker_host), BuildOptions(record_snapshot=False))
+    assert fake.take() == []
+
+
+# --------------------------------------------------------------------------
+# 20: --compress zstd to an engine that cannot read it; binary in errors
+# --------------------------------------------------------------------------
+
+
+def mock_engine(version: str, api: str) -> Engine:
+    def handler(req: Request) -> MockResponse:
+        path = req.url.split("?")[0]
+        if path.endswith("/_ping"):
+            return MockResponse(200, b"OK", {"Api-Version": api})
+        if path.endswith("/version"):
+            return MockResponse(200, json.dumps({"Version": version, "ApiVersion": api}).encode())
+        raise AssertionError(f"nothing else may be asked: {req.url}")
+
+    return Engine(MockTransport(handler, local=True))
+
+
+def test_zstd_refused_where_the_engine_cannot_read_it(tmp_path: Path) -> None:
+    old = mock_engine("20.10.24", "1.41")
+    with pytest.raises(InputError) as info:
+        choose_compression(old, "classic", "zstd")
+    assert str(info.value) == ("--compress zstd: Engine 20.10.24 (API 1.41) cannot read a zstd context (it needs "
+                               "Engine >= 23.0, API >= 1.42 and the classic builder); use gzip")
+    assert info.value.exit_code == 2
+    new = mock_engine("24.0.7", "1.43")
+    assert choose_compression(new, "classic", "zstd") == ("zstd", None)
+    with pytest.raises(InputError, match="the BuildKit builder cannot read a zstd context"):
+        choose_compression(new, "buildkit", "zstd")
+    assert zstd_refusal({"Version": "ctxpack-fake"}, "classic") is None  # unknown: a note, the engine decides
+    root = tree(tmp_path)
+    with pytest.raises(InputError, match="use gzip"):  # build() asks nothing beyond ping and version
+        build(str(root), old, BuildOptions(compress="zstd", record_snapshot=False, builder="classic"))
+
+
+def test_engine_errors_never_print_binary() -> None:
+    zstd_echo = "failed to solve with frontend dockerfile.v0: dockerfile parse error line 1: unknown instruction: " \
+                "(\ufffd/\ufffd\x00X\\\ufffd\x01\x02\x03\x04\x05\x06\x07\x08abc"
+    text = message_error({"error": zstd_echo, "errorDetail": {"message": zstd_echo}})
+    assert text is not None and text.startswith("failed to solve with frontend dockerfile.v0: dockerfile parse error")
+    assert text.endswith("characters of binary data left out]") and "\ufffd" not in text and "\x00" not in text
+    assert error_message(json.dumps({"message": "archive/tar: invalid tar header"}).encode()) == \
+        "archive/tar: invalid tar header"
+    assert printable("a \x1b[31m b\n") == "a \\x1b[31m b\n"
