@@ -395,17 +395,17 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     reincluded: dict[str, Rule] = {}  # the first ! rule that sends something inside
     projects: set[str] | None = None  # directories holding a .NET project file
     rules: dict[str, Rule | None] = {}  # the rule that decided each heavy directory
-    file_kind, dir_kind = EntryKind.FILE, EntryKind.DIR
+    file_kind = EntryKind.FILE
     entries = view.entries
-    i, n = 0, len(entries)
-    while i < n:  # walk order: a directory's contents follow it
+    census = view.counted()
+    n = len(entries)
+    done = 0  # entries before this are inside a heavy directory already summed
+    for i in census.heavy:  # sent directories with a heavy name, in walk order
+        if i < done:
+            continue
         e = entries[i]
         i += 1
-        if not e.included or e.kind != dir_kind:
-            continue
         parent, _, name = e.path.rpartition("/")
-        if name not in HEAVY:
-            continue
         if name in ("bin", "obj") and projects is None:
             projects = {x.path.rpartition("/")[0] for x in entries if x.path.endswith(DOTNET_PROJECTS)}
         what = heavy_kind(name, parent in (projects or ()))
@@ -422,10 +422,11 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
                     total += x.stat.st_size
                 if x.rule is not None and e.path not in reincluded and view.user_exception(x.rule):
                     reincluded[e.path] = x.rule
+        done = i
         kinds[e.path], sizes[e.path] = what, total
         rules[e.path] = e.rule
     source = view.ctx.ignore_source or ".dockerignore"
-    sent = sum(x.stat.st_size for x in entries if x.included and x.kind == file_kind and x.stat is not None)
+    sent = census.sent_bytes
     for d, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
         name = d.rpartition("/")[2]
         if not heavy_enough(b, sent):  # 1 MB and 2% of what is sent: a 194 kB .git is no news
@@ -467,19 +468,12 @@ def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     comments = _allow_comments(view)
     source = view.ctx.ignore_source or ".dockerignore"
     entries = view.entries
-    i, n = 0, len(entries)
-    while i < n:
+    # The census has the sent files whose names may be credentials, outside
+    # installed packages and VCS data (not the project's credentials: a
+    # package's test keys would fail every gate).
+    for i in view.counted().secret:
         e = entries[i]
-        i += 1
-        if e.kind == EntryKind.DIR and e.path.rpartition("/")[2] in secrets.INSTALLED:
-            # Installed packages and VCS data: not the project's credentials
-            # (a package's test keys would fail every gate); skip their contents.
-            inside = e.path + "/"
-            while i < n and entries[i].path.startswith(inside):
-                i += 1
-            continue
-        if not e.included or e.kind != EntryKind.FILE or e.stat is None or not secrets.maybe(e.path):
-            continue
+        assert e.stat is not None
         reason = secrets.candidate(e.path)
         if reason is None:
             continue

@@ -47,6 +47,21 @@ class Opened:
 
 
 @dataclass
+class Census:
+    """What the per-entry checks need, gathered in the one pass over the
+    walk that counts the rules' decisions (so no check scans every entry
+    again): the bytes sent; the sent directories with a heavy name
+    (:data:`~ctxpack.linter.guards.HEAVY`), and the sent files whose names
+    :func:`~ctxpack.linter.secrets.maybe` accepts outside installed-package
+    directories (:data:`~ctxpack.linter.secrets.INSTALLED`), as indices into
+    the entries, in walk order."""
+
+    sent_bytes: int = 0
+    heavy: list[int] = field(default_factory=list)
+    secret: list[int] = field(default_factory=list)
+
+
+@dataclass
 class ContextView:
     """The context as the builder sees it, for the checks.
 
@@ -73,6 +88,7 @@ class ContextView:
     analysis_error: str | None = None
     reads: Selection | None = None
     errors: list[ContextError] = field(default_factory=list)
+    census: Census | None = None
     _subtrees: dict[str, list[tuple[str, os.stat_result]]] = field(default_factory=dict, repr=False)
     _history: set[str] | None | bool = field(default=False, repr=False)
     _children: dict[str, set[str]] | None = field(default=None, repr=False)
@@ -113,6 +129,13 @@ class ContextView:
         if rel not in self._subtrees:
             self._subtrees[rel] = list(fs.iter_tree(os.path.join(self.ctx.root, rel), rel))
         return self._subtrees[rel]
+
+    def counted(self) -> Census:
+        """The :class:`Census` of the entries (made here if the view was
+        built without one)."""
+        if self.census is None:
+            self.census = _census(self.entries, {}, {}, set())
+        return self.census
 
     def by_path(self) -> dict[str, Entry]:
         """The walk's entries by path."""
@@ -232,18 +255,50 @@ def open_view(root: str | os.PathLike[str], *, dockerfile: str | None = None, di
     sent: set[str] = set()
     decided: dict[int, int] = {}
     decided_sent: dict[int, int] = {}
-    for e in entries:
-        r = e.rule
-        if e.included:
-            sent.add(e.path)
-            if r is not None:
-                decided_sent[r.index] = decided_sent.get(r.index, 0) + 1
-        if r is not None:
-            decided[r.index] = decided.get(r.index, 0) + 1
+    census = _census(entries, decided, decided_sent, sent)
     an, an_error, reads = analyse(ctx)
     opened = Opened(dockerfile, ignore_file, stdin_dockerfile)
     return ContextView(ctx, opened, entries, sent, decided, decided_sent, refused, text,
-                       analysis=an, analysis_error=an_error, reads=reads, errors=errors)
+                       analysis=an, analysis_error=an_error, reads=reads, errors=errors, census=census)
+
+
+def _census(entries: list[Entry], decided: dict[int, int], decided_sent: dict[int, int], sent: set[str]) -> Census:
+    """One pass over the walk: the rules' decisions (into ``decided``,
+    ``decided_sent``), the sent paths (into ``sent``) and the :class:`Census`."""
+    from ctxpack.linter.guards import HEAVY
+    from ctxpack.linter.secrets import INSTALLED, maybe
+
+    c = Census()
+    sent_bytes = 0
+    heavy, secret = c.heavy, c.secret
+    add = sent.add
+    file_kind, dir_kind = EntryKind.FILE, EntryKind.DIR
+    skip = ""  # inside an installed-package directory: its files are not the project's secrets
+    for i, e in enumerate(entries):
+        r = e.rule
+        path = e.path
+        kind = e.kind
+        if e.included:
+            add(path)
+            if r is not None:
+                decided_sent[r.index] = decided_sent.get(r.index, 0) + 1
+            if kind == file_kind:
+                if e.stat is not None:
+                    sent_bytes += e.stat.st_size
+                    if skip and path.startswith(skip):
+                        pass
+                    elif maybe(path):
+                        secret.append(i)
+            elif kind == dir_kind:
+                name = path.rpartition("/")[2]
+                if name in HEAVY:
+                    heavy.append(i)
+        if r is not None:
+            decided[r.index] = decided.get(r.index, 0) + 1
+        if kind == dir_kind and not (skip and path.startswith(skip)) and path.rpartition("/")[2] in INSTALLED:
+            skip = path + "/"
+    c.sent_bytes = sent_bytes
+    return c
 
 
 def _add_error(errors: list[ContextError], err: ContextError) -> None:
