@@ -3,10 +3,17 @@ that bound them (issue 17), on generated trees.
 
 Usage::
 
-    python bench/gen_tree.py /tmp/t100k                       # once per tree
-    python bench/bench_fingerprint.py /tmp/t10k:7 /tmp/t100k:5 /tmp/t1m:1
+    python bench/gen_tree.py /tmp/ctxpack-bench/tree-small --small       # once per tree
+    python bench/gen_tree.py /tmp/ctxpack-bench/tree-full
+    python bench/gen_tree.py /tmp/ctxpack-bench/tree-1m --files 1000000 --no-big
+    python bench/bench_fingerprint.py            # those three: 10k:7, 100k:5, 1M:3 rounds
+    python bench/bench_fingerprint.py /tmp/t10k:7 /tmp/t100k:5
+    python bench/bench_fingerprint.py --rss-only # peak RSS curve only (load-independent)
 
-``TREE:ROUNDS`` (default 5 rounds).  Per tree, each round runs every
+``TREE:ROUNDS`` (default 5 rounds).  Every ctxpack command gets
+``--ignore-file`` of an empty file: the full context, whatever
+``.dockerignore`` another benchmark left in a shared tree, the same bytes
+tar reads.  Per tree, each round runs every
 command once, in an order rotated from round to round (so that a burst of
 load on this shared machine hits different commands), all as subprocesses
 with the interpreter's start-up included, on a warm page cache:
@@ -20,7 +27,14 @@ with the interpreter's start-up included, on a warm page cache:
 Ratios are medians of the per-round ratios (each command against its peer
 in the same round), times are medians (min-max).  Peak RSS (GNU time's ``%M``: the largest
 process of the command's tree) is the median too.
-Writes a markdown table (``--out``) and the raw runs as JSON next to it.
+Writes a markdown table (``--out``) and the raw runs as JSON next to it,
+ending with the peak RSS of each command by entry count (the curve issue 17
+asks for: at most 64 MB at 100k entries, growing sub-linearly).
+
+``--rss-only``: per tree, one cold and one warm ``fingerprint``, one
+``snapshot`` and one ``diff``, no peers and no times; peak RSS does not
+depend on the machine's load, so this can run any time
+(``--out`` default then ``results/fingerprint-rss.md``).
 """
 
 from __future__ import annotations
@@ -45,6 +59,7 @@ sys.path.insert(0, str(REPO))
 from benchutil import compile_ctxpack, cpu_model, log  # noqa: E402
 
 CTXPACK = [sys.executable, "-m", "ctxpack.cli"]
+DEFAULT_TREES = ["/tmp/ctxpack-bench/tree-small:7", "/tmp/ctxpack-bench/tree-full:5", "/tmp/ctxpack-bench/tree-1m:3"]
 # (name, peer): ratio targets from issue 17
 TARGETS = {"cold": ("tar", 1.2), "warm": ("find", 1.5), "snapshot": ("find", 1.5), "diff": ("find", 1.5),
            "size": ("ls-excluded", 1.2)}
@@ -70,17 +85,50 @@ def timed(cmd: list[str] | str, env: dict[str, str], cwd: str | None = None) -> 
     return wall, peak, text
 
 
+def ours(command: str, tree: str, *args: str) -> list[str]:
+    """A ctxpack command on the full context of ``tree``."""
+    return CTXPACK + [command, "--ignore-file", EMPTY_IGNORE, *args, tree]
+
+
+EMPTY_IGNORE = ""
+
+
+def warm_up(tree: str, wenv: dict[str, str]) -> dict:
+    """Page cache, and the warm index: a cold run, a second run that stores
+    a checkable state, a snapshot.  The first run's JSON."""
+    subprocess.run("tar -cf - . | cat > /dev/null", shell=True, cwd=tree, check=True)
+    _, _, first = timed(ours("fingerprint", tree, "--json"), wenv)
+    time.sleep(0.2)
+    timed(ours("fingerprint", tree), wenv)
+    timed(ours("snapshot", tree), wenv)
+    return json.loads(first)
+
+
+def rss_tree(tree: str, env: dict[str, str]) -> dict:
+    """Peak RSS only: cold (empty index), then warm fingerprint, snapshot, diff."""
+    warm_cache = tempfile.mkdtemp(prefix="ctxpack-fpbench-rss-")
+    wenv = dict(env, CTXPACK_CACHE_DIR=warm_cache)
+    try:
+        rss: dict[str, int] = {}
+        _, rss["cold"], out = timed(ours("fingerprint", tree, "--json"), wenv)
+        facts = json.loads(out)
+        time.sleep(0.2)
+        timed(ours("fingerprint", tree), wenv)  # the state a warm run can trust
+        _, rss["warm"], out = timed(ours("fingerprint", tree, "--json"), wenv)
+        assert json.loads(out)["hashed"] == 0, out
+        _, rss["snapshot"], _ = timed(ours("snapshot", tree), wenv)
+        _, rss["diff"], _ = timed(ours("diff", tree), wenv)
+        log(f"{tree}: {facts['entries']:,} entries, peak RSS " + ", ".join(f"{k} {v / 1024:.0f} MB" for k, v in rss.items()))
+        return {"tree": tree, "entries": facts["entries"], "files": facts["files"], "bytes": facts["bytes"],
+                "rss_kb": rss}
+    finally:
+        shutil.rmtree(warm_cache, ignore_errors=True)
+
+
 def bench_tree(tree: str, rounds: int, env: dict[str, str]) -> dict:
     warm_cache = tempfile.mkdtemp(prefix="ctxpack-fpbench-warm-")
     wenv = dict(env, CTXPACK_CACHE_DIR=warm_cache)
-    # page cache, and the warm index (a cold run, a second run that stores
-    # a checkable state, a snapshot)
-    subprocess.run("tar -cf - . | cat > /dev/null", shell=True, cwd=tree, check=True)
-    _, _, first = timed(CTXPACK + ["fingerprint", "--json", tree], wenv)
-    facts = json.loads(first)
-    time.sleep(0.2)
-    timed(CTXPACK + ["fingerprint", tree], wenv)
-    timed(CTXPACK + ["snapshot", tree], wenv)
+    facts = warm_up(tree, wenv)
     runs: dict[str, list[tuple[float, int]]] = {}
     colds: list[str] = []
 
@@ -88,7 +136,7 @@ def bench_tree(tree: str, rounds: int, env: dict[str, str]) -> dict:
         cache = tempfile.mkdtemp(prefix="ctxpack-fpbench-cold-")
         colds.append(cache)
         try:
-            return timed(CTXPACK + ["fingerprint", "--json", tree], dict(env, CTXPACK_CACHE_DIR=cache))
+            return timed(ours("fingerprint", tree, "--json"), dict(env, CTXPACK_CACHE_DIR=cache))
         finally:
             shutil.rmtree(cache, ignore_errors=True)
 
@@ -96,11 +144,11 @@ def bench_tree(tree: str, rounds: int, env: dict[str, str]) -> dict:
         "tar": lambda: timed("tar -cf - . | cat > /dev/null", env, cwd=tree),
         "cold": cold,
         "find": lambda: timed(["find", tree, "-printf", "%s %T@ %i\\n"], env),
-        "warm": lambda: timed(CTXPACK + ["fingerprint", "--json", tree], wenv),
-        "snapshot": lambda: timed(CTXPACK + ["snapshot", tree], wenv),
-        "diff": lambda: timed(CTXPACK + ["diff", tree], wenv),
-        "ls-excluded": lambda: timed(CTXPACK + ["ls", "--excluded", tree], env),
-        "size": lambda: timed(CTXPACK + ["size", "--json", tree], env),
+        "warm": lambda: timed(ours("fingerprint", tree, "--json"), wenv),
+        "snapshot": lambda: timed(ours("snapshot", tree), wenv),
+        "diff": lambda: timed(ours("diff", tree), wenv),
+        "ls-excluded": lambda: timed(ours("ls", tree, "--excluded"), env),
+        "size": lambda: timed(ours("size", tree, "--json"), env),
     }
     names = list(commands)
     per_round: list[dict[str, float]] = []
@@ -163,36 +211,85 @@ def table(results: list[dict]) -> str:
                 target = f"<= {limit}x: {'met' if ratios[name] <= limit else 'NOT met'}"
             lines.append(f"| {label} | {w[name]:.2f} s ({min(walls):.2f}-{max(walls):.2f}) | {rss[name] / 1024:.0f} MB | {vs} | {target} |")
         lines += ["", f"Index: {res['index_bytes'] / 1e6:.1f} MB = {res['index_bytes'] / max(1, res['entries']):.0f} bytes per entry.", ""]
-    if len(results) > 1:
-        lines += ["## Peak RSS by entry count", "", "| entries | cold | warm | snapshot | diff |", "|---:|---:|---:|---:|---:|"]
-        for res in results:
-            r = res["rss_kb"]
-            lines.append(f"| {res['entries']:,} | {r['cold'] / 1024:.0f} MB | {r['warm'] / 1024:.0f} MB | "
-                         f"{r['snapshot'] / 1024:.0f} MB | {r['diff'] / 1024:.0f} MB |")
-        lines.append("")
+    lines += rss_curve(results)
     return "\n".join(lines)
+
+
+def rss_curve(results: list[dict]) -> list[str]:
+    """Peak RSS by entry count, and how it grows between the sizes (issue 17:
+    <= 64 MB at 100k entries, growing sub-linearly)."""
+    lines = ["## Peak RSS by entry count", "",
+             "| entries | cold | warm | snapshot | diff | cold: MB per 10x entries |", "|---:|---:|---:|---:|---:|---:|"]
+    prev = None
+    for res in results:
+        r = res["rss_kb"]
+        growth = ""
+        if prev is not None:
+            import math
+
+            decades = math.log10(res["entries"] / prev["entries"])
+            growth = f"+{(r['cold'] - prev['rss_kb']['cold']) / 1024 / decades:.1f}" if decades > 0 else ""
+        lines.append(f"| {res['entries']:,} | {r['cold'] / 1024:.0f} MB | {r['warm'] / 1024:.0f} MB | "
+                     f"{r['snapshot'] / 1024:.0f} MB | {r['diff'] / 1024:.0f} MB | {growth} |")
+        prev = res
+    hundred_k = [res for res in results if 50_000 <= res["entries"] <= 200_000]
+    for res in hundred_k:
+        worst = max(res["rss_kb"]["cold"], res["rss_kb"]["warm"]) / 1024
+        lines.append("")
+        lines.append(f"At {res['entries']:,} entries: cold and warm peak at most {worst:.0f} MB "
+                     f"(target <= 64 MB: {'met' if worst <= 64 else 'NOT met'}).")
+    if len(results) >= 2:
+        a, b = results[0], results[-1]
+        factor = b["entries"] / a["entries"]
+        grew = b["rss_kb"]["cold"] / a["rss_kb"]["cold"]
+        lines.append("")
+        lines.append(f"From {a['entries']:,} to {b['entries']:,} entries ({factor:.0f}x): cold peak RSS x{grew:.2f} "
+                     f"({'sub-linear' if grew < factor ** 0.5 else 'NOT sub-linear'} by the test peak < entries^0.5).")
+    lines.append("")
+    return lines
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("trees", nargs="+", help="TREE or TREE:ROUNDS")
-    ap.add_argument("--out", default=str(HERE / "results" / "fingerprint.md"))
+    ap.add_argument("trees", nargs="*", help=f"TREE or TREE:ROUNDS (default: {' '.join(DEFAULT_TREES)})")
+    ap.add_argument("--out", default=None, help="default results/fingerprint.md (--rss-only: results/fingerprint-rss.md)")
+    ap.add_argument("--rss-only", action="store_true", help="peak RSS of one run of each command per tree, no times")
     ap.add_argument("--with", dest="also", action="append", default=[],
                     help="results JSON of an earlier run to include in the table (a tree measured separately)")
     args = ap.parse_args()
     compile_ctxpack()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTXPACK_")}
     env["PYTHONPATH"] = str(REPO)
+    global EMPTY_IGNORE
+    scratch = tempfile.mkdtemp(prefix="ctxpack-fpbench-")
+    EMPTY_IGNORE = os.path.join(scratch, "empty.dockerignore")
+    Path(EMPTY_IGNORE).write_text("")
     results = []
-    for spec in args.trees:
-        tree, _, n = spec.rpartition(":") if ":" in spec else (spec, "", "5")
-        results.append(bench_tree(os.path.abspath(tree), int(n), env))
+    try:
+        for spec in args.trees or DEFAULT_TREES:
+            tree, _, n = spec.rpartition(":") if ":" in spec else (spec, "", "5")
+            tree = os.path.abspath(tree)
+            results.append(rss_tree(tree, env) if args.rss_only else bench_tree(tree, int(n), env))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     for extra in args.also:
         results.extend(json.loads(Path(extra).read_text()))
     results.sort(key=lambda r: r["entries"])
-    text = table(results)
+    if args.rss_only:
+        text = "\n".join([
+            f"# Peak RSS of `ctxpack fingerprint` / `snapshot` / `diff` by entry count "
+            f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+            f"- {cpu_model()}, Python {platform.python_version()}; GNU time's `%M` (the largest process of the "
+            "command's tree: the forked walker counts if it is larger); full context (`--ignore-file` of an "
+            "empty file); one run each; load average "
+            f"{os.getloadavg()[0]:.1f} (peak RSS does not depend on it)", "",
+            *(f"- `{res['tree']}`: {res['entries']:,} entries, {res['files']:,} files, {res['bytes'] / 1e9:.2f} GB"
+              for res in results), "",
+            *rss_curve(results)])
+    else:
+        text = table(results)
     print(text)
-    out = Path(args.out)
+    out = Path(args.out or HERE / "results" / ("fingerprint-rss.md" if args.rss_only else "fingerprint.md"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
