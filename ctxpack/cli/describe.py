@@ -31,7 +31,7 @@ def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file
                minimal: bool, target: str | None, platform: str | None, build_args: tuple[str, ...], excluded: bool, null: bool) -> None:
     """List the context's entries in upload order (directories end with /)."""
     from ctxpack import explainer as api
-    from ctxpack.cli.watching import warm
+    from ctxpack.cli.warm import warm
 
     ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
     end = b"\0" if null else b"\n"
@@ -170,7 +170,7 @@ def size_command(
     Exit codes: 0 within budget, 1 over --max-size/--max-files, 2 usage or input error.
     """
     from ctxpack import explainer as api
-    from ctxpack.cli.watching import warm
+    from ctxpack.cli.warm import warm
 
     limit = parse_size(max_size) if max_size is not None else None
     cols, lines = shutil.get_terminal_size((100, 40))

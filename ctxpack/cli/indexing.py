@@ -10,7 +10,7 @@ import click
 
 from ctxpack.errors import InputError
 from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, say, to_json
-from ctxpack.cli.watching import quick, warm
+from ctxpack.cli.warm import quick, warm
 from ctxpack.units import format_size
 
 if TYPE_CHECKING:

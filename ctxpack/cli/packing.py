@@ -32,7 +32,7 @@ def pack_command(
     `ctxpack pack . | docker build -` works.  Exit codes: 0 written, 1 a file
     changed or vanished beyond retry, 2 usage or input error, 3 output error.
     """
-    from ctxpack.cli.watching import warm
+    from ctxpack.cli.warm import warm
     from ctxpack.context import missing_dockerfile_error
     from ctxpack.tar.writer import PackOptions, pack
     from ctxpack.fs import temporary_name

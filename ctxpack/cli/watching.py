@@ -1,8 +1,8 @@
 """``watch``: keep a context warm and print each settled delta.
 
-While it runs, ``fingerprint``, ``diff`` and ``ls`` on the same context ask
-it (:mod:`ctxpack.watch.channel`) instead of walking; the helpers at the end
-are what those commands call.
+While it runs, ``fingerprint``, ``diff``, ``ls``, ``size`` and ``pack`` on
+the same context ask it (:mod:`ctxpack.watch.client`, through
+:mod:`ctxpack.cli.warm`) instead of walking.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
     Watches only directories the context can contain (never an excluded
     directory no exception reaches, such as node_modules), coalesces bursts,
     and re-reads the rules when .dockerignore or the Dockerfile changes.
-    While it runs, `ctxpack fingerprint`, `diff` and `ls` on this context
-    answer from its state instead of walking.  Stop with Ctrl-C.
+    While it runs, `ctxpack fingerprint`, `diff`, `ls`, `size` and `pack`
+    on this context answer from its state instead of walking.  Stop with Ctrl-C.
     """
     from ctxpack.context import open_context
     from ctxpack.watch.channel import Inputs, Server
@@ -211,43 +211,6 @@ def _run_quietly(watcher: Any) -> None:
     except BaseException as e:  # re-raised by watch_command in the main thread
         if watcher.failed is None:
             watcher.failed = e
-
-
-# -- what other commands ask ---------------------------------------------------------------
-def warm(kind: str, ctx: "BuildContext", **kw: Any) -> Any:
-    """Ask a running watcher of ``ctx`` (``kind``: fingerprint, diff, walk, entries);
-    ``None`` when there is none that can be trusted."""
-    from ctxpack.watch import client
-
-    fns: dict[str, Any] = {"fingerprint": client.warm_fingerprint, "diff": client.warm_diff, "walk": client.warm_walk,
-                           "entries": client.warm_entries}
-    return fns[kind](ctx, **kw)
-
-
-def quick(kind: str, directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
-          minimal: bool = False, target: str | None = None, build_args: tuple[str, ...] = (),
-          platform: str | None = None) -> Any:
-    """Ask a running watcher before opening the context (``kind``:
-    fingerprint, diff): the answer, with the context's notes and warnings
-    said as :func:`~ctxpack.cli.common.open_ctx` says them; ``None`` when
-    no watcher can answer for these options (then open the context and
-    go on as usual)."""
-    from ctxpack.watch import client
-
-    if (target or build_args or platform) and not minimal:
-        return None  # open_ctx gives the usage error
-    s = client.spec(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, minimal=minimal,
-                    target=target, build_args=parse_build_args(build_args), platform=platform)
-    if s is None or not client.enabled():
-        return None
-    got = client.quick_fingerprint(s) if kind == "fingerprint" else client.quick_diff(s)
-    if got is None:
-        return None
-    answer, notes, warnings = got
-    from ctxpack.cli.common import show_notes
-
-    show_notes(notes, warnings)
-    return answer
 
 
 if __name__ == "__main__":  # pragma: no cover

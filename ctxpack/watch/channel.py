@@ -112,6 +112,7 @@ class Server:
         self.served = 0
         self._fp: tuple[int, Fingerprint] | None = None
         self._delta: tuple[tuple[int, object], Delta | None] | None = None
+        self._walks: dict[bool, tuple[int, bytes]] = {}  # the listing, once per generation
         self._snap: tuple[object, list[tuple[str, str, int, int, str]], dict[str, int]] | None = None
         self._thread = threading.Thread(target=self._run, name="ctxpack-watch-server", daemon=True)
         self._thread.start()
@@ -281,8 +282,15 @@ class Server:
                 }
             send(conn, header)
         elif op == "walk":
-            entries = w.walked(bool(req.get("excluded")))
-            send(conn, header, pack_entries(entries))
+            excluded = bool(req.get("excluded"))
+            cached = self._walks.get(excluded)
+            if cached is not None and cached[0] == state.generation:
+                payload = cached[1]
+            else:
+                payload = pack_entries(w.walked(excluded))
+                if w.generation == state.generation:  # nothing applied meanwhile: it is that generation's
+                    self._walks[excluded] = (state.generation, payload)
+            send(conn, header, payload)
         else:
             send(conn, {"ok": False, "why": f"unknown request {op!r}"})
 
