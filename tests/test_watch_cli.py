@@ -334,6 +334,39 @@ def test_build_on_each_change_cancels_the_build_in_flight(dockerd, tmp_path: Pat
         assert w.stop() == 0
 
 
+def test_sigterm_during_a_build_cancels_it_and_leaves_no_state(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while ``watch --build`` has a build in flight: the build is
+    cancelled on the engine (no container left running), the watcher exits
+    0, and its socket, lock file and barrier directory are gone."""
+    root = tmp_path / "ctx"
+    (root / "src").mkdir(parents=True)
+    (root / "Dockerfile").write_text("FROM bb:latest\nCOPY src /src\nRUN sleep 30\n")
+    (root / "src/a.txt").write_text(f"{time.time()}\n")  # no cached layer: the RUN runs
+    cache = tmp_path / "cache"
+    w = WatchProcess([str(root), "--json", "--build", "--builder", "classic", "-H", f"unix://{dockerd.socket}"], cache)
+    env = dict(os.environ)
+    os.environ["CTXPACK_CACHE_DIR"] = str(cache)
+    try:
+        path = channel.socket_path(str(root.resolve()))
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    barrier = [p for p in os.listdir(tempfile.gettempdir()) if p.startswith(f"ctxpack-barrier-{w.proc.pid}-")]
+    assert barrier and os.path.exists(path)
+    deadline = time.monotonic() + 60
+    while not dockerd.client._json("GET", "/containers/json"):  # the RUN's container is running
+        assert time.monotonic() < deadline, ("no build container", w.lines, "".join(w.err))
+        time.sleep(0.1)
+    assert w.stop(signal.SIGTERM) == 0, "".join(w.err)
+    assert any('"cancelled": true' in x for x in w.lines), w.lines
+    assert not os.path.exists(path) and not os.path.exists(path + ".lock")
+    assert not os.path.exists(os.path.join(tempfile.gettempdir(), barrier[0]))
+    deadline = time.monotonic() + 30
+    while dockerd.client._json("GET", "/containers/json"):  # the engine stops the cancelled build's container
+        assert time.monotonic() < deadline, dockerd.client._json("GET", "/containers/json")
+        time.sleep(0.2)
+
+
 # Modules an answered command must not load: the walker, matcher, index and
 # what they pull in, the build's client, the compressors, the watcher itself.
 HEAVY = ("ctxpack.walker", "ctxpack.ignore.matcher", "ctxpack.context", "ctxpack.index.store",
