@@ -1,9 +1,10 @@
 """``ctxpack watch`` on a big tree: latency, warm answers, watches, RSS, idle CPU.
 
-Usage::
+Usage (with the interpreter the console script belongs to, so that every
+timed command is that script, never a pyenv shim)::
 
     python bench/gen_tree.py /tmp/ctxpack-bench/tree-full-nm10 --nm-scale 10 --ignore typical   # once
-    python bench/bench_watch.py /tmp/ctxpack-bench/tree-full-nm10 [--runs 15] [--soak 120]
+    /root/.pyenv/versions/3.11.7/bin/python3 bench/bench_watch.py /tmp/ctxpack-bench/tree-full-nm10 [--runs 15] [--soak 120]
 
 Works on a copy-free tree: it writes and removes only ``src/.bench-watch-*``
 files (under ``src/``, which the typical ignore file sends).  Every command is
@@ -18,7 +19,13 @@ directory, the page cache is warm.  Measured:
   barrier covers the quiet period), median over ``--runs``; the same for
   ``diff`` with ``CTXPACK_WATCH=0`` (a normal run) for the ratio;
 * write → settled delta printed by the watcher (the quiet period's share);
-* ``diff`` and ``fingerprint`` with the watcher vs without (alternated);
+* ``diff`` and ``fingerprint`` with the watcher vs without, interleaved
+  (with, without, without, with, ...), next to ``ctxpack --version`` (the
+  console script's own start-up: the floor of any answered command);
+* ``ls``, ``size --json`` and ``pack -o`` with vs without (fewer runs): the
+  same output, and the time;
+* the server's share of write → visible: an in-process ``quick_diff`` right
+  after a write (barrier, settle, comparison; no interpreter start-up);
 * the watcher's RSS (VmRSS / VmHWM) and CPU while idle (10 s), and over a
   soak of ``--soak`` seconds of edits (RSS growth, CPU per edit).
 
@@ -39,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -75,10 +83,28 @@ def tree_dirs(root: str) -> tuple[int, int]:
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     t = time.perf_counter()
-    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="surrogateescape")
     if p.returncode not in (0, 1):
         raise SystemExit(f"{cmd}: exit {p.returncode}: {p.stderr}")
     return time.perf_counter() - t, p.stdout
+
+
+def interleaved(a: list[str], b: list[str], env_a: dict[str, str], env_b: dict[str, str], n: int,
+                read: "Callable[[str], str] | None" = None) -> tuple[list[float], list[float], bool]:
+    """``a`` and ``b`` timed in ABBA order (drift in the machine's load hits
+    both alike); whether every pair gave the same output."""
+    ta: list[float] = []
+    tb: list[float] = []
+    same = True
+    for i in range(n):
+        order = ((a, env_a, ta), (b, env_b, tb)) if i % 2 == 0 else ((b, env_b, tb), (a, env_a, ta))
+        outs = {}
+        for cmd, env, into in order:
+            t, out = timed(cmd, env)
+            into.append(t)
+            outs[id(into)] = read(out) if read is not None else out
+        same = same and outs[id(ta)] == outs[id(tb)]
+    return ta, tb, same
 
 
 class Watch:
@@ -121,16 +147,23 @@ def main() -> int:
     args = ap.parse_args()
     tree = os.path.realpath(args.tree)
     src = os.path.join(tree, "src")
+    if os.path.exists(os.path.join(tree, ".bench-tree.partial")) or not os.path.isdir(src):
+        raise SystemExit(f"{tree}: not a complete bench/gen_tree.py tree (.bench-tree.partial, or no src/): "
+                         f"python bench/gen_tree.py {tree} --nm-scale 10 --ignore typical")
     compile_ctxpack()
     exe = ctxpack_exe()
+    if "/shims/" in exe[0] or not os.path.samefile(os.path.dirname(exe[0]), os.path.dirname(sys.executable)):
+        raise SystemExit(f"{exe[0]} is not the console script next to {sys.executable}: run this with the "
+                         "interpreter ctxpack is installed in (a pyenv shim adds ~100 ms to every command)")
     cache = tempfile.mkdtemp(prefix="ctxpack-watchbench-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTXPACK_")}
     env["CTXPACK_CACHE_DIR"] = cache
     cold_env = dict(env, CTXPACK_WATCH="0")
     res: dict[str, object] = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-                                          "load_before": loadavg()}}
-    starts = [timed([sys.executable, "-c", "pass"], env)[0] for _ in range(5)]
+                                          "load_before": loadavg()}, "exe": exe[0]}
+    starts = [timed([sys.executable, "-c", "pass"], env)[0] for _ in range(9)]
     res["python_startup_s"] = summary(starts)
+    res["version_startup_s"] = summary([timed([*exe, "--version"], env)[0] for _ in range(9)])
     dirs, nm_dirs = tree_dirs(tree)
     log(f"tree: {dirs:,} directories, {nm_dirs:,} under node_modules")
     subprocess.run([*exe, "ls", tree], stdout=subprocess.DEVNULL, env=cold_env, check=True)  # page cache
@@ -221,28 +254,53 @@ def main() -> int:
         res["library_fingerprint_s"] = summary(lib_fp)
         res["library_diff_s"] = summary(lib_df)
         log(f"library without watcher: fingerprint {1000 * statistics.median(lib_fp):.0f} ms, diff {1000 * statistics.median(lib_df):.0f} ms")
+        # The server's share of write -> visible: the barrier, the settle and
+        # the comparison, for a client that has not opened the context.
+        from ctxpack.watch import client
+
+        spec = client.spec(tree, dockerfile=None, dialect="buildkit", ignore_file=None, minimal=False, target=None,
+                           build_args={}, platform=None)
+        assert spec is not None
+        quick = []
+        for i in range(args.runs):
+            with open(os.path.join(src, f".bench-watch-quick-{i}.txt"), "w") as fh:
+                fh.write(str(i))
+            t = time.perf_counter()
+            got = client.quick_diff(spec)
+            quick.append(time.perf_counter() - t)
+            assert got is not None and any(c.path == f"src/.bench-watch-quick-{i}.txt"
+                                           for c in got[0].added), "the watcher did not answer"  # type: ignore[union-attr]
+        res["write_to_quick_diff_in_process_s"] = summary(quick)
+        log(f"write -> in-process quick_diff: {1000 * statistics.median(quick):.1f} ms")
         res["channel_fingerprint_s"] = summary(sock_fp)
         res["channel_diff_s"] = summary(sock_diff)
         res["state_file_read_s"] = summary(file_read)
         log(f"channel: fingerprint {1000 * statistics.median(sock_fp):.1f} ms, diff {1000 * statistics.median(sock_diff):.1f} ms; "
             f"state file read {1000 * statistics.median(file_read):.2f} ms")
 
-        # diff / fingerprint with vs without (nothing changing)
+        # diff / fingerprint with vs without (nothing changing), interleaved
         time.sleep(1.0)
         for cmd in ("diff", "fingerprint"):
-            warm, cold = [], []
-            outs = set()
-            for _ in range(max(5, args.runs // 3)):
-                t, o1 = timed([*exe, cmd, tree], env)
-                warm.append(t)
-                t, o2 = timed([*exe, cmd, tree], cold_env)
-                cold.append(t)
-                outs.add(o1 == o2)
+            warm, cold, same = interleaved([*exe, cmd, tree], [*exe, cmd, tree], env, cold_env, max(6, args.runs))
             res[f"{cmd}_with_watch_s"] = summary(warm)
             res[f"{cmd}_without_watch_s"] = summary(cold)
-            res[f"{cmd}_same_output"] = outs == {True}
+            res[f"{cmd}_same_output"] = same
             log(f"{cmd}: {statistics.median(warm):.3f} s with watch, {statistics.median(cold):.3f} s without "
-                f"({statistics.median(warm) / statistics.median(cold):.2f}x), same output: {outs == {True}}")
+                f"({statistics.median(warm) / statistics.median(cold):.3f}x), same output: {same}")
+        # ls, size, pack: the same answers with the watcher's entries (fewer runs: pack reads the tree)
+        tar = os.path.join(cache, "ctx.tar")
+        for name, cmd, read in (
+            ("ls", [*exe, "ls", tree], None),
+            ("size", [*exe, "size", "--json", tree], lambda out: json.dumps({k: v for k, v in json.loads(out).items()
+                                                                              if k != "elapsed"}, sort_keys=True)),
+            ("pack", [*exe, "pack", "-o", tar, tree], lambda out: _digest(tar)),
+        ):
+            warm, cold, same = interleaved(cmd, cmd, env, cold_env, max(2, args.runs // 5), read)
+            res[f"{name}_with_watch_s"] = summary(warm)
+            res[f"{name}_without_watch_s"] = summary(cold)
+            res[f"{name}_same_output"] = same
+            log(f"{name}: {statistics.median(warm):.3f} s with watch, {statistics.median(cold):.3f} s without, same output: {same}")
+        os.unlink(tar)
 
         # idle CPU
         time.sleep(2)
@@ -281,10 +339,21 @@ def main() -> int:
     res["exit"] = rc
     res["machine"]["load_after"] = loadavg()  # type: ignore[index]
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     out.write_text(render(res, tree))
     log(f"wrote {out}")
     return 0
+
+
+def _digest(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def render(r: dict, tree: str) -> str:
@@ -301,7 +370,7 @@ def render(r: dict, tree: str) -> str:
         f"Tree: `{tree}` (bench/gen_tree.py --nm-scale 10, typical .dockerignore): {r['dirs']:,} directories, "
         f"{r['node_modules_dirs']:,} of them under node_modules.  Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
         f"load {' '.join(m['load_before'])} before, {' '.join(m['load_after'])} after (shared machine).  "
-        "Subprocesses, interpreter start-up included; medians (min–max).", "",
+        f"Commands: `{r['exe']}` (the console script), subprocesses, interpreter start-up included; medians (min–max).", "",
         "| what | result |", "|---|---|",
         f"| start-up (first scan + fingerprint) | {r['startup_s']:.2f} s |",
         f"| inotify watches (/proc/PID/fdinfo) | {r['watches']:,} (the context's readable directories + 1 private); "
@@ -309,10 +378,14 @@ def render(r: dict, tree: str) -> str:
         f"| write → visible to `ctxpack diff` | {med('write_to_diff_s'):.3f} s ({rng('write_to_diff_s')}); "
         f"without the watcher {med('write_to_diff_without_watch_s'):.3f} s |",
         f"| write → settled delta printed | {med('write_to_settled_delta_s'):.3f} s ({rng('write_to_settled_delta_s')}) |",
-        f"| `diff` with / without watcher | {med('diff_with_watch_s'):.3f} s / {med('diff_without_watch_s'):.3f} s = "
-        f"{med('diff_with_watch_s') / med('diff_without_watch_s'):.2f}× (same output: {r['diff_same_output']}) |",
-        f"| `fingerprint` with / without watcher | {med('fingerprint_with_watch_s'):.3f} s / {med('fingerprint_without_watch_s'):.3f} s = "
-        f"{med('fingerprint_with_watch_s') / med('fingerprint_without_watch_s'):.2f}× (same output: {r['fingerprint_same_output']}) |",
+        f"| write → visible, the server's share (in-process `quick_diff` right after the write) | "
+        f"{1000 * med('write_to_quick_diff_in_process_s'):.1f} ms ({rng('write_to_quick_diff_in_process_s')} s) |",
+        *[f"| `{c}` with / without watcher | {med(c + '_with_watch_s'):.3f} s / {med(c + '_without_watch_s'):.3f} s = "
+          f"**{med(c + '_with_watch_s') / med(c + '_without_watch_s'):.3f}×** (same output: {r[c + '_same_output']}); "
+          f"the console script's own start-up (`ctxpack --version`) is "
+          f"{med('version_startup_s') / med(c + '_without_watch_s'):.3f}× of without |" for c in ("diff", "fingerprint")],
+        *[f"| `{c}` with / without watcher | {med(c + '_with_watch_s'):.3f} s / {med(c + '_without_watch_s'):.3f} s "
+          f"(same output: {r[c + '_same_output']}) |" for c, _ in (("ls", 0), ("size", 0), ("pack", 0))],
         f"| in-process client call (socket + barrier), no interpreter start-up | fingerprint "
         f"{1000 * med('channel_fingerprint_s'):.1f} ms, diff {1000 * med('channel_diff_s'):.1f} ms; reading the same "
         f"answer from a state file {1000 * med('state_file_read_s'):.2f} ms (but a file cannot hold a change the "
@@ -320,7 +393,8 @@ def render(r: dict, tree: str) -> str:
         f"| the same in-process without the watcher (library, warm index) | fingerprint "
         f"{1000 * med('library_fingerprint_s'):.0f} ms, diff {1000 * med('library_diff_s'):.0f} ms → with the watcher "
         f"{med('channel_fingerprint_s') / med('library_fingerprint_s'):.3f}× / {med('channel_diff_s') / med('library_diff_s'):.3f}× |",
-        f"| interpreter start-up (`python -c pass`, this machine now) | {med('python_startup_s'):.3f} s |",
+        f"| interpreter start-up (`python -c pass`, this machine now) / `ctxpack --version` | "
+        f"{med('python_startup_s'):.3f} s / {med('version_startup_s'):.3f} s |",
         f"| watcher RSS after start / idle (peak) | {r['rss_start_kb'] / 1024:.0f} MB / {r['rss_idle_kb'] / 1024:.0f} MB "
         f"({r['hwm_idle_kb'] / 1024:.0f} MB) |",
         f"| watcher CPU idle (10 s) | {100 * r['idle_cpu_share']:.2f}% of a core |",
