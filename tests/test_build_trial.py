@@ -159,3 +159,90 @@ def test_engine_errors_never_print_binary() -> None:
     assert error_message(json.dumps({"message": "archive/tar: invalid tar header"}).encode()) == \
         "archive/tar: invalid tar header"
     assert printable("a \x1b[31m b\n") == "a \\x1b[31m b\n"
+
+
+# --------------------------------------------------------------------------
+# 3, 14: the upload summary says what was sent, or nothing; 7, 8, 18
+# --------------------------------------------------------------------------
+
+
+def test_upload_summary_of_a_stopped_upload() -> None:
+    from ctxpack.engine.builder import UploadStats
+    from ctxpack.engine.progress import upload_progress, upload_summary
+
+    half = UploadStats(files=1, bytes=134_217_728, wire_bytes=201_300_000, seconds=1.5, total_files=1,
+                       total_bytes=419_400_000, total_wire=419_401_536)
+    assert upload_summary(half) == "upload stopped after 201.3 MB of 419.4 MB (47%)"  # the wire's counter
+    gz = UploadStats(bytes=201_300_000, wire_bytes=50_000_000, seconds=1.5, total_bytes=419_400_000, compression="gzip")
+    assert upload_summary(gz) == "upload stopped after 201.3 MB of 419.4 MB (47%)"  # the content's counter
+    assert upload_summary(UploadStats(wire_bytes=7_000_000, seconds=0.1)) == "upload stopped after 7.0 MB"
+    assert upload_summary(UploadStats(seconds=0.3)) is None  # nothing sent: no "0 files (0 B) ... MB/s"
+    # The live line: amount and rate from the same counter, no rate before it moves.
+    assert upload_progress(UploadStats(seconds=0.3, total_wire=4_600_000)) == "0 B of 4.6 MB (0%)"
+    assert upload_progress(UploadStats(bytes=0, wire_bytes=2_300_000, seconds=1.0, total_bytes=4_000_000,
+                                       total_wire=4_600_000)) == "2.3 MB of 4.6 MB (50%), 2.3 MB/s"
+    assert upload_progress(gz) == "201.3 MB of 419.4 MB (47%), 134.2 MB/s"
+    done = UploadStats(files=2, bytes=2_000_000, wire_bytes=2_002_048, seconds=1.0, done=True)
+    assert upload_summary(done) == "sent 2 files (2.0 MB) in 1.0s, 2.0 MB/s"
+
+
+def test_renderers_after_an_interrupted_upload() -> None:
+    import io
+
+    from ctxpack.engine.builder import UploadStats
+    from ctxpack.engine.progress import make_renderer
+
+    for mode in ("plain", "tty"):
+        err = io.StringIO()
+        r = make_renderer(mode, out=io.StringIO(), err=err)
+        r.upload(UploadStats(seconds=0.3, total_bytes=419_400_000, total_wire=419_401_536))
+        r.finish()
+        assert "sent" not in err.getvalue() and "/s" not in err.getvalue().split("\n")[-1], err.getvalue()
+        err = io.StringIO()
+        r = make_renderer(mode, out=io.StringIO(), err=err)
+        r.upload(UploadStats(files=1, bytes=134_217_728, wire_bytes=201_300_000, seconds=1.5,
+                             total_bytes=419_400_000, total_wire=419_401_536))
+        r.finish()
+        assert "upload stopped after 201.3 MB of 419.4 MB (47%)" in err.getvalue()
+        assert "Context sent" not in err.getvalue() and "sent 1 file" not in err.getvalue()
+
+
+def test_tty_session_summary_has_no_context_prefix() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from ctxpack.engine.builder import UploadStats
+    from ctxpack.engine.progress import make_renderer
+
+    err = io.StringIO()
+    r = make_renderer("tty", out=io.StringIO(), err=err)
+    st = UploadStats(files=1, bytes=3700, wire_bytes=9600, compression="session",
+                     session=SimpleNamespace(files_requested=1, data_bytes=3700, bytes_out=9600, bytes_in=10))
+    r.upload(st)
+    r.finish()
+    assert "[+] BuildKit session: the engine requested 1 file (3.7 kB), 9.6 kB sent in all" in err.getvalue()
+    assert "Context BuildKit" not in err.getvalue()
+
+
+def test_quiet_json_prints_the_id(tmp_path: Path, fake: FakeDaemon) -> None:
+    root = tree(tmp_path)
+    p = run("-q", "--progress", "json", ".", cwd=root, host=fake.docker_host)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("sha256:") and p.stdout.count("\n") == 1 and p.stderr == ""
+    p = run("--progress", "json", ".", cwd=root, host=fake.docker_host)  # without -q: the JSON lines
+    assert p.returncode == 0 and json.loads(p.stdout.splitlines()[-1])["id"] == "ctxpack.build"
+
+
+def test_classic_build_does_not_warn_about_an_excluded_dockerfile(tmp_path: Path, fake: FakeDaemon) -> None:
+    from ctxpack.context import open_context
+    from ctxpack.tar.rows import WARN, builder_rows
+
+    root = tree(tmp_path)
+    (root / ".dockerignore").write_text("node_modules\nDockerfile\n")
+    p = run("--builder", "classic", "--full", ".", cwd=root, host=fake.docker_host)
+    assert p.returncode == 0, p.stderr
+    assert "travels in the tar" not in p.stderr  # the classic daemon drops it again: not true here
+    warned = {d: [r[0] for r in builder_rows(open_context(str(root), dialect=d)) if r[1] == WARN]
+              for d in ("classic", "buildkit")}
+    assert warned["classic"] == []
+    assert len(warned["buildkit"]) == 1 and "COPY . sees it" in warned["buildkit"][0]  # true there: kept

@@ -122,6 +122,10 @@ class UploadStats:
     #: listing beside the packer; ``None`` until it is known.
     total_files: int | None = None
     total_bytes: int | None = None
+    #: The uncompressed tar's size from the same listing (headers, padding,
+    #: the end blocks; long names' PAX headers not counted): what an
+    #: uncompressed upload's wire bytes are measured against.
+    total_wire: int | None = None
     #: ``True`` once the last byte is sent.
     done: bool = False
     #: For a session build: what the session served
@@ -475,13 +479,17 @@ class _Beside:
     def _totals(self) -> None:
         from ..walker import EntryKind, entries_for_builder
 
-        files = total = 0
+        files = total = tar = 0
         try:
             for e in entries_for_builder(self.plan.ctx):
+                tar += 512
                 if e.kind == EntryKind.FILE:
                     files += 1
-                    total += len(e.data) if e.data is not None else (e.stat.st_size if e.stat is not None else 0)
+                    size = len(e.data) if e.data is not None else (e.stat.st_size if e.stat is not None else 0)
+                    total += size
+                    tar += -(-size // 512) * 512
             self.upload.total_files, self.upload.total_bytes = files, total
+            self.upload.total_wire = tar + 1024
         except (CtxpackError, OSError):
             pass  # the packer reports what is wrong with the context; the line just shows no total
         finally:
@@ -642,6 +650,8 @@ def build(
                     session_build.close()
                     st = session_build.session.stats()
                     upload.wire_bytes, upload.files, upload.bytes = st.bytes_out, st.files_requested, st.data_bytes
+                    # The entries the engine was shown (the context's listing), as a tar build counts its members.
+                    upload.entries = sum(d.entries for d in st.dirs if d.dir_name == "context")
                     upload.seconds = st.upload_seconds
                     upload.session = st
                     if on_upload is not None:

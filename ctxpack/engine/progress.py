@@ -39,11 +39,36 @@ def _rate(nbytes: int, seconds: float) -> str:
     return f"{format_size(int(nbytes / seconds))}/s" if seconds > 0 else "-"
 
 
-def upload_summary(stats: Any) -> str:
-    """``sent 1,234 files (56.7 MB) in 1.2s, 12.3 MB on the wire (gzip), 10.2 MB/s``."""
+def _counter(stats: Any) -> tuple[int, int | None]:
+    """(sent, total) from one counter: an uncompressed body's bytes on the
+    wire against the tar's size (they move together, chunk by chunk); a
+    compressed one's content bytes against the content's total (the wire
+    carries fewer, and the packer reports content about every MiB)."""
+    if stats.compression == "none":
+        return stats.wire_bytes, getattr(stats, "total_wire", None)
+    return stats.bytes, getattr(stats, "total_bytes", None)
+
+
+def _of(sent: int, total: int | None, done: bool) -> str:
+    if total is None:
+        return format_size(sent)
+    if total == 0:
+        return f"{format_size(sent)} of {format_size(0)}"
+    pct = 100 if done and sent >= total else min(99, int(sent * 100 / total))
+    return f"{format_size(sent)} of {format_size(total)} ({pct}%)"
+
+
+def upload_summary(stats: Any) -> str | None:
+    """``sent 1,234 files (56.7 MB) in 1.2s, 12.3 MB on the wire (gzip), 10.2 MB/s``
+    once the upload is done; for an upload that stopped (Ctrl-C, the engine
+    refusing the build mid-upload) what was sent by then, ``upload stopped
+    after 201.3 MB of 419.4 MB (47%)``, or ``None`` when nothing was."""
     if stats.compression == "session":
         return (f"BuildKit session: the engine requested {stats.files:,} file{'' if stats.files == 1 else 's'} "
                 f"({format_size(stats.bytes)}), {format_size(stats.wire_bytes)} sent in all")
+    if not getattr(stats, "done", True):
+        sent, total = _counter(stats)
+        return f"upload stopped after {_of(sent, total, False)}" if sent else None
     wire = "" if stats.compression == "none" else f", {format_size(stats.wire_bytes)} on the wire ({stats.compression})"
     return (f"sent {stats.files:,} file{'' if stats.files == 1 else 's'} ({format_size(stats.bytes)}) "
             f"in {stats.seconds:.1f}s{wire}, {_rate(stats.wire_bytes, stats.seconds)}")
@@ -51,18 +76,12 @@ def upload_summary(stats: Any) -> str:
 
 def upload_progress(stats: Any) -> str:
     """The live upload line: ``312.4 MB of 640.1 MB (48%), 30.1 MB/s`` —
-    the content sent of the upload's total (known once the listing beside
-    the packer is done: until then only what was sent), and the rate on
-    the wire."""
-    sent = format_size(stats.bytes)
-    total = getattr(stats, "total_bytes", None)
-    if total:
-        done = stats.bytes >= total and getattr(stats, "done", False)
-        pct = 100 if done else min(99, int(stats.bytes * 100 / total))
-        sent = f"{sent} of {format_size(total)} ({pct}%)"
-    elif total == 0:
-        sent = f"{sent} of {format_size(0)}"
-    return f"{sent}, {_rate(stats.wire_bytes, stats.seconds)}"
+    sent of the total (known once the listing beside the packer is done:
+    until then only what was sent) and the rate, all from one counter
+    (:func:`_counter`); no rate while nothing is counted yet."""
+    sent, total = _counter(stats)
+    text = _of(sent, total, getattr(stats, "done", False))
+    return f"{text}, {_rate(sent, stats.seconds)}" if sent else text
 
 
 class Renderer:
@@ -199,7 +218,9 @@ class _Plain(Renderer):
         st = self.upload_stats
         if st is not None and not self.upload_told and (final or st.compression != "session"):
             self.upload_told = True
-            self._write(f"ctxpack: {upload_summary(st)}\n")
+            line = upload_summary(st)
+            if line is not None:
+                self._write(f"ctxpack: {line}\n")
 
     def message(self, msg: dict[str, Any]) -> None:
         self._tell_upload()
@@ -243,7 +264,13 @@ class _Tty(_Plain):
         if st is not None and not self.upload_told and (final or st.compression != "session"):
             self.upload_told = True
             prefix = "\r\033[K" if self.upload_line_shown else ""
-            self._write(f"{prefix}[+] Context {upload_summary(st)}\n")
+            line = upload_summary(st)
+            if line is None:
+                if prefix:
+                    self._write("\n")  # nothing was sent: the live line (0 B) stays, ended
+                return
+            context = "" if st.compression == "session" else "Context "
+            self._write(f"{prefix}[+] {context}{line}\n")
 
     def message(self, msg: dict[str, Any]) -> None:
         if msg.get("id") == "moby.buildkit.trace" and isinstance(msg.get("aux"), str):

@@ -91,13 +91,17 @@ def builder_rows(ctx: BuildContext, *, headers: bool = False, walked: Iterable[E
         while logged:
             yield (logged.pop(0), WARN, 0, 0, 0, 0, 0, None, None, None)
         decision = ctx.file_matcher.match(e.path) if e.forced and e.data is None else None
-        # Forced in because the ignore rules exclude it: say so.  (A Dockerfile
-        # only left out of a --minimal selection travels without a warning.)
-        if decision is not None and decision.excluded:
+        # Forced in because the ignore rules exclude it: say so where it is
+        # true.  BuildKit applies no ignore rules to a tar body, so COPY .
+        # sees it; the classic daemon applies .dockerignore to the tar and
+        # drops it again (the image is the docker CLI's): no warning there.
+        # (A Dockerfile only left out of a --minimal selection travels
+        # without a warning.)
+        if decision is not None and decision.excluded and ctx.dialect is Dialect.BUILDKIT:
             rule = decision.rule
             message = (
                 f"{e.path} is excluded by the ignore rules but travels in the tar so the builder can read it ({rule}); "
-                "builders that apply no ignore rules to an uploaded tar (BuildKit) let COPY . see it"
+                "BuildKit applies no ignore rules to a tar body, so COPY . sees it (a BuildKit session does not send it)"
             )
             yield (message, WARN, 0, 0, 0, 0, 0, None, None, None)
         yield entry_row(e, header=headers)

@@ -125,6 +125,10 @@ class _Writer:
             self.sink.write(b"".join(self.buf))
             self.buf.clear()
             self.buffered = 0
+            # About every MiB of small files: the content counter the upload
+            # line shows then moves with the wire's, not every 1024 entries.
+            if self.progress is not None:
+                self.progress(self.stats.files, self.stats.bytes)
 
     def _clamped(self, h: TarHeader) -> TarHeader:
         return replace(h, mtime=min(h.mtime, self.clamp)) if self.opts.reproducible else h
