@@ -246,3 +246,34 @@ def test_classic_build_does_not_warn_about_an_excluded_dockerfile(tmp_path: Path
               for d in ("classic", "buildkit")}
     assert warned["classic"] == []
     assert len(warned["buildkit"]) == 1 and "COPY . sees it" in warned["buildkit"][0]  # true there: kept
+
+
+# --------------------------------------------------------------------------
+# 1: `ctxpack diff` after a (classic) build compares with that build
+# --------------------------------------------------------------------------
+
+
+def ctxpack(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CTXPACK_CACHE_DIR=str(cwd.parent / "cache"), CTXPACK_WATCH="0")
+    return subprocess.run([sys.executable, "-m", "ctxpack.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_diff_after_a_classic_build(tmp_path: Path, fake: FakeDaemon) -> None:
+    root = tree(tmp_path)
+    p = run("-q", ".", cwd=root, host=fake.docker_host)  # the fake engine's default builder is classic
+    assert p.returncode == 0, p.stderr
+    with (root / "a.txt").open("a") as f:
+        f.write("bye\n")
+    for extra in ([], ["--dialect", "classic"]):
+        d = ctxpack("diff", *extra, ".", cwd=root)
+        assert d.returncode == 0, d.stderr
+        assert d.stdout.splitlines() == ["M a.txt (content)  7 B"], (extra, d.stdout, d.stderr)
+
+
+def test_diff_without_a_snapshot_names_the_other_dialect(tmp_path: Path) -> None:
+    root = tree(tmp_path)
+    assert ctxpack("snapshot", "--dialect", "classic", ".", cwd=root).returncode == 0
+    d = ctxpack("diff", ".", cwd=root)
+    assert d.returncode == 2 and "no snapshot of" in d.stderr and "(buildkit) yet" in d.stderr
+    assert "there is a snapshot with the classic rules" in d.stderr and "ctxpack diff --dialect classic" in d.stderr

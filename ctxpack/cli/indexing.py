@@ -82,7 +82,9 @@ def diff_command(directory: str, dockerfile: str | None, dialect: str, ignore_fi
         delta = warm("diff", ctx) or diff(ctx)
     if delta is None or isinstance(delta, NoSnapshot):
         root = os.path.realpath(directory)
-        raise InputError(f"no snapshot of {root} ({dialect}) yet: run 'ctxpack snapshot' or 'ctxpack pack --snapshot' first")
+        err = InputError(f"no snapshot of {root} ({dialect}) yet: run 'ctxpack snapshot' or 'ctxpack pack --snapshot' first")
+        err.hint = _other_snapshot(directory, dockerfile, dialect, ignore_file)
+        raise err
     if as_json:
         click.echo(to_json(delta.to_json()))
     else:
@@ -152,3 +154,22 @@ def cache_clear(directory: str, everything: bool) -> None:
             raise InputError(idx.warning)
 
 
+def _other_snapshot(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None) -> str | None:
+    """A hint naming the other dialect's snapshot of the context, if there is one."""
+    import time
+
+    from ctxpack.context import open_context
+    from ctxpack.errors import CtxpackError
+    from ctxpack.index.snapshots import snapshot_time
+
+    if dockerfile == "-":
+        return None
+    other = "classic" if dialect == "buildkit" else "buildkit"
+    try:
+        when = snapshot_time(open_context(directory, dockerfile=dockerfile, dialect=other, ignore_file=ignore_file))
+    except (CtxpackError, OSError):
+        return None
+    if when is None:
+        return None
+    return (f"there is a snapshot with the {other} rules (taken {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}): "
+            f"ctxpack diff --dialect {other}")

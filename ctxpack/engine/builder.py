@@ -383,6 +383,10 @@ class _Plan:
     query: list[tuple[str, str]]
     headers: dict[str, str]
     level: int | None = None
+    #: A classic build also records the snapshot of the BuildKit rules'
+    #: view of the same files (what `ctxpack diff` without --dialect opens),
+    #: so that a diff after the build compares with it.
+    diff_ctx: BuildContext | None = None
 
 
 def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: BuildOptions,
@@ -395,9 +399,17 @@ def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: Buil
         requested = "buildkit" if ctx.dialect is Dialect.BUILDKIT else "classic"
     builder = choose_builder(engine, requested)
     api = engine.api_version()
+    diff_ctx: BuildContext | None = None
     if not isinstance(ctx, BuildContext):
-        ctx = open_context(ctx, dockerfile=opts.dockerfile, dialect=builder, ignore_file=opts.ignore_file,
+        path = ctx
+        ctx = open_context(path, dockerfile=opts.dockerfile, dialect=builder, ignore_file=opts.ignore_file,
                            stdin_dockerfile=opts.stdin_dockerfile)
+        if builder == "classic" and opts.record_snapshot and opts.stdin_dockerfile is None:
+            try:
+                diff_ctx = open_context(path, dockerfile=opts.dockerfile, dialect="buildkit",
+                                        ignore_file=opts.ignore_file)
+            except CtxpackError:
+                diff_ctx = None  # the BuildKit rules refuse this context: the classic snapshot only
     elif ctx.dialect.value != builder:
         note(f"the context was opened with the {ctx.dialect.value} rules but the {builder} builder runs the build")
     for n in ctx.notes:
@@ -427,7 +439,7 @@ def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: Buil
     # speed for a 2-15% smaller body in bench/results/build.md, which cost
     # more time than it saved on every link measured.
     level = opts.level if opts.level is not None or compression != "gzip" or opts.compress else 1
-    return _Plan(ctx, full_ctx, builder, api, compression, use_session, build_id, query, headers, level)
+    return _Plan(ctx, full_ctx, builder, api, compression, use_session, build_id, query, headers, level, diff_ctx)
 
 
 class _Beside:
@@ -455,6 +467,7 @@ class _Beside:
         self.started = False
         self.fp: Any = None
         self.fp_error: str | None = None
+        self.diff_fp: Any = None
         self.fp_done = threading.Event()
         self.totals_done = threading.Event()
         self._threading = threading
@@ -500,6 +513,8 @@ class _Beside:
 
         try:
             self.fp = fingerprint(self.plan.full_ctx)
+            if self.plan.diff_ctx is not None:  # the digests are in the index now: a walk and lookups
+                self.diff_fp = fingerprint(self.plan.diff_ctx)
         except CtxpackError as e:
             self.fp_error = str(e)
         except Exception as e:  # noqa: BLE001 - a thread's failure must not pass silently
@@ -526,6 +541,14 @@ class _Beside:
         if why is not None:
             note(f"the snapshot for `ctxpack diff` was not recorded: {why} (run `ctxpack snapshot` to take one)")
             return False, waited
+        if self.plan.diff_ctx is not None and self.diff_fp is not None:
+            try:
+                why = record_snapshot(self.plan.diff_ctx, self.diff_fp, unchanged_since_ns=self.since_ns)
+            except CtxpackError as e:
+                why = str(e)
+            if why is not None:
+                note(f"the snapshot for `ctxpack diff` (BuildKit rules, its default) was not recorded: {why}; "
+                     "`ctxpack diff --dialect classic` compares with this build")
         return True, waited
 
 

@@ -788,6 +788,14 @@ def _changed_since(ctx: BuildContext, index: Index, stored: Stored, since_ns: in
     return None
 
 
+def snapshot_time(ctx: BuildContext, index: Index | None = None) -> float | None:
+    """When the last snapshot of ``ctx`` (its dialect, Dockerfile, ignore
+    file) was taken (``time.time()``), ``None`` when there is none."""
+    with open_index(index) as idx:
+        snap = idx.load_snapshot(ctx.root, _variant(ctx))
+        return snap.when if snap is not None else None
+
+
 def diff(ctx: BuildContext, index: Index | None = None, *, entries: Iterable[Entry] | None = None) -> Delta | None:
     """What changed since the last snapshot of this context (``None``: no
     snapshot; ``entries``: as for :func:`fingerprint`).  Both sides are
