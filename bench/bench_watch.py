@@ -164,6 +164,13 @@ def main() -> int:
     starts = [timed([sys.executable, "-c", "pass"], env)[0] for _ in range(9)]
     res["python_startup_s"] = summary(starts)
     res["version_startup_s"] = summary([timed([*exe, "--version"], env)[0] for _ in range(9)])
+    try:
+        with open(os.path.join(tree, ".bench-tree.json")) as fh:
+            params = json.load(fh)
+        res["tree_params"] = "bench/gen_tree.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in params.items() if k in ("files", "nm_scale", "big_mib", "seed"))
+    except (OSError, ValueError, AttributeError):
+        pass
     dirs, nm_dirs = tree_dirs(tree)
     log(f"tree: {dirs:,} directories, {nm_dirs:,} under node_modules")
     subprocess.run([*exe, "ls", tree], stdout=subprocess.DEVNULL, env=cold_env, check=True)  # page cache
@@ -367,7 +374,7 @@ def render(r: dict, tree: str) -> str:
     soak = r["soak"]
     lines = [
         "# `ctxpack watch` (bench/bench_watch.py)", "",
-        f"Tree: `{tree}` (bench/gen_tree.py --nm-scale 10, typical .dockerignore): {r['dirs']:,} directories, "
+        f"Tree: `{tree}` ({r.get('tree_params', 'bench/gen_tree.py')}, its .dockerignore): {r['dirs']:,} directories, "
         f"{r['node_modules_dirs']:,} of them under node_modules.  Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
         f"load {' '.join(m['load_before'])} before, {' '.join(m['load_after'])} after (shared machine).  "
         f"Commands: `{r['exe']}` (the console script), subprocesses, interpreter start-up included; medians (min–max).", "",

@@ -28,7 +28,7 @@ from ctxpack.index.state import Columns
 from ctxpack.index.store import Index
 from ctxpack.walker import walk_all
 from ctxpack.watch.source import IN_Q_OVERFLOW, LOST, InotifySource, RawEvent, ScriptedSource
-from ctxpack.watch.watcher import Settled, Watcher, quiet_period
+from ctxpack.watch.watcher import BURST_GAP, Settled, Watcher, burst_start, quiet_period
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fdinfo"), reason="inotify tests need Linux")
 
@@ -364,6 +364,26 @@ def test_quiet_period_adapts_to_the_burst() -> None:
     assert quiet_period(0) == pytest.approx(0.02)
     assert quiet_period(0.2) == pytest.approx(0.12)
     assert quiet_period(60) == pytest.approx(0.3)
+    # A burst goes on across a settle only while events keep coming.
+    assert burst_start(10.0, 10.2, 10.2 + BURST_GAP / 2) == 10.0
+    assert burst_start(10.0, 10.2, 10.2 + BURST_GAP + 0.05) == pytest.approx(10.25 + BURST_GAP)
+    assert BURST_GAP <= 0.3
+
+
+def test_saves_half_a_second_apart_each_settle_after_the_short_quiet_period(watching: Running, tree: Path) -> None:
+    # An edit loop: save, look, save again.  Each save is a lone one and
+    # settles after ~20 ms, not after the 300 ms of a long burst.
+    took = []
+    for i in range(4):
+        n = len(watching.deltas)
+        t0 = time.monotonic()
+        (tree / f"src/save{i}.py").write_text(str(i))
+        while len(watching.deltas) == n:
+            assert time.monotonic() - t0 < 10
+            time.sleep(0.002)
+        took.append(time.monotonic() - t0)
+        time.sleep(0.5)
+    assert sorted(took)[len(took) // 2] < 0.2, took  # the 1 s rule: 0.3 s from the second save on
 
 
 def test_close_leaves_nothing(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,9 @@ Coalescing.  A burst settles when no event has come for a *quiet period*
 that grows with the burst: ``min(QUIET_MAX, QUIET_MIN + burst/2)``, i.e.
 20 ms after a single save (an editor's write-rename-chmod sequence lands
 within a few ms), 120 ms 0.2 s into a ``git checkout``, and at most 300 ms
-(a burst goes on across settles while events keep coming within a second);
+(a burst goes on across settles while events keep coming less than
+``BURST_GAP``, 300 ms, apart: saves a second apart are each a lone save, and
+pay 20 ms each, not the 300 ms a one-second rule gave the second one);
 a burst that never pauses is cut every ``CAP`` (5 s) so the output keeps
 moving.  A new directory is read when it appears, so most of a checkout
 arrives through a few listings rather than one event per file.  Tilt's fixed 200 ms, compose's 500 ms and Skaffold's
@@ -51,10 +53,11 @@ from ctxpack.watch.source import (
     IN_CREATE, IN_DELETE_SELF, IN_MOVE_SELF, IN_Q_OVERFLOW, IN_UNMOUNT, LOST, EventSource, InotifySource, RawEvent,
 )
 
-__all__ = ["Watcher", "Settled", "WarmState", "QUIET_MIN", "QUIET_MAX", "CAP"]
+__all__ = ["Watcher", "Settled", "WarmState", "QUIET_MIN", "QUIET_MAX", "BURST_GAP", "CAP", "burst_start"]
 
 QUIET_MIN = 0.02
 QUIET_MAX = 0.3
+BURST_GAP = QUIET_MAX  # a pause longer than this ends a burst
 CAP = 5.0
 POLL = 2.0  # rescan period while an inotify limit keeps us from watching
 
@@ -62,6 +65,13 @@ POLL = 2.0  # rescan period while an inotify limit keeps us from watching
 def quiet_period(burst: float) -> float:
     """How long to wait for more events, ``burst`` seconds into a burst."""
     return min(QUIET_MAX, QUIET_MIN + burst / 2)
+
+
+def burst_start(first: float, last: float, t: float) -> float:
+    """When the burst of an event at ``t`` began, the previous event of the
+    current burst (begun at ``first``) having come at ``last``: a pause of
+    more than :data:`BURST_GAP` starts a new one."""
+    return t if t - last > BURST_GAP else first
 
 
 @dataclass
@@ -291,8 +301,7 @@ class Watcher:
                     continue
                 if not pending:
                     since = t
-                    if t - last > 1.0:
-                        first = t
+                    first = burst_start(first, last, t)
                 last = t
                 pending.append(ev)
             release = barrier if forced else 0  # the barriers answered after this round
