@@ -166,10 +166,10 @@ def main() -> int:
     res["version_startup_s"] = summary([timed([*exe, "--version"], env)[0] for _ in range(9)])
     try:
         with open(os.path.join(tree, ".bench-tree.json")) as fh:
-            params = json.load(fh)
+            params = json.load(fh)["params"]
         res["tree_params"] = "bench/gen_tree.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in params.items() if k in ("files", "nm_scale", "big_mib", "seed"))
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         pass
     dirs, nm_dirs = tree_dirs(tree)
     log(f"tree: {dirs:,} directories, {nm_dirs:,} under node_modules")
