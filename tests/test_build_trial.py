@@ -277,3 +277,83 @@ def test_diff_without_a_snapshot_names_the_other_dialect(tmp_path: Path) -> None
     d = ctxpack("diff", ".", cwd=root)
     assert d.returncode == 2 and "no snapshot of" in d.stderr and "(buildkit) yet" in d.stderr
     assert "there is a snapshot with the classic rules" in d.stderr and "ctxpack diff --dialect classic" in d.stderr
+
+
+# --------------------------------------------------------------------------
+# 5: a failing step names the Dockerfile line
+# --------------------------------------------------------------------------
+
+
+def _field(num: int, payload: bytes) -> bytes:
+    n = len(payload)
+    size = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        size.append(b | (0x80 if n else 0))
+        if not n:
+            break
+    return bytes([num << 3 | 2]) + bytes(size) + payload
+
+
+def trace(name: str, error: str = "") -> dict[str, str]:
+    """A moby.buildkit.trace message: one vertex (digest, name, error)."""
+    import base64
+
+    vertex = _field(1, b"sha256:d") + _field(3, name.encode()) + (_field(7, error.encode()) if error else b"")
+    return {"id": "moby.buildkit.trace", "aux": base64.b64encode(_field(1, vertex)).decode()}
+
+
+FAILING = ("FROM bb:latest AS base\nENV A=1\nRUN echo ok\n\nFROM base\nARG X\nRUN echo out && \\\n"
+           "    (echo err >&2; exit 3)\nRUN echo never\n")
+
+
+def answering(build_answer: list[dict[str, object]]) -> Engine:
+    def handler(req: Request) -> MockResponse:
+        path = req.url.split("?")[0]
+        if path.endswith("/_ping"):
+            return MockResponse(200, b"OK", {"Api-Version": "1.41"})
+        if path.endswith("/version"):
+            return MockResponse(200, json.dumps({"Version": "20.10.24", "ApiVersion": "1.41"}).encode())
+        if path.endswith("/build"):
+            return MockResponse(200, [json.dumps(m).encode() + b"\n" for m in build_answer])
+        return MockResponse(404, b'{"message":"no such image"}')
+
+    return Engine(MockTransport(handler, local=True))
+
+
+def test_failing_step_names_the_dockerfile_line(tmp_path: Path) -> None:
+    from ctxpack.errors import BuildFailedError
+
+    root = tree(tmp_path, FAILING)
+    classic_err = "The command '/bin/sh -c echo out &&     (echo err >&2; exit 3)' returned a non-zero code: 3"
+    classic = [{"stream": "Step 5/7 : ARG X\n"}, {"stream": "Step 6/7 : RUN echo out &&     (echo err >&2; exit 3)\n"},
+               {"stream": "out\n"}, {"errorDetail": {"code": 3, "message": classic_err}, "error": classic_err}]
+    bk_err = "executor failed running [/bin/sh -c echo out &&     (echo err >&2; exit 3)]: exit code: 3"
+    # As Engine 20.10 names the vertices: its numbering skips ENV/ARG ([base 2/2] is line 3's RUN).
+    buildkit = [trace("[base 2/2] RUN echo ok"), trace("[stage-1 1/2] RUN echo out &&     (echo err >&2; exit 3)"),
+                trace("[stage-1 1/2] RUN echo out &&     (echo err >&2; exit 3)", bk_err),
+                {"errorDetail": {"message": bk_err}, "error": bk_err}]
+    for builder, answer, err in (("classic", classic, classic_err), ("buildkit", buildkit, bk_err)):
+        with pytest.raises(BuildFailedError) as info:
+            build(str(root), answering(answer), BuildOptions(builder=builder, session=False, record_snapshot=False))
+        assert str(info.value) == f"{os.path.relpath(root / 'Dockerfile')}:7: {err}", builder
+        assert info.value.code == 3 and info.value.exit_code == 1
+    # nothing to map (an error before any step): the engine's words alone
+    with pytest.raises(BuildFailedError) as info:
+        build(str(root), answering([{"error": "failed to read dockerfile", "errorDetail": {"message": "failed to read dockerfile"}}]),
+              BuildOptions(builder="classic", record_snapshot=False))
+    assert str(info.value) == "failed to read dockerfile"
+
+
+def test_classic_platform_failure_hints_buildkit(tmp_path: Path) -> None:
+    from ctxpack.errors import BuildFailedError
+
+    root = tree(tmp_path, "FROM --platform=$BUILDPLATFORM bb:latest\nRUN true\n")
+    err = 'failed to parse platform : "" is an invalid component of "": platform specifier component must match ' \
+          '"^[A-Za-z0-9_-]+$": invalid argument'
+    with pytest.raises(BuildFailedError) as info:
+        build(str(root), answering([{"stream": "Step 1/2 : FROM --platform=$BUILDPLATFORM bb:latest\n"},
+                                    {"errorDetail": {"message": err}, "error": err}]),
+              BuildOptions(builder="classic", record_snapshot=False))
+    assert str(info.value).endswith(f"Dockerfile:1: {err}")
+    assert info.value.hint is not None and "--builder buildkit" in info.value.hint

@@ -552,9 +552,73 @@ class _Beside:
         return True, waited
 
 
-def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], None] | None) -> tuple[list[Message], str]:
+_STEP = re.compile(r"^Step (\d+)/\d+ : ")
+_VERTEX = re.compile(r"^\[(?:(\S+) )?\d+/\d+\] (.*)$", re.S)
+
+
+def _failing_instruction(ctx: BuildContext, messages: list[Message]) -> tuple[str, Any] | None:
+    """Where the build failed: (``Dockerfile:LINE``, the instruction), from
+    the engine's own messages mapped onto the Dockerfile ctxpack parsed.
+
+    Classic: the last ``Step N/M : ...`` is the Nth instruction of the file
+    (every instruction is a step, across stages).  BuildKit: the vertex
+    that carries the error is named ``[STAGE i/n] TEXT`` — its numbering
+    skips instructions that make no vertex, so the stage (by ``AS`` name,
+    or ``stage-K``) and the instruction's text (continuations joined, as
+    BuildKit shows it) find it; ``None`` when nothing matches."""
+    from ..dockerfile.parser import parse_dockerfile
+    from .messages import decode_status
+
+    try:
+        data = ctx.dockerfile_data
+        if data is None and ctx.dockerfile_path is not None:
+            with open(ctx.dockerfile_path, "rb") as f:
+                data = f.read()
+        if data is None:
+            return None
+        source = os.path.relpath(ctx.dockerfile_path) if ctx.dockerfile_path else "Dockerfile"
+        insts = parse_dockerfile(data, source).instructions
+    except (CtxpackError, OSError, ValueError):
+        return None
+    for m in reversed(messages):
+        step = _STEP.match(str(m.get("stream", "")))
+        if step is not None:
+            n = int(step.group(1))
+            return (f"{source}:{insts[n - 1].line}", insts[n - 1]) if 0 < n <= len(insts) else None
+        if m.get("id") != "moby.buildkit.trace" or not isinstance(m.get("aux"), str):
+            continue
+        try:
+            failed = [v for v in decode_status(m["aux"]).vertexes if v.error]
+        except Exception:  # noqa: BLE001 - a message we cannot read names no line
+            continue
+        for v in failed:
+            vm = _VERTEX.match(v.name)
+            if vm is None:
+                continue
+            stage_name, text = vm.group(1), " ".join(vm.group(2).split())
+            stages: list[list[Any]] = []
+            for inst in insts:
+                if inst.cmd == "FROM":
+                    stages.append([inst])
+                elif stages:
+                    stages[-1].append(inst)
+            candidates: list[Any] = []
+            for k, stage in enumerate(stages):
+                args = stage[0].args
+                name = args[2].lower() if len(args) >= 3 and args[1].lower() == "as" else None
+                if stage_name is None or stage_name in (name, f"stage-{k}"):
+                    candidates += stage[1:]
+            for inst in candidates:
+                if " ".join(inst.text.split()) == text:
+                    return f"{source}:{inst.line}", inst
+    return None
+
+
+def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], None] | None,
+                 ctx: BuildContext | None = None) -> tuple[list[Message], str]:
     """The engine's messages until the stream ends; the image ID.  An error
-    message (or status) raises :class:`~ctxpack.errors.BuildFailedError`."""
+    message (or status) raises :class:`~ctxpack.errors.BuildFailedError`,
+    its message led by the Dockerfile line that failed when ``ctx`` shows it."""
     if resp.status != 200:
         msg = error_message(resp.read())
         why = f" (the upload stopped: {resp.upload_error})" if resp.upload_error else ""
@@ -570,12 +634,28 @@ def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], 
             on_message(msg_)
         err = message_error(msg_)
         if err is not None:
-            raise BuildFailedError(session_build.explain(err) if session_build else err, exit_code_of(err))
+            text = session_build.explain(err) if session_build else err
+            where = _failing_instruction(ctx, messages) if ctx is not None else None
+            failure = BuildFailedError(f"{where[0]}: {text}" if where else text, exit_code_of(err))
+            failure.hint = _platform_hint(err, where[1] if where else None, ctx)
+            raise failure
         image_id = image_id_of(msg_) or image_id
     image_id = image_id or _quiet_image_id(messages)
     if image_id is None:
         raise BuildFailedError("the engine ended the build without reporting an image ID")
     return messages, image_id
+
+
+def _platform_hint(err: str, inst: Any, ctx: BuildContext | None) -> str | None:
+    """The classic builder does not set BUILDPLATFORM/TARGETPLATFORM, so
+    ``FROM --platform=$BUILDPLATFORM`` fails there with an empty platform."""
+    if ctx is None or ctx.dialect is not Dialect.CLASSIC or "failed to parse platform" not in err:
+        return None
+    flag = (inst.flag("platform") or "") if inst is not None and inst.cmd == "FROM" else ""
+    if inst is None or any(v in flag for v in ("BUILDPLATFORM", "TARGETPLATFORM")):
+        return ("the classic builder sets no BUILDPLATFORM/TARGETPLATFORM (FROM --platform=$BUILDPLATFORM "
+                "is empty there): build with --builder buildkit")
+    return None
 
 
 def build(
@@ -667,7 +747,7 @@ def build(
                 beside.start()
                 if on_upload is not None:
                     on_upload(upload)
-                messages, image_id = _read_stream(resp, session_build, on_message)
+                messages, image_id = _read_stream(resp, session_build, on_message, plan.ctx)
             finally:
                 if session_build is not None:
                     session_build.close()
