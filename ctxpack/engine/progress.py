@@ -27,12 +27,19 @@ import sys
 import time
 from typing import IO, Any
 
-from ..audit import format_size
 from .messages import StatusResponse, decode_status
 
 __all__ = ["Renderer", "make_renderer", "PlainTrace", "MODES", "upload_progress", "upload_summary"]
 
 MODES = ("auto", "plain", "tty", "json", "quiet")
+
+
+def format_size(n: int) -> str:
+    """``ctxpack.audit.format_size``, imported on first use: ``build -q``
+    never draws, and the audit module is a fifth of the start-up."""
+    from ..audit import format_size as fmt
+
+    return fmt(n)
 
 
 def _rate(nbytes: int, seconds: float) -> str:
