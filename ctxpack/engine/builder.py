@@ -442,6 +442,12 @@ def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: Buil
     return _Plan(ctx, full_ctx, builder, api, compression, use_session, build_id, query, headers, level, diff_ctx)
 
 
+def _native_id() -> int:
+    import threading
+
+    return threading.get_native_id()
+
+
 class _Beside:
     """Work on threads while the engine works, off the critical path: the
     upload's total (a listing of what the packer sends, for the progress
@@ -489,8 +495,19 @@ class _Beside:
         if not self.want_totals:
             self.totals_done.set()
 
+    @staticmethod
+    def _yield_cpu() -> None:
+        """Lower this thread's priority (Linux: per thread): on a shared
+        machine the engine, which is on the critical path, goes first."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, _native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+
     def _totals(self) -> None:
         from ..walker import EntryKind, entries_for_builder
+
+        self._yield_cpu()
 
         files = total = tar = 0
         try:
@@ -510,6 +527,8 @@ class _Beside:
 
     def _fingerprint(self) -> None:
         from ..index.snapshots import fingerprint
+
+        self._yield_cpu()
 
         try:
             self.fp = fingerprint(self.plan.full_ctx)
