@@ -548,3 +548,186 @@ def test_cli_build_uses_the_session_and_reports_it(engine, tmp_path):
     assert "load remote build context" in p.stderr
     p = _cli(str(root), "-H", host, "--builder", "buildkit", "--secret", f"id=x,src={tmp_path / 'missing'}")
     assert p.returncode == 2 and "--secret id=x: file not found" in p.stderr, p.stderr
+
+
+# --------------------------------------------------------------------------
+# remote endpoints: the daemon's own tcp+TLS listener, and ssh (dial-stdio)
+# --------------------------------------------------------------------------
+
+
+def _remote_tree(root: Path) -> Path:
+    root.mkdir()
+    (root / "Dockerfile").write_text(COPY_ALL)
+    (root / ".dockerignore").write_text("skip.me\n")
+    (root / "skip.me").write_text("never sent\n")
+    (root / "big.bin").write_bytes(os.urandom(3 << 20))  # more than any flow-control window
+    (root / "sub").mkdir()
+    (root / "sub" / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "sub" / "run.sh").chmod(0o755)
+    os.symlink("run.sh", root / "sub" / "link")
+    return root
+
+
+def _session_builds_over(engine: harness.Dockerd, tmp_path: Path, env: dict[str, str], host: str, *,
+                         rebuild: bool = True) -> None:
+    """``ctxpack build`` at ``host`` ships the tree through the session
+    (files, modes and links checked in the image); with ``rebuild``, a
+    second run after one change asks for that file alone (the shared key
+    holds over this transport too)."""
+    root = _remote_tree(tmp_path / "ctx")
+    env = dict(env, PYTHONPATH=str(Path(__file__).resolve().parent.parent), DOCKER_CONFIG=str(tmp_path / "cfg"))
+    args = [sys.executable, "-m", "ctxpack.cli", "build", "-H", host, "--builder", "buildkit", "--network", "none",
+            "--progress", "json", "--no-snapshot", str(root)]
+
+    def run() -> tuple[str, dict[str, Any]]:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=env)
+        assert p.returncode == 0, p.stderr
+        docs = [json.loads(line) for line in p.stdout.splitlines()]
+        ups = [d["aux"] for d in docs if d.get("id") == "ctxpack.upload"]
+        assert ups and ups[-1]["compression"] == "session", (ups, p.stderr)
+        ids = [d["aux"]["ID"] for d in docs if d.get("id") == "moby.image.id"]
+        assert ids, docs[-3:]
+        return ids[-1], ups[-1]["session"]
+
+    image, first = run()
+    assert first["data_bytes"] >= 3 << 20, first
+    fs = export_tree(engine, image)
+    assert fs["ctx/big.bin"][4] == (root / "big.bin").read_bytes()
+    assert fs["ctx/sub/run.sh"][1] & 0o777 == 0o755 and fs["ctx/sub/run.sh"][4] == b"#!/bin/sh\necho hi\n"
+    assert fs["ctx/sub/link"][0] == "symlink" and fs["ctx/sub/link"][4] == "run.sh", fs["ctx/sub/link"]
+    assert "ctx/skip.me" not in fs
+    if not rebuild:
+        return
+    (root / "sub" / "run.sh").write_text("#!/bin/sh\necho changed\n")
+    image2, second = run()
+    assert second["files_requested"] == 1 and second["data_bytes"] == len("#!/bin/sh\necho changed\n"), second
+    assert export_tree(engine, image2)["ctx/sub/run.sh"][4] == b"#!/bin/sh\necho changed\n"
+
+
+def test_session_through_dockerd_tlsverify(engine, tmp_path):
+    if engine.tcp_url is None:
+        if _ci():
+            pytest.fail("the dockerd harness's --tlsverify listener is required on CI (openssl missing?)", pytrace=False)
+        pytest.skip("the dockerd harness has no --tlsverify listener (openssl missing)")
+    env = dict(os.environ, DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(engine.tls_dir))
+    _session_builds_over(engine, tmp_path, env, engine.tcp_url)
+
+
+def test_session_through_ssh_dial_stdio(engine, sshd, tmp_path):
+    # one build: each ssh connection costs a handshake, and the rebuild's
+    # logic is the transport-independent one the TLS test covers
+    _session_builds_over(engine, tmp_path, sshd.env(), sshd.url, rebuild=False)
+
+
+# --------------------------------------------------------------------------
+# files that change under the transfer; a daemon that falls silent
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change", ["grow", "vanish", "fifo"])
+def test_file_changed_during_the_transfer_fails_the_build_naming_it(engine, tmp_path, change):
+    """The listing is made, then the file changes before the daemon asks for
+    it: never an image with content the listing does not describe (fsutil
+    would send a vanished file empty): the build fails naming the path."""
+    root = tmp_path / "chg"
+    (root / "d").mkdir(parents=True)
+    (root / "Dockerfile").write_text(COPY_ALL)
+    (root / "d" / "moving.txt").write_text("before\n")
+    (root / "other").write_text("o\n")
+    sess = Session(open_context(root, dialect="buildkit"), config_dir=str(tmp_path / "cfg"))
+    sess.prepare()
+    sess.filesync.listing("context").wait_complete(30)
+    target = root / "d" / "moving.txt"
+    if change == "grow":
+        target.write_text("before, and then much more\n")
+    else:
+        target.unlink()
+        if change == "fifo":
+            os.mkfifo(target)
+    t0 = time.monotonic()
+    r = session_build(sess.ctx, engine.socket, session=sess, network_mode="none", no_cache=True, timeout=60)
+    assert not r.ok
+    assert "d/moving.txt: changed during the build's upload" in (r.error or ""), r.error
+    assert time.monotonic() - t0 < 30
+
+
+class _Freezer:
+    """A unix-socket relay in front of the daemon that can freeze: from
+    :meth:`freeze` on it forwards nothing either way (a stalled daemon, or
+    a link that went dead without closing)."""
+
+    def __init__(self, path: str, target: str):
+        self.path, self.target = path, target
+        self.frozen = threading.Event()
+        self.srv = socket.socket(socket.AF_UNIX)
+        self.srv.bind(path)
+        self.srv.listen(16)
+        self.socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            u = socket.socket(socket.AF_UNIX)
+            u.connect(self.target)
+            self.socks += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    return
+                if self.frozen.is_set():
+                    return  # dropped, and nothing more is read or sent
+                b.sendall(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.srv.close()
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def test_daemon_falling_silent_mid_build_is_a_clear_error_not_a_hang(engine, tmp_path):
+    from ctxpack.engine.session import SessionBuild
+    from ctxpack.engine.client import Engine
+    from ctxpack.engine.transport import UnixTransport
+    from ctxpack.errors import EngineTimeoutError
+
+    root = tmp_path / "mute"
+    root.mkdir()
+    (root / "Dockerfile").write_text(COPY_ALL)
+    (root / "f").write_text("f\n")
+    relay = _Freezer(str(tmp_path / "r.sock"), engine.socket)
+    sess = Session(open_context(root, dialect="buildkit"), config_dir=str(tmp_path / "cfg"))
+    served = sess.methods[DIFF_COPY].handler
+
+    def freeze_then_copy(call):  # the daemon goes quiet as the context is asked for
+        relay.frozen.set()
+        served(call)
+
+    sess.methods[DIFF_COPY] = Method(freeze_then_copy)
+    eng = Engine(UnixTransport(relay.path))
+    t0 = time.monotonic()
+    try:
+        sb = SessionBuild(eng, sess.ctx, [("networkmode", "none"), ("nocache", "1")], session=sess, silence=3.0)
+        with pytest.raises(EngineTimeoutError) as err:
+            for _ in sb.response.iter_lines():
+                pass
+        sb.close()
+    finally:
+        eng.close()
+        relay.close()
+    assert "stopped talking to the BuildKit session: nothing for 3s" in str(err.value) and relay.path in str(err.value)
+    assert err.value.exit_code == 7
+    assert time.monotonic() - t0 < 20

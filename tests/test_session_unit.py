@@ -582,3 +582,52 @@ def test_a_walk_error_reaches_the_daemon_as_an_err_packet(tmp_path):
     finally:
         client.close()
         srv.close()
+
+
+def test_engine_29_2_deprecated_session_endpoint_is_detected_and_said(tmp_path):
+    """API 1.53 (Engine 29.2) deprecates POST /session for gRPC on the API
+    socket: ctxpack still uses /session while it is served, and says so;
+    when such an engine refuses it, the error says why, and `ctxpack build`
+    falls back to the tar body with that note."""
+    from ctxpack.engine.builder import BuildOptions, build
+    from ctxpack.engine.client import Engine
+    from ctxpack.engine.session import session_build
+    from ctxpack.engine.transport import MockResponse, MockTransport
+    from ctxpack.errors import SessionError
+
+    root = tmp_path / "ctx"
+    _tree(root, {"Dockerfile": "FROM scratch\nCOPY . /\n", "a": "A"})
+    # served: the build goes through the session, with the note
+    engine, got = _mock_engine(tmp_path, api="1.53")
+    r = session_build(open_context(root, dialect="buildkit"), engine, timeout=30)
+    assert r.ok, r.error
+    assert got["upgrade_url"].endswith("/v1.49/session")  # ctxpack's own API version, which still has /session
+    assert any("speaks API 1.53" in n and "deprecates POST /session" in n and "POST /v1.49/session" in n
+               for n in r.notes), r.notes
+    # an older engine: no note
+    engine, _ = _mock_engine(tmp_path, api="1.41")
+    assert session_build(open_context(root, dialect="buildkit"), engine, timeout=30).notes == []
+
+    # refused: a clear SessionError from the library, a tar build from `build`
+    bodies: list[bytes] = []
+
+    def handler(request):
+        if request.url.endswith("/_ping"):
+            return MockResponse(200, b"OK", {"Api-Version": "1.53", "Builder-Version": "2"})
+        if "/build?" in request.url:
+            bodies.append(request.content)
+            return MockResponse(200, json.dumps({"id": "moby.image.id", "aux": {"ID": "sha256:" + "cd" * 32}}).encode())
+        return MockResponse(404, b'{"message": "page not found"}')
+
+    refusing = Engine(MockTransport(handler, None))
+    with pytest.raises(SessionError) as err:
+        session_build(open_context(root, dialect="buildkit"), refusing, timeout=30)
+    assert "speaks API 1.53, and API 1.53 (Engine 29.2) deprecates POST /session" in str(err.value)
+    assert "--no-session" in str(err.value)
+    notes: list[str] = []
+    res = build(str(root), refusing, BuildOptions(builder="buildkit", minimal=False, record_snapshot=False),
+                on_note=notes.append)
+    assert res.image_id == "sha256:" + "cd" * 32
+    assert res.upload.compression != "session" and bodies and bodies[-1], res.upload
+    assert any("no BuildKit session" in n and "deprecates POST /session" in n and "as a tar" in n
+               for n in notes), notes

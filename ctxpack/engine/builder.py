@@ -815,7 +815,10 @@ def _open_session(engine: Engine, ctx: BuildContext, query: list[tuple[str, str]
     if ctx.dialect is not Dialect.BUILDKIT:
         raise InputError("a BuildKit session serves the BuildKit dialect's context")
     try:
-        return SessionBuild(engine, ctx, query, headers=headers, secrets=opts.secrets, ssh=opts.ssh, timeout=None)
+        sb = SessionBuild(engine, ctx, query, headers=headers, secrets=opts.secrets, ssh=opts.ssh, timeout=None)
+        for n in sb.session.notes:
+            note(n)
+        return sb
     except SessionError as e:
         if opts.session is None and not (opts.secrets or opts.ssh):
             note(f"no BuildKit session ({e})")

@@ -10,15 +10,17 @@ newline-delimited JSON as for any build; the image id arrives as
 from __future__ import annotations
 
 import json
+import queue
 import secrets as _random
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...context import BuildContext
-from ...errors import EngineAPIError, SessionError, TransportError
+from ...errors import EngineAPIError, EngineTimeoutError, SessionError, TransportError
 from ..client import Engine, version_tuple
 from ..messages import error_message, image_id_of, message_error, parse_message
 from ..transport import Headers, Request, UnixTransport
@@ -29,6 +31,27 @@ __all__ = ["SessionBuildResult", "SessionBuild", "session_build", "open_session"
 
 #: Longest silence on the build's message stream before ctxpack gives up.
 IDLE_TIMEOUT = 120.0
+
+#: Engine 29.2 (API 1.53) deprecates ``POST /session`` (and ``/grpc``): it
+#: serves BuildKit's gRPC on the API socket itself.  Deprecated is not
+#: removed: ctxpack keeps using ``/session`` there and says so.
+SESSION_DEPRECATED_API = (1, 53)
+
+
+def deprecation_note(engine_api: str, used_api: str) -> str | None:
+    """What ctxpack says about ``/session`` on an engine whose API is
+    ``engine_api`` (its ``/_ping``), asked with version ``used_api``."""
+    if version_tuple(engine_api) < SESSION_DEPRECATED_API:
+        return None
+    return (f"the engine speaks API {engine_api}: Engine 29.2 (API 1.53) deprecates POST /session in favour of gRPC "
+            f"on the API socket, which ctxpack does not speak yet; ctxpack still opens its BuildKit session with "
+            f"POST /v{used_api}/session while the engine serves it (when it refuses, `ctxpack build` sends the "
+            "context as a tar)")
+
+
+#: Longest silence on the session connection (BuildKit sends a health check
+#: every second) before ctxpack decides the daemon stopped and ends the build.
+SESSION_SILENCE = 60.0
 
 
 @dataclass
@@ -43,6 +66,8 @@ class SessionBuildResult:
     stats: SessionStats = field(default_factory=SessionStats)
     elapsed: float = 0.0
     session_closed: str | None = None
+    #: What ctxpack decided about the session (e.g. a deprecated endpoint).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -103,12 +128,20 @@ def open_session(engine: Engine, sess: Session, *, timeout: float = 30.0) -> Non
     if version_tuple(api) < (1, 39):
         raise SessionError(f"the Docker engine at {engine.url} speaks API {api}: BuildKit sessions need 1.39 "
                            "(use --no-session to send the context as a tar)")
+    engine_api = engine.ping().api_version
+    note = deprecation_note(engine_api, api)
     headers = _RepeatedHeaders([*sess.headers(), ("Upgrade", "h2c"), ("Connection", "Upgrade")])
     try:
         up = engine.transport.upgrade(Request("POST", engine.path("/session"), headers, None, timeout))
     except EngineAPIError as e:
-        raise SessionError(f"the Docker engine at {engine.url} refused a BuildKit session: {e} "
+        why = ""
+        if note is not None:
+            why = (f"; the engine speaks API {engine_api}, and API 1.53 (Engine 29.2) deprecates POST /session in "
+                   "favour of gRPC on the API socket, which ctxpack does not speak yet")
+        raise SessionError(f"the Docker engine at {engine.url} refused a BuildKit session: {e}{why} "
                            "(use --no-session to send the context as a tar)") from None
+    if note is not None:
+        sess.notes.append(note)
     sess.attach(up.sock, b"", on_close=up.close)
 
 
@@ -147,7 +180,8 @@ class SessionBuild:
 
     def __init__(self, engine: Engine, ctx: BuildContext, query: Sequence[tuple[str, str]], *,
                  headers: Mapping[str, str] | None = None, secrets: Sequence[SecretSpec] = (),
-                 ssh: Sequence[SshSpec] = (), session: Session | None = None, timeout: float | None = None):
+                 ssh: Sequence[SshSpec] = (), session: Session | None = None, timeout: float | None = None,
+                 silence: float = SESSION_SILENCE):
         self.session = session or Session(ctx, secrets=secrets, ssh=ssh)
         self.session.prepare()
         open_session(engine, self.session, timeout=30.0)
@@ -158,11 +192,34 @@ class SessionBuild:
         if not any(k == "buildid" for k, _ in q):
             q.append(("buildid", _random.token_hex(16)))
         hdrs = {"Content-Type": "application/x-tar", **dict(headers or {})}
+        # The daemon answers /build once it has read the Dockerfile through
+        # the session: wait for that answer as for every later line, giving
+        # up when the session falls silent.
+        got: queue.Queue[tuple[bool, Any]] = queue.Queue(1)
+
+        def send() -> None:
+            try:
+                got.put((True, engine.request("POST", "/build", query=q, body=b"", headers=hdrs, timeout=timeout)))
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                got.put((False, e))
+
+        threading.Thread(target=send, name="ctxpack-session-build-request", daemon=True).start()
         try:
-            self.response = engine.request("POST", "/build", query=q, body=b"", headers=hdrs, timeout=timeout)
+            while True:
+                try:
+                    ok, response = got.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    _check_silence(self.session, silence, engine.url)
+            if not ok:
+                raise response
         except BaseException:
             self.session.close()
             raise
+        #: The build's response; its :meth:`iter_lines` raises
+        #: :class:`~ctxpack.errors.EngineTimeoutError` when the daemon falls silent on the session
+        #: for ``silence`` seconds (stopped, or the link to it broke).
+        self.response = _Watched(response, self.session, silence, engine.url)
 
     def explain(self, error: str) -> str:
         """``error`` plus why the session ended, when that explains it."""
@@ -186,6 +243,79 @@ class SessionBuild:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Watched:
+    """A build response whose lines are read in a thread of their own, so
+    that the reader can give up when the session shows the daemon stopped:
+    a blocked read on a silent connection cannot be interrupted otherwise.
+    Everything else is the wrapped :class:`~ctxpack.engine.transport.Response`'s."""
+
+    def __init__(self, response: Any, session: Session, silence: float, url: str):
+        self._url = url
+        self._resp = response
+        self._session = session
+        self._silence = silence
+        self._stuck = False
+
+    def close(self) -> None:
+        """Close the response, unless its reader is still blocked on a silent
+        daemon: closing would wait for that read forever (the buffered
+        reader's lock), so the connection is left to it (a daemon thread)."""
+        if not self._stuck:
+            self._resp.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._resp, name)
+
+    def iter_lines(self) -> Any:
+        lines: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1024)
+
+        def pump() -> None:
+            try:
+                for line in self._resp.iter_lines():
+                    lines.put(("line", line))
+                lines.put(("end", None))
+            except BaseException as e:  # noqa: BLE001 - handed to the reader
+                lines.put(("error", e))
+
+        threading.Thread(target=pump, name="ctxpack-session-build-stream", daemon=True).start()
+        while True:
+            try:
+                kind, item = lines.get(timeout=0.5)
+            except queue.Empty:
+                try:
+                    _check_silence(self._session, self._silence, self._url)
+                except EngineTimeoutError:
+                    self._stuck = True
+                    raise
+                continue
+            if kind == "line":
+                yield item
+            elif kind == "end":
+                return
+            else:
+                raise item
+
+
+def _check_silence(session: Session, silence: float, url: str) -> None:
+    """Raise :class:`~ctxpack.errors.EngineTimeoutError` (a stalled engine,
+    exit 7; and end the session) once the daemon has sent nothing on the
+    session for ``silence`` seconds, or dropped it that long ago without
+    ending the build."""
+    srv = session.server
+    if srv is None:
+        return
+    quiet = time.monotonic() - srv.last_received
+    if quiet > silence:
+        session.close()
+        raise EngineTimeoutError(
+            f"the Docker engine at {url} stopped talking to the BuildKit session: nothing for {quiet:.0f}s, where "
+            "BuildKit checks its health every second (is the daemon stalled, or the connection to it cut?)",
+            url, silence)
+    if srv.closed and time.monotonic() - (srv.closed_at or time.monotonic()) > silence:
+        raise EngineTimeoutError(f"the Docker engine at {url} went on without a build report {silence:.0f}s after "
+                                 f"{session.describe_close()}", url, silence)
 
 
 def _run(ctx: BuildContext, eng: Engine, *, tags: Sequence[str], target: str | None,
@@ -235,7 +365,8 @@ def _run(ctx: BuildContext, eng: Engine, *, tags: Sequence[str], target: str | N
         error = "the build ended without an image id" + _why(sess)
     if sess.errors and error is not None:
         error += " (session: " + "; ".join(sess.errors[:3]) + ")"
-    return SessionBuildResult(image_id, error, messages, sess.stats(), time.monotonic() - started, closed)
+    return SessionBuildResult(image_id, error, messages, sess.stats(), time.monotonic() - started, closed,
+                              list(sess.notes))
 
 
 def _why(sess: Session) -> str:

@@ -172,6 +172,8 @@ class Session:
             self.methods[CREDENTIALS] = Method(self.auth.credentials)
         self.server: GrpcServer | None = None
         self.errors: list[str] = []
+        #: What ctxpack decided about this session, for the user (``ctxpack build`` prints them).
+        self.notes: list[str] = []
         self._on_close: Callable[[], None] | None = None
 
     def headers(self) -> list[tuple[str, str]]:

@@ -241,6 +241,10 @@ class GrpcServer:
         self.last_health: float | None = None
         self.max_health_gap = 0.0
         self.started = time.monotonic()
+        #: When bytes last came from the daemon (monotonic): BuildKit checks
+        #: the session's health every second, so a long silence means the
+        #: daemon stopped (or the link to it did).
+        self.last_received = self.started
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -316,6 +320,7 @@ class GrpcServer:
                         self._close("the daemon closed the session connection")
                         return
                     self.bytes_in += len(data)
+                    self.last_received = time.monotonic()
                     self._receive(data)
                     if not (tls_sock is not None and tls_sock.pending()):
                         break
