@@ -357,3 +357,56 @@ def test_classic_platform_failure_hints_buildkit(tmp_path: Path) -> None:
               BuildOptions(builder="classic", record_snapshot=False))
     assert str(info.value).endswith(f"Dockerfile:1: {err}")
     assert info.value.hint is not None and "--builder buildkit" in info.value.hint
+
+
+# --------------------------------------------------------------------------
+# 4: --progress plain (BuildKit) as docker 20.10 prints it
+# --------------------------------------------------------------------------
+
+
+def test_go_units_bytes() -> None:
+    from ctxpack.engine.progress import go_units_bytes
+
+    # docker 20.10's plain progress on this machine: "846B", "2B", "3.00MB", "6.05MB"
+    assert [go_units_bytes(n) for n in (2, 846, 999, 1000, 3_000_123, 6_050_000, 12_345_678_901)] == \
+        ["2B", "846B", "999B", "1.00kB", "3.00MB", "6.05MB", "12.35GB"]
+
+
+def test_plain_trace_amounts_and_real_completions() -> None:
+    from ctxpack.engine.messages import StatusResponse, Vertex, VertexStatus
+    from ctxpack.engine.progress import PlainTrace
+
+    out: list[str] = []
+    tr = PlainTrace(out.append)
+    ctx = "[internal] load build context"
+    tr.feed(StatusResponse(vertexes=[Vertex(digest="c", name=ctx, started=1.0, completed=1.01)]))  # early completion
+    tr.feed(StatusResponse(vertexes=[Vertex(digest="c", name=ctx, started=1.0, completed=1.02)]))  # re-stamped only
+    tr.feed(StatusResponse(vertexes=[Vertex(digest="f", name="[1/2] FROM bb", cached=True)]))
+    tr.feed(StatusResponse(vertexes=[Vertex(digest="c", name=ctx, started=2.0)]))  # runs again
+    tr.feed(StatusResponse(statuses=[VertexStatus(id="transferring context:", vertex="c", current=10, started=2.0,
+                                                  timestamp=2.01)]))  # quick: not said in progress
+    tr.feed(StatusResponse(statuses=[VertexStatus(id="transferring context:", vertex="c", current=5_110_000,
+                                                  started=2.0, timestamp=2.15)]))
+    tr.feed(StatusResponse(statuses=[VertexStatus(id="transferring context:", vertex="c", current=6_050_000,
+                                                  started=2.0, timestamp=2.2, completed=2.2)]))
+    tr.feed(StatusResponse(vertexes=[Vertex(digest="c", name=ctx, started=2.0, completed=2.3)]))
+    assert "".join(out) == (
+        f"#1 {ctx}\n#1 DONE 0.0s\n\n#2 [1/2] FROM bb\n#2 CACHED\n\n#1 {ctx}\n"
+        "#1 transferring context: 5.11MB\n#1 transferring context: 6.05MB 0.2s done\n#1 DONE 0.3s\n")
+
+
+def test_plain_progress_on_the_engine(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    root = tree(tmp_path, "FROM bb:latest\nCOPY a.txt /a\n")
+    p = run("--builder", "buildkit", "--network", "none", "--progress", "plain", "--no-cache", ".", cwd=root,
+            host=f"unix://{dockerd.socket}", timeout=120)
+    assert p.returncode == 0, p.stderr
+    # as DOCKER_BUILDKIT=1 /usr/bin/docker build --progress plain: "#1 transferring dockerfile: 64B 0.0s done"
+    assert re.search(r"^#(\d+) transferring dockerfile: \d+B \d+\.\ds done$", p.stderr, re.M), p.stderr
+    m = re.search(r"^#(\d+) \[internal\] load build context$", p.stderr, re.M)
+    assert m, p.stderr
+    n = m.group(1)
+    tail = p.stderr[p.stderr.rindex(f"#{n} transferring context: "):]
+    assert re.match(rf"#{n} transferring context: \d+(\.\d\d[kM])?B \d+\.\ds done\n", tail), tail
+    assert re.search(rf"^#{n} DONE \d+\.\ds$", tail, re.M), tail  # its real completion, after the transfer

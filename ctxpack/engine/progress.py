@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from .messages import StatusResponse, decode_status
 
-__all__ = ["Renderer", "make_renderer", "PlainTrace", "MODES", "upload_progress", "upload_summary"]
+__all__ = ["Renderer", "make_renderer", "PlainTrace", "MODES", "upload_progress", "upload_summary", "go_units_bytes"]
 
 MODES = ("auto", "plain", "tty", "json", "quiet")
 
@@ -107,8 +107,30 @@ class Renderer:
         pass
 
 
+def go_units_bytes(n: int) -> str:
+    """A byte count as BuildKit's plain progress prints it (``%.2f`` of
+    decimal units: ``194B``, ``3.00MB``, ``6.05MB``)."""
+    if n < 1000:
+        return f"{n}B"
+    value = float(n)
+    for suffix in ("kB", "MB", "GB", "TB", "PB", "EB"):
+        value /= 1000
+        if value < 1000:
+            break
+    return f"{value:.2f}{suffix}"
+
+
 class PlainTrace:
-    """BuildKit trace → ``--progress=plain`` lines."""
+    """BuildKit trace → ``--progress=plain`` lines, as docker 20.10 prints
+    them: a vertex's ``DONE``/``ERROR``/``CACHED`` each time it completes
+    (a vertex can run again: the metadata of a base image is loaded twice,
+    the build context is transferred after an early completion), a
+    status when it appears and when it is done, with its amount
+    (``current``, ``/ total`` when known) and its time
+    (``#6 transferring context: 6.05MB 0.2s done``)."""
+
+    #: Seconds a status must have been in progress before it is said.
+    SLOW = 0.1
 
     def __init__(self, write: Any):
         self.write = write
@@ -116,12 +138,14 @@ class PlainTrace:
         self.order: list[str] = []
         self.last: str | None = None
         self.partial: dict[str, bytes] = {}
+        self.told: dict[tuple[str, str], bool] = {}  # status (vertex, id) -> its "done" was printed
 
     def _state(self, digest: str) -> dict[str, Any]:
         s = self.v.get(digest)
         if s is None:
             s = {"num": len(self.order) + 1, "name": "", "started": None, "completed": None, "cached": False,
-                 "error": "", "announced": False, "done": False, "seen": time.monotonic(), "logs": []}
+                 "error": "", "announced": False, "done": False, "seen": time.monotonic(), "logs": [],
+                 "printed": None}
             self.v[digest] = s
             self.order.append(digest)
         return s
@@ -130,8 +154,7 @@ class PlainTrace:
         if self.last != digest:
             if self.last is not None:
                 self.write("\n")
-            if not s["announced"] or self.last != digest:
-                self.write(f"#{s['num']} {s['name']}\n")
+            self.write(f"#{s['num']} {s['name']}\n")
             self.last = digest
         s["announced"] = True
 
@@ -140,33 +163,61 @@ class PlainTrace:
             s = self._state(vx.digest)
             s["name"] = vx.name or s["name"]
             s["cached"] = s["cached"] or vx.cached
-            s["started"] = vx.started if vx.started is not None else s["started"]
-            s["completed"] = vx.completed if vx.completed is not None else s["completed"]
+            if vx.started is not None and vx.started != s["started"]:
+                s["started"], s["seen"] = vx.started, time.monotonic()  # a (new) run of the vertex
+                s["printed"] = None
+            # Each update carries the vertex's whole state: a vertex that
+            # runs again arrives with no completion until it completes again
+            # (a completion only re-stamped is not a new one).
+            s["completed"] = vx.completed
+            if vx.completed is None and not vx.cached:
+                s["printed"] = None
             s["error"] = vx.error or s["error"]
             if not s["announced"] and (s["started"] is not None or s["cached"]):
                 self._head(s, vx.digest)
-            if s["done"]:
-                continue
             if s["cached"]:
-                self._head(s, vx.digest)
-                self.write(f"#{s['num']} CACHED\n")
+                if s["printed"] != "cached":
+                    self._head(s, vx.digest)
+                    self.write(f"#{s['num']} CACHED\n")
+                    s["printed"] = "cached"
                 s["done"] = True
             elif s["completed"] is not None:
-                self._flush_partial(vx.digest)
-                self._head(s, vx.digest)
-                if s["error"]:
-                    self.write(f"#{s['num']} ERROR: {s['error']}\n")
-                else:
-                    took = s["completed"] - (s["started"] or s["completed"])
-                    self.write(f"#{s['num']} DONE {took:.1f}s\n")
+                if s["printed"] is None:
+                    self._flush_partial(vx.digest)
+                    self._head(s, vx.digest)
+                    if s["error"]:
+                        self.write(f"#{s['num']} ERROR: {s['error']}\n")
+                    else:
+                        took = s["completed"] - (s["started"] or s["completed"])
+                        self.write(f"#{s['num']} DONE {took:.1f}s\n")
+                    s["printed"] = "done"
                 s["done"] = True
+            else:
+                s["done"] = False
         for stt in st.statuses:
-            if stt.completed is None or stt.vertex not in self.v:
+            if stt.vertex not in self.v:
                 continue
+            key = (stt.vertex, stt.id or stt.name)
+            told = self.told.get(key)
+            if stt.completed is None:
+                # In progress: said once, and only once it has run a while
+                # (docker's printer ticks; a quick transfer shows only its end).
+                ran = (stt.timestamp - stt.started) if stt.timestamp is not None and stt.started is not None else 0.0
+                if told is not None or ran < self.SLOW:
+                    continue
+            elif told:
+                continue
+            self.told[key] = stt.completed is not None
             s = self.v[stt.vertex]
             self._head(s, stt.vertex)
-            amount = f" {format_size(stt.current)} / {format_size(stt.total)}" if stt.total else ""
-            self.write(f"#{s['num']} {stt.id or stt.name}{amount} done\n")
+            amount = ""
+            if stt.current:
+                amount = f" {go_units_bytes(stt.current)}" + (f" / {go_units_bytes(stt.total)}" if stt.total else "")
+            if stt.completed is None:
+                self.write(f"#{s['num']} {stt.id or stt.name}{amount}\n")
+                continue
+            timer = f" {stt.completed - stt.started:.1f}s" if stt.started is not None else ""
+            self.write(f"#{s['num']} {stt.id or stt.name}{amount}{timer} done\n")
         for lg in st.logs:
             s = self._state(lg.vertex)
             data = self.partial.pop(lg.vertex, b"") + lg.msg
