@@ -9,6 +9,7 @@ Usage::
     python bench/bench_fingerprint.py            # those three: 10k:7, 100k:5, 1M:3 rounds
     python bench/bench_fingerprint.py /tmp/t10k:7 /tmp/t100k:5
     python bench/bench_fingerprint.py --rss-only # peak RSS curve only (load-independent)
+    python bench/bench_fingerprint.py --rss-only --bare /tmp/b10k:10000 --bare /tmp/b1m:1000000
 
 ``TREE:ROUNDS`` (default 5 rounds).  Every ctxpack command gets
 ``--ignore-file`` of an empty file: the full context, whatever
@@ -102,6 +103,52 @@ def warm_up(tree: str, wenv: dict[str, str]) -> dict:
     timed(ours("fingerprint", tree), wenv)
     timed(ours("snapshot", tree), wenv)
     return json.loads(first)
+
+
+def bare_tree(root: str, entries: int) -> str:
+    """A tree of about ``entries`` entries with empty files (made once; a
+    ``.bare-tree`` marker holds the count): the shape of a package tree
+    (``pkgN/libM/fileK.js``, 50 files a directory) with siblings that sort
+    before a directory's contents (``libM.js``, ``libM-old/``), so that the
+    fingerprint's reordering works as on a real tree.  For peak RSS, which
+    depends on the entries, not their bytes: a 1M-entry tree of real
+    content does not stay in this machine's page cache."""
+    marker = os.path.join(root, ".bare-tree")
+    try:
+        with open(marker) as f:
+            if int(f.read()) == entries:
+                return root
+    except (OSError, ValueError):
+        pass
+    if os.path.exists(root):
+        shutil.rmtree(root)
+    os.makedirs(root)
+    with open(os.path.join(root, "Dockerfile"), "w") as f:
+        f.write("FROM scratch\nCOPY . /app\n")
+    made, flags = 1, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    pkg = 0
+    while made < entries:
+        p = os.path.join(root, f"pkg{pkg}")
+        os.mkdir(p)
+        made += 1
+        for lib in range(20):
+            d = os.path.join(p, f"lib{lib}")
+            os.mkdir(d)
+            os.close(os.open(d + ".js", flags))
+            made += 2
+            for k in range(50):
+                os.close(os.open(os.path.join(d, f"file{k}.js"), flags))
+            made += 50
+            if lib % 5 == 0:
+                os.mkdir(d + "-old")
+                os.close(os.open(os.path.join(d + "-old", "index.js"), flags))
+                made += 2
+            if made >= entries:
+                break
+        pkg += 1
+    with open(marker, "w") as f:
+        f.write(str(entries))
+    return root
 
 
 def rss_tree(tree: str, env: dict[str, str]) -> dict:
@@ -254,6 +301,8 @@ def main() -> int:
     ap.add_argument("trees", nargs="*", help=f"TREE or TREE:ROUNDS (default: {' '.join(DEFAULT_TREES)})")
     ap.add_argument("--out", default=None, help="default results/fingerprint.md (--rss-only: results/fingerprint-rss.md)")
     ap.add_argument("--rss-only", action="store_true", help="peak RSS of one run of each command per tree, no times")
+    ap.add_argument("--bare", metavar="DIR:ENTRIES", action="append", default=[],
+                    help="also (--rss-only) a tree of ENTRIES entries with empty files, made in DIR once")
     ap.add_argument("--with", dest="also", action="append", default=[],
                     help="results JSON of an earlier run to include in the table (a tree measured separately)")
     args = ap.parse_args()
@@ -266,7 +315,12 @@ def main() -> int:
     Path(EMPTY_IGNORE).write_text("")
     results = []
     try:
-        for spec in args.trees or DEFAULT_TREES:
+        specs = list(args.trees or ([] if args.bare else DEFAULT_TREES))
+        for bare in args.bare:
+            where, _, count = bare.rpartition(":")
+            log(f"making {where} ({int(count):,} entries) ...")
+            specs.append(bare_tree(where, int(count)))
+        for spec in specs:
             tree, _, n = spec.rpartition(":") if ":" in spec else (spec, "", "5")
             tree = os.path.abspath(tree)
             results.append(rss_tree(tree, env) if args.rss_only else bench_tree(tree, int(n), env))
