@@ -143,6 +143,34 @@ def test_corrupt_index_is_rebuilt(ctx: Path, cache: Path) -> None:
     assert fp(ctx)["hashed"] == 0  # the rebuilt index works
 
 
+def test_damaged_page_is_moved_aside_and_rebuilt(ctx: Path, cache: Path) -> None:
+    """A page damaged in the middle of the file (no integrity scan at open:
+    it would read every page on every run) fails when read: the run still
+    answers right, moves the file aside, and the next run rebuilds it."""
+    big = make_tree(ctx.parent / "big", {f"d{i}/f{j}.txt": b"x" * 10 for i in range(40) for j in range(50)}
+                    | {"Dockerfile": b"FROM scratch\n"})
+    first = fp(big)
+    db = cache / "index.sqlite3"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = con.execute("PRAGMA page_count").fetchone()[0]
+    page = con.execute("PRAGMA page_size").fetchone()[0]
+    con.close()
+    assert pages > 8
+    with open(db, "r+b") as f:
+        for n in range(pages // 3, pages - 1):  # the parts' pages, not the header's
+            f.seek(n * page)
+            f.write(bytes(page))
+    res = CliRunner().invoke(main, ["fingerprint", "--json", str(big)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["fingerprint"] == first["fingerprint"]
+    assert "unusable" in res.stderr and "warning" not in res.stderr
+    assert any(p.name.startswith("index.sqlite3.broken-") for p in cache.iterdir())
+    again = fp(big)
+    assert again["fingerprint"] == first["fingerprint"] and again["hashed"] == again["files"]
+    assert fp(big)["hashed"] == 0  # the rebuilt index works
+
+
 def test_foreign_database_is_not_trusted(ctx: Path, cache: Path) -> None:
     cache.mkdir()
     con = sqlite3.connect(cache / "index.sqlite3")
