@@ -6,7 +6,7 @@ Usage::
     python bench/gen_tree.py /tmp/ctxpack-bench/tree-small --small       # once per tree
     python bench/gen_tree.py /tmp/ctxpack-bench/tree-full
     python bench/gen_tree.py /tmp/ctxpack-bench/tree-1m --files 1000000 --no-big
-    python bench/bench_fingerprint.py            # those three: 10k:7, 100k:5, 1M:3 rounds
+    python bench/bench_fingerprint.py            # tree-small:7, tree-full:5, bare-1m:3 (make it with --bare once)
     python bench/bench_fingerprint.py /tmp/t10k:7 /tmp/t100k:5
     python bench/bench_fingerprint.py --rss-only # peak RSS curve only (load-independent)
     python bench/bench_fingerprint.py --rss-only --bare /tmp/b10k:10000 --bare /tmp/b1m:1000000
@@ -60,7 +60,8 @@ sys.path.insert(0, str(REPO))
 from benchutil import compile_ctxpack, cpu_model, log  # noqa: E402
 
 CTXPACK = [sys.executable, "-m", "ctxpack.cli"]
-DEFAULT_TREES = ["/tmp/ctxpack-bench/tree-small:7", "/tmp/ctxpack-bench/tree-full:5", "/tmp/ctxpack-bench/tree-1m:3"]
+# The 1M point: entries with empty files (--bare); the 9 GB tree-1m does not stay in the page cache here.
+DEFAULT_TREES = ["/tmp/ctxpack-bench/tree-small:7", "/tmp/ctxpack-bench/tree-full:5", "/tmp/ctxpack-bench/bare-1m:3"]
 # (name, peer): ratio targets from issue 17
 TARGETS = {"cold": ("tar", 1.2), "warm": ("find", 1.5), "snapshot": ("find", 1.5), "diff": ("find", 1.5),
            "size": ("ls-excluded", 1.2)}
