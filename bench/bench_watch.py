@@ -89,6 +89,21 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return time.perf_counter() - t, p.stdout
 
 
+def imports(cmd: list[str], env: dict[str, str]) -> tuple[int, float, bool]:
+    """(modules imported, their import time in ms by -X importtime, whether
+    any of the walker / matcher / index was among them) for one run."""
+    p = subprocess.run([sys.executable, "-X", "importtime", *cmd], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    names, total = [], 0
+    for line in p.stderr.splitlines():
+        if line.startswith("import time:") and "self [us]" not in line:
+            _, self_us, _, name = (x.strip() for x in line.replace("import time:", "|", 1).split("|"))
+            names.append(name)
+            total += int(self_us)
+    heavy = any(n in ("ctxpack.walker", "ctxpack.ignore.matcher", "ctxpack.index.store") for n in names)
+    return len(names), total / 1000, heavy
+
+
 def interleaved(a: list[str], b: list[str], env_a: dict[str, str], env_b: dict[str, str], n: int,
                 read: "Callable[[str], str] | None" = None) -> tuple[list[float], list[float], bool]:
     """``a`` and ``b`` timed in ABBA order (drift in the machine's load hits
@@ -294,6 +309,9 @@ def main() -> int:
             res[f"{cmd}_same_output"] = same
             log(f"{cmd}: {statistics.median(warm):.3f} s with watch, {statistics.median(cold):.3f} s without "
                 f"({statistics.median(warm) / statistics.median(cold):.3f}x), same output: {same}")
+        for cmd in ("diff", "fingerprint"):  # what each loads
+            got = {k: [imports([*exe, cmd, tree], e) for _ in range(3)] for k, e in (("with", env), ("without", cold_env))}
+            res[f"{cmd}_imports"] = {k: (v[0][0], min(x[1] for x in v), v[0][2]) for k, v in got.items()}
         # ls, size, pack: the same answers with the watcher's entries (fewer runs: pack reads the tree)
         tar = os.path.join(cache, "ctx.tar")
         for name, cmd, read in (
@@ -391,6 +409,9 @@ def render(r: dict, tree: str) -> str:
           f"**{med(c + '_with_watch_s') / med(c + '_without_watch_s'):.3f}×** (same output: {r[c + '_same_output']}); "
           f"the console script's own start-up (`ctxpack --version`) is "
           f"{med('version_startup_s') / med(c + '_without_watch_s'):.3f}× of without |" for c in ("diff", "fingerprint")],
+        *[f"| `{c}` imports with / without watcher (`-X importtime`, least of 3 runs) | {r[c + '_imports']['with'][0]} modules, "
+          f"{r[c + '_imports']['with'][1]:.0f} ms (walker/matcher/index loaded: {r[c + '_imports']['with'][2]}) / "
+          f"{r[c + '_imports']['without'][0]} modules, {r[c + '_imports']['without'][1]:.0f} ms |" for c in ("diff", "fingerprint")],
         *[f"| `{c}` with / without watcher | {med(c + '_with_watch_s'):.3f} s / {med(c + '_without_watch_s'):.3f} s "
           f"(same output: {r[c + '_same_output']}) |" for c, _ in (("ls", 0), ("size", 0), ("pack", 0))],
         f"| in-process client call (socket + barrier), no interpreter start-up | fingerprint "
