@@ -8,7 +8,6 @@ the walker are imported where a context is opened, not here.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
@@ -238,6 +237,7 @@ class ProgressLine:
 
 
 def to_json(obj: object) -> str:
+    import json  # here: most commands print no JSON
     text = json.dumps(obj, indent=2, ensure_ascii=False)
     try:
         text.encode("utf-8")
