@@ -255,8 +255,10 @@ class TracingProxy:
                 conn.t_last[direction] = t
                 conn.nbytes[direction] += len(data)
                 if reader is not None:
-                    b.sendall(data)
+                    # parse first: the client may answer a call before this
+                    # thread would have registered it
                     reader.feed(data, t)
+                    b.sendall(data)
                     continue
                 if self.trace and len(head) < 65536:
                     head += data
@@ -272,9 +274,9 @@ class TracingProxy:
                             if direction == "down":
                                 conn.t_upgraded = t
                             reader = _H2Reader(conn, direction)
-                            b.sendall(data)
                             if rest:
                                 reader.feed(rest, t)
+                            b.sendall(data)
                             continue
                         head = bytearray(b"x" * 65536)  # not a session: stop looking
                 b.sendall(data)
@@ -535,13 +537,14 @@ def main(argv: list[str] | None = None) -> int:
                      f"{fmt_bytes(b.get('rebuild', {}).get('bytes_up', 0))} |")
     lines += [
         "",
-        "The context's transfer on the wire (the relayed round): from the daemon's DiffCopy call for the whole "
-        "context to the receiver's FIN; *listing* = until the empty STAT that ends it passed; seconds from the "
-        "client process's start.",
+        "The context's transfer on the wire (the relayed round), seconds from the client process's start: its "
+        "first request to the daemon (start-up), the daemon's DiffCopy call for the whole context, the empty STAT "
+        "that ends the listing, the first REQ, the receiver's FIN, the build's last byte; *transfer* = call to FIN "
+        "(the upload; for the docker CLI this is its only measure of it).",
         "",
-        "| client | build | DiffCopy called | listing ended | first REQ | FIN | transfer | STATs | REQs | "
-        "second / first transfer |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| client | build | first request | DiffCopy called | listing ended | first REQ | FIN | build ended | "
+        "transfer | STATs | REQs | second / first transfer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(v: Any) -> str:
@@ -555,8 +558,9 @@ def main(argv: list[str] | None = None) -> int:
             ratio = ""
             if kind == "rebuild" and first_s and t.get("seconds") is not None:
                 ratio = f"{t['seconds'] / first_s:.3f}x"
-            lines.append(f"| {name} | {kind} | {cell(t.get('call'))} | {cell(t.get('end_listing'))} | "
-                         f"{cell(t.get('first_req'))} | {cell(t.get('fin'))} | {cell(t.get('seconds'))} s | "
+            lines.append(f"| {name} | {kind} | {cell(t.get('first_connection'))} | {cell(t.get('call'))} | "
+                         f"{cell(t.get('end_listing'))} | {cell(t.get('first_req'))} | {cell(t.get('fin'))} | "
+                         f"{cell(t.get('build_end'))} | {cell(t.get('seconds'))} s | "
                          f"{cell(t.get('stats'))} | {cell(t.get('reqs'))} | {ratio} |")
     lines += [
         "",
