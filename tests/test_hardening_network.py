@@ -500,3 +500,40 @@ def test_a_session_whose_daemon_stops_calling_times_out(context: Path, tmp_path:
     assert p.returncode == MUTE_EXIT, p.stderr
     assert f"unix://{path}" in p.stderr and "said nothing for 1s" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert took < 30, took
+
+
+def test_watch_build_takes_the_timeout(context: Path, tmp_path: Path) -> None:
+    """``watch --build --timeout``: a stalled engine fails that build (exit 7
+    in the JSON line, the endpoint named) and the watcher goes on."""
+    import json
+    import select
+    import time
+
+    path = str(tmp_path / "mute.sock")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env.update(DOCKER_HOST=f"unix://{path}", DOCKER_CONFIG=str(tmp_path / "cfg"), PYTHONPATH=str(ROOT),
+               CTXPACK_CACHE_DIR=str(tmp_path / "cache"))
+    with _MuteEngine(path):
+        proc = subprocess.Popen([sys.executable, "-m", "ctxpack.cli", "watch", "--build", "--json", "--timeout", "0.5",
+                                 str(context)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                                stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        failed = None
+        try:
+            deadline = time.monotonic() + 60
+            buf = b""
+            while failed is None and time.monotonic() < deadline and proc.poll() is None:
+                if select.select([proc.stdout], [], [], 0.5)[0]:
+                    buf += os.read(proc.stdout.fileno(), 65536)
+                    for line in buf.split(b"\n"):
+                        if line.startswith(b"{") and line.endswith(b"}"):
+                            doc = json.loads(line).get("build", {})
+                            if "error" in doc:
+                                failed = doc
+            still_running = proc.poll() is None
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    assert failed is not None, buf.decode(errors="replace")
+    assert failed["exit_code"] == MUTE_EXIT and f"unix://{path}" in failed["error"] and "0.5s" in failed["error"], failed
+    assert still_running

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, parse_build_args
+from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, parse_build_args, timeout_option
 from ctxpack.units import format_size
 
 if TYPE_CHECKING:
@@ -36,11 +36,12 @@ if TYPE_CHECKING:
 @click.option("-H", "--host", help="--build: the engine to use, as docker -H.")
 @click.option("--builder", type=click.Choice(["classic", "buildkit"]), help="--build: builder (default: the engine's).")
 @click.option("--network", help="--build: network mode for RUN.")
+@timeout_option
 @handle_errors
 def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
                   minimal: bool, target: str | None, build_args: tuple[str, ...], platform: str | None, json_lines: bool,
                   rebuild: bool, tags: tuple[str, ...], host: str | None, builder: str | None,
-                  network: str | None) -> None:
+                  network: str | None, timeout: float | None) -> None:
     """Watch the context and print what changes in it, as it settles.
 
     Watches only directories the context can contain (never an excluded
@@ -125,7 +126,7 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
             opts = BuildOptions(tags=tags, dockerfile=dockerfile, ignore_file=ignore_file, target=target,
                                 build_args=parse_build_args(build_args), builder=builder, network=network, platform=platform,
                                 minimal=True if minimal else None)
-            builds.run(directory, opts, host, runner, stopping, json_lines)
+            builds.run(directory, opts, host, runner, stopping, json_lines, timeout)
         while runner.is_alive() and not stopping.is_set():
             runner.join(0.5)
     finally:
@@ -164,7 +165,7 @@ class _Builds:
             signal.pthread_kill(self._main, signal.SIGUSR1)
 
     def run(self, directory: str, opts: Any, host: str | None, runner: threading.Thread,
-            stopping: threading.Event, as_json: bool) -> None:
+            stopping: threading.Event, as_json: bool, timeout: float | None = None) -> None:
         from ctxpack.engine.builder import build
         from ctxpack.engine.client import Engine
         from ctxpack.errors import BuildCancelledError, CtxpackError
@@ -182,7 +183,7 @@ class _Builds:
             self._wanted.clear()
             say({"started": time.strftime("%H:%M:%S")}, "building")
             try:
-                engine = Engine.connect(host)
+                engine = Engine.connect(host, timeout=timeout)
                 try:
                     self.building = True
                     try:
