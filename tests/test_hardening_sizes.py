@@ -133,3 +133,50 @@ def test_the_docker_cli_fails_on_the_same_path(deep: tuple[Path, str]) -> None:
     cap = capture_context(ctx)
     assert cap.returncode != 0 and not cap.uploaded
     assert f"error checking context: lstat {first}: file name too long" in cap.stderr, cap.stderr[-300:]
+
+
+def _peak_rss_kib(argv: list[str], env: dict[str, str]) -> int:
+    """GNU time's %M for ``argv`` (its own and its reaped children's peak)."""
+    import tempfile
+
+    if not os.access("/usr/bin/time", os.X_OK):
+        pytest.skip("needs GNU time (/usr/bin/time) to measure peak RSS")
+    with tempfile.NamedTemporaryFile("r") as out:
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name, *argv], env=env, timeout=1800,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr[-500:]
+        return int(out.read().split()[-1])
+
+
+@pytest.mark.big
+def test_memory_stays_flat_at_the_extremes(tmp_path: Path) -> None:
+    """An 8.5 GiB sparse file costs pack and fingerprint no more memory than
+    an empty context; a 200k-entry directory costs ``ls`` and ``pack`` less
+    per name than the docker CLI's 379 bytes (bench/results/extremes.md)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CTXPACK_CACHE_DIR": str(tmp_path / "cache")}
+    cli = [sys.executable, "-m", "ctxpack.cli"]
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    (tiny / "Dockerfile").write_text("FROM scratch\n")
+    sparse = tmp_path / "sparse"
+    sparse.mkdir()
+    (sparse / "Dockerfile").write_text("FROM scratch\n")
+    with open(sparse / "huge.bin", "wb") as f:
+        f.truncate(int(8.5 * (1 << 30)))
+    wide = tmp_path / "wide"
+    (wide / "many").mkdir(parents=True)
+    (wide / "Dockerfile").write_text("FROM scratch\n")
+    n = 200_000
+    fd = os.open(wide / "many", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(n):
+            os.close(os.open(f"f{i:07d}", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    for command in (["pack", "--compress", "zstd"], ["fingerprint"]):
+        base = _peak_rss_kib([*cli, *command, str(tiny)], env)
+        assert _peak_rss_kib([*cli, *command, str(sparse)], env) < base + 16 * 1024, command
+    for command in (["ls"], ["pack"]):
+        base = _peak_rss_kib([*cli, *command, str(tiny)], env)
+        per_name = (_peak_rss_kib([*cli, *command, str(wide)], env) - base) * 1024 / n
+        assert per_name < 379, (command, per_name)
