@@ -179,7 +179,7 @@ def _abbrev(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip() and "DEPRECATED" not in ln
              and "BuildKit is currently disabled" not in ln and "environment-variable" not in ln]
     last = lines[-1] if lines else ""
-    return re.sub(r"(?:d/){8,}d?", lambda m: f"d/…({m.group().count('d')} levels)…/", last)[:300]
+    return re.sub(r"(?:d/){8,}d?", lambda m: f"d/…({m.group().count('d')} levels)…/d", last)[:300]
 
 
 def commands(exe: list[str], ctx: str, cache: str) -> list[tuple[str, list[str]]]:
@@ -280,7 +280,8 @@ def main() -> int:
         for n in names:
             r = results[c].get(n)
             if r is not None and r["rc"] != 0:
-                lines.append(f"- {c}, {n} (exit {r['rc']}): `{r['stderr']}`")
+                said = f"`{r['stderr']}`" if r["stderr"] else "(a finding on stdout, not kept here)"
+                lines.append(f"- {c}, {n} (exit {r['rc']}): {said}")
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.dirname(stem), exist_ok=True)
     with open(stem + ".md", "w") as f:

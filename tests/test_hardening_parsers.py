@@ -102,7 +102,7 @@ def test_session_packet_decoder_takes_any_bytes(data: bytes) -> None:
 
 def _seconds(fn: Callable[[], object]) -> float:
     best = float("inf")
-    for _ in range(2):
+    for _ in range(3):  # the best of three: a shared machine's noise only ever adds
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
