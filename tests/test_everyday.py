@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from ctxpack.cli import main
+from ctxpack.index.store import DB_NAME
 from trees import make_tree
 
 
@@ -373,7 +374,7 @@ def test_cache_info_does_not_create_the_index(tmp_path: Path) -> None:
     env = _cache_env(tmp_path)
     res = run("cache", "info", env=env)
     assert res.exit_code == 0
-    assert res.stdout.strip() == f"{tmp_path}/cache/index.sqlite3: no index yet (fingerprint, snapshot, diff and pack --snapshot create it)"
+    assert res.stdout.strip() == f"{tmp_path}/cache/{DB_NAME}: no index yet (fingerprint, snapshot, diff and pack --snapshot create it)"
     import json
 
     assert json.loads(run("cache", "info", "--json", env=env).stdout)["exists"] is False

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import ctxpack
-from ctxpack.index.store import PRUNE_AFTER, Index
+from ctxpack.index.store import DB_NAME, LEGACY_NAME, PRUNE_AFTER, Index
 from ctxpack.cli import main
 from ctxpack.index.snapshots import _variant, fingerprint
 from trees import make_tree
@@ -131,7 +131,7 @@ def test_dialects_have_their_own_fingerprint(ctx: Path) -> None:
 
 def test_corrupt_index_is_rebuilt(ctx: Path, cache: Path) -> None:
     first = fp(ctx)
-    db = cache / "index.sqlite3"
+    db = cache / DB_NAME
     with open(db, "r+b") as f:
         f.seek(0)
         f.write(b"this is not a database at all" * 10)
@@ -139,7 +139,7 @@ def test_corrupt_index_is_rebuilt(ctx: Path, cache: Path) -> None:
     assert res.exit_code == 0
     assert json.loads(res.stdout)["fingerprint"] == first["fingerprint"]
     assert "unusable" in res.stderr and "rebuilt" in res.stderr
-    assert any(p.name.startswith("index.sqlite3.broken-") for p in cache.iterdir())
+    assert any(p.name.startswith(f"{DB_NAME}.broken-") for p in cache.iterdir())
     assert fp(ctx)["hashed"] == 0  # the rebuilt index works
 
 
@@ -150,7 +150,7 @@ def test_damaged_page_is_moved_aside_and_rebuilt(ctx: Path, cache: Path) -> None
     big = make_tree(ctx.parent / "big", {f"d{i}/f{j}.txt": b"x" * 10 for i in range(40) for j in range(50)}
                     | {"Dockerfile": b"FROM scratch\n"})
     first = fp(big)
-    db = cache / "index.sqlite3"
+    db = cache / DB_NAME
     con = sqlite3.connect(db)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     pages = con.execute("PRAGMA page_count").fetchone()[0]
@@ -164,8 +164,9 @@ def test_damaged_page_is_moved_aside_and_rebuilt(ctx: Path, cache: Path) -> None
     res = CliRunner().invoke(main, ["fingerprint", "--json", str(big)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["fingerprint"] == first["fingerprint"]
-    assert "unusable" in res.stderr and "warning" not in res.stderr
-    assert any(p.name.startswith("index.sqlite3.broken-") for p in cache.iterdir())
+    # one warning, naming the copy; not "cannot use the index"
+    assert "unusable" in res.stderr and res.stderr.count("warning") == 1 and "cannot use" not in res.stderr
+    assert any(p.name.startswith(f"{DB_NAME}.broken-") for p in cache.iterdir())
     again = fp(big)
     assert again["fingerprint"] == first["fingerprint"] and again["hashed"] == again["files"]
     assert fp(big)["hashed"] == 0  # the rebuilt index works
@@ -173,12 +174,16 @@ def test_damaged_page_is_moved_aside_and_rebuilt(ctx: Path, cache: Path) -> None
 
 def test_foreign_database_is_not_trusted(ctx: Path, cache: Path) -> None:
     cache.mkdir()
-    con = sqlite3.connect(cache / "index.sqlite3")
-    con.execute("CREATE TABLE files (x)")
-    con.commit()
-    con.close()
+    for name in (DB_NAME, LEGACY_NAME):
+        con = sqlite3.connect(cache / name)
+        con.execute("CREATE TABLE files (x)")
+        con.commit()
+        con.close()
+    legacy = (cache / LEGACY_NAME).read_bytes()
     res = CliRunner().invoke(main, ["fingerprint", str(ctx)])
     assert res.exit_code == 0 and "not a ctxpack index" in res.stderr
+    assert any(p.name.startswith(f"{DB_NAME}.broken-") for p in cache.iterdir())
+    assert (cache / LEGACY_NAME).read_bytes() == legacy  # not this version's file: not touched
 
 
 def test_killed_writer_leaves_a_usable_index(ctx: Path, cache: Path) -> None:
@@ -237,8 +242,8 @@ def test_snapshot_and_diff(ctx: Path) -> None:
     res = runner.invoke(main, ["diff", "--json", "--exit-code", str(ctx)])
     assert res.exit_code == 1
     d = json.loads(res.stdout)
-    assert d["added"] == [{"path": "src/new.py", "bytes": 4}]
-    assert d["removed"] == [{"path": "README", "bytes": 3}]
+    assert d["added"] == [{"path": "src/new.py", "bytes": 4, "kind": "file"}]
+    assert d["removed"] == [{"path": "README", "bytes": 3, "kind": "file"}]
     assert {(m["path"], m["change"]) for m in d["modified"]} == {("src/a.py", "content"), ("src/b.py", "mode")}
     assert d["since"].endswith("Z")
 

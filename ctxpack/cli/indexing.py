@@ -66,11 +66,17 @@ def snapshot_command(directory: str, dockerfile: str | None, dialect: str, ignor
 @click.command("diff")
 @click.argument("directory", default=".", type=click.Path())
 @context_options
-@click.option("--json", "as_json", is_flag=True, help='Print {"since", "added", "removed", "modified"}.')
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"since", "added", "removed", "modified"}, each a list of {"path", "kind", "bytes", '
+                   '"change"}; "bytes" is the content size: 0 for directories, symlinks and devices.')
 @click.option("--exit-code", is_flag=True, help="Exit 1 when there are changes (like git diff).")
 @handle_errors
 def diff_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None, as_json: bool, exit_code: bool) -> None:
-    """List entries added, removed and modified since the last snapshot."""
+    """List entries added, removed and modified since the last snapshot.
+
+    Regular files are shown with their size; directories, symlinks and
+    devices with none (they carry no content bytes).
+    """
     from ctxpack.watch.client import NoSnapshot
 
     # A running `ctxpack watch` answers at once, before the context is opened.
@@ -81,17 +87,28 @@ def diff_command(directory: str, dockerfile: str | None, dialect: str, ignore_fi
         ctx = open_ctx(directory, dockerfile, dialect, ignore_file)
         delta = warm("diff", ctx) or diff(ctx)
     if delta is None or isinstance(delta, NoSnapshot):
+        from ctxpack.index.store import lost_snapshot
+
         root = os.path.realpath(directory)
-        err = InputError(f"no snapshot of {root} ({dialect}) yet: run 'ctxpack snapshot' or 'ctxpack pack --snapshot' first")
-        err.hint = _other_snapshot(directory, dockerfile, dialect, ignore_file)
+        lost = lost_snapshot(root)
+        if lost is not None:
+            err = InputError(f"no snapshot of {root} ({dialect}) in the index: {lost}")
+            err.hint = "run 'ctxpack snapshot' or 'ctxpack pack --snapshot' to take a new one"
+        else:
+            err = InputError(f"no snapshot of {root} ({dialect}) yet: run 'ctxpack snapshot' or 'ctxpack pack --snapshot' first")
+            err.hint = _other_snapshot(directory, dockerfile, dialect, ignore_file)
         raise err
+    for warning in delta.warnings:
+        say("warning", warning)
     if as_json:
         click.echo(to_json(delta.to_json()))
     else:
         for sign, items in (("+", delta.added), ("-", delta.removed), ("M", delta.modified)):
             for c in items:
                 extra = f" ({c.what})" if c.what else ""
-                click.echo(f"{sign} {c.path}{extra}  {format_size(c.bytes)}")
+                # A size only for files: a directory's st_size is its listing's, not content.
+                size = f"  {format_size(c.bytes)}" if c.has_size else ""
+                click.echo(f"{sign} {c.path}{extra}{size}")
         if not delta.changed:
             click.echo("no changes since the last snapshot", err=True)
     sys.exit(1 if exit_code and delta.changed else 0)
@@ -106,26 +123,40 @@ def cache_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def cache_info(as_json: bool) -> None:
-    """Where the index is and what it holds (it is not created if absent)."""
-    from ctxpack.index.store import DB_NAME, CacheInfo, Index, cache_dir
+    """Where the index is and what it holds (it is not created if absent),
+    with the other ctxpack versions' indexes and the copies moved aside as
+    unusable in the same directory."""
+    from ctxpack.index.store import DB_NAME, CacheInfo, Index, cache_dir, cache_files
 
     path = os.path.join(cache_dir(), DB_NAME)
-    if os.path.exists(path):
+    exists = os.path.exists(path)
+    if exists:
         with Index() as idx:
             info = idx.info()
     else:
-        info = CacheInfo(path, 0, 0, 0, 0)
+        around = cache_files()
+        info = CacheInfo(path, 0, 0, 0, 0, len(around.aside), sum(a[1] for a in around.aside), around.others)
     if as_json:
-        click.echo(to_json(info.__dict__ | {"exists": os.path.exists(path)}))
-    elif not os.path.exists(path):
+        d = {k: v for k, v in info.__dict__.items() if k != "others"}
+        others = [{"path": o.path, "schema": o.schema, "bytes": o.bytes, "newer": o.newer} for o in info.others]
+        click.echo(to_json(d | {"exists": exists, "other_versions": others}))
+        return
+    if not exists:
         click.echo(f"{path}: no index yet (fingerprint, snapshot, diff and pack --snapshot create it)")
     else:
         click.echo(f"{info.path}: {format_size(info.bytes)}, {info.contexts} contexts, {info.files:,} files, {info.snapshots} snapshots")
+    for o in info.others:
+        click.echo(f"other version: {o.describe()}: {format_size(o.bytes)} (kept for that version)")
+    if info.aside:
+        click.echo(f"moved aside as unusable: {info.aside} copies, {format_size(info.aside_bytes)} "
+                   "('ctxpack cache clear --all' removes them)")
 
 
 @cache_group.command("clear")
 @click.argument("directory", default=".", type=click.Path())
-@click.option("--all", "everything", is_flag=True, help="Empty the whole index: every context's digests and snapshots.")
+@click.option("--all", "everything", is_flag=True,
+              help="Empty the whole index (every context's digests and snapshots) and delete the copies moved aside "
+                   "as unusable; other ctxpack versions' indexes are kept.")
 @handle_errors
 def cache_clear(directory: str, everything: bool) -> None:
     """Forget what the index holds for the context DIRECTORY (default: the
@@ -134,19 +165,29 @@ def cache_clear(directory: str, everything: bool) -> None:
     needs a new `ctxpack snapshot` first.  Other contexts are kept unless
     --all is given.
     """
-    from ctxpack.index.store import DB_NAME, Index, cache_dir
+    from ctxpack.index.store import DB_NAME, Index, cache_dir, cache_files, remove_aside
 
     path = os.path.join(cache_dir(), DB_NAME)
     root = os.path.realpath(directory)
+    if everything:
+        gone, freed = remove_aside()
+        aside = f"; removed {gone} copies moved aside ({format_size(freed)})" if gone else ""
+        kept = "".join(f"; kept {o.describe()}" for o in cache_files().others)
+        if not os.path.exists(path):
+            click.echo(f"nothing to clear: no index at {path}{aside}{kept}")
+            return
+        with Index() as idx:
+            info = idx.info()
+            idx.clear()
+            click.echo(f"cleared {idx.path}: {info.contexts} contexts, {info.snapshots} snapshots{aside}{kept}")
+            if idx.warning:
+                raise InputError(idx.warning)
+        return
     if not os.path.exists(path):
         click.echo(f"nothing to clear: no index at {path}")
         return
     with Index() as idx:
-        if everything:
-            info = idx.info()
-            idx.clear()
-            click.echo(f"cleared {idx.path}: {info.contexts} contexts, {info.snapshots} snapshots")
-        elif idx.forget(root):
+        if idx.forget(root):
             click.echo(f"cleared the digests and snapshot of {root} from {idx.path}")
         else:
             click.echo(f"nothing to clear: the index at {idx.path} holds nothing for {root}")

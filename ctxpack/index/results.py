@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["Fingerprint", "Delta", "Change"]
+__all__ = ["Fingerprint", "Delta", "Change", "KINDS"]
 
 
 @dataclass
@@ -36,14 +36,37 @@ class Fingerprint:
         }
 
 
+# The fingerprint's kind letters, as ``diff --json`` names them.
+KINDS = {"f": "file", "d": "dir", "l": "symlink", "p": "fifo", "c": "char", "b": "block"}
+
+
 @dataclass(frozen=True)
 class Change:
+    """One entry added, removed or modified.  ``bytes``: its content bytes
+    (what a regular file carries; 0 for a directory, symlink or device:
+    they carry none, whatever their ``st_size``); ``kind``: its kind
+    letter (``f``, ``d``, ``l``, ...; the new one for a modified entry),
+    ``""`` when not known."""
+
     path: str
     bytes: int
     what: str = ""  # for modified: "content", "mode", "link", "type"
+    kind: str = ""
+
+    @classmethod
+    def of(cls, path: str, kind: str, size: int, what: str = "") -> Change:
+        """The change of an entry of ``kind`` whose stat size is ``size``."""
+        return cls(path, size if kind == "f" else 0, what, kind)
+
+    @property
+    def has_size(self) -> bool:
+        """A regular file's change (one whose size means something)."""
+        return self.kind in ("f", "")
 
     def to_json(self) -> dict[str, object]:
         d: dict[str, object] = {"path": self.path, "bytes": self.bytes}
+        if self.kind:
+            d["kind"] = KINDS.get(self.kind, self.kind)
         if self.what:
             d["change"] = self.what
         return d
@@ -57,6 +80,9 @@ class Delta:
     modified: list[Change]
     fingerprint: str
     previous: str | None
+    # The index's warnings of this run (a file moved aside, an index that
+    # could not be used): stderr, not part of the JSON.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:

@@ -677,11 +677,16 @@ def _run(ctx: BuildContext, index: Index, *, entries: Iterable[Entry] | None = N
     fp.fingerprint = new.fingerprint
     fp.entries, fp.files, fp.bytes = new.entries, new.files, new.bytes
     fp.elapsed = time.monotonic() - started
-    if index.recovered:
-        fp.notes.append(index.recovered)
-    if index.warning:
-        fp.warnings.append(index.warning)
+    if index.adopted:
+        fp.notes.append(index.adopted)
+    fp.warnings.extend(_index_warnings(index))
     return fp
+
+
+def _index_warnings(index: Index) -> list[str]:
+    """The index's one warning of the run, if any: a file moved aside
+    (naming the copy), or why it could not be used."""
+    return [w for w in (index.recovered, index.warning) if w]
 
 
 def fingerprint(ctx: BuildContext, index: Index | None = None, *, workers: int | None = None,
@@ -807,7 +812,7 @@ def diff(ctx: BuildContext, index: Index | None = None, *, entries: Iterable[Ent
             return None
         fp = _run(ctx, idx, entries=entries)
         if snap.fingerprint == fp.fingerprint:
-            return Delta(snap.when, [], [], [], fp.fingerprint, snap.fingerprint)
+            return Delta(snap.when, [], [], [], fp.fingerprint, snap.fingerprint, fp.warnings)
         added: list[Change] = []
         removed: list[Change] = []
         modified: list[Change] = []
@@ -821,21 +826,21 @@ def diff(ctx: BuildContext, index: Index | None = None, *, entries: Iterable[Ent
             a, b = next(then, None), next(now, None)
             while a is not None or b is not None:
                 if b is None or (a is not None and a[0] < b[0]):
-                    removed.append(Change(a[1], a[4]))  # type: ignore[index]
+                    removed.append(Change.of(a[1], a[2], a[4]))  # type: ignore[index]
                     a = next(then, None)
                 elif a is None or b[0] < a[0]:
-                    added.append(Change(b[1], b[4]))
+                    added.append(Change.of(b[1], b[2], b[4]))
                     b = next(now, None)
                 else:
                     _, path, kind, mode, size, value = b
                     if a[2] != kind:
-                        modified.append(Change(path, size, "type"))
+                        modified.append(Change.of(path, kind, size, "type"))
                     elif a[5] != value:
-                        modified.append(Change(path, size, "link" if kind == "l" else "content"))
+                        modified.append(Change.of(path, kind, size, "link" if kind == "l" else "content"))
                     elif a[3] != mode:
-                        modified.append(Change(path, size, "mode"))
+                        modified.append(Change.of(path, kind, size, "mode"))
                     a, b = next(then, None), next(now, None)
-    return Delta(snap.when, added, removed, modified, fp.fingerprint, snap.fingerprint)
+    return Delta(snap.when, added, removed, modified, fp.fingerprint, snap.fingerprint, fp.warnings)
 
 
 def _records_of(parts: Iterator[Part]) -> Iterator[tuple[bytes, str, str, int, int, str]]:

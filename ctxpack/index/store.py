@@ -5,8 +5,18 @@ One SQLite database outside every context (``$CTXPACK_CACHE_DIR``, else
 context's absolute path.  SQLite gives what the index must never lose:
 atomic transactions (a crash or Ctrl-C leaves the previous state), WAL mode
 so concurrent ctxpack processes read while one writes, and a busy timeout
-instead of "database is locked".  A file that is not our database (corrupt,
-truncated, foreign) is moved aside and rebuilt, never trusted.  A cache
+instead of "database is locked".
+
+One file per schema version (``index-v3.sqlite3``): ctxpack versions that
+share a cache (a pipx install and a project venv, a CI image and a laptop,
+an upgrade then a downgrade) each keep their own index and snapshots and
+never touch another version's file.  The first run of this version copies
+the unversioned ``index.sqlite3`` of earlier releases when it has this
+schema (same tables, so the copy is exact).  A file that is not our
+database (corrupt, truncated, foreign) is moved aside with one warning
+naming the copy, and rebuilt, never trusted; only the newest
+:data:`KEEP_ASIDE` such copies are kept (``cache info`` counts them,
+``cache clear --all`` removes them).  A cache
 directory that cannot be created or written, or a full disk, turns the
 index off for the run with one warning (:attr:`Index.warning`): the answer
 is the same, only slower.  Contexts not used for ``PRUNE_AFTER`` seconds
@@ -26,6 +36,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +44,8 @@ from dataclasses import dataclass
 
 from ctxpack.index.paths import cache_dir  # here too: callers import it from the store
 
-__all__ = ["cache_dir", "Index", "CacheInfo", "Stored", "Part", "IndexUnavailable", "open_index"]
+__all__ = ["cache_dir", "Index", "CacheInfo", "CacheFiles", "OtherIndex", "Stored", "Part", "IndexUnavailable",
+           "open_index", "cache_files", "remove_aside", "lost_snapshot"]
 
 APPLICATION_ID = 0x63747870  # "ctxp"
 SCHEMA_VERSION = 3
@@ -41,7 +53,14 @@ PRUNE_AFTER = 30 * 24 * 3600
 # A context's last_used is rewritten at most this often (a warm run that
 # changes nothing then writes nothing).
 TOUCH_AFTER = 3600
-DB_NAME = "index.sqlite3"
+DB_NAME = f"index-v{SCHEMA_VERSION}.sqlite3"
+# The one file of releases before the per-version names (any schema).
+LEGACY_NAME = "index.sqlite3"
+# Moved-aside copies kept (newest first); older ones are deleted.
+KEEP_ASIDE = 3
+_INDEX_FILE = re.compile(r"index(?:-v(\d+))?\.sqlite3")
+_ASIDE_FILE = re.compile(r"index(?:-v\d+)?\.sqlite3\.broken-.*")
+_SIDE_FILES = ("", "-wal", "-shm")
 
 
 _SCHEMA = """
@@ -111,11 +130,156 @@ Part = tuple[bytes, bytes, bytes]
 
 @dataclass(frozen=True)
 class CacheInfo:
+    """What ``cache info`` shows: this version's index (``path``, its
+    ``bytes`` with the WAL, what it holds), and the other files of the
+    cache directory (:class:`CacheFiles`)."""
+
     path: str
     bytes: int
     contexts: int
     files: int
     snapshots: int
+    aside: int = 0
+    aside_bytes: int = 0
+    others: tuple[OtherIndex, ...] = ()
+
+
+@dataclass(frozen=True)
+class OtherIndex:
+    """Another ctxpack version's index in the cache directory (left as it
+    is).  ``schema``: its schema version (``None``: unknown, not a ctxpack
+    database); ``newer``: written by a newer ctxpack than this one."""
+
+    path: str
+    schema: int | None
+    bytes: int
+
+    @property
+    def newer(self) -> bool:
+        return self.schema is not None and self.schema > SCHEMA_VERSION
+
+    def describe(self) -> str:
+        if self.schema is None:
+            return f"{self.path} (not a ctxpack index)"
+        age = "newer" if self.newer else "older" if self.schema < SCHEMA_VERSION else "earlier"
+        return f"{self.path} (schema {self.schema}, an {age} ctxpack's)"
+
+
+@dataclass(frozen=True)
+class CacheFiles:
+    """The cache directory's index files besides this version's: other
+    versions' indexes and the moved-aside copies (newest first, each
+    ``(path, bytes with its -wal/-shm, mtime)``)."""
+
+    others: tuple[OtherIndex, ...]
+    aside: tuple[tuple[str, int, float], ...]
+
+
+def _size(path: str) -> int:
+    total = 0
+    for suffix in _SIDE_FILES:
+        with contextlib.suppress(OSError):
+            total += os.path.getsize(path + suffix)
+    return total
+
+
+def _header(path: str) -> tuple[int, int] | None:
+    """``(application_id, user_version)`` read from the file's header (plain
+    read: nothing is opened as a database, nothing written); ``None`` if it
+    is no SQLite database."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError:
+        return None
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\0"):
+        return None
+    return int.from_bytes(head[68:72], "big"), int.from_bytes(head[60:64], "big")
+
+
+def cache_files(directory: str | None = None) -> CacheFiles:
+    """The other index files of the cache directory (see :class:`CacheFiles`)."""
+    directory = directory or cache_dir()
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return CacheFiles((), ())
+    others: list[OtherIndex] = []
+    aside: list[tuple[str, int, float]] = []
+    for name in names:
+        path = os.path.join(directory, name)
+        m = _INDEX_FILE.fullmatch(name)
+        if m is not None and name != DB_NAME:
+            head = _header(path)
+            schema = int(m.group(1)) if m.group(1) else (head[1] if head and head[0] == APPLICATION_ID else None)
+            others.append(OtherIndex(path, schema, _size(path)))
+        elif _ASIDE_FILE.fullmatch(name) and not name.endswith(("-wal", "-shm")):
+            with contextlib.suppress(OSError):
+                # ctime: when it was moved aside (a rename sets it; the mtime is the last write's).
+                aside.append((path, _size(path), os.stat(path).st_ctime))
+    aside.sort(key=lambda a: (a[2], a[0]), reverse=True)
+    return CacheFiles(tuple(others), tuple(aside))
+
+
+def _remove(path: str) -> None:
+    for suffix in _SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + suffix)
+
+
+def remove_aside(directory: str | None = None, *, keep: int = 0) -> tuple[int, int]:
+    """Delete the moved-aside copies but the newest ``keep``: ``(files, bytes)`` removed."""
+    gone = freed = 0
+    for path, size, _ in cache_files(directory).aside[keep:]:
+        with contextlib.suppress(OSError):
+            _remove(path)
+            gone += 1
+            freed += size
+    return gone, freed
+
+
+def _uri_path(path: str) -> str:
+    """``path`` for a ``file:`` URI (the characters URIs give a meaning escaped)."""
+    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+def _has_snapshot(path: str, root: str) -> bool | None:
+    """Whether the index file at ``path`` (opened read-only) holds a
+    snapshot of ``root``; ``None`` when it cannot be read."""
+    try:
+        db = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT count(*) FROM snapshots s JOIN contexts c ON c.id = s.ctx WHERE c.root = ?",
+                         (root,)).fetchone()
+        return bool(row[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
+def lost_snapshot(root: str, directory: str | None = None) -> str | None:
+    """Why this version's index may have no snapshot of ``root`` although
+    one was taken: an index moved aside that held one (or cannot be read to
+    tell), another version's index that holds one (a newer version's file
+    is not opened: only named).  ``None``: nothing points to a lost one."""
+    files = cache_files(directory)
+    for path, _, when in files.aside:
+        has = _has_snapshot(path, root)
+        if has is False:
+            continue
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+        held = "held a snapshot of it" if has else "cannot be read, it may have held one"
+        return f"the index was moved aside at {stamp} as unusable ({path}); it {held}, which is not used"
+    for other in files.others:
+        if other.newer:
+            return (f"{other.describe()} is not read by this version: a snapshot taken by that version "
+                    "is kept there")
+        if other.schema is not None and _has_snapshot(other.path, root):
+            return f"{other.describe()} holds a snapshot of it, taken by that version; this version keeps its own"
+    return None
 
 
 class IndexUnavailable(Exception):
@@ -134,7 +298,10 @@ class Index:
         self.dir = directory or cache_dir()
         self.path = os.path.join(self.dir, DB_NAME)
         self.now = time.time() if now is None else now
+        # recovered: the file was moved aside (a warning naming the copy);
+        # adopted: the earlier releases' index.sqlite3 was copied (a note).
         self.recovered: str | None = None
+        self.adopted: str | None = None
         self.warning: str | None = None
         self.db: sqlite3.Connection | None = None
         self._ids: dict[str, tuple[int, float]] = {}
@@ -156,6 +323,8 @@ class Index:
 
     def _open(self) -> sqlite3.Connection:
         db = None
+        if not os.path.exists(self.path):
+            self._adopt()
         try:
             db = self._connect()
             self._check_or_init(db)
@@ -182,28 +351,67 @@ class Index:
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
+            # A new file: the time to bound the copies earlier runs (or
+            # earlier releases) moved aside.
+            with contextlib.suppress(OSError):
+                remove_aside(self.dir, keep=KEEP_ASIDE)
             return
         if app_id != APPLICATION_ID:
             raise sqlite3.DatabaseError(f"not a ctxpack index (application_id {app_id:#x})")
-        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError("index from another ctxpack version")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            # Not another version's file (those have their own names): this
+            # one's name but not its content.
+            raise sqlite3.DatabaseError(f"schema {version} in the file of schema {SCHEMA_VERSION}")
         # No PRAGMA quick_check here: it reads every page of the database on
         # every run (about 1 s for a 1M-entry context, a quarter of a warm
         # run at 100k).  A damaged page fails when it is read instead
         # ("database disk image is malformed"), and then _off moves the file
         # aside: this run goes on without the index, the next rebuilds it.
 
+    def _adopt(self) -> None:
+        """No index of this version yet: copy the earlier releases'
+        ``index.sqlite3`` when it has this schema (exactly these tables), so
+        that an upgrade keeps the snapshots.  The old file stays for the
+        release that still uses it.  The copy is made under a temporary name
+        and linked into place, so that a concurrent run never sees half of
+        it; anything going wrong just leaves a fresh index to be made."""
+        legacy = os.path.join(self.dir, LEGACY_NAME)
+        if _header(legacy) != (APPLICATION_ID, SCHEMA_VERSION):
+            return
+        tmp = f"{self.path}.adopt-{os.getpid()}"
+        try:
+            src = sqlite3.connect(f"file:{_uri_path(legacy)}?mode=ro", uri=True, timeout=30.0)
+            try:
+                dst = sqlite3.connect(tmp)
+                try:
+                    src.backup(dst)  # one consistent read of the old file
+                    dst.execute("PRAGMA journal_mode = WAL")
+                finally:
+                    dst.close()
+            finally:
+                src.close()
+            os.link(tmp, self.path)  # fails if another run was quicker: keep its file
+            self.adopted = f"copied the index of the earlier ctxpack release ({legacy}) to {self.path}"
+        except (OSError, sqlite3.Error):
+            pass
+        finally:
+            _remove(tmp)
+
     def _move_aside(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         aside = f"{self.path}.broken-{stamp}-{os.getpid()}"
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in _SIDE_FILES:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self.path + suffix, aside + suffix)
+        with contextlib.suppress(OSError):
+            remove_aside(self.dir, keep=KEEP_ASIDE)
         return aside
 
     def _rebuild(self, why: str) -> sqlite3.Connection:
         aside = self._move_aside()
-        self.recovered = f"the index at {self.path} was unusable ({why}); moved to {aside} and rebuilt"
+        self.recovered = (f"the index at {self.path} was unusable ({why}): moved to {aside} and rebuilt; "
+                          "the digests and snapshots it held are not used")
         db = self._connect()
         self._check_or_init(db)
         return db
@@ -217,9 +425,9 @@ class Index:
         if isinstance(e, sqlite3.DatabaseError) and _means_corrupt(e) and self.recovered is None:
             with contextlib.suppress(OSError):
                 aside = self._move_aside()
-                self.recovered = (f"the index at {self.path} was unusable ({e}); moved to {aside}, "
-                                  "to be rebuilt by the next run")
-            return  # no warning: the answer is right, only this run is slower
+                self.recovered = (f"the index at {self.path} was unusable ({e}): moved to {aside}, "
+                                  "to be rebuilt by the next run; the digests and snapshots it held are not used")
+            return  # that is the one warning: the answer is right, only this run is slower
         if self.warning is None:
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             self.warning = f"cannot use the index at {self.path} ({why}); working without it (every file is read)"
@@ -459,10 +667,8 @@ class Index:
 
     # -- maintenance ---------------------------------------------------------------------
     def info(self) -> CacheInfo:
-        size = 0
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                size += os.path.getsize(self.path + suffix)
+        size = _size(self.path)
+        files_around = cache_files(self.dir)
 
         def one(sql: str) -> int:
             rows = self._read(sql, ())
@@ -470,7 +676,8 @@ class Index:
 
         # files: the regular files of the largest state of each context
         files = one("SELECT sum(m) FROM (SELECT max(files) AS m FROM states GROUP BY ctx)")
-        return CacheInfo(self.path, size, one("SELECT count(*) FROM contexts"), files, one("SELECT count(*) FROM snapshots"))
+        return CacheInfo(self.path, size, one("SELECT count(*) FROM contexts"), files, one("SELECT count(*) FROM snapshots"),
+                         len(files_around.aside), sum(a[1] for a in files_around.aside), files_around.others)
 
     def clear(self) -> None:
         with contextlib.suppress(IndexUnavailable), self.transaction() as db:
@@ -482,7 +689,6 @@ class Index:
         if self.db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("VACUUM")
-
 
     def forget(self, root: str) -> bool:
         """Drop one context (its states and snapshot); ``False`` if the

@@ -218,16 +218,16 @@ class Server:
             kind, mode, size, value = now[p]
             j = before.get(p)
             if j is None:
-                added.append(Change(p, size))
+                added.append(Change.of(p, kind, size))
                 continue
             _, k0, m0, _, v0 = then[j]
             if k0 != kind:
-                modified.append(Change(p, size, "type"))
+                modified.append(Change.of(p, kind, size, "type"))
             elif v0 != value:
-                modified.append(Change(p, size, "link" if kind == "l" else "content"))
+                modified.append(Change.of(p, kind, size, "link" if kind == "l" else "content"))
             elif m0 != mode:
-                modified.append(Change(p, size, "mode"))
-        removed = [Change(p, sz) for p, _, _, sz, _ in then if p not in now]
+                modified.append(Change.of(p, kind, size, "mode"))
+        removed = [Change.of(p, k, sz) for p, k, _, sz, _ in then if p not in now]
         fp = self._fp[1].fingerprint if self._fp is not None and self._fp[0] == state.generation else ""
         return state.generation, Delta(head.when, added, removed, modified, fp, head.fingerprint)  # type: ignore[attr-defined]
 
@@ -276,9 +276,9 @@ class Server:
             else:
                 header["delta"] = {
                     "since": delta.since, "fingerprint": delta.fingerprint, "previous": delta.previous,
-                    "added": [[c.path, c.bytes, c.what] for c in delta.added],
-                    "removed": [[c.path, c.bytes, c.what] for c in delta.removed],
-                    "modified": [[c.path, c.bytes, c.what] for c in delta.modified],
+                    "added": [[c.path, c.bytes, c.what, c.kind] for c in delta.added],
+                    "removed": [[c.path, c.bytes, c.what, c.kind] for c in delta.removed],
+                    "modified": [[c.path, c.bytes, c.what, c.kind] for c in delta.modified],
                 }
             send(conn, header)
         elif op == "walk":

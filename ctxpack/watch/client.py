@@ -233,7 +233,8 @@ def _delta_of(header: dict[str, object]) -> "Delta | NoSnapshot":
     assert isinstance(d, dict)
 
     def changes(key: str) -> list[Change]:
-        return [Change(p, b, w) for p, b, w in d[key]]
+        # [path, bytes, what, kind] (kind: since the diff's kinds; older watchers send three)
+        return [Change(c[0], c[1], c[2], c[3] if len(c) > 3 else "") for c in d[key]]
 
     return Delta(d["since"], changes("added"), changes("removed"), changes("modified"), d["fingerprint"], d["previous"])
 
