@@ -165,3 +165,26 @@ def test_diff_shows_no_size_for_directories(ctx: Path) -> None:
     assert run("snapshot", str(ctx)).exit_code == 0
     os.chmod(ctx / "newdir", 0o755)
     assert run("diff", str(ctx)).stdout.splitlines() == ["M newdir (mode)"]
+
+
+def test_diff_names_the_other_versions_index_that_holds_a_snapshot(ctx: Path, cache: Path) -> None:
+    """A snapshot taken by another version is in that version's file: diff
+    says so (an older file is read to check, opened read-only and leaving
+    nothing beside it; a newer one is only named)."""
+    legacy = cache / LEGACY_NAME
+    old_release_index(legacy, ctx, SCHEMA_VERSION - 1)
+    res = run("diff", str(ctx))
+    assert res.exit_code == 2
+    assert f"{legacy} (schema {SCHEMA_VERSION - 1}, an older ctxpack's) holds a snapshot of it" in res.stderr, res.stderr
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(LEGACY_NAME)) == [LEGACY_NAME]
+    legacy.unlink()
+    newer = cache / f"index-v{SCHEMA_VERSION + 1}.sqlite3"
+    newer.write_bytes(b"whatever a newer version writes")
+    res = run("diff", str(ctx))
+    assert res.exit_code == 2 and f"{newer} (schema {SCHEMA_VERSION + 1}, a newer" in res.stderr, res.stderr
+    assert newer.read_bytes() == b"whatever a newer version writes"
+    other = make_tree(ctx.parent / "other", {"Dockerfile": b"FROM scratch\n"})
+    old_release_index(legacy, other, SCHEMA_VERSION - 1)
+    newer.unlink()
+    res = run("diff", str(ctx))  # the older index holds nothing of this context: the plain message
+    assert res.exit_code == 2 and "yet: run 'ctxpack snapshot'" in res.stderr, res.stderr

@@ -148,7 +148,7 @@ def cache_info(as_json: bool) -> None:
     for o in info.others:
         click.echo(f"other version: {o.describe()}: {format_size(o.bytes)} (kept for that version)")
     if info.aside:
-        click.echo(f"moved aside as unusable: {info.aside} copies, {format_size(info.aside_bytes)} "
+        click.echo(f"moved aside as unusable: {_copies(info.aside)}, {format_size(info.aside_bytes)} "
                    "('ctxpack cache clear --all' removes them)")
 
 
@@ -171,7 +171,7 @@ def cache_clear(directory: str, everything: bool) -> None:
     root = os.path.realpath(directory)
     if everything:
         gone, freed = remove_aside()
-        aside = f"; removed {gone} copies moved aside ({format_size(freed)})" if gone else ""
+        aside = f"; removed {_copies(gone)} moved aside ({format_size(freed)})" if gone else ""
         kept = "".join(f"; kept {o.describe()}" for o in cache_files().others)
         if not os.path.exists(path):
             click.echo(f"nothing to clear: no index at {path}{aside}{kept}")
@@ -193,6 +193,10 @@ def cache_clear(directory: str, everything: bool) -> None:
             click.echo(f"nothing to clear: the index at {idx.path} holds nothing for {root}")
         if idx.warning:
             raise InputError(idx.warning)
+
+
+def _copies(n: int) -> str:
+    return f"{n} {'copy' if n == 1 else 'copies'}"
 
 
 def _other_snapshot(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None) -> str | None:

@@ -161,8 +161,8 @@ class OtherIndex:
     def describe(self) -> str:
         if self.schema is None:
             return f"{self.path} (not a ctxpack index)"
-        age = "newer" if self.newer else "older" if self.schema < SCHEMA_VERSION else "earlier"
-        return f"{self.path} (schema {self.schema}, an {age} ctxpack's)"
+        age = "a newer" if self.newer else "an older" if self.schema < SCHEMA_VERSION else "an earlier"
+        return f"{self.path} (schema {self.schema}, {age} ctxpack's)"
 
 
 @dataclass(frozen=True)
@@ -246,8 +246,12 @@ def _uri_path(path: str) -> str:
 def _has_snapshot(path: str, root: str) -> bool | None:
     """Whether the index file at ``path`` (opened read-only) holds a
     snapshot of ``root``; ``None`` when it cannot be read."""
+    # Without a WAL beside it the file is read as immutable: nothing is
+    # created next to it (a read-only open of a WAL database leaves -wal
+    # and -shm files behind).
+    mode = "mode=ro" if os.path.exists(path + "-wal") else "immutable=1"
     try:
-        db = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True, timeout=5.0)
+        db = sqlite3.connect(f"file:{_uri_path(path)}?{mode}", uri=True, timeout=5.0)
     except sqlite3.Error:
         return None
     try:
@@ -266,17 +270,20 @@ def lost_snapshot(root: str, directory: str | None = None) -> str | None:
     tell), another version's index that holds one (a newer version's file
     is not opened: only named).  ``None``: nothing points to a lost one."""
     files = cache_files(directory)
+    now = time.time()
     for path, _, when in files.aside:
         has = _has_snapshot(path, root)
-        if has is False:
+        # An unreadable copy may have held one: said only while it could
+        # (its contexts would have been pruned by now).
+        if has is False or (has is None and when < now - PRUNE_AFTER):
             continue
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
         held = "held a snapshot of it" if has else "cannot be read, it may have held one"
         return f"the index was moved aside at {stamp} as unusable ({path}); it {held}, which is not used"
     for other in files.others:
         if other.newer:
-            return (f"{other.describe()} is not read by this version: a snapshot taken by that version "
-                    "is kept there")
+            return (f"{other.describe()} is not read by this version: snapshots taken by that version "
+                    "are kept there")
         if other.schema is not None and _has_snapshot(other.path, root):
             return f"{other.describe()} holds a snapshot of it, taken by that version; this version keeps its own"
     return None
