@@ -271,6 +271,23 @@ def test_diff_after_a_classic_build(tmp_path: Path, fake: FakeDaemon) -> None:
         assert d.stdout.splitlines() == ["M a.txt (content)  7 B"], (extra, d.stdout, d.stderr)
 
 
+def test_build_names_the_index_it_moved_aside(tmp_path: Path, fake: FakeDaemon) -> None:
+    """Trial finding 13: the build's snapshot went with an index moved
+    aside, without a word.  Now the build says which file it moved."""
+    from ctxpack.index.store import DB_NAME
+
+    root = tree(tmp_path)
+    assert run("-q", ".", cwd=root, host=fake.docker_host).returncode == 0
+    cache = tmp_path / "cache"
+    with open(cache / DB_NAME, "r+b") as f:
+        f.write(b"garbage!" * 64)
+    p = run(".", cwd=root, host=fake.docker_host)
+    assert p.returncode == 0, p.stderr
+    [copy] = [c for c in cache.iterdir() if c.name.startswith(f"{DB_NAME}.broken-") and not c.name.endswith(("-wal", "-shm"))]
+    assert p.stderr.count(str(copy)) == 1, p.stderr
+    assert ctxpack("diff", "--dialect", "classic", ".", cwd=root).returncode == 0  # this build's snapshot is there
+
+
 def test_diff_without_a_snapshot_names_the_other_dialect(tmp_path: Path) -> None:
     root = tree(tmp_path)
     assert ctxpack("snapshot", "--dialect", "classic", ".", cwd=root).returncode == 0

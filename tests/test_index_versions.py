@@ -124,6 +124,13 @@ def test_a_corrupt_index_gives_one_warning_naming_the_copy(ctx: Path, cache: Pat
     [copy] = aside_copies(cache)
     warnings = [line for line in res.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and str(cache / copy) in warnings[0], res.stderr
+    with open(cache / DB_NAME, "r+b") as f:  # again, through pack --snapshot
+        f.write(b"garbage!" * 64)
+    res = run("pack", "--snapshot", "-o", str(ctx.parent / "c.tar"), str(ctx))
+    assert res.exit_code == 0, res.output
+    new = [c for c in aside_copies(cache) if c != copy]
+    warnings = [line for line in res.stderr.splitlines() if "warning" in line]
+    assert len(new) == 1 and len(warnings) == 1 and str(cache / new[0]) in warnings[0], res.stderr
 
 
 def test_copies_moved_aside_are_bounded_counted_and_cleared(ctx: Path, cache: Path) -> None:

@@ -78,6 +78,7 @@ def pack_command(
     if take_snapshot:
         from ctxpack.index.snapshots import snapshot
 
-        snapshot(ctx)
+        for warning in snapshot(ctx).warnings:
+            say("warning", warning)
     if sys.stderr.isatty() and progress.shown:
         click.echo(f"ctxpack: {stats.entries:,} entries, {format_size(stats.bytes)} in {stats.elapsed:.1f}s", err=True)

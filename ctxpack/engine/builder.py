@@ -551,6 +551,8 @@ class _Beside:
         t = time.monotonic()
         self.fp_done.wait()
         waited = time.monotonic() - t
+        for warning in getattr(self.fp, "warnings", None) or []:
+            note(warning)  # the index's one warning (a file moved aside, an unusable cache)
         why = self.fp_error
         if why is None:
             try:

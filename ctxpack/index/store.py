@@ -408,6 +408,10 @@ class Index:
     def _move_aside(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         aside = f"{self.path}.broken-{stamp}-{os.getpid()}"
+        n = 1
+        while os.path.lexists(aside):  # a long-lived process (watch) twice within a second
+            n += 1
+            aside = f"{self.path}.broken-{stamp}-{os.getpid()}-{n}"
         for suffix in _SIDE_FILES:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self.path + suffix, aside + suffix)
