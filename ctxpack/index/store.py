@@ -169,7 +169,7 @@ class OtherIndex:
 class CacheFiles:
     """The cache directory's index files besides this version's: other
     versions' indexes and the moved-aside copies (newest first, each
-    ``(path, bytes with its -wal/-shm, mtime)``)."""
+    ``(path, bytes with its -wal/-shm, when it was moved aside: its ctime)``)."""
 
     others: tuple[OtherIndex, ...]
     aside: tuple[tuple[str, int, float], ...]
