@@ -125,3 +125,20 @@ def test_ssh_to_this_machine_is_not_compressed(tmp_path: Path) -> None:
     assert choose_compression(engine("localhost"), "classic", None)[0] == "none"
     assert choose_compression(engine("proxied"), "classic", None)[0] == "gzip"  # a proxy is a real link
     assert choose_compression(engine("far"), "classic", None)[0] == "gzip"
+
+
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_a_stream_ended_without_its_final_message_is_a_dropped_connection(tmp_path: Path, builder: str) -> None:
+    """Trial finding 29: the engine stopped mid-build (its /build stream ended
+    with neither an image ID nor an error): the dropped-connection case,
+    exit 5, naming the endpoint; not a failed build (exit 1)."""
+    from ctxpack.errors import ConnectionDroppedError
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY a /\n")
+    (tmp_path / "a").write_text("a")
+    e, _ = mock_engine(builder="2", build_answer=[{"stream": "Step 1/2 : FROM scratch\n"}, {"stream": " ---> x\n"}])
+    with pytest.raises(ConnectionDroppedError) as info:
+        build(str(tmp_path), e, BuildOptions(record_snapshot=False, builder=builder, session=False))
+    assert info.value.exit_code == 5
+    assert str(info.value).startswith(f"the Docker engine at {e.url} closed the connection during the build"), info.value
+    assert "no image ID" in str(info.value)

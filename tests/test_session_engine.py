@@ -731,3 +731,154 @@ def test_daemon_falling_silent_mid_build_is_a_clear_error_not_a_hang(engine, tmp
     assert "stopped talking to the BuildKit session: nothing for 3s" in str(err.value) and relay.path in str(err.value)
     assert err.value.exit_code == 7
     assert time.monotonic() - t0 < 20
+
+
+# --------------------------------------------------------------------------
+# connections that go away: exit 5 (the dropped-connection class), as for a tar upload
+# --------------------------------------------------------------------------
+
+
+class _Cutter:
+    """A unix-socket relay in front of the daemon that closes the session
+    connection (``POST .../session``) once ``limit`` bytes went from ctxpack
+    to the daemon on it (trial finding 25's cutproxy)."""
+
+    def __init__(self, path: str, target: str, limit: int):
+        self.path, self.target, self.limit = path, target, limit
+        self.cut = threading.Event()
+        self.srv = socket.socket(socket.AF_UNIX)
+        self.srv.bind(path)
+        self.srv.listen(16)
+        self.socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            u = socket.socket(socket.AF_UNIX)
+            u.connect(self.target)
+            self.socks += [c, u]
+            threading.Thread(target=self._up, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c), daemon=True).start()
+
+    def _up(self, c: socket.socket, u: socket.socket) -> None:
+        sent, session = 0, None
+        try:
+            while data := c.recv(65536):
+                if session is None:
+                    session = b"/session" in data.split(b"\r\n", 1)[0]
+                u.sendall(data)
+                sent += len(data)
+                if session and sent > self.limit:
+                    self.cut.set()
+                    for s in (c, u):
+                        s.shutdown(socket.SHUT_RDWR)
+                    return
+        except OSError:
+            return
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.srv.close()
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def test_session_connection_cut_mid_upload_is_a_dropped_connection_exit_5(engine, tmp_path):
+    """Trial finding 25: the session connection cut while files stream: the
+    build fails with ctxpack's sentence first (the endpoint named), the
+    daemon's gRPC echo after it, as ConnectionDroppedError (exit 5), as a
+    cut tar upload does."""
+    from ctxpack.engine.builder import BuildOptions, build
+    from ctxpack.engine.client import Engine
+    from ctxpack.engine.transport import UnixTransport
+    from ctxpack.errors import ConnectionDroppedError
+
+    root = tmp_path / "cut"
+    root.mkdir()
+    (root / "Dockerfile").write_text(COPY_ALL)
+    (root / "big.bin").write_bytes(os.urandom(4 << 20))
+    relay = _Cutter(str(tmp_path / "c.sock"), engine.socket, 256 << 10)
+    eng = Engine(UnixTransport(relay.path))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ConnectionDroppedError) as err:
+            build(open_context(root, dialect="buildkit"), eng,
+                  BuildOptions(builder="buildkit", session=True, network="none", no_cache=True,
+                               record_snapshot=False))
+    finally:
+        eng.close()
+        relay.close()
+    assert relay.cut.is_set()
+    text = str(err.value)
+    assert err.value.exit_code == 5
+    assert text.startswith(f"the Docker engine at unix://{relay.path} lost the BuildKit session connection"), text
+    assert "the engine reported: " in text and text.index("lost the BuildKit") < text.index("rpc error")
+    assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.parametrize("path", ["session", "tar"])
+def test_engine_stopping_mid_build_is_a_dropped_connection_exit_5(tmp_path, path):
+    """Trial finding 29: the engine shuts down (SIGTERM) while a RUN runs; its
+    /build stream ends without its final message: exit 5 naming the
+    endpoint, on both paths.  A daemon of this test's own (the suite's one
+    stays up)."""
+    import signal
+
+    from ctxpack.engine.builder import BuildOptions, build
+    from ctxpack.engine.client import Engine
+    from ctxpack.engine.transport import UnixTransport
+    from ctxpack.errors import ConnectionDroppedError
+
+    try:
+        own = harness.Dockerd.start(tls=False)
+    except harness.DockerdUnavailable as e:
+        if _ci():
+            pytest.fail(str(e), pytrace=False)
+        pytest.skip(str(e))
+    root = tmp_path / "slow"
+    root.mkdir()
+    (root / "Dockerfile").write_text("FROM bb:latest\nCOPY f /f\nRUN echo started && sleep 60\n")
+    (root / "f").write_text("f\n")
+    eng = Engine(UnixTransport(own.socket))
+    started = threading.Event()
+
+    def on_message(m: dict) -> None:  # the RUN's own output: it runs
+        from ctxpack.engine.messages import decode_status
+
+        if m.get("id") == "moby.buildkit.trace" and isinstance(m.get("aux"), str):
+            if any(b"started" in log.msg for log in decode_status(m["aux"]).logs):
+                started.set()
+
+    def stop_when_running() -> None:
+        if started.wait(60):
+            time.sleep(1.0)
+            own.proc.send_signal(signal.SIGTERM)
+
+    threading.Thread(target=stop_when_running, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ConnectionDroppedError) as err:
+            build(open_context(root, dialect="buildkit"), eng,
+                  BuildOptions(builder="buildkit", session=path == "session", network="none", no_cache=True,
+                               record_snapshot=False), on_message=on_message)
+    finally:
+        eng.close()
+        own.stop()
+    assert started.is_set()
+    assert err.value.exit_code == 5
+    assert str(err.value).startswith(f"the Docker engine at unix://{own.socket} closed the connection during the build"), \
+        err.value
+    assert time.monotonic() - t0 < 60

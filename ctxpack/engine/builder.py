@@ -636,10 +636,16 @@ def _failing_instruction(ctx: BuildContext, messages: list[Message]) -> tuple[st
 
 
 def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], None] | None,
-                 ctx: BuildContext | None = None) -> tuple[list[Message], str]:
+                 ctx: BuildContext | None = None, endpoint: str = "the engine") -> tuple[list[Message], str]:
     """The engine's messages until the stream ends; the image ID.  An error
     message (or status) raises :class:`~ctxpack.errors.BuildFailedError`,
-    its message led by the Dockerfile line that failed when ``ctx`` shows it."""
+    its message led by the Dockerfile line that failed when ``ctx`` shows it.
+    A stream that ends without its final message (an image ID or an error:
+    the engine stopped mid-build), or an error that is the daemon's echo of
+    the session connection being cut, raises
+    :class:`~ctxpack.errors.ConnectionDroppedError` (exit 5) naming ``endpoint``."""
+    from ..errors import ConnectionDroppedError
+
     if resp.status != 200:
         msg = error_message(resp.read())
         why = f" (the upload stopped: {resp.upload_error})" if resp.upload_error else ""
@@ -655,6 +661,9 @@ def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], 
             on_message(msg_)
         err = message_error(msg_)
         if err is not None:
+            dropped = session_build.dropped(err) if session_build else None
+            if dropped is not None:
+                raise ConnectionDroppedError(dropped)
             text = session_build.explain(err) if session_build else err
             where = _failing_instruction(ctx, messages) if ctx is not None else None
             failure = BuildFailedError(f"{where[0]}: {text}" if where else text, exit_code_of(err))
@@ -663,7 +672,10 @@ def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], 
         image_id = image_id_of(msg_) or image_id
     image_id = image_id or _quiet_image_id(messages)
     if image_id is None:
-        raise BuildFailedError("the engine ended the build without reporting an image ID")
+        sess = session_build.session if session_build is not None else None
+        why = f" ({sess.describe_close()})" if sess is not None and sess.closed_reason else ""
+        raise ConnectionDroppedError(f"the Docker engine at {endpoint} closed the connection during the build: the "
+                                     f"build's stream ended without its final message (no image ID, no error){why}")
     return messages, image_id
 
 
@@ -768,7 +780,7 @@ def build(
                 beside.start()
                 if on_upload is not None:
                     on_upload(upload)
-                messages, image_id = _read_stream(resp, session_build, on_message, plan.ctx)
+                messages, image_id = _read_stream(resp, session_build, on_message, plan.ctx, engine.url)
             finally:
                 if session_build is not None:
                     session_build.close()

@@ -183,6 +183,7 @@ class SessionBuild:
                  ssh: Sequence[SshSpec] = (), session: Session | None = None, timeout: float | None = None,
                  silence: float = SESSION_SILENCE):
         self.session = session or Session(ctx, secrets=secrets, ssh=ssh)
+        self.url = engine.url
         self.session.prepare()
         open_session(engine, self.session, timeout=30.0)
         drop = {"dockerfile", "session", "remote", "version"}
@@ -232,6 +233,23 @@ class SessionBuild:
             return f"{error} (ctxpack: {self.session.describe_close()})"
         return error
 
+    def dropped(self, error: str) -> str | None:
+        """When the build error ``error`` is the daemon's echo of the session
+        connection going away under the build (gRPC ``Unavailable``: the
+        connection was cut, or the daemon dropped it), ctxpack's sentence
+        for it (the daemon's text last); ``None`` for any other failure.
+        The CLI reports it as a dropped connection (exit 5), as for a tar
+        upload whose connection is cut."""
+        if not any(s in error for s in _TRANSPORT_GONE):
+            return None
+        srv = self.session.server
+        if srv is not None:
+            srv.wait_closed(1.0)  # the reader may see the connection end a moment after the daemon's report
+        if not self.session.closed_reason:
+            return None
+        return (f"the Docker engine at {self.url} lost the BuildKit session connection during the build "
+                f"({self.session.describe_close()}); the engine reported: {error}")
+
     def close(self) -> None:
         try:
             self.response.close()
@@ -243,6 +261,10 @@ class SessionBuild:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: What the daemon's gRPC client says when the session connection is gone.
+_TRANSPORT_GONE = ("code = Unavailable", "transport is closing", "error reading from server: EOF")
 
 
 class _Watched:
