@@ -91,12 +91,15 @@ def test_the_earlier_releases_index_of_this_schema_is_copied(ctx: Path, cache: P
     assert run("snapshot", str(ctx)).exit_code == 0
     (cache / DB_NAME).rename(cache / LEGACY_NAME)  # as the release before the per-version names left it
     kept = digest(cache / LEGACY_NAME)
+    for i in range(KEEP_ASIDE + 2):  # what that release's runs had piled up
+        (cache / f"{LEGACY_NAME}.broken-2026010{i}-000000-1").write_bytes(b"x")
     (ctx / "README").write_text("hi\n")
     res = run("diff", "--json", str(ctx))
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["added"] == [{"path": "README", "bytes": 3, "kind": "file"}]
     assert (cache / DB_NAME).exists() and digest(cache / LEGACY_NAME) == kept
     assert not [p for p in cache.iterdir() if ".adopt-" in p.name]
+    assert len(aside_copies(cache)) == KEEP_ASIDE
 
 
 def test_an_unreadable_index_loses_its_snapshot_loudly(ctx: Path, cache: Path) -> None:

@@ -400,6 +400,7 @@ class Index:
                 src.close()
             os.link(tmp, self.path)  # fails if another run was quicker: keep its file
             self.adopted = f"copied the index of the earlier ctxpack release ({legacy}) to {self.path}"
+            remove_aside(self.dir, keep=KEEP_ASIDE)  # a new file, as in _check_or_init
         except (OSError, sqlite3.Error):
             pass
         finally:
