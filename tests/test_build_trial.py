@@ -427,3 +427,47 @@ def test_plain_progress_on_the_engine(dockerd, tmp_path: Path) -> None:  # type:
     tail = p.stderr[p.stderr.rindex(f"#{n} transferring context: "):]
     assert re.match(rf"#{n} transferring context: \d+(\.\d\d[kM])?B \d+\.\ds done\n", tail), tail
     assert re.search(rf"^#{n} DONE \d+\.\ds$", tail, re.M), tail  # its real completion, after the transfer
+
+
+def test_session_upload_record_counts_entries(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = tree(tmp_path)
+    (root / "sub").mkdir()
+    (root / "sub" / "b.txt").write_text("b\n")
+    p = run("--builder", "buildkit", "--network", "none", "--progress", "json", "--full", ".", cwd=root,
+            host=f"unix://{dockerd.socket}", timeout=120)
+    assert p.returncode == 0, p.stderr
+    (rec,) = [json.loads(x) for x in p.stdout.splitlines() if '"ctxpack.upload"' in x]
+    assert rec["aux"]["compression"] == "session"
+    # what the session listed to the engine: Dockerfile, a.txt, sub, sub/b.txt (the tar build's count)
+    assert rec["aux"]["entries"] == 4, rec
+
+
+def test_the_id_once_on_a_terminal(tmp_path: Path, fake: FakeDaemon) -> None:
+    import pty
+    import select
+
+    root = tree(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CTXPACK_CACHE_DIR=str(tmp_path / "cache"))
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "ctxpack.cli", "build", "-H", fake.docker_host, "."],
+                                cwd=root, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL, env=env)
+        os.close(slave)
+        data = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 30)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the pty's other end closed
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert proc.wait(30) == 0, data
+    finally:
+        os.close(master)
+    text = data.decode()
+    ids = set(__import__("re").findall(r"sha256:[0-9a-f]{64}", text))
+    assert len(ids) == 1 and text.count(ids.pop()) == 1, text  # "ctxpack: built sha256:..." only
