@@ -150,11 +150,18 @@ def test_zstd_refused_where_the_engine_cannot_read_it(tmp_path: Path) -> None:
         build(str(root), old, BuildOptions(compress="zstd", record_snapshot=False, builder="classic"))
 
 
-def test_engine_errors_never_print_binary() -> None:
+def test_engine_errors_never_print_binary(tmp_path: Path) -> None:
+    from ctxpack.errors import BuildFailedError
+
     zstd_echo = "failed to solve with frontend dockerfile.v0: dockerfile parse error line 1: unknown instruction: " \
                 "(\ufffd/\ufffd\x00X\\\ufffd\x01\x02\x03\x04\x05\x06\x07\x08abc"
-    text = message_error({"error": zstd_echo, "errorDetail": {"message": zstd_echo}})
-    assert text is not None and text.startswith("failed to solve with frontend dockerfile.v0: dockerfile parse error")
+    assert message_error({"error": zstd_echo}) == zstd_echo  # the data as sent (tests/dockerd.py records it)
+    root = tree(tmp_path)
+    with pytest.raises(BuildFailedError) as info:
+        build(str(root), answering([{"error": zstd_echo, "errorDetail": {"message": zstd_echo}}]),
+              BuildOptions(builder="buildkit", session=False, record_snapshot=False))
+    text = str(info.value)
+    assert text.startswith("failed to solve with frontend dockerfile.v0: dockerfile parse error")
     assert text.endswith("characters of binary data left out]") and "\ufffd" not in text and "\x00" not in text
     assert error_message(json.dumps({"message": "archive/tar: invalid tar header"}).encode()) == \
         "archive/tar: invalid tar header"

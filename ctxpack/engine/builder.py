@@ -49,7 +49,7 @@ from ..context import BuildContext, Dialect, open_context
 from ..errors import BuildCancelledError, BuildFailedError, CtxpackError, EngineVersionError, InputError
 from .client import Engine, version_tuple, zstd_supported
 from .credentials import registry_config
-from .messages import error_message, exit_code_of, image_id_of, message_error, parse_message
+from .messages import error_message, exit_code_of, image_id_of, message_error, parse_message, printable
 
 __all__ = ["BuildOptions", "BuildResult", "UploadStats", "build", "build_query", "BUILDERS"]
 
@@ -647,7 +647,7 @@ def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], 
     from ..errors import ConnectionDroppedError
 
     if resp.status != 200:
-        msg = error_message(resp.read())
+        msg = printable(error_message(resp.read()))  # never a body's bytes on the terminal
         why = f" (the upload stopped: {resp.upload_error})" if resp.upload_error else ""
         raise BuildFailedError(f"the engine refused the build (HTTP {resp.status}): {msg}{why}")
     messages: list[Message] = []
@@ -664,7 +664,7 @@ def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], 
             dropped = session_build.dropped(err) if session_build else None
             if dropped is not None:
                 raise ConnectionDroppedError(dropped)
-            text = session_build.explain(err) if session_build else err
+            text = printable(session_build.explain(err) if session_build else err)
             where = _failing_instruction(ctx, messages) if ctx is not None else None
             failure = BuildFailedError(f"{where[0]}: {text}" if where else text, exit_code_of(err))
             failure.hint = _platform_hint(err, where[1] if where else None, ctx)

@@ -268,23 +268,23 @@ def printable(text: str) -> str:
 
 def error_message(body: bytes) -> str:
     """The engine's message in an HTTP error body (``{"message": ...}``),
-    :func:`printable`."""
+    as sent (:func:`printable` makes it safe to show)."""
     try:
         doc = json.loads(body)
         if isinstance(doc, dict) and "message" in doc:
-            return printable(str(doc["message"]).strip())
+            return str(doc["message"]).strip()
     except ValueError:
         pass
-    return printable(body.decode("utf-8", "replace").strip())
+    return body.decode("utf-8", "replace").strip()
 
 
 def message_error(msg: dict[str, Any]) -> str | None:
-    """The error a stream message carries, if any (:func:`printable`)."""
+    """The error a stream message carries, if any, as sent."""
     if "errorDetail" not in msg and "error" not in msg:
         return None
     detail = msg.get("errorDetail")
     text = detail.get("message") if isinstance(detail, dict) else None
-    return printable(str(text or msg.get("error") or detail or msg))
+    return str(text or msg.get("error") or detail or msg)
 
 
 def image_id_of(msg: dict[str, Any]) -> str | None:
