@@ -33,7 +33,8 @@ process's exit status in one place (``ctxpack.cli.app``)::
     │   ├── SessionError               5  the BuildKit session failed
     │   └── EngineAPIError             1  the engine answered an HTTP error
     ├── WatchError                     6  the watcher cannot watch the context
-    │   └── WatchLimitError            6  an inotify limit was hit (names the sysctl)
+    │   ├── WatchLimitError            6  an inotify limit was hit (names the sysctl)
+    │   └── ContextRemovedError        6  the watched context directory is gone (path)
     └── InternalError                  4  ctxpack itself failed
         └── WalkerDiedError            4  the forked walker process died
 
@@ -236,6 +237,11 @@ class WatchLimitError(WatchError):
     def __init__(self, message: str, sysctl: str):
         self.sysctl = sysctl
         super().__init__(message)
+
+
+class ContextRemovedError(WatchError):
+    """The context directory a watcher watches was deleted or moved away
+    (the message names it): the watcher stops."""
 
 
 class InternalError(CtxpackError):

@@ -7,19 +7,25 @@ the same context ask it (:mod:`ctxpack.watch.client`, through
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
-from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, parse_build_args, timeout_option
+from ctxpack.cli.building import build_options
+from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, parse_build_args
 from ctxpack.units import format_size
 
 if TYPE_CHECKING:
+    from ctxpack.cli.building import BuildFlags
     from ctxpack.context import BuildContext
 
 
@@ -28,27 +34,29 @@ if TYPE_CHECKING:
 @context_options
 @minimal_options
 @click.option("--json", "json_lines", is_flag=True,
-              help="One JSON object per settled delta, one per line: generation, bytes, added/removed/modified "
-                   "[{path, bytes(, change)}], events, elapsed, rescan, instructions (--build adds {\"build\": ...} lines).")
+              help="One JSON object per settled delta, one per line: generation, bytes (regular files), "
+                   "files and dirs ({added, modified, removed} counts), added/removed/modified "
+                   "[{path, kind, bytes(, change)}] (kind: file, dir, symlink, hardlink, fifo, char, block; "
+                   "bytes 0 for a dir), meta [{path, change}] (the Dockerfile or an ignore file edited), events, "
+                   "elapsed, rescan, instructions (--build adds {\"build\": ...} lines).")
 @click.option("--build", "rebuild", is_flag=True,
-              help="Build on start and after each settled change (as `ctxpack build`), cancelling a build still running.")
-@click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="--build: name the image (repeatable).")
-@click.option("-H", "--host", help="--build: the engine to use, as docker -H.")
-@click.option("--builder", type=click.Choice(["classic", "buildkit"]), help="--build: builder (default: the engine's).")
-@click.option("--network", help="--build: network mode for RUN.")
-@timeout_option
+              help="Build on start and after each settled change, the Dockerfile's and ignore files' own edits "
+                   "included (as `ctxpack build`, with its options below), cancelling a build still running. "
+                   "The watched context is the build's: the builder's rules (--builder, else the engine's "
+                   "default) and its minimal selection where the build sends one.")
+@build_options
 @handle_errors
 def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
                   minimal: bool, target: str | None, build_args: tuple[str, ...], platform: str | None, json_lines: bool,
-                  rebuild: bool, tags: tuple[str, ...], host: str | None, builder: str | None,
-                  network: str | None, timeout: float | None) -> None:
+                  rebuild: bool, flags: "BuildFlags") -> None:
     """Watch the context and print what changes in it, as it settles.
 
     Watches only directories the context can contain (never an excluded
     directory no exception reaches, such as node_modules), coalesces bursts,
     and re-reads the rules when .dockerignore or the Dockerfile changes.
-    While it runs, `ctxpack fingerprint`, `diff`, `ls`, `size` and `pack`
-    on this context answer from its state instead of walking.  Stop with Ctrl-C.
+    While it runs, `ctxpack fingerprint`, `diff`, `ls`, `size`, `pack` and
+    `build` on this context answer from its state instead of walking.  Stop
+    with Ctrl-C.  The build options apply with --build only.
     """
     from ctxpack.context import open_context
     from ctxpack.watch.channel import Inputs, Server
@@ -57,10 +65,22 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
 
     if dockerfile == "-":
         raise click.UsageError("watch needs a Dockerfile it can re-read: -f - (stdin) is not supported")
+    plan: _WatchPlan | None = None
+    if rebuild:
+        explicit = click.get_current_context().get_parameter_source("dialect") is not ParameterSource.DEFAULT
+        plan = _plan_builds(directory, dockerfile, dialect if explicit else None, ignore_file, minimal, target,
+                            build_args, platform, flags)
+        dialect, minimal, platform = plan.dialect, plan.minimal, plan.platform
+        if not minimal:  # build options here; the watched context does not depend on them
+            target, build_args = None, ()
+    else:
+        given = flags.given()
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only with --build")
     first = [True]
-    given = spec(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, minimal=minimal,
-             target=target, build_args=parse_build_args(build_args), platform=platform)
-    inputs = Inputs(given) if given is not None else None  # lets clients ask before opening the context
+    given_spec = spec(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, minimal=minimal,
+                      target=target, build_args=parse_build_args(build_args), platform=platform)
+    inputs = Inputs(given_spec) if given_spec is not None else None  # lets clients ask before opening the context
 
     def open_it() -> "BuildContext":
         if first[0]:
@@ -98,16 +118,18 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
     def stop(signum: int, frame: object) -> None:
         stopping.set()
         watcher.stop()
+        if builds is not None:
+            builds.wake()
         if builds is not None and builds.building:
             raise KeyboardInterrupt  # cancels the build in flight (ctxpack.engine.builder.build)
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    if rebuild:
+    if plan is not None:
         old[signal.SIGUSR1] = signal.getsignal(signal.SIGUSR1)
         builds = _Builds()
     server = None
     try:
-        runner = threading.Thread(target=_run_quietly, args=(watcher,), name="ctxpack-watch", daemon=True)
+        runner = threading.Thread(target=_run_quietly, args=(watcher, stopping), name="ctxpack-watch", daemon=True)
         runner.start()
         while not watcher.ready.wait(0.2):
             if stopping.is_set():
@@ -117,18 +139,15 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
         if not stopping.is_set():
             server = Server(watcher, watcher.ctx.root, inputs=inputs)
             fp = watcher.first
+            n = watcher.watches
             click.echo(
                 f"ctxpack: watching {watcher.ctx.root}: {fp.entries if fp else 0:,} entries, "
-                f"{format_size(fp.bytes if fp else 0)}; {watcher.watches:,} directories watched", err=True)
-        if builds is not None and not stopping.is_set():
-            from ctxpack.engine.builder import BuildOptions
-
-            opts = BuildOptions(tags=tags, dockerfile=dockerfile, ignore_file=ignore_file, target=target,
-                                build_args=parse_build_args(build_args), builder=builder, network=network, platform=platform,
-                                minimal=True if minimal else None)
-            builds.run(directory, opts, host, runner, stopping, json_lines, timeout)
+                f"{format_size(fp.bytes if fp else 0)}; {n:,} director{'y' if n == 1 else 'ies'} watched"
+                + (f" ({plan.describe()})" if plan is not None else ""), err=True)
+        if builds is not None and plan is not None and not stopping.is_set():
+            builds.run(directory, plan, runner, stopping, json_lines)
         while runner.is_alive() and not stopping.is_set():
-            runner.join(0.5)
+            stopping.wait(0.5)
     finally:
         watcher.stop()
         if server is not None:
@@ -139,6 +158,72 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
             signal.signal(s, h)
     if watcher.failed is not None:
         raise watcher.failed
+
+
+@dataclass
+class _WatchPlan:
+    """What ``watch --build`` decided once at the start, asking the engine
+    as ``ctxpack build`` does: the builder (so the dialect watched), whether
+    the build sends a minimal context (so whether the watcher watches
+    only that), and the options every build gets."""
+
+    dialect: str
+    minimal: bool
+    platform: str | None
+    opts: Any
+    flags: "BuildFlags"
+    why: str
+
+    def describe(self) -> str:
+        return f"the {self.dialect} builder's context{', minimal' if self.minimal else ''}: {self.why}"
+
+
+def _plan_builds(directory: str, dockerfile: str | None, dialect: str | None, ignore_file: str | None, minimal: bool,
+                 target: str | None, build_args: tuple[str, ...], platform: str | None,
+                 flags: "BuildFlags") -> _WatchPlan:
+    import dataclasses
+
+    from ctxpack.cli.building import _check_before_connecting
+    from ctxpack.context import open_context
+    from ctxpack.engine.builder import choose_builder, engine_platform, minimize
+    from ctxpack.engine.client import Engine
+
+    flags.check()
+    _check_before_connecting(directory, dockerfile, flags.tags, flags.iidfile)
+    opts = flags.options(dockerfile=dockerfile, ignore_file=ignore_file, target=target, build_args=build_args,
+                         platform=platform, minimal=minimal)
+    engine = Engine.connect(flags.host, flags.docker_context, timeout=flags.timeout)
+    try:
+        builder = choose_builder(engine, flags.builder)
+        if dialect is not None and dialect != builder:
+            raise click.UsageError(
+                f"--dialect {dialect} and the {builder} builder the build runs disagree: watch --build watches "
+                f"the build's own rules (drop --dialect, or give --builder {dialect})")
+        why = "--builder" if flags.builder else "the engine's default builder"
+        opts = dataclasses.replace(opts, builder=builder)  # every build runs the builder watched
+        watch_minimal, watch_platform = False, None
+        if opts.minimal is not False:
+            # The build's own decision (ONBUILD triggers and the engine's
+            # platform included); the watcher watches that selection only
+            # when its own analysis finds the same sources, else the whole
+            # context (more rebuilds, never a missed one).
+            ctx = open_context(directory, dockerfile=dockerfile, dialect=builder, ignore_file=ignore_file)
+            notes: list[str] = []
+            sent = minimize(ctx, engine, opts, notes)
+            if sent.analysis is not None and sent.selection is not None:
+                watch_platform = opts.platform or engine_platform(engine)
+                mine = open_context(directory, dockerfile=dockerfile, dialect=builder, ignore_file=ignore_file,
+                                    minimal=True, target=target, build_args=parse_build_args(build_args),
+                                    platform=watch_platform)
+                watch_minimal = mine.analysis is not None and mine.selection is not None and \
+                    list(mine.analysis.patterns) == list(sent.analysis.patterns)
+            why += "; " + ("the minimal context the build sends" if watch_minimal else
+                           (notes[-1] if notes else "the whole context the build sends"))
+        else:
+            why += "; --full"
+    finally:
+        engine.close()
+    return _WatchPlan(builder, watch_minimal, watch_platform if watch_minimal else None, opts, flags, why)
 
 
 class _Builds:
@@ -158,17 +243,27 @@ class _Builds:
             self.building = False  # once per build
             raise KeyboardInterrupt
 
+    def wake(self) -> None:
+        """Stopping: the loop waiting for a change looks again now."""
+        self._wanted.set()
+
     def wanted(self) -> None:
         """A change settled (watcher thread): build again, cancelling a build in flight."""
         self._wanted.set()
         if self.building:
             signal.pthread_kill(self._main, signal.SIGUSR1)
 
-    def run(self, directory: str, opts: Any, host: str | None, runner: threading.Thread,
-            stopping: threading.Event, as_json: bool, timeout: float | None = None) -> None:
+    def run(self, directory: str, plan: _WatchPlan, runner: threading.Thread, stopping: threading.Event,
+            as_json: bool) -> None:
+        from ctxpack.cli.warm import warm
         from ctxpack.engine.builder import build
         from ctxpack.engine.client import Engine
-        from ctxpack.errors import BuildCancelledError, CtxpackError
+        from ctxpack.engine.progress import make_renderer
+        from ctxpack.errors import BuildCancelledError, BuildFailedError, CtxpackError, OutputError
+        from ctxpack.tar.sinks import open_output
+
+        flags = plan.flags
+        shown = flags.progress != "auto"  # --progress given: the build's output as `ctxpack build` shows it
 
         def say(obj: dict[str, object], text: str) -> None:
             if as_json:
@@ -178,18 +273,27 @@ class _Builds:
 
         self._wanted.set()  # build once at the start
         while runner.is_alive() and not stopping.is_set():
-            if not self._wanted.wait(0.5):
+            if not self._wanted.wait(0.5) or stopping.is_set():
                 continue
             self._wanted.clear()
             say({"started": time.strftime("%H:%M:%S")}, "building")
+            log = io.StringIO()  # the build's output, kept for a failure's report
+            if shown:
+                renderer = make_renderer(flags.progress, out=click.get_text_stream("stdout"),
+                                         err=click.get_text_stream("stderr"))
+            else:
+                renderer = make_renderer("plain", out=log, err=log)
             try:
-                engine = Engine.connect(host, timeout=timeout)
+                engine = Engine.connect(flags.host, flags.docker_context, timeout=flags.timeout)
                 try:
                     self.building = True
                     try:
-                        result = build(directory, engine, opts)
+                        result = build(directory, engine, plan.opts, on_message=renderer.message,
+                                       on_upload=renderer.upload, on_note=renderer.note if shown else None,
+                                       walked=lambda ctx: warm("entries", ctx))
                     finally:
                         self.building = False
+                        renderer.finish()
                 finally:
                     engine.close()
             except (BuildCancelledError, KeyboardInterrupt):
@@ -199,19 +303,57 @@ class _Builds:
                 say({"cancelled": True, "why": "newer changes"}, "build cancelled: newer changes")
                 continue
             except CtxpackError as e:
-                say({"error": str(e), "exit_code": e.exit_code}, f"build failed: {e}")
+                lines = failing_step(log.getvalue()) if isinstance(e, BuildFailedError) and not shown else []
+                if as_json:
+                    say({"error": str(e), "exit_code": e.exit_code, "log": lines}, "")
+                else:
+                    for line in lines:
+                        click.echo(f"  | {line}", err=True)
+                    say({}, f"build failed: {e}")
                 continue
+            if flags.iidfile:
+                try:
+                    with open_output(flags.iidfile) as sink:
+                        sink.write(result.image_id.encode())
+                except OutputError as e:
+                    say({"error": f"--iidfile {flags.iidfile}: cannot write the image ID ({e})", "exit_code": 3},
+                        f"--iidfile {flags.iidfile}: cannot write the image ID ({e})")
             tagged = f" ({', '.join(result.tags)})" if result.tags else ""
             say({"image": result.image_id, "elapsed": round(result.elapsed, 3)},
                 f"built {result.image_id}{tagged} in {result.elapsed:.1f}s")
 
 
-def _run_quietly(watcher: Any) -> None:
+#: At most this many lines of a failed build's log are repeated.
+FAILING_LINES = 40
+
+
+def failing_step(log: str) -> list[str]:
+    """The lines of a build's plain output (:func:`~ctxpack.engine.progress.make_renderer`'s
+    ``plain``) that belong to the step that failed: the classic builder's
+    from its last ``Step N/M :`` line, BuildKit's those of the vertex that
+    reported ``ERROR``; else the log's end.  At most :data:`FAILING_LINES`."""
+    lines = [ln for ln in log.splitlines() if ln.strip() and not ln.startswith("ctxpack: ")]
+    vertex = None
+    for ln in lines:
+        m = re.match(r"#(\d+) ERROR\b", ln)
+        if m:
+            vertex = m.group(1)
+    if vertex is not None:
+        picked = [ln for ln in lines if ln.startswith(f"#{vertex} ")]
+    else:
+        starts = [i for i, ln in enumerate(lines) if re.match(r"Step \d+/\d+ :", ln)]
+        picked = lines[starts[-1]:] if starts else lines
+    return picked[-FAILING_LINES:]
+
+
+def _run_quietly(watcher: Any, stopping: threading.Event) -> None:
     try:
         watcher.run()
     except BaseException as e:  # re-raised by watch_command in the main thread
         if watcher.failed is None:
             watcher.failed = e
+    finally:
+        stopping.set()  # the main thread (waiting, or between builds) stops at once
 
 
 if __name__ == "__main__":  # pragma: no cover

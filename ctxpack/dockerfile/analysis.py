@@ -145,6 +145,10 @@ class Analysis:
     #: External base images of the stages that run -> those stages (whose
     #: ONBUILD triggers only the engine knows: see ``analyze(onbuild=)``).
     base_images: dict[str, list[str]] = field(default_factory=dict)
+    #: Every instruction that reads the context and what it reads, kept
+    #: when the whole context is sent too (``.``: the whole context): which
+    #: instructions a changed path affects (``watch --minimal``).
+    readers: list[Source] = field(default_factory=list)
 
     @property
     def patterns(self) -> list[str]:
@@ -154,6 +158,7 @@ class Analysis:
         """Add what ``other`` (the same Dockerfile, built for another
         platform) reads: the context must serve both builds."""
         self.sources.extend(src for src in other.sources if src not in self.sources)
+        self.readers.extend(src for src in other.readers if src not in self.readers)
         self.used_stages.extend(k for k in other.used_stages if k not in self.used_stages)
         for reason in other.reasons:
             self._whole(reason)
@@ -785,6 +790,9 @@ class _Analyzer:
 
     def add(self, an: Analysis, value: str, raw: str, label: str, line: int, s: _Stage) -> None:
         cleaned = _clean_source(value)
+        reader = Source(cleaned or ".", line, label, s.label)
+        if reader not in an.readers:
+            an.readers.append(reader)
         if cleaned == "":
             an._whole(f"{self.df.source}:{line}: {label} reads the whole context ({raw!r})")
             return

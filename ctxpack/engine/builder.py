@@ -41,15 +41,18 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import BuildContext, Dialect, open_context
 from ..errors import BuildCancelledError, BuildFailedError, CtxpackError, EngineVersionError, InputError
 from .client import Engine, version_tuple, zstd_supported
 from .credentials import registry_config
 from .messages import error_message, exit_code_of, image_id_of, message_error, parse_message, printable
+
+if TYPE_CHECKING:
+    from ..walker import Entry
 
 __all__ = ["BuildOptions", "BuildResult", "UploadStats", "build", "build_query", "BUILDERS"]
 
@@ -700,6 +703,7 @@ def build(
     on_upload: Callable[[UploadStats], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    walked: Callable[[BuildContext], Iterable[Entry] | None] | None = None,
 ) -> BuildResult:
     """Build an image from ``ctx`` (a context directory, or a
     :class:`~ctxpack.context.BuildContext` used as it is) on ``engine``
@@ -708,7 +712,10 @@ def build(
     ``on_message`` gets every engine message as it arrives; ``on_upload``
     the upload's progress (about every MiB) and its final figures;
     ``on_note`` ctxpack's decisions (builder, context, compression) before
-    the upload; ``warn`` files left out while packing.  Returns a
+    the upload; ``warn`` files left out while packing.  ``walked``, given
+    the context about to be sent, may return its entries already walked
+    (:func:`ctxpack.tar.writer.pack`'s ``walked``: a running watcher's warm
+    state) or ``None`` to walk as usual.  Returns a
     :class:`BuildResult`.  Raises :class:`~ctxpack.errors.BuildFailedError`
     (the engine's message), :class:`~ctxpack.errors.TransportError`
     subclasses (unreachable, version, dropped), input errors, and
@@ -753,8 +760,9 @@ def build(
         def body(sink: Any) -> None:  # the packer writes straight into the connection
             beside.mark()
             t_upload.append(time.monotonic())
+            warm = walked(plan.ctx) if walked is not None else None
             stats = pack(plan.ctx, sink, PackOptions(compress=plan.compression, level=plan.level, strict=True),
-                         warn=warn or (lambda m: None), progress=tar_progress)
+                         warn=warn or (lambda m: None), progress=tar_progress, walked=warm)
             upload.entries, upload.files, upload.bytes = stats.entries, stats.files, stats.bytes
             upload.seconds = time.monotonic() - t_upload[0]
             upload.done = True

@@ -38,10 +38,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ctxpack.audit import format_size
 from ctxpack.context import BuildContext
-from ctxpack.errors import CtxpackError, WatchLimitError
+from ctxpack.errors import ContextRemovedError, CtxpackError, WatchLimitError
 from ctxpack import fs
 from ctxpack.index.digest import hash_file, stat_key
 from ctxpack.index.snapshots import Delta, Fingerprint, diff, fingerprint
@@ -74,9 +75,19 @@ def burst_start(first: float, last: float, t: float) -> float:
     return t if t - last > BURST_GAP else first
 
 
+#: The JSON names of the record kinds.
+KIND_NAMES = {"f": "file", "d": "dir", "l": "symlink", "p": "fifo", "c": "char", "b": "block"}
+
+
 @dataclass
 class Settled:
-    """One settled delta: what changed in the context since the last one."""
+    """One settled delta: what changed in the context since the last one.
+
+    ``added``/``removed``/``modified`` hold every changed entry, directories
+    included (``kinds``: path -> ``f``/``d``/``l``/``p``/``c``/``b``);
+    ``bytes`` counts regular files only.  ``meta``: (path, what) of the
+    files that decide the build without being entries of it — the
+    Dockerfile, the ignore file in use — edited, created or removed."""
 
     generation: int
     added: list[tuple[str, int]]
@@ -87,22 +98,58 @@ class Settled:
     elapsed: float
     rescan: str | None = None
     instructions: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
+    meta: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
+        """Some entry of the context changed."""
         return bool(self.added or self.removed or self.modified)
 
+    @property
+    def rebuild(self) -> bool:
+        """A build of the context would differ: an entry or the Dockerfile / rules changed."""
+        return self.changed or bool(self.meta)
+
+    def counts(self, dirs: bool) -> tuple[int, int, int]:
+        """(added, modified, removed) of the directories (``dirs``) or of everything else."""
+        def n(items: list[Any]) -> int:
+            return sum(1 for it in items if (self.kinds.get(it[0]) == "d") == dirs)
+        return n(self.added), n(self.modified), n(self.removed)
+
+    def meta_text(self) -> str:
+        return ", ".join(f"{p} {w}" for p, w in self.meta)
+
     def summary(self) -> str:
-        """``+3 ~2 -1 files (+12 kB)``."""
-        sign = "+" if self.bytes >= 0 else "-"
-        return f"+{len(self.added)} ~{len(self.modified)} -{len(self.removed)} files ({sign}{format_size(abs(self.bytes))})"
+        """``+3 ~2 -1 files (+12 kB)``, then ``; +1 ~0 -0 dir`` when
+        directories changed and the Dockerfile / ignore file edits (unless
+        the rescan reason names them)."""
+        parts = []
+        if self.changed or not self.meta:
+            sign = "+" if self.bytes >= 0 else "-"
+            a, m, r = self.counts(False)
+            parts.append(f"+{a} ~{m} -{r} files ({sign}{format_size(abs(self.bytes))})")
+            a, m, r = self.counts(True)
+            if a or m or r:
+                parts.append(f"+{a} ~{m} -{r} dir{'' if a + m + r == 1 else 's'}")
+        if self.meta and self.rescan != self.meta_text():
+            parts.append(self.meta_text())
+        return "; ".join(parts)
 
     def to_json(self) -> dict[str, object]:
+        def item(p: str, b: int) -> dict[str, object]:
+            kind = self.kinds.get(p, "f")
+            return {"path": p, "kind": KIND_NAMES.get(kind, kind), "bytes": 0 if kind == "d" else b}
+
+        files, dirs = self.counts(False), self.counts(True)
         return {
             "generation": self.generation, "bytes": self.bytes,
-            "added": [{"path": p, "bytes": b} for p, b in self.added],
-            "removed": [{"path": p, "bytes": b} for p, b in self.removed],
-            "modified": [{"path": p, "bytes": b, "change": w} for p, b, w in self.modified],
+            "files": {"added": files[0], "modified": files[1], "removed": files[2]},
+            "dirs": {"added": dirs[0], "modified": dirs[1], "removed": dirs[2]},
+            "added": [item(p, b) for p, b in self.added],
+            "removed": [item(p, b) for p, b in self.removed],
+            "modified": [item(p, b) | {"change": w} for p, b, w in self.modified],
+            "meta": [{"path": p, "change": w} for p, w in self.meta],
             "events": self.events, "elapsed": round(self.elapsed, 4), "rescan": self.rescan,
             "instructions": self.instructions,
         }
@@ -155,6 +202,7 @@ class Watcher:
         self.settled_at = time.monotonic()
         self.rescans = 0
         self._broken = False
+        self._dockerfile_text: bytes | None = None
         self.ready = threading.Event()
         self.failed: BaseException | None = None
 
@@ -168,6 +216,7 @@ class Watcher:
         self._barrier_handle = self.source.add(self._barrier_dir)
         self.index = Index(self.index_dir)
         self.ctx = self._opener()
+        self._dockerfile_text = _dockerfile_text(self.ctx)
         self.model = self._new_model(self.ctx)
         self._publish(self._settle_state(0, time.monotonic(), "initial scan"))
 
@@ -254,8 +303,9 @@ class Watcher:
     def run(self) -> None:
         """Scan, then process events until :meth:`stop` (in one thread: the
         index's SQLite connection belongs to it).  ``ready`` is set once the
-        initial scan is done; an error there is raised (and kept in
-        ``failed``)."""
+        initial scan is done; an error there, or one that ends the loop
+        (:class:`~ctxpack.errors.ContextRemovedError`), is raised (and kept
+        in ``failed``)."""
         try:
             self._start()
         except BaseException as e:
@@ -265,6 +315,9 @@ class Watcher:
         self.ready.set()
         try:
             self._loop()
+        except BaseException as e:  # the context directory removed: kept for the caller too
+            self.failed = e
+            raise
         finally:
             self.index.close()
 
@@ -317,6 +370,8 @@ class Watcher:
                 try:
                     if self._settle(pending, "polling (inotify limit)" if polling else None):
                         release = max(release, asked)
+                except ContextRemovedError:
+                    raise  # nothing left to watch: run() ends with it
                 except (CtxpackError, OSError) as e:
                     # A broken .dockerignore, a file that kept changing while
                     # hashed: refuse the warm state and start over with the
@@ -427,6 +482,8 @@ class Watcher:
         """Apply a batch; True when it took a full rescan."""
         started = time.monotonic()
         with self._lock:
+            if not os.path.isdir(self.model.root):
+                raise ContextRemovedError(f"{self.model.root}: the context directory was removed (deleted or moved away)")
             reason = rescan
             reopen = self._broken
             if self._broken:
@@ -474,10 +531,13 @@ class Watcher:
                     reopen = True
                 dirty[(rel, name)] = None
             ctx = self.ctx
+            meta: list[tuple[str, str]] = []
             if reopen:
                 ctx = self._opener()
+                meta = _meta_changes(self.ctx, self._dockerfile_text, ctx, df := _dockerfile_text(ctx))
+                self._dockerfile_text = df
                 if shape(ctx) != shape(self.ctx) or ctx.analysis != self.ctx.analysis:
-                    reason = reason or "the ignore file or the Dockerfile changed"
+                    reason = reason or (", ".join(f"{p} {w}" for p, w in meta) or "the ignore file or the Dockerfile changed")
             if reason is None:
                 for rel in lost:
                     wd = model.dirs.get(rel)
@@ -510,6 +570,8 @@ class Watcher:
                 self.rescans += 1
                 self._rescan(ctx)
             state = self._settle_state(len(events), started=started, rescan=reason)
+            if state is not None:
+                state.meta = meta
         self._publish(state)
         return reason is not None
 
@@ -557,9 +619,12 @@ class Watcher:
                     modified.append((p, r[2], "link" if r[0] == "l" else "content"))
                 elif o[1] != r[1]:
                     modified.append((p, r[2], "mode"))
+        kinds = {p: (self._recs.get(p) or old[p] or ("f",))[0] for p, *_ in added + removed + modified}
         st = Settled(self.generation, added, removed, modified, delta_bytes, events,
-                     time.monotonic() - started, rescan)
-        if ctx.analysis is not None and not ctx.analysis.whole_context and st.changed:
+                     time.monotonic() - started, rescan, kinds=kinds)
+        # With a whole-context fallback (COPY . .) too: what is sent is
+        # everything, and which instructions read a path is still known.
+        if ctx.analysis is not None and st.changed:
             st.instructions = _affected(ctx, [p for p, *_ in st.added + st.removed + st.modified])
         return st
 
@@ -643,8 +708,12 @@ class Watcher:
         return fp
 
     def _publish(self, s: Settled | None) -> None:
-        if s is not None and (s.changed or s.rescan):
+        if s is None:
+            return
+        if s.rebuild:
             self.on_delta(s)
+        elif s.rescan:  # a rescan that found nothing new: no zero delta line
+            self.on_note(f"rescanned ({s.rescan}): nothing changed")
 
 
 def _sweep_barriers() -> None:
@@ -669,6 +738,42 @@ def _sweep_barriers() -> None:
             continue
 
 
+def _dockerfile_text(ctx: BuildContext) -> bytes | None:
+    """The Dockerfile's content now (``None``: none, or unreadable)."""
+    try:
+        return ctx.dockerfile_bytes()
+    except (CtxpackError, OSError):
+        return None
+
+
+def _meta_changes(old: BuildContext, old_df: bytes | None, new: BuildContext,
+                  new_df: bytes | None) -> list[tuple[str, str]]:
+    """Which of the files that decide the build (not entries of it) changed
+    between two openings: the Dockerfile's content, the ignore rules."""
+    def name(path: str | None) -> str:
+        if not path:
+            return "the ignore file"
+        rel = os.path.relpath(path, new.root)
+        return path if rel.startswith("..") else rel
+
+    out: list[tuple[str, str]] = []
+    if old_df != new_df or old.dockerfile_path != new.dockerfile_path:
+        what = "created" if old_df is None else "removed" if new_df is None else "edited"
+        out.append((name(new.dockerfile_path or old.dockerfile_path), what))
+    old_rules = tuple((r.source, r.line, r.text) for r in old.matcher.rules)
+    new_rules = tuple((r.source, r.line, r.text) for r in new.matcher.rules)
+    if old.ignore_source != new.ignore_source:
+        if old.ignore_source and not new.ignore_source:
+            out.append((name(old.ignore_source), "removed"))
+        elif new.ignore_source and not old.ignore_source:
+            out.append((name(new.ignore_source), "created"))
+        else:
+            out.append((name(new.ignore_source), f"in use instead of {name(old.ignore_source)}"))
+    elif old_rules != new_rules:
+        out.append((name(new.ignore_source), "edited"))
+    return out
+
+
 def _is_link(model: ContextModel, rel: str) -> bool:
     e = model.entries.get(rel)
     return e is not None and e.kind == "symlink"
@@ -680,9 +785,9 @@ def _affected(ctx: BuildContext, paths: list[str]) -> list[str]:
 
     assert ctx.analysis is not None
     out: list[str] = []
-    for src in ctx.analysis.sources:
-        sel = Selection([src.pattern])
-        if any(sel.wants(p) for p in paths):
+    for src in ctx.analysis.readers:
+        sel = None if src.pattern == "." else Selection([src.pattern])  # ".": the whole context
+        if sel is None or any(sel.wants(p) for p in paths):
             label = f"{src.instruction} {src.pattern} (line {src.line}, stage {src.stage})"
             if label not in out:
                 out.append(label)

@@ -1,0 +1,157 @@
+"""The watch defects a real-user trial found (issue 14; /work/trial-findings.md
+numbers in each test's name or docstring): a real watcher (inotify) on its
+own thread, or ``ctxpack watch`` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ctxpack.errors import ContextRemovedError
+from tests.test_watch import Running
+from tests.test_watch_cli import WatchProcess, ctxpack
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fdinfo"), reason="inotify tests need Linux")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _tree(root: Path, dockerignore: str, dockerfile: str) -> Path:
+    (root / "src").mkdir(parents=True)
+    (root / ".dockerignore").write_text(dockerignore)
+    (root / "Dockerfile").write_text(dockerfile)
+    (root / "src/main.py").write_text("print(1)\n")
+    (root / "go.mod").write_text("module x\n")
+    return root
+
+
+@pytest.fixture
+def running(tmp_path: Path, cache: Path) -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for r in started:
+        r.stop()
+
+
+def test_10_dockerfile_edit_is_a_delta_when_the_rules_exclude_it(tmp_path: Path, cache: Path,
+                                                                 running: list[Running]) -> None:
+    root = _tree(tmp_path / "ctx", "Dockerfile\n", "FROM scratch\nCOPY src /src\n")  # as docker's tutorial
+    r = Running(root, cache)
+    running.append(r)
+    (root / "Dockerfile").write_text("FROM scratch\nCOPY src /src\nLABEL edited=1\n")
+    d = r.last()
+    assert not d.changed and d.rebuild and d.meta == [("Dockerfile", "edited")]
+    assert d.summary() == "Dockerfile edited"
+    (root / "Dockerfile.dockerignore").write_text("Dockerfile\nsrc/other\n")  # BuildKit: takes over .dockerignore
+    d = r.last()
+    assert d.meta == [("Dockerfile.dockerignore", "in use instead of .dockerignore")]
+
+
+def test_10_dockerfile_edit_is_a_delta_under_minimal(tmp_path: Path, cache: Path, running: list[Running]) -> None:
+    root = _tree(tmp_path / "ctx", "", "FROM scratch\nCOPY src /src\n")
+    r = Running(root, cache, minimal=True)
+    running.append(r)
+    n = len(r.deltas)
+    (root / "Dockerfile").write_text("FROM scratch\nCOPY src /src\nRUN test -f /src/missing.py\n")
+    d = r.last()
+    assert len(r.deltas) == n + 1 and d.rebuild and ("Dockerfile", "edited") in d.meta
+    os.utime(root / "Dockerfile")  # no edit: no delta
+    r.sync()
+    assert len(r.deltas) == n + 1
+
+
+def test_2_directories_are_not_counted_as_files(tmp_path: Path, cache: Path, running: list[Running]) -> None:
+    root = _tree(tmp_path / "ctx", "", "FROM scratch\n")
+    r = Running(root, cache)
+    running.append(r)
+    (root / "src/newdir").mkdir()
+    (root / "src/newdir/a.js").write_text("a\n")
+    (root / "src/newdir/b.js").write_text("b\n")
+    d = r.last()
+    while len(d.added) < 3:  # the directory and its files may settle apart
+        time.sleep(0.05)
+        d = r.last()
+    assert d.summary() == "+2 ~0 -0 files (+4 B); +1 ~0 -0 dir"
+    j = d.to_json()
+    assert j["files"] == {"added": 2, "modified": 0, "removed": 0} and j["dirs"]["added"] == 1
+    assert j["added"][0] == {"path": "src/newdir", "kind": "dir", "bytes": 0}
+    assert j["added"][1] == {"path": "src/newdir/a.js", "kind": "file", "bytes": 2}
+    assert j["bytes"] == 4
+
+
+def test_22_no_zero_delta_after_a_rescan_that_changed_nothing(tmp_path: Path, cache: Path,
+                                                            running: list[Running]) -> None:
+    root = _tree(tmp_path / "ctx", "*.log\n", "FROM scratch\n")
+    r = Running(root, cache)
+    running.append(r)
+    n = len(r.deltas)
+    (root / ".dockerignore").write_text("[\n")
+    assert r.w.sync(10) is None
+    (root / ".dockerignore").write_text("*.log\n")  # fixed, as it was
+    r.sync()
+    assert len(r.deltas) == n, r.deltas[n:]  # no `+0 ~0 -0 files` line
+    assert any(x.startswith("rescanned (retrying after an error): nothing changed") for x in r.notes), r.notes
+
+
+def test_26_affected_instructions_with_a_whole_context_copy(tmp_path: Path, cache: Path,
+                                                            running: list[Running]) -> None:
+    root = _tree(tmp_path / "ctx", "", "FROM scratch AS builder\nCOPY go.mod ./\nRUN true\nCOPY . .\n")
+    r = Running(root, cache, minimal=True)
+    running.append(r)
+    assert r.w.ctx.analysis is not None and r.w.ctx.analysis.whole_context
+    (root / "go.mod").write_text("module y\n")
+    assert r.last().instructions == ["COPY go.mod (line 2, stage builder)", "COPY . (line 4, stage builder)"]
+    (root / "src/main.py").write_text("print(2)\n")
+    assert r.last().instructions == ["COPY . (line 4, stage builder)"]
+
+
+def test_17_context_directory_removed_stops_the_watcher(tmp_path: Path, cache: Path) -> None:
+    root = _tree(tmp_path / "ctx", "", "FROM scratch\n")
+    r = Running(root, cache)
+    try:
+        shutil.rmtree(root)
+        r.thread.join(10)
+        assert not r.thread.is_alive()
+        assert isinstance(r.w.failed, ContextRemovedError), r.w.failed
+        assert str(root) in str(r.w.failed) and r.w.failed.exit_code == 6
+    finally:
+        r.stop()
+
+
+def test_17_cli_names_the_removed_directory_and_exits_6(tmp_path: Path) -> None:
+    root = tmp_path / "ctx"
+    root.mkdir()
+    w = WatchProcess([str(root)], tmp_path / "cache")
+    assert any("; 1 directory watched" in e for e in w.err), w.err
+    shutil.rmtree(root)
+    rc = w.proc.wait(20)
+    w.stop()
+    assert rc == 6, w.err
+    assert f"ctxpack: error: {root}: the context directory was removed" in "".join(w.err)
+
+
+def test_22_sigterm_stops_promptly(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "ctx", "", "FROM scratch\n")
+    w = WatchProcess([str(root)], tmp_path / "cache")
+    t = time.monotonic()
+    assert w.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - t < 1.0
+
+
+def test_11_build_options_only_with_build(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "ctx", "", "FROM scratch\n")
+    p = ctxpack(["watch", str(root), "--no-cache", "--label", "a=b"], tmp_path / "cache")
+    assert p.returncode == 2 and "--label, --no-cache: only with --build" in p.stderr, p.stderr
