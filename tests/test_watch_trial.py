@@ -155,3 +155,126 @@ def test_11_build_options_only_with_build(tmp_path: Path) -> None:
     root = _tree(tmp_path / "ctx", "", "FROM scratch\n")
     p = ctxpack(["watch", str(root), "--no-cache", "--label", "a=b"], tmp_path / "cache")
     assert p.returncode == 2 and "--label, --no-cache: only with --build" in p.stderr, p.stderr
+
+
+# -- watch --build on the real engine (tests/dockerd.py: 20.10, classic by default) ---------------------------
+def _builds(w: WatchProcess) -> list[dict[str, object]]:
+    return [json.loads(x)["build"] for x in w.lines if x.startswith('{"build"')]
+
+
+def _deltas(w: WatchProcess) -> list[dict[str, object]]:
+    return [json.loads(x) for x in w.lines if x.startswith('{"generation"')]
+
+
+def _wait(w: WatchProcess, pred, timeout: float = 90):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        assert w.proc.poll() is None, "".join(w.err)
+        time.sleep(0.1)
+    raise AssertionError((w.lines, "".join(w.err)))
+
+
+def _images(w: WatchProcess) -> list[str]:
+    return [str(b["image"]) for b in _builds(w) if "image" in b]
+
+
+def test_23_watch_build_watches_the_builders_own_rules(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The engine's default builder is classic: ``.dockerignore`` applies,
+    not ``Dockerfile.dockerignore`` (BuildKit's); an edit the classic build
+    sends rebuilds, one it does not send does not."""
+    root = tmp_path / "ctx"
+    for d in ("src/u", "docs"):
+        (root / d).mkdir(parents=True)
+    (root / ".dockerignore").write_text("docs\n")
+    (root / "Dockerfile.dockerignore").write_text("src/u\n")
+    (root / "Dockerfile").write_text("FROM bb:latest\nCOPY . /ctx\n")
+    (root / "src/u/c.txt").write_text("a\n")
+    (root / "docs/d.txt").write_text("a\n")
+    w = WatchProcess([str(root), "--json", "--build", "-H", f"unix://{dockerd.socket}"], tmp_path / "cache")
+    try:
+        assert any("the classic builder's context" in e for e in w.err), w.err
+        _wait(w, lambda: len(_images(w)) == 1)
+        (root / "docs/d.txt").write_text("not sent by the classic build\n")
+        (root / "src/u/c.txt").write_text("sent by the classic build\n")
+        _wait(w, lambda: len(_images(w)) == 2)
+        paths = [str(a["path"]) for d in _deltas(w) for a in d["modified"]]  # type: ignore[union-attr]
+        assert paths == ["src/u/c.txt"], w.lines
+        assert _images(w)[1] != _images(w)[0]
+    finally:
+        assert w.stop() == 0
+
+
+def test_10_11_dockerfile_edit_rebuilds_with_build_options(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The Dockerfile excluded by .dockerignore (docker's tutorial): its edit
+    alone rebuilds; --build-arg and --label are build options (no --minimal
+    needed)."""
+    root = tmp_path / "ctx"
+    (root / "src").mkdir(parents=True)
+    (root / ".dockerignore").write_text("Dockerfile\n")
+    (root / "Dockerfile").write_text("FROM bb:latest\nARG A\nLABEL a=$A\nCOPY src /src\n")
+    (root / "src/a.txt").write_text("a\n")
+    w = WatchProcess([str(root), "--json", "--build", "--build-arg", "A=one", "--label", "trial=11",
+                      "-H", f"unix://{dockerd.socket}"], tmp_path / "cache")
+    try:
+        _wait(w, lambda: len(_images(w)) == 1)
+        labels = dockerd.client.inspect_image(_images(w)[0])["Config"]["Labels"]
+        assert labels["a"] == "one" and labels["trial"] == "11"
+        with open(root / "Dockerfile", "a") as f:
+            f.write("LABEL edited=1\n")
+        _wait(w, lambda: len(_images(w)) == 2)
+        assert _deltas(w)[-1]["meta"] == [{"path": "Dockerfile", "change": "edited"}]
+        assert dockerd.client.inspect_image(_images(w)[1])["Config"]["Labels"]["edited"] == "1"
+    finally:
+        assert w.stop() == 0
+
+
+def test_12_failed_build_shows_the_failing_steps_lines(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "ctx"
+    root.mkdir()
+    (root / "Dockerfile").write_text("FROM bb:latest\nRUN echo fine\nRUN echo npm-ERR-the-cause && false\n")
+    w = WatchProcess([str(root), "--build", "-H", f"unix://{dockerd.socket}"], tmp_path / "cache")
+    try:
+        _wait(w, lambda: any("build failed" in e for e in w.err))
+        err = "".join(w.err)
+        assert "  | npm-ERR-the-cause" in err, err
+        assert "  | fine" not in err  # the earlier step's output is not the failing step's
+    finally:
+        assert w.stop() == 0
+
+
+def test_build_takes_walked_entries_from_the_hook(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``build(walked=)``: the entries it returns are what is packed (here
+    one file left out on purpose: another image), ``None`` walks."""
+    from ctxpack.engine.builder import BuildOptions, build
+    from ctxpack.engine.client import Engine
+    from ctxpack.walker import walk_all
+
+    root = tmp_path / "ctx"
+    root.mkdir()
+    (root / "Dockerfile").write_text("FROM bb:latest\nCOPY . /ctx\n")
+    (root / "a.txt").write_text("a\n")
+    (root / "b.txt").write_text("b\n")
+    seen: list[object] = []
+
+    def walked(ctx):  # type: ignore[no-untyped-def]
+        seen.append(ctx)
+        return None
+
+    def without_b(ctx):  # type: ignore[no-untyped-def]
+        entries = [e for e in walk_all(ctx) if e.path != "b.txt"]
+        for e in entries:
+            e.stat = os.lstat(os.path.join(ctx.root, e.path))
+        return entries
+
+    opts = BuildOptions(builder="classic", minimal=False, record_snapshot=False)
+    engine = Engine.connect(f"unix://{dockerd.socket}")
+    try:
+        walked_image = build(str(root), engine, opts, walked=walked).image_id
+        plain_image = build(str(root), engine, opts).image_id
+        hooked_image = build(str(root), engine, opts, walked=without_b).image_id
+    finally:
+        engine.close()
+    assert len(seen) == 1 and getattr(seen[0], "root") == str(root.resolve())
+    assert walked_image == plain_image != hooked_image
