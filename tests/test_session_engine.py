@@ -627,8 +627,11 @@ def test_session_through_ssh_dial_stdio(engine, sshd, tmp_path):
 @pytest.mark.parametrize("change", ["grow", "vanish", "fifo"])
 def test_file_changed_during_the_transfer_fails_the_build_naming_it(engine, tmp_path, change):
     """The listing is made, then the file changes before the daemon asks for
-    it: never an image with content the listing does not describe (fsutil
-    would send a vanished file empty): the build fails naming the path."""
+    it.  Gone, or not a file any more: never an image with content the
+    context does not have (fsutil would send a vanished file empty): the
+    build fails naming the path.  Still a file (trial finding 28's
+    decision): sent as it is now, the image has those bytes (dockerd takes
+    the DATA whatever size the STAT said), and a warning names it."""
     root = tmp_path / "chg"
     (root / "d").mkdir(parents=True)
     (root / "Dockerfile").write_text(COPY_ALL)
@@ -646,9 +649,57 @@ def test_file_changed_during_the_transfer_fails_the_build_naming_it(engine, tmp_
             os.mkfifo(target)
     t0 = time.monotonic()
     r = session_build(sess.ctx, engine.socket, session=sess, network_mode="none", no_cache=True, timeout=60)
+    assert time.monotonic() - t0 < 30
+    if change == "grow":
+        assert r.ok, r.error
+        assert ctx_tree(engine, r.image_id)["ctx/d/moving.txt"][4] == b"before, and then much more\n"
+        assert len(r.warnings) == 1 and r.warnings[0].startswith("d/moving.txt: changed after it was listed"), r.warnings
+        return
     assert not r.ok
     assert "d/moving.txt: changed during the build's upload" in (r.error or ""), r.error
-    assert time.monotonic() - t0 < 30
+
+
+def test_a_log_written_during_the_build_builds_and_warns(engine, tmp_path):
+    """Trial finding 28: a file rewritten continuously through a real session
+    build (a dev server's log: 200 kB appended every 10 ms, truncated every
+    20 writes) builds, the image has a consistent copy of it (whole writes
+    only), and the warning names it."""
+    from ctxpack.engine.builder import BuildOptions, build
+    from ctxpack.engine.client import Engine
+    from ctxpack.engine.transport import UnixTransport
+
+    root = tmp_path / "hot"
+    root.mkdir()
+    (root / "Dockerfile").write_text(COPY_ALL)
+    log = root / "hot.log"
+    block = b"".join(b"%06d" % i + b"." * 994 for i in range(200))  # 200 kB, one writer's write
+    log.write_bytes(block * 3)
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            with open(log, "ab" if n % 20 else "wb") as f:
+                f.write(block)
+            n += 1
+            time.sleep(0.01)
+
+    warnings: list[str] = []
+    eng = Engine(UnixTransport(engine.socket))
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.1)
+        r = build(open_context(root, dialect="buildkit"), eng,
+                  BuildOptions(builder="buildkit", session=True, network="none", no_cache=True,
+                               record_snapshot=False), warn=warnings.append)
+    finally:
+        stop.set()
+        t.join(5)
+        eng.close()
+    got = ctx_tree(engine, r.image_id)["ctx/hot.log"][4]
+    assert got and len(got) % len(block) == 0 and got == block * (len(got) // len(block))
+    assert any(w.startswith("hot.log: changed after it was listed") for w in warnings), warnings
 
 
 class _Freezer:

@@ -519,8 +519,9 @@ def test_followpaths_answered_without_waiting_for_the_walk(tmp_path):
         srv.close()
 
 
-@pytest.mark.parametrize("change", ["grow", "shrink", "vanish", "directory", "symlink", "fifo", "touch"])
-def test_a_file_changed_after_the_listing_is_refused_naming_it(tmp_path, change):
+def _request_after_change(tmp_path, change):
+    """List ``d/f.txt`` (5 bytes), change it, ask for it: the packets the
+    call sent, its end status and message, and the service."""
     from ctxpack.engine.session.filesync import FileSyncService, context_listing
 
     _tree(tmp_path, {"Dockerfile": "FROM scratch\n", "d/f.txt": "12345"})
@@ -530,6 +531,8 @@ def test_a_file_changed_after_the_listing_is_refused_naming_it(tmp_path, change)
         f.write_text("123456")
     elif change == "shrink":
         f.write_text("1234")
+    elif change == "big":
+        f.write_bytes(b"x" * (1 << 20))  # past SMALL_FILE: sent from a consistent private copy
     elif change == "touch":
         os.utime(f, ns=(1, 1))  # same size, other content is possible: the mtime says so
     else:
@@ -549,17 +552,69 @@ def test_a_file_changed_after_the_listing_is_refused_naming_it(tmp_path, change)
         t0 = time.monotonic()
         client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_REQ, id=i)))
         c = client.calls[sid]
-        assert c.ended.wait(5), "the call did not end"
+        if change in ("vanish", "directory", "symlink", "fifo"):
+            assert c.ended.wait(5), "the call did not end"
+        else:
+            deadline = time.monotonic() + 5
+            while not any(wire.decode_packet(m).type == wire.PACKET_DATA and not wire.decode_packet(m).data
+                          for m in c.messages) and time.monotonic() < deadline:
+                time.sleep(0.01)
         assert time.monotonic() - t0 < 5  # a FIFO in the file's place never blocks
-        packets = [wire.decode_packet(m) for m in c.messages]
-        err = [p for p in packets if p.type == wire.PACKET_ERR]
-        assert err and b"d/f.txt: changed during the build's upload" in err[0].data, packets[-3:]
-        assert c.status != Status.OK and "d/f.txt" in c.message
-        assert not any(p.type == wire.PACKET_DATA and p.id == i and p.data for p in packets)
-        assert service.errors and "d/f.txt" in service.errors[0]
+        return [wire.decode_packet(m) for m in c.messages], c, i, service, f
     finally:
         client.close()
         srv.close()
+
+
+@pytest.mark.parametrize("change", ["vanish", "directory", "symlink", "fifo"])
+def test_a_file_gone_or_not_a_file_after_the_listing_is_refused_naming_it(tmp_path, change):
+    """Trial finding 28's decision: what cannot be sent as the file the
+    listing names (fsutil would send a vanished file empty, a wrong image)
+    fails the build naming the path; no DATA for it."""
+    packets, c, i, service, _ = _request_after_change(tmp_path, change)
+    err = [p for p in packets if p.type == wire.PACKET_ERR]
+    assert err and b"d/f.txt: changed during the build's upload" in err[0].data, packets[-3:]
+    assert c.status != Status.OK and "d/f.txt" in c.message
+    assert not any(p.type == wire.PACKET_DATA and p.id == i and p.data for p in packets)
+    assert service.errors and "d/f.txt" in service.errors[0]
+
+
+@pytest.mark.parametrize("change", ["grow", "shrink", "touch", "big"])
+def test_a_file_rewritten_after_the_listing_is_sent_as_it_is_now_with_a_warning(tmp_path, change):
+    """Trial finding 28's decision: still a regular file: sent as read now
+    (consistently), as dockerd's receiver takes the bytes sent whatever the
+    STAT said and the docker CLI's sender sends what the file holds; a
+    warning names the path, and nothing is refused."""
+    packets, c, i, service, f = _request_after_change(tmp_path, change)
+    assert not [p for p in packets if p.type == wire.PACKET_ERR], packets[-3:]
+    data = b"".join(p.data for p in packets if p.type == wire.PACKET_DATA and p.id == i)
+    assert data == f.read_bytes()
+    assert not service.errors
+    assert len(service.warnings) == 1 and service.warnings[0].startswith("d/f.txt: changed after it was listed")
+    assert f"sent {len(data)} " in service.warnings[0]
+
+
+def test_a_file_kept_changing_while_read_is_refused_naming_it(tmp_path, monkeypatch):
+    """A copy that never holds still (fstat differs after every one of the
+    tries) is refused naming the path, not sent torn."""
+    from ctxpack.engine.session import filesync
+
+    _tree(tmp_path, {"Dockerfile": "FROM scratch\n", "d/f.txt": "12345"})
+    listing = filesync.context_listing(open_context(tmp_path, dialect="buildkit"))
+    f = tmp_path / "d" / "f.txt"
+    f.write_bytes(b"y" * (1 << 20))
+    real = filesync._copy_range
+
+    def copy_then_write(src, dst, size):  # the writer gets in during every copy
+        n = real(src, dst, size)
+        with open(f, "ab") as w:
+            w.write(b"z")
+        return n
+
+    monkeypatch.setattr(filesync, "_copy_range", copy_then_write)
+    e = next(x for x in listing.entries if x.path == "d/f.txt")
+    with pytest.raises(filesync._ChangedFile, match=r"d/f.txt: changed during the build's upload \(it kept changing"):
+        list(filesync._chunks(e, lambda m: None))
 
 
 def test_a_walk_error_reaches_the_daemon_as_an_err_packet(tmp_path):

@@ -779,6 +779,8 @@ def build(
                     engine, plan.ctx, plan.query, plan.headers, opts,
                     lambda why: note(f"{why}; sending the context as a tar (compression {plan.compression})"))
             if session_build is not None:
+                # A file that changed after it was listed is sent as it is now: say so as it happens.
+                session_build.session.filesync.on_warning(warn or note)
                 upload.compression = "session"
                 resp = session_build.response
             else:

@@ -68,6 +68,8 @@ class SessionBuildResult:
     session_closed: str | None = None
     #: What ctxpack decided about the session (e.g. a deprecated endpoint).
     notes: list[str] = field(default_factory=list)
+    #: Files sent as they were when the daemon asked, not as listed (changed meanwhile).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -388,7 +390,7 @@ def _run(ctx: BuildContext, eng: Engine, *, tags: Sequence[str], target: str | N
     if sess.errors and error is not None:
         error += " (session: " + "; ".join(sess.errors[:3]) + ")"
     return SessionBuildResult(image_id, error, messages, sess.stats(), time.monotonic() - started, closed,
-                              list(sess.notes))
+                              list(sess.notes), list(sess.filesync.warnings))
 
 
 def _why(sess: Session) -> str:

@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING
 import h2.exceptions
 
 from ...context import BuildContext, Dialect
-from ...errors import ContextError
+from ...errors import ChangedDuringReadError, ContextError
+from ...fs import RETRIES, SMALL_FILE, read_whole
 from . import wire
 from .grpcserver import Call, RpcError, Status
 
@@ -468,9 +469,29 @@ class FileSyncService:
         self._lock = threading.Lock()
         self.stats: list[DirStats] = []
         self.errors: list[str] = []
+        #: Files sent as they were when read, not as listed (each named once).
+        self.warnings: list[str] = []
+        self._on_warning: Callable[[str], None] | None = None
         self.recv_timeout = recv_timeout
         #: When each walk ran: ``name -> (start, end)``, monotonic (end 0.0 while it runs).
         self.made_at: dict[str, tuple[float, float]] = {}
+
+    def on_warning(self, fn: Callable[[str], None] | None) -> None:
+        """Call ``fn`` with each warning: the ones given so far at once,
+        later ones as they happen (from the calls' threads)."""
+        with self._lock:
+            self._on_warning = fn
+            past = list(self.warnings)
+        if fn is not None:
+            for w in past:
+                fn(w)
+
+    def _warn(self, message: str) -> None:
+        with self._lock:
+            self.warnings.append(message)
+            fn = self._on_warning
+        if fn is not None:
+            fn(message)
 
     def prepare(self, name: str) -> None:
         """Start the walk for ``name`` now (in its thread), e.g. while the session starts."""
@@ -644,7 +665,7 @@ class FileSyncService:
             if len(stats.requested_paths) < MAX_REQUESTED_PATHS:
                 stats.requested_paths.append(e.path)
             try:
-                for chunk in _chunks(e):
+                for chunk in _chunks(e, self._warn):
                     body = wire.encode_data_packet(p.id, chunk)
                     out.buf += len(body).to_bytes(5, "big")
                     out.buf += body
@@ -695,20 +716,37 @@ class _Out:
 
 
 class _ChangedFile(Exception):
-    """A requested file is not what the listing said any more."""
+    """A requested file cannot be sent as a file: it vanished, or is not a
+    regular file any more, or never held still long enough to be read."""
 
 
-def _chunks(e: ListedEntry) -> Iterable[bytes]:
-    """The content of ``e``, checked against its listed ``Stat``: a file
-    that vanished, became something else, or changed size or mtime since
-    the listing (or while it was read) raises :class:`_ChangedFile` naming
-    its path, rather than sending content the listing does not describe."""
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) == (b.st_size, b.st_mtime_ns, b.st_ctime_ns, b.st_ino)
+
+
+def _kind(mode: int) -> str:
+    return "a directory" if st.S_ISDIR(mode) else "a FIFO" if st.S_ISFIFO(mode) else "not a file"
+
+
+def _chunks(e: ListedEntry, warn: Callable[[str], None] | None = None) -> Iterable[bytes]:
+    """The content of ``e`` as it is when the daemon asks for it, read
+    consistently (``fstat`` unchanged across the read, redone up to
+    :data:`ctxpack.fs.RETRIES` times, as the tar path reads).
+
+    dockerd's fsutil receiver writes the bytes it gets whatever size the
+    STAT said (checked on dockerd 20.10: a file listed at 10 bytes and sent
+    with 25, or 3, is in the image with 25, or 3), and the docker CLI's
+    sender copies what the file holds when asked.  So a file that changed
+    since its STAT (a dev server's log) is sent as it is now, and ``warn``
+    names it: never silent.  A file that vanished, or is not a regular file
+    any more, raises :class:`_ChangedFile` naming it (fsutil would send a
+    vanished file empty: an image with a file the context does not have)."""
     if e.data is not None:
         for i in range(0, len(e.data), CHUNK_SIZE):
             yield e.data[i:i + CHUNK_SIZE]
         return
     if e.source is None:
-        return
+        return  # a socket: served as an empty file, as fsutil's sender does (it cannot open one)
     listed = e.stat
     what = f"{e.path}: changed during the build's upload"
     try:
@@ -722,29 +760,88 @@ def _chunks(e: ListedEntry) -> Iterable[bytes]:
         raise _ChangedFile(f"{e.path}: cannot be read: {err.strerror}") from None
     try:
         before = os.fstat(fd)
-        _check(before, listed, what)
-        sent = 0
-        while True:
-            chunk = os.read(fd, CHUNK_SIZE)
-            if not chunk:
-                break
-            sent += len(chunk)
-            if sent > listed.size:
-                raise _ChangedFile(f"{what} (it grew past the {listed.size} bytes listed); build again")
-            yield chunk
-        after = os.fstat(fd)
-        if sent != listed.size:
-            raise _ChangedFile(f"{what} (it shrank from {listed.size} to {sent} bytes); build again")
-        _check(after, listed, what)
+        if not st.S_ISREG(before.st_mode):
+            raise _ChangedFile(f"{what} (it is {_kind(before.st_mode)} now); build again")
+        os.set_blocking(fd, True)
+        changed = before.st_size != listed.size or before.st_mtime_ns != listed.mod_time
+        data = None
+        if before.st_size <= SMALL_FILE:
+            try:
+                data, after = read_whole(fd, before.st_size, before.st_mtime_ns, before.st_ctime_ns, e.path, e.source)
+                changed = changed or after.st_size != listed.size or after.st_mtime_ns != listed.mod_time
+            except ChangedDuringReadError as err:
+                before = os.fstat(fd)
+                if before.st_size <= SMALL_FILE:
+                    raise _ChangedFile(f"{what} ({str(err).removeprefix(e.path + ': ')}); build again") from None
+                changed = True  # grew big while read: copied below
+        if data is not None:
+            for i in range(0, len(data), CHUNK_SIZE):
+                yield data[i:i + CHUNK_SIZE]
+            sent = len(data)
+        else:
+            # Changed since the listing (it may still be being written): a
+            # consistent private copy first, sent from the copy.
+            src, size = _consistent_copy(fd, before, what) if changed else (fd, before.st_size)
+            try:
+                sent = 0
+                while sent < size:
+                    chunk = os.pread(src, min(CHUNK_SIZE, size - sent), sent)
+                    if not chunk:
+                        break
+                    sent += len(chunk)
+                    yield chunk
+                if src == fd and (sent != size or not _same(os.fstat(fd), before)):
+                    # Unchanged from the listing until it was asked for, and
+                    # it changed while it went out: what was sent may be torn.
+                    raise _ChangedFile(f"{what} (it changed while it was being sent); build again")
+            finally:
+                if src != fd:
+                    os.close(src)
+        if changed and warn is not None:
+            warn(f"{e.path}: changed after it was listed to the engine (listed {listed.size} bytes, sent {sent} "
+                 "as it was when read): the image has it as it was then")
     finally:
         os.close(fd)
 
 
-def _check(now: os.stat_result, listed: wire.Stat, what: str) -> None:
-    if not st.S_ISREG(now.st_mode):
-        kind = "a directory" if st.S_ISDIR(now.st_mode) else "a FIFO" if st.S_ISFIFO(now.st_mode) else "not a file"
-        raise _ChangedFile(f"{what} (it is {kind} now); build again")
-    if now.st_size != listed.size:
-        raise _ChangedFile(f"{what} (listed {listed.size} bytes, now {now.st_size}); build again")
-    if now.st_mtime_ns != listed.mod_time:
-        raise _ChangedFile(f"{what} (modified since it was listed); build again")
+def _consistent_copy(fd: int, before: os.stat_result, what: str) -> tuple[int, int]:
+    """A private copy of the open file ``fd`` (an unlinked temporary file)
+    and its size, taken when ``fstat`` agrees before and after the copy;
+    retried against the newer stat up to :data:`ctxpack.fs.RETRIES` times."""
+    import tempfile
+
+    for _ in range(RETRIES):
+        if not st.S_ISREG(before.st_mode):
+            raise _ChangedFile(f"{what} (it is {_kind(before.st_mode)} now); build again")
+        out = tempfile.TemporaryFile()
+        copy = os.dup(out.fileno())
+        out.close()
+        try:
+            copied = _copy_range(fd, copy, before.st_size)
+            after = os.fstat(fd)
+        except BaseException:
+            os.close(copy)
+            raise
+        if copied == before.st_size and _same(after, before):
+            return copy, copied
+        os.close(copy)
+        before = after
+    raise _ChangedFile(f"{what} (it kept changing while it was read, {RETRIES} tries); build again")
+
+
+def _copy_range(src: int, dst: int, size: int) -> int:
+    # In the kernel where it can (copy_file_range), so a hot file is copied
+    # in a moment between two of its writer's writes.
+    done = 0
+    while done < size:
+        try:
+            n = os.copy_file_range(src, dst, size - done, done, done)
+        except OSError:
+            n = -1
+        if n < 0:
+            chunk = os.pread(src, min(1 << 20, size - done), done)
+            n = os.pwrite(dst, chunk, done) if chunk else 0
+        if n == 0:
+            break  # it shrank
+        done += n
+    return done
