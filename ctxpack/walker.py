@@ -16,7 +16,9 @@ One walker, two dialects (semantics note §4.5–4.6, §6, §7):
   BuildKit emits it just before its first sent descendant;
 * entries: regular files, directories, symlinks (never followed), hard links
   (later names of an inode already sent), FIFOs and devices; sockets are
-  dropped (Go's tar writer refuses them).
+  dropped (Go's tar writer refuses them), except where the BuildKit
+  session serves them (``sockets=True``: fsutil's sender lists a socket
+  as an empty file with its permission bits, see docs/session.md).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class EntryKind:
     FIFO = "fifo"
     CHAR = "char"
     BLOCK = "block"
+    #: A unix socket: only in a BuildKit listing asked for with ``sockets=True``.
+    SOCKET = "socket"
 
 
 @dataclass(slots=True)
@@ -94,6 +98,7 @@ _KINDS = {
     st.S_IFREG: EntryKind.FILE, st.S_IFDIR: EntryKind.DIR, st.S_IFLNK: EntryKind.SYMLINK,
     st.S_IFIFO: EntryKind.FIFO, st.S_IFCHR: EntryKind.CHAR, st.S_IFBLK: EntryKind.BLOCK,
 }
+_KINDS_AND_SOCKETS = {**_KINDS, st.S_IFSOCK: EntryKind.SOCKET}
 
 
 def descends_into_excluded(ctx: BuildContext, path: str) -> bool:
@@ -201,7 +206,7 @@ _Frame = tuple[Iterator[os.DirEntry[str]], str, str, DirPlan, int, tuple[_Held, 
 
 def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_depth: int,
           excluded: bool, warn: Warn | None = None, on_error: OnError | None = None,
-          reported: set[str] | None = None) -> Iterator[Entry]:
+          reported: set[str] | None = None, sockets: bool = False) -> Iterator[Entry]:
     # One frame per open directory: its sorted children, where it is, the
     # plan for its children, (BuildKit) the excluded-but-descended ancestors
     # not yet emitted (they are sent before their first sent child), and
@@ -217,7 +222,7 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
     plan_for = matcher.plan
     selection = ctx.selection
     omitted = ctx.omitted
-    kinds = _KINDS
+    kinds = _KINDS_AND_SOCKETS if sockets and not classic else _KINDS
     FILE, DIR, SYMLINK = EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK
     stack: list[_Frame] = []
 
@@ -494,7 +499,8 @@ def validate_classic(ctx: BuildContext, on_error: OnError | None = None) -> None
 
 
 def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None = None,
-                 on_error: OnError | None = None, walked: Iterable[Entry] | None = None) -> Iterator[Entry]:
+                 on_error: OnError | None = None, walked: Iterable[Entry] | None = None,
+                 sockets: bool = False) -> Iterator[Entry]:
     """Entries in upload order, as the context's dialect sends them.
 
     ``walked`` stands for :func:`walk_all`'s output (with the same
@@ -507,7 +513,10 @@ def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None
     Dockerfile travels as ``.dockerfile.<id>`` at the end, and
     ``.dockerignore`` (rewritten in place, or added) names it so that the
     daemon removes both after reading them (semantics note §5.1).
-    ``warn`` and ``on_error``: see :func:`walk_all`.
+    ``warn`` and ``on_error``: see :func:`walk_all`.  ``sockets``: the
+    BuildKit dialect also lists unix sockets (kind ``socket``), as the
+    session serves them; tars never hold them (``walked`` entries are taken
+    as they are).
     """
     reported: set[str] = set()  # what the validation already reported: not warned about again
 
@@ -522,7 +531,7 @@ def list_entries(ctx: BuildContext, *, excluded: bool = False, warn: Warn | None
     name = injected_dockerfile_name(ctx) if inject else ""
     had_ignore = False
     entries = walked if walked is not None else _walk(
-        ctx, ctx.root, "", ctx.matcher.plan("", 0, 1), 1, excluded, warn, on_error, reported)
+        ctx, ctx.root, "", ctx.matcher.plan("", 0, 1), 1, excluded, warn, on_error, reported, sockets)
     for e in entries:
         if inject and e.included and e.path == ".dockerignore" and e.kind == EntryKind.FILE:
             had_ignore = True

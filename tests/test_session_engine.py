@@ -190,6 +190,40 @@ def test_odd_tree_session_equals_cli_session_and_tar(engine, cli2010, tmp_path):
     assert full and full[-1].entries == len(listed)
 
 
+def test_socket_and_fifo_served_as_the_cli_session_serves_them(engine, cli2010, tmp_path):
+    """Trial finding 24: a unix socket in the context (a dev server's) is in
+    the 20.10 CLI's session image as an empty regular file with the
+    socket's permission bits (fsutil lists it so), a FIFO is in neither
+    image; ctxpack's session gives the same image, and `ls --dialect
+    buildkit` lists what the session serves (socket and FIFO)."""
+    from ctxpack.engine.session.filesync import context_listing
+
+    root = tmp_path / "sockctx"
+    (root / "tmp").mkdir(parents=True)
+    (root / "Dockerfile").write_text(COPY_ALL)
+    (root / "tmp" / "plain").write_text("p\n")
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(str(root / "tmp" / "puma.sock"))
+        os.chmod(root / "tmp" / "puma.sock", 0o751)
+        os.mkfifo(root / "tmp" / "fifo", 0o600)
+        theirs = ctx_tree(engine, cli_session(cli2010, root))
+        r = ctxpack_session(engine, root, no_cache=True)
+        assert r.ok, r.error
+        ours = ctx_tree(engine, r.image_id)
+        listed = subprocess.run([sys.executable, "-m", "ctxpack.cli", "ls", "--dialect", "buildkit", str(root)],
+                                capture_output=True, text=True, timeout=60)
+        served = [e.path for e in context_listing(open_context(root, dialect="buildkit")).entries]
+    finally:
+        s.close()
+    assert theirs["ctx/tmp/puma.sock"][:2] == ("file", 0o751) and theirs["ctx/tmp/puma.sock"][4] == b""
+    assert "ctx/tmp/fifo" not in theirs
+    assert diff_trees(theirs, ours) == []
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == [p + "/" if p == "tmp" else p for p in served]
+    assert "tmp/puma.sock" in served and "tmp/fifo" in served
+
+
 @pytest.mark.parametrize("case_id", PROOF_CASES)
 def test_proof_case_session_equals_cli_session_and_tar(engine, cli2010, tmp_path, case_id):
     root = proof_case_tree(tmp_path / "ctx", case_id)

@@ -40,7 +40,9 @@ def ls_command(directory: str, dockerfile: str | None, dialect: str, ignore_file
     warn = lambda message: say("warning", message)  # noqa: E731
     unreadable = Unreadable()
     walked = warm("walk", ctx, excluded=excluded)  # a running `ctxpack watch` answers without walking
-    for e in api.list_entries(ctx, excluded=excluded, warn=warn, on_error=unreadable, walked=walked):
+    # BuildKit: sockets too, as the session serves them (empty files; a tar never holds one).
+    sockets = ctx.dialect is Dialect.BUILDKIT
+    for e in api.list_entries(ctx, excluded=excluded, warn=warn, on_error=unreadable, walked=walked, sockets=sockets):
         if excluded:
             if e.included:
                 continue

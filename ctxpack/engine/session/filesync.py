@@ -227,13 +227,21 @@ def iter_context_listing(ctx: BuildContext) -> Iterator[ListedEntry]:
     if ctx.dialect is not Dialect.BUILDKIT:
         raise ContextError("a session serves the BuildKit dialect's context; open it with dialect='buildkit'")
     root = ctx.root
-    for e in list_entries(ctx):
+    for e in list_entries(ctx, sockets=True):
         if e.stat is None:
             continue  # synthetic entries are a classic-dialect matter
         absp = os.path.join(root, e.path)
         s = e.stat
         link = e.link or "" if e.kind in (EntryKind.HARDLINK, EntryKind.SYMLINK) else ""
         stt = stat_of(e.path, absp, s, link=link)
+        if e.kind == EntryKind.SOCKET:
+            # What the docker CLI's fsutil sends for a socket (seen on the
+            # wire from the 20.10 CLI): its permission bits without the
+            # socket type, size 0; asked for, it answers an empty DATA (it
+            # cannot open a socket).  The image has an empty regular file.
+            stt.mode &= ~_MODE_SOCKET
+            yield ListedEntry(stt, None, b"", None)
+            continue
         inode = (s.st_dev, s.st_ino) if e.kind in (EntryKind.FILE, EntryKind.HARDLINK) and s.st_nlink > 1 else None
         source = absp if e.kind in (EntryKind.FILE, EntryKind.HARDLINK) else None
         yield ListedEntry(stt, source, None, inode)
@@ -746,7 +754,7 @@ def _chunks(e: ListedEntry, warn: Callable[[str], None] | None = None) -> Iterab
             yield e.data[i:i + CHUNK_SIZE]
         return
     if e.source is None:
-        return  # a socket: served as an empty file, as fsutil's sender does (it cannot open one)
+        return
     listed = e.stat
     what = f"{e.path}: changed during the build's upload"
     try:
