@@ -41,8 +41,8 @@ from ctxpack.ignore.pattern import MatchKind, Pattern, compile_pattern
 from ctxpack.linter import secrets
 from ctxpack.linter.findings import ERROR, INFO, WARNING, Edit, Finding, LintReport, merge_by_path
 from ctxpack.linter.guards import DOTNET_PROJECTS, HEAVY, heavy_kind, is_guard
-from ctxpack.linter.view import ContextView, dockerfile_name, open_view, walk_entries
-from ctxpack.walker import Entry, EntryKind, descends_into_excluded
+from ctxpack.linter.view import DIR_CODE, SENT, ContextView, Row, Walked, dockerfile_name, open_view, walk_entries
+from ctxpack.walker import EntryKind, descends_into_excluded
 
 __all__ = ["CHECKS", "LintOptions", "lint", "literal_pattern"]
 
@@ -103,27 +103,27 @@ def _could_be_below(pattern: Pattern, directory: str) -> bool:
     return not lp or lp.startswith(d) or d.startswith(lp)
 
 
-def _first_match(view: ContextView, pattern: Pattern) -> tuple[str | None, Entry | None]:
+def _first_match(view: ContextView, pattern: Pattern) -> tuple[str | None, Row | None]:
     """A path ``pattern`` matches: among the walk's entries first, then
     inside pruned directories (with the pruned directory); (None, None)."""
     if pattern.kind is MatchKind.EXACT:
-        e = view.by_path().get(pattern.text)
+        e = view.entry(pattern.text)
         if e is not None:
             return e.path, None
         if not os.path.lexists(os.path.join(view.ctx.root, pattern.text)):
             return None, None
         parts = pattern.text.split("/")
         for k in range(1, len(parts)):
-            top = view.by_path().get("/".join(parts[:k]))
+            top = view.entry("/".join(parts[:k]))
             if top is not None and not top.included:
                 return pattern.text, top
         return pattern.text, None
-    for e in view.entries:
-        if _safe_matches(pattern, e.path):
-            return e.path, None
+    for path in view.entries.paths:
+        if _safe_matches(pattern, path):
+            return path, None
     for d in view.pruned():
         if _could_be_below(pattern, d.path):
-            for rel, _ in view.subtree(d.path):
+            for rel in view.subtree(d.path):
                 if _safe_matches(pattern, rel):
                     return rel, d
     return None, None
@@ -185,32 +185,33 @@ def check_habits(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     # of them and take what follows it in walk order (its contents).
     literal = {alt[3:] for _, alt, _ in candidates if "/" not in alt[3:] and not any(c in alt[3:] for c in "*?[\\")}
     starts: dict[str, list[int]] = {t: [] for t in literal}
+    codes, rules = entries.codes, entries.rules
     if literal:
         suffixes = tuple("/" + t for t in literal)
-        for i, e in enumerate(entries):
-            if e.path.endswith(suffixes) and e.included and e.rule is None:
-                starts[e.path.rpartition("/")[2]].append(i)
-    free: list[Entry] | None = None
+        for i, path in enumerate(entries.paths):
+            if path.endswith(suffixes) and codes[i] & SENT and rules[i] is None:
+                starts[path.rpartition("/")[2]].append(i)
+    free: list[int] | None = None  # sent entries no rule decides, by index
     for r, alt, pat in candidates:
         missed: list[tuple[str, int]] = []
         inside = ""
         tail = alt[3:]
-        scan: Iterable[Entry]
+        scan: Iterable[Row]
         if tail in literal:
             scan = _runs(entries, starts[tail])
         else:
             if free is None:
-                free = [e for e in entries if e.included and e.rule is None]
-            scan = free
+                free = [i for i, c in enumerate(codes) if c & SENT and rules[i] is None]
+            scan = (entries[i] for i in free)
         for e in scan:
             if not e.included or e.rule is not None:
                 continue  # (inside a run: excluded, or decided by another rule)
             if inside and e.path.startswith(inside):
-                if e.kind == EntryKind.FILE and e.stat is not None:
-                    missed[-1] = (missed[-1][0], missed[-1][1] + e.stat.st_size)
+                if e.kind == EntryKind.FILE and e.size >= 0:
+                    missed[-1] = (missed[-1][0], missed[-1][1] + e.size)
                 continue
             if _safe_matches(pat, e.path) and not _safe_matches(r.pattern, e.path):
-                size = e.stat.st_size if e.kind == EntryKind.FILE and e.stat is not None else 0
+                size = e.size if e.kind == EntryKind.FILE and e.size >= 0 else 0
                 missed.append((e.path, size))
                 inside = e.path + "/"
         if not missed:
@@ -227,16 +228,17 @@ def check_habits(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         )
 
 
-def _runs(entries: list[Entry], starts: list[int]) -> Iterable[Entry]:
+def _runs(entries: Walked, starts: list[int]) -> Iterable[Row]:
     """Each start entry and what lies below it (contiguous in walk order)."""
+    paths = entries.paths
     end = -1
     for i in starts:
         if i <= end:
             continue
-        head = entries[i].path + "/"
+        head = paths[i] + "/"
         yield entries[i]
         j = i + 1
-        while j < len(entries) and entries[j].path.startswith(head):
+        while j < len(paths) and paths[j].startswith(head):
             yield entries[j]
             j += 1
         end = j - 1
@@ -286,7 +288,8 @@ def check_dead_rules(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             if pruned_by is not None:
                 why = f"it only matches inside {pruned_by.path}/, which {pruned_by.rule} already excludes"
             else:
-                decider = view.by_path()[path].rule if path in view.by_path() else None
+                hit = view.entry(path)
+                decider = hit.rule if hit is not None else None
                 why = f"every path it matches is decided by another rule ({path}: {decider or 'no rule'})"
             yield _on(r, "redundant", WARNING, why, "remove it", Edit("comment", "redundant", r.line))
             continue
@@ -323,7 +326,7 @@ def check_exceptions(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
             msg = f"exception re-includes nothing: {pruned_by.path}/ is excluded by {pruned_by.rule} and not searched{why}"
             fix = "spell the path out literally (e.g. '!" + path + "') so that both builders look inside"
         else:
-            entry = view.by_path().get(path)
+            entry = view.entry(path)
             decider = entry.rule if entry is not None else None
             if decider is not None and decider.exception:
                 msg = (f"exception re-includes nothing more: {path} is already sent because {decider} "
@@ -344,11 +347,12 @@ def _literal_exception(r: Rule) -> bool:
 
 def _descended(view: ContextView) -> set[str]:
     """Excluded directories the walker read (for exceptions)."""
-    out = {e.path for e in view.entries
-           if e.kind == EntryKind.DIR and e.included and e.rule is not None and not e.rule.exception}
-    sent_or_pruned = {e.path for e in view.entries if e.kind == EntryKind.DIR}
-    for e in view.entries:
-        parent = e.path.rpartition("/")[0]
+    w = view.entries
+    out = {w.paths[i] for i, c in enumerate(w.codes)
+           if c == DIR_CODE | SENT and (r := w.rules[i]) is not None and not r.exception}
+    sent_or_pruned = w.dirs()
+    for path in w.paths:
+        parent = path.rpartition("/")[0]
         while parent and parent not in sent_or_pruned and parent not in out:
             out.add(parent)
             parent = parent.rpartition("/")[0]
@@ -370,12 +374,12 @@ def check_dialects(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     if all(descends_into_excluded(ctx, d) == descends_into_excluded(octx, d) for d in dirs):
         return
     oentries, _ = walk_entries(octx)
-    osent = {e.path for e in oentries if e.included}
+    osent = oentries.sent()
     # Directories differ by design (BuildKit sends excluded parents of
     # re-included paths, classic lets the daemon create them), and the
     # classic CLI forces the Dockerfile and .dockerignore in: compare the rest.
     skip = {"Dockerfile", ".dockerignore", ctx.dockerfile or ""}
-    is_dir = {e.path for e in view.entries if e.kind == EntryKind.DIR} | {e.path for e in oentries if e.kind == EntryKind.DIR}
+    is_dir = view.entries.dirs() | oentries.dirs()
     differ = sorted(p for p in (view.sent ^ osent) - skip if p not in is_dir)
     for p in differ[:opts.max_listed]:
         who = ctx.dialect.value if p in view.sent else other.value
@@ -397,6 +401,7 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     rules: dict[str, Rule | None] = {}  # the rule that decided each heavy directory
     file_kind = EntryKind.FILE
     entries = view.entries
+    paths = entries.paths
     census = view.counted()
     n = len(entries)
     done = 0  # entries before this are inside a heavy directory already summed
@@ -407,19 +412,19 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         i += 1
         parent, _, name = e.path.rpartition("/")
         if name in ("bin", "obj") and projects is None:
-            projects = {x.path.rpartition("/")[0] for x in entries if x.path.endswith(DOTNET_PROJECTS)}
+            projects = {p.rpartition("/")[0] for p in paths if p.endswith(DOTNET_PROJECTS)}
         what = heavy_kind(name, parent in (projects or ()))
         if what is None:
             continue
         # Sum its contents (and skip past them: a heavy directory inside a
         # heavy one is part of it).
         inside, total = e.path + "/", 0
-        while i < n and entries[i].path.startswith(inside):
+        while i < n and paths[i].startswith(inside):
             x = entries[i]
             i += 1
             if x.included:
-                if x.kind == file_kind and x.stat is not None:
-                    total += x.stat.st_size
+                if x.kind == file_kind and x.size >= 0:
+                    total += x.size
                 if x.rule is not None and e.path not in reincluded and view.user_exception(x.rule):
                     reincluded[e.path] = x.rule
         done = i
@@ -473,12 +478,12 @@ def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     # package's test keys would fail every gate).
     for i in view.counted().secret:
         e = entries[i]
-        assert e.stat is not None
+        assert e.size >= 0
         reason = secrets.candidate(e.path)
         if reason is None:
             continue
         try:
-            hits = secrets.scan(os.path.join(view.ctx.root, e.path), e.path, e.stat.st_size, reason)
+            hits = secrets.scan(os.path.join(view.ctx.root, e.path), e.path, e.size, reason)
         except (ContextError, OSError):
             continue  # unreadable: the walk reports it
         if secrets.looks_like_example(e.path):
@@ -531,15 +536,14 @@ def _source_state(view: ContextView, pattern: str) -> tuple[list[str], list[Rule
     sent: list[str] = []
     keeping: list[Rule | None] = []
     if literal:
-        by_path = view.by_path()
-        e = by_path.get(pattern)
+        e = view.entry(pattern)
         if e is not None:
             return ([pattern], []) if e.included else ([], [e.rule])
         if not os.path.lexists(os.path.join(view.ctx.root, pattern)):
             return [], []
         parts = pattern.split("/")
         for k in range(1, len(parts)):
-            top = by_path.get("/".join(parts[:k]))
+            top = view.entry("/".join(parts[:k]))
             if top is not None and not top.included:
                 return [], [top.rule]
         return [], [None]
@@ -550,7 +554,7 @@ def _source_state(view: ContextView, pattern: str) -> tuple[list[str], list[Rule
                 return sent, keeping
             keeping.append(e.rule)
     for d in view.pruned():
-        if sel.may_contain(d.path) and any(sel.wants(rel) for rel, _ in view.subtree(d.path)):
+        if sel.may_contain(d.path) and any(sel.wants(rel) for rel in view.subtree(d.path)):
             keeping.append(d.rule)
     return sent, keeping
 

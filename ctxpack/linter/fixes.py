@@ -121,8 +121,8 @@ def _verdict(view: ContextView, text: str, edit: Edit, reincluded: dict[str, str
     entries, errors = walk_entries(new_ctx)
     if errors and not view.errors:
         return f"the builder would fail with the edited file: {errors[0]}", current
-    sent = {e.path for e in entries if e.included}
-    dirs = {e.path for e in entries if e.kind == "dir"} | {e.path for e in view.entries if e.kind == "dir"}
+    sent = entries.sent()
+    dirs = entries.dirs() | view.entries.dirs()
     if edit.op == "append" and not edit.syntactic and sent == current:
         return NOTHING_LEFT, sent  # an earlier edit already excluded it
     removed = sorted(view.sent - sent)

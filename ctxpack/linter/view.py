@@ -5,14 +5,25 @@ The walker decides every path it meets exactly once (the same walk ``ls
 entries, the deciding rule of each, and the Dockerfile analysis from here.
 What the walk does not visit (the inside of a pruned directory, git
 history) is listed lazily, only for a check that needs it.
+
+The entries are kept compact (:class:`Walked`): per entry only what the
+checks read -- the path, the kind, whether it is sent, the deciding rule
+and the size -- in columns, never the walker's ``Entry`` with its
+``lstat`` (a million-entry directory would otherwise cost ~1 kB a name).
+What every check needs from all entries (the rules' decisions, the bytes
+sent, the heavy directories, the secret candidates) is counted while the
+walk runs (:class:`Census`); the set of sent paths, the entries by path and
+a directory's names are made on demand, only for a check that asks.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ctxpack import fs
 from ctxpack.context import BuildContext, Dialect, open_context, select_ignore_file
@@ -23,7 +34,8 @@ from ctxpack.ignore.pattern import compile_pattern
 from ctxpack.ignore.reader import RawRule, read_ignore_file
 from ctxpack.walker import Entry, EntryKind, needs_classic_validation, validate_classic, walk_all
 
-__all__ = ["ContextView", "Opened", "RefusedLine", "open_view", "open_lenient", "split_rules", "walk_entries"]
+__all__ = ["Census", "ContextView", "Opened", "RefusedLine", "Row", "Walked", "open_view", "open_lenient", "split_rules",
+           "walk_entries"]
 
 CLI_SOURCE = "<docker cli>"
 
@@ -46,16 +58,104 @@ class Opened:
     stdin_dockerfile: bytes | None
 
 
+class Row(NamedTuple):
+    """One entry of a :class:`Walked`, as the checks read it: ``size`` is the
+    ``lstat`` size, -1 for an entry that was not statted (excluded ones)."""
+
+    path: str
+    kind: str
+    included: bool
+    rule: Rule | None
+    size: int
+
+
+# An entry's code: its kind's index here times two, plus one when it is sent.
+_KINDS = (EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK, EntryKind.HARDLINK, EntryKind.FIFO, EntryKind.CHAR,
+          EntryKind.BLOCK)
+_CODE = {k: i << 1 for i, k in enumerate(_KINDS)}
+SENT = 1
+FILE_CODE = _CODE[EntryKind.FILE]
+DIR_CODE = _CODE[EntryKind.DIR]
+# Look-ups by path scan the paths (in C, no memory) this many times; then a
+# dict of every path is made once.
+_SCANS = 16
+
+
+class Walked:
+    """The walk's entries in walk order, in columns: ``paths``; ``codes``
+    (kind and sent, one byte: :data:`FILE_CODE`, :data:`DIR_CODE`, ``| SENT``);
+    ``rules`` (the deciding rule, ``None`` when no rule matched); ``sizes``
+    (the ``lstat`` size, -1 when not statted).  About 90 bytes an entry with
+    its path; ``walked[i]`` and iteration give :class:`Row` s."""
+
+    __slots__ = ("paths", "codes", "rules", "sizes", "_index", "_lookups")
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.codes = bytearray()
+        self.rules: list[Rule | None] = []
+        self.sizes = array("q")
+        self._index: dict[str, int] | None = None
+        self._lookups = 0
+
+    def append(self, e: Entry) -> None:
+        """Add the walker's entry ``e`` (keeping only what the checks read)."""
+        self.paths.append(e.path)
+        self.codes.append(_CODE[e.kind] | e.included)
+        self.rules.append(e.rule)
+        self.sizes.append(e.stat.st_size if e.stat is not None else -1)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Row:
+        c = self.codes[i]
+        return Row(self.paths[i], _KINDS[c >> 1], bool(c & SENT), self.rules[i], self.sizes[i])
+
+    def __iter__(self) -> Iterator[Row]:
+        kinds = _KINDS
+        for p, c, r, s in zip(self.paths, self.codes, self.rules, self.sizes):
+            yield Row(p, kinds[c >> 1], bool(c & SENT), r, s)
+
+    def sent(self) -> set[str]:
+        """The paths sent."""
+        return {p for p, c in zip(self.paths, self.codes) if c & SENT}
+
+    def dirs(self) -> set[str]:
+        """The paths of directories (sent or not)."""
+        return {p for p, c in zip(self.paths, self.codes) if c & ~SENT == DIR_CODE}
+
+    def index(self, path: str) -> int | None:
+        """Where ``path`` is in the walk, or ``None``."""
+        if self._index is None:
+            self._lookups += 1
+            if self._lookups <= _SCANS:
+                try:
+                    return self.paths.index(path)
+                except ValueError:
+                    return None
+            self._index = {p: i for i, p in enumerate(self.paths)}
+        return self._index.get(path)
+
+    def get(self, path: str) -> Row | None:
+        """The entry of ``path``, or ``None``."""
+        i = self.index(path)
+        return None if i is None else self[i]
+
+
 @dataclass
 class Census:
-    """What the per-entry checks need, gathered in the one pass over the
-    walk that counts the rules' decisions (so no check scans every entry
-    again): the bytes sent; the sent directories with a heavy name
+    """What the checks need from every entry, counted while the walk runs
+    (so that no check scans every entry again): how many paths rule ``i``
+    decided (``decided[i]``; of them sent: ``decided_sent[i]``); the bytes
+    sent; the sent directories with a heavy name
     (:data:`~ctxpack.linter.guards.HEAVY`), and the sent files whose names
     :func:`~ctxpack.linter.secrets.maybe` accepts outside installed-package
     directories (:data:`~ctxpack.linter.secrets.INSTALLED`), as indices into
     the entries, in walk order."""
 
+    decided: dict[int, int] = field(default_factory=dict)
+    decided_sent: dict[int, int] = field(default_factory=dict)
     sent_bytes: int = 0
     heavy: list[int] = field(default_factory=list)
     secret: list[int] = field(default_factory=list)
@@ -65,39 +165,55 @@ class Census:
 class ContextView:
     """The context as the builder sees it, for the checks.
 
-    ``entries``: every entry the walker met, in walk order (sent ones with
-    their ``lstat``; excluded ones without; a pruned directory once).
-    ``sent``: the paths sent.  ``decided[i]`` / ``decided_sent[i]``: how many
-    paths rule ``i`` decided (of them, sent).  ``refused``: lines docker
-    refuses at load time (left out of ``ctx``).  ``analysis``: the
-    Dockerfile's sources (``None`` without a Dockerfile or when it cannot be
-    analysed, see ``analysis_error``); ``reads`` selects the paths the build
-    reads, ``None`` when that is not known (no analysis, or a fallback to the
-    whole context).  ``errors``: paths docker could not read.
+    ``entries``: every entry the walker met, in walk order, compact
+    (:class:`Walked`: path, kind, sent or not, deciding rule, size; a pruned
+    directory once).  ``census``: what was counted during the walk
+    (:class:`Census`); ``decided[i]`` / ``decided_sent[i]``: how many paths
+    rule ``i`` decided (of them, sent).  ``sent`` (made on first use): the
+    paths sent.  ``refused``: lines docker refuses at load time (left out of
+    ``ctx``).  ``analysis``: the Dockerfile's sources (``None`` without a
+    Dockerfile or when it cannot be analysed, see ``analysis_error``);
+    ``reads`` selects the paths the build reads, ``None`` when that is not
+    known (no analysis, or a fallback to the whole context).  ``errors``:
+    paths docker could not read.
     """
 
     ctx: BuildContext
     opened: Opened
-    entries: list[Entry]
-    sent: set[str]
-    decided: dict[int, int]
-    decided_sent: dict[int, int]
+    entries: Walked
+    census: Census
     refused: list[RefusedLine]
     ignore_text: str | None
     analysis: Analysis | None = None
     analysis_error: str | None = None
     reads: Selection | None = None
     errors: list[ContextError] = field(default_factory=list)
-    census: Census | None = None
-    _subtrees: dict[str, list[tuple[str, os.stat_result]]] = field(default_factory=dict, repr=False)
+    _subtrees: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _history: set[str] | None | bool = field(default=False, repr=False)
-    _children: dict[str, set[str]] | None = field(default=None, repr=False)
-    _by_path: dict[str, Entry] | None = field(default=None, repr=False)
+    _children: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _sent: set[str] | None = field(default=None, repr=False)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
         """The ignore file's rules as the walk used them (no CLI re-adds)."""
         return self.ctx.file_matcher.rules
+
+    @property
+    def decided(self) -> dict[int, int]:
+        """How many paths each rule (by index) decided."""
+        return self.census.decided
+
+    @property
+    def decided_sent(self) -> dict[int, int]:
+        """How many sent paths each rule (by index) decided."""
+        return self.census.decided_sent
+
+    @property
+    def sent(self) -> set[str]:
+        """The paths sent (made on first use)."""
+        if self._sent is None:
+            self._sent = self.entries.sent()
+        return self._sent
 
     @property
     def forced(self) -> set[str]:
@@ -120,38 +236,34 @@ class ContextView:
         """Whether ``rule`` is a ``!`` line the user wrote."""
         return rule is not None and rule.exception and rule.source != CLI_SOURCE
 
-    def pruned(self) -> Iterator[Entry]:
+    def pruned(self) -> Iterator[Row]:
         """Excluded directories the walker did not read."""
-        return (e for e in self.entries if not e.included and e.kind == EntryKind.DIR)
+        w = self.entries
+        return (w[i] for i, c in enumerate(w.codes) if c == DIR_CODE)
 
-    def subtree(self, rel: str) -> list[tuple[str, os.stat_result]]:
-        """Everything below the (pruned) directory ``rel``, listed on demand."""
+    def subtree(self, rel: str) -> list[str]:
+        """The paths below the (pruned) directory ``rel``, listed on demand."""
         if rel not in self._subtrees:
-            self._subtrees[rel] = list(fs.iter_tree(os.path.join(self.ctx.root, rel), rel))
+            self._subtrees[rel] = [p for p, _ in fs.iter_tree(os.path.join(self.ctx.root, rel), rel)]
         return self._subtrees[rel]
 
     def counted(self) -> Census:
-        """The :class:`Census` of the entries (made here if the view was
-        built without one)."""
-        if self.census is None:
-            self.census = _census(self.entries, {}, {}, set())
+        """The :class:`Census` of the entries."""
         return self.census
 
-    def by_path(self) -> dict[str, Entry]:
-        """The walk's entries by path."""
-        if self._by_path is None:
-            self._by_path = {e.path: e for e in self.entries}
-        return self._by_path
+    def entry(self, path: str) -> Row | None:
+        """The walk's entry for ``path``, or ``None``."""
+        return self.entries.get(path)
 
     def children(self, directory: str) -> set[str]:
         """Names the walk met directly in ``directory`` (``""`` = root)."""
-        if self._children is None:
-            kids: dict[str, set[str]] = {}
-            for e in self.entries:
-                parent, _, name = e.path.rpartition("/")
-                kids.setdefault(parent, set()).add(name)
-            self._children = kids
-        return self._children.get(directory, set())
+        kids = self._children.get(directory)
+        if kids is None:
+            prefix = directory + "/" if directory else ""
+            n = len(prefix)
+            kids = {p[n:] for p in self.entries.paths if p.startswith(prefix) and "/" not in p[n:]}
+            self._children[directory] = kids
+        return kids
 
     def history(self) -> set[str] | None:
         """Every path (and its parents) that git history ever held below the
@@ -251,27 +363,21 @@ def open_view(root: str | os.PathLike[str], *, dockerfile: str | None = None, di
               ignore_file: str | None = None, stdin_dockerfile: bytes | None = None) -> ContextView:
     """Open the context leniently and walk it once."""
     ctx, refused, text = open_lenient(root, dockerfile, dialect, ignore_file, stdin_dockerfile)
-    entries, errors = walk_entries(ctx)
-    sent: set[str] = set()
-    decided: dict[int, int] = {}
-    decided_sent: dict[int, int] = {}
-    census = _census(entries, decided, decided_sent, sent)
+    census = Census()
+    entries, errors = walk_entries(ctx, census)
     an, an_error, reads = analyse(ctx)
     opened = Opened(dockerfile, ignore_file, stdin_dockerfile)
-    return ContextView(ctx, opened, entries, sent, decided, decided_sent, refused, text,
-                       analysis=an, analysis_error=an_error, reads=reads, errors=errors, census=census)
+    return ContextView(ctx, opened, entries, census, refused, text,
+                       analysis=an, analysis_error=an_error, reads=reads, errors=errors)
 
 
-def _census(entries: list[Entry], decided: dict[int, int], decided_sent: dict[int, int], sent: set[str]) -> Census:
-    """One pass over the walk: the rules' decisions (into ``decided``,
-    ``decided_sent``), the sent paths (into ``sent``) and the :class:`Census`."""
+def _counting(entries: Iterable[Entry], census: Census) -> Iterator[Entry]:
+    """``entries``, counted into ``census`` as they pass."""
     from ctxpack.linter.guards import HEAVY
     from ctxpack.linter.secrets import INSTALLED, maybe
 
-    c = Census()
-    sent_bytes = 0
-    heavy, secret = c.heavy, c.secret
-    add = sent.add
+    decided, decided_sent = census.decided, census.decided_sent
+    heavy, secret = census.heavy, census.secret
     file_kind, dir_kind = EntryKind.FILE, EntryKind.DIR
     skip = ""  # inside an installed-package directory: its files are not the project's secrets
     for i, e in enumerate(entries):
@@ -279,12 +385,11 @@ def _census(entries: list[Entry], decided: dict[int, int], decided_sent: dict[in
         path = e.path
         kind = e.kind
         if e.included:
-            add(path)
             if r is not None:
                 decided_sent[r.index] = decided_sent.get(r.index, 0) + 1
             if kind == file_kind:
                 if e.stat is not None:
-                    sent_bytes += e.stat.st_size
+                    census.sent_bytes += e.stat.st_size
                     if skip and path.startswith(skip):
                         pass
                     elif maybe(path):
@@ -297,8 +402,7 @@ def _census(entries: list[Entry], decided: dict[int, int], decided_sent: dict[in
             decided[r.index] = decided.get(r.index, 0) + 1
         if kind == dir_kind and not (skip and path.startswith(skip)) and path.rpartition("/")[2] in INSTALLED:
             skip = path + "/"
-    c.sent_bytes = sent_bytes
-    return c
+        yield e
 
 
 def _add_error(errors: list[ContextError], err: ContextError) -> None:
@@ -306,10 +410,12 @@ def _add_error(errors: list[ContextError], err: ContextError) -> None:
         errors.append(err)
 
 
-def walk_entries(ctx: BuildContext) -> tuple[list[Entry], list[ContextError]]:
-    """The walk's entries, excluded ones included, and the paths docker
-    would fail on (the classic CLI's validation first, then the walk's)."""
-    entries: list[Entry] = []
+def walk_entries(ctx: BuildContext, census: Census | None = None) -> tuple[Walked, list[ContextError]]:
+    """The walk's entries, excluded ones included (compact, see
+    :class:`Walked`), and the paths docker would fail on (the classic CLI's
+    validation first, then the walk's); with ``census``, counted into it
+    during the walk."""
+    entries = Walked()
     errors: list[ContextError] = []
     if needs_classic_validation(ctx):
         # The docker CLI's own walk first: it fails on unreadable paths the
@@ -318,18 +424,22 @@ def walk_entries(ctx: BuildContext) -> tuple[list[Entry], list[ContextError]]:
             validate_classic(ctx)
         except ContextError as e:
             errors.append(e)
-    # The entries are kept (the checks read them), and the cyclic collector
-    # would rescan the growing list again and again although entries hold
-    # no cycles: it is paused for the walk.
+    # Every path docker would fail on is reported, and the walk goes on.
+    walked: Iterable[Entry] = walk_all(ctx, excluded=True, on_error=lambda err: _add_error(errors, err))
+    if census is not None:
+        walked = _counting(walked, census)
+    add: Callable[[Entry], None] = entries.append
+    # The cyclic collector is paused for the walk: each entry is a new
+    # tracked object (freed at once), and a collection would rescan the
+    # walker's frames again and again although nothing kept holds a cycle.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        # Every path docker would fail on is reported, and the walk goes on.
-        entries.extend(walk_all(ctx, excluded=True, on_error=lambda err: _add_error(errors, err)))
+        for entry in walked:
+            add(entry)
     except ContextError as err:  # the context root itself
         _add_error(errors, err)
     finally:
         if collecting:
             gc.enable()
     return entries, errors
-
