@@ -109,6 +109,10 @@ class SizeReport:
 
 EntryObserver = Callable[[Entry, int, int], None]
 
+# How many candidates for the largest files are held before they are cut
+# back to the ``top`` largest.
+LARGEST_BATCH = 4096
+
 
 def _du(path: str) -> tuple[int, int]:
     """Regular files and bytes below an excluded directory (links never
@@ -142,7 +146,11 @@ def measure(
     savings: dict[int, RuleSaving] = {}
     dir_bytes: dict[str, list[int]] = {}
     ext: dict[str, list[int]] = {}
+    # The largest files: (-size, path) of the files seen, cut back to the
+    # ``top`` smallest keys whenever it reaches ``cap`` (the result is the
+    # same as sorting them all, without holding every sent path).
     files: list[tuple[int, str]] = []
+    cap = max(LARGEST_BATCH, 2 * top)
     seen = 0
     e: Entry
     for e in entries():  # type: ignore[attr-defined]
@@ -181,6 +189,8 @@ def measure(
         rep.bytes += size
         path = e.path
         files.append((-size, path))
+        if len(files) >= cap:
+            files = heapq.nsmallest(top, files)
         # The file's extension as written (lower-cased once per distinct
         # one at the end) and its directory, by index arithmetic: this loop
         # runs once per file sent.

@@ -151,8 +151,9 @@ def _peak_rss_kib(argv: list[str], env: dict[str, str]) -> int:
 @pytest.mark.big
 def test_memory_stays_flat_at_the_extremes(tmp_path: Path) -> None:
     """An 8.5 GiB sparse file costs pack and fingerprint no more memory than
-    an empty context; a 200k-entry directory costs ``ls`` and ``pack`` less
-    per name than the docker CLI's 379 bytes (bench/results/extremes.md)."""
+    an empty context; a 200k-entry directory costs ``ls``, ``pack``, ``size``
+    and ``lint`` less per name than the docker CLI's 379 bytes
+    (bench/results/extremes.md)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CTXPACK_CACHE_DIR": str(tmp_path / "cache")}
     cli = [sys.executable, "-m", "ctxpack.cli"]
     tiny = tmp_path / "tiny"
@@ -176,7 +177,7 @@ def test_memory_stays_flat_at_the_extremes(tmp_path: Path) -> None:
     for command in (["pack", "--compress", "zstd"], ["fingerprint"]):
         base = _peak_rss_kib([*cli, *command, str(tiny)], env)
         assert _peak_rss_kib([*cli, *command, str(sparse)], env) < base + 16 * 1024, command
-    for command in (["ls"], ["pack"]):
+    for command in (["ls"], ["pack"], ["size"], ["lint"]):
         base = _peak_rss_kib([*cli, *command, str(tiny)], env)
         per_name = (_peak_rss_kib([*cli, *command, str(wide)], env) - base) * 1024 / n
         assert per_name < 379, (command, per_name)

@@ -103,3 +103,18 @@ def test_text_report_and_no_color(tmp_path: Path) -> None:
     assert "Sends 4 entries: 3 files, 3.0 kB" in res.output
     assert "Largest files" in res.output
 
+
+
+def test_largest_files_held_in_batches_match_a_full_sort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """size keeps only a batch of candidates for its largest files (not
+    every sent path): cut back to ``top`` every few files, the list is what
+    sorting all of them gives, ties by path included."""
+    import ctxpack
+    from ctxpack import audit
+
+    sizes = {f"d{i % 7}/f{i:03d}.bin": b"x" * ((i * 37) % 23) for i in range(300)}
+    root = make_tree(tmp_path / "t", sizes | {"Dockerfile": b"FROM scratch\n"})
+    want = sorted(((-len(b), p) for p, b in sizes.items()), key=lambda t: t)[:5]
+    monkeypatch.setattr(audit, "LARGEST_BATCH", 3)  # cut after every few files
+    rep = ctxpack.size(ctxpack.open_context(root), top=5)
+    assert [(f.path, f.bytes) for f in rep.largest] == [(p, -b) for b, p in want]
