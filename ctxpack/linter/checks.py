@@ -547,12 +547,13 @@ def _source_state(view: ContextView, pattern: str) -> tuple[list[str], list[Rule
             if top is not None and not top.included:
                 return [], [top.rule]
         return [], [None]
-    for e in view.entries:
-        if sel.wants(e.path):
-            if e.included:
-                sent.append(e.path)
+    w = view.entries
+    for path, code, rule in zip(w.paths, w.codes, w.rules):
+        if sel.wants(path):
+            if code & SENT:
+                sent.append(path)
                 return sent, keeping
-            keeping.append(e.rule)
+            keeping.append(rule)
     for d in view.pruned():
         if sel.may_contain(d.path) and any(sel.wants(rel) for rel in view.subtree(d.path)):
             keeping.append(d.rule)
@@ -597,21 +598,22 @@ def check_unused(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     dirs: set[str] = set()
     inside = ""
     current = ""
-    for e in view.entries:
-        if not e.included:
+    w = view.entries
+    for path, code in zip(w.paths, w.codes):
+        if not code & SENT:
             continue
-        if inside and e.path.startswith(inside):
+        if inside and path.startswith(inside):
             groups[current] += 1
             continue
-        if e.path in forced or sel.wants(e.path):
+        if path in forced or sel.wants(path):
             continue
-        if e.kind == EntryKind.DIR:
-            if sel.may_contain(e.path):
+        if code == DIR_CODE | SENT:
+            if sel.may_contain(path):
                 continue
-            current, inside = e.path, e.path + "/"
-            dirs.add(e.path)
+            current, inside = path, path + "/"
+            dirs.add(path)
         else:
-            current, inside = e.path, ""
+            current, inside = path, ""
         groups[current] = 1
     source = view.ctx.ignore_source or ".dockerignore"
     ranked = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 import os
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -32,6 +32,8 @@ from ctxpack.errors import ContextError, CtxpackError, PatternSyntaxError
 from ctxpack.ignore.matcher import Rule
 from ctxpack.ignore.pattern import compile_pattern
 from ctxpack.ignore.reader import RawRule, read_ignore_file
+from ctxpack.linter.guards import HEAVY
+from ctxpack.linter.secrets import INSTALLED, maybe
 from ctxpack.walker import Entry, EntryKind, needs_classic_validation, validate_classic, walk_all
 
 __all__ = ["Census", "ContextView", "Opened", "RefusedLine", "Row", "Walked", "open_view", "open_lenient", "split_rules",
@@ -371,40 +373,6 @@ def open_view(root: str | os.PathLike[str], *, dockerfile: str | None = None, di
                        analysis=an, analysis_error=an_error, reads=reads, errors=errors)
 
 
-def _counting(entries: Iterable[Entry], census: Census) -> Iterator[Entry]:
-    """``entries``, counted into ``census`` as they pass."""
-    from ctxpack.linter.guards import HEAVY
-    from ctxpack.linter.secrets import INSTALLED, maybe
-
-    decided, decided_sent = census.decided, census.decided_sent
-    heavy, secret = census.heavy, census.secret
-    file_kind, dir_kind = EntryKind.FILE, EntryKind.DIR
-    skip = ""  # inside an installed-package directory: its files are not the project's secrets
-    for i, e in enumerate(entries):
-        r = e.rule
-        path = e.path
-        kind = e.kind
-        if e.included:
-            if r is not None:
-                decided_sent[r.index] = decided_sent.get(r.index, 0) + 1
-            if kind == file_kind:
-                if e.stat is not None:
-                    census.sent_bytes += e.stat.st_size
-                    if skip and path.startswith(skip):
-                        pass
-                    elif maybe(path):
-                        secret.append(i)
-            elif kind == dir_kind:
-                name = path.rpartition("/")[2]
-                if name in HEAVY:
-                    heavy.append(i)
-        if r is not None:
-            decided[r.index] = decided.get(r.index, 0) + 1
-        if kind == dir_kind and not (skip and path.startswith(skip)) and path.rpartition("/")[2] in INSTALLED:
-            skip = path + "/"
-        yield e
-
-
 def _add_error(errors: list[ContextError], err: ContextError) -> None:
     if not any(err.path == x.path for x in errors):
         errors.append(err)
@@ -425,21 +393,49 @@ def walk_entries(ctx: BuildContext, census: Census | None = None) -> tuple[Walke
         except ContextError as e:
             errors.append(e)
     # Every path docker would fail on is reported, and the walk goes on.
-    walked: Iterable[Entry] = walk_all(ctx, excluded=True, on_error=lambda err: _add_error(errors, err))
-    if census is not None:
-        walked = _counting(walked, census)
-    add: Callable[[Entry], None] = entries.append
+    walked = walk_all(ctx, excluded=True, on_error=lambda err: _add_error(errors, err))
+    paths, codes, rules, sizes = entries.paths.append, entries.codes.append, entries.rules.append, entries.sizes.append
+    kind_code = _CODE
+    file_kind, dir_kind = EntryKind.FILE, EntryKind.DIR
+    counting = census is not None
+    c = census if census is not None else Census()
+    decided, decided_sent, heavy, secret = c.decided, c.decided_sent, c.heavy, c.secret
+    sent_bytes = 0
+    skip = ""  # inside an installed-package directory ("path/"): its files are not the project's secrets
+    i = 0
     # The cyclic collector is paused for the walk: each entry is a new
     # tracked object (freed at once), and a collection would rescan the
     # walker's frames again and again although nothing kept holds a cycle.
     collecting = gc.isenabled()
     gc.disable()
     try:
+        # One loop, inlined: it runs once per entry of the context.
         for entry in walked:
-            add(entry)
+            path, kind, r, s = entry.path, entry.kind, entry.rule, entry.stat
+            paths(path)
+            codes(kind_code[kind] | entry.included)
+            rules(r)
+            sizes(s.st_size if s is not None else -1)
+            if counting:  # the census (see Census)
+                if entry.included:
+                    if r is not None:
+                        decided_sent[r.index] = decided_sent.get(r.index, 0) + 1
+                    if kind == file_kind:
+                        if s is not None:
+                            sent_bytes += s.st_size
+                            if not (skip and path.startswith(skip)) and maybe(path):
+                                secret.append(i)
+                    elif kind == dir_kind and path.rpartition("/")[2] in HEAVY:
+                        heavy.append(i)
+                if r is not None:
+                    decided[r.index] = decided.get(r.index, 0) + 1
+                if kind == dir_kind and not (skip and path.startswith(skip)) and path.rpartition("/")[2] in INSTALLED:
+                    skip = path + "/"
+            i += 1
     except ContextError as err:  # the context root itself
         _add_error(errors, err)
     finally:
         if collecting:
             gc.enable()
+        c.sent_bytes += sent_bytes
     return entries, errors
