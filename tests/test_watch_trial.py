@@ -278,3 +278,67 @@ def test_build_takes_walked_entries_from_the_hook(dockerd, tmp_path: Path) -> No
         engine.close()
     assert len(seen) == 1 and getattr(seen[0], "root") == str(root.resolve())
     assert walked_image == plain_image != hooked_image
+
+
+def test_23_watch_build_watches_the_minimal_context_the_build_sends(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "ctx"
+    for d in ("src", "other"):
+        (root / d).mkdir(parents=True)
+    (root / "Dockerfile").write_text("FROM bb:latest\nCOPY src /src\n")
+    (root / "src/a.txt").write_text("a\n")
+    (root / "other/x.txt").write_text("x\n")
+    w = WatchProcess([str(root), "--json", "--build", "-H", f"unix://{dockerd.socket}"], tmp_path / "cache")
+    try:
+        assert any("the classic builder's context, minimal" in e for e in w.err), w.err
+        _wait(w, lambda: len(_images(w)) == 1)
+        (root / "other/x.txt").write_text("not sent: no build\n")
+        (root / "src/a.txt").write_text("sent\n")
+        _wait(w, lambda: len(_images(w)) == 2)
+        assert [str(m["path"]) for d in _deltas(w) for m in d["modified"]] == ["src/a.txt"]  # type: ignore[union-attr]
+        assert _deltas(w)[-1]["instructions"] == ["COPY src (line 2, stage 0)"]
+    finally:
+        assert w.stop() == 0
+
+
+def test_23_watch_build_widens_to_what_a_later_build_sends(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A Dockerfile edit moves to a base image with ONBUILD triggers (only
+    the engine knows them): the build sends more than the watcher's minimal
+    set, and the watcher then watches the whole context."""
+    from ctxpack.engine.builder import BuildOptions, build
+    from ctxpack.engine.client import Engine
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "Dockerfile").write_text("FROM bb:latest\nONBUILD COPY other /other\n")
+    engine = Engine.connect(f"unix://{dockerd.socket}")
+    try:
+        build(str(base), engine, BuildOptions(tags=["onb:trial"], builder="classic", record_snapshot=False))
+    finally:
+        engine.close()
+    root = tmp_path / "ctx"
+    for d in ("src", "other"):
+        (root / d).mkdir(parents=True)
+    (root / "Dockerfile").write_text("FROM bb:latest\nCOPY src /src\n")
+    (root / "src/a.txt").write_text("a\n")
+    (root / "other/x.txt").write_text("x\n")
+    w = WatchProcess([str(root), "--json", "--build", "-H", f"unix://{dockerd.socket}"], tmp_path / "cache")
+    try:
+        assert any("minimal" in e for e in w.err if "watching" in e), w.err
+        _wait(w, lambda: len(_images(w)) == 1)
+        (root / "Dockerfile").write_text("FROM onb:trial\nCOPY src /src\n")
+        _wait(w, lambda: len(_images(w)) == 2)
+        _wait(w, lambda: any("ONBUILD" in str(d["rescan"]) for d in _deltas(w)) or
+              any("ONBUILD" in e for e in w.err))
+        def idle() -> bool:
+            b = _builds(w)
+            return sum("started" in x for x in b) == sum(("image" in x or "error" in x or "cancelled" in x) for x in b)
+
+        _wait(w, idle)
+        time.sleep(0.5)
+        _wait(w, idle)
+        n = len(_images(w))
+        (root / "other/x.txt").write_text("read by the ONBUILD COPY\n")
+        _wait(w, lambda: len(_images(w)) == n + 1)
+        assert [str(m["path"]) for m in _deltas(w)[-1]["modified"]] == ["other/x.txt"]  # type: ignore[union-attr]
+    finally:
+        assert w.stop() == 0

@@ -70,24 +70,28 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
         explicit = click.get_current_context().get_parameter_source("dialect") is not ParameterSource.DEFAULT
         plan = _plan_builds(directory, dockerfile, dialect if explicit else None, ignore_file, minimal, target,
                             build_args, platform, flags)
-        dialect, minimal, platform = plan.dialect, plan.minimal, plan.platform
-        if not minimal:  # build options here; the watched context does not depend on them
-            target, build_args = None, ()
+        dialect = plan.dialect
     else:
         given = flags.given()
         if given:
             raise click.UsageError(f"{', '.join(given)}: only with --build")
     first = [True]
-    given_spec = spec(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, minimal=minimal,
-                      target=target, build_args=parse_build_args(build_args), platform=platform)
+    given_spec = None
+    if plan is None:  # (watch --build: the build's context may change with the builds; clients open it)
+        given_spec = spec(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, minimal=minimal,
+                          target=target, build_args=parse_build_args(build_args), platform=platform)
     inputs = Inputs(given_spec) if given_spec is not None else None  # lets clients ask before opening the context
 
     def open_it() -> "BuildContext":
+        mini, tgt, args, plat = minimal, target, build_args, platform
+        if plan is not None:  # the build's context; --target etc. are build options, and the analysis's when minimal
+            mini, plat = plan.minimal, plan.platform
+            tgt, args = (target, build_args) if mini else (None, ())
         if first[0]:
             first[0] = False
-            return open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
+            return open_ctx(directory, dockerfile, dialect, ignore_file, mini, tgt, args, platform=plat)
         return open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file,
-                            minimal=minimal, target=target, build_args=parse_build_args(build_args), platform=platform)
+                            minimal=mini, target=tgt, build_args=parse_build_args(args), platform=plat)
 
     def opener() -> "BuildContext":
         return inputs.opening(open_it) if inputs is not None else open_it()
@@ -145,7 +149,7 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
                 f"{format_size(fp.bytes if fp else 0)}; {n:,} director{'y' if n == 1 else 'ies'} watched"
                 + (f" ({plan.describe()})" if plan is not None else ""), err=True)
         if builds is not None and plan is not None and not stopping.is_set():
-            builds.run(directory, plan, runner, stopping, json_lines)
+            builds.run(directory, plan, runner, stopping, json_lines, watcher)
         while runner.is_alive() and not stopping.is_set():
             stopping.wait(0.5)
     finally:
@@ -254,7 +258,7 @@ class _Builds:
             signal.pthread_kill(self._main, signal.SIGUSR1)
 
     def run(self, directory: str, plan: _WatchPlan, runner: threading.Thread, stopping: threading.Event,
-            as_json: bool) -> None:
+            as_json: bool, watcher: Any) -> None:
         from ctxpack.cli.warm import warm
         from ctxpack.engine.builder import build
         from ctxpack.engine.client import Engine
@@ -311,6 +315,15 @@ class _Builds:
                         click.echo(f"  | {line}", err=True)
                     say({}, f"build failed: {e}")
                 continue
+            onbuild = any(n.startswith("ONBUILD triggers of") for n in result.notes)
+            if plan.minimal and (not result.minimal or onbuild):
+                # The build sent more than the watcher's own analysis reads
+                # (a Dockerfile edit it cannot be sure of; a base image's
+                # ONBUILD triggers, which only the engine knows): watch all.
+                plan.minimal, plan.platform = False, None
+                why = "the build read a base image's ONBUILD triggers" if onbuild else "the build sent the whole context"
+                plan.why = why
+                watcher.reopen(f"{why}: watching the whole context")
             if flags.iidfile:
                 try:
                     with open_output(flags.iidfile) as sink:

@@ -203,6 +203,7 @@ class Watcher:
         self.rescans = 0
         self._broken = False
         self._dockerfile_text: bytes | None = None
+        self._reopen_asked: str | None = None
         self.ready = threading.Event()
         self.failed: BaseException | None = None
 
@@ -239,6 +240,14 @@ class Watcher:
         """Make :meth:`run` return (from any thread, or a signal handler)."""
         self._stop.set()
         with self._cv:
+            self._cv.notify_all()
+
+    def reopen(self, why: str) -> None:
+        """Open the context again and rescan (from any thread): the opener's
+        answer changed for a reason only the caller knows (``why``, said as
+        the rescan's reason)."""
+        with self._cv:
+            self._reopen_asked = why
             self._cv.notify_all()
 
     @property
@@ -330,7 +339,7 @@ class Watcher:
         next_poll = time.monotonic() + POLL
         while not self._stop.is_set():
             with self._cv:
-                if not self._queue:
+                if not self._queue and self._reopen_asked is None:
                     timeout = None
                     if pending:
                         timeout = max(0.0, min(last + quiet_period(last - first), since + CAP) - time.monotonic())
@@ -343,6 +352,7 @@ class Watcher:
                     self._cv.wait(timeout)
                 batch = list(self._queue)
                 self._queue.clear()
+                asked_reopen, self._reopen_asked = self._reopen_asked, None
                 barrier = self._barrier_seq
             if self._stop.is_set():
                 break
@@ -361,14 +371,15 @@ class Watcher:
             now = time.monotonic()
             polling = self.model.limit is not None and now >= next_poll
             due = pending and (now >= last + quiet_period(last - first) or now >= since + CAP)
-            if (forced and pending) or due or polling:
+            if (forced and pending) or due or polling or asked_reopen:
                 with self._cv:
                     # A full rescan reads everything changed before it began,
                     # so it also answers the barriers asked for by then —
                     # whose own events an overflowing queue may have dropped.
                     asked = self._barrier_seq
                 try:
-                    if self._settle(pending, "polling (inotify limit)" if polling else None):
+                    why = asked_reopen or ("polling (inotify limit)" if polling else None)
+                    if self._settle(pending, why, reopen=asked_reopen is not None):
                         release = max(release, asked)
                 except ContextRemovedError:
                     raise  # nothing left to watch: run() ends with it
@@ -478,14 +489,14 @@ class Watcher:
             return [(d.rel, d.mtime) for d in self.model.dirs.values() if d.handle is not None]
 
     # -- applying a batch ------------------------------------------------------------------------
-    def _settle(self, events: list[RawEvent], rescan: str | None) -> bool:
-        """Apply a batch; True when it took a full rescan."""
+    def _settle(self, events: list[RawEvent], rescan: str | None, reopen: bool = False) -> bool:
+        """Apply a batch; True when it took a full rescan (``reopen``: open the context again first)."""
         started = time.monotonic()
         with self._lock:
             if not os.path.isdir(self.model.root):
                 raise ContextRemovedError(f"{self.model.root}: the context directory was removed (deleted or moved away)")
             reason = rescan
-            reopen = self._broken
+            reopen = reopen or self._broken
             if self._broken:
                 reason = "retrying after an error"
                 self._broken = False
