@@ -310,7 +310,7 @@ def _minimal_selection(
         with open(loc.abs, "rb") as f:
             text = f.read()
     else:
-        raise DockerfileError("--minimal needs a Dockerfile")
+        raise DockerfileError(f"--minimal needs a Dockerfile: there is none in {root}")
     name = os.path.relpath(loc.abs) if loc.abs else "-"
     analysis = analyze(text, target=target, build_args=build_args, dialect=dialect, source=name, platform=platform)
     if analysis.whole_context:

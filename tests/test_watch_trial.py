@@ -342,3 +342,39 @@ def test_23_watch_build_widens_to_what_a_later_build_sends(dockerd, tmp_path: Pa
         assert [str(m["path"]) for m in _deltas(w)[-1]["modified"]] == ["other/x.txt"]  # type: ignore[union-attr]
     finally:
         assert w.stop() == 0
+
+
+def test_22_a_write_in_phases_is_one_build(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Three writes 0.15 s apart (a tool writing in phases, as git does)
+    settle as separate deltas; ``watch --build`` starts one build for them,
+    not one per delta that the next cancels."""
+    root = tmp_path / "ctx"
+    (root / "src").mkdir(parents=True)
+    (root / "Dockerfile").write_text("FROM bb:latest\nCOPY src /src\n")
+    (root / "src/a.txt").write_text("a\n")
+    w = WatchProcess([str(root), "--json", "--build", "-H", f"unix://{dockerd.socket}"], tmp_path / "cache")
+    try:
+        _wait(w, lambda: len(_images(w)) == 1)
+        for i in range(3):
+            (root / f"src/{i}.txt").write_text(f"{i}\n")
+            time.sleep(0.15)
+        _wait(w, lambda: len(_images(w)) == 2)
+        time.sleep(1)
+        assert len(_deltas(w)) >= 2  # the watcher's deltas stay as they settle
+        b = _builds(w)
+        assert sum("started" in x for x in b) == 2 and not any(x.get("cancelled") for x in b), b
+    finally:
+        assert w.stop() == 0
+
+
+def test_22_minimal_without_a_dockerfile_names_the_directory(tmp_path: Path, cache: Path,
+                                                             running: list[Running]) -> None:
+    root = _tree(tmp_path / "ctx", "", "FROM scratch\nCOPY src /src\n")
+    r = Running(root, cache, minimal=True)
+    running.append(r)
+    (root / "Dockerfile").unlink()  # a branch switch
+    assert r.w.sync(10) is None
+    assert any(f"--minimal needs a Dockerfile: there is none in {root}" in n for n in r.notes), r.notes
+    (root / "Dockerfile").write_text("FROM scratch\nCOPY src /src\n")  # back as it was
+    r.sync()
+    assert not any("+0 ~0 -0" in d.summary() for d in r.deltas)

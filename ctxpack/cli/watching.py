@@ -230,6 +230,12 @@ def _plan_builds(directory: str, dockerfile: str | None, dialect: str | None, ig
     return _WatchPlan(builder, watch_minimal, watch_platform if watch_minimal else None, opts, flags, why)
 
 
+#: watch --build starts a build once no delta has come for this long (s) ...
+BUILD_QUIET = 0.3
+#: ... or this long after the first delta, whichever is first.
+BUILD_WAIT = 2.0
+
+
 class _Builds:
     """``watch --build``: builds run in the main thread through the library's
     :func:`~ctxpack.engine.builder.build`; a newer change interrupts the one
@@ -246,6 +252,18 @@ class _Builds:
         if self.building:
             self.building = False  # once per build
             raise KeyboardInterrupt
+
+    def _settle(self, stopping: threading.Event) -> None:
+        """Wait until no delta has come for :data:`BUILD_QUIET` (at most
+        :data:`BUILD_WAIT` in all): a tool that writes in phases (``git
+        commit``: objects, index, refs, logs; a copy of a big tree) gives
+        several deltas within a second, and each would start a build the
+        next one cancels."""
+        deadline = time.monotonic() + BUILD_WAIT
+        while not stopping.is_set() and time.monotonic() < deadline:
+            if not self._wanted.wait(min(BUILD_QUIET, max(0.0, deadline - time.monotonic()))):
+                return
+            self._wanted.clear()
 
     def wake(self) -> None:
         """Stopping: the loop waiting for a change looks again now."""
@@ -276,10 +294,14 @@ class _Builds:
                 click.echo(f"ctxpack: {text}", err=True)
 
         self._wanted.set()  # build once at the start
+        first = True
         while runner.is_alive() and not stopping.is_set():
             if not self._wanted.wait(0.5) or stopping.is_set():
                 continue
             self._wanted.clear()
+            if not first:
+                self._settle(stopping)
+            first = False
             say({"started": time.strftime("%H:%M:%S")}, "building")
             log = io.StringIO()  # the build's output, kept for a failure's report
             if shown:
