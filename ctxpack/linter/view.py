@@ -73,7 +73,7 @@ class Row(NamedTuple):
 
 # An entry's code: its kind's index here times two, plus one when it is sent.
 _KINDS = (EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK, EntryKind.HARDLINK, EntryKind.FIFO, EntryKind.CHAR,
-          EntryKind.BLOCK)
+          EntryKind.BLOCK, EntryKind.SOCKET)
 _CODE = {k: i << 1 for i, k in enumerate(_KINDS)}
 SENT = 1
 FILE_CODE = _CODE[EntryKind.FILE]
