@@ -22,6 +22,7 @@ from click.core import ParameterSource
 
 from ctxpack.cli.building import build_options
 from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, parse_build_args
+from ctxpack.errors import TransportError
 from ctxpack.units import format_size
 
 if TYPE_CHECKING:
@@ -68,9 +69,13 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
     plan: _WatchPlan | None = None
     if rebuild:
         explicit = click.get_current_context().get_parameter_source("dialect") is not ParameterSource.DEFAULT
-        plan = _plan_builds(directory, dockerfile, dialect if explicit else None, ignore_file, minimal, target,
-                            build_args, platform, flags)
-        dialect = plan.dialect
+        plan = _WatchPlan.make(directory, dockerfile, dialect if explicit else None, ignore_file, minimal, target,
+                               build_args, platform, flags)
+        try:
+            plan.decide()
+        except TransportError as e:  # each build asks again; until one gets an answer, watch these rules
+            plan.dialect = flags.builder or dialect
+            plan.why = f"the engine did not answer ({e}); asked again before each build"
     else:
         given = flags.given()
         if given:
@@ -84,13 +89,14 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
 
     def open_it() -> "BuildContext":
         mini, tgt, args, plat = minimal, target, build_args, platform
+        rules = dialect
         if plan is not None:  # the build's context; --target etc. are build options, and the analysis's when minimal
-            mini, plat = plan.minimal, plan.platform
+            rules, mini, plat = plan.dialect, plan.minimal, plan.platform
             tgt, args = (target, build_args) if mini else (None, ())
         if first[0]:
             first[0] = False
-            return open_ctx(directory, dockerfile, dialect, ignore_file, mini, tgt, args, platform=plat)
-        return open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file,
+            return open_ctx(directory, dockerfile, rules, ignore_file, mini, tgt, args, platform=plat)
+        return open_context(directory, dockerfile=dockerfile, dialect=rules, ignore_file=ignore_file,
                             minimal=mini, target=tgt, build_args=parse_build_args(args), platform=plat)
 
     def opener() -> "BuildContext":
@@ -166,68 +172,86 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
 
 @dataclass
 class _WatchPlan:
-    """What ``watch --build`` decided once at the start, asking the engine
-    as ``ctxpack build`` does: the builder (so the dialect watched), whether
-    the build sends a minimal context (so whether the watcher watches
-    only that), and the options every build gets."""
+    """What ``watch --build`` decides asking the engine, as ``ctxpack build``
+    does (:meth:`decide`: at the start, or before a build while the engine
+    has not answered yet): the builder (so the dialect watched), whether
+    the build sends a minimal context (so whether the watcher watches only
+    that), and the options every build gets."""
 
-    dialect: str
-    minimal: bool
-    platform: str | None
-    opts: Any
+    directory: str
+    dockerfile: str | None
+    given_dialect: str | None
+    ignore_file: str | None
+    target: str | None
+    build_args: tuple[str, ...]
     flags: "BuildFlags"
-    why: str
+    opts: Any
+    dialect: str = "buildkit"
+    minimal: bool = False
+    platform: str | None = None
+    why: str = ""
+    decided: bool = False
+
+    @classmethod
+    def make(cls, directory: str, dockerfile: str | None, given_dialect: str | None, ignore_file: str | None,
+             minimal: bool, target: str | None, build_args: tuple[str, ...], platform: str | None,
+             flags: "BuildFlags") -> "_WatchPlan":
+        """Check the options as ``ctxpack build`` does before it connects."""
+        from ctxpack.cli.building import _check_before_connecting
+
+        flags.check()
+        _check_before_connecting(directory, dockerfile, flags.tags, flags.iidfile)
+        opts = flags.options(dockerfile=dockerfile, ignore_file=ignore_file, target=target, build_args=build_args,
+                             platform=platform, minimal=minimal)
+        return cls(directory, dockerfile, given_dialect, ignore_file, target, build_args, flags, opts)
 
     def describe(self) -> str:
         return f"the {self.dialect} builder's context{', minimal' if self.minimal else ''}: {self.why}"
 
+    def decide(self) -> None:
+        """Ask the engine (raises its :class:`~ctxpack.errors.TransportError`)."""
+        import dataclasses
 
-def _plan_builds(directory: str, dockerfile: str | None, dialect: str | None, ignore_file: str | None, minimal: bool,
-                 target: str | None, build_args: tuple[str, ...], platform: str | None,
-                 flags: "BuildFlags") -> _WatchPlan:
-    import dataclasses
+        from ctxpack.context import open_context
+        from ctxpack.engine.builder import choose_builder, engine_platform, minimize
+        from ctxpack.engine.client import Engine
 
-    from ctxpack.cli.building import _check_before_connecting
-    from ctxpack.context import open_context
-    from ctxpack.engine.builder import choose_builder, engine_platform, minimize
-    from ctxpack.engine.client import Engine
-
-    flags.check()
-    _check_before_connecting(directory, dockerfile, flags.tags, flags.iidfile)
-    opts = flags.options(dockerfile=dockerfile, ignore_file=ignore_file, target=target, build_args=build_args,
-                         platform=platform, minimal=minimal)
-    engine = Engine.connect(flags.host, flags.docker_context, timeout=flags.timeout)
-    try:
-        builder = choose_builder(engine, flags.builder)
-        if dialect is not None and dialect != builder:
-            raise click.UsageError(
-                f"--dialect {dialect} and the {builder} builder the build runs disagree: watch --build watches "
-                f"the build's own rules (drop --dialect, or give --builder {dialect})")
-        why = "--builder" if flags.builder else "the engine's default builder"
-        opts = dataclasses.replace(opts, builder=builder)  # every build runs the builder watched
-        watch_minimal, watch_platform = False, None
-        if opts.minimal is not False:
-            # The build's own decision (ONBUILD triggers and the engine's
-            # platform included); the watcher watches that selection only
-            # when its own analysis finds the same sources, else the whole
-            # context (more rebuilds, never a missed one).
-            ctx = open_context(directory, dockerfile=dockerfile, dialect=builder, ignore_file=ignore_file)
-            notes: list[str] = []
-            sent = minimize(ctx, engine, opts, notes)
-            if sent.analysis is not None and sent.selection is not None:
-                watch_platform = opts.platform or engine_platform(engine)
-                mine = open_context(directory, dockerfile=dockerfile, dialect=builder, ignore_file=ignore_file,
-                                    minimal=True, target=target, build_args=parse_build_args(build_args),
-                                    platform=watch_platform)
-                watch_minimal = mine.analysis is not None and mine.selection is not None and \
-                    list(mine.analysis.patterns) == list(sent.analysis.patterns)
-            why += "; " + ("the minimal context the build sends" if watch_minimal else
-                           (notes[-1] if notes else "the whole context the build sends"))
-        else:
-            why += "; --full"
-    finally:
-        engine.close()
-    return _WatchPlan(builder, watch_minimal, watch_platform if watch_minimal else None, opts, flags, why)
+        flags, opts = self.flags, self.opts
+        engine = Engine.connect(flags.host, flags.docker_context, timeout=flags.timeout)
+        try:
+            builder = choose_builder(engine, flags.builder)
+            if self.given_dialect is not None and self.given_dialect != builder:
+                raise click.UsageError(
+                    f"--dialect {self.given_dialect} and the {builder} builder the build runs disagree: watch "
+                    f"--build watches the build's own rules (drop --dialect, or give --builder {self.given_dialect})")
+            why = "--builder" if flags.builder else "the engine's default builder"
+            opts = dataclasses.replace(opts, builder=builder)  # every build runs the builder watched
+            watch_minimal, watch_platform = False, None
+            if opts.minimal is not False:
+                # The build's own decision (ONBUILD triggers and the engine's
+                # platform included); the watcher watches that selection only
+                # when its own analysis finds the same sources, else the whole
+                # context (more rebuilds, never a missed one).
+                ctx = open_context(self.directory, dockerfile=self.dockerfile, dialect=builder,
+                                   ignore_file=self.ignore_file)
+                notes: list[str] = []
+                sent = minimize(ctx, engine, opts, notes)
+                if sent.analysis is not None and sent.selection is not None:
+                    watch_platform = opts.platform or engine_platform(engine)
+                    mine = open_context(self.directory, dockerfile=self.dockerfile, dialect=builder,
+                                        ignore_file=self.ignore_file, minimal=True, target=self.target,
+                                        build_args=parse_build_args(self.build_args), platform=watch_platform)
+                    watch_minimal = mine.analysis is not None and mine.selection is not None and \
+                        list(mine.analysis.patterns) == list(sent.analysis.patterns)
+                why += "; " + ("the minimal context the build sends" if watch_minimal else
+                               (notes[-1] if notes else "the whole context the build sends"))
+            else:
+                why += "; --full"
+        finally:
+            engine.close()
+        self.opts, self.dialect, self.minimal = opts, builder, watch_minimal
+        self.platform = watch_platform if watch_minimal else None
+        self.why, self.decided = why, True
 
 
 #: watch --build starts a build once no delta has come for this long (s) ...
@@ -302,6 +326,15 @@ class _Builds:
             if not first:
                 self._settle(stopping)
             first = False
+            if not plan.decided:  # the engine did not answer at the start: ask before this build
+                before = (plan.dialect, plan.minimal)
+                try:
+                    plan.decide()
+                except TransportError as e:
+                    say({"error": str(e), "exit_code": e.exit_code}, f"build failed: {e}")
+                    continue
+                if (plan.dialect, plan.minimal) != before:
+                    watcher.reopen(f"the engine answered: watching {plan.describe()}")
             say({"started": time.strftime("%H:%M:%S")}, "building")
             log = io.StringIO()  # the build's output, kept for a failure's report
             if shown:
