@@ -134,8 +134,9 @@ def test_17_context_directory_removed_stops_the_watcher(tmp_path: Path, cache: P
 def test_17_cli_names_the_removed_directory_and_exits_6(tmp_path: Path) -> None:
     root = tmp_path / "ctx"
     root.mkdir()
+    (root / "a").write_text("a")
     w = WatchProcess([str(root)], tmp_path / "cache")
-    assert any("; 1 directory watched" in e for e in w.err), w.err
+    assert any(": 1 entry, 1 B; 1 directory watched" in e for e in w.err), w.err
     shutil.rmtree(root)
     rc = w.proc.wait(20)
     w.stop()
@@ -230,16 +231,19 @@ def test_10_11_dockerfile_edit_rebuilds_with_build_options(dockerd, tmp_path: Pa
         assert w.stop() == 0
 
 
-def test_12_failed_build_shows_the_failing_steps_lines(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_12_failed_build_shows_the_failing_steps_lines(dockerd, tmp_path: Path, builder: str) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "ctx"
     root.mkdir()
     (root / "Dockerfile").write_text("FROM bb:latest\nRUN echo fine\nRUN echo npm-ERR-the-cause && false\n")
-    w = WatchProcess([str(root), "--build", "-H", f"unix://{dockerd.socket}"], tmp_path / "cache")
+    w = WatchProcess([str(root), "--build", "--builder", builder, "--network", "none", "-H", f"unix://{dockerd.socket}"],
+                     tmp_path / "cache")
     try:
         _wait(w, lambda: any("build failed" in e for e in w.err))
         err = "".join(w.err)
-        assert "  | npm-ERR-the-cause" in err, err
-        assert "  | fine" not in err  # the earlier step's output is not the failing step's
+        shown = [x.rstrip("\n") for x in w.err if x.startswith("  | ")]
+        assert any(x.endswith(" npm-ERR-the-cause") or x == "  | npm-ERR-the-cause" for x in shown), err
+        assert not any(x.endswith("fine") for x in shown), err  # the earlier step's output is not the failing step's
     finally:
         assert w.stop() == 0
 
@@ -456,3 +460,14 @@ def test_23_engine_answering_late_decides_the_rules_then(dockerd, tmp_path: Path
         assert w.stop() == 0
         if proxy is not None:
             proxy.close()
+
+
+def test_12_failing_step_picks_the_failing_steps_lines() -> None:
+    from ctxpack.cli.watching import FAILING_LINES, failing_step
+
+    classic = "Step 1/3 : FROM bb\n ---> abc\nStep 2/3 : RUN echo fine\nfine\nStep 3/3 : RUN x\nboom\n"
+    assert failing_step(classic) == ["Step 3/3 : RUN x", "boom"]
+    buildkit = ("#4 [2/3] RUN echo fine\n#4 0.2 fine\n#4 DONE 0.3s\n\n#5 [3/3] RUN x\n#5 0.1 boom\n"
+                "#5 ERROR: process did not complete successfully\nctxpack: a note\n")
+    assert failing_step(buildkit) == ["#5 [3/3] RUN x", "#5 0.1 boom", "#5 ERROR: process did not complete successfully"]
+    assert len(failing_step("Step 1/1 : RUN y\n" + "line\n" * 100)) == FAILING_LINES

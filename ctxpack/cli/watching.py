@@ -39,12 +39,14 @@ if TYPE_CHECKING:
                    "files and dirs ({added, modified, removed} counts), added/removed/modified "
                    "[{path, kind, bytes(, change)}] (kind: file, dir, symlink, hardlink, fifo, char, block; "
                    "bytes 0 for a dir), meta [{path, change}] (the Dockerfile or an ignore file edited), events, "
-                   "elapsed, rescan, instructions (--build adds {\"build\": ...} lines).")
+                   "elapsed, rescan, instructions. --build adds {\"build\": {...}} lines: started; image, elapsed; "
+                   "error, exit_code, log (the failing step's lines); cancelled, why.")
 @click.option("--build", "rebuild", is_flag=True,
               help="Build on start and after each settled change, the Dockerfile's and ignore files' own edits "
                    "included (as `ctxpack build`, with its options below), cancelling a build still running. "
                    "The watched context is the build's: the builder's rules (--builder, else the engine's "
-                   "default) and its minimal selection where the build sends one.")
+                   "default) and its minimal selection where the build sends one. --target, --build-arg and "
+                   "--platform are then the build's (no --minimal needed).")
 @build_options
 @handle_errors
 def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None,
@@ -149,9 +151,9 @@ def watch_command(directory: str, dockerfile: str | None, dialect: str, ignore_f
         if not stopping.is_set():
             server = Server(watcher, watcher.ctx.root, inputs=inputs)
             fp = watcher.first
-            n = watcher.watches
+            n, ne = watcher.watches, fp.entries if fp else 0
             click.echo(
-                f"ctxpack: watching {watcher.ctx.root}: {fp.entries if fp else 0:,} entries, "
+                f"ctxpack: watching {watcher.ctx.root}: {ne:,} entr{'y' if ne == 1 else 'ies'}, "
                 f"{format_size(fp.bytes if fp else 0)}; {n:,} director{'y' if n == 1 else 'ies'} watched"
                 + (f" ({plan.describe()})" if plan is not None else ""), err=True)
         if builds is not None and plan is not None and not stopping.is_set():
