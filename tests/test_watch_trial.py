@@ -471,3 +471,16 @@ def test_12_failing_step_picks_the_failing_steps_lines() -> None:
                 "#5 ERROR: process did not complete successfully\nctxpack: a note\n")
     assert failing_step(buildkit) == ["#5 [3/3] RUN x", "#5 0.1 boom", "#5 ERROR: process did not complete successfully"]
     assert len(failing_step("Step 1/1 : RUN y\n" + "line\n" * 100)) == FAILING_LINES
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_22_watch_build_stops_promptly_between_builds(dockerd, tmp_path: Path, sig: int) -> None:  # type: ignore[no-untyped-def]
+    root = _tree(tmp_path / "ctx", "", "FROM bb:latest\nCOPY src /src\n")
+    w = WatchProcess([str(root), "--json", "--build", "-H", f"unix://{dockerd.socket}"], tmp_path / "cache")
+    _wait(w, lambda: len(_images(w)) == 1)
+    time.sleep(1)  # idle: the server has made its fingerprint ahead
+    t = time.monotonic()
+    assert w.stop(sig) == 0, w.err
+    took = time.monotonic() - t
+    print(f"stopped {took:.3f} s after signal {sig}")
+    assert took < 1.0, took
