@@ -757,12 +757,13 @@ def build(
         def tar_progress(files: int, nbytes: int) -> None:
             upload.files, upload.bytes = files, nbytes
 
+        warm: list[Iterable[Entry] | None] = []  # the hook's entries (the tar path), asked just before the request
+
         def body(sink: Any) -> None:  # the packer writes straight into the connection
             beside.mark()
             t_upload.append(time.monotonic())
-            warm = walked(plan.ctx) if walked is not None else None
             stats = pack(plan.ctx, sink, PackOptions(compress=plan.compression, level=plan.level, strict=True),
-                         warn=warn or (lambda m: None), progress=tar_progress, walked=warm)
+                         warn=warn or (lambda m: None), progress=tar_progress, walked=warm[0] if warm else None)
             upload.entries, upload.files, upload.bytes = stats.entries, stats.files, stats.bytes
             upload.seconds = time.monotonic() - t_upload[0]
             upload.done = True
@@ -784,6 +785,8 @@ def build(
                 upload.compression = "session"
                 resp = session_build.response
             else:
+                # Asked before the request, not while the engine waits for the body.
+                warm[:] = [walked(plan.ctx)] if walked is not None else []
                 resp = engine.request("POST", "/build", query=plan.query, body=body, headers=plan.headers,
                                       timeout=None, progress=progress)
             try:
