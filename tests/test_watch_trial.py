@@ -484,3 +484,27 @@ def test_22_watch_build_stops_promptly_between_builds(dockerd, tmp_path: Path, s
     took = time.monotonic() - t
     print(f"stopped {took:.3f} s after signal {sig}")
     assert took < 1.0, took
+
+
+def test_23_dialect_that_disagrees_with_the_builder_is_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "ctx", "", "FROM scratch\n")
+    p = ctxpack(["watch", str(root), "--build", "--builder", "classic", "--dialect", "buildkit"], tmp_path / "cache")
+    assert p.returncode == 2 and "--dialect buildkit and --builder classic disagree" in p.stderr, p.stderr
+
+
+def test_11_watch_has_every_build_option_with_the_same_definition() -> None:
+    from ctxpack.cli.building import build_command
+    from ctxpack.cli.watching import watch_command
+
+    def options(cmd) -> dict[str, tuple[object, ...]]:  # type: ignore[no-untyped-def]
+        return {p.name: (tuple(p.opts), getattr(p, "help", None), repr(p.type), p.default, p.multiple)
+                for p in cmd.params if p.name}
+
+    build, watch = options(build_command), options(watch_command)
+    own = {"directory", "dockerfile", "target", "build_args", "platform", "minimal", "ignore_file", "quiet",
+           "print_endpoint"}  # the context's options (watch has its own, shared with ls/size) and build's alone
+    assert set(build) - own <= set(watch)
+    for name in set(build) - own:
+        assert watch[name] == build[name], name
+    assert {"no_cache", "labels", "secrets", "ssh", "no_session", "full", "compress", "progress", "iidfile",
+            "network", "platform", "timeout", "docker_context", "pull"} <= set(watch)

@@ -202,6 +202,9 @@ class _WatchPlan:
         from ctxpack.cli.building import _check_before_connecting
 
         flags.check()
+        if flags.builder and given_dialect and given_dialect != flags.builder:
+            raise click.UsageError(f"--dialect {given_dialect} and --builder {flags.builder} disagree: watch --build "
+                                   "watches the build's own rules (drop --dialect)")
         _check_before_connecting(directory, dockerfile, flags.tags, flags.iidfile)
         opts = flags.options(dockerfile=dockerfile, ignore_file=ignore_file, target=target, build_args=build_args,
                              platform=platform, minimal=minimal)
