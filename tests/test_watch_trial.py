@@ -216,8 +216,9 @@ def test_10_11_dockerfile_edit_rebuilds_with_build_options(dockerd, tmp_path: Pa
     (root / ".dockerignore").write_text("Dockerfile\n")
     (root / "Dockerfile").write_text("FROM bb:latest\nARG A\nLABEL a=$A\nCOPY src /src\n")
     (root / "src/a.txt").write_text("a\n")
+    iid = tmp_path / "iid"
     w = WatchProcess([str(root), "--json", "--build", "--build-arg", "A=one", "--label", "trial=11",
-                      "-H", f"unix://{dockerd.socket}"], tmp_path / "cache")
+                      "--iidfile", str(iid), "-H", f"unix://{dockerd.socket}"], tmp_path / "cache")
     try:
         _wait(w, lambda: len(_images(w)) == 1)
         labels = dockerd.client.inspect_image(_images(w)[0])["Config"]["Labels"]
@@ -227,6 +228,7 @@ def test_10_11_dockerfile_edit_rebuilds_with_build_options(dockerd, tmp_path: Pa
         _wait(w, lambda: len(_images(w)) == 2)
         assert _deltas(w)[-1]["meta"] == [{"path": "Dockerfile", "change": "edited"}]
         assert dockerd.client.inspect_image(_images(w)[1])["Config"]["Labels"]["edited"] == "1"
+        assert iid.read_text() == _images(w)[1]  # --iidfile: the latest build's
     finally:
         assert w.stop() == 0
 
