@@ -613,6 +613,17 @@ class FileSyncService:
         exclude = values("exclude-patterns") if md.get("override-excludes", [""])[0] == "true" else None
         files: dict[int, ListedEntry] = {}
         out = _Out(call, stats)
+        acct = threading.Lock()  # the REQ counters in stats: this thread and the I/O thread's fast path
+        fast = _FastRequests(call, files, stats, acct, t0)
+        call.set_intercept(fast)
+        try:
+            self._serve(call, listing, values, exclude, files, out, stats, acct, fast.counted, t0)
+        finally:
+            call.set_intercept(None)  # no fast answer runs after this
+
+    def _serve(self, call: Call, listing: Listing, values: Callable[[str], list[str]], exclude: list[str] | None,
+               files: dict[int, ListedEntry], out: _Out, stats: DirStats, acct: threading.Lock, counted: set[int],
+               t0: float) -> None:
         n = 0
         try:
             for batch in self._batches(listing, values("include-patterns"), values("followpaths"), exclude):
@@ -630,7 +641,7 @@ class FileSyncService:
                 # While the walk runs, answer what the receiver asked for so far
                 # (it asks as soon as it has a STAT it lacks), as fsutil's sender does.
                 while (msg := call.recv_nowait()) is not Call.EMPTY:
-                    if msg is None or self._packet(call, msg, files, out, stats, t0):
+                    if msg is None or self._packet(call, msg, files, out, stats, acct, counted, t0):
                         stats.entries = n
                         return  # the receiver ended early (FIN, or closed its side)
                 if not listing.complete and out.buf:
@@ -654,12 +665,12 @@ class FileSyncService:
                 continue
             if msg is None:
                 break  # the receiver ended its side without FIN
-            if self._packet(call, msg, files, out, stats, t0):
+            if self._packet(call, msg, files, out, stats, acct, counted, t0):
                 return
         out.flush()
 
     def _packet(self, call: Call, msg: object, files: dict[int, ListedEntry], out: _Out, stats: DirStats,
-                t0: float) -> bool:
+                acct: threading.Lock, counted: set[int], t0: float) -> bool:
         """Handle one packet from the receiver; True after its FIN."""
         assert isinstance(msg, bytes)
         p = wire.decode_packet(msg)
@@ -667,39 +678,162 @@ class FileSyncService:
             e = files.pop(p.id, None)
             if e is None:
                 raise RpcError(Status.INVALID_ARGUMENT, f"invalid file id {p.id}")
-            if not stats.requests:
-                stats.first_request = time.monotonic() - t0
-            stats.requests += 1
-            if len(stats.requested_paths) < MAX_REQUESTED_PATHS:
-                stats.requested_paths.append(e.path)
+            with acct:
+                if p.id in counted:
+                    counted.discard(p.id)
+                else:
+                    _count_request(stats, e, t0)
+            packet_bytes = data_bytes = 0
             try:
                 for chunk in _chunks(e, self._warn):
                     body = wire.encode_data_packet(p.id, chunk)
                     out.buf += len(body).to_bytes(5, "big")
                     out.buf += body
                     out.payload += len(body)
-                    stats.packet_bytes += len(body)
-                    stats.data_bytes += len(chunk)
+                    packet_bytes += len(body)
+                    data_bytes += len(chunk)
                     if len(out.buf) >= _FLUSH:
                         out.flush()
             except _ChangedFile as err:
                 out.flush()
                 raise self._fail(call, str(err)) from None
+            finally:
+                with acct:
+                    stats.packet_bytes += packet_bytes
+                    stats.data_bytes += data_bytes
             body = wire.encode_data_packet(p.id, b"")
             out.buf += len(body).to_bytes(5, "big") + body
             out.payload += len(body)
-            stats.packet_bytes += len(body)
+            with acct:
+                stats.packet_bytes += len(body)
             return False
         if p.type == wire.PACKET_FIN:
             body = wire.encode_packet(wire.Packet(wire.PACKET_FIN))
             out.buf += len(body).to_bytes(5, "big") + body
             out.payload += len(body)
-            stats.packet_bytes += len(body)
+            with acct:
+                stats.packet_bytes += len(body)
             out.flush()
             return True
         if p.type == wire.PACKET_ERR:
             raise RpcError(Status.UNKNOWN, "error from receiver: " + p.data.decode("utf-8", "replace"))
         return False
+
+
+def _count_request(stats: DirStats, e: ListedEntry, t0: float) -> None:
+    if not stats.requests:
+        stats.first_request = time.monotonic() - t0
+    stats.requests += 1
+    if len(stats.requested_paths) < MAX_REQUESTED_PATHS:
+        stats.requested_paths.append(e.path)
+
+
+#: Files listed at most this big are answered on the I/O thread.
+FAST_MAX = 2 * CHUNK_SIZE
+
+_REQ_PREFIX = b"\x08\x01"  # Packet.type = PACKET_REQ, the first field Go writes
+
+
+class _FastRequests:
+    """The REQ of a small file that is as listed, answered on the I/O
+    thread as it arrives (:attr:`Call.intercept`): its DATA and empty DATA
+    are framed in one piece and queued at once, in the order the receiver
+    asks, with no hand-off to the handler's thread and back.
+
+    Anything else (a FIN, an unknown id, a big file, a file that changed
+    since the listing or could not be opened) is left to the handler's
+    thread, which answers it as before: with the consistent read, the
+    warning, or the ERR naming the path.  A fast answer is only the read of
+    a regular file whose ``fstat`` equals the listing before and after one
+    ``pread`` of exactly its size, so what it sends is what the handler
+    would have sent."""
+
+    def __init__(self, call: Call, files: dict[int, ListedEntry], stats: DirStats, acct: threading.Lock,
+                 t0: float):
+        self.call, self.files, self.stats, self.acct, self.t0 = call, files, stats, acct, t0
+        #: REQs counted here and left to the handler (which must not count them again).
+        self.counted: set[int] = set()
+
+    def __call__(self, msg: bytes) -> bool:
+        if not msg.startswith(_REQ_PREFIX) or self.call.finished:
+            return False
+        ident = _req_id(msg)
+        if ident is None:
+            return False
+        e = self.files.get(ident)
+        if e is None or ident in self.counted:
+            return False
+        data = e.data if e.data is not None else _read_unchanged(e) if e.source is not None else None
+        if data is None or len(data) > FAST_MAX:
+            # The handler answers it; counted here, so that the requested
+            # paths keep the order the receiver asked in.
+            with self.acct:
+                _count_request(self.stats, e, self.t0)
+                self.counted.add(ident)
+            return False
+        if self.files.pop(ident, None) is None:
+            return False
+        parts: list[bytes] = []
+        packet_bytes = 0
+        for i in range(0, len(data), CHUNK_SIZE):
+            body = wire.encode_data_packet(ident, data[i:i + CHUNK_SIZE])
+            parts += (len(body).to_bytes(5, "big"), body)
+            packet_bytes += len(body)
+        end = wire.encode_data_packet(ident, b"")
+        parts += (len(end).to_bytes(5, "big"), end)
+        packet_bytes += len(end)
+        with self.acct:
+            _count_request(self.stats, e, self.t0)
+            self.stats.packet_bytes += packet_bytes
+            self.stats.data_bytes += len(data)
+        self.call.queue_raw(b"".join(parts), packet_bytes)
+        return True
+
+
+def _req_id(msg: bytes) -> int | None:
+    """The id of a REQ packet as Go writes it (type, then ID; ID 0
+    omitted), without building a Packet; ``None`` for anything else."""
+    if msg == _REQ_PREFIX:
+        return 0
+    if len(msg) < 4 or msg[2] != 0x18 or not msg.startswith(_REQ_PREFIX):
+        return None
+    ident = shift = 0
+    for i in range(3, len(msg)):
+        b = msg[i]
+        ident |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return ident if i == len(msg) - 1 and ident <= 0xFFFFFFFF else None
+    return None
+
+
+def _read_unchanged(e: ListedEntry) -> bytes | None:
+    """A small regular file's content when it is exactly as listed
+    (``fstat`` before and after the read equal to the listing, ``size``
+    bytes read); ``None`` otherwise (the handler's thread then reads it
+    its careful way)."""
+    listed = e.stat
+    if listed.size > FAST_MAX or e.source is None:
+        return None
+    try:
+        fd = os.open(e.source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        before = os.fstat(fd)
+        if (not st.S_ISREG(before.st_mode) or before.st_size != listed.size
+                or before.st_mtime_ns != listed.mod_time):
+            return None
+        data = os.pread(fd, listed.size + 1, 0) if listed.size else b""
+        after = os.fstat(fd)
+        if (len(data) != listed.size or after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns
+                or after.st_ctime_ns != before.st_ctime_ns):
+            return None
+        return data
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 #: A walk wakes the calls that read its listing every _BATCH entries; they

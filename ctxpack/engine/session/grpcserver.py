@@ -20,8 +20,15 @@ Threads:
 * one thread per other call runs its handler (FileSync, secrets, ssh...);
   what it sends is queued for the I/O thread, which a pipe wakes.
 
-Flow control is ``h2``'s: a handler's :meth:`Call.send` waits for window
-updates, with a deadline, and every wait ends when the connection closes.
+Flow control is ``h2``'s.  What a call sends is appended, whole messages at
+a time, to the call's pending bytes, and sent as the window allows (a
+window update drains it on the I/O thread); a handler's :meth:`Call.send`
+waits while more than :data:`PENDING_LIMIT` bytes are pending, with a
+deadline, and every wait ends when the connection closes.  Because nothing
+is ever cut into the stream except at message boundaries, a call's
+:attr:`Call.intercept` may answer a request message right on the I/O
+thread (FileSync answers a small file's REQ there: no hand-off to the
+handler's thread and back per file).
 """
 
 from __future__ import annotations
@@ -80,6 +87,10 @@ class _Closed(RpcError):
 #: before giving up on the call (the daemon is stuck or gone).
 SEND_STALL_TIMEOUT = 60.0
 
+#: A handler's send returns once at most this many bytes of its call wait
+#: for the daemon's flow-control window.
+PENDING_LIMIT = 1 << 20
+
 _EOF = object()
 
 
@@ -101,6 +112,10 @@ class Call:
         self.reset = False
         #: Bytes of response messages (without gRPC prefixes) sent so far.
         self.bytes_sent = 0
+        #: Called on the I/O thread, server lock held, with each request
+        #: message as it arrives; True: it was answered there (it is not
+        #: queued for :meth:`recv`).  Set with :meth:`set_intercept`.
+        self.intercept: Callable[[bytes], bool] | None = None
 
     # -- called by the reader thread, state lock held ------------------------
 
@@ -115,10 +130,21 @@ class Call:
                 break
             if buf[0] != 0:
                 raise RpcError(Status.UNIMPLEMENTED, "compressed gRPC messages are not supported")
-            self._messages.append(bytes(buf[5:5 + length]))
+            msg = bytes(buf[5:5 + length])
             del buf[:5 + length]
+            if self.intercept is not None and self.intercept(msg):
+                continue
+            self._messages.append(msg)
             n += 1
         return n
+
+    def set_intercept(self, fn: Callable[[bytes], bool] | None) -> None:
+        """Install (or, with ``None``, remove) :attr:`intercept`; once this
+        returns, no call of the previous one is running.  ``fn`` must not
+        block and must not raise; it may :meth:`send_raw` (never waits on
+        the I/O thread)."""
+        with self._server._cond:
+            self.intercept = fn
 
     # -- for handlers ----------------------------------------------------------
 
@@ -177,6 +203,16 @@ class Call:
         self._server._send_data(self, memoryview(framed))
         self.bytes_sent += payload
 
+    def queue_raw(self, framed: bytes, payload: int = 0) -> None:
+        """:meth:`send_raw` for an :attr:`intercept` (the I/O thread, server
+        lock held): the bytes go out, packed into frames with the others
+        queued, once the messages read so far have been handled."""
+        srv = self._server
+        srv._start_response_locked(self)
+        self._pending += framed
+        self.bytes_sent += payload
+        srv._to_drain[self.stream_id] = self
+
     def finish(self, code: int = Status.OK, message: str = "") -> None:
         """End the call with trailers; a no-op once the call ended."""
         self._server._finish(self, code, message)
@@ -227,6 +263,8 @@ class GrpcServer:
         os.set_blocking(self._wake_w, False)
         self._abandon = False
         self._calls: dict[int, Call] = {}
+        self._unacked: dict[int, int] = {}  # stream -> DATA bytes read, not acknowledged yet
+        self._to_drain: dict[int, Call] = {}  # calls an intercept queued bytes for
         self.closed = False
         self.closed_at: float | None = None
         self.close_reason = ""
@@ -388,38 +426,34 @@ class GrpcServer:
             self._wake()
 
     def _send_data(self, call: Call, data: memoryview) -> None:
-        conn = self._conn
+        # Whole messages are appended under the lock, so senders on two
+        # threads (a handler and the I/O thread's intercept) never interleave
+        # inside a message.
         with self._cond:
-            self._start_response_locked(call)
-            if threading.current_thread() is self._reader_thread:
-                # Never wait on the reader thread: it is the one that would
-                # see the window update.  What does not fit waits in the call.
-                call._pending += data
-                self._drain_locked(call)
-                self._flush_locked()
-                return
-            stalled_since: float | None = None
-            while data:
+            on_reader = threading.current_thread() is self._reader_thread
+            if not on_reader:
                 if self.closed or call.reset:
                     raise _Closed(Status.CANCELLED, self.close_reason or "stream reset by the daemon")
                 if call.finished:
                     raise RpcError(Status.INTERNAL, "send after finish")
-                window = conn.local_flow_control_window(call.stream_id)
-                if window <= 0:
-                    self._flush_locked()  # what fitted must go out, or no window update ever comes
-                    now = time.monotonic()
-                    if stalled_since is None:
-                        stalled_since = now
-                    elif now - stalled_since > SEND_STALL_TIMEOUT:
-                        raise RpcError(Status.DEADLINE_EXCEEDED,
-                                       f"the daemon accepted no data for {SEND_STALL_TIMEOUT:.0f}s")
-                    self._cond.wait(1.0)
-                    continue
-                stalled_since = None
-                n = min(window, conn.max_outbound_frame_size, len(data))
-                conn.send_data(call.stream_id, data[:n])
-                data = data[n:]
+            self._start_response_locked(call)
+            call._pending += data
+            self._drain_locked(call)
             self._flush_locked()
+            if on_reader:
+                return  # never wait on the I/O thread: it is the one that would see the window update
+            stalled_since: float | None = None
+            left = len(call._pending)
+            while len(call._pending) > PENDING_LIMIT:
+                if self.closed or call.reset:
+                    raise _Closed(Status.CANCELLED, self.close_reason or "stream reset by the daemon")
+                now = time.monotonic()
+                if stalled_since is None or len(call._pending) < left:
+                    stalled_since, left = now, len(call._pending)
+                elif now - stalled_since > SEND_STALL_TIMEOUT:
+                    raise RpcError(Status.DEADLINE_EXCEEDED,
+                                   f"the daemon accepted no data for {SEND_STALL_TIMEOUT:.0f}s")
+                self._cond.wait(1.0)
 
     def _drain_locked(self, call: Call) -> None:
         """Send what fits of a call's pending bytes, then its deferred trailers."""
@@ -473,6 +507,7 @@ class GrpcServer:
 
     def _receive(self, data: bytes) -> None:
         inline: list[Call] = []
+        self._unacked = {}
         with self._cond:
             try:
                 events = self._conn.receive_data(data)
@@ -481,13 +516,23 @@ class GrpcServer:
                 raise RuntimeError(f"HTTP/2 protocol error from the daemon: {e}") from None
             for ev in events:
                 self._event_locked(ev, inline)
+            # One acknowledgement per stream per read, not one per DATA frame
+            # (thousands of one-REQ frames in a first build).
+            for sid, n in self._unacked.items():
+                try:
+                    self._conn.acknowledge_received_data(n, sid)
+                except h2.exceptions.StreamClosedError:
+                    pass
+            if self._to_drain:
+                for c in self._to_drain.values():
+                    self._drain_locked(c)
+                self._to_drain.clear()
             self._flush_locked()
             self._cond.notify_all()
         for call in inline:
             self._run(call)
 
     def _event_locked(self, ev: h2.events.Event, inline: list[Call]) -> None:
-        conn = self._conn
         if isinstance(ev, h2.events.RequestReceived):
             headers: dict[str, list[str]] = {}
             for k, v in ev.headers or []:
@@ -507,7 +552,7 @@ class GrpcServer:
                 t.start()
         elif isinstance(ev, h2.events.DataReceived):
             if ev.flow_controlled_length:
-                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                self._unacked[ev.stream_id] = self._unacked.get(ev.stream_id, 0) + ev.flow_controlled_length
             fed = self._calls.get(ev.stream_id)
             if fed is None or fed.finished:
                 return
