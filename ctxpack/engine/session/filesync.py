@@ -773,15 +773,16 @@ class _FastRequests:
             return False
         if self.files.pop(ident, None) is None:
             return False
+        end = wire.encode_data_packet(ident, b"")  # b"\x08\x02" + the id field: every DATA packet's head
         parts: list[bytes] = []
-        packet_bytes = 0
+        packet_bytes = len(end)
         for i in range(0, len(data), CHUNK_SIZE):
-            body = wire.encode_data_packet(ident, data[i:i + CHUNK_SIZE])
-            parts += (len(body).to_bytes(5, "big"), body)
-            packet_bytes += len(body)
-        end = wire.encode_data_packet(ident, b"")
+            chunk = data[i:i + CHUNK_SIZE]
+            field = b"\x22" + wire.varint(len(chunk))
+            n = len(end) + len(field) + len(chunk)
+            parts += (n.to_bytes(5, "big"), end, field, chunk)
+            packet_bytes += n
         parts += (len(end).to_bytes(5, "big"), end)
-        packet_bytes += len(end)
         with self.acct:
             _count_request(self.stats, e, self.t0)
             self.stats.packet_bytes += packet_bytes

@@ -514,8 +514,9 @@ class GrpcServer:
             except h2.exceptions.ProtocolError as e:
                 self._flush_locked()
                 raise RuntimeError(f"HTTP/2 protocol error from the daemon: {e}") from None
+            wake = False
             for ev in events:
-                self._event_locked(ev, inline)
+                wake = self._event_locked(ev, inline) or wake
             # One acknowledgement per stream per read, not one per DATA frame
             # (thousands of one-REQ frames in a first build).
             for sid, n in self._unacked.items():
@@ -528,11 +529,14 @@ class GrpcServer:
                     self._drain_locked(c)
                 self._to_drain.clear()
             self._flush_locked()
-            self._cond.notify_all()
+            if wake:  # not when every message was answered by an intercept: no thread switch per REQ
+                self._cond.notify_all()
         for call in inline:
             self._run(call)
 
-    def _event_locked(self, ev: h2.events.Event, inline: list[Call]) -> None:
+    def _event_locked(self, ev: h2.events.Event, inline: list[Call]) -> bool:
+        """Handle one event; whether waiting threads must be woken (False
+        only for DATA whose messages were all answered by an intercept)."""
         if isinstance(ev, h2.events.RequestReceived):
             headers: dict[str, list[str]] = {}
             for k, v in ev.headers or []:
@@ -544,7 +548,7 @@ class GrpcServer:
             if method is None:
                 # Released after this batch of events: trailers-only answer.
                 self._unimplemented_locked(call)
-                return
+                return True
             call._method = method  # type: ignore[attr-defined]
             if not method.inline:
                 t = threading.Thread(target=self._run, args=(call,), name=f"ctxpack-session{path}", daemon=True)
@@ -555,12 +559,13 @@ class GrpcServer:
                 self._unacked[ev.stream_id] = self._unacked.get(ev.stream_id, 0) + ev.flow_controlled_length
             fed = self._calls.get(ev.stream_id)
             if fed is None or fed.finished:
-                return
+                return False
             n = fed._feed(ev.data)
             method = getattr(fed, "_method", None)
             if n and method is not None and method.inline and not getattr(fed, "_dispatched", False):
                 fed._dispatched = True  # type: ignore[attr-defined]
                 inline.append(fed)
+            return n > 0
         elif isinstance(ev, h2.events.StreamEnded):
             ended = self._calls.get(ev.stream_id)
             if ended is not None:
@@ -577,6 +582,7 @@ class GrpcServer:
             self.closed = True
             self.closed_at = time.monotonic()
             self.close_reason = f"the daemon ended the session (GOAWAY, error code {ev.error_code})"
+        return True
 
     def _unimplemented_locked(self, call: Call) -> None:
         call.finished = True
