@@ -383,6 +383,23 @@ def test_classic_platform_failure_hints_buildkit(tmp_path: Path) -> None:
     assert info.value.hint is not None and "--builder buildkit" in info.value.hint
 
 
+def test_classic_mount_refusal_hints_buildkit(tmp_path: Path) -> None:
+    # Trial 21: RUN --mount on the classic builder (this engine's default):
+    # the engine's own words, the Dockerfile line, and what to do.
+    from ctxpack.errors import BuildFailedError
+
+    root = tree(tmp_path, "FROM bb:latest\nRUN --mount=type=cache,target=/c true\n")
+    err = ("the --mount option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to "
+           "build images with BuildKit enabled")
+    with pytest.raises(BuildFailedError) as info:
+        build(str(root), answering([{"stream": "Step 1/2 : FROM bb:latest\n"},
+                                    {"stream": "Step 2/2 : RUN --mount=type=cache,target=/c true\n"},
+                                    {"errorDetail": {"message": err}, "error": err}]),
+              BuildOptions(builder="classic", record_snapshot=False))
+    assert str(info.value).endswith(f"Dockerfile:2: {err}")
+    assert info.value.hint == "this Dockerfile needs BuildKit: build with --builder buildkit (or DOCKER_BUILDKIT=1)"
+
+
 # --------------------------------------------------------------------------
 # 4: --progress plain (BuildKit) as docker 20.10 prints it
 # --------------------------------------------------------------------------

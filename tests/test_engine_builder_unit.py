@@ -43,6 +43,34 @@ def test_builder_follows_the_engine() -> None:
         choose_builder(mock_engine(api="1.38")[0], "buildkit")
 
 
+def test_docker_buildkit_decides_before_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The docker CLI reads DOCKER_BUILDKIT with strconv.ParseBool before it
+    # asks the engine; an explicit --builder still wins.
+    for raw, want in (("1", "buildkit"), ("true", "buildkit"), ("T", "buildkit"),
+                      ("0", "classic"), ("false", "classic"), ("F", "classic")):
+        monkeypatch.setenv("DOCKER_BUILDKIT", raw)
+        assert choose_builder(mock_engine(builder=None)[0], None) == want, raw
+        assert choose_builder(mock_engine(builder="2")[0], None) == want, raw
+    monkeypatch.setenv("DOCKER_BUILDKIT", "1")
+    assert choose_builder(mock_engine(builder="2")[0], "classic") == "classic"
+    monkeypatch.setenv("DOCKER_BUILDKIT", "")
+    assert choose_builder(mock_engine(builder="2")[0], None) == "buildkit"
+    monkeypatch.setenv("DOCKER_BUILDKIT", "yes")
+    with pytest.raises(InputError, match=r'DOCKER_BUILDKIT environment variable expects boolean value: '
+                                         r'strconv.ParseBool: parsing "yes": invalid syntax'):
+        choose_builder(mock_engine()[0], None)
+    # through build(): the query says which builder, and a note says why
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /\n")
+    (tmp_path / "a.txt").write_text("a")
+    monkeypatch.setenv("DOCKER_BUILDKIT", "0")
+    e, t = mock_engine(builder="2")
+    notes: list[str] = []
+    r = build(str(tmp_path), e, BuildOptions(record_snapshot=False, session=False), on_note=notes.append)
+    assert r.builder == "classic" and any("DOCKER_BUILDKIT=0" in n for n in notes), notes
+    req = next(q for q in t.requests if q.url.split("?")[0].endswith("/build"))
+    assert "version=1" in req.url
+
+
 def test_compression_per_connection() -> None:
     assert choose_compression(mock_engine(local=True)[0], "classic", None) == ("none", None)
     assert choose_compression(mock_engine(local=False)[0], "classic", None) == ("gzip", None)

@@ -129,7 +129,7 @@ _FLAGS = [
     click.option("--no-cache", is_flag=True, help="Do not use the build cache."),
     click.option("--pull", is_flag=True, help="Always try to pull newer versions of the base images."),
     click.option("--network", help="Network mode for RUN (e.g. none, host)."),
-    click.option("--builder", type=click.Choice(["classic", "buildkit"]), help="Builder (default: the engine's)."),
+    click.option("--builder", type=click.Choice(["classic", "buildkit"]), help="Builder (default: DOCKER_BUILDKIT if set, else the engine's)."),
     click.option("--full", is_flag=True, help="Send everything the ignore rules let through."),
     click.option("--compress", type=click.Choice(["none", "gzip", "zstd"]),
                  help="Compress the upload (default: none on a local socket, zstd where the engine accepts it, "

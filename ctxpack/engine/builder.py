@@ -212,9 +212,28 @@ def build_query(opts: BuildOptions, *, builder: str, dockerfile: str, api_versio
     return [(k, v) for k in sorted(q) for v in q[k]]
 
 
+def builder_from_environment() -> str | None:
+    """``DOCKER_BUILDKIT`` as the docker CLI reads it (``strconv.ParseBool``:
+    1/t/true turn BuildKit on, 0/f/false the classic builder); ``None`` when
+    unset or empty.  CI set-ups commonly export it, and the docker CLI lets it
+    decide before anything the engine says."""
+    raw = os.environ.get("DOCKER_BUILDKIT", "")
+    if raw == "":
+        return None
+    if raw in ("1", "t", "T", "TRUE", "true", "True"):
+        return "buildkit"
+    if raw in ("0", "f", "F", "FALSE", "false", "False"):
+        return "classic"
+    # the docker CLI's words (cli/command/cli.go, BuildKitEnabled)
+    raise InputError(f"DOCKER_BUILDKIT environment variable expects boolean value: "
+                     f'strconv.ParseBool: parsing "{raw}": invalid syntax')
+
+
 def choose_builder(engine: Engine, requested: str | None) -> str:
-    """``requested``, else the engine's default (``Builder-Version: 2`` is
-    BuildKit); BuildKit needs API 1.39."""
+    """``requested``, else ``DOCKER_BUILDKIT``, else the engine's default
+    (``Builder-Version: 2`` is BuildKit); BuildKit needs API 1.39."""
+    if requested is None:
+        requested = builder_from_environment()
     if requested is not None and requested not in BUILDERS:
         raise InputError(f"unknown builder {requested!r} (classic or buildkit)")
     ping = engine.ping()
@@ -401,6 +420,8 @@ def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: Buil
     if requested is None and isinstance(ctx, BuildContext):
         requested = "buildkit" if ctx.dialect is Dialect.BUILDKIT else "classic"
     builder = choose_builder(engine, requested)
+    if requested is None and builder_from_environment() is not None:
+        note(f"{builder} builder: DOCKER_BUILDKIT={os.environ['DOCKER_BUILDKIT']}")
     api = engine.api_version()
     diff_ctx: BuildContext | None = None
     if not isinstance(ctx, BuildContext):
@@ -670,7 +691,7 @@ def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], 
             text = printable(session_build.explain(err) if session_build else err)
             where = _failing_instruction(ctx, messages) if ctx is not None else None
             failure = BuildFailedError(f"{where[0]}: {text}" if where else text, exit_code_of(err))
-            failure.hint = _platform_hint(err, where[1] if where else None, ctx)
+            failure.hint = _buildkit_hint(err, where[1] if where else None, ctx)
             raise failure
         image_id = image_id_of(msg_) or image_id
     image_id = image_id or _quiet_image_id(messages)
@@ -682,15 +703,22 @@ def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], 
     return messages, image_id
 
 
-def _platform_hint(err: str, inst: Any, ctx: BuildContext | None) -> str | None:
-    """The classic builder does not set BUILDPLATFORM/TARGETPLATFORM, so
-    ``FROM --platform=$BUILDPLATFORM`` fails there with an empty platform."""
-    if ctx is None or ctx.dialect is not Dialect.CLASSIC or "failed to parse platform" not in err:
+def _buildkit_hint(err: str, inst: Any, ctx: BuildContext | None) -> str | None:
+    """What to do when the classic builder refuses a BuildKit-only Dockerfile.
+
+    It does not set BUILDPLATFORM/TARGETPLATFORM, so ``FROM
+    --platform=$BUILDPLATFORM`` fails there with an empty platform; and it
+    refuses ``RUN --mount`` with "the --mount option requires BuildKit"."""
+    if ctx is None or ctx.dialect is not Dialect.CLASSIC:
+        return None
+    how = "build with --builder buildkit (or DOCKER_BUILDKIT=1)"
+    if "requires BuildKit" in err:
+        return f"this Dockerfile needs BuildKit: {how}"
+    if "failed to parse platform" not in err:
         return None
     flag = (inst.flag("platform") or "") if inst is not None and inst.cmd == "FROM" else ""
     if inst is None or any(v in flag for v in ("BUILDPLATFORM", "TARGETPLATFORM")):
-        return ("the classic builder sets no BUILDPLATFORM/TARGETPLATFORM (FROM --platform=$BUILDPLATFORM "
-                "is empty there): build with --builder buildkit")
+        return f"the classic builder sets no BUILDPLATFORM/TARGETPLATFORM (FROM --platform=$BUILDPLATFORM is empty there): {how}"
     return None
 
 
