@@ -362,6 +362,23 @@ class GrpcServer:
                     self._receive(data)
                     if not (tls_sock is not None and tls_sock.pending()):
                         break
+                if not pending:
+                    # What the read produced (a REQ's DATA, a health answer)
+                    # goes out now, not after another turn through select.
+                    with self._out_cond:
+                        if self._out:
+                            pending = memoryview(b"".join(self._out))
+                            self._out.clear()
+                    if pending:
+                        try:
+                            n = sock.send(pending)
+                        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                            n = 0
+                        except OSError as e:
+                            self._close(f"writing to the session connection failed: {e}")
+                            return
+                        self.bytes_out += n
+                        pending = pending[n:]
 
     def close(self, reason: str = "closed by ctxpack") -> None:
         """Say goodbye (GOAWAY), let the I/O loop send what is queued (2 s at
