@@ -13,4 +13,5 @@ fi
 if { ! command -v ssh-agent || ! command -v openssl; } >/dev/null 2>&1 && [ "${CI:-}" = "true" ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client openssl) >/dev/null
 fi
-python3 -m pytest -q -p no:cacheprovider "$@"
+# --durations: the slowest tests, to keep the suite well inside its 10 minutes
+python3 -m pytest -q -p no:cacheprovider --durations=15 "$@"

@@ -362,15 +362,23 @@ class FakeEngine(http.server.BaseHTTPRequestHandler):
             size = int(line.split(b";")[0], 16)
             if size == 0:
                 break
-            got += len(self.rfile.read(size))
+            # A slow engine reads slowly whatever the chunk framing: one
+            # chunk may carry a whole file (sendfile), so pace the reads
+            # inside a chunk, not between chunks.
+            while size > 0:
+                piece = len(self.rfile.read(min(size, 256 << 10)))
+                if piece == 0:
+                    return
+                size -= piece
+                got += piece
+                self.server.received = got
+                if mode == "slow":
+                    time.sleep(0.05)
             self.rfile.readline()
-            self.server.received = got
             if mode == "drop" and got > 200_000:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
                 return
-            if mode == "slow":
-                time.sleep(0.05)
         self._json(200, {"aux": {"ID": "sha256:" + "0" * 64}})
 
 
