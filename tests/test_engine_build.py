@@ -431,7 +431,10 @@ def test_ctrl_c_during_upload_cancels(fake_engine: tuple[FakeServer, str], tmp_p
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "ctxpack.cli", "build", str(root), "-H", f"unix://{path}",
                              "--builder", "buildkit", "--full"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env,
+                            # A suite started in the background (`cmd &` in a script) inherits SIGINT ignored,
+                            # and so would ctxpack (Python keeps an inherited SIG_IGN, as it should): reset it.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 30
     while srv.received < (1 << 20) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
