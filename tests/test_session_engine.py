@@ -738,14 +738,12 @@ def test_a_log_written_during_the_build_builds_and_warns(engine, tmp_path):
     assert any(w.startswith("hot.log: changed after it was listed") for w in warnings), warnings
 
 
-class _Freezer:
-    """A unix-socket relay in front of the daemon that can freeze: from
-    :meth:`freeze` on it forwards nothing either way (a stalled daemon, or
-    a link that went dead without closing)."""
+class _Relay:
+    """A unix-socket relay in front of the daemon; subclasses decide how
+    each direction is pumped (:meth:`_up`: ctxpack to the daemon)."""
 
     def __init__(self, path: str, target: str):
         self.path, self.target = path, target
-        self.frozen = threading.Event()
         self.srv = socket.socket(socket.AF_UNIX)
         self.srv.bind(path)
         self.srv.listen(16)
@@ -761,17 +759,15 @@ class _Freezer:
             u = socket.socket(socket.AF_UNIX)
             u.connect(self.target)
             self.socks += [c, u]
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._up, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c), daemon=True).start()
+
+    def _up(self, c: socket.socket, u: socket.socket) -> None:
+        self._pump(c, u)
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
         try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    return
-                if self.frozen.is_set():
-                    return  # dropped, and nothing more is read or sent
+            while data := a.recv(65536):
                 b.sendall(data)
         except OSError:
             return
@@ -783,6 +779,24 @@ class _Freezer:
                 s.close()
             except OSError:
                 pass
+
+
+class _Freezer(_Relay):
+    """A relay that can freeze: from :meth:`freeze` on it forwards nothing
+    either way (a stalled daemon, or a link that went dead without closing)."""
+
+    def __init__(self, path: str, target: str):
+        self.frozen = threading.Event()
+        super().__init__(path, target)
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                if self.frozen.is_set():
+                    return  # dropped, and nothing more is read or sent
+                b.sendall(data)
+        except OSError:
+            return
 
 
 def test_daemon_falling_silent_mid_build_is_a_clear_error_not_a_hang(engine, tmp_path):
@@ -825,31 +839,15 @@ def test_daemon_falling_silent_mid_build_is_a_clear_error_not_a_hang(engine, tmp
 # --------------------------------------------------------------------------
 
 
-class _Cutter:
-    """A unix-socket relay in front of the daemon that closes the session
-    connection (``POST .../session``) once ``limit`` bytes went from ctxpack
-    to the daemon on it (trial finding 25's cutproxy)."""
+class _Cutter(_Relay):
+    """A relay that closes the session connection (``POST .../session``)
+    once ``limit`` bytes went from ctxpack to the daemon on it (trial
+    finding 25's cutproxy)."""
 
     def __init__(self, path: str, target: str, limit: int):
-        self.path, self.target, self.limit = path, target, limit
+        self.limit = limit
         self.cut = threading.Event()
-        self.srv = socket.socket(socket.AF_UNIX)
-        self.srv.bind(path)
-        self.srv.listen(16)
-        self.socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            u = socket.socket(socket.AF_UNIX)
-            u.connect(self.target)
-            self.socks += [c, u]
-            threading.Thread(target=self._up, args=(c, u), daemon=True).start()
-            threading.Thread(target=self._pump, args=(u, c), daemon=True).start()
+        super().__init__(path, target)
 
     def _up(self, c: socket.socket, u: socket.socket) -> None:
         sent, session = 0, None
@@ -866,21 +864,6 @@ class _Cutter:
                     return
         except OSError:
             return
-
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            return
-
-    def close(self) -> None:
-        self.srv.close()
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 def test_session_connection_cut_mid_upload_is_a_dropped_connection_exit_5(engine, tmp_path):

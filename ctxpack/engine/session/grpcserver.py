@@ -312,6 +312,19 @@ class GrpcServer:
                 except OSError:
                     pass
 
+    def _send(self, sock: socket.socket, pending: bytes | memoryview) -> bytes | memoryview | None:
+        """Send what the non-blocking socket takes now; the rest, or ``None``
+        once the connection failed (and is closed)."""
+        try:
+            n = sock.send(pending)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            n = 0
+        except OSError as e:
+            self._close(f"writing to the session connection failed: {e}")
+            return None
+        self.bytes_out += n
+        return pending[n:]
+
     def _io_loop(self) -> None:
         # One thread reads and writes: an SSL socket must not be used by two
         # threads at once, and a health answer goes out on the next turn of
@@ -336,15 +349,10 @@ class GrpcServer:
                 except OSError:
                     pass
             if pending and (writable or tls):
-                try:
-                    n = sock.send(pending)
-                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                    n = 0
-                except OSError as e:
-                    self._close(f"writing to the session connection failed: {e}")
+                rest = self._send(sock, pending)
+                if rest is None:
                     return
-                self.bytes_out += n
-                pending = pending[n:]
+                pending = rest
             if fd in readable or (tls_sock is not None and tls_sock.pending()):
                 while True:
                     try:
@@ -370,15 +378,10 @@ class GrpcServer:
                             pending = memoryview(b"".join(self._out))
                             self._out.clear()
                     if pending:
-                        try:
-                            n = sock.send(pending)
-                        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                            n = 0
-                        except OSError as e:
-                            self._close(f"writing to the session connection failed: {e}")
+                        rest = self._send(sock, pending)
+                        if rest is None:
                             return
-                        self.bytes_out += n
-                        pending = pending[n:]
+                        pending = rest
 
     def close(self, reason: str = "closed by ctxpack") -> None:
         """Say goodbye (GOAWAY), let the I/O loop send what is queued (2 s at
