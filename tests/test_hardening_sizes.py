@@ -21,52 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from trees import make_chain, remove_chain
+
 ROOT = Path(__file__).resolve().parents[1]
 PATH_MAX = os.pathconf("/", "PC_PATH_MAX")  # 4096 on Linux, the NUL included
-
-
-def make_chain(root: Path, depth: int, name: str = "d") -> None:
-    """``root/d/d/.../d/leaf.txt``, ``depth`` directories, made through
-    directory fds (the path is too long for the kernel to resolve)."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir(name, dir_fd=fd)
-            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        leaf = os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(leaf, b"leaf\n")
-        os.close(leaf)
-    finally:
-        os.close(fd)
-
-
-def remove_chain(top: Path) -> None:
-    """Remove a tree of any depth without recursion (``shutil.rmtree``
-    recurses once per level and fails past Python's recursion limit)."""
-    if not top.exists():
-        return
-    stack = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)]
-    while stack:
-        fd = stack[-1]
-        sub = None
-        for entry in os.scandir(fd):
-            if entry.is_dir(follow_symlinks=False):
-                sub = entry.name
-                break
-            os.unlink(entry.name, dir_fd=fd)
-        if sub is not None:
-            stack.append(os.open(sub, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd))
-            continue
-        os.close(stack.pop())
-        if stack:
-            # Its only remaining entry is the emptied directory: find and remove it.
-            for entry in os.scandir(stack[-1]):
-                if entry.is_dir(follow_symlinks=False):
-                    os.rmdir(entry.name, dir_fd=stack[-1])
-                    break
-    os.rmdir(top)
 
 
 @pytest.fixture(scope="module")

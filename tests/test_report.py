@@ -17,6 +17,7 @@ import pytest
 
 import ctxpack
 from ctxpack.report import build_model, embedded_data, render_html, size_findings
+from trees import make_chain, remove_chain
 
 SECRET_MARKER = "hunter2-do-not-leak-7f3a"
 
@@ -256,12 +257,10 @@ def test_a_context_nested_deeper_than_the_recursion_limit_is_drawn(tmp_path):
 
     root = tmp_path / "ctx"
     root.mkdir()
-    deep = str(root)
-    for _ in range(1500):  # os.makedirs recurses once per level
-        deep += "/d"
-        os.mkdir(deep)
+    make_chain(root, 1500)  # os.makedirs recurses once per level
     try:
-        with open(os.path.join(deep, "bottom.bin"), "wb") as f:
+        deep = os.path.join(str(root), *["d"] * 1500)
+        with open(os.path.join(deep, "leaf.txt"), "wb") as f:
             f.write(b"b" * 70_000)
         (root / "top.txt").write_bytes(b"t" * 30_000)
         m = build_model(ctxpack.open_context(str(root)))
@@ -282,9 +281,4 @@ def test_a_context_nested_deeper_than_the_recursion_limit_is_drawn(tmp_path):
         r = run_cli("size", "--html", str(tmp_path / "deep.html"), str(root))
         assert r.returncode == 0, r.stderr.decode()
     finally:
-        # shutil.rmtree (pytest's clean-up) recurses once per level too
-        if os.path.exists(os.path.join(deep, "bottom.bin")):
-            os.unlink(os.path.join(deep, "bottom.bin"))
-        while deep != str(root):
-            os.rmdir(deep)
-            deep = os.path.dirname(deep)
+        remove_chain(root / "d")  # shutil.rmtree (pytest's clean-up) recurses once per level
