@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -406,6 +407,68 @@ def test_concurrent_writers_lose_nothing(ctx: Path, tmp_path: Path) -> None:
         assert json.loads(res.stdout)["hashed"] == 0
     for root in (ctx, other):
         assert CliRunner().invoke(main, ["diff", "--exit-code", str(root)]).exit_code == 0
+
+
+class _HeldAfterAppId:
+    """An index connection that, in one thread, pauses right after reading
+    ``PRAGMA application_id`` (the statement finished, no lock held): the
+    moment a busy machine may preempt a run opening a new index."""
+
+    def __init__(self, db: sqlite3.Connection, held: threading.Event, go_on: threading.Event,
+                 thread: threading.Thread) -> None:
+        self.db, self.held, self.go_on, self.thread = db, held, go_on, thread
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql != "PRAGMA application_id" or threading.current_thread() is not self.thread:
+            return self.db.execute(sql, *args)
+        rows = self.db.execute(sql, *args).fetchall()
+        self.held.set()
+        self.go_on.wait(10)
+        return _Rows(rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+class _Rows:
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+
+def test_runs_opening_a_new_index_together_lose_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One run is held between reading the new file's application id (0) and
+    # its table list while another opens the index and writes. Without the
+    # opening lock the held run then saw tables but no id, took the file for
+    # a foreign one and moved it aside with the other run's write.
+    held, go_on = threading.Event(), threading.Event()
+    results: dict[str, tuple[str | None, str | None]] = {}
+
+    def run(name: str) -> None:
+        idx = Index(str(cache))
+        results[name] = (idx.recovered, idx.warning)
+        idx.touch(f"/{name}")
+        idx.close()
+
+    first = threading.Thread(target=run, args=("first",))
+    second = threading.Thread(target=run, args=("second",))
+    real_connect = Index._connect
+    monkeypatch.setattr(Index, "_connect", lambda self: _HeldAfterAppId(real_connect(self), held, go_on, first))
+    first.start()
+    try:
+        assert held.wait(10)
+        second.start()
+        second.join(0.5)  # long enough to open and write, were it not made to wait
+    finally:
+        go_on.set()
+        first.join(20)
+    second.join(20)
+    assert results == {"first": (None, None), "second": (None, None)}
+    assert not [p.name for p in cache.iterdir() if ".broken-" in p.name]
+    with Index(str(cache)) as idx:
+        assert idx.context_id("/first") is not None and idx.context_id("/second") is not None
 
 
 def test_entries_seam_gives_the_same_fingerprint(ctx: Path) -> None:

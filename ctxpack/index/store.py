@@ -22,6 +22,14 @@ index off for the run with one warning (:attr:`Index.warning`): the answer
 is the same, only slower.  Contexts not used for ``PRUNE_AFTER`` seconds
 are dropped when the index is next written, so the cache stays bounded.
 
+Opening is one step per process: judging the file, making a new one and
+moving an unusable one aside happen under a lock file beside it
+(``index-v3.sqlite3.lock``, :func:`_opening`).  Without it, runs started
+together on a new cache raced: one read the new file's application id
+before another made the tables and its table list after, took the file for
+a foreign one and moved it aside with the first run's writes; or two runs
+switched it to WAL at once and one got "database is locked".
+
 Layout: a context's state per *variant* (dialect, Dockerfile, ignore file)
 is a summary row (``states``) and its entries in *parts* of
 :data:`~ctxpack.index.state.PART` entries (``state_parts``), each part three
@@ -35,6 +43,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
+import fcntl
 import os
 import re
 import sqlite3
@@ -61,6 +71,9 @@ KEEP_ASIDE = 3
 _INDEX_FILE = re.compile(r"index(?:-v(\d+))?\.sqlite3")
 _ASIDE_FILE = re.compile(r"index(?:-v\d+)?\.sqlite3\.broken-.*")
 _SIDE_FILES = ("", "-wal", "-shm")
+# How long a run waits for another one to finish opening the index (as
+# long as SQLite's busy timeout) before it goes on without the index.
+OPEN_LOCK_TIMEOUT = 30.0
 
 
 _SCHEMA = """
@@ -312,9 +325,14 @@ class Index:
         self.warning: str | None = None
         self.db: sqlite3.Connection | None = None
         self._ids: dict[str, tuple[int, float]] = {}
+        # The (st_dev, st_ino) of the file opened: a run that finds it
+        # damaged later moves it aside only if it is still the one there.
+        self._file: tuple[int, int] | None = None
         try:
             os.makedirs(self.dir, exist_ok=True)
-            self.db = self._open()
+            with _opening(self.path):
+                self.db = self._open()
+                self._file = _identity(self.path)
         except (OSError, sqlite3.Error) as e:
             self._off(e)
 
@@ -350,7 +368,8 @@ class Index:
         if app_id == 0 and not tables:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("BEGIN IMMEDIATE")
-            # Re-check under the write lock: another process may have won the race.
+            # Re-check under the write lock: an earlier release, which takes no
+            # opening lock, may have won the race.
             if db.execute("PRAGMA application_id").fetchone()[0] == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -435,7 +454,12 @@ class Index:
                 self.db.close()
         self.db = None
         if isinstance(e, sqlite3.DatabaseError) and _means_corrupt(e) and self.recovered is None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError), _opening(self.path):
+                if self._file is not None and _identity(self.path) != self._file:
+                    # Another run moved it aside first (and may have made a new one: not ours to move).
+                    self.recovered = (f"the index at {self.path} was unusable ({e}): another ctxpack run has "
+                                      "moved it aside; the digests and snapshots it held are not used")
+                    return
                 aside = self._move_aside()
                 self.recovered = (f"the index at {self.path} was unusable ({e}): moved to {aside}, "
                                   "to be rebuilt by the next run; the digests and snapshots it held are not used")
@@ -711,6 +735,47 @@ class Index:
             db.execute("DELETE FROM contexts WHERE root = ?", (root,))  # states and snapshots cascade
         self._ids.pop(root, None)
         return True
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+@contextlib.contextmanager
+def _opening(path: str) -> Iterator[None]:
+    """Hold the opening lock of the index at ``path`` (an exclusive
+    ``flock`` on ``path + ".lock"``) for the block: the other runs' opening,
+    initialising and moving aside wait meanwhile; their reads and writes do
+    not (SQLite's own locks order those).  Where no lock file can be made
+    (a read-only cache directory) the block runs without one: SQLite then
+    decides whether the index can be used at all.  Raises :class:`OSError`
+    when another run holds it for :data:`OPEN_LOCK_TIMEOUT` seconds."""
+    try:
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + OPEN_LOCK_TIMEOUT
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # Polled, not blocking: a stopped or hung holder must not hang this run.
+                if time.monotonic() >= deadline:
+                    raise OSError(errno.EAGAIN, f"another ctxpack process held {path}.lock for "
+                                  f"{OPEN_LOCK_TIMEOUT:.0f} s") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _means_corrupt(e: sqlite3.Error) -> bool:
