@@ -18,6 +18,8 @@ import pytest
 import dockercli
 from dockercli import Capture, CaptureServer, DockerCLI, DockerCLITimeout
 
+from ctxpack.engine.fake import FakeDaemon
+
 # Tests that run the real docker CLI (via the ``docker_cli`` fixture).
 needs_cli = pytest.mark.docker_cli
 
@@ -208,21 +210,15 @@ def test_concurrent_captures_are_attributed_correctly(docker_cli: DockerCLI, tmp
 
 @needs_cli
 def test_stuck_cli_is_killed_on_timeout(tmp_path: Path, docker_cli: DockerCLI) -> None:
-    # A socket that accepts connections but never answers: the CLI hangs
+    # A daemon that accepts connections but never answers: the CLI hangs
     # waiting for the ping response.
-    path = str(tmp_path / "blackhole.sock")
-    blackhole = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    blackhole.bind(path)
-    blackhole.listen(8)
     ctx = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM scratch\n"})
-    try:
+    with FakeDaemon(mute=True) as blackhole:
         t0 = time.monotonic()
         with pytest.raises(DockerCLITimeout) as info:
-            docker_cli.capture(ctx, timeout=1.5, env={"DOCKER_HOST": f"unix://{path}"})
+            docker_cli.capture(ctx, timeout=1.5, env={"DOCKER_HOST": blackhole.docker_host})
         assert time.monotonic() - t0 < 10
         assert info.value.timeout == 1.5
-    finally:
-        blackhole.close()
     # The shared server is still usable afterwards.
     assert docker_cli.capture(ctx).check().names == ["Dockerfile"]
 

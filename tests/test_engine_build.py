@@ -12,18 +12,16 @@ BuildKit builds get ``--network none``: the daemon runs without a bridge.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import signal
 import socket
-import socketserver
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +29,7 @@ import dockerd as harness
 import ctxpack
 from ctxpack.engine.builder import BuildOptions, build, build_query
 from ctxpack.engine.client import Engine
+from ctxpack.engine.fake import FakeDaemon, discard
 from ctxpack.engine.progress import PlainTrace
 from ctxpack.engine.messages import StatusResponse, Vertex, VertexLog
 from ctxpack.engine.transport import UnixTransport
@@ -321,92 +320,17 @@ def test_unreachable(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------
 
 
-class FakeEngine(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: "FakeServer"
-
-    def log_message(self, *a: object) -> None:
-        pass
-
-    def _json(self, status: int, doc: object, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        if self.path.endswith("/_ping"):
-            self._json(200, "OK", {"Api-Version": self.server.api, "Builder-Version": "2", "Ostype": "linux"})
-        elif self.path.endswith("/version"):
-            self._json(200, {"Version": "20.10.24", "ApiVersion": self.server.api})
-        else:
-            self._json(404, {"message": "no such image"})
-
-    def do_POST(self) -> None:
-        self.server.posts.append(self.path)
-        if "/session" in self.path:  # an engine without sessions: ctxpack falls back to a tar body
-            self._json(404, {"message": "page not found"})
-            return
-        if "/build/cancel" in self.path:
-            self.server.cancelled.set()
-            self._json(200, {})
-            return
-        mode = self.server.mode
-        got = 0
-        while True:
-            line = self.rfile.readline()
-            size = int(line.split(b";")[0], 16)
-            if size == 0:
-                break
-            # A slow engine reads slowly whatever the chunk framing: one
-            # chunk may carry a whole file (sendfile), so pace the reads
-            # inside a chunk, not between chunks.
-            while size > 0:
-                piece = len(self.rfile.read(min(size, 256 << 10)))
-                if piece == 0:
-                    return
-                size -= piece
-                got += piece
-                self.server.received = got
-                if mode == "slow":
-                    time.sleep(0.05)
-            self.rfile.readline()
-            if mode == "drop" and got > 200_000:
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-                return
-        self._json(200, {"aux": {"ID": "sha256:" + "0" * 64}})
-
-
-class FakeServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path: str, mode: str, api: str = "1.41"):
-        self.mode = mode
-        self.api = api
-        self.posts: list[str] = []
-        self.received = 0
-        self.cancelled = threading.Event()
-        super().__init__(path, FakeEngine)
-
-    def get_request(self):  # type: ignore[no-untyped-def]
-        sock, _ = super().get_request()
-        return sock, ("fake", 0)
+# A slow engine reads 256 KiB per 50 ms whatever the chunk framing (one
+# chunk may carry a whole file: sendfile); a dropping one hangs up after
+# 200 kB of the upload.  Both: API 1.41, BuildKit by default, no sessions.
+_MODES: dict[str, dict[str, Any]] = {"ok": {}, "drop": {"cut_after": 200_000}, "slow": {"read_pause": 0.05}}
 
 
 @pytest.fixture()
-def fake_engine(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[FakeServer, str]]:
-    path = str(tmp_path / "fake.sock")
-    srv = FakeServer(path, request.param if hasattr(request, "param") else "ok")
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv, path
-    srv.shutdown()
-    srv.server_close()
+def fake_engine(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[FakeDaemon]:
+    mode = _MODES[getattr(request, "param", "ok")]
+    with FakeDaemon(tmp_path, consume=discard, api_version="1.41", builder_version="2", **mode) as d:
+        yield d
 
 
 def _big_tree(root: Path, mb: int) -> Path:
@@ -416,20 +340,19 @@ def _big_tree(root: Path, mb: int) -> Path:
 
 
 @pytest.mark.parametrize("fake_engine", ["drop"], indirect=True)
-def test_engine_drops_connection_mid_upload(fake_engine: tuple[FakeServer, str], tmp_path: Path) -> None:
-    _, path = fake_engine
+def test_engine_drops_connection_mid_upload(fake_engine: FakeDaemon, tmp_path: Path) -> None:
     root = _big_tree(tmp_path / "ctx", 8)
-    p = cli(str(root), "-H", f"unix://{path}", "--builder", "classic", "--full")
+    p = cli(str(root), "-H", fake_engine.docker_host, "--builder", "classic", "--full")
     assert p.returncode == 5, p.stderr
     assert "closed the connection during the upload" in p.stderr and "Traceback" not in p.stderr
 
 
 @pytest.mark.parametrize("fake_engine", ["slow"], indirect=True)
-def test_ctrl_c_during_upload_cancels(fake_engine: tuple[FakeServer, str], tmp_path: Path) -> None:
-    srv, path = fake_engine
+def test_ctrl_c_during_upload_cancels(fake_engine: FakeDaemon, tmp_path: Path) -> None:
+    srv = fake_engine
     root = _big_tree(tmp_path / "ctx", 64)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "ctxpack.cli", "build", str(root), "-H", f"unix://{path}",
+    proc = subprocess.Popen([sys.executable, "-m", "ctxpack.cli", "build", str(root), "-H", srv.docker_host,
                              "--builder", "buildkit", "--full"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env,
                             # A suite started in the background (`cmd &` in a script) inherits SIGINT ignored,
@@ -443,25 +366,19 @@ def test_ctrl_c_during_upload_cancels(fake_engine: tuple[FakeServer, str], tmp_p
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "cancelled" in err
-    assert srv.cancelled.wait(5), srv.posts
+    cancel = srv.wait_for("/build/cancel", 5)
+    assert cancel is not None and cancel.method == "POST", srv.take()
     assert "no BuildKit session" in err and "sending the context as a tar" in err
-    assert any("/build/cancel?id=" in p for p in srv.posts)
-    build_id = next(p for p in srv.posts if "/build?" in p).split("buildid=")[1].split("&")[0]
-    assert any(p.endswith(f"/build/cancel?id={build_id}") for p in srv.posts)
+    upload = srv.wait_for("/build", 10)  # cut by the Ctrl-C: recorded once the daemon has read what came
+    assert upload is not None and upload.error is not None and upload.query["buildid"]
+    assert cancel.query_items == (("id", upload.query["buildid"]),)
 
 
 def test_old_engine_refused(tmp_path: Path) -> None:
-    path = str(tmp_path / "old.sock")
-    srv = FakeServer(path, "ok", api="1.30")
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with FakeDaemon(tmp_path, api_version="1.30", builder_version="2") as old:
         root = make_tree(tmp_path / "ctx", "FROM bb:latest\n")
-        p = cli(str(root), "-H", f"unix://{path}", "-q")
-        assert p.returncode == 5 and "speaks API 1.30; ctxpack needs at least 1.32" in p.stderr
-    finally:
-        srv.shutdown()
-        srv.server_close()
+        p = cli(str(root), "-H", old.docker_host, "-q")
+    assert p.returncode == 5 and "speaks API 1.30; ctxpack needs at least 1.32" in p.stderr
 
 
 # --------------------------------------------------------------------------

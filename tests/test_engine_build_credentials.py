@@ -11,14 +11,13 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from ctxpack.engine.credentials import registry_auths, registry_config
+from ctxpack.engine.fake import FakeDaemon
 
 FAKE = r"""#!/bin/sh
 read -r server || true
@@ -110,49 +109,16 @@ def test_a_failing_helper_never_leaks_what_it_printed(tmp_path: Path) -> None:
 
 
 def _capture_cli_header(tmp_path: Path, env: dict[str, str]) -> str:
-    """The X-Registry-Config the docker CLI 28 sends, from a fake engine."""
-    path = str(tmp_path / "eng.sock")
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(8)
-    srv.settimeout(30)
-    got: list[str] = []
-
-    def serve() -> None:
-        while not got:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            with c:
-                c.settimeout(10)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = c.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                head = data.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-                if " /_ping" in head[0] or "/_ping " in head[0]:
-                    c.sendall(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK")
-                elif "/build" in head[0]:
-                    got.extend(h.split(": ", 1)[1] for h in head if h.lower().startswith("x-registry-config:"))
-                    got.append("") if not got else None
-                    c.sendall(b"HTTP/1.1 500 x\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"message\":\"x\"}")
-                else:
-                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    """The X-Registry-Config the docker CLI 28 sends, from the fake engine."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text("FROM scratch\n")
-    subprocess.run(["docker", "-H", f"unix://{path}", "build", str(ctx)], env=dict(env, DOCKER_BUILDKIT="0"),
-                   capture_output=True, timeout=60)
-    t.join(10)
-    srv.close()
-    assert got, "the docker CLI sent no /build"
-    return got[0]
+    with FakeDaemon(tmp_path, api_version="1.41") as engine:
+        subprocess.run(["docker", "-H", engine.docker_host, "build", str(ctx)], env=dict(env, DOCKER_BUILDKIT="0"),
+                       capture_output=True, timeout=60)
+        builds = [r for r in engine.take() if r.path == "/build"]
+    assert builds, "the docker CLI sent no /build"
+    return builds[0].header("X-Registry-Config") or ""
 
 
 @pytest.mark.skipif(shutil.which("docker") is None and os.environ.get("CI") != "true", reason="no docker CLI on PATH")

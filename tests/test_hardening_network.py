@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import dockerd as harness
+from ctxpack.engine.fake import FakeDaemon, Reply
 
 ROOT = Path(__file__).resolve().parents[1]
 ON_CI = os.environ.get("CI", "").lower() == "true"
@@ -139,49 +140,16 @@ def test_tls_engine_with_an_expired_certificate_is_refused(context: Path, tls_pa
     assert "expired" in p.stderr.lower() and "Traceback" not in p.stderr
 
 
-class _MuteEngine:
-    """A unix socket that accepts and then says nothing (``head`` set: it
-    answers a response head and goes silent in the middle of the body)."""
-
-    def __init__(self, path: str, head: bytes | None = None):
-        self.path = path
-        self.head = head
-        self.srv = socket.socket(socket.AF_UNIX)
-        self.srv.bind(path)
-        self.srv.listen(8)
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c = self.srv.accept()[0]
-            except OSError:
-                return
-            self.held.append(c)  # keep it open
-            if self.head is not None:
-                c.recv(65536)
-                c.sendall(self.head)
-
-    def __enter__(self) -> _MuteEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.srv.close()
-        for c in self.held:
-            c.close()
-
-
 MUTE_EXIT = 7  # EngineTimeoutError's exit code
 
 
 def test_a_daemon_that_accepts_and_never_answers_times_out(context: Path, tmp_path: Path) -> None:
     import time
 
-    path = str(tmp_path / "mute.sock")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=f"unix://{path}", DOCKER_CONFIG=str(tmp_path / "cfg"))
-    with _MuteEngine(path):
+    with FakeDaemon(tmp_path, mute=True) as mute:
+        path = mute.socket_path
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env.update(DOCKER_HOST=f"unix://{path}", DOCKER_CONFIG=str(tmp_path / "cfg"))
         t0 = time.monotonic()
         p = subprocess.run([sys.executable, "-m", "ctxpack.cli", "build", "-q", "--timeout", "0.5", str(context)],
                            capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)}, timeout=60,
@@ -215,8 +183,8 @@ def test_library_timeout_covers_the_answer_and_silence_mid_answer(tmp_path: Path
     from ctxpack.engine.client import Engine
     from ctxpack.errors import EngineTimeoutError
 
-    path = str(tmp_path / "mute.sock")
-    with _MuteEngine(path):
+    with FakeDaemon(mute=True) as mute:
+        path = mute.socket_path
         with Engine.connect(f"unix://{path}", env={}, timeout=0.3) as engine:
             t0 = time.monotonic()
             with pytest.raises(EngineTimeoutError) as e:
@@ -224,10 +192,9 @@ def test_library_timeout_covers_the_answer_and_silence_mid_answer(tmp_path: Path
             assert time.monotonic() - t0 < 5
     assert e.value.endpoint == f"unix://{path}" and e.value.timeout == 0.3 and e.value.exit_code == MUTE_EXIT
     # A head, then nothing: the read-idle timeout ends the wait for the body.
-    path2 = str(tmp_path / "half.sock")
     head = b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 100\r\n\r\nOK"
-    with _MuteEngine(path2, head=head):
-        with Engine.connect(f"unix://{path2}", env={}, timeout=0.3) as engine:
+    with FakeDaemon(replies={"/_ping": Reply(head, then="hold")}) as half:
+        with Engine.connect(half.docker_host, env={}, timeout=0.3) as engine:
             with pytest.raises(EngineTimeoutError) as e2:
                 engine.ping()
     assert "said nothing for 0.3s in the middle of its answer" in str(e2.value), e2.value
@@ -417,85 +384,28 @@ def test_ssh_that_asks_for_a_password_fails_at_once(context: Path, tmp_path: Pat
     assert not (d / "asked").exists()  # the askpass program never ran
 
 
-class _SessionThenSilence:
-    """A BuildKit engine on a unix socket that takes the session upgrade and
-    the ``/build`` request, then never calls the session (no HTTP/2 preface)
-    and never says another byte: the daemon that stops calling."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.srv = socket.socket(socket.AF_UNIX)
-        self.srv.bind(path)
-        self.srv.listen(8)
-        self.held: list[socket.socket] = []
-        self.seen: list[str] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c = self.srv.accept()[0]
-            except OSError:
-                return
-            self.held.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c: socket.socket) -> None:
-        import json as _json
-
-        buf = b""
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    chunk = c.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                line = head.split(b"\r\n", 1)[0].decode()
-                method, target = line.split(" ")[:2]
-                path = target.split("?")[0]
-                self.seen.append(f"{method} {path}")
-                if path.endswith("/_ping"):
-                    c.sendall(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nBuilder-Version: 2\r\nOstype: linux\r\n"
-                              b"Content-Length: 2\r\n\r\nOK")
-                elif path.endswith("/version"):
-                    body = _json.dumps({"Version": "20.10.24", "ApiVersion": "1.41", "MinAPIVersion": "1.12",
-                                        "Os": "linux", "Arch": "amd64"}).encode()
-                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                              + str(len(body)).encode() + b"\r\n\r\n" + body)
-                elif path.endswith("/session"):
-                    c.sendall(b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-                    return  # held open, never called
-                elif path.endswith("/build"):
-                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-                    return  # held open, silent
-                else:
-                    c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-        except OSError:
-            return
-
-    def __enter__(self) -> _SessionThenSilence:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.srv.close()
-        for c in self.held:
-            c.close()
+# A BuildKit engine that takes the session upgrade and the ``/build``
+# request, then never calls the session (no HTTP/2 preface) and never says
+# another byte: the daemon that stops calling.
+_SESSION_THEN_SILENCE = {
+    "/session": Reply(b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", then="hold"),
+    "/build": Reply(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    then="hold"),
+}
 
 
 def test_a_session_whose_daemon_stops_calling_times_out(context: Path, tmp_path: Path) -> None:
     import time
 
-    path = str(tmp_path / "buildkit.sock")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=f"unix://{path}", DOCKER_CONFIG=str(tmp_path / "cfg"), PYTHONPATH=str(ROOT))
-    with _SessionThenSilence(path) as engine:
+    with FakeDaemon(tmp_path, api_version="1.41", builder_version="2", replies=_SESSION_THEN_SILENCE) as engine:
+        path = engine.socket_path
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env.update(DOCKER_HOST=f"unix://{path}", DOCKER_CONFIG=str(tmp_path / "cfg"), PYTHONPATH=str(ROOT))
         t0 = time.monotonic()
         p = subprocess.run([sys.executable, "-m", "ctxpack.cli", "build", "--timeout", "1", str(context)],
                            capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
         took = time.monotonic() - t0
-        seen = list(engine.seen)
+        seen = [f"{r.method} {r.target.split('?')[0]}" for r in engine.take()]
     assert "POST /v1.41/session" in seen and "POST /v1.41/build" in seen, seen
     assert p.returncode == MUTE_EXIT, p.stderr
     assert f"unix://{path}" in p.stderr and "said nothing for 1s" in p.stderr and "Traceback" not in p.stderr, p.stderr
@@ -509,11 +419,11 @@ def test_watch_build_takes_the_timeout(context: Path, tmp_path: Path) -> None:
     import select
     import time
 
-    path = str(tmp_path / "mute.sock")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=f"unix://{path}", DOCKER_CONFIG=str(tmp_path / "cfg"), PYTHONPATH=str(ROOT),
-               CTXPACK_CACHE_DIR=str(tmp_path / "cache"))
-    with _MuteEngine(path):
+    with FakeDaemon(tmp_path, mute=True) as mute:
+        path = mute.socket_path
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env.update(DOCKER_HOST=f"unix://{path}", DOCKER_CONFIG=str(tmp_path / "cfg"), PYTHONPATH=str(ROOT),
+                   CTXPACK_CACHE_DIR=str(tmp_path / "cache"))
         proc = subprocess.Popen([sys.executable, "-m", "ctxpack.cli", "watch", "--build", "--json", "--timeout", "0.5",
                                  str(context)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                                 stdin=subprocess.DEVNULL)

@@ -17,17 +17,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
-import socketserver
 import stat
 import subprocess
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from dockercli import DockerCLI
@@ -35,6 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctxpack.tar.header import BLOCK_SIZE, END_OF_ARCHIVE, TYPE_BLOCK, TYPE_CHAR, TYPE_DIR, TYPE_FIFO, TYPE_LINK, TYPE_REG, TYPE_SYMLINK, TarHeader, encode_header, format_pax_record, header_from_stat, padding, pax_header_name, read_security_capability
+from ctxpack.engine.fake import FakeDaemon
 from ctxpack.errors import TarHeaderError
 
 # --------------------------------------------------------------------------
@@ -852,61 +850,16 @@ def test_setcap_tool_agrees_with_fixture_blob(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------
 
 
-class _StreamingBuildHandler(BaseHTTPRequestHandler):
-    """Fake daemon that keeps only the head and tail of a huge build upload."""
-
-    protocol_version = "HTTP/1.1"
-    server: _StreamingServer
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-    def _ping(self, body: bool) -> None:
-        self.send_response(200)
-        self.send_header("API-Version", "1.47")
-        self.send_header("OSType", "linux")
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        if body:
-            self.wfile.write(b"OK")
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._ping(False)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._ping(True)
-
-    def do_POST(self) -> None:  # noqa: N802
-        head, tail, total = bytearray(), b"", 0
-        while True:
-            n = int(self.rfile.readline().split(b";")[0], 16)
-            if n == 0:
-                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                break
-            while n:
-                chunk = self.rfile.read(min(n, 1 << 20))
-                n -= len(chunk)
-                total += len(chunk)
-                if len(head) < 1 << 16:
-                    head += chunk[:(1 << 16) - len(head)]
-                tail = (tail + chunk)[-4096:]
-            self.rfile.readline()
-        self.server.result = (bytes(head), tail, total)
-        body = b'{"stream":"ok\\n"}\n{"aux":{"ID":"sha256:' + b"0" * 64 + b'"}}\n'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _StreamingServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    result: tuple[bytes, bytes, int] | None = None
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        conn, _ = super().get_request()
-        return conn, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port)
+def _head_and_tail(body: BinaryIO) -> tuple[bytes, bytes, int]:
+    """A fake daemon's build-body consumer keeping only the first 64 KiB and
+    the last 4 KiB of a huge upload, and its length."""
+    head, tail, total = bytearray(), b"", 0
+    while chunk := body.read(1 << 20):
+        total += len(chunk)
+        if len(head) < 1 << 16:
+            head += chunk[:(1 << 16) - len(head)]
+        tail = (tail + chunk)[-4096:]
+    return bytes(head), tail, total
 
 
 @pytest.mark.big  # uploads 8 GiB through the docker CLI: run with `pytest -m big`
@@ -923,19 +876,14 @@ def test_8gib_file_matches_docker() -> None:
         size = (8 << 30) + 3
         with open(big, "wb") as fh:
             fh.truncate(size)  # sparse
-        server = _StreamingServer(os.path.join(tmp, "d.sock"), _StreamingBuildHandler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
+        with FakeDaemon(tmp, consume=_head_and_tail) as daemon:
             env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-            env.update(DOCKER_BUILDKIT="0", DOCKER_HOST="unix://" + os.path.join(tmp, "d.sock"),
-                       DOCKER_CONFIG=os.path.join(tmp, "cfg"))
+            env.update(DOCKER_BUILDKIT="0", DOCKER_HOST=daemon.docker_host, DOCKER_CONFIG=os.path.join(tmp, "cfg"))
             proc = subprocess.run(["docker", "build", ctx], env=env, capture_output=True, timeout=600)
-        finally:
-            server.shutdown()
-            server.server_close()
+            uploads = [r.result for r in daemon.take() if r.path == "/build"]
         assert proc.returncode == 0, proc.stderr
-        assert server.result is not None
-        head, tail, total = server.result
+        assert len(uploads) == 1
+        head, tail, total = uploads[0]
         ours = encode_header(header_from_stat("zbig", os.lstat(big)))
         assert len(ours) == 3 * BLOCK_SIZE  # x block, records, main
         assert head[1024:1024 + len(ours)] == ours, explain_diff(ours, head[1024:1024 + len(ours)])

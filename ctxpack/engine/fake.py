@@ -9,6 +9,12 @@ transport.  What happens to a build body is the caller's choice:
 (count only, for timing a 1 GB upload), :func:`tar_names` (parse the tar
 stream, keep member names) or :func:`sha256` (digest only).
 
+It can also misbehave as engines do, for the tests of ctxpack's timeouts
+and error messages: ``mute`` (accepts, never reads or answers),
+``read_pause`` (a slow reader of build bodies), ``cut_after`` (hangs up
+in the middle of an upload), and fixed :class:`Reply` bytes for a path,
+after which it goes on, hangs up or holds the connection silent.
+
 Standard library only; one thread per connection.
 """
 
@@ -28,18 +34,20 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, Literal, cast
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["FakeDaemon", "RequestRecord", "keep", "discard", "tar_names", "sha256"]
+__all__ = ["FakeDaemon", "RequestRecord", "Reply", "keep", "discard", "tar_names", "sha256"]
 
 API_VERSION = "1.47"
 _VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(/.*)$")
 _READ = 1 << 20
+# A slow reader (read_pause) takes a build body at most this much at a time.
+_SLOW_READ = 256 << 10
 
 #: What a body consumer returns is stored as the request's ``result``.
 Consumer = Callable[[BinaryIO], Any]
@@ -78,6 +86,19 @@ def tar_names(body: BinaryIO) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """A fixed answer to the requests for one path: ``raw`` is sent as it
+    is (status line, headers, any body) once the request has come whole;
+    then ``then``: ``"serve"`` (the connection goes on), ``"close"`` (hang
+    up) or ``"hold"`` (keep the connection open and say nothing more, until
+    the daemon stops: an engine stalled in the middle of an answer, or one
+    that never calls back on an upgraded session)."""
+
+    raw: bytes
+    then: Literal["serve", "close", "hold"] = "serve"
+
+
+@dataclass(frozen=True)
 class RequestRecord:
     """One HTTP request the fake daemon received."""
 
@@ -97,8 +118,12 @@ class RequestRecord:
     result: Any
     #: Pid of the connecting process (``SO_PEERCRED``), None if unknown.
     pid: int | None
-    #: ``time.monotonic()`` when the request was fully received.
+    #: ``time.monotonic()`` when the request was fully received (or cut).
     received_at: float
+    #: Why the body did not arrive whole (the client went away, or
+    #: ``cut_after``); ``None``: it did.  Such requests are kept apart
+    #: (:meth:`FakeDaemon.cut_requests`).
+    error: str | None = None
 
     @property
     def query(self) -> dict[str, str]:
@@ -114,13 +139,17 @@ class RequestRecord:
 class _Body(io.RawIOBase):
     """The request body, de-chunked, as a raw stream; counts bytes."""
 
-    def __init__(self, rfile: BinaryIO, chunked: bool, length: int):
+    def __init__(self, rfile: BinaryIO, chunked: bool, length: int, *, piece: int | None = None,
+                 on_read: Callable[[int], None] | None = None):
         self.rfile = rfile
         self.chunked = chunked
         self.left = 0 if chunked else length
         self.done = not chunked and length == 0
         self.total = 0
         self._started = False
+        # piece: the most one read takes; on_read(n) after each read of n bytes.
+        self._piece = piece
+        self._on_read = on_read
 
     def readable(self) -> bool:
         return True
@@ -145,11 +174,14 @@ class _Body(io.RawIOBase):
                 self.done = True
                 return 0
             self._next_chunk()
-        got = self.rfile.readinto(memoryview(b)[: min(len(b), self.left)])  # type: ignore[attr-defined]
+        want = min(len(b), self.left, self._piece or self.left)
+        got = self.rfile.readinto(memoryview(b)[:want])  # type: ignore[attr-defined]
         if not got:
             raise ConnectionError("connection closed inside the body")
         self.left -= got
         self.total += got
+        if self._on_read is not None:
+            self._on_read(int(got))
         return int(got)
 
 
@@ -167,6 +199,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
 
+    def handle(self) -> None:
+        if self.server.mute:
+            self.server.stopping.wait()  # accepted; never read, never answered
+            return
+        super().handle()
+
     def do_HEAD(self) -> None:  # noqa: N802
         self._dispatch()
 
@@ -177,24 +215,34 @@ class _Handler(BaseHTTPRequestHandler):
         match = _VERSION_PREFIX.match(split.path)
         path = match.group(1) if match else split.path
         te = (self.headers.get("Transfer-Encoding") or "").lower()
-        body = _Body(cast(BinaryIO, self.rfile), "chunked" in te, int(self.headers.get("Content-Length") or 0))
-        consume = self.server.consume if (path == "/build" and self.command == "POST") else keep
+        build = path == "/build" and self.command == "POST"
+        body = _Body(cast(BinaryIO, self.rfile), "chunked" in te, int(self.headers.get("Content-Length") or 0),
+                     piece=_SLOW_READ if build and self.server.read_pause else None,
+                     on_read=self._build_read if build else None)
+        consume = self.server.consume if build else keep
+        result: Any = None
+        error = None
         try:
             result = consume(cast(BinaryIO, body))
             discard(cast(BinaryIO, body))  # whatever the consumer left
         except (OSError, ValueError, ConnectionError, tarfile.TarError) as exc:
-            self.server.note_error(f"{self.command} {self.path}: {exc!r}")
+            error = f"{self.command} {self.path}: {exc!r}"
+            self.server.note_error(error)
             self.close_connection = True
-            return
         record = RequestRecord(
             method=self.command, target=self.path, path=path,
             query_items=tuple(parse_qsl(split.query, keep_blank_values=True)),
             headers=tuple(self.headers.items()),
             body=result if isinstance(result, bytes) else b"", body_size=body.total, result=result,
-            pid=cast("int | None", self.client_address[0]), received_at=time.monotonic(),
+            pid=cast("int | None", self.client_address[0]), received_at=time.monotonic(), error=error,
         )
         self.server.record(record)
-        if path == "/_ping":
+        if error is not None:
+            return
+        reply = self.server.replies.get(path)
+        if reply is not None:
+            self._send_fixed(reply)
+        elif path == "/_ping":
             self._send(200, "text/plain; charset=utf-8", b"OK", self.server.ping_headers())
         elif path == "/build" and self.command == "POST":
             self._reply_build(record)
@@ -202,8 +250,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply_json(200, self.server.version_payload())
         elif path == "/info" and self.command in ("GET", "HEAD"):
             self._reply_json(200, {"OSType": "linux", "Architecture": "x86_64", "ServerVersion": "ctxpack-fake"})
+        elif path == "/build/cancel" and self.command == "POST":
+            self._send(200, "text/plain; charset=utf-8", b"", [("API-Version", self.server.api_version)])
         else:
             self._reply_json(404, {"message": f"page not found: {self.command} {path}"})
+
+    def _build_read(self, n: int) -> None:
+        """After each read of a build body: count it, pace it, cut it."""
+        server = self.server
+        total = server.count_received(n)
+        if server.cut_after is not None and total > server.cut_after:
+            self.connection.shutdown(socket.SHUT_RDWR)
+            raise ConnectionError(f"hung up after {total} bytes of the build body (cut_after={server.cut_after})")
+        if server.read_pause:
+            time.sleep(server.read_pause)
+
+    def _send_fixed(self, reply: Reply) -> None:
+        self.wfile.write(reply.raw)
+        self.wfile.flush()
+        if reply.then == "hold":
+            self.server.stopping.wait()
+        if reply.then != "serve":
+            self.close_connection = True
 
     def _send(self, status: int, ctype: str, payload: bytes, extra: Sequence[tuple[str, str]] = ()) -> None:
         self.send_response(status)
@@ -255,17 +323,37 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+@dataclass(frozen=True)
+class _Behaviour:
+    """How the daemon misbehaves (see :class:`FakeDaemon`)."""
+
+    mute: bool = False
+    read_pause: float = 0.0
+    cut_after: int | None = None
+    replies: Mapping[str, Reply] = field(default_factory=dict)
+
+
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = False
 
-    def __init__(self, path: str, consume: Consumer, api_version: str, builder_version: str, max_log: int):
+    def __init__(self, path: str, consume: Consumer, api_version: str, builder_version: str, max_log: int,
+                 behaviour: _Behaviour):
         self.consume = consume
         self.api_version = api_version
         self.builder_version = builder_version
+        self.mute = behaviour.mute
+        self.read_pause = behaviour.read_pause
+        self.cut_after = behaviour.cut_after
+        self.replies = dict(behaviour.replies)
+        # Set when the daemon stops: mute and held connections let go.
+        self.stopping = threading.Event()
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._records: list[RequestRecord] = []
+        self._cut: list[RequestRecord] = []
+        self._received = 0
         self._max_log = max_log
         self._conns: set[socket.socket] = set()
         self.errors: list[str] = []
@@ -308,8 +396,34 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def record(self, rec: RequestRecord) -> None:
         with self._lock:
-            self._records.append(rec)
-            del self._records[: -self._max_log]
+            kept = self._records if rec.error is None else self._cut
+            kept.append(rec)
+            del kept[: -self._max_log]
+            self._arrived.notify_all()
+
+    def count_received(self, n: int) -> int:
+        with self._lock:
+            self._received += n
+            return self._received
+
+    @property
+    def received(self) -> int:
+        with self._lock:
+            return self._received
+
+    def cut(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._cut)
+
+    def wait_for(self, path: str, timeout: float) -> RequestRecord | None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                found = next((r for r in (*self._records, *self._cut) if r.path == path), None)
+                left = deadline - time.monotonic()
+                if found is not None or left <= 0:
+                    return found
+                self._arrived.wait(left)
 
     def records_since(self, since: float, pid: int | None) -> list[RequestRecord]:
         with self._lock:
@@ -338,12 +452,28 @@ class FakeDaemon:
     :func:`keep`); other requests' bodies are kept.  Use as a context
     manager or :meth:`start` / :meth:`stop`; reusable for any number of
     requests; ``build_lock`` lets callers run one build at a time.
+    ``api_version`` and ``builder_version`` are what ``/_ping`` says.
+
+    Misbehaving, for tests of what a client does then:
+
+    * ``mute``: every connection is accepted and then neither read nor
+      answered (a hung daemon);
+    * ``read_pause``: seconds to sleep after each read (of at most 256 KiB)
+      of a build body (a slow engine);
+    * ``cut_after``: hang up once more than this many bytes of build bodies
+      have come in all (an engine that goes away mid-upload);
+    * ``replies``: fixed :class:`Reply` bytes for a path (as in
+      :attr:`RequestRecord.path`, no version prefix) instead of the usual
+      answer.
     """
 
     def __init__(self, socket_dir: str | os.PathLike[str] | None = None, *, consume: Consumer = keep,
-                 api_version: str = API_VERSION, builder_version: str = "1", max_log: int = 1000) -> None:
+                 api_version: str = API_VERSION, builder_version: str = "1", max_log: int = 1000,
+                 mute: bool = False, read_pause: float = 0.0, cut_after: int | None = None,
+                 replies: Mapping[str, Reply] | None = None) -> None:
         self._socket_dir = os.fspath(socket_dir) if socket_dir is not None else None
-        self._args = (consume, api_version, builder_version, max_log)
+        self._args = (consume, api_version, builder_version, max_log,
+                      _Behaviour(mute, read_pause, cut_after, dict(replies or {})))
         self._tmpdir: str | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -382,6 +512,7 @@ class FakeDaemon:
             path = server.server_address
             if thread is not None and thread.is_alive():
                 server.shutdown()
+            server.stopping.set()
             server.abort_connections()
             server.server_close()
             if thread is not None:
@@ -441,3 +572,18 @@ class FakeDaemon:
     def abort_connections(self) -> None:
         """Cut every open connection (a daemon that goes away)."""
         self._require().abort_connections()
+
+    @property
+    def received(self) -> int:
+        """Bytes of build bodies received so far, all requests (counted as they come)."""
+        return self._require().received
+
+    def cut_requests(self) -> list[RequestRecord]:
+        """The requests whose body did not come whole (each with its ``error``)."""
+        return self._require().cut()
+
+    def wait_for(self, path: str, timeout: float) -> RequestRecord | None:
+        """The first request for ``path`` (no version prefix), received whole
+        or cut (its ``error`` says), waiting up to ``timeout`` seconds for
+        it; ``None`` if none came."""
+        return self._require().wait_for(path, timeout)
