@@ -22,7 +22,13 @@ directory, the page cache is warm.  Measured:
   each timed write comes 0.4 s after the last one, so it is a lone save);
 * ``diff`` and ``fingerprint`` with the watcher vs without, interleaved
   (with, without, without, with, ...), next to ``ctxpack --version`` (the
-  console script's own start-up: the floor of any answered command);
+  console script's own start-up) and ``python -c pass``; twice: with the
+  console script this interpreter has (here an editable install, whose
+  import hook and this machine's other ``.pth`` hooks run at every start),
+  and as a user's ``pip install ctxpack`` has it: a venv (``--without-pip``)
+  with a wheel built from this tree installed into it (non-editable,
+  byte-compiled by pip), the dependencies seen through a plain path line in
+  a ``.pth`` (a path line runs none of the base's hook files);
 * ``ls``, ``size --json`` and ``pack -o`` with vs without (fewer runs): the
   same output, and the time;
 * the server's share of write → visible: an in-process ``quick_diff`` right
@@ -90,10 +96,11 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return time.perf_counter() - t, p.stdout
 
 
-def imports(cmd: list[str], env: dict[str, str]) -> tuple[int, float, bool]:
+def imports(cmd: list[str], env: dict[str, str], python: str = sys.executable) -> tuple[int, float, bool, bool]:
     """(modules imported, their import time in ms by -X importtime, whether
-    any of the walker / matcher / index was among them) for one run."""
-    p = subprocess.run([sys.executable, "-X", "importtime", *cmd], env=env, stdout=subprocess.DEVNULL,
+    any of the walker / matcher / index was among them, whether click was)
+    for one run (``site`` and what it runs included)."""
+    p = subprocess.run([python, "-X", "importtime", *cmd], env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE, text=True)
     names, total = [], 0
     for line in p.stderr.splitlines():
@@ -102,7 +109,7 @@ def imports(cmd: list[str], env: dict[str, str]) -> tuple[int, float, bool]:
             names.append(name)
             total += int(self_us)
     heavy = any(n in ("ctxpack.walker", "ctxpack.ignore.matcher", "ctxpack.index.store") for n in names)
-    return len(names), total / 1000, heavy
+    return len(names), total / 1000, heavy, "click" in names
 
 
 def interleaved(a: list[str], b: list[str], env_a: dict[str, str], env_b: dict[str, str], n: int,
@@ -121,6 +128,54 @@ def interleaved(a: list[str], b: list[str], env_a: dict[str, str], env_b: dict[s
             outs[id(into)] = read(out) if read is not None else out
         same = same and outs[id(ta)] == outs[id(tb)]
     return ta, tb, same
+
+
+def user_install(work: str) -> tuple[list[str], str, str]:
+    """A user's install of this tree: (its console script, its python,
+    how it was made).  A venv without pip; a wheel built from the checkout
+    (``pip wheel --no-deps``), installed into the venv by this interpreter's
+    pip (``--python``: pip byte-compiles it, as for any user); the
+    dependencies through a path line in a ``.pth`` naming this interpreter's
+    site-packages (path lines add a directory; only a site directory's own
+    ``.pth`` files run their ``import`` lines)."""
+    import site
+
+    venv, wheels = os.path.join(work, "venv"), os.path.join(work, "wheels")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    py = os.path.join(venv, "bin", "python")
+    built = None
+    for extra in ([], ["--no-build-isolation"]):  # isolation fetches setuptools from the index; else this one's
+        p = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *extra, "-w", wheels, str(HERE.parent)],
+                           capture_output=True, text=True)
+        if p.returncode == 0:
+            built = extra
+            break
+    if built is None:
+        raise RuntimeError(f"pip wheel failed: {p.stderr[-2000:]}")
+    wheel = next(Path(wheels).glob("ctxpack-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-deps", str(wheel)], check=True)
+    purelib = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    base = site.getsitepackages()[0]
+    with open(os.path.join(purelib, "base-deps.pth"), "w") as fh:
+        fh.write(base + "\n")
+    exe = os.path.join(venv, "bin", "ctxpack")
+    check = subprocess.run([py, "-c", "import ctxpack, click; print(ctxpack.__file__)"], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, check=True).stdout.strip()
+    if not check.startswith(venv):
+        raise RuntimeError(f"the venv imports ctxpack from {check}, not its own install")
+    how = (f"venv --without-pip; `pip wheel --no-deps{' ' + ' '.join(built) if built else ''}` of this tree → "
+           f"`pip --python VENV install --no-deps {wheel.name}`; dependencies via a path line to {base}")
+    return [exe], py, how
+
+
+def startups(cmds: dict[str, list[str]], env: dict[str, str], n: int) -> dict[str, dict]:
+    """Each command's time, interleaved (round robin), ``n`` times."""
+    got: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(n):
+        for k, cmd in cmds.items():
+            got[k].append(timed(cmd, env)[0])
+    return {k: summary(v) for k, v in got.items()}
 
 
 class Watch:
@@ -160,6 +215,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--soak", type=float, default=120.0, help="seconds of edits in the soak")
     ap.add_argument("--out", default=str(HERE / "results" / "watch.md"))
+    ap.add_argument("--no-user-install", action="store_true", help="skip the venv + wheel (user install) timings")
     args = ap.parse_args()
     tree = os.path.realpath(args.tree)
     src = os.path.join(tree, "src")
@@ -177,9 +233,24 @@ def main() -> int:
     cold_env = dict(env, CTXPACK_WATCH="0")
     res: dict[str, object] = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                                           "load_before": loadavg()}, "exe": exe[0]}
-    starts = [timed([sys.executable, "-c", "pass"], env)[0] for _ in range(9)]
-    res["python_startup_s"] = summary(starts)
-    res["version_startup_s"] = summary([timed([*exe, "--version"], env)[0] for _ in range(9)])
+    work = tempfile.mkdtemp(prefix="ctxpack-watchbench-user-")
+    installs: list[tuple[str, list[str], str, dict[str, str]]] = [("editable", exe, sys.executable, env)]
+    if not args.no_user_install:
+        try:
+            u_exe, u_py, how = user_install(work)
+            u_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+            installs.append(("user", u_exe, u_py, u_env))
+            res["user_install"] = how
+            log(f"user install: {how}")
+        except (RuntimeError, subprocess.CalledProcessError, StopIteration) as e:
+            res["user_install_error"] = str(e)
+            log(f"no user install: {e}")
+    for kind, x, py, e in installs:
+        st = startups({"python": [py, "-c", "pass"], "version": [*x, "--version"]}, e, 9)
+        key = "" if kind == "editable" else "user_"
+        res[f"{key}python_startup_s"], res[f"{key}version_startup_s"] = st["python"], st["version"]
+        log(f"{kind}: python -c pass {st['python']['median'] * 1000:.1f} ms, ctxpack --version "
+            f"{st['version']['median'] * 1000:.1f} ms")
     try:
         with open(os.path.join(tree, ".bench-tree.json")) as fh:
             params = json.load(fh)["params"]
@@ -304,16 +375,19 @@ def main() -> int:
 
         # diff / fingerprint with vs without (nothing changing), interleaved
         time.sleep(1.0)
-        for cmd in ("diff", "fingerprint"):
-            warm, cold, same = interleaved([*exe, cmd, tree], [*exe, cmd, tree], env, cold_env, max(6, args.runs))
-            res[f"{cmd}_with_watch_s"] = summary(warm)
-            res[f"{cmd}_without_watch_s"] = summary(cold)
-            res[f"{cmd}_same_output"] = same
-            log(f"{cmd}: {statistics.median(warm):.3f} s with watch, {statistics.median(cold):.3f} s without "
-                f"({statistics.median(warm) / statistics.median(cold):.3f}x), same output: {same}")
-        for cmd in ("diff", "fingerprint"):  # what each loads
-            got = {k: [imports([*exe, cmd, tree], e) for _ in range(3)] for k, e in (("with", env), ("without", cold_env))}
-            res[f"{cmd}_imports"] = {k: (v[0][0], min(x[1] for x in v), v[0][2]) for k, v in got.items()}
+        for kind, x, py, e in installs:
+            key = "" if kind == "editable" else "user_"
+            e_cold = dict(e, CTXPACK_WATCH="0")
+            for cmd in ("diff", "fingerprint"):
+                warm, cold, same = interleaved([*x, cmd, tree], [*x, cmd, tree], e, e_cold, max(6, args.runs))
+                res[f"{key}{cmd}_with_watch_s"] = summary(warm)
+                res[f"{key}{cmd}_without_watch_s"] = summary(cold)
+                res[f"{key}{cmd}_same_output"] = same
+                log(f"{kind} {cmd}: {statistics.median(warm):.4f} s with watch, {statistics.median(cold):.3f} s without "
+                    f"({statistics.median(warm) / statistics.median(cold):.3f}x), same output: {same}")
+            for cmd in ("diff", "fingerprint"):  # what each loads
+                got = {k: [imports([*x, cmd, tree], ee, py) for _ in range(3)] for k, ee in (("with", e), ("without", e_cold))}
+                res[f"{key}{cmd}_imports"] = {k: (v[0][0], min(y[1] for y in v), v[0][2], v[0][3]) for k, v in got.items()}
         # ls, size, pack: the same answers with the watcher's entries (fewer runs: pack reads the tree)
         tar = os.path.join(cache, "ctx.tar")
         for name, cmd, read in (
@@ -363,6 +437,7 @@ def main() -> int:
         for f in Path(src).glob(".bench-watch-*"):
             f.unlink()
         shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     res["exit"] = rc
     res["machine"]["load_after"] = loadavg()  # type: ignore[index]
     out = Path(args.out)
@@ -392,6 +467,9 @@ def render(r: dict, tree: str) -> str:
 
     m = r["machine"]
     soak = r["soak"]
+    installs = [("", "editable install (this machine's interpreter)")]
+    if "user_diff_with_watch_s" in r:
+        installs.append(("user_", "user install (venv + wheel)"))
     lines = [
         "# `ctxpack watch` (bench/bench_watch.py)", "",
         f"Tree: `{tree}` ({r.get('tree_params', 'bench/gen_tree.py')}, its .dockerignore): {r['dirs']:,} directories, "
@@ -407,13 +485,23 @@ def render(r: dict, tree: str) -> str:
         f"| write → settled delta printed (a lone save; the client's barrier may settle it first) | {med('write_to_settled_delta_s'):.3f} s ({rng('write_to_settled_delta_s')}) |",
         f"| write → visible, the server's share (in-process `quick_diff` right after the write) | "
         f"{1000 * med('write_to_quick_diff_in_process_s'):.1f} ms ({rng('write_to_quick_diff_in_process_s')} s) |",
-        *[f"| `{c}` with / without watcher | {med(c + '_with_watch_s'):.3f} s / {med(c + '_without_watch_s'):.3f} s = "
-          f"**{med(c + '_with_watch_s') / med(c + '_without_watch_s'):.3f}×** (same output: {r[c + '_same_output']}); "
-          f"the console script's own start-up (`ctxpack --version`) is "
-          f"{med('version_startup_s') / med(c + '_without_watch_s'):.3f}× of without |" for c in ("diff", "fingerprint")],
-        *[f"| `{c}` imports with / without watcher (`-X importtime`, least of 3 runs) | {r[c + '_imports']['with'][0]} modules, "
-          f"{r[c + '_imports']['with'][1]:.0f} ms (walker/matcher/index loaded: {r[c + '_imports']['with'][2]}) / "
-          f"{r[c + '_imports']['without'][0]} modules, {r[c + '_imports']['without'][1]:.0f} ms |" for c in ("diff", "fingerprint")],
+        *[row for key, label in installs for row in (
+            *[f"| {label}: `{c}` with / without watcher | {1000 * med(key + c + '_with_watch_s'):.1f} ms / "
+              f"{1000 * med(key + c + '_without_watch_s'):.1f} ms = "
+              f"**{med(key + c + '_with_watch_s') / med(key + c + '_without_watch_s'):.3f}×** (target ≤ 0.10×: "
+              f"{'met' if med(key + c + '_with_watch_s') / med(key + c + '_without_watch_s') <= 0.10 else 'MISSED'}; "
+              f"same output: {r[key + c + '_same_output']}); `python -c pass` alone is "
+              f"{med(key + 'python_startup_s') / med(key + c + '_without_watch_s'):.3f}× of without, "
+              f"`ctxpack --version` {med(key + 'version_startup_s') / med(key + c + '_without_watch_s'):.3f}× |"
+              for c in ("diff", "fingerprint")],
+            *[f"| {label}: `{c}` imports with / without watcher (`-X importtime`, least of 3 runs, `site` included) | "
+              f"{r[key + c + '_imports']['with'][0]} modules, {r[key + c + '_imports']['with'][1]:.1f} ms (click loaded: "
+              f"{r[key + c + '_imports']['with'][3]}; walker/matcher/index: {r[key + c + '_imports']['with'][2]}) / "
+              f"{r[key + c + '_imports']['without'][0]} modules, {r[key + c + '_imports']['without'][1]:.0f} ms |"
+              for c in ("diff", "fingerprint")],
+            f"| {label}: `python -c pass` / `ctxpack --version` | {1000 * med(key + 'python_startup_s'):.1f} ms / "
+            f"{1000 * med(key + 'version_startup_s'):.1f} ms |",
+        )],
         *[f"| `{c}` with / without watcher | {med(c + '_with_watch_s'):.3f} s / {med(c + '_without_watch_s'):.3f} s "
           f"(same output: {r[c + '_same_output']}) |" for c, _ in (("ls", 0), ("size", 0), ("pack", 0))],
         f"| in-process client call (socket + barrier), no interpreter start-up | fingerprint "
@@ -423,13 +511,20 @@ def render(r: dict, tree: str) -> str:
         f"| the same in-process without the watcher (library, warm index) | fingerprint "
         f"{1000 * med('library_fingerprint_s'):.0f} ms, diff {1000 * med('library_diff_s'):.0f} ms → with the watcher "
         f"{med('channel_fingerprint_s') / med('library_fingerprint_s'):.3f}× / {med('channel_diff_s') / med('library_diff_s'):.3f}× |",
-        f"| interpreter start-up (`python -c pass`, this machine now) / `ctxpack --version` | "
-        f"{med('python_startup_s'):.3f} s / {med('version_startup_s'):.3f} s |",
         f"| watcher RSS after start / idle (peak) | {r['rss_start_kb'] / 1024:.0f} MB / {r['rss_idle_kb'] / 1024:.0f} MB "
         f"({r['hwm_idle_kb'] / 1024:.0f} MB) |",
         f"| watcher CPU idle (10 s) | {100 * r['idle_cpu_share']:.2f}% of a core |",
         f"| soak: {soak['edits']:,} edits in {soak['seconds']:.0f} s | RSS {soak['rss_start_kb'] / 1024:.0f} → "
         f"{soak['rss_end_kb'] / 1024:.0f} MB, {soak['cpu_s']:.1f} s CPU, {soak['deltas']} deltas |",
+        "",
+        "The two installs.  *Editable*: `" + r["exe"] + "`, this machine's interpreter with the editable install's "
+        "import hook and the sandbox's own `.pth` hooks (certifi for the egress CA), which run at every start-up: "
+        "`python -c pass` above is mostly them, and no user has them.  *User*: "
+        + (r.get("user_install") or f"not measured ({r.get('user_install_error', '--no-user-install')})") + ".  "
+        "An answered `diff`/`fingerprint` is the console script's fast path (`ctxpack/cli/fast.py`): the "
+        "interpreter, pip's script template (it imports `re`), `ctxpack/__init__`, the socket exchange with the "
+        "watcher's barrier and the directory-mtime checks; click is not imported.  Without the watcher: click, the "
+        "CLI, the context, the walk of the tree and the index.",
         "",
     ]
     return "\n".join(lines)

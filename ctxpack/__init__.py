@@ -26,30 +26,30 @@ not an API promise: when ctxpack differs from Docker, that is a bug, and its
 fix ships in a patch release.
 """
 
-from typing import TYPE_CHECKING
-
-from ctxpack.errors import (
-    ChangedDuringReadError,
-    ClosedPipeError,
-    ContextError,
-    CtxpackError,
-    DockerfileError,
-    DockerfileSyntaxError,
-    IgnoreFileError,
-    InputError,
-    InternalError,
-    OutputError,
-    PatternError,
-    TransportError,
-)
+# Not typing's TYPE_CHECKING, and the error tree is lazy too: this module is
+# on the console script's start-up, where a running watcher answers `diff`
+# in a few milliseconds (ctxpack.cli.fast) and every import shows.
+TYPE_CHECKING = False
 
 #: The version of the package and of ``ctxpack --version`` (the only place it is written).
 __version__ = "0.2.0"
 
-# Everything but the error tree loads on first use, so `import ctxpack` (and
+# Everything loads on first use, so `import ctxpack` (and
 # the CLI's start-up: a warm `ctxpack diff` is mostly start-up) stays cheap:
 # name -> (module, attribute).
 _LAZY = {
+    "ChangedDuringReadError": ("errors", "ChangedDuringReadError"),
+    "ClosedPipeError": ("errors", "ClosedPipeError"),
+    "ContextError": ("errors", "ContextError"),
+    "CtxpackError": ("errors", "CtxpackError"),
+    "DockerfileError": ("errors", "DockerfileError"),
+    "DockerfileSyntaxError": ("errors", "DockerfileSyntaxError"),
+    "IgnoreFileError": ("errors", "IgnoreFileError"),
+    "InputError": ("errors", "InputError"),
+    "InternalError": ("errors", "InternalError"),
+    "OutputError": ("errors", "OutputError"),
+    "PatternError": ("errors", "PatternError"),
+    "TransportError": ("errors", "TransportError"),
     "BuildContext": ("context", "BuildContext"),
     "Dialect": ("ignore.dialect", "Dialect"),
     "open_context": ("context", "open_context"),
@@ -95,6 +95,20 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # type checkers see the lazy names with their real types
+    from ctxpack.errors import (
+        ChangedDuringReadError,
+        ClosedPipeError,
+        ContextError,
+        CtxpackError,
+        DockerfileError,
+        DockerfileSyntaxError,
+        IgnoreFileError,
+        InputError,
+        InternalError,
+        OutputError,
+        PatternError,
+        TransportError,
+    )
     from ctxpack.context import BuildContext, open_context
     from ctxpack.explainer import Explanation, explain, explain_path, list_entries
     from ctxpack.ignore.dialect import Dialect

@@ -1,6 +1,6 @@
 """``python -m ctxpack``: the command line."""
 
-from ctxpack.cli.app import main
+from ctxpack.cli import main
 
 if __name__ == "__main__":
     main()

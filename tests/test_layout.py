@@ -21,7 +21,7 @@ PACKAGE = Path(ctxpack.__file__).parent
 # above it.
 ORDER = [
     "errors", "units", "fs", "_go", "ignore", "dockerfile", "context", "walker",
-    "tar", "index", "audit", "explainer", "linter", "report",
+    "tar", "index", "printing", "audit", "explainer", "linter", "report",
     "engine", "watch", "compat", "__init__", "cli", "__main__",
 ]
 RANK = {name: i for i, name in enumerate(ORDER)}

@@ -1,6 +1,6 @@
-"""``python -m ctxpack.cli``."""
+"""``python -m ctxpack.cli``: the console script's entry point, fast path included."""
 
-from ctxpack.cli.app import main
+from ctxpack.cli import main
 
 if __name__ == "__main__":
     main()

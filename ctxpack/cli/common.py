@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +19,8 @@ import click
 
 from ctxpack.errors import ClosedPipeError, ContextError, CtxpackError
 from ctxpack.ignore.dialect import Dialect
+from ctxpack.printing import Chunk, diagnostic, notes_chunks
+from ctxpack.printing import printable as printable, to_json as to_json  # the commands' names for them
 from ctxpack.units import format_size
 
 if TYPE_CHECKING:
@@ -34,30 +35,15 @@ def fsbytes(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
-# Control characters (C0, DEL, C1) and undecodable bytes (surrogate escapes)
-# in a path must never reach a terminal raw: a file named "\x1b]0;pwned\x07"
-# would retitle the window, one with "\r" would overwrite the line (issue 16).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(m: re.Match[str]) -> str:
-    c = m.group()
-    if c in _NAMED:
-        return _NAMED[c]
-    n = ord(c)
-    return f"\\x{n - 0xDC00 if n >= 0xDC80 else n:02x}"
-
-
-def printable(text: str) -> str:
-    """``text`` safe for a terminal: control characters and undecodable
-    bytes shown as ``\\n``, ``\\x1b``, ``\\xff``; everything else as is."""
-    return _UNPRINTABLE.sub(_escape, text)
-
-
 def say(kind: str, message: str) -> None:
     """One diagnostic line on stderr: ``ctxpack: KIND: message`` (escaped)."""
-    click.echo(f"ctxpack: {kind}: {printable(message)}", err=True)
+    echo_chunks([diagnostic(kind, message)])
+
+
+def echo_chunks(chunks: "list[Chunk]") -> None:
+    """Print what :mod:`ctxpack.printing` rendered, a ``click.echo`` per chunk."""
+    for stream, text in chunks:
+        click.echo(text, err=stream == 2, nl=False)
 
 
 def fail(message: str, code: int, hint: str | None = None) -> None:
@@ -180,12 +166,7 @@ def show_notes(notes: "tuple[str, ...] | list[str]", warnings: list[str], *, des
                dockerfile: bool = True) -> None:
     """A context's notes and warnings on stderr, as :func:`open_ctx` says
     them (also for an answer from a running watcher)."""
-    for note in notes:
-        if not describing and not dockerfile and note.startswith("no Dockerfile in "):
-            continue  # the caller stops with the error itself
-        say("note", note)
-    for warning in warnings:
-        say("warning", warning)
+    echo_chunks(notes_chunks(notes, warnings, describing=describing, dockerfile=dockerfile))
 
 
 class Unreadable:
@@ -234,18 +215,6 @@ class ProgressLine:
     def done(self) -> None:
         if self.shown:
             click.echo("\r\033[K", err=True, nl=False)
-
-
-def to_json(obj: object) -> str:
-    import json  # here: most commands print no JSON
-    text = json.dumps(obj, indent=2, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Undecodable file names: keep the document valid UTF-8 with \udcXX
-        # escapes (json.loads gives back the surrogate-escaped name).
-        text = json.dumps(obj, indent=2)
-    return text
 
 
 def styled(text: str, **kw: Any) -> str:

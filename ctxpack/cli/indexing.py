@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
 from ctxpack.errors import InputError
-from ctxpack.cli.common import context_options, handle_errors, minimal_options, open_ctx, say, to_json
+from ctxpack.cli.common import context_options, echo_chunks, handle_errors, minimal_options, open_ctx, say, to_json
+from ctxpack.printing import diff_chunks, diff_exit_code, fingerprint_chunks
 from ctxpack.cli.warm import quick, warm
 from ctxpack.units import format_size
-
-if TYPE_CHECKING:
-    from ctxpack.index.results import Fingerprint
-
-
-def _report(fp: "Fingerprint") -> None:
-    """The run's notes and warnings (an index that could not be used) on stderr."""
-    for note in fp.notes:
-        say("note", f"{note}")
-    for warning in fp.warnings:
-        say("warning", f"{warning}")
 
 
 @click.command("fingerprint")
@@ -45,8 +34,7 @@ def fingerprint_command(directory: str, dockerfile: str | None, dialect: str, ig
 
         ctx = open_ctx(directory, dockerfile, dialect, ignore_file, minimal, target, build_args, platform=platform)
         fp = warm("fingerprint", ctx) or fingerprint(ctx)
-    _report(fp)
-    click.echo(to_json(fp.to_json()) if as_json else fp.fingerprint)
+    echo_chunks(fingerprint_chunks(fp, as_json))  # the renderer a watcher answering the fast path uses too
 
 
 @click.command("snapshot")
@@ -59,8 +47,7 @@ def snapshot_command(directory: str, dockerfile: str | None, dialect: str, ignor
 
     ctx = open_ctx(directory, dockerfile, dialect, ignore_file)
     fp = snapshot(ctx)
-    _report(fp)
-    click.echo(fp.fingerprint)
+    echo_chunks(fingerprint_chunks(fp, False))
 
 
 @click.command("diff")
@@ -98,20 +85,8 @@ def diff_command(directory: str, dockerfile: str | None, dialect: str, ignore_fi
             err = InputError(f"no snapshot of {root} ({dialect}) yet: run 'ctxpack snapshot' or 'ctxpack pack --snapshot' first")
             err.hint = _other_snapshot(directory, dockerfile, dialect, ignore_file)
         raise err
-    for warning in delta.warnings:
-        say("warning", warning)
-    if as_json:
-        click.echo(to_json(delta.to_json()))
-    else:
-        for sign, items in (("+", delta.added), ("-", delta.removed), ("M", delta.modified)):
-            for c in items:
-                extra = f" ({c.what})" if c.what else ""
-                # A size only for files: a directory's st_size is its listing's, not content.
-                size = f"  {format_size(c.bytes)}" if c.has_size else ""
-                click.echo(f"{sign} {c.path}{extra}{size}")
-        if not delta.changed:
-            click.echo("no changes since the last snapshot", err=True)
-    sys.exit(1 if exit_code and delta.changed else 0)
+    echo_chunks(diff_chunks(delta, as_json))  # the renderer a watcher answering the fast path uses too
+    sys.exit(diff_exit_code(delta, exit_code))
 
 
 @click.group("cache")

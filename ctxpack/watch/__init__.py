@@ -10,7 +10,7 @@ here: ``ctxpack.watch.client`` must not load the watcher.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # not typing's: ctxpack.watch is on the console script's fast path
 
 if TYPE_CHECKING:
     from ctxpack.watch.watcher import Settled, WarmState, Watcher

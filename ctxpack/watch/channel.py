@@ -10,6 +10,10 @@ before the request has been read too; the watcher applies them at once
 (no quiet period) and answers.  Measured on the 100k-file tree: see
 bench/results/watch.md.
 
+Two kinds of request: a JSON line (:mod:`ctxpack.watch.client`: answers
+as data), or a fast one (``F<length>``, :mod:`ctxpack.watch.wire`: the
+console script's, answered with the exact text the command prints).
+
 Safety: the socket lives in a 0700 directory of the cache directory, named
 after the context's root; the server answers only its own user
 (``SO_PEERCRED``).  A client falls back to walking itself — returns ``None``
@@ -38,9 +42,10 @@ from ctxpack.context import BuildContext
 from ctxpack.errors import CtxpackError, WatchError
 from ctxpack.index.store import Index
 from ctxpack.watch.client import (
-    PROTOCOL, NoSnapshot, Spec, context_inputs, pack_entries, recv, send, shape, shape_key, socket_path,
-    warm_diff, warm_fingerprint, warm_walk,
+    PROTOCOL, NoSnapshot, Spec, _delta_of, _fingerprint_of, context_inputs, pack_entries, recv, send, shape,
+    shape_key, socket_path, warm_diff, warm_fingerprint, warm_walk,
 )
+from ctxpack.watch.wire import FAST, pack_fields, spec_of_fields, unpack_fields
 
 if TYPE_CHECKING:
     from ctxpack.index.snapshots import Delta, Fingerprint
@@ -241,7 +246,15 @@ class Server:
 
     def _answer(self, conn: socket.socket, index: Index) -> None:
         with conn.makefile("rb") as f:
-            req, _ = recv(f)
+            line = f.readline()
+            if line.startswith(b"F"):  # the console script's fast path (ctxpack.watch.wire)
+                n = int(line[1:])
+                body = f.read(n)
+                if len(body) != n:
+                    raise ConnectionError("short request")
+                self._answer_fast(conn, body, index)
+                return
+            req, _ = recv(f, line)
         op = req.get("op")
         state = self.watcher.sync(self.timeout)
         w = self.watcher
@@ -273,15 +286,7 @@ class Server:
             if not ok:
                 send(conn, {"ok": False, "why": w.problem or "changed meanwhile"})
                 return
-            if delta is None:
-                header["delta"] = None
-            else:
-                header["delta"] = {
-                    "since": delta.since, "fingerprint": delta.fingerprint, "previous": delta.previous,
-                    "added": [[c.path, c.bytes, c.what, c.kind] for c in delta.added],
-                    "removed": [[c.path, c.bytes, c.what, c.kind] for c in delta.removed],
-                    "modified": [[c.path, c.bytes, c.what, c.kind] for c in delta.modified],
-                }
+            header["delta"] = _delta_header(delta)
             send(conn, header)
         elif op == "walk":
             excluded = bool(req.get("excluded"))
@@ -295,6 +300,77 @@ class Server:
             send(conn, header, payload)
         else:
             send(conn, {"ok": False, "why": f"unknown request {op!r}"})
+
+    def _answer_fast(self, conn: socket.socket, body: bytes, index: Index) -> None:
+        """A fast request (:func:`ctxpack.watch.wire.ask_fast`): what the
+        command prints, rendered by :mod:`ctxpack.printing` from the same
+        answer a JSON client would be sent, so that the text is the one the
+        command prints with this watcher (:func:`ctxpack.cli.warm.quick`)."""
+        from ctxpack.printing import diff_chunks, diff_exit_code, fingerprint_chunks, notes_chunks
+
+        def no(why: str) -> None:
+            reply = pack_fields(["no", why])
+            conn.sendall(b"%d\n" % len(reply) + reply)
+
+        try:
+            fields = unpack_fields(body)
+            if len(fields) < 4 or fields[0] != FAST or fields[1] != str(PROTOCOL):
+                no("another protocol")
+                return
+            command, n = fields[2], int(fields[3])
+            flags, rest = set(fields[4:4 + n]), fields[4 + n:]
+            cwd, s = rest[0], spec_of_fields(rest[1:])
+        except (ValueError, IndexError):
+            no("not a request")
+            return
+        if command not in _FAST_FLAGS or not flags <= _FAST_FLAGS[command]:
+            no(f"no fast answer for {command} {sorted(flags)}")
+            return
+        state = self.watcher.sync(self.timeout)
+        if state is None:
+            no(self.watcher.problem or "the watcher is not ready")
+            return
+        header: dict[str, object] = {"checks": self._checks(state)}
+        why = self._quick({"spec": s, "cwd": cwd}, state.ctx, header)
+        if why is not None:
+            no(why)
+            return
+        as_json = "--json" in flags
+        chunks = notes_chunks(header["ctx_notes"], header["ctx_warnings"])  # type: ignore[arg-type]
+        if command == "fingerprint":
+            fp = self.fingerprint(index)
+            if fp is None:
+                no(self.watcher.problem or "changed meanwhile")
+                return
+            header.update(fingerprint=fp.to_json(), notes=fp.notes)
+            chunks += fingerprint_chunks(_fingerprint_of(header), as_json)
+            code = 0
+        else:
+            ok, delta = self.delta(index, state.ctx)
+            if not ok or delta is None:  # no snapshot: the command says so, with its hints
+                no(self.watcher.problem or ("changed meanwhile" if not ok else "no snapshot"))
+                return
+            header["delta"] = _delta_header(delta)
+            answer = _delta_of(header)
+            assert not isinstance(answer, NoSnapshot)
+            chunks += diff_chunks(answer, as_json)
+            code = diff_exit_code(answer, "--exit-code" in flags)
+        out = ["ok", str(PROTOCOL), str(code)]
+        checks = header["checks"]
+        assert isinstance(checks, list)
+        out.append(str(len(checks)))
+        for rel, mtime in checks:
+            out.extend((str(rel), str(mtime)))
+        inputs = header["inputs"]
+        assert isinstance(inputs, list)
+        out.append(str(len(inputs)))
+        for path, key in inputs:
+            out.extend((str(path), "" if key is None else ",".join(str(k) for k in key)))
+        out.append(str(len(chunks)))
+        for stream, text in chunks:
+            out.extend((str(stream), text))
+        reply = pack_fields(out)
+        conn.sendall(b"%d\n" % len(reply) + reply)
 
     def _quick(self, req: dict[str, object], ctx: BuildContext, header: dict[str, object]) -> str | None:
         """Add what a client without a context needs to ``header``; or why not."""
@@ -319,6 +395,23 @@ class Server:
         picks = [dirs[0]] + [dirs[(self._rotor + i) % n] for i in range(min(_CHECKS, n))]
         self._rotor = (self._rotor + _CHECKS) % n
         return [[rel, m] for rel, m in picks]
+
+
+#: The output options a fast request may carry, per command (what the
+#: console script's fast path passes on; anything else it leaves to click).
+_FAST_FLAGS = {"diff": {"--json", "--exit-code"}, "fingerprint": {"--json"}}
+
+
+def _delta_header(delta: "Delta | None") -> dict[str, object] | None:
+    """A delta as the JSON answer carries it (``None``: no snapshot)."""
+    if delta is None:
+        return None
+    return {
+        "since": delta.since, "fingerprint": delta.fingerprint, "previous": delta.previous,
+        "added": [[c.path, c.bytes, c.what, c.kind] for c in delta.added],
+        "removed": [[c.path, c.bytes, c.what, c.kind] for c in delta.removed],
+        "modified": [[c.path, c.bytes, c.what, c.kind] for c in delta.modified],
+    }
 
 
 @contextlib.contextmanager

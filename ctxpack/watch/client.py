@@ -28,20 +28,23 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
+from ctxpack.watch.wire import PROTOCOL, context_inputs, enabled, socket_path, spec, stat_key
+from ctxpack.watch.wire import timeout as _timeout
+
 if TYPE_CHECKING:
     from ctxpack.context import BuildContext
     from ctxpack.index.results import Delta, Fingerprint
     from ctxpack.walker import Entry
 
 __all__ = [
-    "PROTOCOL", "socket_path", "shape", "shape_key", "spec", "context_inputs",
+    "PROTOCOL", "enabled", "socket_path", "shape", "shape_key", "spec", "context_inputs",
     "warm_fingerprint", "warm_diff", "warm_walk", "warm_entries", "quick_fingerprint", "quick_diff", "NoSnapshot",
 ]
 
-PROTOCOL = 2
-
 #: A JSON-able description of a command's context options (see :func:`spec`).
 Spec = dict[str, object]
+
+_stat_key = stat_key
 
 
 def shape(ctx: "BuildContext") -> tuple[object, ...]:
@@ -57,63 +60,6 @@ def shape_key(ctx: "BuildContext") -> str:
     return hashlib.sha256(repr(shape(ctx)).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def socket_path(root: str) -> str:
-    """Where the watcher of ``root`` listens (the directory may not exist)."""
-    from ctxpack.index.paths import cache_dir
-
-    name = hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".sock"
-    base = os.path.join(cache_dir(), "watch")
-    if len(os.path.join(base, name)) > 100:  # sun_path holds 108 bytes
-        base = f"/tmp/ctxpack-sockets-{os.getuid()}"
-    return os.path.join(base, name)
-
-
-def spec(directory: str, *, dockerfile: str | None, dialect: str, ignore_file: str | None, minimal: bool,
-         target: str | None, build_args: dict[str, str], platform: str | None) -> Spec | None:
-    """A command's context options, normalised as :func:`ctxpack.context.open_context`
-    reads them (paths absolute, the root with symlinks resolved); ``None``
-    when they cannot be compared without opening the context (the
-    Dockerfile on stdin, a root that is not a directory)."""
-    if dockerfile == "-":
-        return None
-    root = os.path.realpath(os.path.abspath(directory))
-    if not os.path.isdir(root):
-        return None
-    return {
-        "root": root, "dockerfile": os.path.abspath(dockerfile) if dockerfile is not None else None,
-        "dialect": dialect, "ignore_file": os.path.abspath(ignore_file) if ignore_file is not None else None,
-        "minimal": bool(minimal), "target": target, "build_args": sorted([k, v] for k, v in build_args.items()),
-        "platform": platform,
-    }
-
-
-def _stat_key(path: str) -> list[int] | None:
-    try:
-        a = os.lstat(path)
-        b = os.stat(path) if (a.st_mode & 0o170000) == 0o120000 else a  # a symlink: its target too
-    except OSError:
-        return None
-    return [a.st_ino, a.st_mtime_ns, a.st_ctime_ns, a.st_size, b.st_ino, b.st_mtime_ns, b.st_ctime_ns, b.st_size]
-
-
-def context_inputs(s: Spec) -> list[list[object]]:
-    """Every file whose presence or content decides the context of ``s``
-    besides the tree's paths: the Dockerfile (or the default names) and the
-    ignore files that could apply, each with its stat key (``None``:
-    absent).  Taken before a context is opened, so that any change after
-    shows as a different key."""
-    root = str(s["root"])
-    df = s["dockerfile"]
-    paths = [str(df)] if df is not None else [os.path.join(root, "Dockerfile"), os.path.join(root, "dockerfile")]
-    if s["ignore_file"] is not None:
-        paths.append(str(s["ignore_file"]))
-    else:
-        paths.append(os.path.join(root, ".dockerignore"))
-        if s["dialect"] == "buildkit":
-            paths.append((str(df) if df is not None else os.path.join(root, "Dockerfile")) + ".dockerignore")
-    return [[p, _stat_key(p)] for p in paths]
-
-
 # -- framing: a JSON header line, then an optional payload of the length it gives ----------
 def send(sock: socket.socket, header: dict[str, object], payload: bytes = b"") -> None:
     """One message: the header as a JSON line, then ``payload``."""
@@ -121,9 +67,12 @@ def send(sock: socket.socket, header: dict[str, object], payload: bytes = b"") -
     sock.sendall(json.dumps(header).encode() + b"\n" + payload)
 
 
-def recv(f: object) -> tuple[dict[str, object], bytes]:
-    """One message from a binary file of a socket (see :func:`send`)."""
-    line = f.readline()  # type: ignore[attr-defined]
+def recv(f: object, line: bytes | None = None) -> tuple[dict[str, object], bytes]:
+    """One message from a binary file of a socket (see :func:`send`);
+    ``line``: its first line, when the caller has read it already."""
+    if line is None:
+        line = f.readline()  # type: ignore[attr-defined]
+    assert line is not None
     if not line.endswith(b"\n"):
         raise ConnectionError("connection closed")
     header = json.loads(line)
@@ -134,18 +83,6 @@ def recv(f: object) -> tuple[dict[str, object], bytes]:
     if len(payload) != n:
         raise ConnectionError("short payload")
     return header, payload
-
-
-def enabled() -> bool:
-    """Whether clients ask a watcher at all (``CTXPACK_WATCH=0``: never)."""
-    return os.environ.get("CTXPACK_WATCH", "1") not in ("0", "no", "false")
-
-
-def _timeout() -> float:
-    try:
-        return float(os.environ.get("CTXPACK_WATCH_TIMEOUT", "5"))
-    except ValueError:
-        return 5.0
 
 
 def _ask_root(root: str, request: dict[str, object]) -> tuple[dict[str, object], bytes] | None:

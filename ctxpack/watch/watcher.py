@@ -549,6 +549,10 @@ class Watcher:
                 self._dockerfile_text = df
                 if shape(ctx) != shape(self.ctx) or ctx.analysis != self.ctx.analysis:
                     reason = reason or (", ".join(f"{p} {w}" for p, w in meta) or "the ignore file or the Dockerfile changed")
+                else:
+                    # The same rules: keep the model, but answer with the context just opened (its notes,
+                    # and the inputs' stat keys it was opened with: clients check those against the disk).
+                    self.ctx = ctx
             if reason is None:
                 for rel in lost:
                     wd = model.dirs.get(rel)

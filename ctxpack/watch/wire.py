@@ -1,0 +1,261 @@
+"""The lightest half of the watcher's client: what the console script's fast
+path (:mod:`ctxpack.cli.fast`) needs to have a running ``ctxpack watch``
+answer ``diff`` or ``fingerprint`` outright, with the text to print.
+
+Only builtin modules at import time (``os``, ``_socket``, the builtin
+SHA-256): no ``json``, ``socket``, ``hashlib``, ``typing`` or ``re``, each of
+which costs milliseconds of a command whose whole answer takes a few
+(issue 14: an answered command should cost little more than the interpreter's
+start-up).  :mod:`ctxpack.watch.client` re-exports what is shared.
+
+The fast exchange, on the watcher's socket (:mod:`ctxpack.watch.channel`):
+
+* request: ``F<length>\\n`` then ``<length>`` bytes of fields (see
+  :func:`pack_fields`): the marker ``ctxpack-fast``, the protocol, the
+  command (``diff``/``fingerprint``), its output options, the client's
+  working directory, then the context options (:func:`spec_fields`);
+* answer: ``<length>\\n`` then fields: ``ok``, the protocol, the exit code;
+  the directory-mtime checks; the Dockerfile and ignore-file stat keys the
+  watcher read the context with; then the output as (stream, text) chunks,
+  exactly what the command would print (rendered by
+  :mod:`ctxpack.printing`, the CLI's own renderer).  ``no`` and a reason
+  when the watcher cannot answer.
+
+The client trusts an answer only after the same checks as any other client:
+the protocol, every mtime it was sent, every input's stat key.  Any doubt:
+``None``, and the command runs as if no watcher ran.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: typing is not imported here
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    #: A JSON-able description of a command's context options (see :func:`spec`).
+    Spec = dict[str, object]
+
+    from hashlib import sha256 as _sha256
+else:
+    try:  # the builtin SHA-256 (no OpenSSL to load: hashlib costs ~3 ms to import)
+        from _sha2 import sha256 as _sha256  # Python >= 3.12
+    except ImportError:  # pragma: no cover - depends on the Python version
+        try:
+            from _sha256 import sha256 as _sha256  # Python <= 3.11
+        except ImportError:  # a build without the builtin hashes
+            from hashlib import sha256 as _sha256
+
+__all__ = ["PROTOCOL", "FAST", "socket_path", "spec", "spec_fields", "spec_of_fields", "stat_key", "context_inputs",
+           "pack_fields", "unpack_fields", "enabled", "timeout", "ask_fast"]
+
+#: The version of what a watcher and its clients say to each other (both the
+#: JSON requests of :mod:`ctxpack.watch.client` and the fast ones here).
+PROTOCOL = 3
+
+#: The first field of a fast request.
+FAST = "ctxpack-fast"
+
+
+def socket_path(root: str) -> str:
+    """Where the watcher of ``root`` listens (the directory may not exist)."""
+    from ctxpack.index.paths import cache_dir
+
+    name = _sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".sock"
+    base = os.path.join(cache_dir(), "watch")
+    if len(os.path.join(base, name)) > 100:  # sun_path holds 108 bytes
+        base = f"/tmp/ctxpack-sockets-{os.getuid()}"
+    return os.path.join(base, name)
+
+
+def spec(directory: str, *, dockerfile: str | None, dialect: str, ignore_file: str | None, minimal: bool,
+         target: str | None, build_args: dict[str, str], platform: str | None) -> Spec | None:
+    """A command's context options, normalised as :func:`ctxpack.context.open_context`
+    reads them (paths absolute, the root with symlinks resolved); ``None``
+    when they cannot be compared without opening the context (the
+    Dockerfile on stdin, a root that is not a directory)."""
+    if dockerfile == "-":
+        return None
+    root = os.path.realpath(os.path.abspath(directory))
+    if not os.path.isdir(root):
+        return None
+    return {
+        "root": root, "dockerfile": os.path.abspath(dockerfile) if dockerfile is not None else None,
+        "dialect": dialect, "ignore_file": os.path.abspath(ignore_file) if ignore_file is not None else None,
+        "minimal": bool(minimal), "target": target, "build_args": sorted([k, v] for k, v in build_args.items()),
+        "platform": platform,
+    }
+
+
+def _opt(value: object) -> str:
+    return "-" if value is None else "+" + str(value)
+
+
+def _unopt(field: str) -> str | None:
+    if field == "-":
+        return None
+    if not field.startswith("+"):
+        raise ValueError(f"not an optional field: {field!r}")
+    return field[1:]
+
+
+def spec_fields(s: Spec) -> list[str]:
+    """``s`` as fields (:func:`spec_of_fields` reads them back equal)."""
+    out = [str(s["root"]), _opt(s["dockerfile"]), str(s["dialect"]), _opt(s["ignore_file"]),
+           "1" if s["minimal"] else "", _opt(s["target"]), _opt(s["platform"])]
+    pairs = s["build_args"]
+    assert isinstance(pairs, list)
+    out.append(str(len(pairs)))
+    for k, v in pairs:
+        out.extend((k, v))
+    return out
+
+
+def spec_of_fields(fields: "Sequence[str]") -> Spec:
+    """The :func:`spec` that :func:`spec_fields` wrote (``ValueError``: not one)."""
+    root, dockerfile, dialect, ignore_file, minimal, target, platform, n = fields[:8]
+    rest = fields[8:]
+    if len(rest) != 2 * int(n):
+        raise ValueError("wrong number of build-arg fields")
+    return {
+        "root": root, "dockerfile": _unopt(dockerfile), "dialect": dialect, "ignore_file": _unopt(ignore_file),
+        "minimal": minimal == "1", "target": _unopt(target),
+        "build_args": [[rest[i], rest[i + 1]] for i in range(0, len(rest), 2)], "platform": _unopt(platform),
+    }
+
+
+def stat_key(path: str) -> list[int] | None:
+    """What tells one version of a file from another: inode, mtime, ctime
+    and size of the name and, for a symlink, of its target (``None``: absent)."""
+    try:
+        a = os.lstat(path)
+        b = os.stat(path) if (a.st_mode & 0o170000) == 0o120000 else a  # a symlink: its target too
+    except OSError:
+        return None
+    return [a.st_ino, a.st_mtime_ns, a.st_ctime_ns, a.st_size, b.st_ino, b.st_mtime_ns, b.st_ctime_ns, b.st_size]
+
+
+def context_inputs(s: Spec) -> list[list[object]]:
+    """Every file whose presence or content decides the context of ``s``
+    besides the tree's paths: the Dockerfile (or the default names) and the
+    ignore files that could apply, each with its stat key (``None``:
+    absent).  Taken before a context is opened, so that any change after
+    shows as a different key."""
+    root = str(s["root"])
+    df = s["dockerfile"]
+    paths = [str(df)] if df is not None else [os.path.join(root, "Dockerfile"), os.path.join(root, "dockerfile")]
+    if s["ignore_file"] is not None:
+        paths.append(str(s["ignore_file"]))
+    else:
+        paths.append(os.path.join(root, ".dockerignore"))
+        if s["dialect"] == "buildkit":
+            paths.append((str(df) if df is not None else os.path.join(root, "Dockerfile")) + ".dockerignore")
+    return [[p, stat_key(p)] for p in paths]
+
+
+def enabled() -> bool:
+    """Whether clients ask a watcher at all (``CTXPACK_WATCH=0``: never)."""
+    return os.environ.get("CTXPACK_WATCH", "1") not in ("0", "no", "false")
+
+
+def timeout() -> float:
+    """How long a client waits for a watcher's answer (``CTXPACK_WATCH_TIMEOUT``, seconds)."""
+    try:
+        return float(os.environ.get("CTXPACK_WATCH_TIMEOUT", "5"))
+    except ValueError:
+        return 5.0
+
+
+# -- fields: <decimal length>:<bytes>, one after the other (names keep their undecodable bytes) --
+def pack_fields(fields: "Sequence[str]") -> bytes:
+    """``fields`` as one byte string (:func:`unpack_fields` reads it)."""
+    out = []
+    for f in fields:
+        b = f.encode("utf-8", "surrogateescape")
+        out.append(b"%d:" % len(b))
+        out.append(b)
+    return b"".join(out)
+
+
+def unpack_fields(data: bytes) -> list[str]:
+    """The fields :func:`pack_fields` wrote (``ValueError``: not such bytes)."""
+    out = []
+    i, n = 0, len(data)
+    while i < n:
+        j = data.index(b":", i)
+        size = int(data[i:j])
+        end = j + 1 + size
+        if size < 0 or end > n:
+            raise ValueError("truncated field")
+        out.append(data[j + 1:end].decode("utf-8", "surrogateescape"))
+        i = end
+    return out
+
+
+def _exchange(path: str, request: bytes, wait: float) -> bytes:
+    """Send ``request``, read the answer until the watcher closes."""
+    import _socket
+
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        s.settimeout(wait)
+        s.connect(path)
+        s.sendall(request)
+        parts = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            parts.append(b)
+    finally:
+        s.close()
+    return b"".join(parts)
+
+
+def ask_fast(command: str, options: "Sequence[str]", s: Spec) -> tuple[int, list[tuple[int, str]]] | None:
+    """Have the watcher of ``s["root"]`` say what ``ctxpack COMMAND`` with
+    the output ``options`` prints: (exit code, [(1 or 2, text), ...] in
+    the order printed); ``None`` when no watcher answers, or when anything
+    in its answer disagrees with the disk (then run the command)."""
+    if not enabled():
+        return None
+    root = str(s["root"])
+    path = socket_path(root)
+    if not os.path.exists(path):
+        return None
+    body = pack_fields([FAST, str(PROTOCOL), command, str(len(options)), *options, os.getcwd(), *spec_fields(s)])
+    try:
+        data = _exchange(path, b"F%d\n" % len(body) + body, timeout())
+        head, _, rest = data.partition(b"\n")
+        if int(head) != len(rest):
+            return None
+        f = unpack_fields(rest)
+        if len(f) < 3 or f[0] != "ok" or f[1] != str(PROTOCOL):
+            return None
+        code = int(f[2])
+        i = 3
+        for _ in range(int(f[i])):  # directory mtimes the watcher believes in
+            rel, mtime = f[i + 1], int(f[i + 2])
+            i += 2
+            if os.lstat(os.path.join(root, rel) if rel else root).st_mtime_ns != mtime:
+                return None
+        i += 1
+        n_inputs = int(f[i])
+        if not n_inputs:
+            return None
+        for _ in range(n_inputs):  # the Dockerfile and ignore files as the watcher read them
+            p, key = f[i + 1], f[i + 2]
+            i += 2
+            if stat_key(p) != ([int(x) for x in key.split(",")] if key else None):
+                return None
+        i += 1
+        chunks = []
+        for _ in range(int(f[i])):
+            chunks.append((int(f[i + 1]), f[i + 2]))
+            i += 2
+        if i + 1 != len(f) or any(stream not in (1, 2) for stream, _ in chunks):
+            return None
+    except (OSError, ValueError, IndexError):
+        return None  # dead (refused), lagging (timeout), a path gone, or confused: run the command
+    return code, chunks

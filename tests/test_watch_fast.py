@@ -1,0 +1,260 @@
+"""The console script's fast path (issue 14): ``diff``/``fingerprint``
+answered by a running watcher before click is imported.
+
+* its argument reader takes only what click reads the same way (a
+  property test against click's own parser, in process: milliseconds);
+* the fields on the wire survive any name (undecodable bytes, newlines);
+* with a watcher, the fast path prints what the click command prints with
+  that watcher, byte for byte, stdout, stderr and exit status, and what
+  it prints without any watcher (``fingerprint --json``'s ``hashed`` aside:
+  the watcher hashed those files already);
+* as a process, an answered command loads no click; interleaved on one
+  pipe (2>&1) the order is the click command's; a stopped (lagging) or
+  killed watcher, or a name click would print differently, falls back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctxpack.cli import fast
+from ctxpack.cli.app import main as group
+from ctxpack.cli.indexing import diff_command, fingerprint_command
+from ctxpack.watch import wire
+
+from test_watch_cli import REPO, WatchProcess, _env
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fdinfo"), reason="inotify tests need Linux")
+
+# -- the argument reader against click's ---------------------------------------------------
+_TOKENS = ["diff-dir", "other", "", "-", "--", "-f", "--file", "Dockerfile", "-fDockerfile", "--file=Dockerfile",
+           "--dialect", "classic", "buildkit", "--dialect=classic", "--dialect=nope", "--ignore-file", "ign",
+           "--ignore-file=ign", "--json", "--json=1", "--exit-code", "--minimal", "--target", "base", "--target=base",
+           "--platform", "linux/arm64", "--build-arg", "A=1", "-h", "--help", "--jso", "-x"]
+
+
+def _click_params(command: str, args: list[str]) -> dict[str, object] | None:
+    cmd = diff_command if command == "diff" else fingerprint_command
+    try:
+        with cmd.make_context(command, list(args)) as ctx:
+            return dict(ctx.params)
+    except Exception:  # click's usage errors, --help's exit
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(command=st.sampled_from(["diff", "fingerprint"]), args=st.lists(st.sampled_from(_TOKENS), max_size=6))
+def test_fast_reader_takes_only_what_click_reads_the_same(command: str, args: list[str], tmp_path_factory: pytest.TempPathFactory) -> None:
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.getbasetemp())
+    try:
+        os.makedirs("diff-dir", exist_ok=True)
+        got = fast._parse(command, args)
+        if got is None:
+            return
+        params = _click_params(command, args)
+        assert params is not None, (command, args)  # the fast path never answers what click refuses
+        directory, opts, flags = got
+        assert params["directory"] == directory
+        assert params["dockerfile"] == opts.get("dockerfile")
+        assert params["dialect"] == opts.get("dialect", "buildkit")
+        assert params["ignore_file"] == opts.get("ignore_file")
+        assert params["as_json"] == ("--json" in flags)
+        if command == "diff":
+            assert params["exit_code"] == ("--exit-code" in flags)
+        else:
+            assert params["minimal"] == ("--minimal" in flags)
+            assert params["target"] == opts.get("target") and params["platform"] == opts.get("platform")
+            assert params["build_args"] == ()
+    finally:
+        os.chdir(old)
+
+
+def test_fast_reader_leaves_click_its_cases() -> None:
+    for args in (["--help"], ["a", "b"], ["-fDockerfile"], ["--build-arg", "A=1"], ["--json", "--json"], ["-f", "-"],
+                 ["--dialect"], ["--", "dir"], ["--dialect", "--json"]):
+        assert fast._parse("fingerprint", args) is None, args
+    assert fast._parse("diff", ["--minimal"]) is None  # not diff's option
+    from ctxpack.ignore.dialect import Dialect
+
+    assert fast.DIALECTS == tuple(d.value for d in Dialect)
+    assert fast.run(["ls"]) is None and fast.run([]) is None
+    assert fast._parse("diff", ["d", "--file=x", "--dialect=classic", "--exit-code"]) == (
+        "d", {"dockerfile": "x", "dialect": "classic"}, {"--exit-code"})
+
+
+@given(st.lists(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=("Cs",)))
+                | st.sampled_from(["", ":", "1:", "\n", "\udcff", "a\udc80b", "é"])))
+def test_fields_survive_any_name(fields: list[str]) -> None:
+    assert wire.unpack_fields(wire.pack_fields(fields)) == fields
+
+
+def test_spec_fields_round_trip(tmp_path: Path) -> None:
+    for kw in ({}, {"dockerfile": str(tmp_path / "D"), "ignore_file": "x", "minimal": True, "target": "t",
+                    "platform": "linux/amd64", "build_args": {"A": "1", "B": ""}}):
+        opts = {"dockerfile": None, "dialect": "classic", "ignore_file": None, "minimal": False, "target": None,
+                "build_args": {}, "platform": None} | kw
+        s = wire.spec(str(tmp_path), **opts)  # type: ignore[arg-type]
+        assert s is not None and wire.spec_of_fields(wire.spec_fields(s)) == s
+    with pytest.raises(ValueError):
+        wire.unpack_fields(b"5:abc")
+
+
+# -- with a running watcher -----------------------------------------------------------------
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "ctx"
+    for d in ("src/app", "node_modules/a", "docs"):
+        (root / d).mkdir(parents=True)
+    (root / ".dockerignore").write_text("**/node_modules\n")
+    (root / "other.ignore").write_text("docs\n")
+    (root / "Dockerfile").write_text("FROM scratch AS base\nCOPY src /src\nFROM base\n")
+    (root / "src/app/main.py").write_text("print('hi')\n")
+    (root / "docs/readme.md").write_text("# docs\n")
+    return root
+
+
+@pytest.fixture
+def watching(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WatchProcess]:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(cache))
+    monkeypatch.delenv("CTXPACK_WATCH", raising=False)
+    monkeypatch.chdir(tree)  # the watcher's and the clients' directory: notes may name paths relative to it
+    r = CliRunner().invoke(group, ["snapshot", "."])
+    assert r.exit_code == 0, r.output
+    w = WatchProcess(["."], cache)
+    (tree / "src/app/new.py").write_text("n" * 10)
+    (tree / "src/app/main.py").write_text("changed\n")
+    yield w
+    w.stop()
+
+
+def _click(args: list[str], **env: str) -> tuple[str, str, int]:
+    r = CliRunner().invoke(group, args, env=env or None)
+    return r.stdout, r.stderr, r.exit_code
+
+
+def _fast(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str, int] | None:
+    capsys.readouterr()
+    code = fast.run(args)
+    out, err = capsys.readouterr()
+    if code is None:
+        assert out == err == ""  # nothing printed before falling back
+        return None
+    return out, err, code
+
+
+CASES = [["diff"], ["diff", "--json"], ["diff", ".", "--exit-code"], ["diff", "--dialect=buildkit", "--exit-code"],
+         ["fingerprint"], ["fingerprint", "--json", "."], ["fingerprint", "--dialect", "buildkit", "."]]
+
+
+def test_fast_path_prints_what_the_command_prints(watching: WatchProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    for args in CASES:
+        got = _fast(args, capsys)
+        assert got is not None, args  # the watcher answered
+        with_watcher, without = _click(args), _click(args, CTXPACK_WATCH="0")
+        assert got == with_watcher, args
+        if args[:2] == ["fingerprint", "--json"]:  # the watcher hashed these files already
+            strip = [(json.dumps({k: v for k, v in json.loads(o).items() if not k.startswith("hashed")}), e, c)
+                     for o, e, c in (got, without)]
+            assert strip[0] == strip[1]
+        else:
+            assert got == without, args
+    assert "+ src/app/new.py  10 B" in _fast(["diff"], capsys)[0]  # type: ignore[index]
+    assert _fast(["diff", "--exit-code"], capsys)[2] == 1  # type: ignore[index]
+
+
+def test_fast_path_declines_what_the_watcher_was_not_started_with(watching: WatchProcess, tree: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # Other options than the watcher's: no answer, and the command as always.
+    for args in (["diff", "--dialect", "classic"], ["fingerprint", "--minimal"], ["diff", "--ignore-file", "other.ignore"],
+                 ["fingerprint", "-f", "Dockerfile"]):  # the same file, but the watcher was not told -f
+        assert _fast(args, capsys) is None, args
+    # A changed input: no answer until the watcher has re-read it, then the new one.
+    before = _fast(["fingerprint"], capsys)
+    (tree / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    got = _until(lambda: _fast(["fingerprint"], capsys), lambda g: g is not None and g != before)
+    assert got == _click(["fingerprint"]) == _click(["fingerprint"], CTXPACK_WATCH="0")
+
+
+def _until(get, done, timeout: float = 20):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        got = get()
+        if done(got):
+            return got
+        assert time.monotonic() < deadline, got
+        time.sleep(0.1)
+
+
+def test_notes_are_said_as_the_command_says_them(watching: WatchProcess, tree: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tree / "Dockerfile").unlink()  # a note: no Dockerfile (relative to the watcher's directory)
+    got = _until(lambda: _fast(["fingerprint"], capsys), lambda g: g is not None and "no Dockerfile" in g[1])
+    assert got == _click(["fingerprint"]) == _click(["fingerprint"], CTXPACK_WATCH="0")
+
+
+def _script(args: list[str], cache: Path, cwd: Path, *, merged: bool = False, **extra: str) -> tuple[str, str, int, bool]:
+    """``ctxpack ARGS`` as the console script runs it: (stdout, stderr, exit, click loaded)."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.__stderr__.write('\\nCLICK=%s' % ('click' in sys.modules)))\n"
+            "from ctxpack.cli import main\nsys.argv[0] = 'ctxpack'\nmain()\n")
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=_env(cache, **extra), timeout=120,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merged else subprocess.PIPE)
+    out = r.stdout.decode("utf-8", "surrogateescape")
+    err = (r.stderr or b"").decode("utf-8", "surrogateescape")
+    text, _, flag = (out if merged else err).rpartition("\nCLICK=")
+    if merged:
+        return text, "", r.returncode, flag == "True"
+    return out, text, r.returncode, flag == "True"
+
+
+def test_as_a_process_no_click_same_bytes_and_fallbacks(watching: WatchProcess, tree: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    slow = [sys.executable, "-c", "from ctxpack.cli.app import main; main()"]  # the click command, same watcher
+    for args in (["diff"], ["fingerprint", "--json"], ["fingerprint"]):
+        if args == ["fingerprint"]:  # a note on stderr before the output: the order on one pipe matters
+            (tree / "Dockerfile").unlink()
+            _until(lambda: _script(args, cache, tree), lambda got: not got[3] and "no Dockerfile" in got[1])
+        out, err, rc, click_loaded = _script(args, cache, tree)
+        r = subprocess.run([*slow, *args], cwd=tree, env=_env(cache), capture_output=True, text=True, timeout=120)
+        assert not click_loaded and (out, err, rc) == (r.stdout, r.stderr, r.returncode), args
+        merged, _, rc, click_loaded = _script(args, cache, tree, merged=True)
+        r = subprocess.run([*slow, *args], cwd=tree, env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=120)
+        assert not click_loaded and merged == r.stdout, args
+    assert "no Dockerfile" in merged
+    (tree / "Dockerfile").write_text("FROM scratch\nCOPY src /src\n")
+    _until(lambda: _script(["diff"], cache, tree), lambda got: not got[3])  # answered again
+    # A name click.echo would print otherwise (an escape sequence, stripped off a pipe): click prints it.
+    (tree / "src/app/\x1b[31mred").write_text("r")
+    out, err, rc, click_loaded = _script(["diff"], cache, tree)
+    cold = _script(["diff"], cache, tree, CTXPACK_WATCH="0")
+    assert click_loaded and (out, err, rc) == cold[:3] and "red" in out
+    # Lagging (stopped) watcher: the fast path gives up after its timeout, click's path too; a normal run.
+    os.kill(watching.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        lag = _script(["diff"], cache, tree, CTXPACK_WATCH_TIMEOUT="0.3")
+        assert time.monotonic() - started < 20
+    finally:
+        os.kill(watching.proc.pid, signal.SIGCONT)
+    assert lag[2:] == (0, True) and lag[:3] == cold[:3]
+    # A killed watcher leaves its socket: refused, the command runs.
+    watching.stop(signal.SIGKILL)
+    assert os.path.exists(wire.socket_path(str(tree.resolve())))
+    dead = _script(["diff"], cache, tree)
+    assert dead[3] and dead[:3] == cold[:3]
+    assert REPO.is_dir()
