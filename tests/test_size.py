@@ -118,3 +118,44 @@ def test_largest_files_held_in_batches_match_a_full_sort(tmp_path: Path, monkeyp
     monkeypatch.setattr(audit, "LARGEST_BATCH", 3)  # cut after every few files
     rep = ctxpack.size(ctxpack.open_context(root), top=5)
     assert [(f.path, f.bytes) for f in rep.largest] == [(p, -b) for b, p in want]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4096])
+def test_directories_and_extensions_match_a_plain_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """The sums are made a batch of files at a time, a directory's files in
+    runs (interrupted by its sub-directories' subtrees, cut by batch ends):
+    whatever the batch, every directory row and extension row is what a
+    plain count over the files gives (extension: from the name's last dot,
+    unless that dot starts the name; lower-cased)."""
+    import ctxpack
+    from ctxpack import audit
+
+    files = {
+        "README": 5, "a.TXT": 7, ".env": 3,
+        "src/a.py": 11, "src/b.PY": 13, "src/sub/c.py": 17, "src/sub/deep/d.bin": 19,
+        "src/y.tar.gz": 23, "src/.hidden": 29, "src/noext": 31, "src/trail.": 37, "src/..x": 41,
+        "src/zz/e.py": 43, "src/zzz.py": 47, "docs/x.md": 53, "docs/sub/y.md": 59,
+    } | {f"big/f{i:02d}.{'bin' if i % 3 else 'Bin'}": 100 + i for i in range(12)}
+    root = make_tree(tmp_path / "t", {p: b"x" * n for p, n in files.items()})
+    monkeypatch.setattr(audit, "LARGEST_BATCH", batch)
+    rep = ctxpack.size(ctxpack.open_context(root), top=1000)
+
+    def ext(path: str) -> str:
+        name = path.rsplit("/", 1)[-1]
+        dot = name.rfind(".")
+        return name[dot:].lower() if dot > 0 else "(none)"
+
+    want_ext: dict[str, list[int]] = {}
+    for p, n in files.items():
+        row = want_ext.setdefault(ext(p), [0, 0])
+        row[0] += n
+        row[1] += 1
+    assert {x.extension: [x.bytes, x.files] for x in rep.extensions} == want_ext
+    assert [x.extension for x in rep.extensions] == sorted(want_ext, key=lambda k: (-want_ext[k][0], k))
+    assert rep.directories, "top-level directories always have a row"
+    for d in rep.directories:
+        below = [n for p, n in files.items() if p.startswith(d.path + "/")]
+        assert (d.bytes, d.files) == (sum(below), len(below)), d.path
+    assert {"src", "docs", "big"} <= {d.path for d in rep.directories}
+    assert (rep.files, rep.bytes) == (len(files), sum(files.values()))
+    assert [(f.path, f.bytes) for f in rep.largest] == sorted(files.items(), key=lambda kv: (-kv[1], kv[0]))
