@@ -61,7 +61,7 @@ def test_fast_reader_takes_only_what_click_reads_the_same(command: str, args: li
     os.chdir(tmp_path_factory.getbasetemp())
     try:
         os.makedirs("diff-dir", exist_ok=True)
-        got = fast._parse(command, args)
+        got = fast.read(command, args)
         if got is None:
             return
         params = _click_params(command, args)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["run"]
+__all__ = ["run", "read"]
 
 # command -> (options taking a value, flags); a value option's names map to its key.
 _VALUES = {"-f": "dockerfile", "--file": "dockerfile", "--dialect": "dialect", "--ignore-file": "ignore_file"}
@@ -74,6 +74,21 @@ def _parse(command: str, args: list[str]) -> tuple[str, dict[str, str], set[str]
     return (directory if directory is not None else "."), opts, flags
 
 
+def read(command: str, args: list[str]) -> tuple[str, dict[str, str], set[str]] | None:
+    """``ctxpack COMMAND ARGS`` as click reads it, when it reads it without
+    complaint: (DIRECTORY, {option key: value}, {flags}); ``None`` when
+    click should read these arguments."""
+    parsed = _parse(command, args)
+    if parsed is None:
+        return None
+    directory, opts, flags = parsed
+    if not _path_ok(directory, True) or ("ignore_file" in opts and not _path_ok(opts["ignore_file"], False)):
+        return None  # click's "is a directory", "is not readable"
+    if ("target" in opts or "platform" in opts) and "--minimal" not in flags:
+        return None  # the command's usage error
+    return parsed
+
+
 def _path_ok(path: str, dir_okay: bool) -> bool:
     """Whether ``click.Path(dir_okay=dir_okay)`` takes ``path`` (it refuses
     an unreadable path, and a directory when ``dir_okay`` is false)."""
@@ -113,15 +128,11 @@ def run(argv: list[str]) -> int | None:
     run the command."""
     if not argv or argv[0] not in _COMMANDS:
         return None
-    parsed = _parse(argv[0], argv[1:])
+    parsed = read(argv[0], argv[1:])
     if parsed is None:
         return None
     directory, opts, flags = parsed
-    if not _path_ok(directory, True) or ("ignore_file" in opts and not _path_ok(opts["ignore_file"], False)):
-        return None
     minimal = "--minimal" in flags
-    if ("target" in opts or "platform" in opts) and not minimal:
-        return None  # a usage error: click's
     from ctxpack.watch.wire import ask_fast, spec
 
     s = spec(directory, dockerfile=opts.get("dockerfile"), dialect=opts.get("dialect", "buildkit"),
