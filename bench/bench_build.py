@@ -1,6 +1,6 @@
 """``ctxpack build`` vs the docker CLI (classic) vs docker-py, to one engine.
 
-    python bench/bench_build.py                      # the full run (~10-15 min on a quiet machine)
+    python bench/bench_build.py                      # the full run (~20-25 min on a quiet machine)
     python bench/bench_build.py --tree /tmp/ctxpack-bench/tree-small --rounds 1 --out /tmp/b.md   # a quick check
 
 One command writes ``bench/results/build.md`` (and ``build.json`` beside it):
@@ -35,14 +35,28 @@ One command writes ``bench/results/build.md`` (and ``build.json`` beside it):
   ``Dockerfile.app`` also one ``--no-cache`` build per tool and its final
   image's ``docker export`` listing (path, type, mode, owner, content
   digest) compared with the CLI's;
-* **ssh** (``ssh://`` to 127.0.0.1, ``--ssh-rounds``; the cache is warm from
-  the unix part): ``Dockerfile`` with ctxpack's automatic compression,
-  ``--compress none`` and ``gzip -1``, the CLI and docker-py (paramiko);
-  bytes on the wire and context throughput (the uncompressed tar's bytes
-  per second of upload);
+* **where the time went**: every run's ``Step N`` lines are timed as they
+  arrive (the CLI runs without ``-q``, its image ID from ``--iidfile``), so
+  each classic table has a per-step median timeline for the CLI and
+  ctxpack: spawn → Step 1 (start-up, upload, the engine's untar + tarsum),
+  each slow step, the last step to the exit (the engine's clean-up);
+  bench/results/build-engine.md is the by-hand analysis behind it;
+* **BuildKit** (``--parts buildkit``): ``ctxpack build --builder buildkit``
+  (session; RUN with ``--network none``) for both Dockerfiles: the first
+  build after ``POST /build/prune?all=1`` and ``--rounds`` warm rebuilds,
+  alternated with the classic CLI's warm build — the issue's baseline,
+  labelled as such (a different builder, not the same build faster);
+  ``Dockerfile.app``'s final image compared file by file with the CLI's;
+* **ssh** (``ssh://`` to 127.0.0.1, ``--ssh-rounds`` alternated rounds of
+  ctxpack's automatic compression, the CLI and docker-py (paramiko); the
+  cache is warm from the unix part): context throughput per run (the
+  uncompressed tar's bytes / first-to-last byte at the relay), medians,
+  the ratio as the median of per-round ratios; client CPU (the tool and
+  its ssh) per MB; ``--compress none`` and ``gzip -1`` once each for bytes
+  on the wire per compression;
 * **throttled ssh** (bench/throttle.py as the ssh ProxyCommand; the small
   tree, ``--rates``): none vs gzip -1 vs gzip -6 vs the CLI — where
-  compression pays; the automatic rule is checked against it.
+  compression pays; the automatic rule is checked against the fastest.
 
 Standard library + docker-py; nothing here is imported by the package.
 """
@@ -53,6 +67,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -78,6 +93,10 @@ import sshd as sshd_helper  # noqa: E402
 CLI = "docker build (DOCKER_BUILDKIT=0)"
 CTX = "ctxpack build"
 DPY = "docker-py images.build"
+BK = "ctxpack build --builder buildkit"
+#: Where the CLI writes the image ID (it runs without -q so that its Step
+#: lines can be timed); set in main().
+IIDFILE = os.path.join(tempfile.gettempdir(), f"ctxpack-bench-iid-{os.getpid()}")
 
 #: A real-world-shaped Dockerfile for bench/gen_tree.py's tree (a Node-style
 #: monorepo): dependencies from the manifests, then the sources, then a
@@ -196,7 +215,7 @@ def commands(url: str, tree: str, dockerfile: str, *, dockerpy_url: str | None =
     f = ["-f", dockerfile]
     nc = ["--no-cache"] if no_cache else []
     return {
-        CLI: ["docker", "-H", url, "build", "-q", *f, *nc, tree],
+        CLI: ["docker", "-H", url, "build", "--iidfile", IIDFILE, *f, *nc, tree],
         CTX: [*exe, "build", tree, "-H", url, "--builder", "classic", "--progress", "json", *f, *nc],
         DPY: [sys.executable, "-c", DOCKERPY, dockerpy_url or url, tree, dockerfile, "1" if no_cache else "0"],
     }
@@ -213,15 +232,49 @@ def start_agent(directory: str, key: str) -> tuple[subprocess.Popen[bytes], str]
     return agent, sock
 
 
+_STEP_LINE = re.compile(r'^(?:\{"stream": ")?Step (\d+)/\d+ : ')
+
+
 def run(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """One run: wall time, the image ID, and ctxpack's own records (json)."""
+    """One run: wall time, the image ID, ctxpack's own records (json), the
+    client's CPU (the tool and the children it waited for: its ssh), and
+    when each classic ``Step N`` line arrived (seconds from the spawn; the
+    CLI without ``-q`` and ctxpack's ``--progress json`` both print them as
+    the engine sends them)."""
     t = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    lines: list[str] = []
+    steps: dict[str, float] = {}
+    texts: dict[str, str] = {}
+    err: list[bytes] = []
+    drain = threading.Thread(target=lambda: err.append(p.stderr.read() if p.stderr else b""), daemon=True)
+    drain.start()
+    killer = threading.Timer(1800, p.kill)
+    killer.start()
+    try:
+        assert p.stdout is not None
+        for raw in p.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            m = _STEP_LINE.match(line)
+            if m:
+                steps[m.group(1)] = time.monotonic() - t
+                texts[m.group(1)] = line[m.end():].split('"}')[0][:70]
+            lines.append(line)
+        _, status, ru = os.wait4(p.pid, 0)
+    finally:
+        killer.cancel()
     took = time.monotonic() - t
+    p.returncode = os.waitstatus_to_exitcode(status)
+    drain.join(10)
     if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])}... failed ({p.returncode}): {p.stderr[-1500:]}")
-    out: dict[str, Any] = {"wall": took, "image": p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""}
-    for line in p.stdout.splitlines():  # ctxpack --progress json: its upload and build records
+        text = b"".join(err).decode("utf-8", "replace")
+        raise RuntimeError(f"{' '.join(cmd[:4])}... failed ({p.returncode}): {text[-1500:]}")
+    out: dict[str, Any] = {"wall": took, "cpu": ru.ru_utime + ru.ru_stime, "steps": steps, "step_text": texts,
+                           "image": lines[-1].strip() if lines else ""}
+    if "--iidfile" in cmd:  # the CLI (not -q: its Step lines are timed)
+        with open(cmd[cmd.index("--iidfile") + 1]) as f:
+            out["image"] = f.read().strip()
+    for line in lines:  # ctxpack --progress json: its upload and build records
         if line.startswith('{"id": "ctxpack.'):
             d = json.loads(line)
             out[d["id"]] = d["aux"]
@@ -233,8 +286,11 @@ def run(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
 def timed(cmds: dict[str, list[str]], env: dict[str, str], rounds: int, relay: Relay, *,
           warmup: bool = True) -> dict[str, dict[str, Any]]:
     """Warm-up (in the given order: the CLI first), then ``rounds``
-    interleaved rounds, every run through the relay."""
-    res: dict[str, dict[str, Any]] = {name: {"runs": [], "wire": [], "upload_s": [], "records": []} for name in cmds}
+    interleaved rounds (the order reversed every other round), every run
+    through the relay.  Per run: wall, bytes at the relay, first-to-last
+    byte, the client's CPU; medians of each."""
+    res: dict[str, dict[str, Any]] = {name: {"runs": [], "wire": [], "upload_s": [], "records": [], "cpu": []}
+                                      for name in cmds}
     if warmup:
         for name, cmd in cmds.items():
             benchutil.log(f"  warm-up: {name}")
@@ -250,6 +306,7 @@ def timed(cmds: dict[str, list[str]], env: dict[str, str], rounds: int, relay: R
             res[name]["wire"].append(c["bytes"])
             res[name]["upload_s"].append(max(c["last"] - c["first"], 1e-9))
             res[name]["records"].append(one)
+            res[name]["cpu"].append(one["cpu"])
             res[name]["image"] = one["image"]
             benchutil.log(f"  round {r + 1}: {name} {one['wall']:.2f}s, {c['bytes']:,} bytes in "
                           f"{c['last'] - c['first']:.2f}s")
@@ -258,6 +315,7 @@ def timed(cmds: dict[str, list[str]], env: dict[str, str], rounds: int, relay: R
         x["summary"] = benchutil.summary(x["runs"])
         x["bytes"] = statistics.median(x["wire"])
         x["seconds"] = statistics.median(x["upload_s"])
+        x["cpu_median"] = statistics.median(x["cpu"]) if x["cpu"] else 0.0
     return res
 
 
@@ -298,7 +356,8 @@ def unix_part(d: harness.Dockerd, url: str, tree: str, dockerfile: str, env: dic
     ref = res[CLI]["image"]
     ident = {name: {"image": x["image"], "same_image_as_cli": x["image"] == ref,
                     "same_layers_as_cli": layers(d, x["image"]) == layers(d, ref)} for name, x in res.items()}
-    return {"timed": res, "identity": ident, "phases": ctxpack_phases(res[CTX]["records"])}
+    return {"timed": res, "identity": ident, "phases": ctxpack_phases(res[CTX]["records"]),
+            "steps": {name: step_timeline(res[name]["records"]) for name in (CLI, CTX)}}
 
 
 def no_cache_identity(d: harness.Dockerd, url: str, tree: str, dockerfile: str, env: dict[str, str]) -> dict[str, Any]:
@@ -317,23 +376,92 @@ def no_cache_identity(d: harness.Dockerd, url: str, tree: str, dockerfile: str, 
     return out
 
 
+def buildkit_cmd(url: str, tree: str, dockerfile: str) -> list[str]:
+    """ctxpack with the BuildKit builder (session: the engine pulls the
+    files it needs); RUN without a network (this engine has no bridge)."""
+    ctx = commands(url, tree, dockerfile)[CTX]
+    i = ctx.index("--builder")
+    return [*ctx[:i], "--builder", "buildkit", *ctx[i + 2:], "--network", "none"]
+
+
+def buildkit_part(d: harness.Dockerd, url: str, tree: str, dockerfile: str, env: dict[str, str], rounds: int,
+                  relay: Relay, compare_files: bool) -> dict[str, Any]:
+    """``ctxpack build --builder buildkit``: the first build after ``POST
+    /build/prune?all=1`` (BuildKit's cache empty, the context not yet
+    synced), then ``rounds`` warm rebuilds alternated with the docker CLI's
+    classic (warm) build — the issue's baseline.  BuildKit makes other
+    image IDs than the classic builder (its own config and history), so
+    for a small final image its files are compared with the CLI's."""
+    bk = buildkit_cmd(url, tree, dockerfile)
+    pruned = d.client._json("POST", "/build/prune?all=1")
+    benchutil.log(f"  BuildKit cache pruned ({len(pruned.get('CachesDeleted') or [])} records); first build")
+    relay.reset()
+    cold = run(bk, env)
+    c = relay.biggest()
+    cold.update(wire=c["bytes"], upload_s=max(c["last"] - c["first"], 1e-9))
+    benchutil.log(f"  first: {cold['wall']:.2f}s, {c['bytes']:,} bytes")
+    res = timed({CLI: commands(url, tree, dockerfile)[CLI], BK: bk}, env, rounds, relay, warmup=False)
+    out: dict[str, Any] = {"cold": cold, "timed": res}
+    if compare_files:
+        a, b = listing(d, res[CLI]["image"]), listing(d, res[BK]["image"])
+        diff = sorted(set(a) ^ set(b)) + sorted(p for p in set(a) & set(b) if a[p] != b[p])
+        out["files"] = len(b)
+        out["differs"] = diff[:20]
+    return out
+
+
+def step_timeline(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over runs of where a classic build's time went, from the
+    arrival of its ``Step N`` lines: spawn → Step 1 (start-up, upload, the
+    engine's untar + tarsum of the context), each step (its line to the
+    next one's), the last step to the exit (its commit plus the engine's
+    clean-up: the stages' vfs layers and the extracted context removed)."""
+    rows: dict[str, list[float]] = {}
+    text: dict[str, str] = {}
+    for r in records:
+        st = r.get("steps") or {}
+        if not st:
+            continue
+        nums = sorted(st, key=int)
+        rows.setdefault("spawn → Step 1 (upload, untar, tarsum)", []).append(st[nums[0]])
+        for a, b in zip(nums, nums[1:] + [None]):
+            end = st[b] if b is not None else r["wall"]
+            key = f"Step {a}" if b is not None else f"Step {a} → exit (the last step, the engine's clean-up)"
+            rows.setdefault(key, []).append(end - st[a])
+            text[key] = (r.get("step_text") or {}).get(a, "")
+    return {"median": {k: statistics.median(v) for k, v in rows.items()}, "text": text}
+
+
+AUTO = "ctxpack build (automatic compression)"
+NONE = "ctxpack build --compress none"
+GZ1 = "ctxpack build --compress gzip --level 1"
+
+
 def ssh_part(ssh: Any, env: dict[str, str], tree: str, rounds: int, relay: Relay) -> dict[str, Any]:
+    """ctxpack (automatic), the CLI and docker-py: ``rounds`` alternated
+    rounds; ``--compress none`` and ``gzip -1`` once each (bytes on the
+    wire per compression).  Context throughput = the tar's bytes / the
+    upload's first-to-last byte at the relay, per run; the ratio is the
+    median of the per-round ratios (ctxpack ÷ the better of the CLI and
+    docker-py in that round) and, beside it, the ratio of the medians."""
     base = commands(ssh.url, tree, "Dockerfile", dockerpy_url=ssh.direct_url)
     ctx = base[CTX]
-    cmds: dict[str, list[str]] = {
-        "ctxpack build (automatic compression)": ctx,
-        "ctxpack build --compress none": [*ctx, "--compress", "none"],
-        "ctxpack build --compress gzip --level 1": [*ctx, "--compress", "gzip", "--level", "1"],
-        CLI: base[CLI],
-        DPY: base[DPY],
-    }
-    res = timed(cmds, env, rounds, relay, warmup=False)  # the unix part left the cache warm
-    tar_bytes = res["ctxpack build --compress none"]["bytes"]
+    res = timed({AUTO: ctx, CLI: base[CLI], DPY: base[DPY]}, env, rounds, relay,
+                warmup=False)  # the unix part left the cache warm
+    res.update(timed({NONE: [*ctx, "--compress", "none"], GZ1: [*ctx, "--compress", "gzip", "--level", "1"]},
+                     env, 1, relay, warmup=False))
+    tar_bytes = res[NONE]["bytes"]
     for x in res.values():
-        x["context_rate"] = tar_bytes / x["seconds"]
+        x["context_rates"] = [tar_bytes / u for u in x["upload_s"]]
+        x["context_rate"] = statistics.median(x["context_rates"])
+        x["cpu_per_mb"] = x["cpu_median"] / (tar_bytes / 1e6)
         rec = x["records"][-1].get("ctxpack.upload") if x["records"] else None
         x["compression"] = rec["compression"] if rec else "none"
-    return {"timed": res, "tar_bytes": tar_bytes}
+    per_round = [a / max(c, p) for a, c, p in zip(res[AUTO]["context_rates"], res[CLI]["context_rates"],
+                                                     res[DPY]["context_rates"])]
+    of_medians = res[AUTO]["context_rate"] / max(res[CLI]["context_rate"], res[DPY]["context_rate"])
+    return {"timed": res, "tar_bytes": tar_bytes, "ratio_per_round": per_round,
+            "ratio": statistics.median(per_round), "ratio_of_medians": of_medians}
 
 
 def throttled_part(relay_path: str, env: dict[str, str], tree: str, rates: list[str], rounds: int,
@@ -394,6 +522,49 @@ def time_table(res: dict[str, dict[str, Any]], ref: str = CLI) -> list[str]:
     return lines + [""]
 
 
+def timeline_table(steps: dict[str, Any]) -> list[str]:
+    """Where the time went, CLI and ctxpack side by side (medians)."""
+    if not steps or not all(v["median"] for v in steps.values()):
+        return []
+    names = list(steps)
+    keys = list(steps[names[0]]["median"])
+    L = ["Where the time went (medians over the rounds; from the arrival of the engine's `Step N` lines at each "
+         "client; steps under 0.2 s in both columns are summed in the last row):", "",
+         "| phase | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    rest = [0.0] * len(names)
+    for k in keys:
+        vals = [steps[n]["median"].get(k, 0.0) for n in names]
+        if max(vals) < 0.2:
+            rest = [a + b for a, b in zip(rest, vals)]
+            continue
+        t = steps[names[0]]["text"].get(k, "")
+        L.append(f"| {k}{': `' + t + '`' if t else ''} | " + " | ".join(f"{v:.2f} s" for v in vals) + " |")
+    L.append("| the other steps | " + " | ".join(f"{v:.2f} s" for v in rest) + " |")
+    return L + ["", "What these phases are in the engine (untar + tarsum, COPY hashing, the vfs copy of a stage for "
+                    "`COPY --from`, the clean-up) and what a client can change: bench/results/build-engine.md.", ""]
+
+
+def bk_table(part: dict[str, Any], title: str) -> list[str]:
+    res, cold = part["timed"], part["cold"]
+    cli = res[CLI]["summary"]["median"]
+    L = [f"### {title}", "",
+         "| tool (builder) | build | time to image, median (rounds) | ÷ docker CLI classic warm (same rounds) | "
+         "bytes on the wire |", "|---|---|---:|---:|---:|",
+         f"| {CLI} (classic) | warm (cache from the part above) | {cli:.2f} s "
+         f"({', '.join(f'{v:.2f}' for v in res[CLI]['runs'])}) | **1.00×** | {mb(res[CLI]['bytes'])} |",
+         f"| {BK} (BuildKit, session) | first build, BuildKit cache pruned | {cold['wall']:.2f} s (1) | "
+         f"{cold['wall'] / cli:.2f}× | {mb(cold['wire'])} |",
+         f"| {BK} (BuildKit, session) | warm rebuild | {res[BK]['summary']['median']:.2f} s "
+         f"({', '.join(f'{v:.2f}' for v in res[BK]['runs'])}) | **{res[BK]['summary']['median'] / cli:.2f}×** "
+         f"({', '.join(f'{a / b:.2f}' for a, b in zip(res[BK]['runs'], res[CLI]['runs']))}) | "
+         f"{mb(res[BK]['bytes'])} |", ""]
+    if "files" in part:
+        L += [f"BuildKit's final image vs the CLI's classic one, file by file (docker export: type, mode, owner, "
+              f"content): {part['files']:,} files, " + ("identical." if not part["differs"] else
+                                                         "DIFFERENT: " + ", ".join(part["differs"][:5])), ""]
+    return L
+
+
 def report(args: argparse.Namespace, meta: dict[str, Any], results: dict[str, Any]) -> str:
     L: list[str] = ["# `ctxpack build` vs the docker CLI (classic) vs docker-py, one engine", "",
                     "Written by `python bench/bench_build.py " + " ".join(sys.argv[1:]) + "` (one command).", ""]
@@ -421,6 +592,7 @@ def report(args: argparse.Namespace, meta: dict[str, Any], results: dict[str, An
             L += ["ctxpack's own time (medians): " + ", ".join(f"{k} {v:.2f} s" for k, v in ph.items()) +
                   " (plan = ping, context, Dockerfile analysis, base-image lookups; engine = last byte to the "
                   "image ID; snapshot = waiting for the `ctxpack diff` fingerprint taken beside the build)", ""]
+        L += timeline_table(part.get("steps") or {})
     nc = results.get("no_cache_app")
     if nc:
         L += ["### `Dockerfile.app` with `--no-cache`: the final images compared file by file (docker export)", "",
@@ -428,19 +600,38 @@ def report(args: argparse.Namespace, meta: dict[str, Any], results: dict[str, An
         for n, x in nc.items():
             L.append(f"| {n} | {x['wall']:.2f} s | {x['files']:,} | {'yes' if x['identical_to_cli'] else 'NO: ' + ', '.join(x['differs'][:5])} |")
         L.append("")
+    bks = [(k, t) for k, t in (("buildkit_copy", "`Dockerfile` (COPY . /app)"),
+                               ("buildkit_app", "`Dockerfile.app` (real-world shaped)")) if results.get(k)]
+    if bks:
+        L += ["## unix socket, `ctxpack build --builder buildkit` vs the docker CLI's classic builder", "",
+              "The builder differs: these rows are ctxpack with **BuildKit** (`version=2`, the files pulled over "
+              "ctxpack's session, RUN with `--network none`: this engine has no bridge); the baseline is the issue's "
+              "own, **`DOCKER_BUILDKIT=0 docker build` (classic)**, warm, run alternately with the warm rebuilds. "
+              "The issue's target (≤ 0.5× the CLI) is stated for the classic CLI; a BuildKit row meets it only "
+              "as a different way to build, not as the same build done faster.  The first build follows "
+              "`POST /build/prune?all=1` (nothing cached, nothing synced); the CLI's own first builds are its "
+              "warm-up rows in the JSON (and the `--no-cache` table).  BuildKit's image IDs differ from the classic "
+              "builder's by construction (config, history).", ""]
+        for k, t in bks:
+            L += bk_table(results[k], t)
     sp = results.get("ssh")
     if sp:
-        L += [f"## ssh://127.0.0.1 (sshd + `docker system dial-stdio`), `Dockerfile` (whole context), {args.ssh_rounds} "
-              "round(s), cache warm", "",
-              "| tool | compression | time to image | bytes on the wire | context throughput (tar bytes/s) |",
-              "|---|---|---:|---:|---:|"]
+        L += ["## ssh://127.0.0.1 (sshd + `docker system dial-stdio`), `Dockerfile` (whole context), cache warm", "",
+              f"{args.ssh_rounds} alternated round(s) of the first three rows; the `none`/`gzip` rows once each "
+              "(bytes on the wire per compression).  Client CPU = user+sys of the tool and the children it waited "
+              "for (its ssh; docker-py's paramiko is in-process), per MB of the uncompressed tar.", "",
+              "| tool | compression | time to image, median (rounds) | bytes on the wire | context throughput, "
+              "median (rounds) | client CPU, median | CPU per MB |",
+              "|---|---|---:|---:|---:|---:|---:|"]
         for n, x in sp["timed"].items():
-            L.append(f"| {n} | {x['compression']} | {x['summary']['median']:.2f} s | {mb(x['bytes'])} | "
-                     f"{mb(x['context_rate'])}/s |")
-        best_other = max(sp["timed"][CLI]["context_rate"], sp["timed"][DPY]["context_rate"])
-        auto = sp["timed"]["ctxpack build (automatic compression)"]["context_rate"]
-        L += ["", f"ctxpack (automatic) vs the best of the CLI and docker-py: {auto / best_other:.2f}× the context "
-              f"throughput ({'higher' if auto > best_other else 'NOT higher'}).", ""]
+            L.append(f"| {n} | {x['compression']} | {x['summary']['median']:.2f} s "
+                     f"({', '.join(f'{v:.2f}' for v in x['runs'])}) | {mb(x['bytes'])} | "
+                     f"{mb(x['context_rate'])}/s ({', '.join(f'{v / 1e6:.1f}' for v in x['context_rates'])}) | "
+                     f"{x['cpu_median']:.2f} s | {x['cpu_per_mb'] * 1000:.1f} ms |")
+        r = sp["ratio"]
+        L += ["", f"ctxpack (automatic) ÷ the better of the CLI and docker-py, context throughput: **{r:.2f}×** "
+              f"(median of the per-round ratios {', '.join(f'{v:.2f}' for v in sp['ratio_per_round'])}; ratio of "
+              f"the medians {sp['ratio_of_medians']:.2f}×): {'higher (met)' if r > 1 else 'NOT higher (missed)'}.", ""]
     th = results.get("throttled")
     if th:
         L += ["## Compression over a throttled ssh link (small tree, `Dockerfile`)", "",
@@ -453,6 +644,15 @@ def report(args: argparse.Namespace, meta: dict[str, Any], results: dict[str, An
                 for rate, res in th.items()}
         L += ["Fastest compression per link: " + "; ".join(f"{r}B/s: {w.replace('ctxpack --compress ', '')}"
                                                           for r, w in wins.items()), ""]
+        checks = []
+        for rate, res in th.items():
+            auto = res["ctxpack (automatic)"]
+            rec = auto["records"][-1].get("ctxpack.upload") or {}
+            best = res[wins[rate]]["summary"]["median"]
+            ok = auto["summary"]["median"] <= 1.05 * best
+            checks.append(f"{rate}B/s: automatic = {rec.get('compression', '?')}, {auto['summary']['median']:.2f} s "
+                          f"vs the fastest {best:.2f} s: {'holds' if ok else 'does NOT hold'} (within 5%)")
+        L += ["The automatic rule on these links: " + "; ".join(checks) + ".", ""]
     st = results.get("startup")
     if st:
         L += ["Process start-up alone (median of 5): " + ", ".join(f"`{k}` {v:.3f} s" for k, v in st.items()), ""]
@@ -470,11 +670,11 @@ def main() -> int:
     ap.add_argument("--tree", default="/tmp/ctxpack-bench/tree-full")
     ap.add_argument("--small-tree", default="/tmp/ctxpack-bench/tree-small")
     ap.add_argument("--rounds", type=int, default=2, help="timed rounds after the warm-up (unix socket)")
-    ap.add_argument("--ssh-rounds", type=int, default=1)
+    ap.add_argument("--ssh-rounds", type=int, default=3)
     ap.add_argument("--throttled-rounds", type=int, default=1)
     ap.add_argument("--rates", default="10M,50M", help="throttled ssh link rates, bytes/s")
-    ap.add_argument("--parts", default="unix,app,nocache,ssh,throttled,startup",
-                    help="comma-separated subset of unix,app,nocache,ssh,throttled,startup")
+    ap.add_argument("--parts", default="unix,app,buildkit,nocache,ssh,throttled,startup",
+                    help="comma-separated subset of unix,app,buildkit,nocache,ssh,throttled,startup")
     ap.add_argument("--out", default=str(HERE / "results" / "build.md"))
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -514,6 +714,15 @@ def main() -> int:
             benchutil.log("unix socket, Dockerfile.app")
             results["unix_app"] = unix_part(d, url, args.tree, app, env, args.rounds, relay)
             save()
+        for key, part, dockerfile, small in (("buildkit_copy", "unix", "Dockerfile", False),
+                                             ("buildkit_app", "app", app, True)):
+            if "buildkit" not in parts:
+                break
+            benchutil.log(f"unix socket, BuildKit, {os.path.basename(dockerfile)}")
+            if part not in parts:  # the CLI rows expect its warm classic cache
+                run(commands(url, args.tree, dockerfile)[CLI], env)
+            results[key] = buildkit_part(d, url, args.tree, dockerfile, env, args.rounds, relay, small)
+            save()
         if "nocache" in parts:
             benchutil.log("unix socket, Dockerfile.app --no-cache")
             results["no_cache_app"] = no_cache_identity(d, url, args.tree, app, env)
@@ -532,6 +741,10 @@ def main() -> int:
                                                   args.throttled_rounds, relay)
             save()
     finally:
+        try:
+            os.unlink(IIDFILE)
+        except OSError:
+            pass
         if agent is not None:
             agent.terminate()
             agent.wait(5)
