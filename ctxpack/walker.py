@@ -37,7 +37,7 @@ from ctxpack.ignore.matcher import NO_RULE, DirPlan, Rule
 __all__ = [
     "Entry", "EntryKind", "walk", "walk_all", "list_entries", "entries_for_builder",
     "injected_dockerfile_name", "dockerfile_name_in_tar", "descends_into_excluded", "excluded_dirs_read", "Progress",
-    "docker_read_error", "OnError",
+    "docker_read_error", "OnError", "HardLinks", "kind_of",
 ]
 
 # How far a job that goes through the entries got: (files, bytes) so far.
@@ -99,6 +99,36 @@ _KINDS = {
     st.S_IFIFO: EntryKind.FIFO, st.S_IFCHR: EntryKind.CHAR, st.S_IFBLK: EntryKind.BLOCK,
 }
 _KINDS_AND_SOCKETS = {**_KINDS, st.S_IFSOCK: EntryKind.SOCKET}
+
+
+def kind_of(mode: int) -> str | None:
+    """The :class:`EntryKind` of an ``lstat`` mode; ``None`` for a socket
+    (Docker's tar writer skips them)."""
+    return _KINDS.get(st.S_IFMT(mode))
+
+
+class HardLinks:
+    """Hard links as the docker CLI's tar writer finds them (go-archive's
+    ``SeenFiles``): the first name met of an inode with more than one link
+    is sent as it is, every later name as a hard link to that first one.
+    One per walk (or list of paths), fed the names in upload order."""
+
+    __slots__ = ("_first",)
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[int, int], str] = {}
+
+    def first_name(self, rel: str, s: os.stat_result) -> str | None:
+        """The name ``rel``'s inode was met under first: ``rel`` is then a
+        hard link to it.  ``None``: ``rel`` is the first (or only) name, or
+        a directory (never a link)."""
+        if s.st_nlink < 2 or st.S_ISDIR(s.st_mode):
+            return None
+        key = (s.st_dev, s.st_ino)
+        first = self._first.get(key)
+        if first is None:
+            self._first[key] = rel
+        return first
 
 
 def descends_into_excluded(ctx: BuildContext, path: str) -> bool:
@@ -217,7 +247,7 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
     descent = matcher.descent(dialect)
     check_read = os.geteuid() != 0
     forced = {p[1:] for p in ctx.appended}
-    seen_inodes: dict[tuple[int, int], str] = {}
+    links = HardLinks()
     decide = matcher.decide
     plan_for = matcher.plan
     selection = ctx.selection
@@ -310,11 +340,10 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
                 if kind == SYMLINK:
                     link = os.readlink(abs_dir + "/" + name)
                 elif kind != DIR and sr.st_nlink > 1:
-                    key = (sr.st_dev, sr.st_ino)
-                    first = seen_inodes.get(key)
-                    if first is None:
-                        seen_inodes[key] = rel
-                    else:
+                    # (A symlink's second name stays a symlink here; the
+                    # classic CLI's tar makes it a link to the first.)
+                    first = links.first_name(rel, sr)
+                    if first is not None:
                         kind, link = EntryKind.HARDLINK, first
                 if check_read and kind == FILE and not os.access(abs_dir + "/" + name, os.R_OK):
                     err = _unreadable_file(abs_dir + "/" + name, dialect)

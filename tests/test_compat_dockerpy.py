@@ -241,6 +241,23 @@ def test_create_archive_has_docker_headers_and_order(tmp_path: Path, docker_cli:
         assert f.read() != cap.tar  # the control: docker-py's own headers and order
 
 
+@pytest.mark.docker_cli
+def test_create_archive_links_each_later_name_of_an_inode_as_the_cli(tmp_path: Path, docker_cli: Any) -> None:
+    # A second name of a file, of a FIFO and of a symlink: the CLI's tar makes
+    # each a hard link to the first name (the walker's HardLinks, fed the list).
+    root = _tree(tmp_path / "ctx", {"f": b"hi\n"}, None)
+    os.link(root / "f", root / "g")
+    os.mkfifo(root / "p")
+    os.link(root / "p", root / "q", follow_symlinks=False)
+    os.symlink("f", root / "s")
+    os.link(root / "s", root / "t", follow_symlinks=False)
+    cap = docker_cli.capture(root).check()
+    links = [(m.name, m.linkname) for m in tarfile.open(fileobj=io.BytesIO(cap.tar)) if m.islnk()]
+    assert links == [("g", "f"), ("q", "p"), ("t", "s")]
+    with compat.create_archive(root, files=compat.exclude_paths(root, [])) as f:
+        assert f.read() == cap.tar
+
+
 def test_docker_py_signatures_are_kept() -> None:
     import inspect
 

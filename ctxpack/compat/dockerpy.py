@@ -45,7 +45,6 @@ import dataclasses
 import functools
 import inspect
 import os
-import stat as st
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -57,7 +56,7 @@ from ctxpack.fs import bytes_key
 from ctxpack.ignore.reader import RawRule, parse_lines
 from ctxpack.tar.sinks import CallbackSink, FdSink, Sink
 from ctxpack.tar.writer import PackOptions, iter_tar, pack, pack_entries
-from ctxpack.walker import Entry, EntryKind, dockerfile_name_in_tar, list_entries
+from ctxpack.walker import Entry, EntryKind, HardLinks, dockerfile_name_in_tar, kind_of, list_entries
 
 __all__ = [
     "tar",
@@ -191,16 +190,10 @@ def _walk_key(path: str) -> list[bytes]:
     return [bytes_key(part) for part in path.split("/")]
 
 
-_KINDS = {
-    st.S_IFREG: EntryKind.FILE, st.S_IFDIR: EntryKind.DIR, st.S_IFLNK: EntryKind.SYMLINK,
-    st.S_IFIFO: EntryKind.FIFO, st.S_IFCHR: EntryKind.CHAR, st.S_IFBLK: EntryKind.BLOCK,
-}
-
-
 def _listed_entries(root: str, files: Iterable[str], skip: set[str]) -> Iterator[Entry]:
     """Entries for a caller's list of paths, hard links as the CLI finds them
     (a later name of an inode already sent becomes a link to the first)."""
-    seen: dict[tuple[int, int], str] = {}
+    links = HardLinks()
     for rel in files:
         rel = os.fspath(rel).replace(os.sep, "/")
         if rel in skip:
@@ -210,17 +203,13 @@ def _listed_entries(root: str, files: Iterable[str], skip: set[str]) -> Iterator
             s = os.lstat(full)
         except OSError as e:
             raise ContextError(f"can not read file in context: {full}: {e.strerror}", full) from None
-        kind = _KINDS.get(st.S_IFMT(s.st_mode))
+        kind = kind_of(s.st_mode)
         if kind is None:
             continue  # sockets: Docker's tar writer skips them (so does docker-py)
         link = os.readlink(full) if kind == EntryKind.SYMLINK else None
-        if kind != EntryKind.DIR and s.st_nlink > 1:
-            key = (s.st_dev, s.st_ino)
-            first = seen.get(key)
-            if first is None:
-                seen[key] = rel
-            else:
-                kind, link = EntryKind.HARDLINK, first
+        first = links.first_name(rel, s)
+        if first is not None:
+            kind, link = EntryKind.HARDLINK, first
         yield Entry(rel, kind, s, link=link)
 
 
