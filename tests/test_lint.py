@@ -177,6 +177,21 @@ def test_duplicate_rule_reported_once(tmp_path: Path) -> None:
     assert (root / ".dockerignore").read_text().startswith("public/uploads\n# ctxpack: same as line 1: public/uploads/\n")
 
 
+def test_heavy_directory_sums_its_whole_subtree_and_nothing_beside_it(tmp_path: Path) -> None:
+    """A heavy directory's size is everything below it, nested heavy
+    directories included (one finding), and nothing of the siblings whose
+    names it begins (``node_modules-x`` sorts right after its subtree)."""
+    from ctxpack.audit import format_size
+
+    files = {"Dockerfile": DF, "node_modules/a.js": b"x" * 1_000_000, "node_modules/z/z.js": b"x" * 300_000,
+             "node_modules/a/node_modules/b/c.js": b"x" * 500_000, "node_modules/.bin/t": b"x" * 7,
+             "node_modules-x/big": b"x" * 3_000_000, "node_modules.bak/big": b"x" * 3_000_000}
+    root = make_tree(tmp_path / "c", files)
+    found = kinds(root)["heavy-directory"]
+    assert [f.path for f in found] == ["node_modules"]
+    assert f"({'installed npm packages'}, {format_size(1_800_007)})" in found[0].message
+
+
 def test_heavy_directory_reincluded_in_part_is_deliberate(tmp_path: Path) -> None:
     """`.git` + `!.git/HEAD` (a build that reads the commit): BuildKit sends
     .git as the parent of HEAD; that is on purpose, so info with the rule."""

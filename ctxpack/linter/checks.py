@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
+from itertools import compress, repeat
 from dataclasses import dataclass
 
 from ctxpack.audit import format_size, heavy_enough
@@ -41,7 +42,7 @@ from ctxpack.ignore.pattern import MatchKind, Pattern, compile_pattern
 from ctxpack.linter import secrets
 from ctxpack.linter.findings import ERROR, INFO, WARNING, Edit, Finding, LintReport, merge_by_path
 from ctxpack.linter.guards import DOTNET_PROJECTS, HEAVY, heavy_kind, is_guard
-from ctxpack.linter.view import DIR_CODE, SENT, ContextView, Row, Walked, dockerfile_name, open_view, walk_entries
+from ctxpack.linter.view import DIR_CODE, FILE_CODE, SENT, ContextView, Row, Walked, dockerfile_name, open_view, walk_entries
 from ctxpack.walker import EntryKind, descends_into_excluded
 
 __all__ = ["CHECKS", "LintOptions", "lint", "literal_pattern"]
@@ -392,6 +393,9 @@ def check_dialects(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
                       "run ctxpack ls --dialect classic and --dialect buildkit to compare", file=ctx.ignore_source)
 
 
+SENT_FILE = FILE_CODE | SENT
+
+
 def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     """Heavy directories of local state or build output that are sent."""
     sizes: dict[str, int] = {}
@@ -399,9 +403,8 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     reincluded: dict[str, Rule] = {}  # the first ! rule that sends something inside
     projects: set[str] | None = None  # directories holding a .NET project file
     rules: dict[str, Rule | None] = {}  # the rule that decided each heavy directory
-    file_kind = EntryKind.FILE
     entries = view.entries
-    paths = entries.paths
+    paths, codes, all_sizes, all_rules = entries.paths, entries.codes, entries.sizes, entries.rules
     census = view.counted()
     n = len(entries)
     done = 0  # entries before this are inside a heavy directory already summed
@@ -412,21 +415,30 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         i += 1
         parent, _, name = e.path.rpartition("/")
         if name in ("bin", "obj") and projects is None:
-            projects = {p.rpartition("/")[0] for p in paths if p.endswith(DOTNET_PROJECTS)}
+            ends = map(str.endswith, paths, repeat(DOTNET_PROJECTS))  # in C: every path is looked at
+            projects = {p.rpartition("/")[0] for p in compress(paths, ends)}
         what = heavy_kind(name, parent in (projects or ()))
         if what is None:
             continue
         # Sum its contents (and skip past them: a heavy directory inside a
-        # heavy one is part of it).
-        inside, total = e.path + "/", 0
-        while i < n and paths[i].startswith(inside):
-            x = entries[i]
-            i += 1
-            if x.included:
-                if x.kind == file_kind and x.size >= 0:
-                    total += x.size
-                if x.rule is not None and e.path not in reincluded and view.user_exception(x.rule):
-                    reincluded[e.path] = x.rule
+        # heavy one is part of it).  The walk is depth-first, so they are
+        # the entries from here to the first one outside it: found by
+        # bisection, summed in C (a heavy directory can be most of the tree).
+        inside, lo, hi = e.path + "/", i, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if paths[mid].startswith(inside):
+                lo = mid + 1
+            else:
+                hi = mid
+        files = compress(all_sizes[i:lo], map(SENT_FILE.__eq__, codes[i:lo]))
+        total = sum(map(max, files, repeat(0)))  # an entry not statted (-1) counts nothing
+        if e.path not in reincluded:
+            for r in filter(None, compress(all_rules[i:lo], map(SENT.__and__, codes[i:lo]))):
+                if view.user_exception(r):
+                    reincluded[e.path] = r
+                    break
+        i = lo
         done = i
         kinds[e.path], sizes[e.path] = what, total
         rules[e.path] = e.rule
