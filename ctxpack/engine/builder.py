@@ -500,6 +500,7 @@ class _Beside:
         self.diff_fp: Any = None
         self.fp_done = threading.Event()
         self.totals_done = threading.Event()
+        self._start_lock = threading.Lock()
         self._threading = threading
 
     def mark(self) -> None:
@@ -507,9 +508,10 @@ class _Beside:
         self.since_ns = time.time_ns()
 
     def start(self) -> None:
-        if self.started:
-            return
-        self.started = True
+        with self._start_lock:  # the session's handler thread or the caller's
+            if self.started:
+                return
+            self.started = True
         for want, target, name in ((self.want_totals, self._totals, "ctxpack-upload-total"),
                                    (self.want_snapshot, self._fingerprint, "ctxpack-snapshot")):
             if want:
@@ -803,13 +805,19 @@ def build(
         try:
             if plan.use_session:
                 beside.mark()
-                beside.start()  # the session serves files from threads anyway: nothing forks
                 session_build = _open_session(
                     engine, plan.ctx, plan.query, plan.headers, opts,
                     lambda why: note(f"{why}; sending the context as a tar (compression {plan.compression})"))
             if session_build is not None:
                 # A file that changed after it was listed is sent as it is now: say so as it happens.
                 session_build.session.filesync.on_warning(warn or note)
+                # The fingerprint and the totals wait until the daemon has the
+                # context: during the upload this process's CPU and GIL belong
+                # to the session's I/O thread (on two cores the engine needs the
+                # other one).  The engine's build steps leave time for them.
+                # The totals come from the session's own listing (no second walk).
+                beside.want_totals = False
+                session_build.session.filesync.when_uploaded(beside.start)
                 upload.compression = "session"
                 resp = session_build.response
             else:
@@ -818,7 +826,8 @@ def build(
                 resp = engine.request("POST", "/build", query=plan.query, body=body, headers=plan.headers,
                                       timeout=None, progress=progress)
             try:
-                beside.start()
+                if session_build is None:
+                    beside.start()
                 if on_upload is not None:
                     on_upload(upload)
                 messages, image_id = _read_stream(resp, session_build, on_message, plan.ctx, engine.url)
@@ -831,6 +840,9 @@ def build(
                     upload.entries = sum(d.entries for d in st.dirs if d.dir_name == "context")
                     upload.seconds = st.upload_seconds
                     upload.session = st
+                    totals = session_build.session.filesync.totals("context")
+                    if totals is not None:
+                        upload.total_files, upload.total_bytes = totals
                     if on_upload is not None:
                         on_upload(upload)
                 else:

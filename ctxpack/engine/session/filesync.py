@@ -483,6 +483,27 @@ class FileSyncService:
         self.recv_timeout = recv_timeout
         #: When each walk ran: ``name -> (start, end)``, monotonic (end 0.0 while it runs).
         self.made_at: dict[str, tuple[float, float]] = {}
+        self._uploaded = False
+        self._when_uploaded: list[Callable[[], None]] = []
+
+    def when_uploaded(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the daemon has the context: when the first
+        ``context`` call that asked for more than the ignore file has ended
+        (at once if that happened already).  Work that can wait (the
+        snapshot's fingerprint) starts then, not while the upload needs the
+        two cores and the GIL."""
+        with self._lock:
+            if not self._uploaded:
+                self._when_uploaded.append(fn)
+                return
+        fn()
+
+    def _context_uploaded(self) -> None:
+        with self._lock:
+            self._uploaded = True
+            fns, self._when_uploaded = self._when_uploaded, []
+        for fn in fns:
+            fn()
 
     def on_warning(self, fn: Callable[[str], None] | None) -> None:
         """Call ``fn`` with each warning: the ones given so far at once,
@@ -500,6 +521,20 @@ class FileSyncService:
             fn = self._on_warning
         if fn is not None:
             fn(message)
+
+    def totals(self, name: str) -> tuple[int, int] | None:
+        """(files, bytes of content) of the listing ``name`` once its walk
+        has ended without error (hard links counted once); ``None`` before."""
+        with self._lock:
+            made = self._made.get(name)
+        if made is None or not made.complete or made.error is not None:
+            return None
+        files = size = 0
+        for e in made.entries:
+            if _can_request(e.stat.mode) and not (e.stat.linkname and e.inode is not None):
+                files += 1
+                size += e.stat.size
+        return files, size
 
     def prepare(self, name: str) -> None:
         """Start the walk for ``name`` now (in its thread), e.g. while the session starts."""
@@ -559,6 +594,8 @@ class FileSyncService:
             stats.seconds = time.monotonic() - t0
             start, end = self.made_at.get(name, (0.0, 0.0))
             stats.listing_ready = max(0.0, (end or time.monotonic()) - t0) if start else 0.0
+            if name == "context" and [_clean(p) for p in values("followpaths")] != [".dockerignore"]:
+                self._context_uploaded()
 
     def _fail(self, call: Call, message: str) -> RpcError:
         """Tell the receiver (an ERR packet: the daemon fails the build with
@@ -617,17 +654,26 @@ class FileSyncService:
         fast = _FastRequests(call, files, stats, acct, t0)
         call.set_intercept(fast)
         try:
-            self._serve(call, listing, values, exclude, files, out, stats, acct, fast.counted, t0)
+            self._serve(call, listing, values, exclude, files, out, stats, acct, fast, t0)
         finally:
             call.set_intercept(None)  # no fast answer runs after this
 
     def _serve(self, call: Call, listing: Listing, values: Callable[[str], list[str]], exclude: list[str] | None,
-               files: dict[int, ListedEntry], out: _Out, stats: DirStats, acct: threading.Lock, counted: set[int],
+               files: dict[int, ListedEntry], out: _Out, stats: DirStats, acct: threading.Lock, fast: _FastRequests,
                t0: float) -> None:
         n = 0
+        counted = fast.counted
         try:
             for batch in self._batches(listing, values("include-patterns"), values("followpaths"), exclude):
                 for e in batch:
+                    if n - fast.high > AHEAD and fast.seen >= _STEADY:
+                        # The receiver asks for files as it reaches their STATs:
+                        # keep the listing at most AHEAD entries before it, so that
+                        # the DATA it asks for is not queued behind the rest of the
+                        # listing (it reads one stream in order).
+                        if self._hold(call, listing, fast, n, files, out, stats, acct, t0):
+                            stats.entries = n
+                            return
                     body = wire.encode_packet(wire.Packet(wire.PACKET_STAT), wire.encode_stat(e.stat))
                     out.buf += len(body).to_bytes(5, "big")
                     out.buf += body
@@ -668,6 +714,24 @@ class FileSyncService:
             if self._packet(call, msg, files, out, stats, acct, counted, t0):
                 return
         out.flush()
+
+    def _hold(self, call: Call, listing: Listing, fast: _FastRequests, n: int, files: dict[int, ListedEntry],
+              out: _Out, stats: DirStats, acct: threading.Lock, t0: float) -> bool:
+        """Wait until the receiver has asked for an id within AHEAD/2 of
+        ``n``, or has asked for nothing for :data:`_QUIET` seconds (what
+        comes next may need no data: directories, unchanged files), answering
+        what is left to this thread meanwhile; True after the receiver's FIN."""
+        out.flush()
+        target = n - AHEAD // 2
+        while fast.high < target and time.monotonic() - fast.last < _QUIET:
+            fast.wake_at = target
+            call.wait(lambda: fast.high >= target, _QUIET)
+            fast.wake_at = None
+            while (msg := call.recv_nowait()) is not Call.EMPTY:
+                if msg is None or self._packet(call, msg, files, out, stats, acct, fast.counted, t0):
+                    return True
+            out.flush()
+        return False
 
     def _packet(self, call: Call, msg: object, files: dict[int, ListedEntry], out: _Out, stats: DirStats,
                 acct: threading.Lock, counted: set[int], t0: float) -> bool:
@@ -728,6 +792,13 @@ def _count_request(stats: DirStats, e: ListedEntry, t0: float) -> None:
         stats.requested_paths.append(e.path)
 
 
+#: The listing runs at most this many entries ahead of the receiver's
+#: latest REQ, once it has sent _STEADY of them and while they keep coming
+#: (a REQ at least every _QUIET seconds).
+AHEAD = 1024
+_STEADY = 16
+_QUIET = 0.02
+
 #: Files listed at most this big are answered on the I/O thread.
 FAST_MAX = 2 * CHUNK_SIZE
 
@@ -753,6 +824,13 @@ class _FastRequests:
         self.call, self.files, self.stats, self.acct, self.t0 = call, files, stats, acct, t0
         #: REQs counted here and left to the handler (which must not count them again).
         self.counted: set[int] = set()
+        #: The receiver's progress through the listing: the highest id it
+        #: asked for, how many REQs it sent, and when the last one came.
+        self.high = -1
+        self.seen = 0
+        self.last = 0.0
+        #: Wake the handler once ``high`` reaches this (see ``_Throttle``).
+        self.wake_at: int | None = None
 
     def __call__(self, msg: bytes) -> bool:
         if not msg.startswith(_REQ_PREFIX) or self.call.finished:
@@ -760,6 +838,13 @@ class _FastRequests:
         ident = _req_id(msg)
         if ident is None:
             return False
+        self.seen += 1
+        self.last = time.monotonic()
+        if ident > self.high:
+            self.high = ident
+            if self.wake_at is not None and ident >= self.wake_at:
+                self.wake_at = None
+                self.call.wake_handler()
         e = self.files.get(ident)
         if e is None or ident in self.counted:
             return False

@@ -94,6 +94,64 @@ PENDING_LIMIT = 1 << 20
 _EOF = object()
 
 
+class _Outbox:
+    """A call's framed bytes waiting for the flow-control window: whole
+    pieces in order, taken from the front in frame-sized parts.  A deque of
+    pieces, not one bytearray: appending to a large buffer that is being
+    consumed from the front would move it in memory again and again (tens of
+    MB while the daemon's window is shut)."""
+
+    __slots__ = ("pieces", "size", "offset")
+
+    def __init__(self) -> None:
+        self.pieces: collections.deque[bytes] = collections.deque()
+        self.size = 0
+        self.offset = 0  # into pieces[0]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data):
+            self.pieces.append(data if isinstance(data, bytes) else bytes(data))
+            self.size += len(data)
+
+    def take(self, n: int) -> bytes:
+        """The first ``n`` bytes (fewer if fewer are waiting), removed."""
+        pieces = self.pieces
+        first = pieces[0]
+        off = self.offset
+        if len(first) - off >= n:
+            out = first[off:off + n] if off or n < len(first) else first
+            self.offset = off + n
+            if self.offset == len(first):
+                pieces.popleft()
+                self.offset = 0
+            self.size -= len(out)
+            return out
+        parts: list[bytes | memoryview] = []
+        need = n
+        while need and pieces:
+            first = pieces[0]
+            avail = len(first) - off
+            if avail <= need:
+                parts.append(memoryview(first)[off:] if off else first)
+                pieces.popleft()
+                need -= avail
+                off = 0
+            else:
+                parts.append(memoryview(first)[off:off + need])
+                off += need
+                need = 0
+        self.offset = off
+        out = b"".join(parts)
+        self.size -= len(out)
+        return out
+
+
 class Call:
     """One gRPC call (one HTTP/2 stream), as its handler sees it."""
 
@@ -106,7 +164,7 @@ class Call:
         self._buf = bytearray()
         self._messages: collections.deque[object] = collections.deque()
         self._headers_sent = False
-        self._pending = bytearray()
+        self._pending = _Outbox()
         self._deferred: tuple[int, str] | None = None
         self.finished = False
         self.reset = False
@@ -209,9 +267,22 @@ class Call:
         queued, once the messages read so far have been handled."""
         srv = self._server
         srv._start_response_locked(self)
-        self._pending += framed
+        self._pending.append(framed)
         self.bytes_sent += payload
         srv._to_drain[self.stream_id] = self
+
+    def wake_handler(self) -> None:
+        """For an :attr:`intercept` (the I/O thread, server lock held): wake
+        the handler's :meth:`wait` once the bytes read so far are handled."""
+        self._server._notify = True
+
+    def wait(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Wait until ``ready()`` (checked under the server lock, after each
+        read the I/O thread handled), a request message is waiting, the call
+        or the connection ended, or ``timeout`` seconds passed."""
+        srv = self._server
+        with srv._cond:
+            srv._cond.wait_for(lambda: ready() or bool(self._messages) or self.reset or srv.closed, timeout)
 
     def finish(self, code: int = Status.OK, message: str = "") -> None:
         """End the call with trailers; a no-op once the call ended."""
@@ -265,6 +336,7 @@ class GrpcServer:
         self._calls: dict[int, Call] = {}
         self._unacked: dict[int, int] = {}  # stream -> DATA bytes read, not acknowledged yet
         self._to_drain: dict[int, Call] = {}  # calls an intercept queued bytes for
+        self._notify = False  # an intercept asked to wake the handlers (Call.wake_handler)
         self.closed = False
         self.closed_at: float | None = None
         self.close_reason = ""
@@ -457,7 +529,7 @@ class GrpcServer:
                 if call.finished:
                     raise RpcError(Status.INTERNAL, "send after finish")
             self._start_response_locked(call)
-            call._pending += data
+            call._pending.append(data)
             self._drain_locked(call)
             self._flush_locked()
             if on_reader:
@@ -483,8 +555,7 @@ class GrpcServer:
             if window <= 0:
                 return
             n = min(window, conn.max_outbound_frame_size, len(call._pending))
-            conn.send_data(call.stream_id, bytes(call._pending[:n]))
-            del call._pending[:n]
+            conn.send_data(call.stream_id, call._pending.take(n))
         if not call._pending and call._deferred is not None:
             code, message = call._deferred
             call._deferred = None
@@ -549,7 +620,8 @@ class GrpcServer:
                     self._drain_locked(c)
                 self._to_drain.clear()
             self._flush_locked()
-            if wake:  # not when every message was answered by an intercept: no thread switch per REQ
+            if wake or self._notify:  # not when every message was answered by an intercept: no thread switch per REQ
+                self._notify = False
                 self._cond.notify_all()
         for call in inline:
             self._run(call)
