@@ -666,7 +666,7 @@ class FileSyncService:
         try:
             for batch in self._batches(listing, values("include-patterns"), values("followpaths"), exclude):
                 for e in batch:
-                    if n - fast.high > AHEAD and fast.seen >= _STEADY:
+                    if n - fast.high > AHEAD and fast.run >= _STEADY:
                         # The receiver asks for files as it reaches their STATs:
                         # keep the listing at most AHEAD entries before it, so that
                         # the DATA it asks for is not queued behind the rest of the
@@ -793,8 +793,9 @@ def _count_request(stats: DirStats, e: ListedEntry, t0: float) -> None:
 
 
 #: The listing runs at most this many entries ahead of the receiver's
-#: latest REQ, once it has sent _STEADY of them and while they keep coming
-#: (a REQ at least every _QUIET seconds).
+#: latest REQ while REQs come steadily: _STEADY of them in a row, without a
+#: pause of _QUIET seconds (a first build asks for everything; a rebuild's
+#: few REQs never hold the listing).
 AHEAD = 1024
 _STEADY = 16
 _QUIET = 0.02
@@ -825,9 +826,10 @@ class _FastRequests:
         #: REQs counted here and left to the handler (which must not count them again).
         self.counted: set[int] = set()
         #: The receiver's progress through the listing: the highest id it
-        #: asked for, how many REQs it sent, and when the last one came.
+        #: asked for, how many REQs came without a pause of _QUIET seconds,
+        #: and when the last one came.
         self.high = -1
-        self.seen = 0
+        self.run = 0
         self.last = 0.0
         #: Wake the handler once ``high`` reaches this (see ``_Throttle``).
         self.wake_at: int | None = None
@@ -838,8 +840,11 @@ class _FastRequests:
         ident = _req_id(msg)
         if ident is None:
             return False
-        self.seen += 1
-        self.last = time.monotonic()
+        now = time.monotonic()
+        if now - self.last > _QUIET:
+            self.run = 0  # a pause: the receiver is not (or no longer) asking for everything
+        self.run += 1
+        self.last = now
         if ident > self.high:
             self.high = ident
             if self.wake_at is not None and ident >= self.wake_at:

@@ -91,6 +91,9 @@ SEND_STALL_TIMEOUT = 60.0
 #: for the daemon's flow-control window.
 PENDING_LIMIT = 1 << 20
 
+#: The receive window ctxpack advertises, per stream and for the connection.
+RECEIVE_WINDOW = 1 << 22
+
 _EOF = object()
 
 
@@ -323,7 +326,7 @@ class GrpcServer:
         # is gained by making it wait for our window updates.
         self._conn.local_settings = h2.settings.Settings(
             client=False,
-            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 22,
+            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
                             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000},
         )
         self._cond = threading.Condition()
@@ -368,6 +371,10 @@ class GrpcServer:
         self._reader_thread = threading.current_thread()
         with self._cond:
             self._conn.initiate_connection()
+            # The connection's window opened as wide as the streams' at once
+            # (HTTP/2 starts it at 64 KiB whatever SETTINGS say): the daemon's
+            # thousands of small REQs never wait for our acknowledgements.
+            self._conn.increment_flow_control_window(RECEIVE_WINDOW - 65535)
             self._flush_locked()
         try:
             if self._initial:
