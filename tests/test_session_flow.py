@@ -177,3 +177,76 @@ def test_work_after_the_upload_starts_at_the_whole_contexts_fin_not_the_ignore_p
     finally:
         client.close()
         sess.close()
+
+
+def _dribbling(server_sock, seed=3):
+    """A client socket whose bytes reach ``server_sock`` in pieces of 1-40
+    bytes (frames cut anywhere, several in one read); the server's bytes come
+    back whole."""
+    rnd = random.Random(seed)
+    client_end, relay_end = socket.socketpair()
+    stop = threading.Event()
+
+    def up():
+        while not stop.is_set():
+            try:
+                data = relay_end.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            i = 0
+            while i < len(data):
+                k = rnd.randint(1, 40)
+                server_sock.sendall(data[i:i + k])
+                i += k
+                if rnd.random() < 0.05:
+                    time.sleep(0.001)
+
+    def down():
+        while not stop.is_set():
+            try:
+                data = server_sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            relay_end.sendall(data)
+
+    for fn in (up, down):
+        threading.Thread(target=fn, daemon=True).start()
+    return client_end, stop
+
+
+def test_requests_cut_anywhere_across_reads_are_read_past_h2_in_order(tmp_path):
+    from ctxpack.engine.session.core import HEALTH
+
+    sess = Session(_tree(tmp_path / "ctx", 40), key="k")
+    a, b = socket.socketpair()
+    client_sock, stop = _dribbling(b)
+    sess.attach(a)
+    client = H2Client(client_sock)
+    try:
+        sid = client.open(DIFF_COPY, [("dir-name", "context")])
+        stats = [wire.decode_packet(m) for m in client.wait_messages(sid, 42, timeout=10)]
+        assert stats[-1].type == wire.PACKET_STAT and stats[-1].stat is None
+        for i in range(1, 41):  # one DATA frame per REQ, as the daemon sends them
+            client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_REQ, id=i)))
+        # a health check as grpc-go sends it: the message, then END_STREAM apart
+        hid = client.open(HEALTH)
+        client.send(hid, b"")
+        client.end(hid)
+        assert client.calls[hid].ended.wait(10) and client.calls[hid].status == Status.OK
+        client.send(sid, wire.encode_packet(wire.Packet(wire.PACKET_FIN)))
+        assert client.calls[sid].ended.wait(10) and client.calls[sid].status == Status.OK
+        got: dict[int, bytes] = {}
+        for p in (wire.decode_packet(m) for m in client.calls[sid].messages[42:]):
+            if p.type == wire.PACKET_DATA:
+                got[p.id] = got.get(p.id, b"") + p.data
+        assert got == {i: f"file {i - 1}\n".encode() for i in range(1, 41)}
+        assert sess.server is not None and sess.server._bypassed > 0  # read past h2
+        assert sess.stats().files_requested == 40
+    finally:
+        stop.set()
+        client.close()
+        sess.close()
