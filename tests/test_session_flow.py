@@ -198,7 +198,10 @@ def _dribbling(server_sock, seed=3):
             i = 0
             while i < len(data):
                 k = rnd.randint(1, 40)
-                server_sock.sendall(data[i:i + k])
+                try:
+                    server_sock.sendall(data[i:i + k])
+                except OSError:
+                    return  # the server side closed
                 i += k
                 if rnd.random() < 0.05:
                     time.sleep(0.001)
@@ -211,7 +214,10 @@ def _dribbling(server_sock, seed=3):
                 return
             if not data:
                 return
-            relay_end.sendall(data)
+            try:
+                relay_end.sendall(data)
+            except OSError:
+                return
 
     for fn in (up, down):
         threading.Thread(target=fn, daemon=True).start()
