@@ -1,23 +1,31 @@
 #!/usr/bin/env python3
-"""Benchmark ``ctxpack lint`` against ``ctxpack ls --excluded`` on the same tree.
+"""Benchmark ``ctxpack lint`` and ``ctxpack size`` against ``ctxpack ls --excluded`` on the same tree.
 
     python bench/bench_lint.py                 # the ~100k-file tree, 5 runs each
     python bench/bench_lint.py --reps 9 --root /data/trees
+    python bench/bench_lint.py --small --reps 1   # a quick trial on the ~10k-file tree
 
-Target (issue 10/11): lint costs at most 1.2x ``ls --excluded``, which walks
-the same context once and prints every entry with its deciding rule.  lint
-walks it once too (linter/view.py) and runs its checks over that walk.
+Target (issues 10/11, 17): lint and size each cost at most 1.2x ``ls
+--excluded``, which walks the same context once and prints every entry it
+leaves out with its deciding rule.  lint walks it once too
+(linter/view.py) and runs its checks over that walk; size walks it once
+(audit.measure) and, for each directory the rules prune, also sizes what is
+below it (``ls --excluded`` prints a pruned directory as one line without
+reading it; size must count the files and bytes it keeps out).
 
 On the tree of ``bench/gen_tree.py`` (generated on first use) with the
 ignore-file variants of ``bench/set_ignore.py`` (passed as ``--ignore-file``,
-so the tree itself is not touched): ``none`` (full context), ``typical``,
-``node_modules``.  Both commands run as ``python -m ctxpack.cli`` with this
-checkout on ``PYTHONPATH`` (Python start-up included in both), output to
-/dev/null; one warm-up each, then ``--reps`` runs interleaved so that machine
-noise hits both alike.  Wall time and CPU time (user + system, from the
-children's rusage) are both recorded: on a shared machine the CPU time is the
-steadier measure of what each command costs.  Medians go to stdout and
-``bench/results/lint.md``, raw numbers to ``bench/results/lint.json``.
+so the tree itself is not touched): ``none`` (full context: all three walk
+exactly the same entries), ``typical``, ``node_modules``.  All commands run
+as ``python -m ctxpack.cli`` with this checkout on ``PYTHONPATH`` (Python
+start-up included), output to /dev/null; one warm-up each, then ``--reps``
+rounds, each running the three commands once in an order rotated from round
+to round, so that machine noise hits all alike.  Wall time and CPU time
+(user + system, from the children's rusage) are both recorded; a ratio is
+the median over rounds of (command / ``ls --excluded`` in the same round).
+Results go to stdout and ``bench/results/lint.md`` (``lint-small.md`` with
+``--small``), raw numbers to the ``.json`` next to it; the table says for
+each ratio whether the 1.2x target is met.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import datetime as _dt
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +44,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, REPO)  # compile_ctxpack byte-compiles this checkout, the one measured
 
 from benchutil import compile_ctxpack, cpu_model, loadavg, log, summary  # noqa: E402
 
@@ -42,6 +52,8 @@ import gen_tree  # noqa: E402
 from set_ignore import VARIANTS  # noqa: E402
 
 DEFAULT_ROOT = os.environ.get("CTXPACK_BENCH_ROOT", "/tmp/ctxpack-bench")
+TARGET = 1.2
+COMMANDS = ("ls", "lint", "size")
 
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -57,6 +69,10 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, cpu
 
 
+def verdict(ratio: float) -> str:
+    return "met" if ratio <= TARGET else "NOT met"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=DEFAULT_ROOT)
@@ -68,6 +84,7 @@ def main() -> None:
     compile_ctxpack()
     env = dict(os.environ, PYTHONPATH=REPO)
     cli = [sys.executable, "-m", "ctxpack.cli"]
+    load_before = loadavg()
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="ctxpack-bench-lint-") as tmp:
         for variant, text in VARIANTS.items():
@@ -77,43 +94,59 @@ def main() -> None:
                 with open(path, "w") as f:
                     f.write(text)
                 extra = ["--ignore-file", path]
-            elif os.path.exists(os.path.join(tree, ".dockerignore")):
-                extra = ["--ignore-file", os.devnull]
-            ls = cli + ["ls", "--excluded", *extra, tree]
-            lint = cli + ["lint", *extra, tree]
-            run(ls, env), run(lint, env)  # warm-up
-            times: dict[str, list[float]] = {"ls": [], "lint": [], "ls_cpu": [], "lint_cpu": []}
-            for _ in range(args.reps):
-                for name, argv in (("ls", ls), ("lint", lint)):
-                    wall, cpu = run(argv, env)
+            else:
+                extra = ["--ignore-file", os.devnull]  # the full context, whatever .dockerignore the tree has
+            argvs = {"ls": cli + ["ls", "--excluded", *extra, tree], "lint": cli + ["lint", *extra, tree],
+                     "size": cli + ["size", "--json", *extra, tree]}
+            for name in COMMANDS:
+                run(argvs[name], env)  # warm-up
+            times: dict[str, list[float]] = {f"{c}{k}": [] for c in COMMANDS for k in ("", "_cpu")}
+            for r in range(args.reps):
+                order = COMMANDS[r % len(COMMANDS):] + COMMANDS[:r % len(COMMANDS)]
+                for name in order:
+                    wall, cpu = run(argvs[name], env)
                     times[name].append(wall)
                     times[name + "_cpu"].append(cpu)
-            s = {k: summary(v) for k, v in times.items()}
-            results[variant] = {**s, "ratio": s["lint"]["median"] / s["ls"]["median"],
-                                "cpu_ratio": s["lint_cpu"]["median"] / s["ls_cpu"]["median"]}
-            log(f"{variant}: ls --excluded {s['ls']['median']:.2f}s ({s['ls_cpu']['median']:.2f}s CPU), "
-                f"lint {s['lint']['median']:.2f}s ({s['lint_cpu']['median']:.2f}s CPU)")
+            res: dict[str, object] = {k: summary(v) for k, v in times.items()}
+            for name in ("lint", "size"):
+                for k in ("", "_cpu"):
+                    per_round = [a / b for a, b in zip(times[name + k], times["ls" + k])]
+                    res[f"{name}{k}_ratio"] = statistics.median(per_round)
+            results[variant] = res
+            log(f"{variant}: " + ", ".join(
+                f"{n} {res[n]['median']:.2f}s ({res[n + '_cpu']['median']:.2f}s CPU)"  # type: ignore[index]
+                for n in COMMANDS))
+    load_after = loadavg()
+
+    def cell(x: object) -> str:
+        return f"{x['median']:.2f} s ({x['min']:.2f}–{x['max']:.2f})"  # type: ignore[index]
+
     lines = [
-        "# `ctxpack lint` vs `ctxpack ls --excluded`",
+        "# `ctxpack lint` and `ctxpack size` vs `ctxpack ls --excluded`",
         "",
         f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC; {cpu_model()}, {os.cpu_count()} cores; "
-        f"load average {' '.join(loadavg())} at the end; tree {tree}; {args.reps} runs each, interleaved, "
-        "Python start-up included; medians (min–max); CPU = user + system time of the process.",
+        f"load average {' '.join(load_before)} at the start, {' '.join(load_after)} at the end; tree {tree}; "
+        f"{args.reps} round{'s' if args.reps != 1 else ''}, each command once per round in a rotated order, Python start-up included; "
+        "times: medians (min–max); ratio: median over rounds of (command / `ls --excluded` in the same round); "
+        "CPU = user + system time of the process.",
+        f"Target (issue 17): lint and size each at most {TARGET}× `ls --excluded`.",
         "",
-        "| ignore file | `ls --excluded` wall | `lint` wall | ratio | `ls --excluded` CPU | `lint` CPU | ratio (target ≤ 1.2×) |",
-        "|---|---|---|---|---|---|---|",
+        "| ignore file | `ls --excluded` | `lint` | lint ratio | `size --json` | size ratio | "
+        "CPU: `ls --excluded` | `lint` | `size` | lint ratio | size ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, r in results.items():
-        cells = []
-        for key in ("ls", "lint"):
-            x = r[key]
-            cells.append(f"{x['median']:.2f} s ({x['min']:.2f}–{x['max']:.2f})")  # type: ignore[index]
-        cells.append(f"{r['ratio']:.2f}×")
-        for key in ("ls_cpu", "lint_cpu"):
-            x = r[key]
-            cells.append(f"{x['median']:.2f} s ({x['min']:.2f}–{x['max']:.2f})")  # type: ignore[index]
-        cells.append(f"{r['cpu_ratio']:.2f}×")
+        cells = [cell(r["ls"]), cell(r["lint"]), f"{r['lint_ratio']:.2f}× ({verdict(r['lint_ratio'])})",  # type: ignore[arg-type]
+                 cell(r["size"]), f"{r['size_ratio']:.2f}× ({verdict(r['size_ratio'])})",  # type: ignore[arg-type]
+                 cell(r["ls_cpu"]), cell(r["lint_cpu"]), cell(r["size_cpu"]),
+                 f"{r['lint_cpu_ratio']:.2f}×", f"{r['size_cpu_ratio']:.2f}×"]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "With `none` the three commands walk exactly the same entries.  With `typical` and `node_modules` the",
+        "rules prune directories: `ls --excluded` prints each as one line without reading it, while `size`",
+        "also counts the files and bytes below it (what the rules keep out), so it reads more of the tree.",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
@@ -121,7 +154,8 @@ def main() -> None:
     with open(os.path.join(HERE, "results", f"lint{suffix}.md"), "w") as f:
         f.write(text)
     with open(os.path.join(HERE, "results", f"lint{suffix}.json"), "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump({"tree": tree, "reps": args.reps, "load_before": load_before, "load_after": load_after,
+                   "target": TARGET, "variants": results}, f, indent=2)
 
 
 if __name__ == "__main__":
