@@ -101,6 +101,13 @@ def test_fields_survive_any_name(fields: list[str]) -> None:
     assert wire.unpack_fields(wire.pack_fields(fields)) == fields
 
 
+def test_socket_names_are_fnv1a_128() -> None:
+    # The published FNV-1a 128-bit vectors ("" is the offset basis), first 24 hex digits.
+    assert wire.name_hash(b"") == "6c62272e07bb014262b82175"
+    assert wire.name_hash(b"a") == "d228cb696f1a8caf78912b70"
+    assert len({wire.socket_path(f"/src/app{i}") for i in range(1000)}) == 1000
+
+
 def test_spec_fields_round_trip(tmp_path: Path) -> None:
     for kw in ({}, {"dockerfile": str(tmp_path / "D"), "ignore_file": "x", "minimal": True, "target": "t",
                     "platform": "linux/amd64", "build_args": {"A": "1", "B": ""}}):

@@ -7,8 +7,6 @@ watch`` answer ``diff``/``fingerprint`` (:mod:`ctxpack.cli.fast`), before
 click is even imported; any other use is the group's.
 """
 
-from __future__ import annotations
-
 import sys
 
 TYPE_CHECKING = False  # not typing's: this module is on every command's start-up

@@ -2,8 +2,6 @@
 command answered by a running watcher finds its socket without loading
 SQLite)."""
 
-from __future__ import annotations
-
 import os
 
 __all__ = ["cache_dir"]

@@ -8,8 +8,6 @@ costs little more than the interpreter's start-up).  Nothing is imported
 here: ``ctxpack.watch.client`` must not load the watcher.
 """
 
-from __future__ import annotations
-
 TYPE_CHECKING = False  # not typing's: ctxpack.watch is on the console script's fast path
 
 if TYPE_CHECKING:

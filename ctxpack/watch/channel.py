@@ -388,12 +388,8 @@ class Server:
     def _checks(self, state: "WarmState") -> list[list[object]]:
         """The root and a rotating sample of watched directories, with the
         mtime the watcher believes they have."""
-        dirs = self.watcher.dir_times()
-        if not dirs:
-            return []
-        n = len(dirs)
-        picks = [dirs[0]] + [dirs[(self._rotor + i) % n] for i in range(min(_CHECKS, n))]
-        self._rotor = (self._rotor + _CHECKS) % n
+        picks, n = self.watcher.dir_sample(self._rotor, _CHECKS)
+        self._rotor = (self._rotor + _CHECKS) % n if n else 0
         return [[rel, m] for rel, m in picks]
 
 

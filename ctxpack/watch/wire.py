@@ -2,8 +2,7 @@
 path (:mod:`ctxpack.cli.fast`) needs to have a running ``ctxpack watch``
 answer ``diff`` or ``fingerprint`` outright, with the text to print.
 
-Only builtin modules at import time (``os``, ``_socket``, the builtin
-SHA-256): no ``json``, ``socket``, ``hashlib``, ``typing`` or ``re``, each of
+Only ``os`` at import time, ``_socket`` when it asks: no ``json``, ``socket``, ``hashlib``, ``typing`` or ``re``, each of
 which costs milliseconds of a command whose whole answer takes a few
 (issue 14: an answered command should cost little more than the interpreter's
 start-up).  :mod:`ctxpack.watch.client` re-exports what is shared.
@@ -26,8 +25,8 @@ the protocol, every mtime it was sent, every input's stat key.  Any doubt:
 ``None``, and the command runs as if no watcher ran.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: this module is on the console script's fast path,
+# where importing __future__ is a measurable share (annotations here evaluate on 3.10+).
 import os
 
 TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: typing is not imported here
@@ -37,18 +36,9 @@ if TYPE_CHECKING:
     #: A JSON-able description of a command's context options (see :func:`spec`).
     Spec = dict[str, object]
 
-    from hashlib import sha256 as _sha256
-else:
-    try:  # the builtin SHA-256 (no OpenSSL to load: hashlib costs ~3 ms to import)
-        from _sha2 import sha256 as _sha256  # Python >= 3.12
-    except ImportError:  # pragma: no cover - depends on the Python version
-        try:
-            from _sha256 import sha256 as _sha256  # Python <= 3.11
-        except ImportError:  # a build without the builtin hashes
-            from hashlib import sha256 as _sha256
 
-__all__ = ["PROTOCOL", "FAST", "socket_path", "spec", "spec_fields", "spec_of_fields", "stat_key", "context_inputs",
-           "pack_fields", "unpack_fields", "enabled", "timeout", "ask_fast"]
+__all__ = ["PROTOCOL", "FAST", "name_hash", "socket_path", "spec", "spec_fields", "spec_of_fields", "stat_key",
+           "context_inputs", "pack_fields", "unpack_fields", "enabled", "timeout", "ask_fast"]
 
 #: The version of what a watcher and its clients say to each other (both the
 #: JSON requests of :mod:`ctxpack.watch.client` and the fast ones here).
@@ -58,11 +48,20 @@ PROTOCOL = 3
 FAST = "ctxpack-fast"
 
 
+def name_hash(data: bytes) -> str:
+    """24 hex digits naming ``data`` (FNV-1a, 128 bits): a file name, not a
+    secret, so no hashlib (whose import costs more than this whole answer)."""
+    h = 0x6C62272E07BB014262B821756295C58D
+    for b in data:
+        h = ((h ^ b) * 0x0000000001000000000000000000013B) & 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF
+    return f"{h:032x}"[:24]
+
+
 def socket_path(root: str) -> str:
     """Where the watcher of ``root`` listens (the directory may not exist)."""
     from ctxpack.index.paths import cache_dir
 
-    name = _sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".sock"
+    name = name_hash(root.encode("utf-8", "surrogateescape")) + ".sock"
     base = os.path.join(cache_dir(), "watch")
     if len(os.path.join(base, name)) > 100:  # sun_path holds 108 bytes
         base = f"/tmp/ctxpack-sockets-{os.getuid()}"
@@ -70,7 +69,7 @@ def socket_path(root: str) -> str:
 
 
 def spec(directory: str, *, dockerfile: str | None, dialect: str, ignore_file: str | None, minimal: bool,
-         target: str | None, build_args: dict[str, str], platform: str | None) -> Spec | None:
+         target: str | None, build_args: dict[str, str], platform: str | None) -> "Spec | None":
     """A command's context options, normalised as :func:`ctxpack.context.open_context`
     reads them (paths absolute, the root with symlinks resolved); ``None``
     when they cannot be compared without opening the context (the
@@ -100,7 +99,7 @@ def _unopt(field: str) -> str | None:
     return field[1:]
 
 
-def spec_fields(s: Spec) -> list[str]:
+def spec_fields(s: "Spec") -> list[str]:
     """``s`` as fields (:func:`spec_of_fields` reads them back equal)."""
     out = [str(s["root"]), _opt(s["dockerfile"]), str(s["dialect"]), _opt(s["ignore_file"]),
            "1" if s["minimal"] else "", _opt(s["target"]), _opt(s["platform"])]
@@ -112,7 +111,7 @@ def spec_fields(s: Spec) -> list[str]:
     return out
 
 
-def spec_of_fields(fields: "Sequence[str]") -> Spec:
+def spec_of_fields(fields: "Sequence[str]") -> "Spec":
     """The :func:`spec` that :func:`spec_fields` wrote (``ValueError``: not one)."""
     root, dockerfile, dialect, ignore_file, minimal, target, platform, n = fields[:8]
     rest = fields[8:]
@@ -136,7 +135,7 @@ def stat_key(path: str) -> list[int] | None:
     return [a.st_ino, a.st_mtime_ns, a.st_ctime_ns, a.st_size, b.st_ino, b.st_mtime_ns, b.st_ctime_ns, b.st_size]
 
 
-def context_inputs(s: Spec) -> list[list[object]]:
+def context_inputs(s: "Spec") -> list[list[object]]:
     """Every file whose presence or content decides the context of ``s``
     besides the tree's paths: the Dockerfile (or the default names) and the
     ignore files that could apply, each with its stat key (``None``:
@@ -213,7 +212,7 @@ def _exchange(path: str, request: bytes, wait: float) -> bytes:
     return b"".join(parts)
 
 
-def ask_fast(command: str, options: "Sequence[str]", s: Spec) -> tuple[int, list[tuple[int, str]]] | None:
+def ask_fast(command: str, options: "Sequence[str]", s: "Spec") -> tuple[int, list[tuple[int, str]]] | None:
     """Have the watcher of ``s["root"]`` say what ``ctxpack COMMAND`` with
     the output ``options`` prints: (exit code, [(1 or 2, text), ...] in
     the order printed); ``None`` when no watcher answers, or when anything
