@@ -160,7 +160,7 @@ def user_install(work: str) -> tuple[list[str], str, str]:
     with open(os.path.join(purelib, "base-deps.pth"), "w") as fh:
         fh.write(base + "\n")
     exe = os.path.join(venv, "bin", "ctxpack")
-    check = subprocess.run([py, "-c", "import ctxpack, click; print(ctxpack.__file__)"], capture_output=True, text=True,
+    check = subprocess.run([py, "-I", "-c", "import ctxpack, click; print(ctxpack.__file__)"], capture_output=True, text=True,
                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, check=True).stdout.strip()
     if not check.startswith(venv):
         raise RuntimeError(f"the venv imports ctxpack from {check}, not its own install")
