@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from itertools import repeat
 
 from ctxpack.context import BuildContext
+from ctxpack.fs import regular_usage
 from ctxpack.units import format_size, parse_size  # here for the callers that import them from audit
-from ctxpack.fs import iter_tree
 from ctxpack.walker import Entry, EntryKind, Progress
 
 __all__ = ["SizeReport", "RuleSaving", "DirRow", "FileRow", "ExtRow", "measure", "parse_size", "format_size", "heavy_enough"]
@@ -119,12 +119,7 @@ LARGEST_BATCH = 4096
 def _du(path: str) -> tuple[int, int]:
     """Regular files and bytes below an excluded directory (links never
     followed; unreadable parts passed over, as the builders skip them too)."""
-    files = size = 0
-    for _rel, s in iter_tree(path):
-        if st.S_ISREG(s.st_mode):
-            files += 1
-            size += s.st_size
-    return files, size
+    return regular_usage(path)
 
 
 def measure(

@@ -20,7 +20,7 @@ from ctxpack.errors import ChangedDuringReadError, ClosedPipeError, ContextError
 __all__ = [
     "DIR_FLAGS", "FILE_FLAGS", "SMALL_FILE", "RETRIES",
     "bytes_key", "sort_entries", "scandir_sorted", "scandir_fd",
-    "open_regular", "read_whole", "iter_tree", "atomic_output", "output_error",
+    "open_regular", "read_whole", "iter_tree", "regular_usage", "atomic_output", "output_error",
 ]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -134,6 +134,41 @@ def iter_tree(top: str, rel_top: str = "") -> Iterator[tuple[str, os.stat_result
             if st.S_ISDIR(s.st_mode):
                 subdirs.append((de.path, rel))
         stack.extend(reversed(subdirs))
+
+
+def regular_usage(top: str) -> tuple[int, int]:
+    """How many regular files are below ``top`` and their bytes (``lstat``
+    sizes, each name counted; links never followed; directories that cannot
+    be read, and entries gone since their listing, passed over).
+
+    Only sums, so in no order and with no path per entry: the listing's
+    entry types (``d_type``) tell directories and regular files apart, and
+    only regular files are statted, for their size (where the file system
+    gives no entry types, ``is_dir``/``is_file`` stat each entry).  What
+    :func:`iter_tree` counts, at a fraction of its cost per entry.
+    """
+    files = size = 0
+    stack = [top]
+    pop, push = stack.pop, stack.append
+    while stack:
+        d = pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue  # unreadable, or gone meanwhile
+        with it:
+            for de in it:
+                try:
+                    if de.is_dir(follow_symlinks=False):
+                        push(de.path)
+                    elif de.is_file(follow_symlinks=False):
+                        s = de.stat(follow_symlinks=False)
+                        if st.S_ISREG(s.st_mode):  # still one (not replaced since the listing)
+                            size += s.st_size
+                            files += 1
+                except OSError:
+                    continue  # gone since the listing: nothing to count
+    return files, size
 
 
 def output_error(e: OSError, what: str = "the tar") -> OutputError:

@@ -159,3 +159,55 @@ def test_directories_and_extensions_match_a_plain_count(tmp_path: Path, monkeypa
     assert {"src", "docs", "big"} <= {d.path for d in rep.directories}
     assert (rep.files, rep.bytes) == (len(files), sum(files.values()))
     assert [(f.path, f.bytes) for f in rep.largest] == sorted(files.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def test_pruned_directories_are_sized_as_a_full_listing_sizes_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the rules keep out is summed without sorting or statting
+    directories (fs.regular_usage): the same files and bytes as the lstat of
+    every entry (fs.iter_tree) gives -- symlinks, FIFOs and empty
+    directories count nothing, each hard-linked name counts -- and a file
+    that vanishes between the listing and its stat is passed over, as the
+    builders pass over what they cannot read."""
+    import ctxpack
+    from ctxpack import fs
+
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "keep.txt": b"k",
+                                      "out/a.bin": b"x" * 1000, "out/sub/b.bin": b"y" * 300,
+                                      "out/sub/deeper/c": b"z" * 7, "out/gone.bin": b"g" * 50},
+                     dockerignore="out\n")
+    (root / "out" / "empty").mkdir()
+    os.symlink("a.bin", root / "out" / "link")
+    os.symlink("/etc/passwd", root / "out" / "sub" / "abs-link")
+    os.mkfifo(root / "out" / "fifo")
+    os.link(root / "out" / "a.bin", root / "out" / "sub" / "hard.bin")
+
+    def listed(top: Path) -> tuple[int, int]:
+        regular = [s.st_size for _, s in fs.iter_tree(str(top)) if s.st_mode & 0o170000 == 0o100000]
+        return len(regular), sum(regular)
+
+    assert fs.regular_usage(str(root / "out")) == listed(root / "out") == (5, 1000 + 300 + 7 + 50 + 1000)
+    rep = ctxpack.size(ctxpack.open_context(root))
+    assert (rep.excluded_files, rep.excluded_bytes) == (5, 2357)
+    assert [(r.text, r.files, r.bytes) for r in rep.rules] == [("out", 5, 2357)]
+
+    real = os.scandir
+
+    def vanishing(path: Any) -> Any:  # gone.bin is removed after the listing, before its stat
+        entries = list(real(path))
+        if any(e.name == "gone.bin" for e in entries):
+            os.unlink(root / "out" / "gone.bin")
+
+        class Listing:
+            def __iter__(self) -> Any:
+                return iter(entries)
+
+            def __enter__(self) -> Any:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                pass
+
+        return Listing()
+
+    monkeypatch.setattr(fs.os, "scandir", vanishing)
+    assert fs.regular_usage(str(root / "out")) == (4, 2307)
