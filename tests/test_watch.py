@@ -28,7 +28,7 @@ from ctxpack.index.state import Columns
 from ctxpack.index.store import Index
 from ctxpack.walker import walk_all
 from ctxpack.watch.source import IN_Q_OVERFLOW, LOST, InotifySource, RawEvent, ScriptedSource
-from ctxpack.watch.watcher import BURST_GAP, Settled, Watcher, burst_start, quiet_period
+from ctxpack.watch.watcher import BURST_GAP, CAP, Settled, Watcher, burst_start, git_lock, quiet_period
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fdinfo"), reason="inotify tests need Linux")
 
@@ -385,6 +385,76 @@ def test_saves_half_a_second_apart_each_settle_after_the_short_quiet_period(watc
         took.append(time.monotonic() - t0)
         time.sleep(0.5)
     assert sorted(took)[len(took) // 2] < 0.2, took  # the 1 s rule: 0.3 s from the second save on
+
+
+def _new_deltas(r: Running, since: int, want: str, settle: float = 0.6) -> list[Settled]:
+    """The deltas after the first ``since``, once one names ``want`` and nothing more came for ``settle`` s."""
+    deadline = time.monotonic() + 20
+    while not any(want in {a[0] for a in d.added} for d in r.deltas[since:]):
+        assert time.monotonic() < deadline, r.deltas[since:]
+        time.sleep(0.01)
+    time.sleep(settle)
+    return r.deltas[since:]
+
+
+def test_git_phases_under_index_lock_are_one_delta(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # git writes a commit or a checkout in phases with pauses between them,
+    # longer than a lone save's quiet period: while it holds index.lock, a
+    # due settle waits.  (Trial finding: one `git commit -am` printed 4 deltas.)
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(tmp_path / "cache"))
+    (tree / ".git").mkdir()
+    assert git_lock(str(tree / "src")) == str(tree / ".git" / "index.lock")  # found upwards
+    r = Running(tree, tmp_path / "cache")
+    try:
+        n = len(r.deltas)
+        lock = tree / ".git" / "index.lock"
+        lock.write_text("")
+        for i in range(3):  # phases 0.15 s apart: each would settle alone
+            (tree / f"src/phase{i}.py").write_text(str(i))
+            time.sleep(0.15)
+        os.rename(lock, tree / ".git" / "index")
+        got = _new_deltas(r, n, "src/phase2.py")
+        assert len(got) == 1, [d.summary() for d in got]
+        assert {"src/phase0.py", "src/phase1.py", "src/phase2.py"} <= {a[0] for a in got[0].added}
+        # A lock a killed git left (older than CAP) holds nothing: a save settles at once.
+        lock.write_text("")
+        old = time.time() - CAP - 1
+        os.utime(lock, (old, old))
+        n = len(r.deltas)
+        t0 = time.monotonic()
+        (tree / "src/after.py").write_text("x")
+        _new_deltas(r, n, "src/after.py", settle=0)
+        assert time.monotonic() - t0 < CAP / 2
+    finally:
+        r.stop()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_real_git_commit_is_one_delta(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(tmp_path / "cache"))
+    git = ["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=60)
+    subprocess.run([*git, "add", "-A"], check=True, timeout=60)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True, timeout=60)
+    # A pause inside the commit, as a hook or a slow disk makes one: the blobs
+    # of `-a` are written before the pre-commit hook, the tree and commit after.
+    hook = tree / ".git/hooks/pre-commit"
+    hook.write_text("#!/bin/sh\nsleep 0.3\n")
+    hook.chmod(0o755)
+    r = Running(tree, tmp_path / "cache")  # .git is in the context (no rule sends it away), as in the trial
+    try:
+        time.sleep(0.5)
+        for name in ("src/main.py", "src/pkg/mod.py", "packages/a/src/a.ts"):
+            (tree / name).write_text("changed\n")
+        time.sleep(0.5)
+        n = len(r.deltas)
+        subprocess.run([*git, "commit", "-qam", "two"], check=True, timeout=60)
+        (tree / "src/marker.py").write_text("m")  # after git is done: the delta that names it ends the wait
+        got = _new_deltas(r, n, "src/marker.py")
+        assert len(got) <= 2, [d.summary() for d in got]  # git's own delta (one), then the marker's
+        assert sum(1 for d in got if any(a[0].startswith(".git/objects/") for a in d.added)) == 1
+    finally:
+        r.stop()
 
 
 def test_close_leaves_nothing(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

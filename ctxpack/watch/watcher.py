@@ -14,7 +14,12 @@ within a few ms), 120 ms 0.2 s into a ``git checkout``, and at most 300 ms
 ``BURST_GAP``, 300 ms, apart: saves a second apart are each a lone save, and
 pay 20 ms each, not the 300 ms a one-second rule gave the second one);
 a burst that never pauses is cut every ``CAP`` (5 s) so the output keeps
-moving.  A new directory is read when it appears, so most of a checkout
+moving.  Git writes in phases (objects, the index, refs, logs) with pauses
+longer than a lone save's quiet period between them: while the context's
+repository holds ``index.lock`` (git takes it for a commit, checkout,
+merge, rebase, stash, add), a settle that is due waits, re-checked every
+``QUIET_MIN``, so one ``git commit -am`` or branch switch is one delta (one
+build under ``watch --build``, not four started and cancelled).  A new directory is read when it appears, so most of a checkout
 arrives through a few listings rather than one event per file.  Tilt's fixed 200 ms, compose's 500 ms and Skaffold's
 1 s all add their delay to every single edit; here a lone edit pays 20 ms,
 and a client never waits for the quiet period at all: :meth:`sync` forces
@@ -54,7 +59,7 @@ from ctxpack.watch.source import (
     IN_CREATE, IN_DELETE_SELF, IN_MOVE_SELF, IN_Q_OVERFLOW, IN_UNMOUNT, LOST, EventSource, InotifySource, RawEvent,
 )
 
-__all__ = ["Watcher", "Settled", "WarmState", "QUIET_MIN", "QUIET_MAX", "BURST_GAP", "CAP", "burst_start"]
+__all__ = ["Watcher", "Settled", "WarmState", "QUIET_MIN", "QUIET_MAX", "BURST_GAP", "CAP", "burst_start", "git_lock"]
 
 QUIET_MIN = 0.02
 QUIET_MAX = 0.3
@@ -66,6 +71,30 @@ POLL = 2.0  # rescan period while an inotify limit keeps us from watching
 def quiet_period(burst: float) -> float:
     """How long to wait for more events, ``burst`` seconds into a burst."""
     return min(QUIET_MAX, QUIET_MIN + burst / 2)
+
+
+def git_lock(root: str) -> str | None:
+    """The ``index.lock`` of the git repository ``root`` is in (found
+    upwards, a ``.git`` file of a worktree or submodule followed), or
+    ``None`` outside one."""
+    d = os.path.abspath(root)
+    while True:
+        dot = os.path.join(d, ".git")
+        if os.path.isdir(dot):
+            return os.path.join(dot, "index.lock")
+        if os.path.isfile(dot):
+            try:
+                with open(dot, encoding="utf-8", errors="surrogateescape") as fh:
+                    line = fh.readline().strip()
+            except OSError:
+                return None
+            if line.startswith("gitdir:"):
+                return os.path.join(d, line[len("gitdir:"):].strip(), "index.lock")
+            return None
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
 
 
 def burst_start(first: float, last: float, t: float) -> float:
@@ -204,6 +233,7 @@ class Watcher:
         self._broken = False
         self._dockerfile_text: bytes | None = None
         self._reopen_asked: str | None = None
+        self._git_lock: str | None = None
         self.ready = threading.Event()
         self.failed: BaseException | None = None
 
@@ -217,6 +247,7 @@ class Watcher:
         self._barrier_handle = self.source.add(self._barrier_dir)
         self.index = Index(self.index_dir)
         self.ctx = self._opener()
+        self._git_lock = git_lock(self.ctx.root)
         self._dockerfile_text = _dockerfile_text(self.ctx)
         self.model = self._new_model(self.ctx)
         self._publish(self._settle_state(0, time.monotonic(), "initial scan"))
@@ -335,6 +366,7 @@ class Watcher:
         # while events keep coming within a second); since: when the oldest
         # pending event came (for the cap); last: the newest event.
         first = last = since = 0.0
+        hold = 0.0  # a due settle waits until then: git holds index.lock (see the module docstring)
         pending: list[RawEvent] = []
         next_poll = time.monotonic() + POLL
         while not self._stop.is_set():
@@ -342,7 +374,8 @@ class Watcher:
                 if not self._queue and self._reopen_asked is None:
                     timeout = None
                     if pending:
-                        timeout = max(0.0, min(last + quiet_period(last - first), since + CAP) - time.monotonic())
+                        settle_at = max(last + quiet_period(last - first), hold)
+                        timeout = max(0.0, min(settle_at, since + CAP) - time.monotonic())
                     wake = []
                     if self.model.limit is not None:
                         wake.append(next_poll)
@@ -370,7 +403,9 @@ class Watcher:
             release = barrier if forced else 0  # the barriers answered after this round
             now = time.monotonic()
             polling = self.model.limit is not None and now >= next_poll
-            due = pending and (now >= last + quiet_period(last - first) or now >= since + CAP)
+            due = pending and (now >= max(last + quiet_period(last - first), hold) or now >= since + CAP)
+            if due and not forced and now < since + CAP and self._git_busy():
+                hold, due = now + QUIET_MIN, False
             if (forced and pending) or due or polling or asked_reopen:
                 with self._cv:
                     # A full rescan reads everything changed before it began,
@@ -392,6 +427,7 @@ class Watcher:
                         self._broken = True
                     self.on_note(f"error: {e}")
                 pending = []
+                hold = 0.0
                 self.settled_at = time.monotonic()
                 if polling:
                     next_poll = time.monotonic() + POLL
@@ -482,6 +518,16 @@ class Watcher:
             if self._queue:
                 return 0.0
         return max(0.0, time.monotonic() - self.settled_at)
+
+    def _git_busy(self) -> bool:
+        """Whether a git command is writing in the context's repository now
+        (a lock older than ``CAP`` is one a killed git left: not a reason)."""
+        if self._git_lock is None:
+            return False
+        try:
+            return time.time() - os.lstat(self._git_lock).st_mtime < CAP
+        except OSError:
+            return False
 
     def dir_times(self) -> list[tuple[str, int]]:
         """Every watched directory with the mtime the model has seen."""
