@@ -170,3 +170,22 @@ def test_public_api_is_importable() -> None:
     """Every name in ctxpack.__all__ resolves (lazy ones included)."""
     for name in ctxpack.__all__:
         assert getattr(ctxpack, name) is not None, name
+
+
+def test_minimal_warns_about_a_missing_copy_source_but_others_load_no_explainer(tmp_path: Path) -> None:
+    """open_ctx says a --minimal context's missing COPY source before the
+    output; without --minimal there is no analysis to warn from, and
+    fingerprint does not import the explainer at all (start-up)."""
+    import subprocess
+    import sys
+
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nCOPY missing.txt /\nCOPY src /src\n", "src/a": b"a"})
+    res = run("ls", "--minimal", str(root))
+    assert res.exit_code == 0, res.output
+    assert "Dockerfile:2: COPY source 'missing.txt' does not exist: the build will fail with 'not found'" in res.stderr
+    assert "does not exist" not in run("ls", str(root)).stderr
+    code = ("import sys\nfrom ctxpack.cli import main\nsys.argv = ['ctxpack', 'fingerprint', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('explainer' in ' '.join(sys.modules), file=sys.stderr)")
+    env = dict(os.environ, CTXPACK_CACHE_DIR=str(tmp_path / "cache"), CTXPACK_PARALLEL="0")
+    p = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, env=env, timeout=60)
+    assert p.stderr.strip().splitlines()[-1] == "False", p.stderr

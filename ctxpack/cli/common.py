@@ -150,7 +150,6 @@ def open_ctx(directory: str, dockerfile: str | None, dialect: str, ignore_file: 
     """Open the context and print its notes and warnings.  ``describing``:
     the command only describes the tree (a missing Dockerfile is a note);
     otherwise the caller decides what is an error."""
-    from ctxpack import explainer as api
     from ctxpack.context import open_context
 
     stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
@@ -158,7 +157,15 @@ def open_ctx(directory: str, dockerfile: str | None, dialect: str, ignore_file: 
         raise click.UsageError("--target, --build-arg and --platform only make sense with --minimal")
     ctx = open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file, stdin_dockerfile=stdin,
                        minimal=minimal, target=target, build_args=parse_build_args(build_args), platform=platform)
-    show_notes(ctx.notes, api.source_warnings(ctx), describing=describing, dockerfile=ctx.dockerfile_path is not None)
+    # The sources to warn about come from the Dockerfile's analysis, which
+    # only a --minimal context has: without one, the explainer (and with it
+    # the audit) is not imported, some ms of every fingerprint/diff/pack.
+    warnings: list[str] = []
+    if ctx.analysis is not None:
+        from ctxpack import explainer as api
+
+        warnings = api.source_warnings(ctx)
+    show_notes(ctx.notes, warnings, describing=describing, dockerfile=ctx.dockerfile_path is not None)
     return ctx
 
 

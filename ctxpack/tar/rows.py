@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
-import pickle
 import signal
 import struct
 import threading
@@ -216,6 +215,8 @@ def _child(ctx: BuildContext, headers: bool, w: int, rows: Callable[[BuildContex
         for batch in _batched(_produce(ctx, headers, rows)):
             send(_ROWS, marshal.dumps(batch))
     except Exception as e:  # noqa: BLE001 - re-raised by the parent, in place
+        import pickle  # here: only an error needs it (its import is a few ms of every start-up)
+
         try:
             payload = pickle.dumps(e)
         except Exception:  # noqa: BLE001 - an exception pickle cannot carry
@@ -287,6 +288,8 @@ class _Walker:
                     if kind == _ROWS:
                         yield marshal.loads(payload)
                     elif kind == _ERROR:
+                        import pickle
+
                         raise pickle.loads(payload)
                     else:
                         return
