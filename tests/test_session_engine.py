@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 import dockerd as harness
+from relays import Relay
 from ctxpack import open_context
 from ctxpack.engine.session import Session, SessionBuildResult, parse_secret, parse_ssh, session_build
 from ctxpack.engine.session.core import DIFF_COPY
@@ -738,50 +739,7 @@ def test_a_log_written_during_the_build_builds_and_warns(engine, tmp_path):
     assert any(w.startswith("hot.log: changed after it was listed") for w in warnings), warnings
 
 
-class _Relay:
-    """A unix-socket relay in front of the daemon; subclasses decide how
-    each direction is pumped (:meth:`_up`: ctxpack to the daemon)."""
-
-    def __init__(self, path: str, target: str):
-        self.path, self.target = path, target
-        self.srv = socket.socket(socket.AF_UNIX)
-        self.srv.bind(path)
-        self.srv.listen(16)
-        self.socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            u = socket.socket(socket.AF_UNIX)
-            u.connect(self.target)
-            self.socks += [c, u]
-            threading.Thread(target=self._up, args=(c, u), daemon=True).start()
-            threading.Thread(target=self._pump, args=(u, c), daemon=True).start()
-
-    def _up(self, c: socket.socket, u: socket.socket) -> None:
-        self._pump(c, u)
-
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            return
-
-    def close(self) -> None:
-        self.srv.close()
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-
-class _Freezer(_Relay):
+class _Freezer(Relay):
     """A relay that can freeze: from :meth:`freeze` on it forwards nothing
     either way (a stalled daemon, or a link that went dead without closing)."""
 
@@ -839,7 +797,7 @@ def test_daemon_falling_silent_mid_build_is_a_clear_error_not_a_hang(engine, tmp
 # --------------------------------------------------------------------------
 
 
-class _Cutter(_Relay):
+class _Cutter(Relay):
     """A relay that closes the session connection (``POST .../session``)
     once ``limit`` bytes went from ctxpack to the daemon on it (trial
     finding 25's cutproxy)."""

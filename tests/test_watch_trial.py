@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ctxpack.errors import ContextRemovedError
+from relays import Relay
 from tests.test_watch import Running
 from tests.test_watch_cli import WatchProcess, ctxpack
 
@@ -386,53 +387,6 @@ def test_22_minimal_without_a_dockerfile_names_the_directory(tmp_path: Path, cac
     assert not any("+0 ~0 -0" in d.summary() for d in r.deltas)
 
 
-class _Proxy:
-    """A unix socket forwarding to another (the engine), started late."""
-
-    def __init__(self, path: str, target: str):
-        import socket
-        import threading
-
-        self.target = target
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(8)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        while True:
-            try:
-                a, _ = self.sock.accept()
-            except OSError:
-                return
-            b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            b.connect(self.target)
-            for src, dst in ((a, b), (b, a)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst) -> None:  # type: ignore[no-untyped-def]
-        import socket
-
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_23_engine_answering_late_decides_the_rules_then(dockerd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """No engine at the start: the watcher runs, the build fails (exit 5 in
     its line); once the engine answers, the build asks it which builder
@@ -449,7 +403,7 @@ def test_23_engine_answering_late_decides_the_rules_then(dockerd, tmp_path: Path
     try:
         assert any("did not answer" in e for e in w.err), w.err
         _wait(w, lambda: any(b.get("exit_code") == 5 for b in _builds(w)))
-        proxy = _Proxy(path, dockerd.socket)
+        proxy = Relay(path, dockerd.socket)
         (root / "src/a.txt").write_text("b\n")
         _wait(w, lambda: len(_images(w)) == 1)
         _wait(w, lambda: any("the engine answered" in str(d["rescan"]) for d in _deltas(w)) or
