@@ -116,13 +116,19 @@ def _tls_env(port: int, cert_path: Path) -> dict[str, str]:
     return env
 
 
-def test_tls_engine_signed_by_another_ca_is_refused(context: Path, tls_pair: tuple[Path, Path]) -> None:
-    server, other = tls_pair
-    engine = _TLSEngine(server)
+def _build_against_tls(context: Path, server_certs: Path, client_certs: Path) -> subprocess.CompletedProcess[str]:
+    """``build`` against a :class:`_TLSEngine` with ``server_certs``, the
+    client verifying with ``client_certs``' CA."""
+    engine = _TLSEngine(server_certs)
     try:
-        p = build(context, _tls_env(engine.port, other))
+        return build(context, _tls_env(engine.port, client_certs))
     finally:
         engine.close()
+
+
+def test_tls_engine_signed_by_another_ca_is_refused(context: Path, tls_pair: tuple[Path, Path]) -> None:
+    server, other = tls_pair
+    p = _build_against_tls(context, server, other)
     assert p.returncode == UNREACHABLE, p.stderr
     assert "certificate" in p.stderr.lower() and "Traceback" not in p.stderr
     assert p.stderr.startswith("ctxpack: error:")
@@ -131,11 +137,7 @@ def test_tls_engine_signed_by_another_ca_is_refused(context: Path, tls_pair: tup
 def test_tls_engine_with_an_expired_certificate_is_refused(context: Path, tls_pair: tuple[Path, Path]) -> None:
     server, _ = tls_pair
     _expired_server_cert(server)
-    engine = _TLSEngine(server)
-    try:
-        p = build(context, _tls_env(engine.port, server))
-    finally:
-        engine.close()
+    p = _build_against_tls(context, server, server)
     assert p.returncode == UNREACHABLE, p.stderr
     assert "expired" in p.stderr.lower() and "Traceback" not in p.stderr
 

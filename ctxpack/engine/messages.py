@@ -18,7 +18,8 @@ import binascii
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ctxpack.engine.protowire import WireError, fields, signed64
 
@@ -126,78 +127,51 @@ class StatusResponse:
     warnings: list[VertexWarning] = field(default_factory=list)
 
 
-def _vertex(buf: bytes) -> Vertex:
-    vx = Vertex()
+# A message's fields: (field number, wire type) -> (attribute, the value as
+# read, repeated).  Fields not named, or of another wire type, are skipped,
+# as protobuf readers skip what they do not know.
+_Fields = dict[tuple[int, int], tuple[str, Callable[[int | bytes], Any], bool]]
+_T = TypeVar("_T")
+
+
+def _decode(obj: _T, buf: bytes, spec: _Fields) -> _T:
+    """``obj`` with the fields of the message ``buf`` that ``spec`` names."""
     for num, wt, v in fields(buf):
-        if wt != 2 and num != 4:
+        named = spec.get((num, wt))
+        if named is None:
             continue
-        if num == 1:
-            vx.digest = _text(v)
-        elif num == 2:
-            vx.inputs.append(_text(v))
-        elif num == 3:
-            vx.name = _text(v)
-        elif num == 4 and wt == 0:
-            vx.cached = bool(v)
-        elif num == 5:
-            vx.started = _timestamp(v)
-        elif num == 6:
-            vx.completed = _timestamp(v)
-        elif num == 7:
-            vx.error = _text(v)
-    return vx
+        attr, value, repeated = named
+        if repeated:
+            getattr(obj, attr).append(value(v))
+        else:
+            setattr(obj, attr, value(v))
+    return obj
 
 
-def _status(buf: bytes) -> VertexStatus:
-    s = VertexStatus()
-    for num, wt, v in fields(buf):
-        if num == 1 and wt == 2:
-            s.id = _text(v)
-        elif num == 2 and wt == 2:
-            s.vertex = _text(v)
-        elif num == 3 and wt == 2:
-            s.name = _text(v)
-        elif num == 4 and wt == 0:
-            s.current = _int(v)
-        elif num == 5 and wt == 0:
-            s.total = _int(v)
-        elif num == 6 and wt == 2:
-            s.timestamp = _timestamp(v)
-        elif num == 7 and wt == 2:
-            s.started = _timestamp(v)
-        elif num == 8 and wt == 2:
-            s.completed = _timestamp(v)
-    return s
-
-
-def _log(buf: bytes) -> VertexLog:
-    lg = VertexLog()
-    for num, wt, v in fields(buf):
-        if num == 1 and wt == 2:
-            lg.vertex = _text(v)
-        elif num == 2 and wt == 2:
-            lg.timestamp = _timestamp(v)
-        elif num == 3 and wt == 0:
-            lg.stream = _int(v)
-        elif num == 4 and wt == 2:
-            lg.msg = _bytes(v)
-    return lg
-
-
-def _warning(buf: bytes) -> VertexWarning:
-    w = VertexWarning()
-    for num, wt, v in fields(buf):
-        if num == 1 and wt == 2:
-            w.vertex = _text(v)
-        elif num == 2 and wt == 0:
-            w.level = _int(v)
-        elif num == 3 and wt == 2:
-            w.short = _bytes(v)
-        elif num == 4 and wt == 2:
-            w.detail.append(_bytes(v))
-        elif num == 5 and wt == 2:
-            w.url = _text(v)
-    return w
+_VERTEX: _Fields = {
+    (1, 2): ("digest", _text, False), (2, 2): ("inputs", _text, True), (3, 2): ("name", _text, False),
+    (4, 0): ("cached", bool, False), (5, 2): ("started", _timestamp, False), (6, 2): ("completed", _timestamp, False),
+    (7, 2): ("error", _text, False),
+}
+_STATUS: _Fields = {
+    (1, 2): ("id", _text, False), (2, 2): ("vertex", _text, False), (3, 2): ("name", _text, False),
+    (4, 0): ("current", _int, False), (5, 0): ("total", _int, False), (6, 2): ("timestamp", _timestamp, False),
+    (7, 2): ("started", _timestamp, False), (8, 2): ("completed", _timestamp, False),
+}
+_LOG: _Fields = {
+    (1, 2): ("vertex", _text, False), (2, 2): ("timestamp", _timestamp, False), (3, 0): ("stream", _int, False),
+    (4, 2): ("msg", _bytes, False),
+}
+_WARNING: _Fields = {
+    (1, 2): ("vertex", _text, False), (2, 0): ("level", _int, False), (3, 2): ("short", _bytes, False),
+    (4, 2): ("detail", _bytes, True), (5, 2): ("url", _text, False),
+}
+_RESPONSE: _Fields = {
+    (1, 2): ("vertexes", lambda v: _decode(Vertex(), _bytes(v), _VERTEX), True),
+    (2, 2): ("statuses", lambda v: _decode(VertexStatus(), _bytes(v), _STATUS), True),
+    (3, 2): ("logs", lambda v: _decode(VertexLog(), _bytes(v), _LOG), True),
+    (4, 2): ("warnings", lambda v: _decode(VertexWarning(), _bytes(v), _WARNING), True),
+}
 
 
 def decode_status(aux: str | bytes) -> StatusResponse:
@@ -207,17 +181,7 @@ def decode_status(aux: str | bytes) -> StatusResponse:
     out = StatusResponse()
     try:
         raw = base64.b64decode(aux) if isinstance(aux, str) else bytes(aux)
-        for num, wt, v in fields(raw):
-            if wt != 2:
-                continue
-            if num == 1:
-                out.vertexes.append(_vertex(_bytes(v)))
-            elif num == 2:
-                out.statuses.append(_status(_bytes(v)))
-            elif num == 3:
-                out.logs.append(_log(_bytes(v)))
-            elif num == 4:
-                out.warnings.append(_warning(_bytes(v)))
+        _decode(out, raw, _RESPONSE)
     except (ValueError, TypeError, binascii.Error):
         pass
     return out
