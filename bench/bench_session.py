@@ -314,10 +314,47 @@ class TracingProxy:
 REPO = os.path.dirname(HERE)
 
 
+#: The daemon's directory (tests/dockerd.py's ``/tmp/ctxd-*``): its
+#: processes (dockerd, containerd, shims) name it on their command lines.
+DAEMON_DIR = ""
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def daemon_cpu() -> float:
+    """CPU seconds (user + system) used so far by the daemon's processes that
+    are alive now (a build's CPU = the difference around it)."""
+    if not DAEMON_DIR:
+        return 0.0
+    key = DAEMON_DIR.encode()
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if key not in f.read():
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / _HZ
+
+
+#: The last _run's CPU: the client process (children's rusage) and the daemon's.
+LAST_CPU: dict[str, float] = {}
+
+
 def _run(argv: list[str], env: dict[str, str], what: str) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    before, d_before = os.times(), daemon_cpu()
     t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=1200, env=env)
     took = time.monotonic() - t0
+    after, d_after = os.times(), daemon_cpu()
+    LAST_CPU.update(client_cpu=round(after.children_user + after.children_system
+                                     - before.children_user - before.children_system, 3),
+                    daemon_cpu=round(d_after - d_before, 3))
     if proc.returncode != 0:
         raise SystemExit(f"{what} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return t0, took, proc
@@ -330,7 +367,7 @@ def _ctxpack(sock: str, root: str, cfg: str, cache: str, *extra: str) -> dict[st
             "--no-cache",
             "-f", os.path.join(root, DOCKERFILE), *extra, root]
     t0, took, proc = _run(argv, env, "ctxpack build " + " ".join(extra))
-    out: dict[str, Any] = {"t0": t0, "seconds": took}
+    out: dict[str, Any] = {"t0": t0, "seconds": took, **LAST_CPU}
     for line in proc.stdout.splitlines():
         try:
             msg = json.loads(line)
@@ -358,7 +395,7 @@ def docker_cli(sock: str, root: str, cfg: str, cache: str) -> dict[str, Any]:
            "DOCKER_HOST": f"unix://{sock}"}
     argv = [CLI, "build", "-q", "--network", "none", "--no-cache", "-f", os.path.join(root, DOCKERFILE), root]
     t0, took, _ = _run(argv, env, "docker 20.10 build")
-    return {"t0": t0, "seconds": took}
+    return {"t0": t0, "seconds": took, **LAST_CPU}
 
 
 CLIENTS = {"ctxpack session": ctxpack_session, "ctxpack tar": ctxpack_tar, "docker 20.10 session": docker_cli}
@@ -465,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     benchutil.log(f"context: {len(entries)} entries, {fmt_bytes(ctx_bytes)} of file content")
 
     d = harness.Dockerd.start()
+    global DAEMON_DIR
+    DAEMON_DIR = os.path.dirname(d.socket)
     work = tempfile.mkdtemp(prefix="bench-session-")
     cache = tempfile.mkdtemp(prefix="cache-", dir=work)  # ctxpack's index, kept across builds as a user's is
     results: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"first": [], "rebuild": []} for k in CLIENTS}
@@ -496,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
                 a, b = one_pair(name, d.socket, tree, work, cache, rnd + 1)
                 results[name]["first"].append(a)
                 results[name]["rebuild"].append(b)
-                benchutil.log(f"round {rnd + 1} {name}: first {a['seconds']:.2f}s rebuild {b['seconds']:.2f}s")
+                benchutil.log(f"round {rnd + 1} {name}: first {a['seconds']:.2f}s (cpu client {a['client_cpu']:.2f}s "
+                              f"daemon {a['daemon_cpu']:.2f}s) rebuild {b['seconds']:.2f}s (cpu client "
+                              f"{b['client_cpu']:.2f}s daemon {b['daemon_cpu']:.2f}s)")
     finally:
         d.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -535,6 +576,24 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {f:.2f} s | {f / cli_first:.2f}x | {r:.2f} s | {r / cli_re:.2f}x | "
                      f"{fmt_bytes(b.get('first', {}).get('bytes_up', 0))} | "
                      f"{fmt_bytes(b.get('rebuild', {}).get('bytes_up', 0))} |")
+    lines += [
+        "",
+        "CPU seconds per build (medians of the direct rounds; user + system): the client process (with its "
+        "children), and the daemon's processes (dockerd, containerd, shims: everything naming the daemon's "
+        f"directory). {os.cpu_count()} CPUs: a build cannot take less wall time than (client + daemon) / "
+        f"{os.cpu_count()} when both need the CPU at once.",
+        "",
+        "| client | first: client CPU | daemon CPU | (sum) / CPUs | wall | rebuild: client CPU | daemon CPU | "
+        "(sum) / CPUs | wall |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    ncpu = os.cpu_count() or 1
+    for name in CLIENTS:
+        row = [name]
+        for kind in ("first", "rebuild"):
+            c, dm = med(name, kind, "client_cpu"), med(name, kind, "daemon_cpu")
+            row += [f"{c:.2f} s", f"{dm:.2f} s", f"{(c + dm) / ncpu:.2f} s", f"{med(name, kind):.2f} s"]
+        lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
         "The context's transfer on the wire (the relayed round), seconds from the client process's start: its "
