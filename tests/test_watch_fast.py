@@ -265,3 +265,40 @@ def test_as_a_process_no_click_same_bytes_and_fallbacks(watching: WatchProcess, 
     dead = _script(["diff"], cache, tree)
     assert dead[3] and dead[:3] == cold[:3]
     assert REPO.is_dir()
+
+
+def test_a_failing_answer_leaves_the_server_serving(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctxpack.context import open_context
+    from ctxpack.watch.channel import Inputs, Server
+    from ctxpack.watch.watcher import Watcher
+
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CTXPACK_WATCH_TIMEOUT", "5")
+    s = wire.spec(str(tree), dockerfile=None, dialect="buildkit", ignore_file=None, minimal=False, target=None,
+                  build_args={}, platform=None)
+    assert s is not None
+    inputs = Inputs(s)
+    notes: list[str] = []
+    w = Watcher(lambda: inputs.opening(lambda: open_context(tree)), index_dir=str(tmp_path / "cache"),
+                on_note=notes.append)
+    import threading
+
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    assert w.ready.wait(30)
+    server = Server(w, str(tree), inputs=inputs)
+    try:
+        assert wire.ask_fast("fingerprint", [], s) is not None
+        real = server.fingerprint
+        server.fingerprint = lambda index: 1 / 0  # type: ignore[assignment,method-assign]
+        started = time.monotonic()
+        assert wire.ask_fast("fingerprint", [], s) is None
+        assert time.monotonic() - started < 2  # closed at once, not left to time out
+        assert any("ZeroDivisionError" in n for n in notes), notes
+        server.fingerprint = real  # type: ignore[method-assign]
+        assert wire.ask_fast("fingerprint", [], s) is not None  # still serving
+    finally:
+        server.close()
+        w.stop()
+        t.join(10)
+        w.close()

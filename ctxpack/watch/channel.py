@@ -157,6 +157,10 @@ class Server:
                         self.served += 1
                     except (OSError, ValueError):
                         pass  # the client went away or sent garbage: its problem
+                    except Exception as e:  # noqa: BLE001 - a bug of ours must not end the serving thread:
+                        # a listening socket nobody accepts on would make every client wait its timeout.
+                        # This client gets no answer (it runs the command itself); say what happened.
+                        self.watcher.on_note(f"error answering a client ({type(e).__name__}: {e}); it walks itself")
         finally:
             if index is not None:
                 index.close()
