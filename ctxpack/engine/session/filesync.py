@@ -796,7 +796,7 @@ def _count_request(stats: DirStats, e: ListedEntry, t0: float) -> None:
 #: latest REQ while REQs come steadily: _STEADY of them in a row, without a
 #: pause of _QUIET seconds (a first build asks for everything; a rebuild's
 #: few REQs never hold the listing).
-AHEAD = 1024
+AHEAD = 2048
 _STEADY = 16
 _QUIET = 0.02
 
@@ -831,7 +831,7 @@ class _FastRequests:
         self.high = -1
         self.run = 0
         self.last = 0.0
-        #: Wake the handler once ``high`` reaches this (see ``_Throttle``).
+        #: Wake the handler once ``high`` reaches this (see ``FileSyncService._hold``).
         self.wake_at: int | None = None
 
     def __call__(self, msg: bytes) -> bool:
