@@ -201,6 +201,22 @@ def test_heavy_directory_reincluded_in_part_is_deliberate(tmp_path: Path) -> Non
     assert f.severity == "info" and f.rule == "!.git/HEAD" and "re-includes it on purpose" in f.message
 
 
+def test_docs_heavy_directory_row_says_what_the_check_does() -> None:
+    """docs/lint.md's heavy-directory row names every heavy name the check
+    knows and its threshold, .git included (it said "any size" after issue
+    10 made .git follow the 1 MB and 2% rule)."""
+    from ctxpack.audit import HEAVY_MIN_BYTES, HEAVY_MIN_SHARE
+    from ctxpack.linter.guards import HEAVY
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "lint.md").read_text()
+    (row,) = [line for line in docs.splitlines() if line.startswith("| `heavy-directory` |")]
+    assert "any size" not in row
+    assert f"{HEAVY_MIN_BYTES // 1_000_000} MB" in row and f"{HEAVY_MIN_SHARE:.0%}" in row
+    named = {name for name in HEAVY if f"`{name}`" in row or f"`{name}/" in row or f"/`{name}`" in row}
+    caches = {n for n in HEAVY if n.endswith("_cache") or n in (".angular", ".terraform")}  # "caches (...)"
+    assert set(HEAVY) - named - caches == set(), sorted(set(HEAVY) - named - caches)
+
+
 def test_a_small_git_is_no_heavy_directory_but_a_large_one_is(tmp_path: Path) -> None:
     # issue 10: the 194 kB .git warning was noise; the threshold is 1 MB and 2% of what is sent.
     small = tmp_path / "small"
