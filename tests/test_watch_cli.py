@@ -42,9 +42,9 @@ def ctxpack(args: list[str], cache: Path, **extra: str) -> subprocess.CompletedP
 class WatchProcess:
     """``ctxpack watch`` in the background; its stdout lines collected."""
 
-    def __init__(self, args: list[str], cache: Path):
+    def __init__(self, args: list[str], cache: Path, **extra: str):
         self.proc = subprocess.Popen([sys.executable, "-m", "ctxpack.cli", "watch", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=_env(cache))
+                                     stderr=subprocess.PIPE, text=True, env=_env(cache, **extra))
         self.lines: list[str] = []
         self.err: list[str] = []
         self._t = threading.Thread(target=self._read, daemon=True)
@@ -196,7 +196,13 @@ def test_mtime_check_catches_a_watcher_that_missed_something(watch: WatchProcess
 
 def test_dead_watcher_leaves_a_socket_clients_ignore(ctx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
-    w = WatchProcess([str(ctx_dir)], cache)
+    # A private temporary directory: any other watcher starting on this
+    # machine (another test run) sweeps dead watchers' barrier directories
+    # from the shared /tmp, and would remove the one this test looks for.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    w = WatchProcess([str(ctx_dir)], cache, TMPDIR=str(tmp))
     w.stop(signal.SIGKILL)  # no chance to clean up
     monkeypatch.setenv("CTXPACK_CACHE_DIR", str(cache))
     path = channel.socket_path(str(ctx_dir.resolve()))
@@ -204,14 +210,14 @@ def test_dead_watcher_leaves_a_socket_clients_ignore(ctx_dir: Path, tmp_path: Pa
     with pytest.raises(ConnectionRefusedError):
         socket.socket(socket.AF_UNIX).connect(path)
     assert channel.warm_fingerprint(open_context(ctx_dir)) is None
-    r = ctxpack(["fingerprint", str(ctx_dir)], cache)
+    r = ctxpack(["fingerprint", str(ctx_dir)], cache, TMPDIR=str(tmp))
     assert r.returncode == 0 and len(r.stdout.strip()) == 64
     dead = f"ctxpack-barrier-{w.proc.pid}-"
-    assert any(p.startswith(dead) for p in os.listdir(tempfile.gettempdir()))
-    w2 = WatchProcess([str(ctx_dir)], cache)  # a new watcher takes the place over
+    assert any(p.startswith(dead) for p in os.listdir(tmp))
+    w2 = WatchProcess([str(ctx_dir)], cache, TMPDIR=str(tmp))  # a new watcher takes the place over
     try:
         assert channel.warm_fingerprint(open_context(ctx_dir)) is not None
-        assert not any(p.startswith(dead) for p in os.listdir(tempfile.gettempdir()))  # swept
+        assert not any(p.startswith(dead) for p in os.listdir(tmp))  # swept
     finally:
         w2.stop()
 
