@@ -363,8 +363,14 @@ def test_unusable_cache_dir_warns_once_and_still_answers(ctx: Path, tmp_path: Pa
         assert res.exit_code == 0, res.output
         assert res.stdout.strip() == expected
         assert res.stderr.count("warning: cannot use the index") == 1
+        assert f"({blocker / 'cache'}: Not a directory)" in res.stderr  # which path is in the way
     res = CliRunner().invoke(main, ["diff", str(ctx)])
     assert res.exit_code == 2 and "no snapshot" in res.output
+    # The cache directory itself a file (makedirs: "File exists"): the warning says which file.
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(blocker))
+    res = CliRunner().invoke(main, ["fingerprint", str(ctx)])
+    assert res.exit_code == 0 and res.stdout.strip() == expected, res.output
+    assert f"({blocker} exists and is not a directory)" in res.stderr, res.stderr
 
 
 def test_full_disk_degrades_to_no_cache_without_corrupting(ctx: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -466,6 +466,10 @@ class Index:
             return  # that is the one warning: the answer is right, only this run is slower
         if self.warning is None:
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            if isinstance(e, OSError) and e.filename is not None and os.fsdecode(e.filename) != self.path:
+                # The index's directory (or one above it) is the trouble: say which.
+                what = os.fsdecode(e.filename)
+                why = f"{what} exists and is not a directory" if isinstance(e, FileExistsError) else f"{what}: {why}"
             self.warning = f"cannot use the index at {self.path} ({why}); working without it (every file is read)"
 
     @property
