@@ -31,7 +31,7 @@ class _Main:
         if not args and not kwargs:  # the console script, `python -m ctxpack.cli`
             from ctxpack.cli.fast import run
 
-            code = run(sys.argv[1:])
+            code = run(sys.argv[1:], one_command=True)
             if code is not None:
                 raise SystemExit(code)
         return _group()(*args, **kwargs)

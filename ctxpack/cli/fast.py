@@ -122,10 +122,12 @@ def _printable_as_click_would(chunks: list[tuple[int, str]]) -> bool:
     return True
 
 
-def run(argv: list[str]) -> int | None:
+def run(argv: list[str], one_command: bool = False) -> int | None:
     """``ctxpack ARGV`` answered by a running watcher: the output printed,
     the exit status returned; ``None`` (nothing printed) when click must
-    run the command."""
+    run the command.  ``one_command``: this process runs only this command
+    (the console script), so a watcher that times out is not asked again
+    by the command's own layers (:data:`ctxpack.watch.wire.one_command`)."""
     if not argv or argv[0] not in _COMMANDS:
         return None
     parsed = read(argv[0], argv[1:])
@@ -133,7 +135,10 @@ def run(argv: list[str]) -> int | None:
         return None
     directory, opts, flags = parsed
     minimal = "--minimal" in flags
+    from ctxpack.watch import wire
     from ctxpack.watch.wire import ask_fast, spec
+
+    wire.one_command = one_command
 
     s = spec(directory, dockerfile=opts.get("dockerfile"), dialect=opts.get("dialect", "buildkit"),
              ignore_file=opts.get("ignore_file"), minimal=minimal, target=opts.get("target"), build_args={},

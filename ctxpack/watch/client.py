@@ -28,7 +28,7 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from ctxpack.watch.wire import PROTOCOL, context_inputs, enabled, socket_path, spec, stat_key
+from ctxpack.watch.wire import PROTOCOL, context_inputs, enabled, silent, socket_path, spec, stat_key, timed_out
 from ctxpack.watch.wire import timeout as _timeout
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def _ask_root(root: str, request: dict[str, object]) -> tuple[dict[str, object],
     """One request to the watcher of ``root``; ``None`` whenever the answer
     cannot be trusted (see the module docstring)."""
     path = socket_path(root)
-    if not os.path.exists(path):
+    if not os.path.exists(path) or silent(path):
         return None
     timeout = _timeout()
     try:
@@ -99,6 +99,9 @@ def _ask_root(root: str, request: dict[str, object]) -> tuple[dict[str, object],
             s.sendall(json.dumps(request).encode() + b"\n")
             with s.makefile("rb") as f:
                 header, payload = recv(f)
+    except TimeoutError:
+        timed_out(path)  # stopped or stuck: the next ask in this process does not wait again
+        return None
     except (OSError, ValueError, ConnectionError):
         return None  # dead (refused), lagging (timeout) or confused: walk instead
     if not header.get("ok") or header.get("protocol") != PROTOCOL:

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 
 __all__ = ["PROTOCOL", "FAST", "name_hash", "socket_path", "spec", "spec_fields", "spec_of_fields", "stat_key",
-           "context_inputs", "pack_fields", "unpack_fields", "enabled", "timeout", "ask_fast"]
+           "context_inputs", "pack_fields", "unpack_fields", "enabled", "timeout", "ask_fast",
+           "silent", "timed_out"]
 
 #: The version of what a watcher and its clients say to each other (both the
 #: JSON requests of :mod:`ctxpack.watch.client` and the fast ones here).
@@ -166,6 +167,25 @@ def timeout() -> float:
         return 5.0
 
 
+#: True in a process that runs one command (the console script: set by its fast path): there a
+#: watcher that let a request time out is not asked again, so a stopped (Ctrl-Z) or stuck watcher
+#: costs `ctxpack diff` one wait instead of one per layer that asks (the fast path, then the
+#: command's quick and warm asks: 3 x 5 s).  A long-lived process (library use) asks every time.
+one_command = False
+_SILENT: set[str] = set()  # sockets whose watcher timed out on this one-command process
+
+
+def silent(path: str) -> bool:
+    """Whether the watcher at socket ``path`` timed out on this process (then do not ask)."""
+    return path in _SILENT
+
+
+def timed_out(path: str) -> None:
+    """Note that the watcher at socket ``path`` did not answer in :func:`timeout` seconds."""
+    if one_command:
+        _SILENT.add(path)
+
+
 # -- fields: <decimal length>:<bytes>, one after the other (names keep their undecodable bytes) --
 def pack_fields(fields: "Sequence[str]") -> bytes:
     """``fields`` as one byte string (:func:`unpack_fields` reads it)."""
@@ -221,11 +241,15 @@ def ask_fast(command: str, options: "Sequence[str]", s: "Spec") -> tuple[int, li
         return None
     root = str(s["root"])
     path = socket_path(root)
-    if not os.path.exists(path):
+    if not os.path.exists(path) or path in _SILENT:
         return None
     body = pack_fields([FAST, str(PROTOCOL), command, str(len(options)), *options, os.getcwd(), *spec_fields(s)])
     try:
-        data = _exchange(path, b"F%d\n" % len(body) + body, timeout())
+        try:
+            data = _exchange(path, b"F%d\n" % len(body) + body, timeout())
+        except TimeoutError:
+            timed_out(path)
+            raise
         head, _, rest = data.partition(b"\n")
         if int(head) != len(rest):
             return None
