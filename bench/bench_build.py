@@ -629,7 +629,7 @@ def report(args: argparse.Namespace, meta: dict[str, Any], results: dict[str, An
     L: list[str] = ["# `ctxpack build` vs the docker CLI (classic) vs docker-py, one engine", "",
                     "Written by `python bench/bench_build.py " + " ".join(sys.argv[1:]) + "` (one command).", ""]
     L += [f"- date: {meta['started']}; ctxpack commit {meta['commit']}; engine: Debian's dockerd {meta['engine']}, vfs, "
-          "private (tests/dockerd.py)",
+          "private (tests/dockerd.py), " + benchutil.daemon_storage(),
           f"- machine: {meta['cpu']}, {os.cpu_count()} cores; load average {' '.join(meta['load0'])} at start, "
           f"{' '.join(meta['load1'])} at end",
           f"- clients: {meta['clients']}",
@@ -764,6 +764,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a time limit still stops the engine and sshds
     cache = tempfile.mkdtemp(prefix="ctxpack-bench-cache-")  # a private index for the snapshots builds record
     meta: dict[str, Any] = {"load0": benchutil.loadavg(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    benchutil.tmpfs_daemon()
     d = harness.Dockerd.start(tls=False)
     relay_path = os.path.join(d.base, "relay.sock")
     relay = Relay(relay_path, d.socket)

@@ -501,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx_bytes = sum(e.stat.st_size for e in entries if e.kind == "file" and e.stat is not None)
     benchutil.log(f"context: {len(entries)} entries, {fmt_bytes(ctx_bytes)} of file content")
 
+    benchutil.tmpfs_daemon()
     d = harness.Dockerd.start()
     global DAEMON_DIR
     DAEMON_DIR = os.path.dirname(d.socket)
@@ -558,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Tree: bench/gen_tree.py {'--small ' if args.small else ''}--no-big --ignore typical: "
         f"{len(entries)} entries in the BuildKit context, {fmt_bytes(ctx_bytes)} of file content. "
         f"Dockerfile: `{DOCKERFILE_TEXT.strip().splitlines()[1]}` (the whole context), `--no-cache`, "
-        "`networkmode=none`. Rebuild: one file changed. Daemon: Debian dockerd 20.10.24 (tests/dockerd.py, vfs). "
+        "`networkmode=none`. Rebuild: one file changed. Daemon: Debian dockerd 20.10.24 (tests/dockerd.py, vfs, " + benchutil.daemon_storage() + "). "
         "Clients, each a process as a user runs it: `ctxpack build --progress json` (session; the snapshot for "
         "`ctxpack diff` recorded, as by default), `ctxpack build --no-session` (tar), `DOCKER_BUILDKIT=1 "
         "/usr/bin/docker build -q`; a fresh docker config per first build (a fresh session shared key).",

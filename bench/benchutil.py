@@ -65,3 +65,35 @@ def ctxpack_exe() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-m", "ctxpack.cli"]
+
+
+def daemon_storage() -> str:
+    """Where tests/dockerd.py puts the benchmark daemon's data root and on
+    which file system (CTXPACK_DOCKERD_DIR, default /tmp), for the results'
+    text: the engine's file creation depends on it (see tests/dockerd.py
+    ``_base_parent``)."""
+    parent = os.environ.get("CTXPACK_DOCKERD_DIR") or "/tmp"
+    real = os.path.realpath(parent)
+    best, fstype = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                fields = line.split()
+                mnt = fields[1]
+                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+                    best, fstype = mnt, fields[2]
+    except OSError:
+        pass
+    return f"data root under {parent} ({fstype})"
+
+
+def tmpfs_daemon() -> None:
+    """Benchmarks run their daemon on /dev/shm when it is a tmpfs (unless
+    CTXPACK_DOCKERD_DIR says otherwise): the same engine for every client,
+    without ext4's no-journal inode scan making the engine's intake depend on
+    what the previous builds deleted (tests/dockerd.py ``_base_parent``)."""
+    if os.environ.get("CTXPACK_DOCKERD_DIR"):
+        return
+    os.environ["CTXPACK_DOCKERD_DIR"] = "/dev/shm"
+    if "(tmpfs)" not in daemon_storage():
+        del os.environ["CTXPACK_DOCKERD_DIR"]
