@@ -28,7 +28,8 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from ctxpack.watch.wire import PROTOCOL, context_inputs, enabled, silent, socket_path, spec, stat_key, timed_out
+from ctxpack.watch.wire import (PROTOCOL, context_inputs, enabled, peer_stopped, silent, socket_path, spec, stat_key,
+                                timed_out)
 from ctxpack.watch.wire import timeout as _timeout
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ def _ask_root(root: str, request: dict[str, object]) -> tuple[dict[str, object],
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect(path)
+            if peer_stopped(s):
+                raise TimeoutError(f"the watcher serving {path} is stopped")  # it would not answer in time
             s.sendall(json.dumps(request).encode() + b"\n")
             with s.makefile("rb") as f:
                 header, payload = recv(f)

@@ -28,10 +28,12 @@ the protocol, every mtime it was sent, every input's stat key.  Any doubt:
 # No `from __future__ import annotations`: this module is on the console script's fast path,
 # where importing __future__ is a measurable share (annotations here evaluate on 3.10+).
 import os
+import sys
 
 TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: typing is not imported here
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
     #: A JSON-able description of a command's context options (see :func:`spec`).
     Spec = dict[str, object]
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PROTOCOL", "FAST", "name_hash", "socket_path", "spec", "spec_fields", "spec_of_fields", "stat_key",
            "context_inputs", "pack_fields", "unpack_fields", "enabled", "timeout", "ask_fast",
-           "silent", "timed_out"]
+           "silent", "timed_out", "peer_stopped"]
 
 #: The version of what a watcher and its clients say to each other (both the
 #: JSON requests of :mod:`ctxpack.watch.client` and the fast ones here).
@@ -212,6 +214,26 @@ def unpack_fields(data: bytes) -> list[str]:
     return out
 
 
+def peer_stopped(sock: "Any") -> bool:
+    """Whether the process serving the connected unix socket ``sock`` is
+    stopped (``T``: Ctrl-Z in its terminal, SIGSTOP): it cannot answer until
+    continued, so waiting the whole timeout for it is no use.  ``False``
+    where that cannot be told (no ``SO_PEERCRED``, no ``/proc``)."""
+    import _socket
+
+    opt = getattr(_socket, "SO_PEERCRED", None)
+    if opt is None:
+        return False
+    try:
+        cred = sock.getsockopt(_socket.SOL_SOCKET, opt, 12)  # struct ucred: pid, uid, gid
+        pid = int.from_bytes(cred[:4], sys.byteorder)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError, ValueError):
+        return False
+    return state in (b"T", b"t")
+
+
 def _exchange(path: str, request: bytes, wait: float) -> bytes:
     """Send ``request``, read the answer until the watcher closes."""
     import _socket
@@ -220,6 +242,8 @@ def _exchange(path: str, request: bytes, wait: float) -> bytes:
     try:
         s.settimeout(wait)
         s.connect(path)
+        if peer_stopped(s):
+            raise TimeoutError(f"the watcher serving {path} is stopped")
         s.sendall(request)
         parts = []
         while True:
