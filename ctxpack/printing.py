@@ -95,7 +95,8 @@ def diff_chunks(delta: "Delta", as_json: bool) -> list[Chunk]:
     warnings, then the changes (``--json``: the document); a line on stderr
     when there are none.  Regular files are shown with their size;
     directories, symlinks and devices with none (they carry no content
-    bytes: a directory's ``st_size`` is its listing's)."""
+    bytes: a directory's ``st_size`` is its listing's).  Names are shown
+    with :func:`printable` (control characters, undecodable bytes escaped)."""
     out = [diagnostic("warning", w) for w in delta.warnings]
     if as_json:
         out.append((1, to_json(delta.to_json()) + "\n"))
@@ -104,7 +105,10 @@ def diff_chunks(delta: "Delta", as_json: bool) -> list[Chunk]:
         for c in items:
             extra = f" ({c.what})" if c.what else ""
             size = f"  {format_size(c.bytes)}" if c.has_size else ""
-            out.append((1, f"{sign} {c.path}{extra}{size}\n"))
+            # Escaped as every other command's text names a path (a "\x1b[31m" in a name
+            # would colour the terminal, or be stripped off by click.echo off one, a "\n"
+            # split the line); --json and `ls` keep the exact name.
+            out.append((1, f"{sign} {printable(c.path)}{extra}{size}\n"))
     if not delta.changed:
         out.append((2, "no changes since the last snapshot\n"))
     return out

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import click
 
 from ctxpack.cli.common import (
-    ProgressLine, Unreadable, context_options, fit, fsbytes, handle_errors, minimal_options, open_ctx, say, styled, to_json,
+    ProgressLine, Unreadable, context_options, fit, fsbytes, handle_errors, minimal_options, open_ctx, printable, say, styled,
+    to_json,
 )
 from ctxpack.ignore.dialect import Dialect
 from ctxpack.units import format_size, parse_size
@@ -95,7 +96,7 @@ def explain_command(paths: tuple[str, ...], directory: str, dockerfile: str | No
             verdict = "sends" if other.sent else "does not send"
             line += f" [{other.dialect.value} {verdict} it: {other.verdict()}]"
         failed = failed or mine.docker_error is not None
-        click.echo(line)
+        click.echo(printable(line))  # a name's control bytes escaped, as in every diagnostic
     if _looks_like_old_form(directory, paths):
         say("hint", f"PATHs are relative to the context, here the current directory; "
                     f"to explain paths of the context {paths[0]}, say: ctxpack explain -C {paths[0]} PATH...")
