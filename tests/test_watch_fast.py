@@ -10,7 +10,8 @@ answered by a running watcher before click is imported.
   the watcher hashed those files already);
 * as a process, an answered command loads no click; interleaved on one
   pipe (2>&1) the order is the click command's; a stopped (lagging) or
-  killed watcher, or a name click would print differently, falls back.
+  killed watcher, or text click would print differently (a stream that
+  cannot encode it), falls back.
 """
 
 from __future__ import annotations
@@ -245,11 +246,17 @@ def test_as_a_process_no_click_same_bytes_and_fallbacks(watching: WatchProcess, 
     assert "no Dockerfile" in merged
     (tree / "Dockerfile").write_text("FROM scratch\nCOPY src /src\n")
     _until(lambda: _script(["diff"], cache, tree), lambda got: not got[3])  # answered again
-    # A name click.echo would print otherwise (an escape sequence, stripped off a pipe): click prints it.
+    # A name with an escape sequence: shown escaped by both (it was click.echo's to strip off a
+    # pipe, so the fast path fell back), answered by the watcher.
     (tree / "src/app/\x1b[31mred").write_text("r")
-    out, err, rc, click_loaded = _script(["diff"], cache, tree)
+    out, err, rc, click_loaded = _until(lambda: _script(["diff"], cache, tree), lambda got: "red" in got[0])
     cold = _script(["diff"], cache, tree, CTXPACK_WATCH="0")
-    assert click_loaded and (out, err, rc) == cold[:3] and "red" in out
+    assert not click_loaded and (out, err, rc) == cold[:3] and "+ src/app/\\x1b[31mred  1 B\n" in out
+    # Text the stream cannot encode as click would (an ASCII stdout re-wrapped by click): click prints it.
+    (tree / "src/app/caf\u00e9").write_text("c")
+    ascii_ = _until(lambda: _script(["diff"], cache, tree, PYTHONIOENCODING="ascii"), lambda got: "caf" in got[0])
+    assert ascii_[3] and ascii_[2] == 0 and ascii_[:3] == _script(["diff"], cache, tree, CTXPACK_WATCH="0", PYTHONIOENCODING="ascii")[:3]
+    cold = _script(["diff"], cache, tree, CTXPACK_WATCH="0")
     # Stopped (Ctrl-Z) watcher: seen stopped at once, not waited for (trial finding: each layer
     # waited its timeout, 3 x 5 s for a diff); a normal run.
     started = time.monotonic()
