@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import ctxpack
+from ctxpack.index import store
 from ctxpack.index.store import DB_NAME, LEGACY_NAME, PRUNE_AFTER, Index
 from ctxpack.cli import main
 from ctxpack.index.snapshots import _variant, fingerprint
@@ -475,6 +476,68 @@ def test_runs_opening_a_new_index_together_lose_nothing(cache: Path, monkeypatch
     assert not [p.name for p in cache.iterdir() if ".broken-" in p.name]
     with Index(str(cache)) as idx:
         assert idx.context_id("/first") is not None and idx.context_id("/second") is not None
+
+
+_HOLD = ("import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('held', flush=True)\n"
+         "time.sleep(120)\n")
+
+
+def test_a_held_opening_lock_is_said_at_once_and_not_waited_for_long(ctx: Path, cache: Path) -> None:
+    # Trial finding S21-8: a process stopped (Ctrl-Z) or stuck while it held the
+    # opening lock made every other command wait 30 s, silently.
+    expected = fp(ctx)["fingerprint"]  # the index exists: only the lock is in the way
+    lock = f"{cache / DB_NAME}.lock"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, lock], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with open(f"/proc/{holder.pid}/comm") as f:
+            who = f"process {holder.pid} ({f.read().strip()}"
+        env = dict(os.environ, CTXPACK_CACHE_DIR=str(cache), CTXPACK_WATCH="0",
+                   PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        started = time.monotonic()
+        run = subprocess.Popen([sys.executable, "-m", "ctxpack.cli", "fingerprint", str(ctx)], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert run.stderr is not None
+        first = run.stderr.readline()
+        noted = time.monotonic() - started
+        out, rest = run.communicate(timeout=60)
+        took = time.monotonic() - started
+        # A note after OPEN_LOCK_NOTE (1 s) naming the lock file and its holder, then the answer
+        # without the index after OPEN_LOCK_TIMEOUT (5 s), with the unusable-cache warning.
+        assert first == (f"ctxpack: note: waiting for {who}) to finish opening the index ({lock}); "
+                         f"going on without the index after 5 s\n"), first
+        assert noted < store.OPEN_LOCK_NOTE + 4, noted  # interpreter start-up at this load aside
+        assert run.returncode == 0 and out.strip() == expected
+        assert rest == (f"ctxpack: warning: cannot use the index at {cache / DB_NAME} ({who}) has held {lock} "
+                        f"for 5 s); working without it (every file is read)\n"), rest
+        assert store.OPEN_LOCK_TIMEOUT <= took < store.OPEN_LOCK_TIMEOUT + 6, took  # was 30 s
+        # A stopped holder will not let go: no waiting past the note's time, the warning says why.
+        holder.send_signal(signal.SIGSTOP)
+        res = subprocess.run([sys.executable, "-m", "ctxpack.cli", "fingerprint", str(ctx)], env=env, text=True,
+                             capture_output=True, timeout=60)
+        assert res.returncode == 0 and res.stdout.strip() == expected
+        assert res.stderr == (f"ctxpack: warning: cannot use the index at {cache / DB_NAME} ({who}, stopped) holds "
+                              f"{lock}); working without it (every file is read)\n"), res.stderr
+        # In one process, a second open soon after does not wait again (pack --snapshot, build open twice).
+        started = time.monotonic()
+        first_idx = Index(str(cache))
+        between = time.monotonic()
+        second_idx = Index(str(cache))
+        done = time.monotonic()
+        assert not first_idx.usable and not second_idx.usable
+        assert between - started >= store.OPEN_LOCK_NOTE and done - between < 0.5, (between - started, done - between)
+        assert second_idx.warning == (f"cannot use the index at {cache / DB_NAME} ({who}, stopped) still holds "
+                                      f"{lock}); working without it (every file is read)")
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.wait(10)
+    store._gave_up.clear()
+    with Index(str(cache)) as idx:  # the lock free again: used again
+        assert idx.usable
 
 
 def test_entries_seam_gives_the_same_fingerprint(ctx: Path) -> None:

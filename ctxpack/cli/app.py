@@ -18,7 +18,8 @@ from typing import Any
 import click
 
 from ctxpack import __version__
-from ctxpack.cli.common import show_click_error
+from ctxpack.cli.common import say, show_click_error
+from ctxpack.index import paths
 
 #: command name -> (module of ctxpack.cli, the click command in it).  A new
 #: command: its module, and one line here.
@@ -77,6 +78,11 @@ class _Group(click.Group):
 @click.version_option(version=__version__, prog_name="ctxpack")
 def main() -> None:
     """ctxpack: Docker build contexts, exactly as Docker decides them."""
+    paths.on_wait = _waiting  # a command waiting to open the index says so
+
+
+def _waiting(note: str) -> None:
+    say("note", note)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,20 @@
 """Where the index lives: the cache directory (a leaf module, so that a
 command answered by a running watcher finds its socket without loading
-SQLite)."""
+SQLite); and :data:`on_wait`, how a run waiting to open the index tells
+its user (here for the same reason: the CLI sets it without loading SQLite)."""
 
 import os
 
-__all__ = ["cache_dir"]
+TYPE_CHECKING = False  # not typing's: this module is on the watcher fast path's start-up
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["cache_dir", "on_wait"]
+
+#: Called with a one-line note when opening the index waits for another
+#: process (:func:`ctxpack.index.store._opening`); the CLI prints it as
+#: ``ctxpack: note: ...``.  ``None`` (a library caller): not said.
+on_wait: "Callable[[str], None] | None" = None
 
 
 def cache_dir() -> str:

@@ -28,7 +28,10 @@ moving an unusable one aside happen under a lock file beside it
 together on a new cache raced: one read the new file's application id
 before another made the tables and its table list after, took the file for
 a foreign one and moved it aside with the first run's writes; or two runs
-switched it to WAL at once and one got "database is locked".
+switched it to WAL at once and one got "database is locked".  A holder
+that keeps the lock (stopped with Ctrl-Z, stuck) is waited for briefly:
+a note after :data:`OPEN_LOCK_NOTE`, the index off for the run after
+:data:`OPEN_LOCK_TIMEOUT` (at once when the holder is stopped).
 
 Layout: a context's state per *variant* (dialect, Dockerfile, ignore file)
 is a summary row (``states``) and its entries in *parts* of
@@ -52,6 +55,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from ctxpack.index import paths
 from ctxpack.index.paths import cache_dir  # here too: callers import it from the store
 
 __all__ = ["cache_dir", "Index", "CacheInfo", "CacheFiles", "OtherIndex", "Stored", "Part", "IndexUnavailable",
@@ -71,9 +75,14 @@ KEEP_ASIDE = 3
 _INDEX_FILE = re.compile(r"index(?:-v(\d+))?\.sqlite3")
 _ASIDE_FILE = re.compile(r"index(?:-v\d+)?\.sqlite3\.broken-.*")
 _SIDE_FILES = ("", "-wal", "-shm")
-# How long a run waits for another one to finish opening the index (as
-# long as SQLite's busy timeout) before it goes on without the index.
-OPEN_LOCK_TIMEOUT = 30.0
+# Opening the index takes milliseconds (a few seconds at most, copying a
+# large index of an earlier release): a run that waits longer than
+# OPEN_LOCK_NOTE for the opening lock says so (paths.on_wait, set by the
+# CLI), naming the lock file and its holder; after OPEN_LOCK_TIMEOUT, or at
+# once when the holder is stopped (Ctrl-Z), it goes on without the index
+# with the usual warning (the answer is the same, only slower).
+OPEN_LOCK_NOTE = 1.0
+OPEN_LOCK_TIMEOUT = 5.0
 
 
 _SCHEMA = """
@@ -756,30 +765,95 @@ def _opening(path: str) -> Iterator[None]:
     initialising and moving aside wait meanwhile; their reads and writes do
     not (SQLite's own locks order those).  Where no lock file can be made
     (a read-only cache directory) the block runs without one: SQLite then
-    decides whether the index can be used at all.  Raises :class:`OSError`
-    when another run holds it for :data:`OPEN_LOCK_TIMEOUT` seconds."""
+    decides whether the index can be used at all.  A wait past
+    :data:`OPEN_LOCK_NOTE` is said (:data:`ctxpack.index.paths.on_wait`);
+    raises :class:`OSError` when another process holds the lock for
+    :data:`OPEN_LOCK_TIMEOUT` seconds, or sooner when it is stopped."""
+    lock = path + ".lock"
     try:
-        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError:
         yield
         return
     try:
-        deadline = time.monotonic() + OPEN_LOCK_TIMEOUT
-        pause = 0.001
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                # Polled, not blocking: a stopped or hung holder must not hang this run.
-                if time.monotonic() >= deadline:
-                    raise OSError(errno.EAGAIN, f"another ctxpack process held {path}.lock for "
-                                  f"{OPEN_LOCK_TIMEOUT:.0f} s") from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.05)
+        _lock(fd, lock)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+# lock file -> when this process last gave up waiting for it: a command that
+# opens the index again soon after (pack --snapshot, build) does not wait
+# again for the same stuck holder; a long-lived one (watch) waits again later.
+_gave_up: dict[str, float] = {}
+
+
+def _lock(fd: int, lock: str) -> None:
+    started = time.monotonic()
+    pause = 0.001
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _gave_up.pop(lock, None)
+            return
+        except BlockingIOError:
+            pass
+        # Polled, not blocking: a stopped or hung holder must not hang this run.
+        waited = time.monotonic() - started
+        if started - _gave_up.get(lock, -1e9) < 6 * OPEN_LOCK_TIMEOUT:
+            raise OSError(errno.EAGAIN, f"{_holder(fd)} still holds {lock}") from None
+        if waited >= OPEN_LOCK_TIMEOUT:
+            _gave_up[lock] = time.monotonic()
+            raise OSError(errno.EAGAIN, f"{_holder(fd)} has held {lock} for {OPEN_LOCK_TIMEOUT:.0f} s") from None
+        if waited >= OPEN_LOCK_NOTE and not said:
+            said = True
+            who = _holder(fd)
+            if who.endswith(", stopped)"):
+                _gave_up[lock] = time.monotonic()
+                raise OSError(errno.EAGAIN, f"{who} holds {lock}") from None  # it will not let go
+            if paths.on_wait is not None:
+                paths.on_wait(f"waiting for {who} to finish opening the index ({lock}); "
+                              f"going on without the index after {OPEN_LOCK_TIMEOUT:.0f} s")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def _holder(fd: int) -> str:
+    """Who holds the ``flock`` on ``fd``'s file, as far as Linux says
+    (``/proc/locks``, ``/proc/PID/stat``): ``process PID (NAME)``, with
+    ``, stopped`` for a stopped process; else ``another process``."""
+    try:
+        st = os.fstat(fd)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            rows = f.read().splitlines()
+    except OSError:
+        return "another process"
+    for row in rows:
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (waiters' rows start "1: ->")
+        fields = row.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        dev = fields[5].split(":")
+        try:
+            pid = int(fields[4])
+            ident = (int(dev[0], 16), int(dev[1], 16), int(dev[2]))
+        except (ValueError, IndexError):
+            continue
+        if pid > 0 and ident == (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino):
+            return _describe(pid)
+    return "another process"
+
+
+def _describe(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return f"process {pid}"
+    name = stat[stat.find(b"(") + 1:stat.rfind(b")")].decode("utf-8", "replace")
+    state = stat[stat.rfind(b")") + 2:][:1]
+    return f"process {pid} ({name}{', stopped' if state in (b'T', b't') else ''})"
 
 
 def _means_corrupt(e: sqlite3.Error) -> bool:
