@@ -12,7 +12,10 @@ __all__ = ["Fingerprint", "Delta", "Change", "KINDS"]
 
 @dataclass
 class Fingerprint:
-    """A fingerprint and what it took: ``hashed`` files were read this run.
+    """A fingerprint and what it took: ``hashed`` files (``hashed_bytes``
+    bytes) were read to answer, by this call; 0 when the index vouched for
+    every digest, or when a running ``ctxpack watch`` answered (it hashed
+    them when the tree changed, for every client).
 
     ``how`` says which way it went: ``"warm"`` (stat keys only),
     ``"files"`` (changed files re-read), ``"walk"``.

@@ -87,6 +87,16 @@ class Inputs:
         return None
 
 
+def _answered(fp: Fingerprint) -> dict[str, object]:
+    """``fp`` as the answer to one client's fingerprint: ``hashed`` and
+    ``hashed_bytes`` count the files the command that asked read to answer,
+    and it read none.  The watcher's own count (the files it hashed when it
+    made this generation's fingerprint) would repeat on every query of the
+    generation, and differ from the same command without a watcher, which
+    finds those digests in the index the watcher wrote (trial S21-4)."""
+    return fp.to_json() | {"hashed": 0, "hashed_bytes": 0}
+
+
 class Server:
     """Answers clients for one :class:`Watcher` on its socket (one thread,
     requests one at a time: each is a few milliseconds).  Holds a lock file
@@ -282,7 +292,7 @@ class Server:
             if fp is None:
                 send(conn, {"ok": False, "why": w.problem or "changed meanwhile"})
                 return
-            header["fingerprint"] = fp.to_json()
+            header["fingerprint"] = _answered(fp)
             header["notes"] = fp.notes
             send(conn, header)
         elif op == "diff":
@@ -346,7 +356,7 @@ class Server:
             if fp is None:
                 no(self.watcher.problem or "changed meanwhile")
                 return
-            header.update(fingerprint=fp.to_json(), notes=fp.notes)
+            header.update(fingerprint=_answered(fp), notes=fp.notes)
             chunks += fingerprint_chunks(_fingerprint_of(header), as_json)
             code = 0
         else:
