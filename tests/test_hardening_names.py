@@ -1,7 +1,7 @@
 """Hostile names never reach a terminal raw (issue 16): control characters
 and undecodable bytes in paths are shown escaped in every diagnostic, while
 machine output (``ls``, ``ls -0``, the tar, ``--json``) keeps the exact
-bytes.  ``diff`` and ``explain`` name paths escaped too, whether click or
+bytes.  ``diff``, ``explain`` and ``lint`` name paths escaped too, whether click or
 a running watcher (the console script's fast path) renders ``diff``."""
 
 from __future__ import annotations
@@ -130,3 +130,20 @@ def test_diff_answered_by_a_watcher_escapes_the_same(tmp_path: Path) -> None:
     finally:
         w.stop()
     _check_diff(os.fsencode(without[0][0]), os.fsencode(without[1][0]))
+
+
+def test_lint_text_escapes_names_json_keeps_them(tmp_path: Path) -> None:
+    root = _named_tree(tmp_path)
+    raw = b"k\x1b[31m\n\xff"
+    os.mkdir(os.path.join(os.fsencode(root), raw))
+    with open(os.path.join(os.fsencode(root), raw, b"id_rsa"), "w") as f:
+        f.write("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n")
+    res = CliRunner().invoke(main, ["lint", str(root)])
+    assert res.exit_code == 1, res.stderr
+    assert b"\x1b" not in res.stdout_bytes and b"\xff" not in res.stdout_bytes
+    shown = r"k\x1b[31m\n\xff/id_rsa"
+    lines = res.stdout_bytes.decode("utf-8").splitlines()
+    assert lines[0].startswith(f"{shown}: error: {shown} holds a private key"), lines  # one line, not split
+    assert lines[1].startswith("    fix: ") and f"--allow-secret {shown}" in lines[1], lines
+    doc = json.loads(CliRunner().invoke(main, ["lint", "--json", str(root)]).stdout_bytes.decode("utf-8"))
+    assert [f["path"] for f in doc["findings"] if f["kind"] == "secret"] == [os.fsdecode(raw + b"/id_rsa")]

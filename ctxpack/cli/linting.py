@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ctxpack.cli.common import context_options, handle_errors, say, styled, to_json
+from ctxpack.cli.common import context_options, handle_errors, printable, say, styled, to_json
 
 
 def unified_diff(path: str, old: str, new: str) -> str:
@@ -42,8 +42,9 @@ def _print_findings(report: object) -> None:
     for f in findings:
         sev = styled(f.severity, fg={"error": "red", "warning": "yellow"}.get(f.severity, "blue"))
         kinds = ", ".join([f.kind, *f.also])
-        click.echo(f"{f.where}: {sev}: {f.message} [{kinds}]")
-        click.echo(f"    fix: {f.fix}")
+        # Paths in them escaped (control characters, undecodable bytes), as in every diagnostic.
+        click.echo(f"{printable(f.where)}: {sev}: {printable(f.message)} [{kinds}]")
+        click.echo(f"    fix: {printable(f.fix)}")
     if not findings:
         click.echo("no findings")
 
@@ -95,7 +96,7 @@ def lint_command(
             return
         click.echo(diff, err=as_json, nl=False)
         for o in plan.refused:
-            click.echo(f"not fixed: {o.finding.where} [{o.finding.kind}]: {o.reason}", err=as_json)
+            click.echo(printable(f"not fixed: {o.finding.where} [{o.finding.kind}]: {o.reason}"), err=as_json)
         if plan.changed:
             if not yes and dockerfile != "-" and on_terminal():
                 yes = click.confirm(f"Write these changes to {os.path.relpath(plan.path)}?", default=False)
