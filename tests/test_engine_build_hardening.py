@@ -241,6 +241,11 @@ def test_snapshot_is_taken_beside_the_build_and_recorded_on_success(dockerd: har
 def test_snapshot_not_recorded_when_the_context_changes_during_the_build(dockerd: harness.Dockerd, tmp_path: Path) -> None:
     root = tree(tmp_path / "ctx")
     (root / "late.txt").write_text("v1\n")
+    # Creating late.txt stamped the context directory's mtime and ctime: a
+    # build started within the file clock's tick (10 ms) could not tell that
+    # from a change during the upload, and the note would name "." (checked
+    # first) instead of late.txt -- as it did on an idle CI machine.
+    time.sleep(0.05)
     e = engine_for(dockerd)
     changed: list[bool] = []
 
