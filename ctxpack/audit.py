@@ -9,21 +9,25 @@ sized without matching, because everything below a pruned directory is out.
 
 from __future__ import annotations
 
+import functools
 import gc
 import heapq
 import os
 import stat as st
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import repeat
 
 from ctxpack.context import BuildContext
+from ctxpack.errors import ContextError
 from ctxpack.fs import regular_usage
+from ctxpack.ignore.matcher import Rule
+from ctxpack.tar.rows import can_fork, row_batches
 from ctxpack.units import format_size, parse_size  # here for the callers that import them from audit
-from ctxpack.walker import Entry, EntryKind, Progress
+from ctxpack.walker import Entry, EntryKind, OnError, Progress, list_entries
 
-__all__ = ["SizeReport", "RuleSaving", "DirRow", "FileRow", "ExtRow", "measure", "parse_size", "format_size", "heavy_enough"]
+__all__ = ["SizeReport", "RuleSaving", "DirRow", "FileRow", "ExtRow", "measure", "measure_context", "parse_size", "format_size", "heavy_enough"]
 
 
 @dataclass
@@ -137,10 +141,11 @@ def measure(
     counted for: a sent regular file (1, its size), any other sent entry
     (0, 0), an excluded one (the regular files and bytes it kept out).  The
     HTML report draws its tree from these, so its numbers are these numbers.
+    :func:`measure_context` gives the same report from a forked walk.
     """
     started = time.monotonic()
     rep = SizeReport(context=ctx.root, dialect=ctx.dialect.value, ignore_file=ctx.ignore_source)
-    savings: dict[int, RuleSaving] = {}
+    kept_out = _KeptOut(ctx, rep)
     tally = _Tally(top)
     # The loop below runs once per entry of the context: it only picks out
     # each sent file's path and size; the sums (directories, extensions,
@@ -149,7 +154,7 @@ def measure(
     sizes: list[int] = []
     add_path, add_size = paths.append, sizes.append
     batch = LARGEST_BATCH
-    FILE, DIR = EntryKind.FILE, EntryKind.DIR
+    FILE = EntryKind.FILE
     sent = 0
     tick = 2047 if progress is not None else -1  # progress every 2048 sent entries
     e: Entry
@@ -184,32 +189,165 @@ def measure(
                     assert progress is not None
                     progress(tally.files + len(paths), tally.bytes + sum(sizes))
                 continue
-            if e.kind == DIR:
-                n, b = _du(os.path.join(ctx.root, e.path))
-            else:
-                try:
-                    s = os.lstat(os.path.join(ctx.root, e.path))
-                except OSError:
-                    continue
-                n, b = (1, s.st_size) if st.S_ISREG(s.st_mode) else (0, 0)
-            rep.excluded_files += n
-            rep.excluded_bytes += b
-            if e.rule is not None:
-                r = savings.get(e.rule.index)
-                if r is None:
-                    r = savings[e.rule.index] = RuleSaving(str(e.rule), e.rule.source, e.rule.line, e.rule.text)
-                r.files += n
-                r.bytes += b
+            n, b = kept_out.add(e.path, e.kind == EntryKind.DIR, e.rule)
             if on_entry is not None:
                 on_entry(e, n, b)
         tally.add(paths, sizes)
     finally:
         if collecting:
             gc.enable()
+    return _finish(rep, tally, kept_out, sent, top, started)
+
+
+# A chunk of the forked walk (_size_rows): the sent entries counted, the sent
+# files' paths and sizes, the excluded entries as (path, is a directory, rule
+# index or -1) and the errors handed to ``on_error`` (pickled), in walk order.
+_Chunk = tuple[int, list[str], list[int], list[tuple[str, bool, int]], list[bytes]]
+
+# Entries per chunk the walker process sends: small enough for the two
+# processes to overlap, large enough that a chunk costs one write.
+CHUNK = 1024
+
+
+def measure_context(
+    ctx: BuildContext,
+    *,
+    top: int = 10,
+    progress: Progress | None = None,
+    on_error: OnError | None = None,
+    fork: bool | None = None,
+) -> SizeReport:
+    """:func:`measure` over ``list_entries(ctx, excluded=True, on_error=on_error)``,
+    with the walk in a forked process where it can be (``fork``: ``None``
+    decides by :func:`~ctxpack.tar.rows.can_fork`).
+
+    The same report as :func:`measure`, in less wall time on two cores: the
+    child walks, matches and stats, and sends per chunk of entries only the
+    sent files' paths and sizes, the excluded entries and the errors met;
+    this process sums them up and sizes what the rules keep out meanwhile.
+    Errors handed to ``on_error`` reach it in walk order; an error the walk
+    raises is raised here, after what came before it was counted.
+    """
+    started = time.monotonic()
+    rep = SizeReport(context=ctx.root, dialect=ctx.dialect.value, ignore_file=ctx.ignore_source)
+    kept_out = _KeptOut(ctx, rep)
+    tally = _Tally(top)
+    rules = {r.index: r for r in ctx.matcher.rules}
+    sent = 0
+    shown = 0
+    collecting = gc.isenabled()
+    gc.disable()  # as in measure (the forked walker inherits it)
+    try:
+        rows = functools.partial(_size_rows, on_error=on_error is not None)
+        with row_batches(ctx, fork=can_fork() if fork is None else fork, rows=rows, batch=1) as batches:
+            chunk: _Chunk
+            for (chunk,) in batches:  # type: ignore[assignment]  # rows=_size_rows: one chunk per batch
+                n_sent, paths, sizes, excluded, errors = chunk
+                if errors:
+                    import pickle  # here: only an error needs it
+
+                    assert on_error is not None
+                    for raw in errors:
+                        on_error(pickle.loads(raw))
+                for path, is_dir, rule in excluded:
+                    kept_out.add(path, is_dir, rules[rule] if rule >= 0 else None)
+                tally.add(paths, sizes)
+                sent += n_sent
+                if progress is not None and sent >> 11 != shown:  # every 2048 sent entries, as measure
+                    shown = sent >> 11
+                    progress(tally.files, tally.bytes)
+    finally:
+        if collecting:
+            gc.enable()
+    return _finish(rep, tally, kept_out, sent, top, started)
+
+
+def _size_rows(ctx: BuildContext, on_error: bool) -> Iterator[_Chunk]:
+    """The walk as chunks (run in the walker process); see :data:`_Chunk`."""
+    errors: list[bytes] = []
+
+    def report(err: ContextError) -> None:
+        import pickle
+
+        errors.append(pickle.dumps(err))
+
+    paths: list[str] = []
+    sizes: list[int] = []
+    excluded: list[tuple[str, bool, int]] = []
+    add_path, add_size, add_excluded = paths.append, sizes.append, excluded.append
+    FILE, DIR = EntryKind.FILE, EntryKind.DIR
+    sent = count = 0
+    chunk, batch = CHUNK, LARGEST_BATCH  # a chunk is also a batch of measure's (at most that many files)
+    e: Entry
+    try:
+        for e in list_entries(ctx, excluded=True, on_error=report if on_error else None):
+            if e.included:
+                sent += 1
+                if e.kind == FILE:
+                    data = e.data
+                    if data is None:
+                        s = e.stat
+                        add_size(s.st_size if s is not None else 0)
+                    else:
+                        add_size(len(data))
+                    add_path(e.path)
+                    if len(paths) >= batch:
+                        count = chunk
+            else:
+                rule = e.rule
+                add_excluded((e.path, e.kind == DIR, rule.index if rule is not None else -1))
+            count += 1
+            if count >= chunk:
+                yield (sent, paths, sizes, excluded, errors)
+                paths, sizes, excluded, errors = [], [], [], []
+                add_path, add_size, add_excluded = paths.append, sizes.append, excluded.append
+                sent = count = 0
+    except Exception:
+        if count or errors:
+            yield (sent, paths, sizes, excluded, errors)  # what came before the error is counted, as in measure
+        raise
+    if count or errors:
+        yield (sent, paths, sizes, excluded, errors)
+
+
+class _KeptOut:
+    """What the rules keep out: the regular files and bytes of each excluded
+    entry (below an excluded directory: everything, without matching), in
+    the report's totals and per deciding rule."""
+
+    def __init__(self, ctx: BuildContext, rep: SizeReport):
+        self.root = ctx.root
+        self.rep = rep
+        self.savings: dict[int, RuleSaving] = {}
+
+    def add(self, path: str, is_dir: bool, rule: Rule | None) -> tuple[int, int]:
+        """Count the excluded ``path``; the files and bytes it keeps out."""
+        if is_dir:
+            n, b = _du(os.path.join(self.root, path))
+        else:
+            try:
+                s = os.lstat(os.path.join(self.root, path))
+            except OSError:
+                return 0, 0  # gone meanwhile: nothing kept out
+            n, b = (1, s.st_size) if st.S_ISREG(s.st_mode) else (0, 0)
+        rep = self.rep
+        rep.excluded_files += n
+        rep.excluded_bytes += b
+        if rule is not None:
+            r = self.savings.get(rule.index)
+            if r is None:
+                r = self.savings[rule.index] = RuleSaving(str(rule), rule.source, rule.line, rule.text)
+            r.files += n
+            r.bytes += b
+        return n, b
+
+
+def _finish(rep: SizeReport, tally: _Tally, kept_out: _KeptOut, sent: int, top: int, started: float) -> SizeReport:
+    """The report from the sums of a walk."""
     rep.entries = sent
     rep.files = tally.files
     rep.bytes = tally.bytes
-    rep.rules = sorted(savings.values(), key=lambda r: (-r.bytes, r.line))
+    rep.rules = sorted(kept_out.savings.values(), key=lambda r: (-r.bytes, r.line))
     rep.largest = [FileRow(p, -b) for b, p in tally.largest]
     extensions: dict[str, list[int]] = {}
     for raw, (b, n) in tally.ext.items():

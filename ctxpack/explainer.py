@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ctxpack.audit import EntryObserver, SizeReport, measure
+from ctxpack.audit import EntryObserver, SizeReport, measure, measure_context
 from ctxpack.context import BuildContext, Dialect, open_context
 from ctxpack.errors import ContextError
 from ctxpack.ignore.matcher import Rule
@@ -190,8 +190,11 @@ def size(ctx: BuildContext, *, top: int = 10, progress: Progress | None = None, 
     caller has it (a running ``ctxpack watch``:
     :func:`ctxpack.watch.client.warm_entries`).
     """
-    rep = measure(ctx, lambda: list_entries(ctx, excluded=True, on_error=on_error, walked=walked), top=top,
-                  progress=progress, on_entry=on_entry)
+    if walked is None and on_entry is None:  # the walk can be forked (an observer needs the entries here)
+        rep = measure_context(ctx, top=top, progress=progress, on_error=on_error)
+    else:
+        rep = measure(ctx, lambda: list_entries(ctx, excluded=True, on_error=on_error, walked=walked), top=top,
+                      progress=progress, on_entry=on_entry)
     if compare_full and ctx.selection is not None:
         full = dataclasses.replace(ctx, selection=None)
         rep.full_files = rep.full_bytes = 0

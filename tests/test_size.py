@@ -16,6 +16,7 @@ from ctxpack.audit import parse_size
 from ctxpack.cli import main
 from ctxpack.errors import InputError
 from strategies import built, dockerignores, trees
+from test_permissions import world_tmp  # noqa: F401  (a fixture: a directory nobody can read)
 from trees import make_tree
 
 EXAMPLES = int(os.environ.get("CTXPACK_HYPOTHESIS_EXAMPLES", "150")) // 3
@@ -211,3 +212,98 @@ def test_pruned_directories_are_sized_as_a_full_listing_sizes_them(tmp_path: Pat
 
     monkeypatch.setattr(fs.os, "scandir", vanishing)
     assert fs.regular_usage(str(root / "out")) == (4, 2307)
+
+
+def _three_reports(ctx: Any, *, on_error: bool) -> list[Any]:
+    """The size report of ``ctx`` measured in process (audit.measure over
+    list_entries), by a forked walker, and by the fork's chunked rows
+    walked in this process: each as (JSON, the errors handed to on_error)
+    or, where the walk raised, (the error's type, message, path)."""
+    from ctxpack import audit
+    from ctxpack.errors import ContextError
+    from ctxpack.walker import list_entries
+
+    out: list[Any] = []
+    for how in ("measure", "fork", "rows"):
+        errors: list[ContextError] = []
+        report = errors.append if on_error else None
+        try:
+            if how == "measure":
+                rep = audit.measure(ctx, lambda: list_entries(ctx, excluded=True, on_error=report), top=1000)
+            else:
+                rep = audit.measure_context(ctx, top=1000, on_error=report, fork=how == "fork")
+        except ContextError as e:
+            out.append((type(e).__name__, str(e), e.path))
+            continue
+        out.append((rep.to_json(), [(type(e).__name__, str(e), e.path) for e in errors]))
+    return out
+
+
+@pytest.mark.parametrize("dialect", ["classic", "buildkit"])
+@pytest.mark.parametrize("chunk", [3, 1024])
+def test_forked_measure_gives_the_in_process_report(world_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    dialect: str, chunk: int) -> None:
+    """size walks in a forked process where it can (audit.measure_context):
+    the report is the in-process one to the byte -- sent files, directories,
+    extensions, largest, every rule's savings, hard links, an injected
+    Dockerfile and rewritten .dockerignore (classic, Dockerfile outside the
+    context) -- also when a file vanishes between its directory's listing
+    and its stat (sent or excluded: passed over alike), and, run as nobody,
+    for an unreadable directory and file: the same errors naming the same
+    paths, in the same order, or with no on_error the same error raised."""
+    from ctxpack import audit, fs
+    from privileges import as_nobody
+
+    files = {f"src/m{i:02d}/f{j}.{'py' if j % 2 else 'TXT'}": b"x" * (i * 7 + j) for i in range(12) for j in range(4)}
+    files |= {"a.log": b"l" * 30, "src/keep.log": b"k" * 5, "out/a.bin": b"o" * 500, "out/sub/b.bin": b"p" * 70,
+              "src/gone.txt": b"g" * 9, "src/gone.log": b"h" * 11, "priv/secret": b"s" * 3, "zz-opaque": b"q" * 4,
+              ".dockerignore": b"**/*.log\n!src/keep.log\nout\nsrc/m03\n"}
+    root = make_tree(world_tmp / "ctx", files)
+    os.link(root / "src/m01/f1.py", root / "src/m02/hard.py")
+    os.symlink("m01", root / "src" / "link")
+    os.mkfifo(root / "src" / "fifo")
+    os.chmod(root / "src", 0o777)  # nobody removes src/gone.*
+    os.chmod(root / "priv", 0)
+    os.chmod(root / "zz-opaque", 0)
+    outside = world_tmp / "Dockerfile.outside"
+    outside.write_text("FROM scratch\nCOPY . /\n")
+    monkeypatch.setattr(audit, "CHUNK", chunk)
+    monkeypatch.setattr(audit, "LARGEST_BATCH", max(2, chunk // 2))
+    real = fs.scandir_fd
+
+    def vanishing(path: str) -> Any:  # src/gone.* go after src is listed, before their stat
+        listed = real(path)
+        if path.endswith("/src"):
+            for name in ("gone.txt", "gone.log"):
+                with __import__("contextlib").suppress(FileNotFoundError):
+                    os.unlink(os.path.join(path, name))
+        return listed
+
+    monkeypatch.setattr(fs, "scandir_fd", vanishing)
+
+    def measured(on_error: bool) -> list[Any]:
+        results = []
+        for dockerfile in (None, str(outside)):
+            ctx = ctxpack.open_context(root, dialect=dialect, dockerfile=dockerfile)
+            for how in _three_reports(ctx, on_error=on_error):
+                for name, data in (("gone.txt", b"g" * 9), ("gone.log", b"h" * 11)):
+                    (root / "src" / name).write_bytes(data)  # back for the next run
+                results.append(how)
+        return results
+
+    import ctxpack
+
+    status, runs = as_nobody(lambda: measured(True) + measured(False))
+    assert status == "ok", runs
+    for i in range(0, len(runs), 3):
+        assert runs[i] == runs[i + 1] == runs[i + 2], i
+    rep, errors = runs[0]
+    assert {e[2] for e in errors} == {f"{root}/priv", f"{root}/zz-opaque"}, errors
+    assert all(e[2] in e[1] for e in errors)  # each message names its path
+    for raised in runs[6:]:  # no on_error: the first unreadable path raises, the directory
+        assert raised[0] == "ContextError" and raised[2] == f"{root}/priv", raised
+    paths = {f["path"] for f in rep["largest"]}
+    assert "src/gone.txt" not in paths and "src/m01/f1.py" in paths
+    assert {r["text"]: (r["files"], r["bytes"]) for r in rep["rules"]}["**/*.log"] == (1, 30)  # gone.log passed over
+    # src/m*/ but m03 (44: src/m02/hard.py is a link to src/m01/f1.py), src/keep.log, .dockerignore, zz-opaque
+    assert rep["files"] == 44 + 3

@@ -154,13 +154,15 @@ class RowBatches:
 
 def row_batches(
     ctx: BuildContext, *, fork: bool, headers: bool = False, close_in_child: Sequence[int] = (),
-    rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None = None,
+    rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None = None, batch: int = BATCH,
 ) -> RowBatches:
     """:func:`builder_rows` in batches; walked by a forked child if ``fork``.
 
     ``rows`` replaces :func:`builder_rows` as what is walked (any tuples
     :mod:`marshal` can carry): the fingerprint sends its own, smaller rows
-    through the same machinery.
+    through the same machinery.  ``batch``: rows per batch (the size
+    report's rows are already chunks of a thousand entries: it sends each
+    on its own).
 
     The child is forked here, before the caller starts anything else (a
     compressor's threads, say).  If the system refuses a new process
@@ -171,26 +173,26 @@ def row_batches(
     """
     if fork:
         try:
-            walker = _Walker(ctx, headers, close_in_child, rows)
+            walker = _Walker(ctx, headers, close_in_child, rows, batch)
         except OSError:
             pass  # no new process to be had: walk here
         else:
             return RowBatches(walker.batches(), walker)
-    return RowBatches(_batched(_produce(ctx, headers, rows)))
+    return RowBatches(_batched(_produce(ctx, headers, rows), batch))
 
 
 def _produce(ctx: BuildContext, headers: bool, rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None) -> Iterator[Any]:
     return builder_rows(ctx, headers=headers) if rows is None else rows(ctx)
 
 
-def _batched(rows: Iterator[Any]) -> Iterator[list[Any]]:
+def _batched(rows: Iterator[Any], size: int = BATCH) -> Iterator[list[Any]]:
     """Batches of rows; a batch begun when the walk fails is still
     delivered, before the error, as a forked walker's would be."""
     batch: list[Any] = []
     try:
         for row in rows:
             batch.append(row)
-            if len(batch) >= BATCH:
+            if len(batch) >= size:
                 yield batch
                 batch = []
     except Exception:
@@ -207,12 +209,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _child(ctx: BuildContext, headers: bool, w: int, rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None) -> None:
+def _child(ctx: BuildContext, headers: bool, w: int, rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None,
+           size: int = BATCH) -> None:
     def send(kind: bytes, payload: bytes) -> None:
         _write_all(w, _FRAME.pack(kind, len(payload)) + payload)
 
     try:
-        for batch in _batched(_produce(ctx, headers, rows)):
+        for batch in _batched(_produce(ctx, headers, rows), size):
             send(_ROWS, marshal.dumps(batch))
     except Exception as e:  # noqa: BLE001 - re-raised by the parent, in place
         import pickle  # here: only an error needs it (its import is a few ms of every start-up)
@@ -241,7 +244,7 @@ class _Walker:
     """A forked child process running the walk; the parent reads its rows."""
 
     def __init__(self, ctx: BuildContext, headers: bool, close_in_child: Sequence[int],
-                 rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None = None):
+                 rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None = None, batch: int = BATCH):
         r, w = os.pipe()
         with contextlib.suppress(OSError):
             import fcntl
@@ -264,7 +267,7 @@ class _Walker:
                 # Ctrl-C is the parent's to handle: it kills this process.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 _die_with_parent(parent)
-                _child(ctx, headers, w, rows)
+                _child(ctx, headers, w, rows, batch)
             except BaseException:  # noqa: BLE001 - the parent went away (EPIPE) or worse
                 code = 1
             finally:
