@@ -23,7 +23,6 @@ from ctxpack.context import BuildContext
 from ctxpack.errors import ContextError
 from ctxpack.fs import regular_usage
 from ctxpack.ignore.matcher import Rule
-from ctxpack.tar.rows import can_fork, row_batches
 from ctxpack.units import format_size, parse_size  # here for the callers that import them from audit
 from ctxpack.walker import Entry, EntryKind, OnError, Progress, list_entries
 
@@ -204,8 +203,9 @@ def measure(
 # index or -1) and the errors handed to ``on_error`` (pickled), in walk order.
 _Chunk = tuple[int, list[str], list[int], list[tuple[str, bool, int]], list[bytes]]
 
-# Entries per chunk the walker process sends: small enough for the two
-# processes to overlap, large enough that a chunk costs one write.
+# Files (or excluded entries) per chunk the walker process sends: small
+# enough for the two processes to overlap, large enough that a chunk costs
+# one write.
 CHUNK = 1024
 
 
@@ -228,6 +228,8 @@ def measure_context(
     Errors handed to ``on_error`` reach it in walk order; an error the walk
     raises is raised here, after what came before it was counted.
     """
+    from ctxpack.tar.rows import can_fork, row_batches  # here: ls imports this module too, and needs none of it
+
     started = time.monotonic()
     rep = SizeReport(context=ctx.root, dialect=ctx.dialect.value, ignore_file=ctx.ignore_source)
     kept_out = _KeptOut(ctx, rep)
@@ -263,7 +265,13 @@ def measure_context(
 
 
 def _size_rows(ctx: BuildContext, on_error: bool) -> Iterator[_Chunk]:
-    """The walk as chunks (run in the walker process); see :data:`_Chunk`."""
+    """The walk as chunks (run in the walker process); see :data:`_Chunk`.
+
+    Per entry only what the sums need is kept, each entry let go at once (a
+    chunk of entries held would be fresh memory for every new one, slower
+    than the entry just freed); a chunk ends every :data:`CHUNK` files or
+    excluded entries, and at most every :data:`LARGEST_BATCH` files (a batch
+    of :class:`_Tally`)."""
     errors: list[bytes] = []
 
     def report(err: ContextError) -> None:
@@ -276,13 +284,24 @@ def _size_rows(ctx: BuildContext, on_error: bool) -> Iterator[_Chunk]:
     excluded: list[tuple[str, bool, int]] = []
     add_path, add_size, add_excluded = paths.append, sizes.append, excluded.append
     FILE, DIR = EntryKind.FILE, EntryKind.DIR
-    sent = count = 0
-    chunk, batch = CHUNK, LARGEST_BATCH  # a chunk is also a batch of measure's (at most that many files)
+    limit = max(1, min(CHUNK, LARGEST_BATCH))
+    done = 0  # entries in the chunks sent so far
+
+    def chunk(end: int) -> _Chunk:
+        nonlocal done, errors
+        out = (end - done - len(excluded), paths[:], sizes[:], excluded[:], errors)
+        done = end
+        paths.clear()
+        sizes.clear()
+        excluded.clear()
+        errors = []
+        return out
+
+    i = -1
     e: Entry
     try:
-        for e in list_entries(ctx, excluded=True, on_error=report if on_error else None):
+        for i, e in enumerate(list_entries(ctx, excluded=True, on_error=report if on_error else None)):
             if e.included:
-                sent += 1
                 if e.kind == FILE:
                     data = e.data
                     if data is None:
@@ -291,23 +310,19 @@ def _size_rows(ctx: BuildContext, on_error: bool) -> Iterator[_Chunk]:
                     else:
                         add_size(len(data))
                     add_path(e.path)
-                    if len(paths) >= batch:
-                        count = chunk
+                    if len(paths) >= limit:
+                        yield chunk(i + 1)
             else:
                 rule = e.rule
                 add_excluded((e.path, e.kind == DIR, rule.index if rule is not None else -1))
-            count += 1
-            if count >= chunk:
-                yield (sent, paths, sizes, excluded, errors)
-                paths, sizes, excluded, errors = [], [], [], []
-                add_path, add_size, add_excluded = paths.append, sizes.append, excluded.append
-                sent = count = 0
+                if len(excluded) >= limit:
+                    yield chunk(i + 1)
     except Exception:
-        if count or errors:
-            yield (sent, paths, sizes, excluded, errors)  # what came before the error is counted, as in measure
+        if i + 1 > done or errors:
+            yield chunk(i + 1)  # what came before the error is counted, as in measure
         raise
-    if count or errors:
-        yield (sent, paths, sizes, excluded, errors)
+    if i + 1 > done or errors:
+        yield chunk(i + 1)
 
 
 class _KeptOut:
