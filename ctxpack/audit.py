@@ -235,6 +235,7 @@ def measure_context(
     kept_out = _KeptOut(ctx, rep)
     tally = _Tally(top)
     rules = {r.index: r for r in ctx.matcher.rules}
+    below: dict[str, list[int]] = {}
     sent = 0
     shown = 0
     collecting = gc.isenabled()
@@ -253,7 +254,12 @@ def measure_context(
                         on_error(pickle.loads(raw))
                 for path, is_dir, rule in excluded:
                     kept_out.add(path, is_dir, rules[rule] if rule >= 0 else None)
+                # The directories' sums are added up to every ancestor as the
+                # chunks come (_sum_up's work, done here while the walker
+                # works, not after it).
+                direct = tally.dirs = {}
                 tally.add(paths, sizes)
+                _add_below(below, direct)
                 sent += n_sent
                 if progress is not None and sent >> 11 != shown:  # every 2048 sent entries, as measure
                     shown = sent >> 11
@@ -261,7 +267,24 @@ def measure_context(
     finally:
         if collecting:
             gc.enable()
-    return _finish(rep, tally, kept_out, sent, top, started)
+    tally.dirs = below
+    return _finish(rep, tally, kept_out, sent, top, started, summed=True)
+
+
+def _add_below(below: dict[str, list[int]], direct: dict[str, list[int]]) -> None:
+    """Add the [bytes, files] of the files directly in each directory
+    (``direct``) to that directory and each of its ancestors in ``below``
+    (the root has no row), as :func:`_sum_up` does all at once."""
+    get = below.get
+    for d, (b, n) in direct.items():
+        while d:
+            row = get(d)
+            if row is None:
+                below[d] = [b, n]
+            else:
+                row[0] += b
+                row[1] += n
+            d = d.rpartition("/")[0]
 
 
 def _size_rows(ctx: BuildContext, on_error: bool) -> Iterator[_Chunk]:
@@ -357,8 +380,10 @@ class _KeptOut:
         return n, b
 
 
-def _finish(rep: SizeReport, tally: _Tally, kept_out: _KeptOut, sent: int, top: int, started: float) -> SizeReport:
-    """The report from the sums of a walk."""
+def _finish(rep: SizeReport, tally: _Tally, kept_out: _KeptOut, sent: int, top: int, started: float,
+            summed: bool = False) -> SizeReport:
+    """The report from the sums of a walk (``summed``: ``tally.dirs`` holds
+    what is below each directory already, not what is directly in it)."""
     rep.entries = sent
     rep.files = tally.files
     rep.bytes = tally.bytes
@@ -370,7 +395,7 @@ def _finish(rep: SizeReport, tally: _Tally, kept_out: _KeptOut, sent: int, top: 
         row[0] += b
         row[1] += n
     rep.extensions = [ExtRow(k, v[0], v[1]) for k, v in sorted(extensions.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]]
-    rep.directories = _rolled_up(_sum_up(tally.dirs), rep.bytes, top)
+    rep.directories = _rolled_up(tally.dirs if summed else _sum_up(tally.dirs), rep.bytes, top)
     rep.elapsed = time.monotonic() - started
     return rep
 
