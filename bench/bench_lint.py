@@ -9,7 +9,8 @@ Target (issues 10/11, 17): lint and size each cost at most 1.2x ``ls
 --excluded``, which walks the same context once and prints every entry it
 leaves out with its deciding rule.  lint walks it once too
 (linter/view.py) and runs its checks over that walk; size walks it once
-(audit.measure) and, for each directory the rules prune, also sizes what is
+(audit.measure_context: in a forked walker process where it can, summed up
+in the parent meanwhile) and, for each directory the rules prune, also sizes what is
 below it (``ls --excluded`` prints a pruned directory as one line without
 reading it; size must count the files and bytes it keeps out).
 

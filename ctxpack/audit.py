@@ -5,6 +5,14 @@
 an inode already sent is a link entry, not a file), and, for everything left
 out, which rule saved how many files and bytes.  Excluded directories are
 sized without matching, because everything below a pruned directory is out.
+
+``measure_context`` (what :func:`ctxpack.size` uses) gets the same report
+with the walk in a forked process (:func:`ctxpack.tar.rows.row_batches`):
+the child walks, matches and stats; this process sums up the files and sizes
+what the rules keep out meanwhile.  Measured on the 122k-entry bench tree
+(bench/results/lint.md): about 3% less wall time with no ignore file, and
+with pruning rules (whose directories are sized here while the child walks)
+2.9x -> 2.4x ``ls --excluded``.
 """
 
 from __future__ import annotations
