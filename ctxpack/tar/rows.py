@@ -154,15 +154,15 @@ class RowBatches:
 
 def row_batches(
     ctx: BuildContext, *, fork: bool, headers: bool = False, close_in_child: Sequence[int] = (),
-    rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None = None, batch: int = BATCH,
+    rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None = None, batch: int | None = None,
 ) -> RowBatches:
     """:func:`builder_rows` in batches; walked by a forked child if ``fork``.
 
     ``rows`` replaces :func:`builder_rows` as what is walked (any tuples
     :mod:`marshal` can carry): the fingerprint sends its own, smaller rows
-    through the same machinery.  ``batch``: rows per batch (the size
-    report's rows are already chunks of a thousand entries: it sends each
-    on its own).
+    through the same machinery.  ``batch``: rows per batch (default
+    :data:`BATCH`, read at the call; the size report's rows are already
+    chunks of a thousand entries: it sends each on its own).
 
     The child is forked here, before the caller starts anything else (a
     compressor's threads, say).  If the system refuses a new process
@@ -171,6 +171,8 @@ def row_batches(
     keep open (the output: a reader waiting for end-of-file must not wait
     for the child).
     """
+    if batch is None:
+        batch = BATCH
     if fork:
         try:
             walker = _Walker(ctx, headers, close_in_child, rows, batch)
@@ -185,7 +187,7 @@ def _produce(ctx: BuildContext, headers: bool, rows: Callable[[BuildContext], It
     return builder_rows(ctx, headers=headers) if rows is None else rows(ctx)
 
 
-def _batched(rows: Iterator[Any], size: int = BATCH) -> Iterator[list[Any]]:
+def _batched(rows: Iterator[Any], size: int) -> Iterator[list[Any]]:
     """Batches of rows; a batch begun when the walk fails is still
     delivered, before the error, as a forked walker's would be."""
     batch: list[Any] = []
@@ -210,7 +212,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _child(ctx: BuildContext, headers: bool, w: int, rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None,
-           size: int = BATCH) -> None:
+           size: int) -> None:
     def send(kind: bytes, payload: bytes) -> None:
         _write_all(w, _FRAME.pack(kind, len(payload)) + payload)
 
@@ -244,7 +246,7 @@ class _Walker:
     """A forked child process running the walk; the parent reads its rows."""
 
     def __init__(self, ctx: BuildContext, headers: bool, close_in_child: Sequence[int],
-                 rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None = None, batch: int = BATCH):
+                 rows: Callable[[BuildContext], Iterator[tuple[Any, ...]]] | None, batch: int):
         r, w = os.pipe()
         with contextlib.suppress(OSError):
             import fcntl
