@@ -450,12 +450,7 @@ class _Tally:
         for (d, _, base), size in zip(map(str.rpartition, paths, repeat("/")), sizes):
             if d != last:
                 if last:
-                    row = dirs.get(last)
-                    if row is None:
-                        dirs[last] = [run_bytes, run_files]
-                    else:
-                        row[0] += run_bytes
-                        row[1] += run_files
+                    _add_run(dirs, last, run_bytes, run_files)
                 last = d
                 run_bytes = run_files = 0
             run_bytes += size
@@ -469,12 +464,18 @@ class _Tally:
             x[0] += size
             x[1] += 1
         if last:
-            row = dirs.get(last)
-            if row is None:
-                dirs[last] = [run_bytes, run_files]
-            else:
-                row[0] += run_bytes
-                row[1] += run_files
+            _add_run(dirs, last, run_bytes, run_files)
+
+
+def _add_run(dirs: dict[str, list[int]], d: str, run_bytes: int, run_files: int) -> None:
+    """Add a run of ``run_files`` files (``run_bytes`` bytes) directly in
+    ``d`` to its row of ``dirs`` ([bytes, files])."""
+    row = dirs.get(d)
+    if row is None:
+        dirs[d] = [run_bytes, run_files]
+    else:
+        row[0] += run_bytes
+        row[1] += run_files
 
 
 def _sum_up(direct: dict[str, list[int]]) -> dict[str, list[int]]:
