@@ -49,9 +49,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+from pathlib import Path  # noqa: E402
 
 from benchutil import command_output, compile_ctxpack, cpu_model, ctxpack_exe, loadavg, log  # noqa: E402
 from discard_server import DiscardServer  # noqa: E402
+from trees import make_chain  # noqa: E402  (the suite's deep-chain maker)
 
 DOCKERFILE = b"FROM scratch\nCOPY . /\n"
 
@@ -124,18 +128,7 @@ def make_deep(root: str, depth: int) -> str:
     path = os.path.join(root, f"deep-{depth}")
     if _start(path):
         log(f"making a chain of {depth:,} directories ...")
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for _ in range(depth):
-                os.mkdir("d", dir_fd=fd)
-                nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-                os.close(fd)
-                fd = nfd
-            leaf = os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-            os.write(leaf, b"leaf\n")
-            os.close(leaf)
-        finally:
-            os.close(fd)
+        make_chain(Path(path), depth)
         _done(path)
     return path
 
