@@ -129,12 +129,6 @@ EntryObserver = Callable[[Entry, int, int], None]
 LARGEST_BATCH = 4096
 
 
-def _du(path: str) -> tuple[int, int]:
-    """Regular files and bytes below an excluded directory (links never
-    followed; unreadable parts passed over, as the builders skip them too)."""
-    return regular_usage(path)
-
-
 def measure(
     ctx: BuildContext,
     entries: Callable[[], object],
@@ -371,7 +365,9 @@ class _KeptOut:
     def add(self, path: str, is_dir: bool, rule: Rule | None) -> tuple[int, int]:
         """Count the excluded ``path``; the files and bytes it keeps out."""
         if is_dir:
-            n, b = _du(os.path.join(self.root, path))
+            # Everything below, without matching (links never followed;
+            # unreadable parts passed over, as the builders skip them too).
+            n, b = regular_usage(os.path.join(self.root, path))
         else:
             try:
                 s = os.lstat(os.path.join(self.root, path))
