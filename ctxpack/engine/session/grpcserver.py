@@ -419,6 +419,15 @@ class GrpcServer:
         self.bytes_out += n
         return pending[n:]
 
+    def _take_out_locked(self) -> bytes | memoryview:
+        """Everything queued for the socket, as one buffer, dequeued
+        (``_out_cond`` held)."""
+        if not self._out:
+            return b""
+        out = memoryview(b"".join(self._out))
+        self._out.clear()
+        return out
+
     def _io_loop(self) -> None:
         # One thread reads and writes: an SSL socket must not be used by two
         # threads at once, and a health answer goes out on the next turn of
@@ -430,9 +439,8 @@ class GrpcServer:
         pending: bytes | memoryview = b""  # taken from the queue, not yet accepted by the socket
         while True:
             with self._out_cond:
-                if not pending and self._out:
-                    pending = memoryview(b"".join(self._out))
-                    self._out.clear()
+                if not pending:
+                    pending = self._take_out_locked()
                 if self.closed and (not pending or self._abandon):
                     return
             fd = sock.fileno()
@@ -468,9 +476,7 @@ class GrpcServer:
                     # What the read produced (a REQ's DATA, a health answer)
                     # goes out now, not after another turn through select.
                     with self._out_cond:
-                        if self._out:
-                            pending = memoryview(b"".join(self._out))
-                            self._out.clear()
+                        pending = self._take_out_locked()
                     if pending:
                         rest = self._send(sock, pending)
                         if rest is None:
