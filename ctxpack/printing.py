@@ -85,7 +85,7 @@ def fingerprint_chunks(fp: "Fingerprint", as_json: bool) -> list[Chunk]:
     """What ``ctxpack fingerprint`` prints once the context is open: the
     run's notes and warnings (an index that could not be used), then the
     fingerprint (``--json``: the document)."""
-    out = [diagnostic("note", n) for n in fp.notes] + [diagnostic("warning", w) for w in fp.warnings]
+    out = notes_chunks(fp.notes, fp.warnings)
     out.append((1, (to_json(fp.to_json()) if as_json else fp.fingerprint) + "\n"))
     return out
 

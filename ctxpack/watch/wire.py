@@ -265,7 +265,7 @@ def ask_fast(command: str, options: "Sequence[str]", s: "Spec") -> tuple[int, li
         return None
     root = str(s["root"])
     path = socket_path(root)
-    if not os.path.exists(path) or path in _SILENT:
+    if not os.path.exists(path) or silent(path):
         return None
     body = pack_fields([FAST, str(PROTOCOL), command, str(len(options)), *options, os.getcwd(), *spec_fields(s)])
     try:
