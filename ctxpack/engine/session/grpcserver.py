@@ -538,10 +538,13 @@ class GrpcServer:
 
     def _flush_locked(self) -> None:
         out = self._conn.data_to_send()
-        if not out:
-            return
+        if out:
+            self._enqueue(out)
+
+    def _enqueue(self, data: bytes) -> None:
+        """Queue ``data`` for the socket; wake the I/O thread unless this is it."""
         with self._out_cond:
-            self._out.append(out)
+            self._out.append(data)
         if threading.current_thread() is not self._reader_thread:
             self._wake()
 
@@ -610,10 +613,7 @@ class GrpcServer:
                 frames += (len(data).to_bytes(3, "big"), head, data)
             if frames:
                 self._flush_locked()
-                with self._out_cond:
-                    self._out.append(b"".join(frames))
-                if threading.current_thread() is not self._reader_thread:
-                    self._wake()
+                self._enqueue(b"".join(frames))
             if pending:
                 return
         if not call._pending and call._deferred is not None:
