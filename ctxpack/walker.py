@@ -340,8 +340,9 @@ def _walk(ctx: BuildContext, abs_top: str, rel_top: str, top_plan: DirPlan, top_
                 if kind == SYMLINK:
                     link = os.readlink(abs_dir + "/" + name)
                 elif kind != DIR and sr.st_nlink > 1:
-                    # (A symlink's second name stays a symlink here; the
-                    # classic CLI's tar makes it a link to the first.)
+                    # (A symlink's second name stays a symlink here, as a
+                    # session sends it; the classic tar makes it a link to
+                    # the first: ctxpack.tar.rows.builder_rows.)
                     first = links.first_name(rel, sr)
                     if first is not None:
                         kind, link = EntryKind.HARDLINK, first

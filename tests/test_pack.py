@@ -90,12 +90,17 @@ def test_big_and_special_files_identical(tmp_path: Path, docker_cli: Any) -> Non
     os.link(root / "small", root / "small-link")
     os.mkfifo(root / "fifo")
     os.symlink("../outside/" + "t" * 150, root / "longlink")
+    # A hard-linked symlink: go-archive's SeenFiles makes its later name a
+    # link to the first, as for any non-directory.
+    os.symlink("small", root / "sl")
+    os.link(root / "sl", root / "sl-hard", follow_symlinks=False)
     os.utime(root / "small", (0, -86400 * 400))  # before 1970: PAX mtime
     (root / "capped").write_bytes(b"#!/bin/true\n")
     # cap_net_raw+ep as a revision-2 security.capability blob: a PAX xattr record
     os.setxattr(root / "capped", "security.capability", struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0))
     cap = docker_cli.capture(root)
     assert any("SCHILY.xattr.security.capability" in m.pax_headers for m in cap.members)
+    assert [(m.type, m.linkname) for m in cap.members if m.name == "sl-hard"] == [(tarfile.LNKTYPE, "sl")]
     for parallel in (False, True):
         assert tar_bytes(root, opts=PackOptions(parallel=parallel)) == cap.tar
 

@@ -35,7 +35,7 @@ from typing import Any
 from ctxpack.errors import ContextError, TarHeaderError, WalkerDiedError
 from ctxpack.context import BuildContext, Dialect
 from ctxpack.tar.header import encode_from_mode
-from ctxpack.walker import Entry, EntryKind, entries_for_builder, injected_dockerfile_name
+from ctxpack.walker import Entry, EntryKind, HardLinks, entries_for_builder, injected_dockerfile_name
 
 # Kinds whose header the walker process encodes from the lstat alone (a hard
 # link's header is a link record, built by the packer).
@@ -84,8 +84,16 @@ def builder_rows(ctx: BuildContext, *, headers: bool = False, walked: Iterable[E
     the context or stdin at the end; the classic dialect injects that one
     already, as the docker CLI does.  ``walked``: as for
     ``entries_for_builder``, with each entry's ``lstat``.
+
+    A classic tar is the docker CLI's: go-archive's ``SeenFiles`` makes the
+    later name of a hard-linked *symlink* a link to the first name, as for
+    any non-directory (the walker keeps symlinks as symlinks, which is what
+    a BuildKit session sends).  Not without ``headers``: that is the
+    reproducible tar, where every name stands alone.
     """
     logged: list[str] = []
+    symlinks = HardLinks() if headers and ctx.dialect is Dialect.CLASSIC else None
+    SYMLINK = EntryKind.SYMLINK
     for e in entries_for_builder(ctx, warn=logged.append, walked=walked):
         while logged:
             yield (logged.pop(0), WARN, 0, 0, 0, 0, 0, None, None, None)
@@ -103,6 +111,13 @@ def builder_rows(ctx: BuildContext, *, headers: bool = False, walked: Iterable[E
                 "BuildKit applies no ignore rules to a tar body, so COPY . sees it (a BuildKit session does not send it)"
             )
             yield (message, WARN, 0, 0, 0, 0, 0, None, None, None)
+        s = e.stat
+        if symlinks is not None and e.kind == SYMLINK and s is not None and s.st_nlink > 1:
+            first = symlinks.first_name(e.path, s)
+            if first is not None:
+                yield (e.path, EntryKind.HARDLINK, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_rdev,
+                       first, None, None)
+                continue
         yield entry_row(e, header=headers)
     for message in logged:
         yield (message, WARN, 0, 0, 0, 0, 0, None, None, None)
