@@ -31,8 +31,12 @@ Chunk = tuple[int, str]
 # Control characters (C0, DEL, C1) and undecodable bytes (surrogate escapes)
 # in a path must never reach a terminal raw: a file named "\x1b]0;pwned\x07"
 # would retitle the window, one with "\r" would overwrite the line (issue 16).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# A backslash is doubled where it starts what reads as one of these escapes
+# (``\\x``, ``\\n``, ``\\r``, ``\\t``, ``\\\\``): a file literally named
+# ``a\\x1b`` is not shown like one holding an ESC byte.  Elsewhere it stays
+# single, so patterns and paths quoted in messages read as written.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]|\\\\(?=[xnrt\\\\])")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
 
 def _escape(m: re.Match[str]) -> str:
@@ -45,7 +49,9 @@ def _escape(m: re.Match[str]) -> str:
 
 def printable(text: str) -> str:
     """``text`` safe for a terminal: control characters and undecodable
-    bytes shown as ``\\n``, ``\\x1b``, ``\\xff``; everything else as is."""
+    bytes shown as ``\\n``, ``\\x1b``, ``\\xff``, a backslash before ``x``,
+    ``n``, ``r``, ``t`` or another backslash doubled (so the escapes are
+    unambiguous); everything else as is."""
     return _UNPRINTABLE.sub(_escape, text)
 
 

@@ -25,6 +25,9 @@ def test_printable_escapes_controls_and_undecodable_bytes() -> None:
     assert printable("x\ny\rz\tw") == "x\\ny\\rz\\tw"
     assert printable(os.fsdecode(b"caf\xff")) == "caf\\xff"
     assert printable("\x9b\x7f") == "\\x9b\\x7f"
+    # Unambiguous: a literal backslash that would read as an escape is doubled.
+    assert printable("a\\x1b") == "a\\\\x1b" != printable("a\x1b")
+    assert printable("a\\\\n") == "a\\\\\\\\n" and printable("C:\\Users") == "C:\\Users"
     assert printable("héllo wörld ✓") == "héllo wörld ✓"
 
 
@@ -65,6 +68,8 @@ NAMES = [
     (b"src/new\nline.js", "src/new\\nline.js"),      # not split over two lines
     (b"src/bad\xff.js", "src/bad\\xff.js"),           # undecodable
     (b"src/t\x07\r\x9b.js", "src/t\\x07\\r\\x9b.js"),
+    (b"src/lit\\x1b.js", "src/lit\\\\x1b.js"),   # a literal backslash-x: not shown as the ESC name above
+    (b"src/back\\slash.js", "src/back\\slash.js"),  # a backslash starting no escape stays single
     ("src/héllo ✓.js".encode(), "src/héllo ✓.js"),   # printable non-ASCII: as is
 ]
 
