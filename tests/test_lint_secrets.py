@@ -62,9 +62,22 @@ def test_found_by_content(text: str, what: str) -> None:
     "DATABASE_URL=postgres://user:${DB_PASS}@db/app\n",
     "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
     "# DB_PASSWORD=Zq8vK2mPw9xL (commented out)\n",
+    # Published by design (excalidraw's .env.development holds the first):
+    # an RSA public key, Next/Vite public variables, an OpenSSH public key.
+    "VITE_APP_PLUS_EXPORT_PUBLIC_KEY='MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAm2g5T+Rub6Kbf1Mf57t0'\n",
+    "NEXT_PUBLIC_SENTRY_DSN_ID=9f3Kq7Zt2Lm8Xw4Pb6Rc1Vy5\nSTRIPE_PUBLISHABLE_KEY=Zq8vK2mPw9xLa7Bc3Dd5Ee\n",
+    "DEPLOY_KEY_LINE=ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG7h5k2Qz9xP4r8Lm3Vb6Nc1Ty0Ws5Ae\n",
 ])
 def test_not_found(text: str) -> None:
     assert scan_bytes(text.encode(), "named") == []
+
+
+def test_public_names_do_not_hide_real_secrets() -> None:
+    """Only the entropy guess yields to a public-looking value: a known
+    token format or a secret-naming key is still found."""
+    hits = scan_bytes(f"PUBLIC_UPLOAD_TOKEN={GITHUB}\nAPP_KEY_ID=9f3Kq7Zt2Lm8Xw4Pb6Rc1Vy5\n".encode(), "named")
+    assert [h.what for h in hits] == ["a GitHub token", "a value for PUBLIC_UPLOAD_TOKEN",
+                                      "a high-entropy value for APP_KEY_ID"], hits
 
 
 def test_key_names() -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ctxpack import fs
 from ctxpack.linter.findings import ERROR, WARNING
 
-__all__ = ["INSTALLED", "Hit", "candidate", "maybe", "entropy", "high_entropy", "looks_like_example", "placeholder", "scan", "scan_bytes",
+__all__ = ["INSTALLED", "Hit", "candidate", "maybe", "entropy", "high_entropy", "public_value", "looks_like_example", "placeholder", "scan", "scan_bytes",
            "secret_key"]
 
 # At most this much of a file is read; credentials files are small.
@@ -300,9 +300,28 @@ def scan_bytes(data: bytes, reason: str) -> list[Hit]:
         if secret_key(key):
             sev = ERROR if len(value) >= 8 or high_entropy(value) else WARNING
             hits.append(Hit(f"a value for {key}", number, sev))
-        elif high_entropy(value):
+        elif high_entropy(value) and not public_value(key, value):
             hits.append(Hit(f"a high-entropy value for {key}", number, WARNING))
     return hits
+
+
+# The base64 openings of DER public keys (SubjectPublicKeyInfo: RSA, EC
+# P-256/P-384, Ed25519) and OpenSSH public key lines: random-looking, but
+# meant to be published.
+_PUBLIC_KEY_VALUE = re.compile(
+    r"^(MII[BCEJ][A-Za-z0-9+/]{1,2}ANBgkqhkiG9w0BAQEFAAO|MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE|"
+    r"MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAE|MCowBQYDK2VwAyEA|(ssh|ecdsa)-[a-z0-9-]+ AAAA)"
+)
+
+
+def public_value(key: str, value: str) -> bool:
+    """A value published by design: its name says so (``*_PUBLIC_KEY``,
+    ``NEXT_PUBLIC_*``, ``*_PUBKEY``, Stripe's ``PUBLISHABLE_KEY``) or it is a
+    public key's encoding.  Its entropy proves nothing then (a real project's
+    ``.env`` with an RSA public key was reported as a secret)."""
+    if any(w in ("public", "pub", "pubkey", "publishable") for w in _words(key)):
+        return True
+    return bool(_PUBLIC_KEY_VALUE.match(value))
 
 
 def scan(abspath: str, rel: str, size: int, reason: str) -> list[Hit]:
