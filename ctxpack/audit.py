@@ -9,7 +9,9 @@ sized without matching, because everything below a pruned directory is out.
 ``measure_context`` (what :func:`ctxpack.size` uses) gets the same report
 with the walk in a forked process (:func:`ctxpack.tar.rows.row_batches`):
 the child walks, matches and stats; this process sums up the files and sizes
-what the rules keep out meanwhile.  On the 122k-entry bench tree
+what the rules keep out meanwhile, and the child, once its walk is done,
+takes part of that sizing (``_Share``: below the pruned directories there can
+be more entries than the walk meets).  On the 122k-entry bench tree
 (bench/results/lint.md, 16:34 UTC, load 0.4-0.9) the wall time went from
 1.26x to 1.10x ``ls --excluded`` with no ignore file, and with pruning rules
 (whose directories are sized here while the child walks) from 3.0x to 2.2x
@@ -22,6 +24,7 @@ from __future__ import annotations
 import functools
 import gc
 import heapq
+import mmap  # with the module, not where used: size may run where no new module can be loaded (a process that dropped its privileges)
 import os
 import stat as st
 import time
@@ -31,7 +34,7 @@ from itertools import repeat
 
 from ctxpack.context import BuildContext
 from ctxpack.errors import ContextError
-from ctxpack.fs import regular_usage
+from ctxpack.fs import regular_in, regular_usage
 from ctxpack.ignore.matcher import Rule
 from ctxpack.units import format_size, parse_size  # here for the callers that import them from audit
 from ctxpack.walker import Entry, EntryKind, OnError, Progress, list_entries
@@ -204,13 +207,21 @@ def measure(
 
 # A chunk of the forked walk (_size_rows): the sent entries counted, the sent
 # files' paths and sizes, the excluded entries as (path, is a directory, rule
-# index or -1) and the errors handed to ``on_error`` (pickled), in walk order.
-_Chunk = tuple[int, list[str], list[int], list[tuple[str, bool, int]], list[bytes]]
+# index or -1), the errors handed to ``on_error`` (pickled), in walk order,
+# and whether the walk ended with it.  After the last one, the walker's help
+# with the pruned directories (_Share): per rule index (-1: none), the
+# [files, bytes] it counted, as a 1-tuple.
+_Chunk = tuple[int, list[str], list[int], list[tuple[str, bool, int]], list[bytes], bool]
+_Helped = tuple[dict[int, list[int]]]
 
 # Files (or excluded entries) per chunk the walker process sends: small
 # enough for the two processes to overlap, large enough that a chunk costs
 # one write.
 CHUNK = 1024
+
+# Of what is left to size when the forked walker asks for work, it gets
+# every SHARE-th directory (see _Pruned.count).
+SHARE = 3
 
 
 def measure_context(
@@ -228,7 +239,8 @@ def measure_context(
     The same report as :func:`measure`, in less wall time on two cores: the
     child walks, matches and stats, and sends per chunk of entries only the
     sent files' paths and sizes, the excluded entries and the errors met;
-    this process sums them up and sizes what the rules keep out meanwhile.
+    this process sums them up and sizes what the rules keep out meanwhile,
+    and once the walk is done the child helps with that (:class:`_Share`).
     Errors handed to ``on_error`` reach it in walk order; an error the walk
     raises is raised here, after what came before it was counted.
     """
@@ -242,14 +254,24 @@ def measure_context(
     below: dict[str, list[int]] = {}
     sent = 0
     shown = 0
+    received = 0  # chunks read
+    forking = can_fork() if fork is None else fork
+    share = _Share() if forking else None
+    pruned = _Pruned(kept_out, rules, share)
     collecting = gc.isenabled()
     gc.disable()  # as in measure (the forked walker inherits it)
     try:
-        rows = functools.partial(_size_rows, on_error=on_error is not None)
-        with row_batches(ctx, fork=can_fork() if fork is None else fork, rows=rows, batch=1) as batches:
-            chunk: _Chunk
-            for (chunk,) in batches:  # type: ignore[assignment]  # rows=_size_rows: one chunk per batch
-                n_sent, paths, sizes, excluded, errors = chunk
+        rows = functools.partial(_size_rows, on_error=on_error is not None, share=share)
+        with row_batches(ctx, fork=forking, rows=rows, batch=1,
+                         close_in_child=share.parent_ends if share is not None else ()) as batches:
+            if share is not None:
+                share.forked(batches.walker is not None)
+            item: _Chunk | _Helped
+            for (item,) in batches:  # type: ignore[assignment]  # rows=_size_rows: one chunk per batch
+                if len(item) == 1:  # the walker's help (after the walk)
+                    pruned.add_helped(item[0])
+                    continue
+                n_sent, paths, sizes, excluded, errors, last = item
                 if errors:
                     import pickle  # here: only an error needs it
 
@@ -257,7 +279,10 @@ def measure_context(
                     for raw in errors:
                         on_error(pickle.loads(raw))
                 for path, is_dir, rule in excluded:
-                    kept_out.add(path, is_dir, rules[rule] if rule >= 0 else None)
+                    if is_dir:
+                        pruned.add(path, rule)
+                    else:
+                        kept_out.add(path, False, rules[rule] if rule >= 0 else None)
                 # The directories' sums are added up to every ancestor as the
                 # chunks come (_sum_up's work, done here while the walker
                 # works, not after it).
@@ -268,11 +293,206 @@ def measure_context(
                 if progress is not None and sent >> 11 != shown:  # every 2048 sent entries, as measure
                     shown = sent >> 11
                     progress(tally.files, tally.bytes)
+                if last:
+                    pruned.count()  # all that is left, with the walker's help
+                    if share is not None:
+                        share.end()
+                elif share is not None:
+                    received += 1
+                    pruned.count(received)  # until the walker has sent the next chunk
     finally:
         if collecting:
             gc.enable()
+        if share is not None:
+            share.close()
+    pruned.count()  # without a forked walker (or its help): everything here
     tally.dirs = below
     return _finish(rep, tally, kept_out, sent, top, started, summed=True)
+
+
+class _Share:
+    """How the forked walker and this process share the sizing of the
+    pruned directories, through a few shared words (``shared``) and a pipe.
+
+    While the walk runs, the walker counts the chunks it has made
+    (``shared[CHUNKS]``): this process sizes pruned directories while it has
+    read them all, and reads the next as soon as there is one.  Once its
+    walk is done, the walker sets ``shared[WANTS]`` when it is idle and
+    waits on the ``work`` pipe, where this process sends it part of what is
+    left to size (:meth:`_Pruned.count`), or an empty message: no more.
+    Each word has one writer (``WANTS`` set by the walker, cleared by this
+    process before it sends; ``CHUNKS`` by the walker), and an outdated
+    read costs at most one directory's wait, so plain shared words are
+    enough.  What the walker counted comes back as a last chunk of the
+    walk (:data:`_Helped`).
+
+    Why: below the pruned directories are most of the tree's entries with
+    the typical ignore file of the bench tree (84k of 122k): their listing
+    and stats, mostly system time, are more work than the whole walk, and
+    the walker's core is free once it is done.
+    """
+
+    WANTS, CHUNKS = 0, 1
+
+    def __init__(self) -> None:
+        self.memory = mmap.mmap(-1, 8)  # anonymous: shared with the forked child
+        self.shared = memoryview(self.memory).cast("I")  # aligned 32-bit words
+        self.owner = os.getpid()
+        self.work_r, self.work_w = os.pipe()
+        self.parent_ends = (self.work_w,)  # the child closes these
+
+    def forked(self, forked: bool) -> None:
+        """In this process, once the walker is forked (``forked``: it was;
+        else the walk runs here and there is no one to help)."""
+        os.close(self.work_r)
+        self.work_r = -1
+        if not forked:
+            self.close()
+
+    def send(self, work: list[tuple[int, str]]) -> None:
+        """Hand ``work`` ((rule index, directory) pairs; empty: the end) to
+        the walker, which asked for it (or will: it reads the pipe).  A
+        message is its length (4 bytes, little-endian; 0: the end) and
+        the pairs, marshalled."""
+        import marshal
+
+        self.shared[self.WANTS] = 0
+        payload = marshal.dumps(work) if work else b""
+        data = memoryview(len(payload).to_bytes(4, "little") + payload)
+        while data:
+            data = data[os.write(self.work_w, data):]
+
+    def end(self) -> None:
+        """Tell the walker that there is no more to size: it sends what it
+        counted and ends."""
+        if self.work_w >= 0:
+            try:
+                self.send([])
+            except BrokenPipeError:
+                pass  # the walker died: reading its rows says how
+            self.close()
+
+    def close(self) -> None:
+        """Close this process's ends (a walker not told :meth:`end` is
+        killed by the caller)."""
+        for fd in (self.work_r, self.work_w):
+            if fd >= 0:
+                os.close(fd)
+        self.work_r = self.work_w = -1
+
+    def made_chunk(self) -> None:
+        """In the walker: one more chunk of the walk is about to be sent."""
+        self.shared[self.CHUNKS] = (self.shared[self.CHUNKS] + 1) & 0xFFFFFFFF
+
+    def help(self) -> dict[int, list[int]]:
+        """In the walker, after its walk: size what this process hands
+        over until it says there is no more; per rule index, [files, bytes]."""
+        import marshal
+
+        sums: dict[int, list[int]] = {}
+        while True:
+            self.shared[self.WANTS] = 1
+            n = int.from_bytes(_read_exactly(self.work_r, 4), "little")
+            if not n:  # the end (or the parent is gone: the pipe's end)
+                return sums
+            work: list[tuple[int, str]] = marshal.loads(_read_exactly(self.work_r, n))
+            for rule, top in work:
+                files, size = regular_usage(top)
+                row = sums.get(rule)
+                if row is None:
+                    sums[rule] = [files, size]
+                else:
+                    row[0] += files
+                    row[1] += size
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    """``n`` bytes from ``fd``, or fewer at its end."""
+    parts = []
+    while n:
+        part = os.read(fd, n)
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
+
+
+class _Pruned:
+    """The pruned directories met so far, sized here a directory at a time
+    (:func:`~ctxpack.fs.regular_in`): the ones not begun (``pending``, with
+    their rule index), and the directories still to list below the one
+    begun (``stack``).  With a :class:`_Share`, whenever the walker asks,
+    it gets half of both (every second one: the deepest levels of the
+    stack are the biggest subtrees, and they alternate)."""
+
+    def __init__(self, kept_out: _KeptOut, rules: dict[int, Rule], share: _Share | None):
+        self.kept_out = kept_out
+        self.rules = rules
+        self.share = share
+        self.pending: list[tuple[int, str]] = []
+        self.stack: list[str] = []
+        self.rule = -1  # of the directory begun
+        self.files = self.bytes = 0  # counted for it, not yet added
+
+    def add(self, path: str, rule: int) -> None:
+        """A pruned directory of the walk (with its rule's index, or -1)."""
+        self.kept_out.note(self.rules[rule] if rule >= 0 else None)  # the rules' order, as measure's
+        self.pending.append((rule, os.path.join(self.kept_out.root, path)))
+
+    def count(self, received: int | None = None) -> None:
+        """Size what is pending; with ``received`` (the walk's chunks read),
+        only until the walker has made the next one.  Give the walker part
+        of what is left whenever it asks."""
+        stack, pending, share = self.stack, self.pending, self.share
+        push = stack.append
+        shared = share.shared if share is not None and share.work_w >= 0 else None  # None: no one to help
+        if shared is None and received is not None:
+            return  # in this process, the walk and the sizing cannot overlap
+        wants, chunks = _Share.WANTS, _Share.CHUNKS
+        files, size = self.files, self.bytes
+        try:
+            while True:
+                if not stack:
+                    self.files, self.bytes = files, size
+                    self._flush()
+                    files = size = 0
+                    if not pending:
+                        return
+                    self.rule, top = pending.pop()
+                    push(top)
+                n, b = regular_in(stack.pop(), push)
+                files += n
+                size += b
+                if shared is None:
+                    continue
+                if shared[wants] and len(stack) + len(pending) > 1:
+                    assert share is not None
+                    # Every SHARE-th: the stack's first levels are the
+                    # biggest subtrees, and they alternate.  Not half: the
+                    # walker comes back for more when it is done, this
+                    # process is left waiting when it has given too much.
+                    rule = self.rule
+                    given = [(rule, d) for d in stack[1::SHARE]] + pending[1::SHARE]
+                    del stack[1::SHARE]
+                    del pending[1::SHARE]
+                    if not given:  # one directory begun and one pending: that one
+                        given.append(pending.pop())
+                    share.send(given)
+                if received is not None and shared[chunks] != received:
+                    return
+        finally:
+            self.files, self.bytes = files, size
+
+    def _flush(self) -> None:
+        if self.files or self.bytes:
+            self.kept_out.count(self.rules[self.rule] if self.rule >= 0 else None, self.files, self.bytes)
+        self.files = self.bytes = 0
+
+    def add_helped(self, sums: dict[int, list[int]]) -> None:
+        """What the walker counted (per rule index, [files, bytes])."""
+        for rule, (files, size) in sums.items():
+            self.kept_out.count(self.rules[rule] if rule >= 0 else None, files, size)
 
 
 def _add_below(below: dict[str, list[int]], direct: dict[str, list[int]]) -> None:
@@ -291,14 +511,15 @@ def _add_below(below: dict[str, list[int]], direct: dict[str, list[int]]) -> Non
             d = d.rpartition("/")[0]
 
 
-def _size_rows(ctx: BuildContext, on_error: bool) -> Iterator[_Chunk]:
+def _size_rows(ctx: BuildContext, on_error: bool, share: _Share | None = None) -> Iterator[_Chunk | _Helped]:
     """The walk as chunks (run in the walker process); see :data:`_Chunk`.
 
     Per entry only what the sums need is kept, each entry let go at once (a
     chunk of entries held would be fresh memory for every new one, slower
     than the entry just freed); a chunk ends every :data:`CHUNK` files or
     excluded entries, and at most every :data:`LARGEST_BATCH` files (a batch
-    of :class:`_Tally`)."""
+    of :class:`_Tally`).  The last chunk says so; then, in a forked walker,
+    the help with the pruned directories (:meth:`_Share.help`) follows."""
     errors: list[bytes] = []
 
     def report(err: ContextError) -> None:
@@ -314,9 +535,14 @@ def _size_rows(ctx: BuildContext, on_error: bool) -> Iterator[_Chunk]:
     limit = max(1, min(CHUNK, LARGEST_BATCH))
     done = 0  # entries in the chunks sent so far
 
-    def chunk(end: int) -> _Chunk:
+    forked = share is not None and os.getpid() != share.owner
+
+    def chunk(end: int, last: bool = False) -> _Chunk:
         nonlocal done, errors
-        out = (end - done - len(excluded), paths[:], sizes[:], excluded[:], errors)
+        if forked and not last:
+            assert share is not None
+            share.made_chunk()
+        out = (end - done - len(excluded), paths[:], sizes[:], excluded[:], errors, last)
         done = end
         paths.clear()
         sizes.clear()
@@ -348,8 +574,10 @@ def _size_rows(ctx: BuildContext, on_error: bool) -> Iterator[_Chunk]:
         if i + 1 > done or errors:
             yield chunk(i + 1)  # what came before the error is counted, as in measure
         raise
-    if i + 1 > done or errors:
-        yield chunk(i + 1)
+    yield chunk(i + 1, last=True)
+    if forked:  # help (in process, the caller sizes it all)
+        assert share is not None
+        yield (share.help(),)
 
 
 class _KeptOut:
@@ -374,16 +602,28 @@ class _KeptOut:
             except OSError:
                 return 0, 0  # gone meanwhile: nothing kept out
             n, b = (1, s.st_size) if st.S_ISREG(s.st_mode) else (0, 0)
-        rep = self.rep
-        rep.excluded_files += n
-        rep.excluded_bytes += b
-        if rule is not None:
-            r = self.savings.get(rule.index)
-            if r is None:
-                r = self.savings[rule.index] = RuleSaving(str(rule), rule.source, rule.line, rule.text)
-            r.files += n
-            r.bytes += b
+        self.count(rule, n, b)
         return n, b
+
+    def note(self, rule: Rule | None) -> RuleSaving | None:
+        """The saving of ``rule`` (made when it first decides an entry: the
+        report lists rules of equal savings in that order)."""
+        if rule is None:
+            return None
+        r = self.savings.get(rule.index)
+        if r is None:
+            r = self.savings[rule.index] = RuleSaving(str(rule), rule.source, rule.line, rule.text)
+        return r
+
+    def count(self, rule: Rule | None, files: int, size: int) -> None:
+        """Add ``files`` regular files of ``size`` bytes kept out by ``rule``."""
+        rep = self.rep
+        rep.excluded_files += files
+        rep.excluded_bytes += size
+        r = self.note(rule)
+        if r is not None:
+            r.files += files
+            r.bytes += size
 
 
 def _finish(rep: SizeReport, tally: _Tally, kept_out: _KeptOut, sent: int, top: int, started: float,

@@ -13,14 +13,14 @@ import contextlib
 import errno
 import os
 import stat as st
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ctxpack.errors import ChangedDuringReadError, ClosedPipeError, ContextError, OutputError
 
 __all__ = [
     "DIR_FLAGS", "FILE_FLAGS", "SMALL_FILE", "RETRIES",
     "bytes_key", "sort_entries", "scandir_sorted", "scandir_fd",
-    "open_regular", "read_whole", "iter_tree", "regular_usage", "atomic_output", "output_error",
+    "open_regular", "read_whole", "iter_tree", "regular_usage", "regular_in", "atomic_output", "output_error",
 ]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -151,23 +151,34 @@ def regular_usage(top: str) -> tuple[int, int]:
     stack = [top]
     pop, push = stack.pop, stack.append
     while stack:
-        d = pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue  # unreadable, or gone meanwhile
-        with it:
-            for de in it:
-                try:
-                    if de.is_dir(follow_symlinks=False):
-                        push(de.path)
-                    elif de.is_file(follow_symlinks=False):
-                        s = de.stat(follow_symlinks=False)
-                        if st.S_ISREG(s.st_mode):  # still one (not replaced since the listing)
-                            size += s.st_size
-                            files += 1
-                except OSError:
-                    continue  # gone since the listing: nothing to count
+        n, b = regular_in(pop(), push)
+        files += n
+        size += b
+    return files, size
+
+
+def regular_in(directory: str, push: Callable[[str], object]) -> tuple[int, int]:
+    """One step of :func:`regular_usage`: the regular files directly in
+    ``directory`` and their bytes; each sub-directory's path is handed to
+    ``push`` (to be counted the same way, by whoever takes it: ``size``
+    shares the directories below pruned ones between two processes)."""
+    files = size = 0
+    try:
+        it = os.scandir(directory)
+    except OSError:
+        return 0, 0  # unreadable, or gone meanwhile
+    with it:
+        for de in it:
+            try:
+                if de.is_dir(follow_symlinks=False):
+                    push(de.path)
+                elif de.is_file(follow_symlinks=False):
+                    s = de.stat(follow_symlinks=False)
+                    if st.S_ISREG(s.st_mode):  # still one (not replaced since the listing)
+                        size += s.st_size
+                        files += 1
+            except OSError:
+                continue  # gone since the listing: nothing to count
     return files, size
 
 

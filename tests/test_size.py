@@ -307,3 +307,56 @@ def test_forked_measure_gives_the_in_process_report(world_tmp: Path, monkeypatch
     assert {r["text"]: (r["files"], r["bytes"]) for r in rep["rules"]}["**/*.log"] == (1, 30)  # gone.log passed over
     # src/m*/ but m03 (44: src/m02/hard.py is a link to src/m01/f1.py), src/keep.log, .dockerignore, zz-opaque
     assert rep["files"] == 44 + 3
+
+
+def test_forked_walker_helps_size_the_pruned_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once its walk is done, the forked walker sizes part of what is below
+    the pruned directories (audit._Share: it asks, this process hands it
+    every second directory left): the report is still the in-process one to
+    the byte, every rule's savings included -- each hard-linked name, no
+    symlink, FIFO or empty directory counted -- whoever counted what.  This
+    process is slowed down here (each directory listing sleeps) so that the
+    walker surely asks while there is work left."""
+    import time
+
+    import ctxpack
+    from ctxpack import audit
+    from ctxpack.walker import list_entries
+
+    files = {"Dockerfile": b"FROM scratch\n", "keep/a.txt": b"a" * 3}
+    for top in ("node_modules", "pkg/node_modules", "out", "cache"):
+        for i in range(6):
+            for j in range(3):
+                files[f"{top}/d{i}/s{j}/f.bin"] = b"x" * (len(top) + i * 10 + j)
+            files[f"{top}/d{i}/top.txt"] = b"t" * i
+    root = make_tree(tmp_path / "c", files, dockerignore="**/node_modules\nout\ncache/d*\n")
+    os.link(root / "out" / "d1" / "top.txt", root / "cache" / "d2" / "hard.txt")
+    os.symlink("../d1", root / "out" / "d0" / "link")
+    os.mkfifo(root / "cache" / "d3" / "fifo")
+    (root / "out" / "d5" / "empty").mkdir()
+    ctx = ctxpack.open_context(root)
+    expected = audit.measure(ctx, lambda: list_entries(ctx, excluded=True), top=1000).to_json()
+
+    parent = os.getpid()
+    real = audit.regular_in
+    helped: list[int] = []
+    real_helped = audit._Pruned.add_helped
+
+    def slow_here(directory: str, push: Any) -> tuple[int, int]:
+        if os.getpid() == parent:
+            time.sleep(0.01)
+        return real(directory, push)
+
+    def add_helped(self: Any, sums: dict[int, list[int]]) -> None:
+        helped.append(sum(n for n, _ in sums.values()))
+        real_helped(self, sums)
+
+    monkeypatch.setattr(audit, "regular_in", slow_here)
+    monkeypatch.setattr(audit._Pruned, "add_helped", add_helped)
+    monkeypatch.setattr(audit, "CHUNK", 2)
+    rep = audit.measure_context(ctx, top=1000, fork=True)
+    assert rep.to_json() | {"elapsed": 0} == expected | {"elapsed": 0}
+    assert expected["excluded"] == {"files": 4 * 6 * 4 + 1, "bytes": rep.excluded_bytes}
+    assert len(helped) == 1 and 0 < helped[0] < rep.excluded_files, helped  # both counted a part
+    in_process = audit.measure_context(ctx, top=1000, fork=False)
+    assert in_process.to_json() == rep.to_json() and helped == [helped[0]]  # no one to help: all counted here
