@@ -425,7 +425,7 @@ def test_pip_install_leaves_the_checkout_clean_and_ships_every_package(tmp_path:
     repo = Path(__file__).resolve().parent.parent
     src = tmp_path / "checkout"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md", "MANIFEST.in", "_backend", "ctxpack"):
+    for name in ("pyproject.toml", "README.md", "MANIFEST.in", "_backend", "bin", "ctxpack"):
         if (repo / name).is_dir():
             shutil.copytree(repo / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
@@ -445,6 +445,9 @@ def test_pip_install_leaves_the_checkout_clean_and_ships_every_package(tmp_path:
     packages = {str(p.parent.relative_to(repo)) for p in (repo / "ctxpack").rglob("__init__.py")}
     assert packages <= {n.rpartition("/")[0] for n in names if n.endswith("/__init__.py")}
     assert "ctxpack/cli/app.py" in names and "ctxpack/py.typed" in names
+    import ctxpack
+
+    assert f"ctxpack-{ctxpack.__version__}.data/scripts/ctxpack" in names  # the command (bin/ctxpack: tests/test_watch_script.py runs it)
 
 
 def test_size_shows_a_chain_of_single_directories_as_one_row(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ PACKAGE = Path(ctxpack.__file__).parent
 # front door (``ctxpack/__init__``) re-exports from below; only the CLI sits
 # above it.
 ORDER = [
-    "errors", "units", "fs", "_go", "ignore", "dockerfile", "context", "walker",
+    "errors", "units", "watchlink", "fs", "_go", "ignore", "dockerfile", "context", "walker",
     "tar", "index", "printing", "audit", "explainer", "linter", "report",
     "engine", "watch", "compat", "__init__", "cli", "__main__",
 ]

@@ -397,7 +397,7 @@ def test_answered_diff_and_fingerprint_load_nothing_heavy(watch: WatchProcess, c
         warm, mods = _modules_of(args, cache, tmp_path)
         cold, cold_mods = _modules_of(args, cache, tmp_path, CTXPACK_WATCH="0")
         assert warm.returncode == cold.returncode == 0, warm.stderr + cold.stderr
-        assert "ctxpack.watch.wire" in mods and "click" not in mods  # the console script's fast path answered
+        assert "ctxpack.watchlink" in mods and "click" not in mods  # the console script's fast path answered
         assert not [m for m in mods for h in HEAVY if m == h or m.startswith(h + ".")], args
         assert {"ctxpack.walker", "ctxpack.index.snapshots"} <= cold_mods  # the test can see a walk
         assert warm.stdout == cold.stdout  # fingerprint's `hashed` too: what this command read, none

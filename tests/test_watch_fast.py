@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from ctxpack.cli import fast
 from ctxpack.cli.app import main as group
 from ctxpack.cli.indexing import diff_command, fingerprint_command
-from ctxpack.watch import wire
+from ctxpack import watchlink
 
 from test_watch_cli import REPO, WatchProcess, _env
 
@@ -99,14 +99,14 @@ def test_fast_reader_leaves_click_its_cases() -> None:
 @given(st.lists(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=("Cs",)))
                 | st.sampled_from(["", ":", "1:", "\n", "\udcff", "a\udc80b", "é"])))
 def test_fields_survive_any_name(fields: list[str]) -> None:
-    assert wire.unpack_fields(wire.pack_fields(fields)) == fields
+    assert watchlink.unpack_fields(watchlink.pack_fields(fields)) == fields
 
 
 def test_socket_names_are_fnv1a_128() -> None:
     # The published FNV-1a 128-bit vectors ("" is the offset basis), first 24 hex digits.
-    assert wire.name_hash(b"") == "6c62272e07bb014262b82175"
-    assert wire.name_hash(b"a") == "d228cb696f1a8caf78912b70"
-    assert len({wire.socket_path(f"/src/app{i}") for i in range(1000)}) == 1000
+    assert watchlink.name_hash(b"") == "6c62272e07bb014262b82175"
+    assert watchlink.name_hash(b"a") == "d228cb696f1a8caf78912b70"
+    assert len({watchlink.socket_path(f"/src/app{i}") for i in range(1000)}) == 1000
 
 
 def test_spec_fields_round_trip(tmp_path: Path) -> None:
@@ -114,10 +114,10 @@ def test_spec_fields_round_trip(tmp_path: Path) -> None:
                     "platform": "linux/amd64", "build_args": {"A": "1", "B": ""}}):
         opts = {"dockerfile": None, "dialect": "classic", "ignore_file": None, "minimal": False, "target": None,
                 "build_args": {}, "platform": None} | kw
-        s = wire.spec(str(tmp_path), **opts)  # type: ignore[arg-type]
-        assert s is not None and wire.spec_of_fields(wire.spec_fields(s)) == s
+        s = watchlink.spec(str(tmp_path), **opts)  # type: ignore[arg-type]
+        assert s is not None and watchlink.spec_of_fields(watchlink.spec_fields(s)) == s
     with pytest.raises(ValueError):
-        wire.unpack_fields(b"5:abc")
+        watchlink.unpack_fields(b"5:abc")
 
 
 # -- with a running watcher -----------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_as_a_process_no_click_same_bytes_and_fallbacks(watching: WatchProcess, 
     assert waited < 1.5 * alone + 3, (waited, alone)  # not one 10 s wait, nor three
     # A killed watcher leaves its socket: refused, the command runs.
     watching.stop(signal.SIGKILL)
-    assert os.path.exists(wire.socket_path(str(tree.resolve())))
+    assert os.path.exists(watchlink.socket_path(str(tree.resolve())))
     dead = _script(["diff"], cache, tree)
     assert dead[3] and dead[:3] == cold[:3]
     assert REPO.is_dir()
@@ -302,7 +302,7 @@ def test_a_stuck_watcher_costs_the_console_script_one_wait(tree: Path, tmp_path:
     started = time.monotonic()
     cold = _script(["diff"], cache, tree, CTXPACK_WATCH="0")
     alone = time.monotonic() - started
-    path = wire.socket_path(str(tree.resolve()))
+    path = watchlink.socket_path(str(tree.resolve()))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     held: list[socket.socket] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
@@ -341,7 +341,7 @@ def test_a_failing_answer_leaves_the_server_serving(tree: Path, tmp_path: Path, 
 
     monkeypatch.setenv("CTXPACK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CTXPACK_WATCH_TIMEOUT", "5")
-    s = wire.spec(str(tree), dockerfile=None, dialect="buildkit", ignore_file=None, minimal=False, target=None,
+    s = watchlink.spec(str(tree), dockerfile=None, dialect="buildkit", ignore_file=None, minimal=False, target=None,
                   build_args={}, platform=None)
     assert s is not None
     inputs = Inputs(s)
@@ -355,15 +355,15 @@ def test_a_failing_answer_leaves_the_server_serving(tree: Path, tmp_path: Path, 
     assert w.ready.wait(30)
     server = Server(w, str(tree), inputs=inputs)
     try:
-        assert wire.ask_fast("fingerprint", [], s) is not None
+        assert watchlink.ask_fast("fingerprint", [], s) is not None
         real = server.fingerprint
         server.fingerprint = lambda index: 1 / 0  # type: ignore[assignment,method-assign]
         started = time.monotonic()
-        assert wire.ask_fast("fingerprint", [], s) is None
+        assert watchlink.ask_fast("fingerprint", [], s) is None
         assert time.monotonic() - started < 2  # closed at once, not left to time out
         assert any("ZeroDivisionError" in n for n in notes), notes
         server.fingerprint = real  # type: ignore[method-assign]
-        assert wire.ask_fast("fingerprint", [], s) is not None  # still serving
+        assert watchlink.ask_fast("fingerprint", [], s) is not None  # still serving
     finally:
         server.close()
         w.stop()

@@ -5,7 +5,7 @@ of ctxpack's library is imported.
 An answered command is mostly the interpreter's start-up (issue 14): click
 and the CLI's modules alone take longer than the watcher's answer.  So the
 entry point (:data:`ctxpack.cli.main`) first reads the arguments here, with
-``os`` and ``sys`` only, and asks the watcher (:func:`ctxpack.watch.wire.ask_fast`)
+``os`` and ``sys`` only, and asks the watcher (:func:`ctxpack.watchlink.ask_fast`)
 for the exact text the command prints, which the watcher renders with the
 CLI's own renderer (:mod:`ctxpack.printing`).  Only arguments read here
 exactly as click reads them are taken: one optional DIRECTORY, the context
@@ -127,7 +127,7 @@ def run(argv: list[str], one_command: bool = False) -> int | None:
     the exit status returned; ``None`` (nothing printed) when click must
     run the command.  ``one_command``: this process runs only this command
     (the console script), so a watcher that times out is not asked again
-    by the command's own layers (:data:`ctxpack.watch.wire.one_command`)."""
+    by the command's own layers (:data:`ctxpack.watchlink.one_command`)."""
     if not argv or argv[0] not in _COMMANDS:
         return None
     parsed = read(argv[0], argv[1:])
@@ -135,10 +135,10 @@ def run(argv: list[str], one_command: bool = False) -> int | None:
         return None
     directory, opts, flags = parsed
     minimal = "--minimal" in flags
-    from ctxpack.watch import wire
-    from ctxpack.watch.wire import ask_fast, spec
+    from ctxpack import watchlink
+    from ctxpack.watchlink import ask_fast, spec
 
-    wire.one_command = one_command
+    watchlink.one_command = one_command
 
     s = spec(directory, dockerfile=opts.get("dockerfile"), dialect=opts.get("dialect", "buildkit"),
              ignore_file=opts.get("ignore_file"), minimal=minimal, target=opts.get("target"), build_args={},

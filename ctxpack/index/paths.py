@@ -1,11 +1,12 @@
-"""Where the index lives: the cache directory (a leaf module, so that a
-command answered by a running watcher finds its socket without loading
-SQLite); and :data:`on_wait`, how a run waiting to open the index tells
-its user (here for the same reason: the CLI sets it without loading SQLite)."""
+"""Where the index lives: the cache directory (:func:`ctxpack.watchlink.cache_dir`,
+defined there so that a command answered by a running watcher finds its
+socket without this package); and :data:`on_wait`, how a run waiting to
+open the index tells its user (a leaf module: the CLI sets it without
+loading SQLite)."""
 
-import os
+from ctxpack.watchlink import cache_dir
 
-TYPE_CHECKING = False  # not typing's: this module is on the watcher fast path's start-up
+TYPE_CHECKING = False  # not typing's: the CLI imports this module at every start-up
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -16,12 +17,3 @@ __all__ = ["cache_dir", "on_wait"]
 #: ``ctxpack: note: ...``.  ``None`` (a library caller): not said.
 on_wait: "Callable[[str], None] | None" = None
 
-
-def cache_dir() -> str:
-    """Where the index lives (created on demand)."""
-    explicit = os.environ.get("CTXPACK_CACHE_DIR")
-    if explicit:
-        return os.path.abspath(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = xdg if xdg and os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "ctxpack")

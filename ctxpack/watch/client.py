@@ -28,9 +28,9 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from ctxpack.watch.wire import (PROTOCOL, context_inputs, enabled, peer_stopped, silent, socket_path, spec, stat_key,
-                                timed_out)
-from ctxpack.watch.wire import timeout as _timeout
+from ctxpack.watchlink import (PROTOCOL, context_inputs, enabled, peer_stopped, silent, socket_path, spec, stat_key,
+                               timed_out)
+from ctxpack.watchlink import timeout as _timeout
 
 if TYPE_CHECKING:
     from ctxpack.context import BuildContext

@@ -446,8 +446,9 @@ class Watcher:
         # A new name each time: the kernel merges identical consecutive events.
         p = os.path.join(self._barrier_dir, str(n))
         try:
-            fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
-            os.close(fd)
+            # A symlink: IN_CREATE (and IN_DELETE), not a file's IN_CLOSE_WRITE besides, which
+            # woke the event reader once more while the client waits for its answer.
+            os.symlink(".", p)
             os.unlink(p)
         except OSError:
             return None

@@ -1,11 +1,18 @@
-"""The lightest half of the watcher's client: what the console script's fast
-path (:mod:`ctxpack.cli.fast`) needs to have a running ``ctxpack watch``
-answer ``diff`` or ``fingerprint`` outright, with the text to print.
+"""How a command reaches a running ``ctxpack watch``: where the watcher of a
+context listens (in the cache directory, which is defined here), and the
+fast exchange by which the console script's fast path
+(:mod:`ctxpack.cli.fast`) has it answer ``diff`` or ``fingerprint``
+outright, with the text to print.
 
-Only ``os`` at import time, ``_socket`` when it asks: no ``json``, ``socket``, ``hashlib``, ``typing`` or ``re``, each of
-which costs milliseconds of a command whose whole answer takes a few
-(issue 14: an answered command should cost little more than the interpreter's
-start-up).  :mod:`ctxpack.watch.client` re-exports what is shared.
+A top-level leaf, not part of :mod:`ctxpack.watch`: an answered command
+imports ``ctxpack``, ``ctxpack.cli``, ``ctxpack.cli.fast`` and this, and
+nothing else of ctxpack (each module more is about 0.2 ms of a command
+that should cost little more than the interpreter's start-up, issue 14).
+Only ``os`` and ``sys`` at import time, ``_socket`` and ``time`` (both
+cheap) when it asks: no ``json``, ``socket``, ``hashlib``, ``typing`` or
+``re``, each of which costs milliseconds.  :mod:`ctxpack.watch.client`
+re-exports what is shared; :mod:`ctxpack.index.paths` re-exports
+:func:`cache_dir`.
 
 The fast exchange, on the watcher's socket (:mod:`ctxpack.watch.channel`):
 
@@ -39,7 +46,7 @@ if TYPE_CHECKING:
     Spec = dict[str, object]
 
 
-__all__ = ["PROTOCOL", "FAST", "name_hash", "socket_path", "spec", "spec_fields", "spec_of_fields", "stat_key",
+__all__ = ["PROTOCOL", "FAST", "cache_dir", "name_hash", "socket_path", "spec", "spec_fields", "spec_of_fields", "stat_key",
            "context_inputs", "pack_fields", "unpack_fields", "enabled", "timeout", "ask_fast",
            "silent", "timed_out", "peer_stopped"]
 
@@ -49,6 +56,18 @@ PROTOCOL = 3
 
 #: The first field of a fast request.
 FAST = "ctxpack-fast"
+
+
+def cache_dir() -> str:
+    """Where the index lives and watchers listen (``CTXPACK_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/ctxpack``, else ``~/.cache/ctxpack``; created on
+    demand by whoever writes there)."""
+    explicit = os.environ.get("CTXPACK_CACHE_DIR")
+    if explicit:
+        return os.path.abspath(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = xdg if xdg and os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ctxpack")
 
 
 def name_hash(data: bytes) -> str:
@@ -62,8 +81,6 @@ def name_hash(data: bytes) -> str:
 
 def socket_path(root: str) -> str:
     """Where the watcher of ``root`` listens (the directory may not exist)."""
-    from ctxpack.index.paths import cache_dir
-
     name = name_hash(root.encode("utf-8", "surrogateescape")) + ".sock"
     base = os.path.join(cache_dir(), "watch")
     if len(os.path.join(base, name)) > 100:  # sun_path holds 108 bytes
@@ -234,23 +251,48 @@ def peer_stopped(sock: "Any") -> bool:
     return state in (b"T", b"t")
 
 
+#: How long a client waits for an answer before it looks whether the watcher is stopped.
+_GLANCE = 0.1
+
+
 def _exchange(path: str, request: bytes, wait: float) -> bytes:
-    """Send ``request``, read the answer until the watcher closes."""
+    """Send ``request``; the answer, read up to the length its first line
+    gives (not to the watcher's close: that is one thread switch later).
+    Every ``_GLANCE`` seconds without an answer the watcher's state is
+    looked at: a stopped one (Ctrl-Z) cannot answer until continued, so
+    that is a timeout at once (:func:`peer_stopped`); else it has ``wait``
+    seconds in all."""
     import _socket
+    import time
 
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        s.settimeout(wait)
+        s.settimeout(min(wait, _GLANCE))
         s.connect(path)
-        if peer_stopped(s):
-            raise TimeoutError(f"the watcher serving {path} is stopped")
         s.sendall(request)
-        parts = []
-        while True:
-            b = s.recv(65536)
+        deadline = time.monotonic() + wait
+        parts: list[bytes] = []
+        have, need = 0, -1
+        while need < 0 or have < need:
+            try:
+                b = s.recv(65536)
+            except TimeoutError:
+                left = deadline - time.monotonic()
+                if left <= 0 or peer_stopped(s):
+                    raise TimeoutError(f"no answer from the watcher serving {path}") from None
+                s.settimeout(min(left, _GLANCE))
+                continue
             if not b:
-                break
+                break  # closed early: a short answer, which the caller refuses
             parts.append(b)
+            have += len(b)
+            if need < 0:
+                head = parts[0] if len(parts) == 1 else b"".join(parts)
+                nl = head.find(b"\n")
+                if nl >= 0:
+                    need = nl + 1 + int(head[:nl])
+                elif have > 32:
+                    raise ValueError("not an answer")
     finally:
         s.close()
     return b"".join(parts)
@@ -285,7 +327,7 @@ def ask_fast(command: str, options: "Sequence[str]", s: "Spec") -> tuple[int, li
         for _ in range(int(f[i])):  # directory mtimes the watcher believes in
             rel, mtime = f[i + 1], int(f[i + 2])
             i += 2
-            if os.lstat(os.path.join(root, rel) if rel else root).st_mtime_ns != mtime:
+            if os.lstat(root + "/" + rel if rel else root).st_mtime_ns != mtime:
                 return None
         i += 1
         n_inputs = int(f[i])
