@@ -343,7 +343,12 @@ def test_ssh_mount_without_agent_is_a_clear_error(engine, tmp_path):
 # --------------------------------------------------------------------------
 
 
-def test_rebuild_after_one_change_requests_only_that_file(engine, tmp_path):
+def _whole_context(r: SessionBuildResult) -> Any:
+    return [d for d in r.stats.dirs if d.dir_name == "context" and d.entries > 1][-1]
+
+
+def test_rebuild_after_one_change_requests_only_that_file(engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(tmp_path / "cache"))  # the kept listings (listcache)
     root = tmp_path / "inc"
     for i in range(40):
         d = root / f"pkg{i:02d}"
@@ -351,14 +356,16 @@ def test_rebuild_after_one_change_requests_only_that_file(engine, tmp_path):
         for j in range(50):
             (d / f"f{j:02d}.txt").write_text(f"{i} {j}\n" * 20)
     (root / "Dockerfile").write_text("FROM bb:latest\nCOPY . /ctx/\n")
+    time.sleep(0.08)  # the directories are older than the racy window: their listing is kept
     first = ctxpack_session(engine, root)
     assert first.ok, first.error
-    ctx_dirs = [d for d in first.stats.dirs if d.dir_name == "context" and d.entries > 1]
-    assert ctx_dirs[-1].requests >= 2000
+    assert _whole_context(first).requests >= 2000 and _whole_context(first).listing_from == "walk"
     time.sleep(0.01)
     (root / "pkg07" / "f13.txt").write_text("changed\n")
     second = ctxpack_session(engine, root)
     assert second.ok, second.error
+    # served from the first build's listing, the changed file's STAT made again
+    assert _whole_context(second).listing_from == "cache"
     assert second.stats.context_requests() == ["pkg07/f13.txt"]
     assert second.stats.files_requested == 1
     assert second.stats.data_bytes == len("changed\n")
@@ -369,6 +376,16 @@ def test_rebuild_after_one_change_requests_only_that_file(engine, tmp_path):
     assert second.stats.bytes_out < first.stats.bytes_out / 3
     fs = export_tree(engine, second.image_id)
     assert fs["ctx/pkg07/f13.txt"][4] == b"changed\n"
+    # A new file: its directory changed, so the listing is walked from there on.
+    (root / "pkg20" / "new.txt").write_text("new\n")
+    os.unlink(root / "pkg31" / "f02.txt")
+    third = ctxpack_session(engine, root)
+    assert third.ok, third.error
+    assert _whole_context(third).listing_from == "cache, then walk"
+    assert third.stats.context_requests() == ["pkg20/new.txt"]
+    fs = export_tree(engine, third.image_id)
+    assert fs["ctx/pkg20/new.txt"][4] == b"new\n" and "ctx/pkg31/f02.txt" not in fs
+    assert fs["ctx/pkg07/f13.txt"][4] == b"changed\n" and "ctx/pkg31/f03.txt" in fs
 
 
 # --------------------------------------------------------------------------

@@ -24,10 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ...context import BuildContext
+from ...context import BuildContext, Dialect
 from ...errors import SessionError
 from .filesync import DirStats, FileSyncService, dockerfile_listing, iter_context_listing
 from .grpcserver import GrpcServer, Method
+from .listcache import ContextListing
 from .services import DockerAuth, SecretSpec, SecretStore, SshForwarder, SshSpec, health_check
 
 __all__ = ["Session", "SessionStats", "node_id", "shared_key"]
@@ -128,6 +129,7 @@ class SessionStats:
                 {"dir_name": d.dir_name, "entries": d.entries, "requests": d.requests,
                  "data_bytes": d.data_bytes, "stat_bytes": d.stat_bytes, "seconds": round(d.seconds, 3),
                  "listing_ready": round(d.listing_ready, 3), "listing_sent": round(d.listing_sent, 3),
+                 "listing_from": d.listing_from,
                  "first_request": None if d.first_request is None else round(d.first_request, 3)}
                 for d in self.dirs
             ],
@@ -137,11 +139,15 @@ class SessionStats:
 class Session:
     """The session for one build of ``ctx`` (a BuildKit-dialect
     :class:`~ctxpack.context.BuildContext`), with ``secrets`` and ``ssh``
-    forwarded and registry credentials from the docker config (``auth``)."""
+    forwarded and registry credentials from the docker config (``auth``).
+    ``listing_cache``: serve the previous build's listing of the context
+    when ``lstat`` proves it current, and keep this one for the next build
+    (:mod:`ctxpack.engine.session.listcache`; ``CTXPACK_SESSION_CACHE=0``
+    turns it off everywhere)."""
 
     def __init__(self, ctx: BuildContext, *, secrets: Sequence[SecretSpec] = (), ssh: Sequence[SshSpec] = (),
                  auth: bool = True, config_dir: str | None = None, session_id: str | None = None,
-                 key: str | None = None):
+                 key: str | None = None, listing_cache: bool = True):
         self.ctx = ctx
         root = ctx.root
         self.id = session_id or _new_id()
@@ -156,8 +162,12 @@ class Session:
             df_listing = dockerfile_listing(df_path, None, self.dockerfile_name)
         else:
             raise SessionError(f"no Dockerfile in {root}")
-        self.filesync = FileSyncService({"dockerfile": df_listing, "context": lambda: iter_context_listing(ctx)},
-                                        roots={"context": root})
+        #: The previous build's listing, kept and proved current (``None``: off).
+        self.listing_cache = ContextListing(ctx) if listing_cache and ctx.dialect is Dialect.BUILDKIT else None
+        context_src: object = self.listing_cache or (lambda: iter_context_listing(ctx))
+        self.filesync = FileSyncService({"dockerfile": df_listing, "context": context_src}, roots={"context": root})
+        if self.listing_cache is not None:
+            self.filesync.when_uploaded(self._keep_listing)
         self.secret_store = SecretStore(secrets)
         self.ssh = SshForwarder(ssh)
         self.auth = DockerAuth(config_dir) if auth else None
@@ -233,11 +243,21 @@ class Session:
         last = srv.last_health if srv.last_health is not None else srv.started
         return max(srv.max_health_gap, (srv.closed_at or time.monotonic()) - last) > 9.0
 
+    def _keep_listing(self) -> None:
+        # The daemon has the context: keep its listing for the next build
+        # (in a thread, niced, while the engine builds).
+        made = self.filesync.made("context")
+        if self.listing_cache is not None and made is not None and made.complete and made.error is None:
+            self.listing_cache.save_beside(made.entries)
+
     def close(self) -> None:
-        """End the session (GOAWAY, then shut the connection)."""
+        """End the session (GOAWAY, then shut the connection); wait a
+        moment for the listing being kept."""
         if self.server is not None:
             self.server.close()
             self.server.join(5)
+        if self.listing_cache is not None:
+            self.listing_cache.join(5.0)
         if self._on_close is not None:
             fn, self._on_close = self._on_close, None
             fn()

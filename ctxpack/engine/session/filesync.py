@@ -35,6 +35,7 @@ import stat as st
 import threading
 import time
 import urllib.parse
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK_SIZE", "IGNORE_COMMENT", "go_file_mode", "ListedEntry", "Listing", "context_listing", "iter_context_listing",
-    "dockerfile_listing", "DirStats", "FileSyncService",
+    "dockerfile_listing", "DirStats", "FileSyncService", "framed_stat", "listed_entry",
 ]
 
 #: fsutil's copy buffer: the largest DATA payload.
@@ -102,12 +103,16 @@ def go_file_mode(st_mode: int) -> int:
 class ListedEntry:
     """One entry as served: its ``Stat`` (path relative to the directory,
     ``/``-separated), where its content comes from (``source``: an absolute
-    path, or ``data``), and its inode key for hard links."""
+    path, or ``data``), its inode key for hard links, and (``framed``) its
+    STAT packet when it was made beforehand."""
 
     stat: wire.Stat
     source: str | None = None
     data: bytes | None = None
     inode: tuple[int, int] | None = None
+    #: The STAT as the framed gRPC message it is sent as (:func:`framed_stat`),
+    #: when it was made before (a kept listing's); ``None``: framed when sent.
+    framed: bytes | None = field(default=None, compare=False)
 
     @property
     def path(self) -> str:
@@ -217,34 +222,50 @@ class Listing:
             i += len(batch)
 
 
-def iter_context_listing(ctx: BuildContext) -> Iterator[ListedEntry]:
+def listed_entry(rel: str, absp: str, s: os.stat_result, kind: str, link: str | None) -> ListedEntry:
+    """The served form of one walker entry (``kind`` an
+    :class:`ctxpack.walker.EntryKind`, ``s`` its ``lstat``, ``link`` a
+    symlink's target or a hard link's first name)."""
+    from ...walker import EntryKind
+
+    stt = stat_of(rel, absp, s, link=link or "" if kind in (EntryKind.HARDLINK, EntryKind.SYMLINK) else "")
+    if kind == EntryKind.SOCKET:
+        # What the docker CLI's fsutil sends for a socket (seen on the
+        # wire from the 20.10 CLI): its permission bits without the
+        # socket type, size 0; asked for, it answers an empty DATA (it
+        # cannot open a socket).  The image has an empty regular file.
+        stt.mode &= ~_MODE_SOCKET
+        return ListedEntry(stt, None, b"", None)
+    regular = kind in (EntryKind.FILE, EntryKind.HARDLINK)
+    inode = (s.st_dev, s.st_ino) if regular and s.st_nlink > 1 else None
+    return ListedEntry(stt, absp if regular else None, None, inode)
+
+
+def framed_stat(e: ListedEntry) -> bytes:
+    """The STAT packet of ``e`` as one framed gRPC message."""
+    body = wire.encode_packet(wire.Packet(wire.PACKET_STAT), wire.encode_stat(e.stat))
+    return len(body).to_bytes(5, "big") + body
+
+
+def iter_context_listing(ctx: BuildContext, keys: array[int] | None = None) -> Iterator[ListedEntry]:
     """ctxpack's exact BuildKit-dialect context (``ctx`` a
     :class:`ctxpack.context.BuildContext` opened with ``dialect="buildkit"``)
     as ``Stat`` entries, in walk order, as the walk produces them.  Raises
-    :class:`ContextError` as the walker does."""
-    from ...walker import EntryKind, list_entries
+    :class:`ContextError` as the walker does.  ``keys``: each entry's stat
+    key (:func:`ctxpack.index.digest.stat_key`'s five numbers) is appended
+    there, from the same ``lstat`` as its ``Stat``."""
+    from ...walker import list_entries
 
     if ctx.dialect is not Dialect.BUILDKIT:
         raise ContextError("a session serves the BuildKit dialect's context; open it with dialect='buildkit'")
     root = ctx.root
     for e in list_entries(ctx, sockets=True):
-        if e.stat is None:
-            continue  # synthetic entries are a classic-dialect matter
-        absp = os.path.join(root, e.path)
         s = e.stat
-        link = e.link or "" if e.kind in (EntryKind.HARDLINK, EntryKind.SYMLINK) else ""
-        stt = stat_of(e.path, absp, s, link=link)
-        if e.kind == EntryKind.SOCKET:
-            # What the docker CLI's fsutil sends for a socket (seen on the
-            # wire from the 20.10 CLI): its permission bits without the
-            # socket type, size 0; asked for, it answers an empty DATA (it
-            # cannot open a socket).  The image has an empty regular file.
-            stt.mode &= ~_MODE_SOCKET
-            yield ListedEntry(stt, None, b"", None)
-            continue
-        inode = (s.st_dev, s.st_ino) if e.kind in (EntryKind.FILE, EntryKind.HARDLINK) and s.st_nlink > 1 else None
-        source = absp if e.kind in (EntryKind.FILE, EntryKind.HARDLINK) else None
-        yield ListedEntry(stt, source, None, inode)
+        if s is None:
+            continue  # synthetic entries are a classic-dialect matter
+        if keys is not None:
+            keys.extend((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_mode))
+        yield listed_entry(e.path, os.path.join(root, e.path), s, e.kind, e.link)
 
 
 def context_listing(ctx: BuildContext) -> Listing:
@@ -450,6 +471,9 @@ class DirStats:
     listing_ready: float = 0.0
     listing_sent: float = 0.0
     first_request: float | None = None
+    #: Where the listing came from: ``"walk"`` or ``"cache"`` (the previous
+    #: build's listing, proved current by ``lstat``: see listcache).
+    listing_from: str = "walk"
 
 
 #: Keep at most this many requested paths per call in :class:`DirStats`.
@@ -536,6 +560,11 @@ class FileSyncService:
                 size += e.stat.size
         return files, size
 
+    def made(self, name: str) -> Listing | None:
+        """The listing ``name`` if it was asked for (complete or not)."""
+        with self._lock:
+            return self._made.get(name)
+
     def prepare(self, name: str) -> None:
         """Start the walk for ``name`` now (in its thread), e.g. while the session starts."""
         try:
@@ -592,6 +621,7 @@ class FileSyncService:
             self._diff_copy(call, name, values, stats, t0)
         finally:
             stats.seconds = time.monotonic() - t0
+            stats.listing_from = str(getattr(self._sources.get(name), "origin", "walk"))
             start, end = self.made_at.get(name, (0.0, 0.0))
             stats.listing_ready = max(0.0, (end or time.monotonic()) - t0) if start else 0.0
             if name == "context" and [_clean(p) for p in values("followpaths")] != [".dockerignore"]:
@@ -663,8 +693,9 @@ class FileSyncService:
                t0: float) -> None:
         n = 0
         counted = fast.counted
+        includes, follow = values("include-patterns"), values("followpaths")
         try:
-            for batch in self._batches(listing, values("include-patterns"), values("followpaths"), exclude):
+            for batch in self._batches(listing, includes, follow, exclude):
                 for e in batch:
                     if n - fast.high > AHEAD and fast.run >= _STEADY:
                         # The receiver asks for files as it reaches their STATs:
@@ -674,11 +705,10 @@ class FileSyncService:
                         if self._hold(call, listing, fast, n, files, out, stats, acct, t0):
                             stats.entries = n
                             return
-                    body = wire.encode_packet(wire.Packet(wire.PACKET_STAT), wire.encode_stat(e.stat))
-                    out.buf += len(body).to_bytes(5, "big")
-                    out.buf += body
-                    out.payload += len(body)
-                    stats.stat_bytes += len(body)
+                    framed_msg = e.framed or framed_stat(e)
+                    out.buf += framed_msg
+                    out.payload += len(framed_msg) - 5
+                    stats.stat_bytes += len(framed_msg) - 5
                     if _can_request(e.stat.mode) and not (e.stat.linkname and e.inode is not None):
                         files[n] = e
                     n += 1
