@@ -170,3 +170,57 @@ def test_a_stream_ended_without_its_final_message_is_a_dropped_connection(tmp_pa
     assert info.value.exit_code == 5
     assert str(info.value).startswith(f"the Docker engine at {e.url} closed the connection during the build"), info.value
     assert "no image ID" in str(info.value)
+
+
+def test_fingerprint_waits_until_the_body_is_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The `ctxpack diff` fingerprint runs on a thread beside the build, but
+    # only once the tar body is sent: during the upload it would take the GIL
+    # from the packer and a core from ssh and the engine.  The totals' listing
+    # (for the progress line) may run during the upload; the snapshot is
+    # still recorded after a successful build.
+    import threading
+
+    from ctxpack.tar.sinks import Sink
+
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "ctx"
+    root.mkdir()
+    (root / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    for i in range(50):
+        (root / f"f{i}.txt").write_text("x" * i)
+    # A change within the file clock's tick (10 ms) before the upload cannot
+    # be told from one during it (then nothing is recorded): let it pass.
+    import time
+
+    time.sleep(0.05)
+    e, t = mock_engine(local=True)
+    during: list[set[str]] = []
+    inner = t.handle_request
+
+    class ProgressSink(Sink):  # as a real transport's: progress after every write
+        def __init__(self, progress) -> None:
+            self.progress, self.written, self.parts = progress, 0, []
+
+        def write(self, data) -> None:
+            self.parts.append(bytes(data))
+            self.written += len(data)
+            if self.progress is not None:
+                self.progress(self.written)
+                during.append({th.name for th in threading.enumerate()})
+
+    def handle_request(request: Request, *, progress=None):
+        if callable(request.body):
+            sink = ProgressSink(progress)
+            request.body(sink)
+            body = b"".join(sink.parts)
+            during.append({th.name for th in threading.enumerate()})  # the last byte written
+            request.body = body
+        return inner(request)
+
+    t.handle_request = handle_request  # type: ignore[method-assign]
+    r = build(str(root), e, BuildOptions(builder="classic", session=False), on_upload=lambda u: None)
+    assert during, "the body was written through the sink"
+    assert not any("ctxpack-snapshot" in names for names in during), during
+    assert r.snapshot_recorded, r.notes
+    names = tarfile.open(fileobj=io.BytesIO(t.bodies[-1])).getnames()
+    assert "f49.txt" in names

@@ -329,6 +329,93 @@ def test_ssh_through_a_stand_in_helper(server: tuple[Server, str], tmp_path: Pat
     t.close()
 
 
+def _wanted_send_buffer() -> int:
+    """What the kernel grants for UNIX_SEND_BUFFER (capped at wmem_max, then doubled)."""
+    with open("/proc/sys/net/core/wmem_max") as f:
+        cap = int(f.read())
+    return 2 * min(transport.UNIX_SEND_BUFFER, cap)
+
+
+def test_upload_sockets_get_the_wide_send_buffer(server: tuple[Server, str], tmp_path: Path) -> None:
+    # The unix socket to the engine and ctxpack's end of the ssh helper's
+    # socket pair: the packer may run UNIX_SEND_BUFFER ahead of its reader.
+    if not os.path.exists("/proc/sys/net/core/wmem_max"):
+        pytest.skip("no /proc/sys/net/core/wmem_max (not Linux)")
+    want = _wanted_send_buffer()
+    with socket.socket(socket.AF_UNIX) as plain:
+        default = plain.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    _, path = server
+    s, _ = UnixTransport(path)._open_socket()
+    with s:
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == want
+    fake = tmp_path / "fake-ssh"
+    fake.write_text("#!/bin/sh\nexec cat >/dev/null\n")
+    fake.chmod(0o755)
+    ours, cleanup = SshTransport("h", ssh_command=[str(fake)])._open_socket()
+    try:
+        assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == want
+    finally:
+        ours.close()
+        cleanup()
+    assert want >= default
+
+
+class _CountingSocket(socket.socket):
+    """A socket recording every send/sendmsg it is asked for (one per system call)."""
+
+    calls: list[bytes]
+
+    def send(self, data, *a):  # type: ignore[override]
+        n = super().send(data, *a)
+        self.calls.append(bytes(memoryview(data)[:n]))
+        return n
+
+    def sendmsg(self, buffers, *a):  # type: ignore[override]
+        n = super().sendmsg(buffers, *a)
+        self.calls.append(b"".join(bytes(b) for b in buffers)[:n])
+        return n
+
+
+def test_chunk_framing_goes_out_with_the_data(tmp_path: Path) -> None:
+    # A chunk's header, data and CRLF in one gathered write; the CRLF after a
+    # sendfile chunk with the next header: the reader (ssh, the engine) is
+    # never woken for a few framing bytes alone.  The bytes are the same.
+    a, b = socket.socketpair()
+    ours = _CountingSocket(fileno=a.detach())
+    ours.calls = []
+    ours.settimeout(10)
+    big = tmp_path / "big"
+    data = os.urandom(300_000)
+    big.write_bytes(data)
+    got = bytearray()
+    reader = threading.Thread(target=lambda: got.extend(iter_recv(b)), daemon=True)
+    reader.start()
+    sink = transport.ChunkedSink(ours, timeout=10)
+    sink.write(b"head")
+    fd = os.open(big, os.O_RDONLY)
+    try:
+        assert sink.sendfile(fd, 0, len(data)) == len(data)
+    finally:
+        os.close(fd)
+    sink.write(b"tail")
+    sink.finish()
+    ours.close()
+    reader.join(10)
+    expect = b"4\r\nhead\r\n" + b"%x\r\n" % len(data) + data + b"\r\n4\r\ntail\r\n0\r\n\r\n"
+    assert bytes(got) == expect
+    assert sink.written == 8 + len(data)
+    assert ours.calls == [b"4\r\nhead\r\n", b"%x\r\n" % len(data), b"\r\n4\r\ntail\r\n", b"0\r\n\r\n"]
+    b.close()
+
+
+def iter_recv(s: socket.socket) -> Iterator[int]:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return
+        yield from d
+
+
 # --------------------------------------------------------------------------
 # endpoints
 # --------------------------------------------------------------------------
