@@ -521,9 +521,10 @@ def render(r: dict, tree: str) -> str:
         "import hook and the sandbox's own `.pth` hooks (certifi for the egress CA), which run at every start-up: "
         "`python -c pass` above is mostly them, and no user has them.  *User*: "
         + (r.get("user_install") or f"not measured ({r.get('user_install_error', '--no-user-install')})") + ".  "
-        "An answered `diff`/`fingerprint` is the console script's fast path (`ctxpack/cli/fast.py`): the "
-        "interpreter, pip's script template (it imports `re`), `ctxpack/__init__`, the socket exchange with the "
-        "watcher's barrier and the directory-mtime checks; click is not imported.  Without the watcher: click, the "
+        "An answered `diff`/`fingerprint` is the console script's fast path (`ctxpack.watchlink.run`): the "
+        "interpreter, the installed script (`bin/ctxpack`: it imports `ctxpack/__init__` and `ctxpack.watchlink` only, "
+        "and ends with `os._exit` once the answer is written), the socket exchange with the watcher's barrier and the "
+        "directory-mtime checks; click is not imported.  Without the watcher: click, the "
         "CLI, the context, the walk of the tree and the index.",
         "",
     ]

@@ -28,7 +28,7 @@ fix ships in a patch release.
 
 # Not typing's TYPE_CHECKING, and the error tree is lazy too: this module is
 # on the console script's start-up, where a running watcher answers `diff`
-# in a few milliseconds (ctxpack.cli.fast) and every import shows.
+# in a few milliseconds (ctxpack.watchlink.run) and every import shows.
 TYPE_CHECKING = False
 
 #: The version of the package and of ``ctxpack --version`` (the only place it is written).

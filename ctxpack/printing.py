@@ -2,7 +2,7 @@
 CLI and for a running ``ctxpack watch`` that answers for it.
 
 A watcher answering ``ctxpack diff`` or ``ctxpack fingerprint`` on the
-console script's fast path (:mod:`ctxpack.cli.fast`) sends back exactly what
+console script's fast path (:func:`ctxpack.watchlink.run`) sends back exactly what
 the command would print; it renders that with these functions, which the
 click commands (:mod:`ctxpack.cli.indexing`) use too, so that the two cannot
 drift.  A chunk is ``(1, text)`` for stdout or ``(2, text)`` for stderr, the

@@ -1,18 +1,29 @@
 """How a command reaches a running ``ctxpack watch``: where the watcher of a
 context listens (in the cache directory, which is defined here), and the
-fast exchange by which the console script's fast path
-(:mod:`ctxpack.cli.fast`) has it answer ``diff`` or ``fingerprint``
-outright, with the text to print.
+fast path by which it answers the command line ``ctxpack diff`` or
+``ctxpack fingerprint`` outright, with the exact text to print, before
+click or any of ctxpack's library is imported (:func:`run`).
 
-A top-level leaf, not part of :mod:`ctxpack.watch`: an answered command
-imports ``ctxpack``, ``ctxpack.cli``, ``ctxpack.cli.fast`` and this, and
-nothing else of ctxpack (each module more is about 0.2 ms of a command
-that should cost little more than the interpreter's start-up, issue 14).
-Only ``os`` and ``sys`` at import time, ``_socket`` and ``time`` (both
-cheap) when it asks: no ``json``, ``socket``, ``hashlib``, ``typing`` or
-``re``, each of which costs milliseconds.  :mod:`ctxpack.watch.client`
-re-exports what is shared; :mod:`ctxpack.index.paths` re-exports
-:func:`cache_dir`.
+Why here, a top-level leaf: an answered command is mostly the
+interpreter's start-up (issue 14), and each module it imports costs about
+0.2 ms more; the installed script (``bin/ctxpack``) imports ``ctxpack``
+and this, and nothing else of ctxpack, before it prints.  Only ``os`` and
+``sys`` at import time, ``_socket`` and ``time`` when it asks: no
+``json``, ``socket``, ``hashlib``, ``typing`` or ``re``, each of which
+costs milliseconds.  :mod:`ctxpack.watch.client` re-exports what the
+other clients share; :mod:`ctxpack.index.paths` re-exports
+:func:`cache_dir`; :mod:`ctxpack.cli` runs :func:`run` first too.
+
+The command line (:func:`read`): only arguments read here exactly as click
+reads them are taken: one optional DIRECTORY, the context options,
+``--json`` (and ``--exit-code`` for diff), each at most once, values
+given as ``--opt VALUE`` or ``--opt=VALUE``.  Anything else (``--help``,
+``--build-arg``, ``-fFILE``, ``--``, a value that starts with ``-``, a
+path click would refuse), no watcher, a watcher that disagrees with the
+disk or output that ``click.echo`` would print differently (escape
+sequences, text the stream cannot encode): :func:`run` returns ``None``
+and click runs the command as always (tests/test_watch_fast.py holds the
+reader to click's own parser).
 
 The fast exchange, on the watcher's socket (:mod:`ctxpack.watch.channel`):
 
@@ -21,11 +32,12 @@ The fast exchange, on the watcher's socket (:mod:`ctxpack.watch.channel`):
   command (``diff``/``fingerprint``), its output options, the client's
   working directory, then the context options (:func:`spec_fields`);
 * answer: ``<length>\\n`` then fields: ``ok``, the protocol, the exit code;
-  the directory-mtime checks; the Dockerfile and ignore-file stat keys the
-  watcher read the context with; then the output as (stream, text) chunks,
-  exactly what the command would print (rendered by
-  :mod:`ctxpack.printing`, the CLI's own renderer).  ``no`` and a reason
-  when the watcher cannot answer.
+  the directory-mtime checks (one field: ``rel NUL mtime NUL ...``, no name
+  holds a NUL); the Dockerfile and ignore-file stat keys the watcher read
+  the context with (one field: ``path NUL key NUL ...``, a key ``""`` for
+  absent); then the output as (stream, text) field pairs, exactly what the
+  command would print (rendered by :mod:`ctxpack.printing`, the CLI's own
+  renderer).  ``no`` and a reason when the watcher cannot answer.
 
 The client trusts an answer only after the same checks as any other client:
 the protocol, every mtime it was sent, every input's stat key.  Any doubt:
@@ -48,11 +60,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PROTOCOL", "FAST", "cache_dir", "name_hash", "socket_path", "spec", "spec_fields", "spec_of_fields", "stat_key",
            "context_inputs", "pack_fields", "unpack_fields", "enabled", "timeout", "ask_fast",
-           "silent", "timed_out", "peer_stopped"]
+           "silent", "timed_out", "peer_stopped", "DIALECTS", "read", "run"]
 
 #: The version of what a watcher and its clients say to each other (both the
 #: JSON requests of :mod:`ctxpack.watch.client` and the fast ones here).
-PROTOCOL = 3
+PROTOCOL = 4
 
 #: The first field of a fast request.
 FAST = "ctxpack-fast"
@@ -320,31 +332,160 @@ def ask_fast(command: str, options: "Sequence[str]", s: "Spec") -> tuple[int, li
         if int(head) != len(rest):
             return None
         f = unpack_fields(rest)
-        if len(f) < 3 or f[0] != "ok" or f[1] != str(PROTOCOL):
+        if len(f) < 5 or f[0] != "ok" or f[1] != str(PROTOCOL) or len(f) % 2 == 0:
             return None
         code = int(f[2])
-        i = 3
-        for _ in range(int(f[i])):  # directory mtimes the watcher believes in
-            rel, mtime = f[i + 1], int(f[i + 2])
-            i += 2
-            if os.lstat(root + "/" + rel if rel else root).st_mtime_ns != mtime:
-                return None
-        i += 1
-        n_inputs = int(f[i])
-        if not n_inputs:
+        checks = f[3].split("\0") if f[3] else []
+        inputs = f[4].split("\0") if f[4] else []
+        if len(checks) % 2 or not inputs or len(inputs) % 2:
             return None
-        for _ in range(n_inputs):  # the Dockerfile and ignore files as the watcher read them
-            p, key = f[i + 1], f[i + 2]
-            i += 2
-            if stat_key(p) != ([int(x) for x in key.split(",")] if key else None):
+        lstat = os.lstat
+        for i in range(0, len(checks), 2):  # directory mtimes the watcher believes in
+            rel = checks[i]
+            if lstat(root + "/" + rel if rel else root).st_mtime_ns != int(checks[i + 1]):
                 return None
-        i += 1
-        chunks = []
-        for _ in range(int(f[i])):
-            chunks.append((int(f[i + 1]), f[i + 2]))
-            i += 2
-        if i + 1 != len(f) or any(stream not in (1, 2) for stream, _ in chunks):
+        for i in range(0, len(inputs), 2):  # the Dockerfile and ignore files as the watcher read them
+            key = stat_key(inputs[i])
+            if inputs[i + 1] != ("" if key is None else ",".join([str(k) for k in key])):
+                return None
+        chunks = [(int(f[i]), f[i + 1]) for i in range(5, len(f), 2)]
+        if any(stream not in (1, 2) for stream, _ in chunks):
             return None
     except (OSError, ValueError, IndexError):
         return None  # dead (refused), lagging (timeout), a path gone, or confused: run the command
     return code, chunks
+
+
+# -- the command line the console script hands over ---------------------------------------
+# command -> (options taking a value, flags); a value option's names map to its key.
+_VALUES = {"-f": "dockerfile", "--file": "dockerfile", "--dialect": "dialect", "--ignore-file": "ignore_file"}
+_MINIMAL_VALUES = {"--target": "target", "--platform": "platform"}
+#: ``--dialect``'s choices (ctxpack.ignore.dialect.Dialect's values; a test keeps them equal).
+DIALECTS = ("buildkit", "classic")
+_COMMANDS = {
+    "diff": (_VALUES, {"--json", "--exit-code"}),
+    "fingerprint": (_VALUES | _MINIMAL_VALUES, {"--json", "--minimal"}),
+}
+
+
+def _parse(command: str, args: list[str]) -> tuple[str, dict[str, str], set[str]] | None:
+    """(DIRECTORY, {option key: value}, {flags}), or ``None`` when click
+    should read these arguments."""
+    values, known_flags = _COMMANDS[command]
+    directory: str | None = None
+    opts: dict[str, str] = {}
+    flags: set[str] = set()
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if not a.startswith("-"):
+            if directory is not None or not a:
+                return None  # a second argument (click's usage error), or an empty one
+            directory = a
+            continue
+        name, eq, value = a.partition("=")
+        if name in known_flags and not eq:
+            if a in flags:
+                return None
+            flags.add(a)
+            continue
+        key = values.get(name)
+        if key is None or key in opts or (name == "-f" and eq):
+            return None  # --help, --build-arg, -fFILE, --, abbreviations, repeats: click's
+        if not eq:
+            if i >= len(args):
+                return None  # "requires an argument": click says it
+            value = args[i]
+            i += 1
+        if not value or value.startswith("-"):
+            return None  # click's reading of "-f -" (stdin) or "--dialect --json" is click's
+        if key == "dialect" and value not in DIALECTS:
+            return None  # click's "invalid choice"
+        opts[key] = value
+    return (directory if directory is not None else "."), opts, flags
+
+
+def read(command: str, args: list[str]) -> tuple[str, dict[str, str], set[str]] | None:
+    """``ctxpack COMMAND ARGS`` as click reads it, when it reads it without
+    complaint: (DIRECTORY, {option key: value}, {flags}); ``None`` when
+    click should read these arguments."""
+    parsed = _parse(command, args)
+    if parsed is None:
+        return None
+    directory, opts, flags = parsed
+    if not _path_ok(directory, True) or ("ignore_file" in opts and not _path_ok(opts["ignore_file"], False)):
+        return None  # click's "is a directory", "is not readable"
+    if ("target" in opts or "platform" in opts) and "--minimal" not in flags:
+        return None  # the command's usage error
+    return parsed
+
+
+def _path_ok(path: str, dir_okay: bool) -> bool:
+    """Whether ``click.Path(dir_okay=dir_okay)`` takes ``path`` (it refuses
+    an unreadable path, and a directory when ``dir_okay`` is false)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True  # absent: click takes it (exists=False); the command says what is wrong
+    if not dir_okay and (st.st_mode & 0o170000) == 0o040000:
+        return False
+    return os.access(path, os.R_OK)
+
+
+def _printable_as_click_would(chunks: list[tuple[int, str]]) -> bool:
+    """Whether writing each chunk to its stream gives the bytes ``click.echo``
+    writes: click writes to the stream itself unless its encoding is ASCII
+    (then it re-wraps it), and strips escape sequences when it is not a
+    terminal; and the text must encode (else click's path decides)."""
+    import codecs
+
+    for stream, text in chunks:
+        f = sys.stdout if stream == 1 else sys.stderr
+        encoding = getattr(f, "encoding", None)
+        if f is None or not encoding or "\x1b" in text:
+            return False
+        try:
+            if codecs.lookup(encoding).name == "ascii":
+                return False
+            text.encode(encoding, getattr(f, "errors", None) or "strict")
+        except (LookupError, UnicodeError):
+            return False
+    return True
+
+
+def run(argv: list[str], this_only: bool = False) -> int | None:
+    """``ctxpack ARGV`` answered by a running watcher: the output printed,
+    the exit status returned; ``None`` (nothing printed) when click must
+    run the command.  ``this_only``: this process runs only this command
+    (the console script), so a watcher that times out is not asked again
+    by the command's own layers (:data:`one_command`)."""
+    if not argv or argv[0] not in _COMMANDS:
+        return None
+    parsed = read(argv[0], argv[1:])
+    if parsed is None:
+        return None
+    directory, opts, flags = parsed
+    minimal = "--minimal" in flags
+    global one_command
+    one_command = one_command or this_only
+
+    s = spec(directory, dockerfile=opts.get("dockerfile"), dialect=opts.get("dialect", "buildkit"),
+             ignore_file=opts.get("ignore_file"), minimal=minimal, target=opts.get("target"), build_args={},
+             platform=opts.get("platform"))
+    if s is None:
+        return None
+    got = ask_fast(argv[0], sorted(flags - {"--minimal"}), s)
+    if got is None or not _printable_as_click_would(got[1]):
+        return None
+    code, chunks = got
+    try:
+        for stream, text in chunks:  # one write and flush per chunk, as click.echo: 2>&1 interleaves the same
+            f = sys.stdout if stream == 1 else sys.stderr
+            f.write(text)
+            f.flush()
+    except BrokenPipeError:
+        # The reader went away (`ctxpack diff | head`): as the CLI's handle_errors says it.
+        sys.stderr.close()
+        return 0
+    return code

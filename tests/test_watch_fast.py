@@ -30,7 +30,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxpack.cli import fast
+
 from ctxpack.cli.app import main as group
 from ctxpack.cli.indexing import diff_command, fingerprint_command
 from ctxpack import watchlink
@@ -62,7 +62,7 @@ def test_fast_reader_takes_only_what_click_reads_the_same(command: str, args: li
     os.chdir(tmp_path_factory.getbasetemp())
     try:
         os.makedirs("diff-dir", exist_ok=True)
-        got = fast.read(command, args)
+        got = watchlink.read(command, args)
         if got is None:
             return
         params = _click_params(command, args)
@@ -86,13 +86,13 @@ def test_fast_reader_takes_only_what_click_reads_the_same(command: str, args: li
 def test_fast_reader_leaves_click_its_cases() -> None:
     for args in (["--help"], ["a", "b"], ["-fDockerfile"], ["--build-arg", "A=1"], ["--json", "--json"], ["-f", "-"],
                  ["--dialect"], ["--", "dir"], ["--dialect", "--json"]):
-        assert fast._parse("fingerprint", args) is None, args
-    assert fast._parse("diff", ["--minimal"]) is None  # not diff's option
+        assert watchlink._parse("fingerprint", args) is None, args
+    assert watchlink._parse("diff", ["--minimal"]) is None  # not diff's option
     from ctxpack.ignore.dialect import Dialect
 
-    assert fast.DIALECTS == tuple(d.value for d in Dialect)
-    assert fast.run(["ls"]) is None and fast.run([]) is None
-    assert fast._parse("diff", ["d", "--file=x", "--dialect=classic", "--exit-code"]) == (
+    assert watchlink.DIALECTS == tuple(d.value for d in Dialect)
+    assert watchlink.run(["ls"]) is None and watchlink.run([]) is None
+    assert watchlink._parse("diff", ["d", "--file=x", "--dialect=classic", "--exit-code"]) == (
         "d", {"dockerfile": "x", "dialect": "classic"}, {"--exit-code"})
 
 
@@ -156,7 +156,7 @@ def _click(args: list[str], **env: str) -> tuple[str, str, int]:
 
 def _fast(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str, int] | None:
     capsys.readouterr()
-    code = fast.run(args)
+    code = watchlink.run(args)
     out, err = capsys.readouterr()
     if code is None:
         assert out == err == ""  # nothing printed before falling back

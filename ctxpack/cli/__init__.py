@@ -1,15 +1,15 @@
 """The ``ctxpack`` command line (the only place click is imported).
 
-:func:`script` is what the installed command runs (``bin/ctxpack``, the
-wheel's script): a running ``ctxpack watch`` may answer ``diff`` or
-``fingerprint`` first (:mod:`ctxpack.cli.fast`), before click is even
-imported; else the click group (:data:`ctxpack.cli.app.main`) runs it.
-:data:`main` is the same for ``python -m ctxpack`` and a console-script
-entry point (``ctxpack.cli:main``, as an install made before the script
-has it) and, for everything else, the click group itself.
+:data:`main` is the command for ``python -m ctxpack`` and a console-script
+entry point (``ctxpack.cli:main``, as installs made before ``bin/ctxpack``
+have it) and, for everything else, the click group
+(:data:`ctxpack.cli.app.main`): called as a script calls it (no
+arguments), it first lets a running ``ctxpack watch`` answer
+``diff``/``fingerprint`` (:func:`ctxpack.watchlink.run`), before click is
+even imported; any other use is the group's.  The installed command
+(``bin/ctxpack``) does the same without importing this package first.
 """
 
-import os
 import sys
 
 TYPE_CHECKING = False  # not typing's: this module is on every command's start-up
@@ -32,9 +32,9 @@ class _Main:
 
     def __call__(self, *args: "Any", **kwargs: "Any") -> "Any":
         if not args and not kwargs:  # the console script, `python -m ctxpack.cli`
-            from ctxpack.cli.fast import run
+            from ctxpack.watchlink import run
 
-            code = run(sys.argv[1:], one_command=True)
+            code = run(sys.argv[1:], this_only=True)
             if code is not None:
                 raise SystemExit(code)
         return _group()(*args, **kwargs)
@@ -49,16 +49,3 @@ class _Main:
 #: ``ctxpack`` (see the module docstring).
 main = _Main()
 
-
-def script() -> None:
-    """The installed ``ctxpack`` command (``bin/ctxpack``): :data:`main`,
-    except that a command the watcher answered ends with ``os._exit`` once
-    its output is written and flushed: this process has nothing else to do,
-    and the interpreter's orderly shutdown (every module torn down) costs
-    about 2.5 ms here, as much as the rest of the answer (issue 14)."""
-    from ctxpack.cli.fast import run
-
-    code = run(sys.argv[1:], one_command=True)
-    if code is not None:
-        os._exit(code)
-    _group()()

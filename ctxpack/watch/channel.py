@@ -370,10 +370,7 @@ class Server:
             self._made = (key, answer, inputs, code, tail)
         checks = header["checks"]
         assert isinstance(checks, list)
-        out = ["ok", str(PROTOCOL), str(code), str(len(checks))]
-        for rel, mtime in checks:
-            out.extend((str(rel), str(mtime)))
-        reply = pack_fields(out) + tail
+        reply = pack_fields(["ok", str(PROTOCOL), str(code), "\0".join(f"{rel}\0{mtime}" for rel, mtime in checks)]) + tail
         conn.sendall(b"%d\n" % len(reply) + reply)
 
     @staticmethod
@@ -398,10 +395,8 @@ class Server:
             assert not isinstance(delta, NoSnapshot)
             chunks += diff_chunks(delta, as_json)
             code = diff_exit_code(delta, "--exit-code" in flags)
-        out = [str(len(inputs))]
-        for path, key in inputs:
-            out.extend((str(path), "" if key is None else ",".join(str(k) for k in key)))  # type: ignore[attr-defined]
-        out.append(str(len(chunks)))
+        out = ["\0".join(f"{path}\0{'' if key is None else ','.join(str(k) for k in key)}"  # type: ignore[attr-defined]
+                          for path, key in inputs)]
         for stream, text in chunks:
             out.extend((str(stream), text))
         return code, pack_fields(out)
