@@ -10,12 +10,17 @@ so that no directory listing dominates) and bounds the difference.
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import ctxpack
 from ctxpack.linter.view import Walked, walk_entries
 from ctxpack.walker import walk_all
+from test_permissions import world_tmp  # noqa: F401  (a fixture: a directory nobody can read)
 from trees import make_tree
 
 IGNORE = b"node_modules\n*.log\n**/*.tmp\n!pkg0/keep.tmp\nmissing-dir\n"
@@ -67,3 +72,57 @@ def test_walked_keeps_what_the_checks_read(tmp_path: Path) -> None:
     assert walked.get("no/such") is None
     assert walked.sent() == {r.path for r in rows if r.included}
     assert walked.dirs() == {r.path for r in rows if r.kind == "dir"}
+
+
+@pytest.mark.parametrize("dialect", ["classic", "buildkit"])
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_forked_walk_gives_the_in_process_view(world_tmp: Path, monkeypatch: pytest.MonkeyPatch, dialect: str,
+                                               chunk: int) -> None:
+    """lint walks in a forked process where it can (view.walk_entries): the
+    entries (every column), the census and the errors are those of the walk
+    in this process -- in chunks of 1 and 4 entries, so that the census and
+    the installed-package skip run across chunk boundaries -- and, run as
+    nobody, an unreadable directory and file are the same errors naming
+    the same paths; an unreadable context root is its error, in both."""
+    from ctxpack.linter import view
+    from privileges import as_nobody
+
+    files = {f"src/m{i}/f{j}.py": b"x" * (i + j) for i in range(5) for j in range(3)}
+    files |= {"Dockerfile": b"FROM scratch\nCOPY . /\n", ".env": b"A=1\n", "src/id_rsa": b"k",
+              "node_modules/p/.env": b"B=2\n", "node_modules/p/x.js": b"j", ".git/HEAD": b"ref",
+              "a.log": b"l", "priv/secret.pem": b"s", "zz-opaque": b"q",
+              ".dockerignore": b"*.log\nsrc/m3\n!src/m3/f1.py\n"}
+    root = make_tree(world_tmp / "ctx", files)
+    os.symlink("m1", root / "src" / "link")
+    os.chmod(root / "priv", 0)
+    os.chmod(root / "zz-opaque", 0)
+    monkeypatch.setattr(view, "CHUNK", chunk)
+
+    def walked(ctx: ctxpack.BuildContext, fork: bool) -> Any:
+        census = view.Census()
+        entries, errors = view.walk_entries(ctx, census, fork=fork)
+        rows = [(r.path, r.kind, r.included, r.rule and (r.rule.index, str(r.rule)), r.size) for r in entries]
+        return rows, census, [(type(e).__name__, str(e), e.path) for e in errors]
+
+    def both() -> list[Any]:
+        ctx = ctxpack.open_context(root, dialect=dialect)
+        return [walked(ctx, True), walked(ctx, False)]
+
+    status, runs = as_nobody(both)
+    assert status == "ok", runs
+    forked, here = runs
+    gone = ctxpack.open_context(root, dialect=dialect)
+    os.rename(root, f"{root}.away")  # the root itself cannot be walked
+    try:
+        away_forked, away_here = walked(gone, True), walked(gone, False)
+    finally:
+        os.rename(f"{root}.away", root)
+    assert forked == here
+    assert away_forked == away_here and away_here[2] and not away_here[0], away_here
+    rows, census, errors = forked
+    assert {e[2] for e in errors} == {f"{root}/priv", f"{root}/zz-opaque"}, errors
+    paths = [r[0] for r in rows]
+    assert "src/m3/f1.py" in paths and "node_modules/p/x.js" in paths
+    assert [paths[i] for i in census.secret] == [".env", "src/id_rsa"]  # not node_modules/p/.env
+    assert [paths[i] for i in census.heavy] == [".git", "node_modules"]
+    assert census.sent_bytes == sum(r[4] for r in rows if r[1] == "file" and r[2])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 import os
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -366,8 +366,9 @@ def open_view(root: str | os.PathLike[str], *, dockerfile: str | None = None, di
     """Open the context leniently and walk it once."""
     ctx, refused, text = open_lenient(root, dockerfile, dialect, ignore_file, stdin_dockerfile)
     census = Census()
-    entries, errors = walk_entries(ctx, census)
-    an, an_error, reads = analyse(ctx)
+    analysed: list[tuple[Analysis | None, str | None, Selection | None]] = []
+    entries, errors = walk_entries(ctx, census, meanwhile=lambda: analysed.append(analyse(ctx)))
+    an, an_error, reads = analysed[0]
     opened = Opened(dockerfile, ignore_file, stdin_dockerfile)
     return ContextView(ctx, opened, entries, census, refused, text,
                        analysis=an, analysis_error=an_error, reads=reads, errors=errors)
@@ -378,11 +379,31 @@ def _add_error(errors: list[ContextError], err: ContextError) -> None:
         errors.append(err)
 
 
-def walk_entries(ctx: BuildContext, census: Census | None = None) -> tuple[Walked, list[ContextError]]:
+# Entries per chunk of the walk (_view_rows): small enough for the walker
+# and this process to overlap, large enough that a chunk costs one write.
+CHUNK = 2048
+
+# A chunk: the paths, their codes (see Walked), their rules' indices plus one
+# (0: no rule; array "l" as bytes), their sizes (array "q" as bytes, -1: not
+# statted) and the errors the walk handed on (pickled), in walk order.
+_Chunk = tuple[list[str], bytes, bytes, bytes, list[bytes]]
+
+
+def walk_entries(ctx: BuildContext, census: Census | None = None, *, fork: bool | None = None,
+                 meanwhile: Callable[[], None] | None = None) -> tuple[Walked, list[ContextError]]:
     """The walk's entries, excluded ones included (compact, see
     :class:`Walked`), and the paths docker would fail on (the classic CLI's
     validation first, then the walk's); with ``census``, counted into it
-    during the walk."""
+    during the walk.
+
+    The walk runs in a forked process where it can (``fork``: ``None``
+    decides by :func:`~ctxpack.tar.rows.can_fork`), as ``size``'s: it
+    walks, matches and stats, and sends the entries' columns a chunk at a
+    time; this process adds them to the view and counts the census
+    meanwhile, and first runs ``meanwhile`` (lint: the Dockerfile analysis).
+    """
+    from ctxpack.tar.rows import can_fork, row_batches  # here: the view is also made where no walk runs
+
     entries = Walked()
     errors: list[ContextError] = []
     if needs_classic_validation(ctx):
@@ -392,50 +413,124 @@ def walk_entries(ctx: BuildContext, census: Census | None = None) -> tuple[Walke
             validate_classic(ctx)
         except ContextError as e:
             errors.append(e)
-    # Every path docker would fail on is reported, and the walk goes on.
-    walked = walk_all(ctx, excluded=True, on_error=lambda err: _add_error(errors, err))
-    paths, codes, rules, sizes = entries.paths.append, entries.codes.append, entries.rules.append, entries.sizes.append
-    kind_code = _CODE
-    file_kind, dir_kind = EntryKind.FILE, EntryKind.DIR
-    counting = census is not None
-    c = census if census is not None else Census()
-    decided, decided_sent, heavy, secret = c.decided, c.decided_sent, c.heavy, c.secret
-    sent_bytes = 0
-    skip = ""  # inside an installed-package directory ("path/"): its files are not the project's secrets
-    i = 0
-    # The cyclic collector is paused for the walk: each entry is a new
-    # tracked object (freed at once), and a collection would rescan the
-    # walker's frames again and again although nothing kept holds a cycle.
+    rules = ctx.matcher.rules
+    by_index: list[Rule | None] = [None] * (max((r.index for r in rules), default=-1) + 2)
+    for r in rules:
+        by_index[r.index + 1] = r
+    rule_of = by_index.__getitem__
+    counter = _Counter(census) if census is not None else None
+    # The cyclic collector is paused for the walk (the forked walker
+    # inherits it): each entry is a new tracked object (freed at once), and
+    # a collection would rescan the walker's frames again and again
+    # although nothing kept holds a cycle.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        # One loop, inlined: it runs once per entry of the context.
-        for entry in walked:
-            path, kind, r, s = entry.path, entry.kind, entry.rule, entry.stat
-            paths(path)
-            codes(kind_code[kind] | entry.included)
-            rules(r)
-            sizes(s.st_size if s is not None else -1)
-            if counting:  # the census (see Census)
-                if entry.included:
-                    if r is not None:
-                        decided_sent[r.index] = decided_sent.get(r.index, 0) + 1
-                    if kind == file_kind:
-                        if s is not None:
-                            sent_bytes += s.st_size
-                            if not (skip and path.startswith(skip)) and maybe(path):
-                                secret.append(i)
-                    elif kind == dir_kind and path.rpartition("/")[2] in HEAVY:
-                        heavy.append(i)
-                if r is not None:
-                    decided[r.index] = decided.get(r.index, 0) + 1
-                if kind == dir_kind and not (skip and path.startswith(skip)) and path.rpartition("/")[2] in INSTALLED:
-                    skip = path + "/"
-            i += 1
+        with row_batches(ctx, fork=can_fork() if fork is None else fork, rows=_view_rows, batch=1) as batches:
+            if meanwhile is not None:
+                meanwhile()
+            chunk: _Chunk
+            for (chunk,) in batches:  # type: ignore[assignment]  # rows=_view_rows: one chunk per batch
+                paths, codes, raw_rules, raw_sizes, raw_errors = chunk
+                if raw_errors:
+                    import pickle  # here: only an error needs it
+
+                    for raw in raw_errors:
+                        _add_error(errors, pickle.loads(raw))
+                indices = array("l")
+                indices.frombytes(raw_rules)
+                sizes = array("q")
+                sizes.frombytes(raw_sizes)
+                chunk_rules = list(map(rule_of, indices))
+                start = len(entries.paths)
+                entries.paths.extend(paths)
+                entries.codes.extend(codes)
+                entries.rules.extend(chunk_rules)
+                entries.sizes.extend(sizes)
+                if counter is not None:
+                    counter.count(start, paths, codes, chunk_rules, sizes)
     except ContextError as err:  # the context root itself
         _add_error(errors, err)
     finally:
         if collecting:
             gc.enable()
-        c.sent_bytes += sent_bytes
     return entries, errors
+
+
+def _view_rows(ctx: BuildContext) -> Iterator[_Chunk]:
+    """The walk as chunks (see :data:`_Chunk`; run in the walker process):
+    per entry only the columns of :class:`Walked`, each entry let go at
+    once; what came before an error the walk raises is sent first."""
+    errors: list[bytes] = []
+
+    def report(err: ContextError) -> None:
+        import pickle
+
+        errors.append(pickle.dumps(err))
+
+    paths: list[str] = []
+    codes = bytearray()
+    rules = array("l")
+    sizes = array("q")
+    add_path, add_code, add_rule, add_size = paths.append, codes.append, rules.append, sizes.append
+    kind_code = _CODE
+
+    def chunk() -> _Chunk:
+        nonlocal errors
+        out = (paths[:], bytes(codes), rules.tobytes(), sizes.tobytes(), errors)
+        paths.clear()
+        del codes[:], rules[:], sizes[:]
+        errors = []
+        return out
+
+    e: Entry
+    try:
+        for e in walk_all(ctx, excluded=True, on_error=report):
+            add_path(e.path)
+            add_code(kind_code[e.kind] | e.included)
+            r = e.rule
+            add_rule(r.index + 1 if r is not None else 0)
+            s = e.stat
+            add_size(s.st_size if s is not None else -1)
+            if len(paths) >= CHUNK:
+                yield chunk()
+    except Exception:
+        if paths or errors:
+            yield chunk()
+        raise
+    if paths or errors:
+        yield chunk()
+
+
+class _Counter:
+    """Counts a :class:`Census` a chunk of entries at a time, in walk order."""
+
+    def __init__(self, census: Census):
+        self.census = census
+        self.skip = ""  # inside an installed-package directory ("path/"): its files are not the project's secrets
+
+    def count(self, start: int, paths: list[str], codes: bytes, rules: list[Rule | None], sizes: array[int]) -> None:
+        """Count the entries ``start``, ``start + 1``, ... of the walk."""
+        c = self.census
+        decided, decided_sent, heavy, secret = c.decided, c.decided_sent, c.heavy, c.secret
+        skip = self.skip
+        sent_bytes = 0
+        sent_file, sent_dir = FILE_CODE | SENT, DIR_CODE | SENT
+        # One loop: it runs once per entry of the context.
+        for i, (path, code, r, size) in enumerate(zip(paths, codes, rules, sizes), start):
+            if code & SENT:
+                if r is not None:
+                    decided_sent[r.index] = decided_sent.get(r.index, 0) + 1
+                if code == sent_file:
+                    if size >= 0:
+                        sent_bytes += size
+                        if not (skip and path.startswith(skip)) and maybe(path):
+                            secret.append(i)
+                elif code == sent_dir and path.rpartition("/")[2] in HEAVY:
+                    heavy.append(i)
+            if r is not None:
+                decided[r.index] = decided.get(r.index, 0) + 1
+            if code & ~SENT == DIR_CODE and not (skip and path.startswith(skip)) and path.rpartition("/")[2] in INSTALLED:
+                skip = path + "/"
+        self.skip = skip
+        c.sent_bytes += sent_bytes
