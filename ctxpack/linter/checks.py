@@ -35,11 +35,9 @@ from dataclasses import dataclass
 
 from ctxpack.audit import format_size, heavy_enough
 from ctxpack.context import Dialect
-from ctxpack.dockerfile.analysis import Selection
 from ctxpack.errors import BrokenPattern, ContextError, PatternSyntaxError
 from ctxpack.ignore.matcher import Rule
 from ctxpack.ignore.pattern import MatchKind, Pattern, compile_pattern
-from ctxpack.linter import secrets
 from ctxpack.linter.findings import ERROR, INFO, WARNING, Edit, Finding, LintReport, merge_by_path
 from ctxpack.linter.guards import DOTNET_PROJECTS, HEAVY, heavy_kind, is_guard
 from ctxpack.linter.view import DIR_CODE, FILE_CODE, SENT, ContextView, Row, Walked, dockerfile_name, open_view, walk_entries
@@ -482,6 +480,8 @@ def _allowed(path: str, allowed: Iterable[str]) -> str | None:
 
 def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     """Credentials in sent files, by content; an allowed path is info."""
+    from ctxpack.linter import secrets  # here: its patterns are compiled while the walk runs (view.open_view)
+
     comments = _allow_comments(view)
     source = view.ctx.ignore_source or ".dockerignore"
     entries = view.entries
@@ -543,6 +543,8 @@ def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
 def _source_state(view: ContextView, pattern: str) -> tuple[list[str], list[Rule | None]]:
     """For a COPY source: the paths it reads that are sent, and the rules
     keeping the others out (empty lists: nothing matches)."""
+    from ctxpack.dockerfile.analysis import Selection  # loaded by the view already (its analysis)
+
     sel = Selection([pattern], view.ctx.root)
     literal = not any(c in pattern for c in "*?[\\")
     sent: list[str] = []

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctxpack.dockerfile.analysis import Selection
 from ctxpack.errors import CtxpackError
 from ctxpack.ignore.reader import parse_ignore
 from ctxpack.linter.findings import Edit, Finding, LintReport
@@ -95,6 +94,8 @@ def _reader(view: ContextView, path: str) -> str | None:
         return "the classic builder (it always reads it)"
     df = dockerfile_name(view.ctx)
     for src in view.analysis.sources:
+        from ctxpack.dockerfile.analysis import Selection  # loaded by the view already (its analysis)
+
         if Selection([src.pattern]).wants(path):
             return f"{src.instruction} {src.pattern} ({df}:{src.line}, stage {src.stage})"
     return None

@@ -23,18 +23,19 @@ import os
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ctxpack import fs
 from ctxpack.context import BuildContext, Dialect, open_context, select_ignore_file
-from ctxpack.dockerfile.analysis import Analysis, Selection, analyze
 from ctxpack.errors import ContextError, CtxpackError, PatternSyntaxError
 from ctxpack.ignore.matcher import Rule
 from ctxpack.ignore.pattern import compile_pattern
 from ctxpack.ignore.reader import RawRule, read_ignore_file
 from ctxpack.linter.guards import HEAVY
-from ctxpack.linter.secrets import INSTALLED, maybe
 from ctxpack.walker import Entry, EntryKind, needs_classic_validation, validate_classic, walk_all
+
+if TYPE_CHECKING:
+    from ctxpack.dockerfile.analysis import Analysis, Selection
 
 __all__ = ["Census", "ContextView", "Opened", "RefusedLine", "Row", "Walked", "open_view", "open_lenient", "split_rules",
            "walk_entries"]
@@ -348,6 +349,8 @@ def dockerfile_name(ctx: BuildContext) -> str:
 def analyse(ctx: BuildContext) -> tuple[Analysis | None, str | None, Selection | None]:
     """The Dockerfile analysis, an error message if it failed, and the
     selection of what the build reads (``None`` when that is not known)."""
+    from ctxpack.dockerfile.analysis import Selection, analyze  # here: lint loads it while its walk runs
+
     data = ctx.dockerfile_bytes()
     if data is None:
         return None, "no Dockerfile", None
@@ -367,7 +370,12 @@ def open_view(root: str | os.PathLike[str], *, dockerfile: str | None = None, di
     ctx, refused, text = open_lenient(root, dockerfile, dialect, ignore_file, stdin_dockerfile)
     census = Census()
     analysed: list[tuple[Analysis | None, str | None, Selection | None]] = []
-    entries, errors = walk_entries(ctx, census, meanwhile=lambda: analysed.append(analyse(ctx)))
+
+    def meanwhile() -> None:  # while the walk runs: the Dockerfile, and the secret scanner's patterns
+        analysed.append(analyse(ctx))
+        import ctxpack.linter.secrets  # noqa: F401
+
+    entries, errors = walk_entries(ctx, census, meanwhile=meanwhile)
     an, an_error, reads = analysed[0]
     opened = Opened(dockerfile, ignore_file, stdin_dockerfile)
     return ContextView(ctx, opened, entries, census, refused, text,
@@ -511,6 +519,8 @@ class _Counter:
 
     def count(self, start: int, paths: list[str], codes: bytes, rules: list[Rule | None], sizes: array[int]) -> None:
         """Count the entries ``start``, ``start + 1``, ... of the walk."""
+        from ctxpack.linter.secrets import INSTALLED, maybe  # here: not in the forked walker (its start-up)
+
         c = self.census
         decided, decided_sent, heavy, secret = c.decided, c.decided_sent, c.heavy, c.secret
         skip = self.skip
