@@ -378,6 +378,7 @@ def _ctxpack(sock: str, root: str, cfg: str, cache: str, *extra: str) -> dict[st
             out["upload_seconds"] = aux.get("seconds")
             sess = aux.get("session") or {}
             out["files_requested"] = sess.get("files_requested", aux.get("files"))
+            out["listing_from"] = sess.get("listing_from")
             out["data_bytes"] = sess.get("data_bytes", aux.get("bytes"))
     return out
 
@@ -632,6 +633,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{med('ctxpack session', 'rebuild', 'data_bytes'):.0f} B of content, upload "
         f"{med('ctxpack session', 'rebuild', 'upload_seconds'):.2f} s "
         f"({med('ctxpack session', 'rebuild', 'upload_seconds') / max(1e-9, med('ctxpack session', 'first', 'upload_seconds')):.3f}x the first upload).",
+        "Where the listing came from (kept listing: ctxpack/engine/session/listcache.py), first builds: "
+        + ", ".join(str(r.get("listing_from")) for r in results["ctxpack session"]["first"])
+        + "; rebuilds: " + ", ".join(str(r.get("listing_from")) for r in results["ctxpack session"]["rebuild"])
+        + ".  Per-round second/first upload (ctxpack's counters): "
+        + ", ".join(f"{b['upload_seconds'] / a['upload_seconds']:.3f}"
+                    for a, b in zip(results["ctxpack session"]["first"], results["ctxpack session"]["rebuild"])
+                    if a.get("upload_seconds") and b.get("upload_seconds") is not None) + ".",
         "",
     ]
     text = "\n".join(lines) + "\n"

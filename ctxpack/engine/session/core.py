@@ -112,6 +112,14 @@ class SessionStats:
         """Time the ``context`` transfers took (all DiffCopy calls for it)."""
         return sum(d.seconds for d in self.dirs if d.dir_name == "context")
 
+    @property
+    def listing_from(self) -> str | None:
+        """Where the whole context's listing came from (``"walk"``,
+        ``"cache"``, ``"cache, then walk"``: the kept listing, see
+        :mod:`ctxpack.engine.session.listcache`); ``None`` before it was asked for."""
+        calls = [d for d in self.dirs if d.dir_name == "context"]
+        return max(calls, key=lambda d: d.entries).listing_from if calls else None
+
     def context_requests(self) -> list[str]:
         """Paths requested from ``context`` (up to the per-call cap)."""
         return [p for d in self.dirs if d.dir_name == "context" for p in d.requested_paths]
@@ -125,6 +133,7 @@ class SessionStats:
             "bytes_in": self.bytes_in,
             "health_checks": self.health_checks,
             "upload_seconds": round(self.upload_seconds, 3),
+            "listing_from": self.listing_from,
             "dirs": [
                 {"dir_name": d.dir_name, "entries": d.entries, "requests": d.requests,
                  "data_bytes": d.data_bytes, "stat_bytes": d.stat_bytes, "seconds": round(d.seconds, 3),

@@ -64,7 +64,7 @@ _DIR = "session-listings"
 _SUFFIX = ".listing"
 _DIGEST = 32
 #: Kept entries checked (``lstat``) per chunk before the chunk is handed out.
-CHUNK = 512
+CHUNK = 256
 
 
 def enabled() -> bool:
@@ -231,6 +231,11 @@ class ContextListing:
                 path, mode, size, mtime, link, major, minor, xattrs, source, body, inode = recs[i]
                 yield entry(stat(path, mode, 0, 0, size, mtime, link, major, minor, xattrs or {}),
                             prefix + path if source else None, body, inode, framed[i])
+            # Let the connection's I/O thread have the GIL now if it waits
+            # for it (a window update to answer): the daemon's intake of the
+            # STATs stalls whenever its 64 KiB window is not refilled within
+            # a few ms, and the interpreter would switch only every 5 ms.
+            time.sleep(0)
             if cut < end:
                 # The walk serves the rest, from entry ``cut`` on.
                 self.origin = "cache, then walk" if cut else "walk"
