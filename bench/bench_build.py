@@ -176,9 +176,31 @@ class Relay:
             threading.Thread(target=self._pump, args=(c, u, rec, True, self), daemon=True).start()
             threading.Thread(target=self._pump, args=(u, c, rec, False), daemon=True).start()
 
+    _tids: dict[int, float] = {}  # relay thread -> its CPU when last seen
+    _gone = 0.0  # the CPU of relay threads that ended
+
+    @classmethod
+    def cpu(cls) -> float:
+        """CPU seconds of the relay's threads so far."""
+        total = cls._gone
+        for tid, last in list(cls._tids.items()):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    raw = f.read()
+            except OSError:
+                del cls._tids[tid]  # ended with its connection: keep what it used
+                cls._gone += last
+                total += last
+                continue
+            x = raw[raw.rindex(")") + 2:].split()
+            cls._tids[tid] = now = (int(x[11]) + int(x[12])) / _TICK
+            total += now
+        return total
+
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, rec: dict[str, float], upstream: bool,
               relay: "Relay | None" = None) -> None:
+        Relay._tids[threading.get_native_id()] = 0.0
         buf = bytearray(1 << 20)
         try:
             while True:
@@ -226,6 +248,102 @@ def upload_window(c: dict[str, float]) -> float:
     if c.get("body_first") and c.get("body_last"):
         return max(c["body_last"] - c["body_first"], 1e-9)
     return max(c["last"] - c["first"], 1e-9)
+
+
+# --------------------------------------------------------------------------
+# CPU of every process in the pipe, over the upload window
+# --------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table() -> dict[int, tuple[str, int, float]]:
+    """pid -> (comm, ppid, CPU seconds of it and its reaped children)."""
+    out: dict[int, tuple[str, int, float]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        x = raw[raw.rindex(")") + 2:].split()
+        out[int(d)] = (comm, int(x[1]), sum(int(v) for v in x[11:15]) / _TICK)
+    return out
+
+
+class CpuSampler:
+    """Samples, every 0.1 s while a run lasts, the CPU used so far by each
+    part of the pipe: the ``client`` (the tool and its children, e.g. its
+    ssh; comm names kept apart), ``sshd`` (the sshd, its sessions and their
+    ``docker system dial-stdio``), the ``engine`` (dockerd, containerd, the
+    ``docker-untar`` it re-executes) and the ``relay`` (this process's relay
+    threads).  :meth:`window` gives each part's CPU between two instants (the
+    upload at the relay) and the cores they kept busy: a pipe that keeps two
+    cores busy is CPU-bound, one below that waits somewhere.  Reaped
+    processes' CPU moves into their parent's, so the sums hold."""
+
+    def __init__(self, roots: dict[str, int]):
+        self.roots = roots  # label -> pid, in the order subtrees are claimed
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> dict[str, float]:
+        procs = _proc_table()
+        kids: dict[int, list[int]] = {}
+        for pid, (_, ppid, _) in procs.items():
+            kids.setdefault(ppid, []).append(pid)
+        me = os.getpid()
+        seen: set[int] = set()
+        out: dict[str, float] = {}
+        for label, root in self.roots.items():
+            stack = [root]
+            while stack:
+                pid = stack.pop()
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                if pid in procs and pid != me:
+                    key = f"{label}/{procs[pid][0]}" if label == "client" else label
+                    out[key] = out.get(key, 0.0) + procs[pid][2]
+                stack += kids.get(pid, [])
+        out["relay"] = Relay.cpu()
+        return out
+
+    def start(self) -> None:
+        self.samples = []
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.samples.append((time.monotonic(), self._sample()))
+                self._stop.wait(0.1)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def window(self, t0: float, t1: float) -> dict[str, float]:
+        """CPU seconds per part from the last sample before ``t0`` to the
+        first after ``t1``; ``span`` (their distance) and ``cores`` (all
+        parts' CPU / span)."""
+        if not self.samples:
+            return {}
+        a = max((x for x in self.samples if x[0] <= t0), key=lambda x: x[0], default=self.samples[0])
+        b = min((x for x in self.samples if x[0] >= t1), key=lambda x: x[0], default=self.samples[-1])
+        out = {k: round(b[1].get(k, 0.0) - a[1].get(k, 0.0), 3) for k in set(a[1]) | set(b[1])}
+        out = {k: v for k, v in out.items() if v > 0}
+        span = max(b[0] - a[0], 1e-9)
+        out["span"] = round(span, 3)
+        out["cores"] = round(sum(v for k, v in out.items() if k != "span") / span, 3)
+        return out
 
 
 # --------------------------------------------------------------------------
@@ -326,7 +444,7 @@ def run(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 def timed(cmds: dict[str, Any], env: dict[str, str], rounds: int, relay: Relay, *,
-          warmup: bool = True) -> dict[str, dict[str, Any]]:
+          warmup: bool = True, sampler: CpuSampler | None = None) -> dict[str, dict[str, Any]]:
     """Warm-up (in the given order: the CLI first), then ``rounds``
     interleaved rounds (the order reversed every other round), every run
     through the relay.  Per run: wall, bytes at the relay, the upload's
@@ -349,8 +467,17 @@ def timed(cmds: dict[str, Any], env: dict[str, str], rounds: int, relay: Relay, 
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             relay.reset()
-            one = run(argv(name), env)
+            if sampler is not None:
+                sampler.start()
+            try:
+                one = run(argv(name), env)
+            finally:
+                if sampler is not None:
+                    sampler.stop()
             c = relay.biggest()
+            if sampler is not None:
+                res[name].setdefault("window_cpu", []).append(
+                    sampler.window(c.get("body_first") or c["first"], c.get("body_last") or c["last"]))
             res[name]["runs"].append(one["wall"])
             res[name]["wire"].append(c["bytes"])
             res[name]["upload_s"].append(upload_window(c))
@@ -522,7 +649,8 @@ NONE = "ctxpack build --compress none"
 GZ1 = "ctxpack build --compress gzip --level 1"
 
 
-def ssh_part(ssh: Any, env: dict[str, str], tree: str, rounds: int, relay: Relay) -> dict[str, Any]:
+def ssh_part(ssh: Any, env: dict[str, str], tree: str, rounds: int, relay: Relay,
+             sampler: CpuSampler | None = None) -> dict[str, Any]:
     """ctxpack (automatic), the CLI and docker-py: ``rounds`` alternated
     rounds; ``--compress none`` and ``gzip -1`` once each (bytes on the
     wire per compression).  Context throughput = the tar's bytes / the
@@ -532,7 +660,7 @@ def ssh_part(ssh: Any, env: dict[str, str], tree: str, rounds: int, relay: Relay
     base = commands(ssh.url, tree, "Dockerfile", dockerpy_url=ssh.direct_url)
     ctx = base[CTX]
     res = timed({AUTO: ctx, CLI: base[CLI], DPY: base[DPY]}, env, rounds, relay,
-                warmup=False)  # the unix part left the cache warm
+                warmup=False, sampler=sampler)  # the unix part left the cache warm
     res.update(timed({NONE: [*ctx, "--compress", "none"], GZ1: [*ctx, "--compress", "gzip", "--level", "1"]},
                      env, 1, relay, warmup=False))
     tar_bytes = res[NONE]["bytes"]
@@ -627,6 +755,33 @@ def timeline_table(steps: dict[str, Any]) -> list[str]:
     L.append("| the other steps | " + " | ".join(f"{v:.2f} s" for v in rest) + " |")
     return L + ["", "What these phases are in the engine (untar + tarsum, COPY hashing, the vfs copy of a stage for "
                     "`COPY --from`, the clean-up) and what a client can change: bench/results/build-engine.md.", ""]
+
+
+def window_cpu_table(res: dict[str, dict[str, Any]]) -> list[str]:
+    """Where the CPU went during the upload window (medians over the rounds)."""
+    rows = [(n, x["window_cpu"]) for n, x in res.items() if x.get("window_cpu")]
+    if not rows:
+        return []
+    L = ["CPU of every process in the pipe during the upload window (from the `POST /build` line to the last "
+         "byte at the relay; /proc every 0.1 s, so the window is widened to whole samples), medians over the "
+         "rounds, seconds.  The tool's column holds its own processes (ctxpack's forked walker; docker-py's "
+         "paramiko, in-process), its ssh is apart; sshd = the session and `docker system dial-stdio`; engine = "
+         "dockerd with its docker-untar and containerd.  Cores busy = all of it ÷ the window: 2 on this machine "
+         "would be CPU-bound; other users' processes are not counted.", "",
+         "| tool | the tool | its ssh | sshd + dial-stdio | engine | relay | all | window | cores busy |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def med(ws: list[dict[str, float]], f: Any) -> float:
+        return statistics.median(f(w) for w in ws)
+
+    for name, ws in rows:
+        tool = med(ws, lambda w: sum(v for k, v in w.items() if k.startswith("client/") and k != "client/ssh"))
+        L.append(f"| {name} | {tool:.2f} | {med(ws, lambda w: w.get('client/ssh', 0.0)):.2f} | "
+                 f"{med(ws, lambda w: w.get('sshd', 0.0)):.2f} | {med(ws, lambda w: w.get('engine', 0.0)):.2f} | "
+                 f"{med(ws, lambda w: w.get('relay', 0.0)):.2f} | "
+                 f"{med(ws, lambda w: sum(v for k, v in w.items() if k not in ('span', 'cores'))):.2f} | "
+                 f"{med(ws, lambda w: w.get('span', 0.0)):.2f} s | {med(ws, lambda w: w.get('cores', 0.0)):.2f} |")
+    return L + [""]
 
 
 def bk_table(part: dict[str, Any], title: str) -> list[str]:
@@ -769,6 +924,7 @@ def report(args: argparse.Namespace, meta: dict[str, Any], results: dict[str, An
                      f"({', '.join(f'{v:.2f}' for v in x['runs'])}) | {mb(x['bytes'])} | "
                      f"{mb(x['context_rate'])}/s ({', '.join(f'{v / 1e6:.1f}' for v in x['context_rates'])}) | "
                      f"{x['cpu_median']:.2f} s | {x['cpu_per_mb'] * 1000:.1f} ms |")
+        L += ["", *window_cpu_table(sp["timed"])]
         r = sp["ratio"]
         L += ["", f"ctxpack (automatic) ÷ the better of the CLI and docker-py, context throughput: **{r:.2f}×** "
               f"(median of the per-round ratios {', '.join(f'{v:.2f}' for v in sp['ratio_per_round'])}; ratio of "
@@ -898,7 +1054,8 @@ def main() -> int:
             sshenv = ssh.env(dict(env, SSH_AUTH_SOCK=agent_sock))
             if "unix" not in parts:  # the ssh rounds expect a warm cache
                 run(commands(url, args.tree, "Dockerfile")[CLI], env)
-            results["ssh"] = ssh_part(ssh, sshenv, args.tree, args.ssh_rounds, relay)
+            sampler = CpuSampler({"engine": d.proc.pid, "sshd": ssh.proc.pid, "client": os.getpid()})
+            results["ssh"] = ssh_part(ssh, sshenv, args.tree, args.ssh_rounds, relay, sampler)
             save()
         if "throttled" in parts:
             run(commands(url, args.small_tree, "Dockerfile")[CLI], env)  # warm the small tree's cache
