@@ -90,7 +90,8 @@ def test_forked_walk_gives_the_in_process_view(world_tmp: Path, monkeypatch: pyt
     files = {f"src/m{i}/f{j}.py": b"x" * (i + j) for i in range(5) for j in range(3)}
     files |= {"Dockerfile": b"FROM scratch\nCOPY . /\n", ".env": b"A=1\n", "src/id_rsa": b"k",
               "node_modules/p/.env": b"B=2\n", "node_modules/p/x.js": b"j", ".git/HEAD": b"ref",
-              "a.log": b"l", "priv/secret.pem": b"s", "zz-opaque": b"q",
+              "a.log": b"l", "priv/secret.pem": b"s", "zz-opaque": b"q", "app/app.csproj": b"<Project/>",
+              "app/bin/x.dll": b"d" * 9, "config/secrets.yml": b"password: hunter2-but-longer\n",
               ".dockerignore": b"*.log\nsrc/m3\n!src/m3/f1.py\n"}
     root = make_tree(world_tmp / "ctx", files)
     os.symlink("m1", root / "src" / "link")
@@ -123,6 +124,14 @@ def test_forked_walk_gives_the_in_process_view(world_tmp: Path, monkeypatch: pyt
     assert {e[2] for e in errors} == {f"{root}/priv", f"{root}/zz-opaque"}, errors
     paths = [r[0] for r in rows]
     assert "src/m3/f1.py" in paths and "node_modules/p/x.js" in paths
-    assert [paths[i] for i in census.secret] == [".env", "src/id_rsa"]  # not node_modules/p/.env
-    assert [paths[i] for i in census.heavy] == [".git", "node_modules"]
+    assert [paths[i] for i in census.secret] == [".env", "config/secrets.yml", "src/id_rsa"]  # not node_modules/p/.env
+    assert [paths[i] for i in census.heavy] == [".git", "app/bin", "node_modules"]
     assert census.sent_bytes == sum(r[4] for r in rows if r[1] == "file" and r[2])
+    # What the checks after the walk read from the census, made during it:
+    sent = [r[4] if r[1] == "file" and r[2] and r[4] >= 0 else 0 for r in rows]
+    assert list(census.sent_before) == [sum(sent[:i]) for i in range(len(rows) + 1)]
+    assert census.projects == {"app"}
+    assert sorted(census.scans) == census.secret
+    assert census.scans[paths.index("src/id_rsa")][0] is not None  # worth reading, and read
+    reason, hits = census.scans[paths.index("config/secrets.yml")]
+    assert reason is not None and hits, (reason, hits)

@@ -30,17 +30,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
-from itertools import compress, repeat
+from itertools import compress
 from dataclasses import dataclass
 
 from ctxpack.audit import format_size, heavy_enough
 from ctxpack.context import Dialect
-from ctxpack.errors import BrokenPattern, ContextError, PatternSyntaxError
+from ctxpack.errors import BrokenPattern, PatternSyntaxError
 from ctxpack.ignore.matcher import Rule
 from ctxpack.ignore.pattern import MatchKind, Pattern, compile_pattern
 from ctxpack.linter.findings import ERROR, INFO, WARNING, Edit, Finding, LintReport, merge_by_path
-from ctxpack.linter.guards import DOTNET_PROJECTS, HEAVY, heavy_kind, is_guard
-from ctxpack.linter.view import DIR_CODE, FILE_CODE, SENT, ContextView, Row, Walked, dockerfile_name, open_view, walk_entries
+from ctxpack.linter.guards import HEAVY, heavy_kind, is_guard
+from ctxpack.linter.view import DIR_CODE, SENT, ContextView, Row, Walked, dockerfile_name, open_view, walk_entries
 from ctxpack.walker import EntryKind, descends_into_excluded
 
 __all__ = ["CHECKS", "LintOptions", "lint", "literal_pattern"]
@@ -391,20 +391,22 @@ def check_dialects(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
                       "run ctxpack ls --dialect classic and --dialect buildkit to compare", file=ctx.ignore_source)
 
 
-SENT_FILE = FILE_CODE | SENT
-
 
 def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     """Heavy directories of local state or build output that are sent."""
     sizes: dict[str, int] = {}
     kinds: dict[str, str | None] = {}
     reincluded: dict[str, Rule] = {}  # the first ! rule that sends something inside
-    projects: set[str] | None = None  # directories holding a .NET project file
     rules: dict[str, Rule | None] = {}  # the rule that decided each heavy directory
     entries = view.entries
-    paths, codes, all_sizes, all_rules = entries.paths, entries.codes, entries.sizes, entries.rules
+    paths, codes, all_rules = entries.paths, entries.codes, entries.rules
     census = view.counted()
+    projects = census.projects  # directories holding a .NET project file
+    before = census.sent_before  # bytes sent by the entries before each
     n = len(entries)
+    assert len(before) == n + 1
+    # Only a ! line the user wrote counts as re-including (none: no search).
+    exceptions = any(view.user_exception(r) for r in view.ctx.matcher.rules)
     done = 0  # entries before this are inside a heavy directory already summed
     for i in census.heavy:  # sent directories with a heavy name, in walk order
         if i < done:
@@ -412,16 +414,13 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         e = entries[i]
         i += 1
         parent, _, name = e.path.rpartition("/")
-        if name in ("bin", "obj") and projects is None:
-            ends = map(str.endswith, paths, repeat(DOTNET_PROJECTS))  # in C: every path is looked at
-            projects = {p.rpartition("/")[0] for p in compress(paths, ends)}
-        what = heavy_kind(name, parent in (projects or ()))
+        what = heavy_kind(name, parent in projects)
         if what is None:
             continue
         # Sum its contents (and skip past them: a heavy directory inside a
         # heavy one is part of it).  The walk is depth-first, so they are
         # the entries from here to the first one outside it: found by
-        # bisection, summed in C (a heavy directory can be most of the tree).
+        # bisection; what they send is a difference of the census's sums.
         inside, lo, hi = e.path + "/", i, n
         while lo < hi:
             mid = (lo + hi) // 2
@@ -429,9 +428,8 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
                 lo = mid + 1
             else:
                 hi = mid
-        files = compress(all_sizes[i:lo], map(SENT_FILE.__eq__, codes[i:lo]))
-        total = sum(map(max, files, repeat(0)))  # an entry not statted (-1) counts nothing
-        if e.path not in reincluded:
+        total = before[lo] - before[i]
+        if exceptions and e.path not in reincluded:
             for r in filter(None, compress(all_rules[i:lo], map(SENT.__and__, codes[i:lo]))):
                 if view.user_exception(r):
                     reincluded[e.path] = r
@@ -487,17 +485,15 @@ def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     entries = view.entries
     # The census has the sent files whose names may be credentials, outside
     # installed packages and VCS data (not the project's credentials: a
-    # package's test keys would fail every gate).
-    for i in view.counted().secret:
+    # package's test keys would fail every gate), each read during the walk.
+    census = view.counted()
+    for i in census.secret:
         e = entries[i]
         assert e.size >= 0
-        reason = secrets.candidate(e.path)
-        if reason is None:
-            continue
-        try:
-            hits = secrets.scan(os.path.join(view.ctx.root, e.path), e.path, e.size, reason)
-        except (ContextError, OSError):
-            continue  # unreadable: the walk reports it
+        reason, scanned = census.scans[i]
+        if reason is None or scanned is None:
+            continue  # not worth reading; or unreadable: the walk reports it
+        hits = scanned
         if secrets.looks_like_example(e.path):
             hits = [h for h in hits if not h.what.startswith(("a value for", "a high-entropy"))]
         base = e.path.rpartition("/")[2]

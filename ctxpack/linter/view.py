@@ -23,6 +23,7 @@ import os
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from typing import TYPE_CHECKING, NamedTuple
 
 from ctxpack import fs
@@ -31,11 +32,12 @@ from ctxpack.errors import ContextError, CtxpackError, PatternSyntaxError
 from ctxpack.ignore.matcher import Rule
 from ctxpack.ignore.pattern import compile_pattern
 from ctxpack.ignore.reader import RawRule, read_ignore_file
-from ctxpack.linter.guards import HEAVY
+from ctxpack.linter.guards import DOTNET_PROJECTS, HEAVY
 from ctxpack.walker import Entry, EntryKind, needs_classic_validation, validate_classic, walk_all
 
 if TYPE_CHECKING:
     from ctxpack.dockerfile.analysis import Analysis, Selection
+    from ctxpack.linter.secrets import Hit
 
 __all__ = ["Census", "ContextView", "Opened", "RefusedLine", "Row", "Walked", "open_view", "open_lenient", "split_rules",
            "walk_entries"]
@@ -155,13 +157,27 @@ class Census:
     (:data:`~ctxpack.linter.guards.HEAVY`), and the sent files whose names
     :func:`~ctxpack.linter.secrets.maybe` accepts outside installed-package
     directories (:data:`~ctxpack.linter.secrets.INSTALLED`), as indices into
-    the entries, in walk order."""
+    the entries, in walk order.
+
+    Also made during the walk, for the checks that would otherwise run
+    after it: ``sent_before[i]``, the bytes of the sent files among the
+    first ``i`` entries (what a directory's entries send is a difference
+    of two); ``projects``, the directories holding a .NET project file
+    (:data:`~ctxpack.linter.guards.DOTNET_PROJECTS`); ``scans``, for each
+    of ``secret``: why it is worth reading
+    (:func:`~ctxpack.linter.secrets.candidate`, ``None``: it is not) and
+    what :func:`~ctxpack.linter.secrets.scan` found in it (``None``: it
+    could not be read).  In the forked walk (:func:`walk_entries`) all of
+    it is done while the walker walks."""
 
     decided: dict[int, int] = field(default_factory=dict)
     decided_sent: dict[int, int] = field(default_factory=dict)
     sent_bytes: int = 0
     heavy: list[int] = field(default_factory=list)
     secret: list[int] = field(default_factory=list)
+    sent_before: array[int] = field(default_factory=lambda: array("q", [0]))
+    projects: set[str] = field(default_factory=set)
+    scans: dict[int, tuple[str | None, list[Hit] | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -426,7 +442,7 @@ def walk_entries(ctx: BuildContext, census: Census | None = None, *, fork: bool 
     for r in rules:
         by_index[r.index + 1] = r
     rule_of = by_index.__getitem__
-    counter = _Counter(census) if census is not None else None
+    counter = _Counter(census, ctx.root) if census is not None else None
     # The cyclic collector is paused for the walk (the forked walker
     # inherits it): each entry is a new tracked object (freed at once), and
     # a collection would rescan the walker's frames again and again
@@ -513,18 +529,20 @@ def _view_rows(ctx: BuildContext) -> Iterator[_Chunk]:
 class _Counter:
     """Counts a :class:`Census` a chunk of entries at a time, in walk order."""
 
-    def __init__(self, census: Census):
+    def __init__(self, census: Census, root: str):
         self.census = census
+        self.root = root
         self.skip = ""  # inside an installed-package directory ("path/"): its files are not the project's secrets
 
     def count(self, start: int, paths: list[str], codes: bytes, rules: list[Rule | None], sizes: array[int]) -> None:
         """Count the entries ``start``, ``start + 1``, ... of the walk."""
-        from ctxpack.linter.secrets import INSTALLED, maybe  # here: not in the forked walker (its start-up)
+        from ctxpack.linter.secrets import INSTALLED, candidate, maybe, scan  # here: not in the forked walker (its start-up)
 
         c = self.census
         decided, decided_sent, heavy, secret = c.decided, c.decided_sent, c.heavy, c.secret
+        before = c.sent_before.append
         skip = self.skip
-        sent_bytes = 0
+        sent_bytes = c.sent_bytes
         sent_file, sent_dir = FILE_CODE | SENT, DIR_CODE | SENT
         # One loop: it runs once per entry of the context.
         for i, (path, code, r, size) in enumerate(zip(paths, codes, rules, sizes), start):
@@ -536,11 +554,23 @@ class _Counter:
                         sent_bytes += size
                         if not (skip and path.startswith(skip)) and maybe(path):
                             secret.append(i)
+                            reason = candidate(path)
+                            hits = None
+                            if reason is not None:
+                                try:
+                                    hits = scan(os.path.join(self.root, path), path, size, reason)
+                                except (ContextError, OSError):
+                                    pass  # unreadable: the walk reports it
+                            c.scans[i] = (reason, hits)
                 elif code == sent_dir and path.rpartition("/")[2] in HEAVY:
                     heavy.append(i)
             if r is not None:
                 decided[r.index] = decided.get(r.index, 0) + 1
             if code & ~SENT == DIR_CODE and not (skip and path.startswith(skip)) and path.rpartition("/")[2] in INSTALLED:
                 skip = path + "/"
+            before(sent_bytes)
         self.skip = skip
-        c.sent_bytes += sent_bytes
+        c.sent_bytes = sent_bytes
+        projects = c.projects
+        for p in compress(paths, map(str.endswith, paths, repeat(DOTNET_PROJECTS))):  # in C: every path is looked at
+            projects.add(p.rpartition("/")[0])
