@@ -486,3 +486,33 @@ def test_instance_limit_names_its_sysctl(monkeypatch: pytest.MonkeyPatch) -> Non
         InotifySource()
     assert e.value.sysctl == "fs.inotify.max_user_instances" and e.value.exit_code == 6
     assert "fs.inotify.max_user_instances" in str(e.value)
+
+
+def test_a_request_skips_the_barrier_only_when_nothing_is_on_its_way(watching: Running, tree: Path) -> None:
+    """sync() answers without a barrier file when the kernel's queue is empty,
+    the reader waits in its poll and nothing is left to apply
+    (InotifySource.drained); a write just before it is always in the answer."""
+    w = watching.w
+    deadline = time.monotonic() + 10
+    while not w.source.drained():  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the reader never waited with an empty queue"
+        time.sleep(0.01)
+    time.sleep(0.1)
+    seq = w._barrier_seq
+    assert watching.sync() is not None and w._barrier_seq == seq  # idle: no barrier
+    took = 0
+    for i in range(30):
+        (tree / f"src/new{i}.py").write_text(f"{i}\n")
+        before = w._barrier_seq
+        watching.sync()
+        took += w._barrier_seq > before
+        assert f"src/new{i}.py" in {e.path for e in w.walked(False)}, i  # never stale
+    assert took  # the writes' events were on their way: the barrier
+    held = threading.Event()
+    w.source.hold = held  # type: ignore[attr-defined]
+    try:
+        assert not w.source.drained()  # type: ignore[attr-defined]  # a held delivery: never "drained"
+    finally:
+        w.source.hold = None  # type: ignore[attr-defined]
+        held.set()
+    watching.check()

@@ -11,17 +11,24 @@ to provoke ENOSPC, and inject events (an overflow) with :meth:`inject`.
 
 Events are delivered, in the kernel's order, to one ``sink`` callable on
 the source's reader thread; the watcher only queues them there.
+:meth:`InotifySource.drained` tells whether everything the kernel has
+queued so far was delivered, so that a client's request can skip the
+barrier (a file made in a watched directory, then a round through the
+reader thread) when nothing is on its way.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
+import sys
+import termios
 import threading
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ctxpack.errors import WatchLimitError
 
@@ -151,6 +158,58 @@ class InotifySource:
         self._lock = threading.Lock()
         self._closed = False
         self.hold: threading.Event | None = None
+        self._waiting = False  # the reader is in its poll (see drained)
+        self._polls = 0  # its polls that returned
+        self._inotify_fd = self._tap_reader()
+
+    def _tap_reader(self) -> int | None:
+        """Wrap watchdog's poller (``InotifyFD._poller``, polled before each
+        read) so that :meth:`drained` sees when the reader waits; the
+        inotify descriptor, or ``None`` where watchdog is built otherwise
+        (then :meth:`drained` is always False: every request takes the
+        barrier)."""
+        found = getattr(self._fd, "_poller", None)
+        fd = getattr(self._fd, "_inotify_fd", None)
+        if found is None or not isinstance(fd, int) or not callable(getattr(found, "poll", None)):
+            return None
+        poller: Any = found
+        source = self
+
+        class _TappedPoller:
+            def register(self, *args: object) -> object:
+                return poller.register(*args)
+
+            def unregister(self, *args: object) -> object:
+                return poller.unregister(*args)
+
+            def poll(self, *args: object) -> object:
+                source._waiting = True  # everything read before has been delivered
+                try:
+                    return poller.poll(*args)
+                finally:
+                    source._waiting = False
+                    source._polls += 1
+
+        setattr(self._fd, "_poller", _TappedPoller())  # noqa: B010 - watchdog's private attribute, on purpose
+        return fd
+
+    def drained(self) -> bool:
+        """Whether every event the kernel queued up to now has been
+        delivered to the sink: the reader waits in its poll (it delivers
+        all it read before it polls again), the kernel's queue is empty
+        (``FIONREAD``) and the reader did not wake meanwhile.  ``False``
+        when that cannot be told (or a test holds the delivery)."""
+        fd = self._inotify_fd
+        if fd is None or self.hold is not None:
+            return False
+        polls = self._polls
+        if not self._waiting:
+            return False
+        try:
+            queued = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return False
+        return int.from_bytes(queued, sys.byteorder) == 0 and self._waiting and self._polls == polls
 
     def start(self, sink: Sink) -> None:
         self._sink = sink
