@@ -478,7 +478,15 @@ class _Pruned:
                     del pending[1::SHARE]
                     if not given:  # one directory begun and one pending: that one
                         given.append(pending.pop())
-                    share.send(given)
+                    try:
+                        share.send(given)
+                    except BrokenPipeError:  # the walker died: count it all here (its rows say how it ended)
+                        pending.extend(given)
+                        share.close()
+                        shared = None
+                        if received is not None:
+                            return
+                        continue
                 if received is not None and shared[chunks] != received:
                     return
         finally:

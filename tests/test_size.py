@@ -360,3 +360,39 @@ def test_forked_walker_helps_size_the_pruned_directories(tmp_path: Path, monkeyp
     assert len(helped) == 1 and 0 < helped[0] < rep.excluded_files, helped  # both counted a part
     in_process = audit.measure_context(ctx, top=1000, fork=False)
     assert in_process.to_json() == rep.to_json() and helped == [helped[0]]  # no one to help: all counted here
+
+
+@pytest.mark.parametrize("where", ["regular_usage", "_read_exactly"])
+def test_a_walker_dying_while_it_helps_is_an_error_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              where: str) -> None:
+    """If the forked walker dies while it helps (in the first directory it
+    was handed, or once it has asked for work, before reading it), size
+    says so (WalkerDiedError, exit code 4 in the CLI), whether this process
+    is sending it work or waiting for its sums then: no hang, no
+    broken-pipe error."""
+    import time
+
+    import ctxpack
+    from ctxpack import audit
+    from ctxpack.errors import WalkerDiedError
+
+    files = {"Dockerfile": b"FROM scratch\n"}
+    files |= {f"out/d{i}/s{j}/f": b"x" for i in range(8) for j in range(4)}
+    root = make_tree(tmp_path / "c", files, dockerignore="out\n")
+    parent = os.getpid()
+    real = audit.regular_in
+
+    def slow_here(directory: str, push: Any) -> tuple[int, int]:
+        if os.getpid() == parent:
+            time.sleep(0.01)
+        return real(directory, push)
+
+    def die(*args: Any) -> Any:
+        os._exit(3)
+
+    monkeypatch.setattr(audit, "regular_in", slow_here)
+    monkeypatch.setattr(audit, where, die)  # only the walker's help calls either in measure_context
+    started = time.monotonic()
+    with pytest.raises(WalkerDiedError, match="exit status 3"):
+        audit.measure_context(ctxpack.open_context(root), fork=True)
+    assert time.monotonic() - started < 30
