@@ -293,13 +293,13 @@ def measure_context(
                 if progress is not None and sent >> 11 != shown:  # every 2048 sent entries, as measure
                     shown = sent >> 11
                     progress(tally.files, tally.bytes)
+                received = (received + 1) & 0xFFFFFFFF  # as the walker counts them (_Share.made_chunk)
                 if last:
                     pruned.count()  # all that is left, with the walker's help
                     if share is not None:
                         share.end()
                 elif share is not None:
-                    received += 1
-                    pruned.count(received)  # until the walker has sent the next chunk
+                    pruned.count(received)  # until the walker has made the next chunk
     finally:
         if collecting:
             gc.enable()
@@ -547,7 +547,7 @@ def _size_rows(ctx: BuildContext, on_error: bool, share: _Share | None = None) -
 
     def chunk(end: int, last: bool = False) -> _Chunk:
         nonlocal done, errors
-        if forked and not last:
+        if forked:
             assert share is not None
             share.made_chunk()
         out = (end - done - len(excluded), paths[:], sizes[:], excluded[:], errors, last)
