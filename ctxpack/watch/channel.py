@@ -129,7 +129,8 @@ class Server:
         self._delta: tuple[tuple[int, object], Delta | None] | None = None
         self._walks: dict[bool, tuple[int, bytes]] = {}  # the listing, once per generation
         self._snap: tuple[object, list[tuple[str, str, int, int, str]], dict[str, int]] | None = None
-        self._made: tuple[object, object, object, int, bytes] | None = None  # the last fast answer's bytes
+        # Per command and output options: the last fast answer's bytes, and what they were made from.
+        self._made: dict[tuple[str, tuple[str, ...]], tuple[object, object, object, int, bytes]] = {}
         self._thread = threading.Thread(target=self._run, name="ctxpack-watch-server", daemon=True)
         self._thread.start()
 
@@ -361,13 +362,13 @@ class Server:
                 return
         # The same answer to the same question (one generation, one snapshot): the bytes made
         # for the last one, so that an answer is the barrier, the checks and a send.
-        key = (command, sorted(flags), notes, warnings)
-        made = self._made
-        if made is not None and made[0] == key and made[1] is answer and made[2] is inputs:
+        question = (command, tuple(sorted(flags)))
+        made = self._made.get(question)
+        if made is not None and made[0] == (notes, warnings) and made[1] is answer and made[2] is inputs:
             code, tail = made[3], made[4]
         else:
             code, tail = self._render(flags, answer, notes, warnings, inputs)  # type: ignore[arg-type]
-            self._made = (key, answer, inputs, code, tail)
+            self._made[question] = ((notes, warnings), answer, inputs, code, tail)
         checks = header["checks"]
         assert isinstance(checks, list)
         reply = pack_fields(["ok", str(PROTOCOL), str(code), "\0".join(f"{rel}\0{mtime}" for rel, mtime in checks)]) + tail

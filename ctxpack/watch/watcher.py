@@ -224,6 +224,7 @@ class Watcher:
         self._barrier_seq = 0
         self._barrier_done = 0
         self._barrier_handle = -1
+        self._dir_keys: tuple[object, list[str]] = ((), [])  # dir_sample's key list and its stamp
         # True while every event delivered so far is applied (the loop idle, nothing pending, no
         # rescan due): then a barrier needs no loop round (:meth:`_sink`).  Under ``_cv``.
         self._applied = False
@@ -574,14 +575,19 @@ class Watcher:
         per answer), for the clients' sample (:mod:`ctxpack.watch.channel`)."""
         with self._lock:
             dirs = self.model.dirs
-            keys = list(dirs)
+            # The list of keys once per generation (it only chooses which directories are
+            # looked at: the mtimes are read from the model each time).
+            stamp = (self.generation, id(dirs), len(dirs))
+            if self._dir_keys[0] != stamp:
+                self._dir_keys = (stamp, list(dirs))
+            keys = self._dir_keys[1]
             total = len(keys)
             if not total:
                 return [], 0
             out = []
             for rel in [keys[0]] + [keys[(start + i) % total] for i in range(min(n, total))]:
-                d = dirs[rel]
-                if d.handle is not None:
+                d = dirs.get(rel)
+                if d is not None and d.handle is not None:
                     out.append((d.rel, d.mtime))
             return out, total
 
