@@ -109,6 +109,7 @@ class ContextListing:
         self._dirty = False  # what is stored differs from what was served
         self._saver: threading.Thread | None = None
         self._config = ""
+        self._kept_data: tuple[list[str], list[_Record], list[bytes], dict[int, ListedEntry]] | None = None
         extra = excluded_dirs_read(ctx) if ctx.dialect is Dialect.BUILDKIT else None
         if extra is None or not enabled():
             self.path: str | None = None
@@ -204,6 +205,7 @@ class ContextListing:
         prefix = root.rstrip("/") + "/"
         stat, entry = wire.Stat, ListedEntry
         changed = 0
+        redone: dict[int, ListedEntry] = {}
         n = len(paths)
         for start in range(0, n, CHUNK):
             end = min(n, start + CHUNK)
@@ -220,7 +222,7 @@ class ContextListing:
                         cut = i  # a directory changed, or an entry only the walk makes
                         break
                     e, s = again
-                    redo[i] = e
+                    redo[i] = redone[i] = e
                     now[j:j + KEY] = array("q", (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_mode))
                 changed += len(redo)
             self._keys.extend(now[:KEY * (cut - start)])
@@ -242,6 +244,8 @@ class ContextListing:
                 yield from self._walk(cut, paths)
                 return
         self._dirty = bool(changed)
+        # What save() writes back: the kept records, the changed ones replaced.
+        self._kept_data = (paths, recs, framed, redone)
         self.outcome = "hit" + (f" ({changed} changed)" if changed else "")
 
     def _again(self, rec: _Record, prefix: str) -> tuple[ListedEntry, os.stat_result] | None:
@@ -293,10 +297,18 @@ class ContextListing:
             self.outcome += "; not kept: a directory changed just before the walk"
             self._remove()
             return False
-        framed = [e.framed or framed_stat(e) for e in entries]
-        recs = [_record(e) for e in entries]
-        body = marshal.dumps((self._config, self._extra, self._extra_keys.tobytes(),
-                              [e.path for e in entries], keys.tobytes(), recs, framed))
+        kept = self._kept_data
+        if kept is not None and len(kept[0]) == len(entries):
+            # All from the kept listing but a few entries made again: patch it.
+            paths, recs, framed, redone = kept
+            for i, e in redone.items():
+                recs[i], framed[i] = _record(e), framed_stat(e)
+        else:
+            paths = [e.path for e in entries]
+            framed = [e.framed or framed_stat(e) for e in entries]
+            recs = [_record(e) for e in entries]
+        body = marshal.dumps((self._config, self._extra, self._extra_keys.tobytes(), paths, keys.tobytes(), recs,
+                              framed))
         return self._write(FORMAT + hashlib.blake2b(body, digest_size=_DIGEST).digest() + body)
 
     def save_beside(self, entries: list[ListedEntry]) -> None:
