@@ -141,7 +141,9 @@ def test_other_rules_use_another_kept_listing(tree, tmp_path):
     assert len(os.listdir(tmp_path / "cache")) == 2
 
 
-def test_a_directory_changed_just_before_the_walk_is_not_vouched_for(tree, tmp_path):
+def test_a_directory_changed_just_before_the_walk_is_not_vouched_for(tree, tmp_path, monkeypatch):
+    # A window of a minute: the change below is inside it however slowly this runs.
+    monkeypatch.setattr(listcache, "racy_window", lambda mtime, ctime: 60_000_000_000)
     (tree / "src/m001/late.txt").write_text("the directory's times are within the racy window")
     got, src = _served(tree, tmp_path / "cache")
     assert "not kept" in src.outcome and not (tmp_path / "cache").exists()
@@ -203,3 +205,18 @@ def test_the_session_serves_the_kept_listing_on_the_wire(tree, tmp_path, monkeyp
     assert stats2.listing_from == "cache" and kept2 is not None and kept2.outcome == "hit"
     assert second == first  # the same STAT packets, in the same order
     assert stats2.stat_bytes == stats1.stat_bytes and stats2.entries == stats1.entries
+
+
+def test_narrowed_calls_select_the_same_from_a_kept_listing(tree, tmp_path):
+    from ctxpack.engine.session.filesync import Listing, select
+
+    _served(tree, tmp_path / "cache")
+    kept, src = _served(tree, tmp_path / "cache")
+    assert src.outcome == "hit"
+    walked = list(iter_context_listing(_ctx(tree)))
+    for includes, follow in ((None, [".dockerignore"]), (["src/m00*"], None), (None, ["ln", "zz"]), (["b", "sp ace"], None)):
+        a = select(Listing("context", kept), includes, follow)
+        b = select(Listing("context", walked), includes, follow)
+        assert a == b and a
+        # the kept frames are the packets of what is selected (a relinked hard link is framed anew)
+        assert [e.framed or framed_stat(e) for e in a] == [framed_stat(e) for e in b]
