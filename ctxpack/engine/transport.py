@@ -86,7 +86,7 @@ _READ_SIZE = 64 * 1024
 #: instead of once per ~100 KB.  A bounded kernel buffer, not a spool; the
 #: kernel caps it at ``net.core.wmem_max``.  Measured over ssh://127.0.0.1
 #: on the 642 MB context: the packer's poll() calls 2,387 -> 406 and its
-#: sendfile() calls 3,757 -> 219 (bench/results/build.md, the ssh part).
+#: sendfile() calls 3,757 -> 219 (bench/results/build-ssh.md).
 UNIX_SEND_BUFFER = 4 << 20
 
 
