@@ -522,3 +522,5 @@ def test_a_request_skips_the_barrier_only_when_nothing_is_on_its_way(watching: R
         w.source.hold = None  # type: ignore[attr-defined]
         held.set()
     watching.check()
+    watching.stop()
+    assert not w.source.drained() and w.sync(1) is None  # type: ignore[attr-defined]  # a closed watcher vouches for nothing

@@ -4,11 +4,13 @@ Choice: a unix socket, not a state file.  A state file can only say what
 the watcher knew when it last wrote it: a write made since, still in the
 inotify queue or inside the quiet period, would be missed, and a client
 cannot tell.  Over the socket a client's request is a barrier: the watcher
-creates a file in a private watched directory, and because one inotify
+makes a name in a private watched directory, and because one inotify
 instance queues events in order, once that event is read every change made
 before the request has been read too; the watcher applies them at once
-(no quiet period) and answers.  Measured on the 100k-file tree: see
-bench/results/watch.md.
+(no quiet period) and answers.  No barrier is needed when nothing is on
+its way (:meth:`ctxpack.watch.source.InotifySource.drained`: the kernel's
+queue empty, the reader waiting in its poll) and nothing is left to apply.
+Measured on the 100k-file tree: see bench/results/watch.md.
 
 Two kinds of request: a JSON line (:mod:`ctxpack.watch.client`: answers
 as data), or a fast one (``F<length>``, :mod:`ctxpack.watchlink`: the

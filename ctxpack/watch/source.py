@@ -200,7 +200,7 @@ class InotifySource:
         (``FIONREAD``) and the reader did not wake meanwhile.  ``False``
         when that cannot be told (or a test holds the delivery)."""
         fd = self._inotify_fd
-        if fd is None or self.hold is not None:
+        if fd is None or self.hold is not None or self._closed:
             return False
         polls = self._polls
         if not self._waiting:

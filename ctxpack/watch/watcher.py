@@ -462,7 +462,7 @@ class Watcher:
         warm state then, or ``None`` when it cannot be trusted (or on
         timeout: a watcher that lags this much is no help)."""
         drained = getattr(self.source, "drained", None)
-        if drained is not None and drained():
+        if drained is not None and not self._stop.is_set() and drained():
             # Nothing on its way from the kernel (InotifySource.drained): when nothing queued
             # or pending is left to apply either, every change made before this call is in
             # the state now, and no barrier is needed.
