@@ -220,3 +220,12 @@ def test_narrowed_calls_select_the_same_from_a_kept_listing(tree, tmp_path):
         assert a == b and a
         # the kept frames are the packets of what is selected (a relinked hard link is framed anew)
         assert [e.framed or framed_stat(e) for e in a] == [framed_stat(e) for e in b]
+
+
+def test_a_listing_too_big_to_keep_is_walked_each_time(tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(listcache, "MAX_KEPT", 50)
+    got, src = _served(tree, tmp_path / "cache")
+    assert "not kept: more than 50 entries" in src.outcome and len(got) > 50
+    got, src = _served(tree, tmp_path / "cache")
+    assert src.outcome.startswith("miss: no listing kept")
+    _assert_as_walked(tree, got)

@@ -55,7 +55,7 @@ from ...walker import EntryKind, excluded_dirs_read, kind_of
 from . import wire
 from .filesync import ListedEntry, framed_stat, iter_context_listing, listed_entry
 
-__all__ = ["ContextListing", "enabled", "FORMAT", "KEEP"]
+__all__ = ["ContextListing", "enabled", "FORMAT", "KEEP", "MAX_KEPT"]
 
 FORMAT = b"ctxpack-session-listing-1\n"
 #: Listing files kept in the cache directory (the least recently used go).
@@ -63,6 +63,9 @@ KEEP = 32
 _DIR = "session-listings"
 _SUFFIX = ".listing"
 _DIGEST = 32
+#: Listings of more entries are not kept: the kept records and frames would
+#: about double what the session holds per entry (~0.5 KB) for the upload.
+MAX_KEPT = 300_000
 #: Kept entries checked (``lstat``) per chunk before the chunk is handed out.
 CHUNK = 256
 
@@ -182,6 +185,9 @@ class ContextListing:
         if config != self._config or extra != self._extra:
             self.outcome = "miss: the kept listing is for other rules"
             return None
+        if len(paths) > MAX_KEPT:
+            self.outcome = f"miss: the kept listing has more than {MAX_KEPT} entries"
+            return None
         if not len(paths) == len(recs) == len(framed) or len(keys) != 8 * KEY * len(paths):
             self.outcome = "miss: the kept listing is damaged"
             return None
@@ -289,6 +295,10 @@ class ContextListing:
         the keys do not cover every entry, or when a directory is too recent
         to vouch for its names."""
         if self.path is None or not self._dirty:
+            return False
+        if len(entries) > MAX_KEPT:
+            self.outcome += f"; not kept: more than {MAX_KEPT} entries"
+            self._remove()
             return False
         keys = self._keys
         if len(keys) != KEY * len(entries) or len(self._extra_keys) != KEY * len(self._extra):
