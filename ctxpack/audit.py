@@ -423,8 +423,7 @@ class _Pruned:
     (:func:`~ctxpack.fs.regular_in`): the ones not begun (``pending``, with
     their rule index), and the directories still to list below the one
     begun (``stack``).  With a :class:`_Share`, whenever the walker asks,
-    it gets half of both (every second one: the deepest levels of the
-    stack are the biggest subtrees, and they alternate)."""
+    it gets part of them (see :meth:`count`)."""
 
     def __init__(self, kept_out: _KeptOut, rules: dict[int, Rule], share: _Share | None):
         self.kept_out = kept_out
@@ -459,7 +458,7 @@ class _Pruned:
                     files = size = 0
                     if not pending:
                         return
-                    self.rule, top = pending.pop()
+                    self.rule, top = pending.pop(0)  # in walk order: see below
                     push(top)
                 n, b = regular_in(stack.pop(), push)
                 files += n
@@ -468,16 +467,23 @@ class _Pruned:
                     continue
                 if shared[wants] and len(stack) + len(pending) > 1:
                     assert share is not None
-                    # Every SHARE-th: the stack's first levels are the
-                    # biggest subtrees, and they alternate.  Not half: the
-                    # walker comes back for more when it is done, this
-                    # process is left waiting when it has given too much.
-                    rule = self.rule
-                    given = [(rule, d) for d in stack[1::SHARE]] + pending[1::SHARE]
-                    del stack[1::SHARE]
-                    del pending[1::SHARE]
-                    if not given:  # one directory begun and one pending: that one
-                        given.append(pending.pop())
+                    # Every SHARE-th of the directories below the one begun
+                    # (the stack's first levels are the biggest subtrees,
+                    # and they alternate), or, with fewer than two, of those
+                    # not begun.  Not half: the walker comes back for more
+                    # when it is done, this process is left waiting when it
+                    # has given too much.  The walker sizes what it gets
+                    # whole, so a directory of unknown size (not begun: one
+                    # may be most of the tree) is given only when nothing
+                    # already split is left; and they are begun here in walk
+                    # order, so that the big ones are mostly opened (split)
+                    # here before little but the small ones are left.
+                    if len(stack) > 1:
+                        given = [(self.rule, d) for d in stack[1::SHARE]]
+                        del stack[1::SHARE]
+                    else:
+                        given = pending[1::SHARE] or [pending.pop()]
+                        del pending[1::SHARE]
                     try:
                         share.send(given)
                     except BrokenPipeError:  # the walker died: count it all here (its rows say how it ended)
