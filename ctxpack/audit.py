@@ -297,7 +297,10 @@ def measure_context(
                 if last:
                     pruned.count()  # all that is left, with the walker's help
                     if share is not None:
-                        share.end()
+                        if pruned.met:
+                            share.end()
+                        else:
+                            share.close()  # nothing to help with: the walker did not wait
                 elif share is not None:
                     pruned.count(received)  # until the walker has made the next chunk
     finally:
@@ -324,7 +327,8 @@ class _Share:
     process before it sends; ``CHUNKS`` by the walker), and an outdated
     read costs at most one directory's wait, so plain shared words are
     enough.  What the walker counted comes back as a last chunk of the
-    walk (:data:`_Helped`).
+    walk (:data:`_Helped`).  A walk that met no pruned directory ends
+    without that (nothing to help with: the walker does not wait).
 
     Why: below the pruned directories are most of the tree's entries with
     the typical ignore file of the bench tree (84k of 122k): their listing
@@ -430,12 +434,14 @@ class _Pruned:
         self.rules = rules
         self.share = share
         self.pending: list[tuple[int, str]] = []
+        self.met = False  # a pruned directory was added
         self.stack: list[str] = []
         self.rule = -1  # of the directory begun
         self.files = self.bytes = 0  # counted for it, not yet added
 
     def add(self, path: str, rule: int) -> None:
         """A pruned directory of the walk (with its rule's index, or -1)."""
+        self.met = True
         self.kept_out.note(self.rules[rule] if rule >= 0 else None)  # the rules' order, as measure's
         self.pending.append((rule, os.path.join(self.kept_out.root, path)))
 
@@ -565,6 +571,7 @@ def _size_rows(ctx: BuildContext, on_error: bool, share: _Share | None = None) -
         return out
 
     i = -1
+    pruned = False  # a pruned directory was met (then there may be sizing to help with)
     e: Entry
     try:
         for i, e in enumerate(list_entries(ctx, excluded=True, on_error=report if on_error else None)):
@@ -581,7 +588,9 @@ def _size_rows(ctx: BuildContext, on_error: bool, share: _Share | None = None) -
                         yield chunk(i + 1)
             else:
                 rule = e.rule
-                add_excluded((e.path, e.kind == DIR, rule.index if rule is not None else -1))
+                is_dir = e.kind == DIR
+                pruned = pruned or is_dir
+                add_excluded((e.path, is_dir, rule.index if rule is not None else -1))
                 if len(excluded) >= limit:
                     yield chunk(i + 1)
     except Exception:
@@ -589,7 +598,7 @@ def _size_rows(ctx: BuildContext, on_error: bool, share: _Share | None = None) -
             yield chunk(i + 1)  # what came before the error is counted, as in measure
         raise
     yield chunk(i + 1, last=True)
-    if forked:  # help (in process, the caller sizes it all)
+    if forked and pruned:  # help (in process, or with no pruned directory, the caller sizes it all)
         assert share is not None
         yield (share.help(),)
 
