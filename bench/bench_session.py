@@ -408,8 +408,18 @@ def change_one_file(root: str, n: int) -> None:
         f.write(f"change {n} {time.time_ns()}\n")
 
 
+def forget_listings(cache: str) -> None:
+    """A first build keeps nothing from an earlier build, on either side: the
+    daemon gets a fresh session key (a fresh docker config), and ctxpack
+    finds no listing kept by the build before (its index stays warm, as a
+    user's is).  Otherwise every round's "first" build after the first would
+    be served from the previous round's kept listing."""
+    shutil.rmtree(os.path.join(cache, "session-listings"), ignore_errors=True)
+
+
 def one_pair(name: str, sock: str, root: str, work: str, cache: str, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg = tempfile.mkdtemp(prefix="cfg-", dir=work)  # fresh node id: nothing to diff against
+    forget_listings(cache)
     change_one_file(root, n * 2)
     first = CLIENTS[name](sock, root, cfg, cache)
     change_one_file(root, n * 2 + 1)
@@ -518,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in CLIENTS:
             cfg = tempfile.mkdtemp(prefix="cfg-", dir=work)
             traced[name] = {}
+            forget_listings(cache)
             for kind, n in (("first", 1000), ("rebuild", 1001)):
                 proxy.reset()
                 change_one_file(tree, n)
@@ -563,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         "`networkmode=none`. Rebuild: one file changed. Daemon: Debian dockerd 20.10.24 (tests/dockerd.py, vfs, " + benchutil.daemon_storage() + "). "
         "Clients, each a process as a user runs it: `ctxpack build --progress json` (session; the snapshot for "
         "`ctxpack diff` recorded, as by default), `ctxpack build --no-session` (tar), `DOCKER_BUILDKIT=1 "
-        "/usr/bin/docker build -q`; a fresh docker config per first build (a fresh session shared key).",
+        "/usr/bin/docker build -q`; a fresh docker config per first build (a fresh session shared key) and no listing kept by ctxpack from an "
+        "earlier build (ctxpack's index stays warm, as a user's is).",
         f"Machine: {benchutil.cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
         f"load average at the end {' '.join(benchutil.loadavg())}. "
         f"Median of {args.rounds} rounds straight to the daemon; bytes and transfer times from one more round "
