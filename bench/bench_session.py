@@ -475,7 +475,8 @@ def write_section(path: str, text: str) -> None:
     if i < 0:
         new = old.rstrip("\n") + "\n\n" + text
     else:
-        j = old.find("\n## ", i + len(SECTION))
+        j = min((k for k in (old.find("\n## ", i + len(SECTION)), old.find("\n# ", i + len(SECTION))) if k >= 0),
+                default=-1)  # the next heading of either level ends it
         new = old[:i] + text + ("\n" + old[j + 1:] if j >= 0 else "")
     with open(path, "w") as f:
         f.write(new)
