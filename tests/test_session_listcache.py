@@ -22,24 +22,10 @@ from ctxpack.engine.session.core import DIFF_COPY, Session
 from ctxpack.engine.session.filesync import framed_stat, iter_context_listing
 from ctxpack.engine.session.listcache import ContextListing
 from session_client import H2Client
+from test_session_unit import _tree  # the same tree maker as the listing's unit tests
 
 #: Longer than the racy window (50 ms): a directory this old is vouched for.
 SETTLE = 0.08
-
-
-def _tree(root, files, links=(), hard=()):
-    for rel, data in files.items():
-        p = os.path.join(root, rel)
-        if rel.endswith("/"):
-            os.makedirs(p, exist_ok=True)
-            continue
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        with open(p, "wb") as f:
-            f.write(data.encode())
-    for rel, target in links:
-        os.symlink(target, os.path.join(root, rel))
-    for rel, first in hard:
-        os.link(os.path.join(root, first), os.path.join(root, rel))
 
 
 @pytest.fixture
