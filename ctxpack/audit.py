@@ -30,6 +30,7 @@ import stat as st
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 from itertools import repeat
 
 from ctxpack.context import BuildContext
@@ -402,12 +403,7 @@ class _Share:
             work: list[tuple[int, str]] = marshal.loads(_read_exactly(self.work_r, n))
             for rule, top in work:
                 files, size = regular_usage(top)
-                row = sums.get(rule)
-                if row is None:
-                    sums[rule] = [files, size]
-                else:
-                    row[0] += files
-                    row[1] += size
+                _add_pair(sums, rule, files, size)
 
 
 def _read_exactly(fd: int, n: int) -> bytes:
@@ -729,12 +725,20 @@ class _Tally:
 def _add_run(dirs: dict[str, list[int]], d: str, run_bytes: int, run_files: int) -> None:
     """Add a run of ``run_files`` files (``run_bytes`` bytes) directly in
     ``d`` to its row of ``dirs`` ([bytes, files])."""
-    row = dirs.get(d)
+    _add_pair(dirs, d, run_bytes, run_files)
+
+
+_K = TypeVar("_K")
+
+
+def _add_pair(rows: dict[_K, list[int]], key: _K, a: int, b: int) -> None:
+    """Add ``[a, b]`` to the row ``key`` of ``rows`` (made if missing)."""
+    row = rows.get(key)
     if row is None:
-        dirs[d] = [run_bytes, run_files]
+        rows[key] = [a, b]
     else:
-        row[0] += run_bytes
-        row[1] += run_files
+        row[0] += a
+        row[1] += b
 
 
 def _sum_up(direct: dict[str, list[int]]) -> dict[str, list[int]]:
