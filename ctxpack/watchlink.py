@@ -111,8 +111,14 @@ def spec(directory: str, *, dockerfile: str | None, dialect: str, ignore_file: s
     root = os.path.realpath(os.path.abspath(directory))
     if not os.path.isdir(root):
         return None
+    df = os.path.abspath(dockerfile) if dockerfile is not None else None
+    if (df is not None and os.path.basename(df) == "Dockerfile" and os.path.isfile(df)
+            and os.path.realpath(os.path.dirname(df)) == root):
+        # `-f Dockerfile` names the file the default finds first (the docker CLI's
+        # DefaultDockerfileName): the same context, so the same watcher answers.
+        df = None
     return {
-        "root": root, "dockerfile": os.path.abspath(dockerfile) if dockerfile is not None else None,
+        "root": root, "dockerfile": df,
         "dialect": dialect, "ignore_file": os.path.abspath(ignore_file) if ignore_file is not None else None,
         "minimal": bool(minimal), "target": target, "build_args": sorted([k, v] for k, v in build_args.items()),
         "platform": platform,
@@ -211,10 +217,22 @@ def silent(path: str) -> bool:
     return path in _SILENT
 
 
-def timed_out(path: str) -> None:
-    """Note that the watcher at socket ``path`` did not answer in :func:`timeout` seconds."""
-    if one_command:
-        _SILENT.add(path)
+def timed_out(path: str, root: str, stopped: bool) -> None:
+    """Note that the watcher at socket ``path`` (of the context ``root``) did
+    not answer in :func:`timeout` seconds, or is ``stopped`` (Ctrl-Z).  In a
+    one-command process this is said once on stderr: the command goes on
+    without the watcher and gives the same answer, but the user should know
+    why it was slow, and which process to look at."""
+    if not one_command or path in _SILENT:
+        return
+    _SILENT.add(path)
+    why = "is stopped (Ctrl-Z or SIGSTOP)" if stopped else f"did not answer in {timeout():g} s"
+    try:
+        sys.stderr.write(f"ctxpack: note: the `ctxpack watch` of {root} {why}; going on without it "
+                         "(CTXPACK_WATCH=0: never ask a watcher)\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # no stderr to say it on: the command's own output matters more
 
 
 # -- fields: <decimal length>:<bytes>, one after the other (names keep their undecodable bytes) --
@@ -267,6 +285,10 @@ def peer_stopped(sock: "Any") -> bool:
 _GLANCE = 0.1
 
 
+class _Stopped(TimeoutError):
+    """The watcher is stopped: it cannot answer in time (a timeout, said apart)."""
+
+
 def _exchange(path: str, request: bytes, wait: float) -> bytes:
     """Send ``request``; the answer, read up to the length its first line
     gives (not to the watcher's close: that is one thread switch later).
@@ -290,8 +312,10 @@ def _exchange(path: str, request: bytes, wait: float) -> bytes:
                 b = s.recv(65536)
             except TimeoutError:
                 left = deadline - time.monotonic()
-                if left <= 0 or peer_stopped(s):
+                if left <= 0:
                     raise TimeoutError(f"no answer from the watcher serving {path}") from None
+                if peer_stopped(s):
+                    raise _Stopped(f"the watcher serving {path} is stopped") from None
                 s.settimeout(min(left, _GLANCE))
                 continue
             if not b:
@@ -325,8 +349,8 @@ def ask_fast(command: str, options: "Sequence[str]", s: "Spec") -> tuple[int, li
     try:
         try:
             data = _exchange(path, b"F%d\n" % len(body) + body, timeout())
-        except TimeoutError:
-            timed_out(path)
+        except TimeoutError as e:
+            timed_out(path, root, isinstance(e, _Stopped))
             raise
         head, _, rest = data.partition(b"\n")
         if int(head) != len(rest):

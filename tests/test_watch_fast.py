@@ -167,7 +167,9 @@ def _fast(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str
 # fingerprint --json first: the watcher's first fingerprint of the generation hashes the files
 # changed since the index's state (a diff first would have hashed them for it).
 CASES = [["fingerprint", "--json", "."], ["diff"], ["diff", "--json"], ["diff", ".", "--exit-code"],
-         ["diff", "--dialect=buildkit", "--exit-code"], ["fingerprint"], ["fingerprint", "--dialect", "buildkit", "."]]
+         ["diff", "--dialect=buildkit", "--exit-code"], ["fingerprint"], ["fingerprint", "--dialect", "buildkit", "."],
+         # naming the default Dockerfile is the same context: the watcher answers (trial finding S22)
+         ["diff", "-f", "Dockerfile"], ["fingerprint", "--file=./Dockerfile", "."]]
 
 
 def test_fast_path_prints_what_the_command_prints(watching: WatchProcess, capsys: pytest.CaptureFixture[str]) -> None:
@@ -188,7 +190,7 @@ def test_fast_path_declines_what_the_watcher_was_not_started_with(watching: Watc
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     # Other options than the watcher's: no answer, and the command as always.
     for args in (["diff", "--dialect", "classic"], ["fingerprint", "--minimal"], ["diff", "--ignore-file", "other.ignore"],
-                 ["fingerprint", "-f", "Dockerfile"]):  # the same file, but the watcher was not told -f
+                 ["fingerprint", "-f", "Dockerfile.other"]):  # another Dockerfile
         assert _fast(args, capsys) is None, args
     # A changed input: no answer until the watcher has re-read it, then the new one.
     before = _fast(["fingerprint"], capsys)
@@ -273,7 +275,10 @@ def test_as_a_process_no_click_same_bytes_and_fallbacks(watching: WatchProcess, 
         waited = time.monotonic() - started
     finally:
         os.kill(watching.proc.pid, signal.SIGCONT)
-    assert lag[2:] == (0, True) and lag[:3] == cold[:3]
+    assert lag[2:] == (0, True) and (lag[0], lag[2]) == (cold[0], cold[2])
+    note = f"ctxpack: note: the `ctxpack watch` of {tree.resolve()} is stopped (Ctrl-Z or SIGSTOP); going on without it"
+    assert lag[1].startswith(note) and lag[1].count("ctxpack watch") == 1  # said once, before the command's own
+    assert lag[1].split("\n", 1)[1] == cold[1]
     assert waited < 1.5 * alone + 3, (waited, alone)  # not one 10 s wait, nor three
     # A killed watcher leaves its socket: refused, the command runs.
     watching.stop(signal.SIGKILL)
@@ -329,7 +334,10 @@ def test_a_stuck_watcher_costs_the_console_script_one_wait(tree: Path, tmp_path:
             t.join(5)
             for c in held:
                 c.close()
-    assert got[:3] == cold[:3] and got[3]  # click ran the command as without a watcher
+    assert (got[0], got[2]) == (cold[0], cold[2]) and got[3]  # click ran the command as without a watcher
+    note = f"ctxpack: note: the `ctxpack watch` of {tree.resolve()} did not answer in 2 s; going on without it"
+    assert got[1].startswith(note) and got[1].count("ctxpack watch") == 1  # said once, not per layer that asks
+    assert got[1].split("\n", 1)[1] == cold[1]
     assert len(held) == 1, len(held)  # asked once
     assert 2 <= waited < 2 + 1.5 * alone + 1.5, (waited, alone)  # one 2 s wait, not three (>= 6 s)
 

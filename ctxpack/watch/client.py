@@ -98,12 +98,13 @@ def _ask_root(root: str, request: dict[str, object]) -> tuple[dict[str, object],
             s.settimeout(timeout)
             s.connect(path)
             if peer_stopped(s):
-                raise TimeoutError(f"the watcher serving {path} is stopped")  # it would not answer in time
+                timed_out(path, root, True)  # it would not answer in time: the next ask does not try
+                return None
             s.sendall(json.dumps(request).encode() + b"\n")
             with s.makefile("rb") as f:
                 header, payload = recv(f)
     except TimeoutError:
-        timed_out(path)  # stopped or stuck: the next ask in this process does not wait again
+        timed_out(path, root, False)  # stuck: the next ask in this process does not wait again
         return None
     except (OSError, ValueError, ConnectionError):
         return None  # dead (refused), lagging (timeout) or confused: walk instead
