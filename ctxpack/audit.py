@@ -211,9 +211,12 @@ def measure(
 # index or -1), the errors handed to ``on_error`` (pickled), in walk order,
 # and whether the walk ended with it.  After the last one, the walker's help
 # with the pruned directories (_Share): per rule index (-1: none), the
-# [files, bytes] it counted, as a 1-tuple.
+# [files, bytes] it counted, and the files of several names it met, not
+# counted, as (st_dev, st_ino, size, excluded entry's number, rule index):
+# see _KeptOut.defer.
 _Chunk = tuple[int, list[str], list[int], list[tuple[str, bool, int]], list[bytes], bool]
-_Helped = tuple[dict[int, list[int]]]
+_Link = tuple[int, int, int, int, int]
+_Helped = tuple[dict[int, list[int]], list[_Link]]
 
 # Files (or excluded entries) per chunk the walker process sends: small
 # enough for the two processes to overlap, large enough that a chunk costs
@@ -249,9 +252,9 @@ def measure_context(
 
     started = time.monotonic()
     rep = SizeReport(context=ctx.root, dialect=ctx.dialect.value, ignore_file=ctx.ignore_source)
-    kept_out = _KeptOut(ctx, rep)
+    kept_out = _KeptOut(ctx, rep, deferred=True)
     tally = _Tally(top)
-    rules = {r.index: r for r in ctx.matcher.rules}
+    rules = kept_out.rules
     below: dict[str, list[int]] = {}
     sent = 0
     shown = 0
@@ -269,8 +272,8 @@ def measure_context(
                 share.forked(batches.walker is not None)
             item: _Chunk | _Helped
             for (item,) in batches:  # type: ignore[assignment]  # rows=_size_rows: one chunk per batch
-                if len(item) == 1:  # the walker's help (after the walk)
-                    pruned.add_helped(item[0])
+                if len(item) == 2:  # the walker's help (after the walk)
+                    pruned.add_helped(*item)
                     continue
                 n_sent, paths, sizes, excluded, errors, last = item
                 if errors:
@@ -310,6 +313,7 @@ def measure_context(
         if share is not None:
             share.close()
     pruned.count()  # without a forked walker (or its help): everything here
+    kept_out.settle()
     tally.dirs = below
     return _finish(rep, tally, kept_out, sent, top, started, summed=True)
 
@@ -354,11 +358,12 @@ class _Share:
         if not forked:
             self.close()
 
-    def send(self, work: list[tuple[int, str]]) -> None:
-        """Hand ``work`` ((rule index, directory) pairs; empty: the end) to
+    def send(self, work: list[tuple[int, int, str]]) -> None:
+        """Hand ``work`` ((excluded entry's number, rule index, directory)
+        triples; empty: the end) to
         the walker, which asked for it (or will: it reads the pipe).  A
         message is its length (4 bytes, little-endian; 0: the end) and
-        the pairs, marshalled."""
+        the triples, marshalled."""
         import marshal
 
         self.shared[self.WANTS] = 0
@@ -389,21 +394,26 @@ class _Share:
         """In the walker: one more chunk of the walk is about to be sent."""
         self.shared[self.CHUNKS] = (self.shared[self.CHUNKS] + 1) & 0xFFFFFFFF
 
-    def help(self) -> dict[int, list[int]]:
+    def help(self) -> _Helped:
         """In the walker, after its walk: size what this process hands
-        over until it says there is no more; per rule index, [files, bytes]."""
+        over until it says there is no more; per rule index, [files, bytes],
+        and the files of several names met (see :data:`_Helped`)."""
         import marshal
 
         sums: dict[int, list[int]] = {}
+        links: list[_Link] = []
+        found: list[tuple[int, int, int]] = []
         while True:
             self.shared[self.WANTS] = 1
             n = int.from_bytes(_read_exactly(self.work_r, 4), "little")
             if not n:  # the end (or the parent is gone: the pipe's end)
-                return sums
-            work: list[tuple[int, str]] = marshal.loads(_read_exactly(self.work_r, n))
-            for rule, top in work:
-                files, size = regular_usage(top)
+                return sums, links
+            work: list[tuple[int, int, str]] = marshal.loads(_read_exactly(self.work_r, n))
+            for seq, rule, top in work:
+                files, size = regular_usage(top, found)
                 _add_pair(sums, rule, files, size)
+                links.extend([(dev, ino, b, seq, rule) for dev, ino, b in found])
+                found.clear()
 
 
 def _read_exactly(fd: int, n: int) -> bytes:
@@ -429,17 +439,18 @@ class _Pruned:
         self.kept_out = kept_out
         self.rules = rules
         self.share = share
-        self.pending: list[tuple[int, str]] = []
+        self.pending: list[tuple[int, int, str]] = []  # (excluded entry's number, rule index, path)
         self.met = False  # a pruned directory was added
         self.stack: list[str] = []
-        self.rule = -1  # of the directory begun
+        self.seq = self.rule = -1  # of the directory begun
         self.files = self.bytes = 0  # counted for it, not yet added
+        self.found: list[tuple[int, int, int]] = []  # its files of several names, not counted (_KeptOut.defer)
 
     def add(self, path: str, rule: int) -> None:
         """A pruned directory of the walk (with its rule's index, or -1)."""
         self.met = True
         self.kept_out.note(self.rules[rule] if rule >= 0 else None)  # the rules' order, as measure's
-        self.pending.append((rule, os.path.join(self.kept_out.root, path)))
+        self.pending.append((self.kept_out.number(), rule, os.path.join(self.kept_out.root, path)))
 
     def count(self, received: int | None = None) -> None:
         """Size what is pending; with ``received`` (the walk's chunks read),
@@ -452,6 +463,7 @@ class _Pruned:
             return  # in this process, the walk and the sizing cannot overlap
         wants, chunks = _Share.WANTS, _Share.CHUNKS
         files, size = self.files, self.bytes
+        found = self.found
         try:
             while True:
                 if not stack:
@@ -460,9 +472,9 @@ class _Pruned:
                     files = size = 0
                     if not pending:
                         return
-                    self.rule, top = pending.pop(0)  # in walk order: see below
+                    self.seq, self.rule, top = pending.pop(0)  # in walk order: see below
                     push(top)
-                n, b = regular_in(stack.pop(), push)
+                n, b = regular_in(stack.pop(), push, found)
                 files += n
                 size += b
                 if shared is None:
@@ -481,7 +493,7 @@ class _Pruned:
                     # order, so that the big ones are mostly opened (split)
                     # here before little but the small ones are left.
                     if len(stack) > 1:
-                        given = [(self.rule, d) for d in stack[1::SHARE]]
+                        given = [(self.seq, self.rule, d) for d in stack[1::SHARE]]
                         del stack[1::SHARE]
                     else:
                         given = pending[1::SHARE] or [pending.pop()]
@@ -504,11 +516,17 @@ class _Pruned:
         if self.files or self.bytes:
             self.kept_out.count(self.rules[self.rule] if self.rule >= 0 else None, self.files, self.bytes)
         self.files = self.bytes = 0
+        if self.found:
+            self.kept_out.defer(self.found, self.seq, self.rule)
+            self.found.clear()
 
-    def add_helped(self, sums: dict[int, list[int]]) -> None:
-        """What the walker counted (per rule index, [files, bytes])."""
+    def add_helped(self, sums: dict[int, list[int]], links: list[_Link]) -> None:
+        """What the walker counted (per rule index, [files, bytes]) and
+        the files of several names it met (see :data:`_Helped`)."""
         for rule, (files, size) in sums.items():
             self.kept_out.count(self.rules[rule] if rule >= 0 else None, files, size)
+        for dev, ino, size, seq, rule in links:
+            self.kept_out.defer([(dev, ino, size)], seq, rule)
 
 
 def _add_below(below: dict[str, list[int]], direct: dict[str, list[int]]) -> None:
@@ -596,33 +614,94 @@ def _size_rows(ctx: BuildContext, on_error: bool, share: _Share | None = None) -
     yield chunk(i + 1, last=True)
     if forked and pruned:  # help (in process, or with no pruned directory, the caller sizes it all)
         assert share is not None
-        yield (share.help(),)
+        yield share.help()
 
 
 class _KeptOut:
     """What the rules keep out: the regular files and bytes of each excluded
     entry (below an excluded directory: everything, without matching), in
-    the report's totals and per deciding rule."""
+    the report's totals and per deciding rule.
 
-    def __init__(self, ctx: BuildContext, rep: SizeReport):
+    A file is on disk once however many names it has, so a file of several
+    names (hard links) is kept out once: it counts for the first excluded
+    entry, in walk order, that holds one of its names (and that entry's
+    rule).  Sizing in walk order (:func:`measure`), that is the first met;
+    sized by two processes at once (:func:`measure_context`), each such
+    name is :meth:`defer`-red with its excluded entry's :meth:`number` and
+    the file counted once by :meth:`settle`.  (A file also sent under
+    another name is counted here too: its kept-out name is not in the
+    upload.)"""
+
+    def __init__(self, ctx: BuildContext, rep: SizeReport, deferred: bool = False):
         self.root = ctx.root
         self.rep = rep
+        self.rules = {r.index: r for r in ctx.matcher.rules}
         self.savings: dict[int, RuleSaving] = {}
+        self.deferred = deferred
+        self.entries = 0  # excluded entries numbered so far
+        # (st_dev, st_ino) -> [excluded entry's number, rule index, size]
+        self.links: dict[tuple[int, int], list[int]] = {}
+
+    def number(self) -> int:
+        """The next excluded entry's number (in walk order)."""
+        self.entries += 1
+        return self.entries
 
     def add(self, path: str, is_dir: bool, rule: Rule | None) -> tuple[int, int]:
-        """Count the excluded ``path``; the files and bytes it keeps out."""
+        """Count the excluded ``path`` (the next in walk order); the files
+        and bytes it keeps out (but for files of several names with
+        ``deferred``: those count in :meth:`settle`)."""
+        seq = self.number()
+        found: list[tuple[int, int, int]] = []
         if is_dir:
             # Everything below, without matching (links never followed;
             # unreadable parts passed over, as the builders skip them too).
-            n, b = regular_usage(os.path.join(self.root, path))
+            n, b = regular_usage(os.path.join(self.root, path), found)
         else:
             try:
                 s = os.lstat(os.path.join(self.root, path))
             except OSError:
                 return 0, 0  # gone meanwhile: nothing kept out
-            n, b = (1, s.st_size) if st.S_ISREG(s.st_mode) else (0, 0)
+            n, b = 0, 0
+            if st.S_ISREG(s.st_mode):
+                if s.st_nlink > 1:
+                    found.append((s.st_dev, s.st_ino, s.st_size))
+                else:
+                    n, b = 1, s.st_size
+        if found:
+            index = rule.index if rule is not None else -1
+            if self.deferred:
+                self.defer(found, seq, index)
+            else:
+                links = self.links
+                for dev, ino, size in found:
+                    if (dev, ino) not in links:  # its first name met
+                        links[dev, ino] = [seq, index, size]
+                        n += 1
+                        b += size
         self.count(rule, n, b)
         return n, b
+
+    def defer(self, found: list[tuple[int, int, int]], seq: int, rule: int) -> None:
+        """Names of files of several names, (st_dev, st_ino, size), met
+        below the excluded entry number ``seq`` (kept out by the rule of
+        index ``rule``): each file is counted by :meth:`settle`, for the
+        first entry in walk order that holds one of its names."""
+        links = self.links
+        for dev, ino, size in found:
+            row = links.get((dev, ino))
+            if row is None:
+                links[dev, ino] = [seq, rule, size]
+            elif seq < row[0]:
+                row[0], row[1] = seq, rule
+
+    def settle(self) -> None:
+        """Count the deferred files of several names, each once."""
+        if not self.deferred:
+            return
+        for _, rule, size in self.links.values():
+            self.count(self.rules[rule] if rule >= 0 else None, 1, size)
+        self.links.clear()
 
     def note(self, rule: Rule | None) -> RuleSaving | None:
         """The saving of ``rule`` (made when it first decides an entry: the

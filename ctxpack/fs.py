@@ -136,10 +136,15 @@ def iter_tree(top: str, rel_top: str = "") -> Iterator[tuple[str, os.stat_result
         stack.extend(reversed(subdirs))
 
 
-def regular_usage(top: str) -> tuple[int, int]:
+def regular_usage(top: str, links: list[tuple[int, int, int]] | None = None) -> tuple[int, int]:
     """How many regular files are below ``top`` and their bytes (``lstat``
-    sizes, each name counted; links never followed; directories that cannot
-    be read, and entries gone since their listing, passed over).
+    sizes; links never followed; directories that cannot be read, and
+    entries gone since their listing, passed over).
+
+    A file of several names (hard links: ``st_nlink`` > 1) is on disk once:
+    with ``links``, each such name is appended to it as (``st_dev``,
+    ``st_ino``, size) and not counted, so that the caller can count each
+    file once over several calls; without, it is counted once here.
 
     Only sums, so in no order and with no path per entry: the listing's
     entry types (``d_type``) tell directories and regular files apart, and
@@ -147,21 +152,29 @@ def regular_usage(top: str) -> tuple[int, int]:
     gives no entry types, ``is_dir``/``is_file`` stat each entry).  What
     :func:`iter_tree` counts, at a fraction of its cost per entry.
     """
+    found: list[tuple[int, int, int]] = [] if links is None else links
     files = size = 0
     stack = [top]
     pop, push = stack.pop, stack.append
     while stack:
-        n, b = regular_in(pop(), push)
+        n, b = regular_in(pop(), push, found)
         files += n
         size += b
+    if links is None:
+        once = {(dev, ino): b for dev, ino, b in found}
+        files += len(once)
+        size += sum(once.values())
     return files, size
 
 
-def regular_in(directory: str, push: Callable[[str], object]) -> tuple[int, int]:
+def regular_in(directory: str, push: Callable[[str], object],
+               links: list[tuple[int, int, int]]) -> tuple[int, int]:
     """One step of :func:`regular_usage`: the regular files directly in
-    ``directory`` and their bytes; each sub-directory's path is handed to
-    ``push`` (to be counted the same way, by whoever takes it: ``size``
-    shares the directories below pruned ones between two processes)."""
+    ``directory`` and their bytes, except those of several names, which are
+    appended to ``links`` as (``st_dev``, ``st_ino``, size) instead; each
+    sub-directory's path is handed to ``push`` (to be counted the same way,
+    by whoever takes it: ``size`` shares the directories below pruned ones
+    between two processes)."""
     files = size = 0
     try:
         it = os.scandir(directory)
@@ -175,8 +188,11 @@ def regular_in(directory: str, push: Callable[[str], object]) -> tuple[int, int]
                 elif de.is_file(follow_symlinks=False):
                     s = de.stat(follow_symlinks=False)
                     if st.S_ISREG(s.st_mode):  # still one (not replaced since the listing)
-                        size += s.st_size
-                        files += 1
+                        if s.st_nlink > 1:
+                            links.append((s.st_dev, s.st_ino, s.st_size))
+                        else:
+                            size += s.st_size
+                            files += 1
             except OSError:
                 continue  # gone since the listing: nothing to count
     return files, size

@@ -166,7 +166,8 @@ def test_pruned_directories_are_sized_as_a_full_listing_sizes_them(tmp_path: Pat
     """What the rules keep out is summed without sorting or statting
     directories (fs.regular_usage): the same files and bytes as the lstat of
     every entry (fs.iter_tree) gives -- symlinks, FIFOs and empty
-    directories count nothing, each hard-linked name counts -- and a file
+    directories count nothing, a file of two names (a hard link) is on disk
+    once and counts once -- and a file
     that vanishes between the listing and its stat is passed over, as the
     builders pass over what they cannot read."""
     import ctxpack
@@ -183,13 +184,18 @@ def test_pruned_directories_are_sized_as_a_full_listing_sizes_them(tmp_path: Pat
     os.link(root / "out" / "a.bin", root / "out" / "sub" / "hard.bin")
 
     def listed(top: Path) -> tuple[int, int]:
-        regular = [s.st_size for _, s in fs.iter_tree(str(top)) if s.st_mode & 0o170000 == 0o100000]
-        return len(regular), sum(regular)
+        regular = {(s.st_dev, s.st_ino): s.st_size for _, s in fs.iter_tree(str(top))
+                   if s.st_mode & 0o170000 == 0o100000}
+        return len(regular), sum(regular.values())
 
-    assert fs.regular_usage(str(root / "out")) == listed(root / "out") == (5, 1000 + 300 + 7 + 50 + 1000)
+    assert fs.regular_usage(str(root / "out")) == listed(root / "out") == (4, 1000 + 300 + 7 + 50)
+    links: list[tuple[int, int, int]] = []
+    assert fs.regular_usage(str(root / "out"), links) == (3, 357)  # the linked names left to the caller
+    a = os.stat(root / "out" / "a.bin")
+    assert links == [(a.st_dev, a.st_ino, 1000)] * 2
     rep = ctxpack.size(ctxpack.open_context(root))
-    assert (rep.excluded_files, rep.excluded_bytes) == (5, 2357)
-    assert [(r.text, r.files, r.bytes) for r in rep.rules] == [("out", 5, 2357)]
+    assert (rep.excluded_files, rep.excluded_bytes) == (4, 1357)
+    assert [(r.text, r.files, r.bytes) for r in rep.rules] == [("out", 4, 1357)]
 
     real = os.scandir
 
@@ -211,7 +217,7 @@ def test_pruned_directories_are_sized_as_a_full_listing_sizes_them(tmp_path: Pat
         return Listing()
 
     monkeypatch.setattr(fs.os, "scandir", vanishing)
-    assert fs.regular_usage(str(root / "out")) == (4, 2307)
+    assert fs.regular_usage(str(root / "out")) == (3, 1307)
 
 
 def _three_reports(ctx: Any, *, on_error: bool) -> list[Any]:
@@ -313,7 +319,7 @@ def test_forked_walker_helps_size_the_pruned_directories(tmp_path: Path, monkeyp
     """Once its walk is done, the forked walker sizes part of what is below
     the pruned directories (audit._Share: it asks, this process hands it
     every second directory left): the report is still the in-process one to
-    the byte, every rule's savings included -- each hard-linked name, no
+    the byte, every rule's savings included -- a file of two names once, no
     symlink, FIFO or empty directory counted -- whoever counted what.  This
     process is slowed down here (each directory listing sleeps) so that the
     walker surely asks while there is work left."""
@@ -342,21 +348,21 @@ def test_forked_walker_helps_size_the_pruned_directories(tmp_path: Path, monkeyp
     helped: list[int] = []
     real_helped = audit._Pruned.add_helped
 
-    def slow_here(directory: str, push: Any) -> tuple[int, int]:
+    def slow_here(directory: str, push: Any, links: Any) -> tuple[int, int]:
         if os.getpid() == parent:
             time.sleep(0.01)
-        return real(directory, push)
+        return real(directory, push, links)
 
-    def add_helped(self: Any, sums: dict[int, list[int]]) -> None:
+    def add_helped(self: Any, sums: dict[int, list[int]], links: Any) -> None:
         helped.append(sum(n for n, _ in sums.values()))
-        real_helped(self, sums)
+        real_helped(self, sums, links)
 
     monkeypatch.setattr(audit, "regular_in", slow_here)
     monkeypatch.setattr(audit._Pruned, "add_helped", add_helped)
     monkeypatch.setattr(audit, "CHUNK", 2)
     rep = audit.measure_context(ctx, top=1000, fork=True)
     assert rep.to_json() | {"elapsed": 0} == expected | {"elapsed": 0}
-    assert expected["excluded"] == {"files": 4 * 6 * 4 + 1, "bytes": rep.excluded_bytes}
+    assert expected["excluded"] == {"files": 4 * 6 * 4, "bytes": rep.excluded_bytes}
     assert len(helped) == 1 and 0 < helped[0] < rep.excluded_files, helped  # both counted a part
     in_process = audit.measure_context(ctx, top=1000, fork=False)
     assert in_process.to_json() == rep.to_json() and helped == [helped[0]]  # no one to help: all counted here
@@ -382,10 +388,10 @@ def test_a_walker_dying_while_it_helps_is_an_error_not_a_hang(tmp_path: Path, mo
     parent = os.getpid()
     real = audit.regular_in
 
-    def slow_here(directory: str, push: Any) -> tuple[int, int]:
+    def slow_here(directory: str, push: Any, links: Any) -> tuple[int, int]:
         if os.getpid() == parent:
             time.sleep(0.01)
-        return real(directory, push)
+        return real(directory, push, links)
 
     def die(*args: Any) -> Any:
         os._exit(3)
@@ -396,3 +402,34 @@ def test_a_walker_dying_while_it_helps_is_an_error_not_a_hang(tmp_path: Path, mo
     with pytest.raises(WalkerDiedError, match="exit status 3"):
         audit.measure_context(ctxpack.open_context(root), fork=True)
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("how", ["measure", "fork", "in-process"])
+def test_a_kept_out_file_of_several_names_counts_once(tmp_path: Path, how: str) -> None:
+    """A file with several names below the pruned directories is on disk
+    once, so it is kept out once (as lint and the tar count it): for the
+    first excluded entry in walk order holding one of its names, and that
+    entry's rule -- also when the names are in different pruned
+    directories, or one is an excluded file, and whichever process sized
+    which part of them."""
+    from ctxpack import audit
+    from ctxpack.walker import list_entries
+
+    import ctxpack
+
+    files = {"Dockerfile": b"FROM scratch\n", "a/node_modules/x/big.bin": b"b" * 1000,
+             "a/node_modules/x/small": b"s" * 3, "b/cache/c.bin": b"c" * 20}
+    files |= {f"b/cache/d{i}/f": b"f" * i for i in range(1, 6)}
+    root = make_tree(tmp_path / "c", files, dockerignore="**/node_modules\nb/cache\n**/*.log\n")
+    os.link(root / "a/node_modules/x/big.bin", root / "a/node_modules/again.bin")  # same directory's subtree
+    os.link(root / "a/node_modules/x/big.bin", root / "b/cache/d3/third.bin")  # a later pruned dir, other rule
+    os.link(root / "b/cache/c.bin", root / "b/cache/d5/c2.bin")
+    os.link(root / "b/cache/c.bin", root / "a/c.log")  # an excluded file, first in walk order
+    ctx = ctxpack.open_context(root)
+    if how == "measure":
+        rep = audit.measure(ctx, lambda: list_entries(ctx, excluded=True), top=100)
+    else:
+        rep = audit.measure_context(ctx, top=100, fork=how == "fork")
+    assert (rep.excluded_files, rep.excluded_bytes) == (1 + 1 + 1 + 5, 1000 + 3 + 20 + 15)
+    assert {r.text: (r.files, r.bytes) for r in rep.rules} == {
+        "**/node_modules": (2, 1003), "**/*.log": (1, 20), "b/cache": (5, 15)}
