@@ -23,7 +23,17 @@ read in full by size, and by nothing else here: the ``du`` column times
 ``du -s -b -l`` of exactly those directories (GNU du, C: the kernel's part
 of that reading), a floor for size's extra work that no Python can go
 under; with pruning rules size cannot cost less than about
-``(ls + du) / 2`` on two cores even if every bit of it overlapped.
+``(ls + du) / 2`` on two cores even if every bit of it overlapped.  The
+``floor`` columns make that exact: ``start-up`` is ``ls --excluded`` of an
+empty context (Python start-up and imports: run before the fork, so on one
+core), ``regular_usage`` times ctxpack.fs.regular_usage (size's own loop)
+over the pruned directories in one process (its CPU less that of a
+process that only imports ctxpack.fs is what size's sizing costs), and the floor is
+``start-up + (ls CPU - start-up CPU + du CPU) / 2``: the wall time of a
+size that walked exactly as ``ls`` does, sized as cheaply as GNU du and
+kept both cores busy from the fork to the end; "floor ratio" is that over
+``ls --excluded``'s wall time.  A floor ratio above 1.2 means the target
+cannot be met on this machine by any split of the work.
 
 On the tree of ``bench/gen_tree.py`` (generated on first use) with the
 ignore-file variants of ``bench/set_ignore.py`` (passed as ``--ignore-file``,
@@ -66,6 +76,8 @@ from set_ignore import VARIANTS  # noqa: E402
 DEFAULT_ROOT = os.environ.get("CTXPACK_BENCH_ROOT", "/tmp/ctxpack-bench")
 TARGET = 1.2
 COMMANDS = ("ls", "lint", "size")
+# size's own sizing loop over the pruned directories (argv), in one process.
+USAGE = "import sys\nfrom ctxpack.fs import regular_usage\nfor top in sys.argv[1:]:\n    regular_usage(top)\n"
 
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -109,6 +121,8 @@ def main() -> None:
     load_before = loadavg()
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="ctxpack-bench-lint-") as tmp:
+        empty = os.path.join(tmp, "empty")
+        os.mkdir(empty)
         for variant, text in VARIANTS.items():
             extra: list[str] = []
             if text is not None:
@@ -124,7 +138,10 @@ def main() -> None:
             commands: tuple[str, ...] = COMMANDS
             if pruned:
                 argvs["du"] = ["du", "-s", "-b", "-l", "-c", *pruned]
-                commands += ("du",)
+                argvs["start"] = cli + ["ls", "--excluded", empty]
+                argvs["pyusage"] = [sys.executable, "-c", USAGE, *pruned]
+                argvs["pyimport"] = [sys.executable, "-c", "import ctxpack.fs"]  # pyusage's start-up
+                commands += ("du", "start", "pyusage", "pyimport")
             for name in commands:
                 run(argvs[name], env)  # warm-up
             times: dict[str, list[float]] = {f"{c}{k}": [] for c in commands for k in ("", "_cpu")}
@@ -141,6 +158,11 @@ def main() -> None:
                     res[f"{name}{k}_ratio"] = statistics.median(per_round)
             results[variant] = res
             res["pruned_dirs"] = len(pruned)
+            if pruned:
+                start, start_cpu = res["start"]["median"], res["start_cpu"]["median"]  # type: ignore[index]
+                ls_cpu, du_cpu = res["ls_cpu"]["median"], res["du_cpu"]["median"]  # type: ignore[index]
+                res["floor"] = start + (ls_cpu - start_cpu + du_cpu) / 2
+                res["floor_ratio"] = res["floor"] / res["ls"]["median"]  # type: ignore[index, operator]
             log(f"{variant}: " + ", ".join(
                 f"{n} {res[n]['median']:.2f}s ({res[n + '_cpu']['median']:.2f}s CPU)"  # type: ignore[index]
                 for n in commands))
@@ -163,6 +185,14 @@ def main() -> None:
         "CPU: `ls --excluded` | `lint` | `size` | lint ratio | size ratio | `du` of the pruned dirs (wall; CPU) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    floors = [
+        "",
+        "The floor for `size` with pruning rules (see bench/bench_lint.py's docstring): CPU medians.",
+        "",
+        "| ignore file | start-up (wall; CPU) | `regular_usage` of the pruned dirs (CPU; less its start-up) | "
+        "`du` CPU | floor (wall) | floor ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for variant, r in results.items():
         cells = [cell(r["ls"]), cell(r["lint"]), f"{r['lint_ratio']:.2f}× ({verdict(r['lint_ratio'])})",  # type: ignore[arg-type]
                  cell(r["size"]), f"{r['size_ratio']:.2f}× ({verdict(r['size_ratio'])})",  # type: ignore[arg-type]
@@ -170,6 +200,11 @@ def main() -> None:
                  f"{r['lint_cpu_ratio']:.2f}×", f"{r['size_cpu_ratio']:.2f}×",
                  f"{r['pruned_dirs']} dirs: {cell(r['du'])}; {cell(r['du_cpu'])}" if "du" in r else "(none pruned)"]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        if "floor" in r:
+            floors.append(f"| {variant} | {cell(r['start'])}; {cell(r['start_cpu'])} | {cell(r['pyusage_cpu'])}; "
+                          f"{r['pyusage_cpu']['median'] - r['pyimport_cpu']['median']:.2f} s | "  # type: ignore[index]
+                          f"{cell(r['du_cpu'])} | {r['floor']:.2f} s | {r['floor_ratio']:.2f}× |")
+    lines += floors
     lines += [
         "",
         "With `none` the three commands walk exactly the same entries.  With `typical` and `node_modules` the",
