@@ -229,3 +229,15 @@ def test_a_small_git_is_no_heavy_directory_but_a_large_one_is(tmp_path: Path) ->
     (small / ".git" / "objects" / "pack").write_bytes(b"x" * 2_000_000)
     found = [f for f in lint(small).findings if f.kind == "heavy-directory"]
     assert [f.path for f in found] == [".git"]
+
+
+def test_the_more_paths_summary_follows_the_paths_it_sums_up(tmp_path: Path) -> None:
+    # Trial finding S23 (fastapi template): "9 more paths ... are sent but no build stage
+    # reads them" was printed before the 20 paths it adds to, as it has no path to sort by.
+    files = {"Dockerfile": b"FROM scratch\nCOPY src /src\n", "src/a.py": b"x"}
+    files.update({f"doc{i:02}.md": b"d" for i in range(25)})
+    root = make_tree(tmp_path / "c", files)
+    res = CliRunner().invoke(main, ["lint", str(root)])
+    lines = [ln for ln in res.output.splitlines() if "[unused-by-build]" in ln]
+    assert len(lines) == 21 and "5 more paths (5 entries) are sent" in lines[-1], res.output
+    assert all("more paths" not in ln for ln in lines[:-1])
