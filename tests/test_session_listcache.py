@@ -215,3 +215,41 @@ def test_a_listing_too_big_to_keep_is_walked_each_time(tree, tmp_path, monkeypat
     got, src = _served(tree, tmp_path / "cache")
     assert src.outcome.startswith("miss: no listing kept")
     _assert_as_walked(tree, got)
+
+
+def test_cache_clear_removes_the_kept_listings(tree, tmp_path, monkeypatch):
+    """`ctxpack cache clear DIR` forgets DIR's kept listing (the next build
+    walks), not another context's; `cache clear --all` removes them all."""
+    from click.testing import CliRunner
+
+    from ctxpack.cli import main
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CTXPACK_CACHE_DIR", str(cache))
+    other = tmp_path / "other"
+    _tree(other, {"Dockerfile": "FROM scratch\n", "f": "f"})
+    time.sleep(SETTLE)
+    for root in (tree, other):
+        src = ContextListing(_ctx(root))
+        src.save(list(src()))
+    kept = cache / "session-listings"
+    assert len(list(kept.iterdir())) == 2
+    assert _hit(tree) and _hit(other)
+
+    res = CliRunner().invoke(main, ["cache", "clear", str(tree)])
+    assert res.exit_code == 0, res.output
+    assert "removed 1 kept session listing" in res.output
+    assert not _hit(tree) and _hit(other)
+
+    res = CliRunner().invoke(main, ["cache", "clear", "--all"])
+    assert res.exit_code == 0, res.output
+    assert "removed 1 kept session listing" in res.output
+    assert not _hit(other) and list(kept.iterdir()) == []
+    res = CliRunner().invoke(main, ["cache", "clear", str(tree)])
+    assert res.exit_code == 0 and "kept session listing" not in res.output
+
+
+def _hit(root):
+    src = ContextListing(_ctx(root))
+    list(src())
+    return src.origin == "cache"

@@ -130,40 +130,48 @@ def cache_info(as_json: bool) -> None:
 @cache_group.command("clear")
 @click.argument("directory", default=".", type=click.Path())
 @click.option("--all", "everything", is_flag=True,
-              help="Empty the whole index (every context's digests and snapshots) and delete the copies moved aside "
-                   "as unusable; other ctxpack versions' indexes are kept.")
+              help="Empty the whole index (every context's digests and snapshots), remove every kept session listing "
+                   "and delete the copies moved aside as unusable; other ctxpack versions' indexes are kept.")
 @handle_errors
 def cache_clear(directory: str, everything: bool) -> None:
     """Forget what the index holds for the context DIRECTORY (default: the
     current directory): its file digests, so that the next fingerprint or
     diff reads every file again, and its snapshot, so that `ctxpack diff`
-    needs a new `ctxpack snapshot` first.  Other contexts are kept unless
-    --all is given.
+    needs a new `ctxpack snapshot` first; and the listing a BuildKit session
+    build kept of it, so that the next `ctxpack build` walks the context.
+    Other contexts are kept unless --all is given.
     """
+    from ctxpack.engine.session.listcache import forget as forget_listings
     from ctxpack.index.store import DB_NAME, Index, cache_dir, cache_files, remove_aside
 
     path = os.path.join(cache_dir(), DB_NAME)
     root = os.path.realpath(directory)
+    # The kept session listings (ctxpack/engine/session/listcache.py) live
+    # beside the index: clearing the cache clears them too, index or not.
+    n = forget_listings(None if everything else root)
+    listings = f"; removed {n} kept session listing{'' if n == 1 else 's'}" if n else ""
     if everything:
         gone, freed = remove_aside()
         aside = f"; removed {_copies(gone)} moved aside ({format_size(freed)})" if gone else ""
         kept = "".join(f"; kept {o.describe()}" for o in cache_files().others)
         if not os.path.exists(path):
-            click.echo(f"nothing to clear: no index at {path}{aside}{kept}")
+            click.echo(f"{'cleared' if n else 'nothing to clear'}: no index at {path}{listings}{aside}{kept}")
             return
         with Index() as idx:
             info = idx.info()
             idx.clear()
-            click.echo(f"cleared {idx.path}: {info.contexts} contexts, {info.snapshots} snapshots{aside}{kept}")
+            click.echo(f"cleared {idx.path}: {info.contexts} contexts, {info.snapshots} snapshots{listings}{aside}{kept}")
             if idx.warning:
                 raise InputError(idx.warning)
         return
     if not os.path.exists(path):
-        click.echo(f"nothing to clear: no index at {path}")
+        click.echo(f"{'cleared' if n else 'nothing to clear'}: no index at {path}{listings}")
         return
     with Index() as idx:
         if idx.forget(root):
-            click.echo(f"cleared the digests and snapshot of {root} from {idx.path}")
+            click.echo(f"cleared the digests and snapshot of {root} from {idx.path}{listings}")
+        elif n:
+            click.echo(f"cleared {root}: the index at {idx.path} held nothing for it{listings}")
         else:
             click.echo(f"nothing to clear: the index at {idx.path} holds nothing for {root}")
         if idx.warning:

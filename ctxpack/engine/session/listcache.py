@@ -55,7 +55,7 @@ from ...walker import EntryKind, excluded_dirs_read, kind_of
 from . import wire
 from .filesync import ListedEntry, framed_stat, iter_context_listing, listed_entry
 
-__all__ = ["ContextListing", "enabled", "FORMAT", "KEEP", "MAX_KEPT"]
+__all__ = ["ContextListing", "enabled", "forget", "listings_dir", "FORMAT", "KEEP", "MAX_KEPT"]
 
 FORMAT = b"ctxpack-session-listing-1\n"
 #: Listing files kept in the cache directory (the least recently used go).
@@ -73,6 +73,40 @@ CHUNK = 256
 def enabled() -> bool:
     """Whether listings are kept (``CTXPACK_SESSION_CACHE=0``: never)."""
     return os.environ.get("CTXPACK_SESSION_CACHE", "1") not in ("0", "no", "false")
+
+
+def listings_dir(directory: str | None = None) -> str:
+    """Where listings are kept: ``directory``, or ``session-listings`` in the
+    index's cache directory."""
+    return directory or os.path.join(cache_dir(), _DIR)
+
+
+def _root_tag(root: str) -> str:
+    # The first part of a kept listing's name: `ctxpack cache clear DIR`
+    # finds the listings of DIR by it (the rest of the name hashes the rules).
+    return hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def forget(root: str | None, directory: str | None = None) -> int:
+    """Remove the kept listings of the context ``root`` (a resolved path, as
+    :attr:`BuildContext.root <ctxpack.context.BuildContext.root>` is), or
+    every kept listing when ``root`` is ``None`` (``cache clear --all``);
+    the number removed.  The next session build of that context walks it."""
+    where = listings_dir(directory)
+    prefix = None if root is None else _root_tag(root) + "-"
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return 0
+    gone = 0
+    for n in names:
+        if n.endswith(_SUFFIX) and (prefix is None or n.startswith(prefix)):
+            try:
+                os.unlink(os.path.join(where, n))
+                gone += 1
+            except OSError:
+                pass
+    return gone
 
 
 def _config(ctx: BuildContext) -> str:
@@ -121,8 +155,8 @@ class ContextListing:
             return
         self._extra = [""] + extra
         self._config = _config(ctx)
-        name = hashlib.sha256(self._config.encode()).hexdigest()[:32] + _SUFFIX
-        self.path = os.path.join(directory or os.path.join(cache_dir(), _DIR), name)
+        name = _root_tag(ctx.root) + "-" + hashlib.sha256(self._config.encode()).hexdigest()[:32] + _SUFFIX
+        self.path = os.path.join(listings_dir(directory), name)
 
     def __call__(self) -> Iterator[ListedEntry]:
         data = self._read() if self.path is not None else None
