@@ -524,3 +524,49 @@ def test_a_request_skips_the_barrier_only_when_nothing_is_on_its_way(watching: R
     watching.check()
     watching.stop()
     assert not w.source.drained() and w.sync(1) is None  # type: ignore[attr-defined]  # a closed watcher vouches for nothing
+
+
+def test_a_buffer_read_but_not_yet_delivered_is_on_its_way() -> None:
+    """watchdog >= 7.1 reads on one thread into a queue and delivers on
+    another: a buffer put but still being delivered (or not yet taken)
+    keeps InotifySource.drained() False, which a request then pays with
+    the barrier; once the dispatcher waits for more, everything put was
+    delivered (source._TappedQueue counts it)."""
+    import queue as queues
+
+    from ctxpack.watch.source import _TappedQueue
+
+    q = _TappedQueue(queues.SimpleQueue())
+    delivering, release, handled = threading.Event(), threading.Event(), []
+
+    def dispatcher() -> None:  # watchdog's loop: a blocking get, then what it can take at once
+        while True:
+            item = q.get()
+            while True:
+                if not item:
+                    return
+                delivering.set()
+                release.wait(10)
+                handled.append(item)
+                try:
+                    item = q.get_nowait()
+                except queues.Empty:
+                    break
+
+    t = threading.Thread(target=dispatcher, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while q.delivered != q.puts and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert q.puts == q.delivered == 0
+    q.put(b"events")
+    assert q.puts == 1 and q.delivered == 0  # not taken yet, or being delivered
+    assert delivering.wait(10)
+    q.put(b"more")  # taken at once after the first, before the dispatcher waits again
+    assert q.delivered != q.puts
+    release.set()
+    while q.delivered != q.puts and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert q.delivered == q.puts == 2 and handled == [b"events", b"more"]
+    q.put(b"")
+    t.join(10)

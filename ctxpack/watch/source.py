@@ -129,13 +129,50 @@ class _Callback:
     def on_queue_overflow(self) -> None:
         self.source._deliver(RawEvent(-1, "", IN_Q_OVERFLOW))
 
+    def on_events_lost(self) -> None:
+        """watchdog >= 7.1 calls this after ``on_queue_overflow`` (its
+        callback protocol; a callback without it kills its dispatcher
+        thread).  The overflow already made the watcher rescan."""
+
+
+class _TappedQueue:
+    """watchdog's queue of raw event buffers (>= 7.1), counting what was put
+    and what its dispatcher has delivered: when it waits for a buffer (a
+    blocking ``get``), it has handled every buffer it took."""
+
+    def __init__(self, queue: Any):
+        self._queue = queue
+        self.puts = 0
+        self.taken = 0
+        self.delivered = 0
+
+    def put(self, item: bytes, *args: Any, **kw: Any) -> None:
+        self.puts += 1  # before the dispatcher can take it
+        self._queue.put(item, *args, **kw)
+
+    def get(self, *args: Any, **kw: Any) -> bytes:
+        self.delivered = self.taken
+        item = self._queue.get(*args, **kw)
+        self.taken += 1
+        return item  # type: ignore[no-any-return]
+
+    def get_nowait(self) -> bytes:
+        item = self._queue.get_nowait()
+        self.taken += 1
+        return item  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
 
 class InotifySource:
     """Non-recursive inotify watches through watchdog's ``InotifyFD``.
 
     ``max_watches`` makes :meth:`add` fail like ENOSPC beyond that many
-    watches (tests); ``hold`` is an event the reader thread waits on before
-    delivering, so a test can let the kernel queue overflow for real.
+    watches (tests); ``hold`` is an event the reader waits on before it
+    reads and before it delivers, so a test can let the kernel queue
+    overflow for real (watchdog >= 7.1 reads on one thread into a queue
+    without bound and delivers on another).
     """
 
     def __init__(self, *, max_watches: int | None = None) -> None:
@@ -160,6 +197,7 @@ class InotifySource:
         self.hold: threading.Event | None = None
         self._waiting = False  # the reader is in its poll (see drained)
         self._polls = 0  # its polls that returned
+        self._queue: _TappedQueue | None = None  # watchdog >= 7.1's buffers, tapped (see _tap_reader)
         self._inotify_fd = self._tap_reader()
 
     def _tap_reader(self) -> int | None:
@@ -174,6 +212,21 @@ class InotifySource:
             return None
         poller: Any = found
         source = self
+        # watchdog >= 7.1 reads on one thread and delivers on another
+        # ("InotifyFD-Dispatcher"), through a queue of raw buffers
+        # (``_raw_queue``), and a read may wait up to 1 ms more for the rest
+        # of a burst (a poll with a timeout, holding what it read): the
+        # reader's blocking poll then says only that what it read is queued.
+        # So there the queue is tapped too: delivered means every buffer put
+        # was taken and the dispatcher came back for more (it finishes one
+        # buffer, and those it can take at once, before it waits again).
+        queue = getattr(self._fd, "_raw_queue", None)
+        if queue is not None:
+            if not all(callable(getattr(queue, m, None)) for m in ("put", "get", "get_nowait")):
+                return None
+            self._queue = _TappedQueue(queue)
+            setattr(self._fd, "_raw_queue", self._queue)  # noqa: B010 - watchdog's private attribute, on purpose
+        # (watchdog < 7.1: the reader delivers what it read before it polls again.)
 
         class _TappedPoller:
             def register(self, *args: object) -> object:
@@ -182,10 +235,16 @@ class InotifySource:
             def unregister(self, *args: object) -> object:
                 return poller.unregister(*args)
 
-            def poll(self, *args: object) -> object:
-                source._waiting = True  # everything read before has been delivered
+            def poll(self, timeout: object = None) -> object:
+                # Only a poll that waits for the kernel (no timeout) is the
+                # reader's rest; a short one is the middle of a read.
+                waits = timeout is None or (isinstance(timeout, (int, float)) and timeout < 0)
+                hold = source.hold
+                if hold is not None:  # a test lets the kernel's queue overflow: nothing is read meanwhile
+                    hold.wait()
+                source._waiting = waits  # everything read before has been handed on
                 try:
-                    return poller.poll(*args)
+                    return poller.poll(timeout)
                 finally:
                     source._waiting = False
                     source._polls += 1
@@ -209,7 +268,12 @@ class InotifySource:
             queued = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
         except OSError:
             return False
-        return int.from_bytes(queued, sys.byteorder) == 0 and self._waiting and self._polls == polls
+        if int.from_bytes(queued, sys.byteorder) != 0:
+            return False
+        q = self._queue
+        if q is not None and q.puts != q.delivered:  # read, not yet delivered (watchdog >= 7.1)
+            return False
+        return self._waiting and self._polls == polls
 
     def start(self, sink: Sink) -> None:
         self._sink = sink
