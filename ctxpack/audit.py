@@ -38,7 +38,7 @@ from ctxpack.errors import ContextError
 from ctxpack.fs import regular_in, regular_usage
 from ctxpack.ignore.matcher import Rule
 from ctxpack.units import format_size, parse_size  # here for the callers that import them from audit
-from ctxpack.walker import Entry, EntryKind, OnError, Progress, list_entries
+from ctxpack.walker import Entry, EntryKind, OnError, Progress, list_entries, pruned_ahead
 
 __all__ = ["SizeReport", "RuleSaving", "DirRow", "FileRow", "ExtRow", "measure", "measure_context", "parse_size", "format_size", "heavy_enough"]
 
@@ -248,7 +248,7 @@ def measure_context(
     Errors handed to ``on_error`` reach it in walk order; an error the walk
     raises is raised here, after what came before it was counted.
     """
-    from ctxpack.tar.rows import can_fork, row_batches  # here: ls imports this module too, and needs none of it
+    from ctxpack.tar.rows import can_fork, row_batches, usable_cpus  # here: ls imports this module too, and needs none of it
 
     started = time.monotonic()
     rep = SizeReport(context=ctx.root, dialect=ctx.dialect.value, ignore_file=ctx.ignore_source)
@@ -261,7 +261,10 @@ def measure_context(
     received = 0  # chunks read
     forking = can_fork() if fork is None else fork
     share = _Share() if forking else None
-    pruned = _Pruned(kept_out, rules, share)
+    # Sizing ahead of the walker costs this process's idle time where the
+    # walker has a core of its own; with no rule there is nothing to prune.
+    ahead = pruned_ahead(ctx) if share is not None and rules and usable_cpus() > 1 else None
+    pruned = _Pruned(kept_out, rules, share, ahead)
     collecting = gc.isenabled()
     gc.disable()  # as in measure (the forked walker inherits it)
     try:
@@ -435,7 +438,8 @@ class _Pruned:
     begun (``stack``).  With a :class:`_Share`, whenever the walker asks,
     it gets part of them (see :meth:`count`)."""
 
-    def __init__(self, kept_out: _KeptOut, rules: dict[int, Rule], share: _Share | None):
+    def __init__(self, kept_out: _KeptOut, rules: dict[int, Rule], share: _Share | None,
+                 ahead: Iterator[str | None] | None = None):
         self.kept_out = kept_out
         self.rules = rules
         self.share = share
@@ -445,12 +449,76 @@ class _Pruned:
         self.seq = self.rule = -1  # of the directory begun
         self.files = self.bytes = 0  # counted for it, not yet added
         self.found: list[tuple[int, int, int]] = []  # its files of several names, not counted (_KeptOut.defer)
+        # Sizing ahead of the walker (walker.pruned_ahead): the directories
+        # guessed and sized whole, not yet reported by the walker (path ->
+        # files, bytes, files of several names); the one being sized
+        # (``guess``, its directories still to list, its sums so far); and
+        # the pruned directories the walker reported (not to be guessed).
+        self.ahead = ahead
+        self.guessed: dict[str, tuple[int, int, list[tuple[int, int, int]]]] = {}
+        self.guess: str | None = None
+        self.g_stack: list[str] = []
+        self.g_files = self.g_bytes = 0
+        self.g_found: list[tuple[int, int, int]] = []
+        self.reported: set[str] = set()
 
     def add(self, path: str, rule: int) -> None:
         """A pruned directory of the walk (with its rule's index, or -1)."""
         self.met = True
-        self.kept_out.note(self.rules[rule] if rule >= 0 else None)  # the rules' order, as measure's
-        self.pending.append((self.kept_out.number(), rule, os.path.join(self.kept_out.root, path)))
+        kept_out = self.kept_out
+        kept_out.note(self.rules[rule] if rule >= 0 else None)  # the rules' order, as measure's
+        seq = kept_out.number()
+        top = os.path.join(kept_out.root, path)
+        if self.ahead is None:
+            self.pending.append((seq, rule, top))
+            return
+        self.reported.add(top)
+        done = self.guessed.pop(top, None)
+        if done is not None:  # sized ahead: counted now, as the walker's entry number ``seq``
+            self._count(seq, rule, *done)
+        elif top == self.guess:  # being sized ahead: what is counted counts, the rest is sized as usual
+            self._count(seq, rule, self.g_files, self.g_bytes, self.g_found)
+            self.pending[:0] = [(seq, rule, d) for d in self.g_stack]
+            self.guess = None
+            self.g_stack, self.g_found = [], []
+            self.g_files = self.g_bytes = 0
+        else:
+            self.pending.append((seq, rule, top))
+
+    def _count(self, seq: int, rule: int, files: int, size: int, found: list[tuple[int, int, int]]) -> None:
+        if files or size:
+            self.kept_out.count(self.rules[rule] if rule >= 0 else None, files, size)
+        if found:
+            self.kept_out.defer(found, seq, rule)
+
+    def _size_ahead(self, chunks: memoryview, received: int) -> None:
+        """Size the directories the walker has not reached yet (guessed by
+        :func:`~ctxpack.walker.pruned_ahead`) until it has made its next
+        chunk: this process would only wait for it."""
+        ahead = self.ahead
+        assert ahead is not None
+        stack = self.g_stack
+        root = self.kept_out.root
+        while chunks[_Share.CHUNKS] == received:
+            if stack:
+                n, b = regular_in(stack.pop(), stack.append, self.g_found)
+                self.g_files += n
+                self.g_bytes += b
+                continue
+            if self.guess is not None:
+                self.guessed[self.guess] = (self.g_files, self.g_bytes, self.g_found)
+                self.guess = None
+                self.g_found = []
+                self.g_files = self.g_bytes = 0
+            rel = next(ahead, "")
+            if rel == "":  # all found
+                self.ahead = iter(())
+                return
+            if rel is not None:
+                top = os.path.join(root, rel)
+                if top not in self.reported:
+                    self.guess = top
+                    stack.append(top)
 
     def count(self, received: int | None = None) -> None:
         """Size what is pending; with ``received`` (the walk's chunks read),
@@ -471,6 +539,8 @@ class _Pruned:
                     self._flush()
                     files = size = 0
                     if not pending:
+                        if received is not None and shared is not None and self.ahead is not None:
+                            self._size_ahead(shared, received)
                         return
                     self.seq, self.rule, top = pending.pop(0)  # in walk order: see below
                     push(top)

@@ -433,3 +433,91 @@ def test_a_kept_out_file_of_several_names_counts_once(tmp_path: Path, how: str) 
     assert (rep.excluded_files, rep.excluded_bytes) == (1 + 1 + 1 + 5, 1000 + 3 + 20 + 15)
     assert {r.text: (r.files, r.bytes) for r in rep.rules} == {
         "**/node_modules": (2, 1003), "**/*.log": (1, 20), "b/cache": (5, 15)}
+
+
+def _pruned_by_walk(ctx: Any) -> list[str]:
+    from ctxpack.walker import EntryKind, list_entries
+
+    return [e.path for e in list_entries(ctx, excluded=True) if not e.included and e.kind == EntryKind.DIR]
+
+
+@settings(max_examples=max(EXAMPLES, 20), deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_pruned_ahead_finds_what_the_walk_prunes(data: st.DataObject) -> None:
+    """walker.pruned_ahead (directories only, no stat) names exactly the
+    directories the walk reports as pruned, each once, for generated
+    trees and ignore files (exceptions, wildcards, both dialects)."""
+    import ctxpack
+    from ctxpack.walker import pruned_ahead
+
+    nodes = data.draw(trees())
+    ignore = data.draw(dockerignores(nodes))
+    with built(nodes, ignore) as root:
+        for dialect in ("classic", "buildkit"):
+            try:
+                ctx = ctxpack.open_context(root, dialect=dialect)
+                walked = _pruned_by_walk(ctx)
+            except ctxpack.CtxpackError:
+                continue  # a broken pattern: the walk says so, the guess just ends
+            ahead = [p for p in pruned_ahead(ctx) if p is not None]
+            assert sorted(ahead) == sorted(walked) and len(set(ahead)) == len(ahead), (dialect, ignore)
+
+
+@pytest.mark.parametrize("guess", ["right", "wrong", "late"])
+def test_sizing_ahead_of_the_walker_counts_only_what_it_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                guess: str) -> None:
+    """This process sizes the directories the walker will prune before it
+    gets there (audit._Pruned._size_ahead), and a sum counts only for a
+    directory the walker then reports, once: the report is the in-process
+    one to the byte whether the guesses are right, wrong (directories the
+    walk sends, a directory that does not exist, the context's root), or
+    reported by the walker while being sized (the walker is slowed here, so
+    some guesses are done before it reports them)."""
+    import time
+
+    from ctxpack import audit, walker
+
+    import ctxpack
+
+    files = {"Dockerfile": b"FROM scratch\n", "a/keep.txt": b"k" * 3}
+    for top in ("a/node_modules", "b/node_modules", "c/out", "node_modules"):
+        for i in range(5):
+            for j in range(3):
+                files[f"{top}/d{i}/s{j}/f.bin"] = b"x" * (len(top) + i * 10 + j)
+    root = make_tree(tmp_path / "c", files, dockerignore="**/node_modules\nc/out\n")
+    os.link(root / "a/node_modules/d1/s1/f.bin", root / "c/out/d2/hard.bin")
+    ctx = ctxpack.open_context(root)
+    expected = audit.measure(ctx, lambda: walker.list_entries(ctx, excluded=True), top=1000).to_json()
+    real_ahead = walker.pruned_ahead(ctx)
+    right = [p for p in real_ahead if p is not None]
+    assert right == ["node_modules", "a/node_modules", "b/node_modules", "c/out"]  # breadth first
+    guesses = {"right": right, "wrong": ["a", "c", "nowhere", "", "a/keep.txt"] + right[:1],
+               "late": right[::-1]}[guess]
+    sized_ahead: list[str] = []
+    real_size_ahead = audit._Pruned._size_ahead
+
+    def spy(self: Any, chunks: Any, received: int) -> None:
+        real_size_ahead(self, chunks, received)
+        sized_ahead.extend(p for p in self.guessed if p not in sized_ahead)
+
+    parent = os.getpid()
+    real_rows = audit._size_rows
+
+    def slow_rows(*args: Any, **kw: Any) -> Any:
+        rows = real_rows(*args, **kw)
+        while True:
+            if os.getpid() != parent:
+                time.sleep(0.02)  # the walker, before it makes a chunk: slow, so that this process gets ahead
+            try:
+                item = next(rows)
+            except StopIteration:
+                return
+            yield item
+
+    monkeypatch.setattr(audit, "pruned_ahead", lambda ctx: iter([None, *guesses]))
+    monkeypatch.setattr(audit._Pruned, "_size_ahead", spy)
+    monkeypatch.setattr(audit, "_size_rows", slow_rows)
+    monkeypatch.setattr(audit, "CHUNK", 2)
+    rep = audit.measure_context(ctx, top=1000, fork=True)
+    assert rep.to_json() | {"elapsed": 0} == expected | {"elapsed": 0}
+    assert sized_ahead, "nothing was sized ahead of the walker"

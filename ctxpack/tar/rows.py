@@ -41,7 +41,7 @@ from ctxpack.walker import Entry, EntryKind, HardLinks, entries_for_builder, inj
 # link's header is a link record, built by the packer).
 _ENCODED = frozenset((EntryKind.FILE, EntryKind.DIR, EntryKind.SYMLINK))
 
-__all__ = ["Row", "WARN", "NO_STAT", "entry_row", "builder_rows", "row_batches", "RowBatches", "can_fork", "WalkerDiedError"]
+__all__ = ["Row", "WARN", "NO_STAT", "entry_row", "builder_rows", "row_batches", "RowBatches", "can_fork", "usable_cpus", "WalkerDiedError"]
 
 # (path, kind, mode, size, mtime_ns, ctime_ns, rdev, link, data, header)
 # kind: an EntryKind value, or WARN (then path is the message).  mode is
@@ -134,11 +134,15 @@ def can_fork() -> bool:
     """
     if os.environ.get("CTXPACK_PARALLEL", "") == "0" or not hasattr(os, "fork"):
         return False
+    return usable_cpus() >= 2 and threading.active_count() == 1
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the OS says)."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return cpus >= 2 and threading.active_count() == 1
+        return os.cpu_count() or 1
 
 
 class RowBatches:
