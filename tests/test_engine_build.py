@@ -294,6 +294,41 @@ def test_ssh(dockerd: harness.Dockerd, sshd, tmp_path: Path, builder: str) -> No
     assert fs["ctx/a.txt"].data == b"over ssh\n" and len(fs["ctx/big.bin"].data) == 300_000  # type: ignore[arg-type]
 
 
+def _negotiated_cipher(ssh_command: list[str]) -> tuple[str, list[str]]:
+    """Ping the engine through ssh://ctxpack-test with ``ssh -v``; the
+    cipher ssh's debug log says it agreed on, and the helper's argv."""
+    import re
+
+    from ctxpack.engine.transport import Request, SshTransport
+
+    t = SshTransport("ctxpack-test", ssh_command=[*ssh_command, "-v"])
+    with t.handle_request(Request("GET", "/_ping")) as r:
+        assert r.ok and r.read() == b"OK"
+    argv = t.argv()
+    t.close()  # ends the helper: its stderr (the -v log) is kept
+    m = re.search(r"kex: client->server cipher: (\S+)", t._last_exit[1])
+    assert m, t._last_exit
+    return m.group(1), argv
+
+
+def test_ssh_cipher_is_aes_gcm_unless_the_user_chose(sshd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Through the real sshd: both ends use what ctxpack's argv asked for
+    # (OpenSSH's default chacha20-poly1305 on a CPU without AES instructions).
+    from ctxpack.engine import transport
+
+    wrapper = os.path.join(sshd.bin_dir, "ssh")  # ssh -F <the test's config>, as a user's ~/.ssh/config
+    cipher, argv = _negotiated_cipher([wrapper])
+    if transport.cpu_has_aes():
+        assert cipher == "aes128-gcm@openssh.com" and any(a.startswith("Ciphers=aes128-gcm") for a in argv), argv
+    else:
+        assert cipher == "chacha20-poly1305@openssh.com" and not any(a.startswith("Ciphers=") for a in argv), argv
+    # A Ciphers line in the user's config: ctxpack adds nothing, ssh uses the user's.
+    own = tmp_path / "ssh_config"
+    own.write_text("Ciphers aes256-ctr\n" + Path(sshd.ssh_config).read_text())
+    cipher, argv = _negotiated_cipher(["/usr/bin/ssh", "-F", str(own)])
+    assert cipher == "aes256-ctr" and not any(a.startswith("Ciphers=") for a in argv), argv
+
+
 def test_ssh_bad_key(sshd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = make_tree(tmp_path / "ctx", "FROM bb:latest\n")
     p = cli(str(root), "-H", "ssh://ctxpack-test-badkey", "-q", env=sshd.env())

@@ -155,6 +155,26 @@ def test_ssh_to_this_machine_is_not_compressed(tmp_path: Path) -> None:
     assert choose_compression(engine("far"), "classic", None)[0] == "gzip"
 
 
+def test_the_loopback_check_reuses_the_transports_ssh_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One `ssh -G` (two with the cipher's default probe) per transport:
+    # the connection's argv and the compression choice share it.
+    from ctxpack.engine import transport
+    from ctxpack.engine.transport import SshTransport
+
+    monkeypatch.setattr(transport, "cpu_has_aes", lambda: True)
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "ssh"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\nprintf "hostname 127.0.0.1\\nciphers x,y\\n"\n')
+    fake.chmod(0o755)
+    t = SshTransport("near", ssh_command=[str(fake)])
+    t.argv()  # what the first connection does
+    e, _ = mock_engine(local=False)
+    e.info()
+    e.transport = t
+    assert choose_compression(e, "classic", None)[0] == "none"
+    assert sorted(log.read_text().splitlines()) == ["-G -- near", "-G -F /dev/null -- near"]  # run at once: either order
+
+
 @pytest.mark.parametrize("builder", ["classic", "buildkit"])
 def test_a_stream_ended_without_its_final_message_is_a_dropped_connection(tmp_path: Path, builder: str) -> None:
     """Trial finding 29: the engine stopped mid-build (its /build stream ended

@@ -278,13 +278,108 @@ def test_upgrade_refused_is_api_error(server: tuple[Server, str]) -> None:
 # --------------------------------------------------------------------------
 
 
-def test_ssh_argv_is_the_docker_clis() -> None:
+def test_ssh_argv_is_the_docker_clis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "cpu_has_aes", lambda: False)  # the cipher choice apart (tests below)
     t = SshTransport("host.example", user="me", port=2222)
     assert t.argv() == ["ssh", "-l", "me", "-p", "2222", "-o", "ConnectTimeout=30", "-o", "BatchMode=yes",
                         "-T", "--", "host.example", "docker", "system", "dial-stdio"]
     t = SshTransport("h", path="/run/user/1000/docker.sock")
     assert t.argv()[-4:] == ["docker", "--host=unix:///run/user/1000/docker.sock", "system", "dial-stdio"]
     assert t.url == "ssh://h/run/user/1000/docker.sock"
+
+
+#: OpenSSH 9.2's built-in default (``ssh -G -F /dev/null h``).
+DEFAULT_CIPHERS = ("chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,"
+                   "aes128-gcm@openssh.com,aes256-gcm@openssh.com")
+
+
+def fake_ssh_G(tmp_path: Path, configured: dict[str, str], default: str = DEFAULT_CIPHERS) -> tuple[Path, Path]:
+    """A stand-in ``ssh`` for ``-G``: prints ``ciphers`` as OpenSSH resolves
+    it: ``configured[host]`` when the user's config sets it for that host,
+    else ``default``; with ``-F /dev/null`` always ``default``; an unknown
+    host ``bad`` fails as ssh does (255).  Every call's arguments go to a
+    log (one line each)."""
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "ssh"
+    cases = "".join(f'  {host}) c="{c}" ;;\n' for host, c in configured.items())
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {log}\n'
+        'for a; do h="$a"; done\n'
+        '[ "$h" = bad ] && { echo "ssh: Could not resolve hostname bad" >&2; exit 255; }\n'
+        f'c="{default}"\n'
+        'case " $* " in *" -F /dev/null "*) ;; *)\n'
+        f'case "$h" in\n{cases}esac ;;\nesac\n'
+        'printf "user root\\nhostname %s\\nciphers %s\\ncompression no\\n" "$h" "$c"\n')
+    fake.chmod(0o755)
+    return fake, log
+
+
+def _ciphers_option(argv: list[str]) -> list[str]:
+    return [a for a in argv if a.startswith("Ciphers=")]
+
+
+def test_ssh_puts_aes_gcm_first_when_the_cipher_is_its_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "cpu_has_aes", lambda: True)
+    fake, log = fake_ssh_G(tmp_path, {"pinned": "aes256-ctr"})
+    monkeypatch.setenv("CTXPACK_SSH", str(fake))  # the seam users have
+    t = SshTransport("plain", user="me", port=2222)
+    argv = t.argv()
+    reordered = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+                 "aes128-ctr,aes192-ctr,aes256-ctr")
+    assert argv[:-6] == [str(fake), "-l", "me", "-p", "2222", "-o", "ConnectTimeout=30", "-o", "BatchMode=yes",
+                         "-o", f"Ciphers={reordered}"]
+    assert argv[-6:] == ["-T", "--", "plain", "docker", "system", "dial-stdio"]
+    # ssh's own default, reordered: the same names, so a server without AES-GCM still agrees on one
+    assert sorted(reordered.split(",")) == sorted(DEFAULT_CIPHERS.split(","))
+    assert t.argv() == argv and t.ssh_config()["hostname"] == "plain"  # type: ignore[index]
+    calls = sorted(log.read_text().splitlines())  # the two probes run at once: either order
+    assert calls == ["-G -F /dev/null -l me -p 2222 -- plain", "-G -l me -p 2222 -- plain"], "probed once, cached"
+
+
+def test_ssh_keeps_the_users_ciphers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Any Ciphers line in the user's (or the system's) config for that
+    # host: ssh -G differs from its built-in default, and ctxpack adds
+    # nothing (its -o would beat the file).
+    monkeypatch.setattr(transport, "cpu_has_aes", lambda: True)
+    fake, _ = fake_ssh_G(tmp_path, {"pinned": "aes256-ctr", "same-set": DEFAULT_CIPHERS.replace("chacha", "x")})
+    assert _ciphers_option(SshTransport("pinned", ssh_command=[str(fake)]).argv()) == []
+    assert _ciphers_option(SshTransport("same-set", ssh_command=[str(fake)]).argv()) == []
+    assert _ciphers_option(SshTransport("other", ssh_command=[str(fake)]).argv()) != []  # same fake, unpinned host
+
+
+def test_ssh_cipher_unchanged_without_aes_instructions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "cpu_has_aes", lambda: False)
+    fake, log = fake_ssh_G(tmp_path, {})
+    t = SshTransport("plain", ssh_command=[str(fake)])
+    assert _ciphers_option(t.argv()) == []
+    assert not log.exists(), "no probe: nothing to decide"
+    assert t.ssh_config() is not None  # the loopback check's probe still works
+    assert log.read_text().splitlines() == ["-G -- plain"]  # and needs no default probe
+
+
+def test_ssh_cipher_unchanged_when_ssh_cannot_say(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "cpu_has_aes", lambda: True)
+    fake, _ = fake_ssh_G(tmp_path, {})
+    assert _ciphers_option(SshTransport("bad", ssh_command=[str(fake)]).argv()) == []  # -G fails
+    assert SshTransport("bad", ssh_command=[str(fake)]).ssh_config() is None
+    # an ssh without AES-GCM, or one that prefers it already: nothing to add
+    for default in ("chacha20-poly1305@openssh.com,aes128-ctr", "aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr"):
+        d = tmp_path / str(len(default))
+        d.mkdir()
+        other, _ = fake_ssh_G(d, {}, default=default)
+        assert _ciphers_option(SshTransport("plain", ssh_command=[str(other)]).argv()) == []
+
+
+@pytest.mark.parametrize("text, has", [
+    ("processor\t: 0\nflags\t\t: fpu vme sse2 pclmulqdq aes avx2 vaes\n", True),  # x86 (this machine's kind)
+    ("processor\t: 0\nflags\t\t: fpu vme sse2 avx2\n", False),
+    ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n", True),  # arm64
+    ("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32\n", False),
+    ("model name\t: Some aes CPU\n", False),  # the word elsewhere is not the flag
+])
+def test_cpuinfo_aes_flag(text: str, has: bool) -> None:
+    assert transport.cpuinfo_has_aes(text) is has
 
 
 def test_ssh_failure_carries_sshs_message(tmp_path: Path) -> None:
@@ -303,7 +398,8 @@ def test_ssh_through_a_stand_in_helper(server: tuple[Server, str], tmp_path: Pat
     fake = tmp_path / "fake-ssh"
     fake.write_text(
         "#!/usr/bin/env python3\n"
-        "import os, socket, threading\n"
+        "import os, socket, sys, threading\n"
+        "if '-G' in sys.argv: sys.exit(255)  # the configuration probe: this stand-in cannot say\n"
         f"s = socket.socket(socket.AF_UNIX); s.connect({path!r})\n"
         "def up():\n"
         "    while True:\n"

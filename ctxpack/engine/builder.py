@@ -296,29 +296,18 @@ def _ssh_to_this_machine(transport: Any) -> bool:
     """Whether an ``ssh://`` engine is this machine: ``ssh -G`` (the user's
     ssh configuration applied, as the connection will be) resolves the
     host to a loopback address, with no ProxyCommand or ProxyJump (a proxy
-    makes it a real link, whatever the address)."""
-    import subprocess
-
+    makes it a real link, whatever the address).  The transport's own
+    ``ssh -G`` probe, run once for its cipher choice when it connected: no
+    second spawn."""
     from .transport import SshTransport
 
     if not isinstance(transport, SshTransport):
         return False
     if _LOOPBACK.match(transport.hostname):
         return True
-    cmd = [*transport.ssh_command, "-G"]
-    cmd += ["-l", transport.user] if transport.user else []
-    cmd += ["-p", str(transport.port)] if transport.port else []
-    try:
-        p = subprocess.run([*cmd, "--", transport.hostname], capture_output=True, text=True, timeout=10,
-                           stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
+    conf = transport.ssh_config()
+    if conf is None:
         return False
-    if p.returncode != 0:
-        return False
-    conf: dict[str, str] = {}
-    for line in p.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        conf.setdefault(key.lower(), value.strip())
     if conf.get("proxycommand", "none") != "none" or conf.get("proxyjump", "none") != "none":
         return False
     return bool(_LOOPBACK.match(conf.get("hostname", "")))
