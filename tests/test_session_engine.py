@@ -602,6 +602,28 @@ def test_cli_build_uses_the_session_and_reports_it(engine, tmp_path):
     assert p.returncode == 2 and "--secret id=x: file not found" in p.stderr, p.stderr
 
 
+def test_cli_analysis_error_after_the_session_started_is_the_same_error(engine, tmp_path):
+    """The session and POST /build go before the Dockerfile analysis
+    (ctxpack.engine.builder.build): when the analysis then refuses the
+    Dockerfile, `ctxpack build` still says what the analysis says, with its
+    exit code, as --no-session does (which analyses before sending), and
+    the daemon's build is cancelled, not waited for."""
+    root = tmp_path / "noFrom"
+    root.mkdir()
+    (root / "Dockerfile").write_text("COPY . /ctx/\n")
+    (root / "f").write_text("f\n")
+    host = f"unix://{engine.socket}"
+    common = ["-H", host, "--builder", "buildkit", "--network", "none", str(root)]
+    t = time.monotonic()
+    session = _cli(*common, timeout=60)
+    took = time.monotonic() - t
+    tar = _cli("--no-session", *common, timeout=60)
+    assert session.returncode == tar.returncode == 2, (session.stderr, tar.stderr)
+    assert "COPY before the first FROM" in session.stderr
+    assert session.stderr.splitlines()[-1] == tar.stderr.splitlines()[-1]
+    assert took < 20, took
+
+
 # --------------------------------------------------------------------------
 # remote endpoints: the daemon's own tcp+TLS listener, and ssh (dial-stdio)
 # --------------------------------------------------------------------------

@@ -398,11 +398,14 @@ class _Plan:
     #: view of the same files (what `ctxpack diff` without --dialect opens),
     #: so that a diff after the build compares with it.
     diff_ctx: BuildContext | None = None
+    #: Whether ``ctx`` is final (:func:`_narrow` has run, or had nothing to do).
+    narrowed: bool = True
 
 
 def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: BuildOptions,
           note: Callable[[str], None]) -> _Plan:
-    """Builder, context (minimal where sure), compression, session or tar, query."""
+    """Builder, context rules, compression, session or tar, query: all
+    that ``POST /build`` needs.  The minimal context is :func:`_narrow`'s."""
     from ..walker import dockerfile_name_in_tar
 
     requested = opts.builder
@@ -428,11 +431,6 @@ def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: Buil
     for n in ctx.notes:
         note(n)
     full_ctx = dataclasses.replace(ctx, analysis=None, selection=None)
-    if opts.minimal is not False and ctx.selection is None:
-        found: list[str] = []
-        ctx = minimize(ctx, engine, opts, found)
-        for n in found:
-            note(n)
     compression, cnote = choose_compression(engine, builder, opts.compress)
     if cnote:
         note(cnote)
@@ -441,18 +439,32 @@ def _plan(ctx: BuildContext | str | os.PathLike[str], engine: Engine, opts: Buil
     use_session = (builder == "buildkit" and opts.session is not False
                    and version_tuple(api) >= version_tuple(BUILDKIT_MIN_API))
     build_id = secrets.token_hex(16) if builder == "buildkit" else None
+    # The Dockerfile's name in the tar is the same for the minimal context.
     query = build_query(opts, builder=builder, dockerfile=dockerfile_name_in_tar(ctx), api_version=api,
                         build_id=build_id)
     headers = {"Content-Type": "application/x-tar", "X-Registry-Config": registry_config(warn=note)}
-    how = "BuildKit session" if use_session else f"compression {compression}"
-    note(f"{builder} builder, API {api}, {'minimal' if ctx.selection is not None else 'whole'} context, {how}, "
-         f"engine {engine.url}")
     # gzip chosen for a remote link: level 1 unless asked otherwise.  The
     # compressor is single-threaded; level 6 ran at a third of level 1's
     # speed for a 2-15% smaller body in bench/results/build.md, which cost
     # more time than it saved on every link measured.
     level = opts.level if opts.level is not None or compression != "gzip" or opts.compress else 1
-    return _Plan(ctx, full_ctx, builder, api, compression, use_session, build_id, query, headers, level, diff_ctx)
+    return _Plan(ctx, full_ctx, builder, api, compression, use_session, build_id, query, headers, level, diff_ctx,
+                 narrowed=not (opts.minimal is not False and ctx.selection is None))
+
+
+def _narrow(plan: _Plan, engine: Engine, opts: BuildOptions, note: Callable[[str], None]) -> None:
+    """The minimal context where the analysis is sure (:func:`minimize`),
+    into ``plan.ctx``, and the plan's summary note.  A session build runs
+    this after ``POST /build`` has gone (see :func:`build`)."""
+    if not plan.narrowed:
+        found: list[str] = []
+        plan.ctx = minimize(plan.ctx, engine, opts, found)
+        plan.narrowed = True
+        for n in found:
+            note(n)
+    how = "BuildKit session" if plan.use_session else f"compression {plan.compression}"
+    note(f"{plan.builder} builder, API {plan.api}, {'minimal' if plan.ctx.selection is not None else 'whole'} context, "
+         f"{how}, engine {engine.url}")
 
 
 def _native_id() -> int:
@@ -748,8 +760,6 @@ def build(
     subclasses (unreachable, version, dropped), input errors, and
     :class:`~ctxpack.errors.BuildCancelledError` on ``KeyboardInterrupt``.
     """
-    from ..tar.writer import PackOptions, pack
-
     opts = options or BuildOptions()
     if not isinstance(ctx, BuildContext) and os.path.isdir(ctx) and opts.stdin_dockerfile is None:
         from ..context import require_dockerfile
@@ -767,7 +777,7 @@ def build(
 
     try:
         plan = _plan(ctx, engine, opts, note)
-        planned = time.monotonic()
+        planned = time.monotonic()  # again once the context is final
         upload = UploadStats(compression=plan.compression)
         beside = _Beside(plan, upload, snapshot=opts.record_snapshot, totals=on_upload is not None)
         t_upload: list[float] = []
@@ -794,6 +804,8 @@ def build(
         warm: list[Iterable[Entry] | None] = []  # the hook's entries (the tar path), asked just before the request
 
         def body(sink: Any) -> None:  # the packer writes straight into the connection
+            from ..tar.writer import PackOptions, pack  # the tar path's only (start-up time of a session build)
+
             beside.mark()
             t_upload.append(time.monotonic())
             stats = pack(plan.ctx, sink, PackOptions(compress=plan.compression, level=plan.level, strict=True),
@@ -809,10 +821,28 @@ def build(
         try:
             if plan.use_session:
                 beside.mark()
+                # The session and POST /build go before the Dockerfile analysis:
+                # the daemon spends 20-70 ms loading the frontend and reading
+                # the Dockerfile through the session before it asks for the
+                # context, and the analysis (with its GET /version and image
+                # inspections) runs meanwhile.  The context's DiffCopy calls
+                # wait for the analysis's context (Session(context_later=True)).
                 session_build = _open_session(
                     engine, plan.ctx, plan.query, plan.headers, opts,
-                    lambda why: note(f"{why}; sending the context as a tar (compression {plan.compression})"))
+                    lambda why: note(f"{why}; sending the context as a tar (compression {plan.compression})"),
+                    context_later=not plan.narrowed)
+            try:
+                _narrow(plan, engine, opts, note)
+            except BaseException as e:
+                if session_build is not None:
+                    # The daemon is waiting for the context: tell it why there is none,
+                    # end the session and cancel its build; the caller sees this error.
+                    session_build.abandon(f"ctxpack could not decide the context: {e}")
+                    _cancel(engine, plan.build_id)
+                raise
+            planned = time.monotonic()
             if session_build is not None:
+                session_build.provide(plan.ctx)
                 # A file that changed after it was listed is sent as it is now: say so as it happens.
                 session_build.session.filesync.on_warning(warn or note)
                 # The fingerprint and the totals wait until the daemon has the
@@ -876,17 +906,21 @@ def build(
 
 
 def _open_session(engine: Engine, ctx: BuildContext, query: list[tuple[str, str]], headers: dict[str, str],
-                  opts: BuildOptions, note: Callable[[str], None]) -> Any:
+                  opts: BuildOptions, note: Callable[[str], None], *, context_later: bool = False) -> Any:
     """A :class:`~ctxpack.engine.session.SessionBuild` (session attached,
     ``/build`` sent), or ``None`` when the engine refuses a session and
-    ``opts.session`` is ``None`` (then the tar body is used, with a note)."""
+    ``opts.session`` is ``None`` (then the tar body is used, with a note).
+    ``context_later``: the context it serves comes with
+    :meth:`~ctxpack.engine.session.SessionBuild.provide` (its
+    :attr:`~ctxpack.engine.session.SessionBuild.response` then waits for that)."""
     from ..errors import SessionError
     from .session import SessionBuild
 
     if ctx.dialect is not Dialect.BUILDKIT:
         raise InputError("a BuildKit session serves the BuildKit dialect's context")
     try:
-        sb = SessionBuild(engine, ctx, query, headers=headers, secrets=opts.secrets, ssh=opts.ssh, timeout=None)
+        sb = SessionBuild(engine, ctx, query, headers=headers, secrets=opts.secrets, ssh=opts.ssh, timeout=None,
+                          context_later=context_later)
         for n in sb.session.notes:
             note(n)
         return sb

@@ -183,10 +183,15 @@ class SessionBuild:
     def __init__(self, engine: Engine, ctx: BuildContext, query: Sequence[tuple[str, str]], *,
                  headers: Mapping[str, str] | None = None, secrets: Sequence[SecretSpec] = (),
                  ssh: Sequence[SshSpec] = (), session: Session | None = None, timeout: float | None = None,
-                 silence: float = SESSION_SILENCE):
-        self.session = session or Session(ctx, secrets=secrets, ssh=ssh)
+                 silence: float = SESSION_SILENCE, context_later: bool = False):
+        self.session = session or Session(ctx, secrets=secrets, ssh=ssh, context_later=context_later)
         self.url = engine.url
-        self.session.prepare()
+        self._silence = silence
+        self._response: _Watched | None = None
+        self._abandoned = False
+        self._answer_lock = threading.Lock()  # the answer is taken by the reader or closed, never lost
+        if not context_later:
+            self.session.prepare()
         open_session(engine, self.session, timeout=30.0)
         drop = {"dockerfile", "session", "remote", "version"}
         q = [(k, v) for k, v in query if k not in drop]
@@ -196,33 +201,66 @@ class SessionBuild:
             q.append(("buildid", _random.token_hex(16)))
         hdrs = {"Content-Type": "application/x-tar", **dict(headers or {})}
         # The daemon answers /build once it has read the Dockerfile through
-        # the session: wait for that answer as for every later line, giving
-        # up when the session falls silent.
+        # the session: wait for that answer (in :attr:`response`) as for
+        # every later line, giving up when the session falls silent.
         got: queue.Queue[tuple[bool, Any]] = queue.Queue(1)
+        self._got = got
 
         def send() -> None:
             try:
-                got.put((True, engine.request("POST", "/build", query=q, body=b"", headers=hdrs, timeout=timeout)))
+                r = engine.request("POST", "/build", query=q, body=b"", headers=hdrs, timeout=timeout)
             except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
                 got.put((False, e))
+                return
+            with self._answer_lock:
+                if not self._abandoned:
+                    got.put((True, r))
+                    return
+            r.close()  # nobody will read it: the build was given up before it answered
 
         threading.Thread(target=send, name="ctxpack-session-build-request", daemon=True).start()
+        if not context_later:
+            self._wait()
+
+    def provide(self, ctx: BuildContext) -> None:
+        """The context to serve, for a build started with
+        ``context_later=True`` (see :meth:`Session.provide_context`)."""
+        self.session.provide_context(ctx)
+
+    def abandon(self, why: str) -> None:
+        """Give up a build whose context could not be decided: the daemon's
+        context calls get ``why`` as the error, the session ends; the
+        ``/build`` answer, whenever it comes, is closed unread."""
+        with self._answer_lock:
+            self._abandoned = True
+        self.session.refuse_context(why)
+        self.close()
+
+    @property
+    def response(self) -> _Watched:
+        """The build's response (the first access waits for it); its
+        :meth:`iter_lines` raises :class:`~ctxpack.errors.EngineTimeoutError`
+        when the daemon falls silent on the session for ``silence`` seconds
+        (stopped, or the link to it broke)."""
+        if self._response is None:
+            self._wait()
+        assert self._response is not None
+        return self._response
+
+    def _wait(self) -> None:
         try:
             while True:
                 try:
-                    ok, response = got.get(timeout=0.5)
+                    ok, response = self._got.get(timeout=0.5)
                     break
                 except queue.Empty:
-                    _check_silence(self.session, silence, engine.url)
+                    _check_silence(self.session, self._silence, self.url)
             if not ok:
                 raise response
         except BaseException:
             self.session.close()
             raise
-        #: The build's response; its :meth:`iter_lines` raises
-        #: :class:`~ctxpack.errors.EngineTimeoutError` when the daemon falls silent on the session
-        #: for ``silence`` seconds (stopped, or the link to it broke).
-        self.response = _Watched(response, self.session, silence, engine.url)
+        self._response = _Watched(response, self.session, self._silence, self.url)
 
     def explain(self, error: str) -> str:
         """``error`` plus why the session ended, when that explains it."""
@@ -254,7 +292,14 @@ class SessionBuild:
 
     def close(self) -> None:
         try:
-            self.response.close()
+            if self._response is not None:
+                self._response.close()
+            else:
+                with self._answer_lock:
+                    self._abandoned = True  # an answer still on its way is closed when it comes
+                    taken = None if self._got.empty() else self._got.get_nowait()
+                if taken is not None and taken[0]:
+                    taken[1].close()
         finally:
             self.session.close()
 

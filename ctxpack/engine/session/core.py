@@ -156,7 +156,7 @@ class Session:
 
     def __init__(self, ctx: BuildContext, *, secrets: Sequence[SecretSpec] = (), ssh: Sequence[SshSpec] = (),
                  auth: bool = True, config_dir: str | None = None, session_id: str | None = None,
-                 key: str | None = None, listing_cache: bool = True):
+                 key: str | None = None, listing_cache: bool = True, context_later: bool = False):
         self.ctx = ctx
         root = ctx.root
         self.id = session_id or _new_id()
@@ -171,12 +171,15 @@ class Session:
             df_listing = dockerfile_listing(df_path, None, self.dockerfile_name)
         else:
             raise SessionError(f"no Dockerfile in {root}")
+        self._use_listing_cache = listing_cache
         #: The previous build's listing, kept and proved current (``None``: off).
-        self.listing_cache = ContextListing(ctx) if listing_cache and ctx.dialect is Dialect.BUILDKIT else None
-        context_src: object = self.listing_cache or (lambda: iter_context_listing(ctx))
-        self.filesync = FileSyncService({"dockerfile": df_listing, "context": context_src}, roots={"context": root})
-        if self.listing_cache is not None:
-            self.filesync.when_uploaded(self._keep_listing)
+        self.listing_cache: ContextListing | None = None
+        self.filesync = FileSyncService({"dockerfile": df_listing}, roots={"context": root})
+        if context_later:
+            self.filesync.defer("context")
+        else:
+            self.provide_context(ctx)
+        self.filesync.when_uploaded(self._keep_listing)
         self.secret_store = SecretStore(secrets)
         self.ssh = SshForwarder(ssh)
         self.auth = DockerAuth(config_dir) if auth else None
@@ -195,6 +198,25 @@ class Session:
         self.notes: list[str] = []
         self._on_close: Callable[[], None] | None = None
 
+    def provide_context(self, ctx: BuildContext) -> None:
+        """Serve ``ctx`` (the same directory and rules as the one the session
+        was made for; e.g. its minimal selection) as ``context``, and start
+        its walk.  With ``context_later=True`` the daemon's ``context`` calls
+        wait for this (or :meth:`refuse_context`), so that the session and
+        ``POST /build`` can start before the Dockerfile analysis has decided
+        the context."""
+        if ctx.root != self.ctx.root:
+            raise ValueError(f"the session serves {self.ctx.root}, not {ctx.root}")
+        self.ctx = ctx
+        if self._use_listing_cache and ctx.dialect is Dialect.BUILDKIT:
+            self.listing_cache = ContextListing(ctx)
+        self.filesync.provide("context", self.listing_cache or (lambda: iter_context_listing(ctx)))
+
+    def refuse_context(self, message: str) -> None:
+        """No context will come (``context_later=True``): the daemon's
+        ``context`` calls fail with ``message``."""
+        self.filesync.refuse("context", message)
+
     def headers(self) -> list[tuple[str, str]]:
         """The ``POST /session`` headers (without Upgrade/Connection)."""
         out = [
@@ -208,7 +230,8 @@ class Session:
     def prepare(self) -> None:
         """Start walking the context now (in a thread), while the daemon gets
         ready: its DiffCopy call then streams the entries walked so far and
-        the rest as the walk yields them."""
+        the rest as the walk yields them.  (A context still to come starts
+        its walk when :meth:`provide_context` gives it.)"""
         self.filesync.prepare("context")
 
     def attach(self, sock: socket.socket, initial: bytes = b"", *,

@@ -482,6 +482,14 @@ MAX_REQUESTED_PATHS = 1000
 _FLUSH = 256 * 1024
 
 
+class _Later:
+    """A listing source still to come (:meth:`FileSyncService.defer`)."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.error: str | None = None
+
+
 class FileSyncService:
     """Serves ``dockerfile`` and ``context`` listings to DiffCopy calls.
 
@@ -565,15 +573,53 @@ class FileSyncService:
         with self._lock:
             return self._made.get(name)
 
+    def defer(self, name: str) -> None:
+        """The source of ``name`` comes later (:meth:`provide` or
+        :meth:`refuse`); calls for it wait until then."""
+        with self._lock:
+            self._sources[name] = _Later()
+
+    def provide(self, name: str, src: object) -> None:
+        """The source of ``name`` (as in ``listings``), for calls waiting for
+        it and later ones; its walk starts now."""
+        with self._lock:
+            later = self._sources.get(name)
+            self._sources[name] = src
+        if isinstance(later, _Later):
+            later.ready.set()
+        self.prepare(name)
+
+    def refuse(self, name: str, message: str) -> None:
+        """No source of ``name`` will come: calls waiting for it, and later
+        ones, fail with ``message``."""
+        with self._lock:
+            later = self._sources.get(name)
+            if not isinstance(later, _Later):
+                return
+            later.error = message
+        later.ready.set()
+
     def prepare(self, name: str) -> None:
         """Start the walk for ``name`` now (in its thread), e.g. while the session starts."""
+        with self._lock:
+            if isinstance(self._sources.get(name), _Later):
+                return  # the walk starts when the source comes
         try:
             self.listing(name)
         except RpcError:
             pass  # reported when the daemon asks for it
 
     def listing(self, name: str) -> Listing:
-        """The listing ``name``: complete, or growing while its walk runs."""
+        """The listing ``name``: complete, or growing while its walk runs
+        (a source still to come is waited for, up to ``recv_timeout``)."""
+        with self._lock:
+            later = self._sources.get(name)
+        if isinstance(later, _Later):
+            if not later.ready.wait(self.recv_timeout):
+                raise RpcError(Status.DEADLINE_EXCEEDED, f"ctxpack did not decide the {name!r} directory "
+                                                         f"within {self.recv_timeout:.0f}s")
+            if later.error is not None:
+                raise RpcError(Status.UNKNOWN, later.error)
         with self._lock:
             made = self._made.get(name)
             if made is not None:
