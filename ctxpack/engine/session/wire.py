@@ -60,7 +60,9 @@ def _varint(n: int) -> bytes:
 
 
 # Precomputed one- and two-byte varints: most lengths, ids and modes' keys.
-_SMALL = [_varint(i) for i in range(1 << 14)]
+# Made directly (two bytes: low 7 bits with the continuation bit, then the
+# rest), not through _varint: half the start-up time of every session build.
+_SMALL = [bytes((i,)) for i in range(128)] + [bytes(((i & 0x7F) | 0x80, i >> 7)) for i in range(128, 1 << 14)]
 
 
 def varint(n: int) -> bytes:
