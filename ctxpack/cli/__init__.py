@@ -8,6 +8,8 @@ arguments), it first lets a running ``ctxpack watch`` answer
 ``diff``/``fingerprint`` (:func:`ctxpack.watchlink.run`), before click is
 even imported; any other use is the group's.  The installed command
 (``bin/ctxpack``) does the same without importing this package first.
+Both end a `build` with :func:`quick_exit` (no orderly shutdown of the
+interpreter once its output is flushed).
 """
 
 import sys
@@ -37,6 +39,11 @@ class _Main:
             code = run(sys.argv[1:], this_only=True)
             if code is not None:
                 raise SystemExit(code)
+            try:
+                return _group()()
+            except SystemExit as e:
+                quick_exit(e)
+                raise
         return _group()(*args, **kwargs)
 
     def __getattr__(self, name: str) -> "Any":
@@ -44,6 +51,16 @@ class _Main:
 
     def __repr__(self) -> str:
         return "<the ctxpack command (ctxpack.cli.app.main), with the watcher's fast path>"
+
+
+def quick_exit(e: SystemExit) -> None:
+    """The command line's own process (the console script, ``python -m``,
+    ``bin/ctxpack``) ends here, without the interpreter's orderly shutdown,
+    when the command that ran allows it (``ctxpack.cli.common.QUICK_EXIT``,
+    :func:`ctxpack.cli.common.exit_now`); else it returns."""
+    common = sys.modules.get("ctxpack.cli.common")  # not imported: no command ran
+    if common is not None and common.QUICK_EXIT:
+        common.exit_now(e.code)
 
 
 #: ``ctxpack`` (see the module docstring).

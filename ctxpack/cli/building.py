@@ -202,8 +202,12 @@ def build_command(
     from ctxpack.engine.progress import make_renderer
     from ctxpack.tar.sinks import open_output
 
+    from ctxpack.cli import common
     from ctxpack.cli.warm import warm
 
+    # Nothing but stdout and stderr is left to finish when this returns: the
+    # session's threads are joined, the index and the --iidfile closed.
+    common.QUICK_EXIT = True
     flags.check()
     tags, iidfile, progress, timeout = flags.tags, flags.iidfile, flags.progress, flags.timeout
     if print_endpoint:

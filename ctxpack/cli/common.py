@@ -74,6 +74,37 @@ def quiet_exit(code: int) -> None:
     sys.exit(code)
 
 
+#: Set by a command whose process may end with :func:`exit_now` once it has
+#: finished (``build``): nothing of it is left to flush or join but stdout
+#: and stderr.  Only the command line's own process entry uses it
+#: (:func:`ctxpack.cli.quick_exit`), never a caller that invokes the group
+#: (tests, ``CliRunner``).
+QUICK_EXIT = False
+
+
+def exit_now(code: object) -> None:
+    """End the process with ``code`` (``SystemExit``'s: ``None``, an int, or
+    a message) after flushing stdout and stderr, without the interpreter's
+    orderly shutdown: after a session build of the 100k-file bench tree it
+    collects ~34k objects left in reference cycles (the session, its
+    listings) and tears every module down, 0.04-0.09 s from the command's
+    end to the process's end measured against ~0.01 s this way
+    (``bin/ctxpack`` does the same for a watcher's answer)."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe or stream: nothing more can be said there
+    os._exit(status)
+
+
 def handle_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
