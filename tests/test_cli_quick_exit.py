@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from trees import make_tree
+
 REPO = Path(__file__).resolve().parent.parent
 
 # As `python -m ctxpack.cli` runs it, with an atexit handler that says
@@ -32,11 +34,7 @@ def _run(*args: str, code: str = SCRIPT) -> subprocess.CompletedProcess[str]:
 
 
 def _ctx(tmp_path: Path) -> Path:
-    root = tmp_path / "ctx"
-    root.mkdir()
-    (root / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
-    (root / "f").write_text("f\n")
-    return root
+    return make_tree(tmp_path / "ctx", {"Dockerfile": b"FROM scratch\nCOPY . /\n", "f": b"f\n"})
 
 
 def test_build_ends_without_the_orderly_shutdown_its_error_said(tmp_path):
