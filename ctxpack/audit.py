@@ -583,12 +583,9 @@ class _Pruned:
             self.files, self.bytes = files, size
 
     def _flush(self) -> None:
-        if self.files or self.bytes:
-            self.kept_out.count(self.rules[self.rule] if self.rule >= 0 else None, self.files, self.bytes)
+        self._count(self.seq, self.rule, self.files, self.bytes, self.found)
         self.files = self.bytes = 0
-        if self.found:
-            self.kept_out.defer(self.found, self.seq, self.rule)
-            self.found.clear()
+        self.found.clear()
 
     def add_helped(self, sums: dict[int, list[int]], links: list[_Link]) -> None:
         """What the walker counted (per rule index, [files, bytes]) and
