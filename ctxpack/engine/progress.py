@@ -413,9 +413,8 @@ class _Json(Renderer):
                "seconds": round(s.seconds, 3), "compression": s.compression,
                "total_files": getattr(s, "total_files", None), "total_bytes": getattr(s, "total_bytes", None)}
         if s.session is not None:  # what the engine asked the session for (REQ packets, DATA bytes)
-            aux["session"] = {"files_requested": s.session.files_requested, "data_bytes": s.session.data_bytes,
-                              "bytes_out": s.session.bytes_out, "bytes_in": s.session.bytes_in,
-                              "listing_from": getattr(s.session, "listing_from", None)}
+            # and, per DiffCopy call, when its listing was ready and sent and the first REQ came
+            aux["session"] = s.session.as_dict()
         self.out.write(json.dumps({"id": "ctxpack.upload", "aux": aux}) + "\n")
 
     def message(self, msg: dict[str, Any]) -> None:
