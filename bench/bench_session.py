@@ -18,7 +18,9 @@ Measured: time to image (wall clock, the client's call), and the bytes the
 client sent to the daemon, counted by a byte-counting unix-socket proxy in
 front of dockerd in a separate round (the proxy is a Python pump; timing
 rounds talk to the daemon directly).  For ctxpack's session the session's own
-counters (files requested, content bytes, upload seconds) are reported too.
+counters (files requested, content bytes, upload seconds) are reported too,
+and after each of its rebuilds one more by bench/floor_session.py: a rebuild
+whose listing was made before the session opened, the floor of the upload.
 
 The daemon is the test harness's (tests/dockerd.py: Debian's dockerd 20.10,
 vfs storage, no bridge); the tree is bench/gen_tree.py's with
@@ -47,6 +49,7 @@ sys.path.insert(0, HERE)
 import benchutil  # noqa: E402
 import dockerd as harness  # noqa: E402
 import gen_tree  # noqa: E402
+import h2flow  # noqa: E402
 
 CLI = "/usr/bin/docker"
 DOCKERFILE = "Dockerfile.session"
@@ -135,6 +138,15 @@ class _H2Reader:
         del buf[:pos]
 
     def _frame(self, ftype: int, flags: int, sid: int, payload: bytearray, t: float) -> None:
+        events = self.conn.events
+        if ftype == 0 and self.direction == "up":
+            events.append((t, "data", sid, len(payload)))  # flow control counts the padding too
+        elif ftype == 4 and self.direction == "down" and not flags & 0x1:  # the daemon's SETTINGS
+            for i in range(0, len(payload) - 5, 6):
+                if int.from_bytes(payload[i:i + 2], "big") == 0x4:  # INITIAL_WINDOW_SIZE
+                    events.append((t, "settings", 0, int.from_bytes(payload[i + 2:i + 6], "big")))
+        elif ftype == 8 and self.direction == "down":  # the daemon's WINDOW_UPDATE
+            events.append((t, "update", sid, int.from_bytes(payload[:4], "big") & 0x7FFFFFFF))
         if ftype == 0:  # DATA
             if flags & 0x8:
                 pad = payload[0]
@@ -164,6 +176,7 @@ class _H2Reader:
                 hdrs.setdefault(str(k), str(v))
             if hdrs.get(":path", "").endswith("/DiffCopy"):
                 self.conn.streams[sid] = StreamTrace(sid, t, hdrs)
+                self.conn.events.append((t, "open", sid, 0))
             elif ":path" in hdrs:
                 self.conn.calls.append((round(t, 4), hdrs[":path"]))
         else:
@@ -184,9 +197,26 @@ class _H2Reader:
             if n == 0 and self.direction == "up":
                 st.t_end_listing = t  # the empty STAT ends the listing
                 kind = "stat-end"
+                self.conn.events.append((t, "listing-end", sid, 0))
+            elif kind in ("req", "fin") and self.direction == "down":
+                self.conn.events.append((t, kind, sid, 0))
+            elif kind == "data" and self.direction == "up" and _empty_data(mb[pos + 5:pos + 5 + n]):
+                self.conn.events.append((t, "file-end", sid, 0))
             st.packet(self.direction, kind, n, t)
             pos += 5 + n
         del mb[:pos]
+
+
+def _empty_data(msg: bytes | bytearray) -> bool:
+    """An fsutil DATA Packet with no bytes (``type`` = 2, maybe ``ID``, no
+    ``data`` field): the end of one requested file."""
+    pos = 2  # 0x08 0x02: field 1, DATA
+    if pos < len(msg) and msg[pos] == 0x18:  # field 3, ID (varint)
+        pos += 1
+        while pos < len(msg) and msg[pos] & 0x80:
+            pos += 1
+        pos += 1
+    return pos >= len(msg) or msg[pos:pos + 2] == b"\x22\x00"
 
 
 class ConnTrace:
@@ -201,6 +231,8 @@ class ConnTrace:
         self.streams: dict[int, StreamTrace] = {}
         self.calls: list[tuple[float, str]] = []
         self.t_upgraded: float | None = None
+        #: flow-control and DiffCopy events for bench/h2flow.py (both pump threads append)
+        self.events: list[tuple[float, str, int, int]] = []
 
 
 class TracingProxy:
@@ -299,7 +331,9 @@ class TracingProxy:
             }
             if c.t_upgraded is not None:
                 item["upgraded"] = round(c.t_upgraded - t0, 4)
-                item["diffcopy"] = [s.summary(t0) for s in c.streams.values()]
+                events = list(c.events)
+                item["diffcopy"] = [{**s.summary(t0), "split": h2flow.split_upload(events, s.sid, s.t_call)}
+                                    for s in c.streams.values()]
             out["connections"].append(item)
         return out
 
@@ -342,6 +376,83 @@ def daemon_cpu() -> float:
     return total / _HZ
 
 
+def _proc_ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+class CpuSampler:
+    """CPU seconds of the client's process tree and of the daemon's processes,
+    sampled every ``interval`` seconds while a traced build runs, so that the
+    CPU each side used inside one DiffCopy window can be read off
+    (:meth:`between`; the kernel counts in 1/CLK_TCK steps, 10 ms here)."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.samples: list[tuple[float, float, float]] = []  # t, client, daemon
+        self._pid = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, pid: int) -> None:
+        key = DAEMON_DIR.encode()
+        daemon = []
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    with open(f"/proc/{p}/cmdline", "rb") as f:
+                        if key and key in f.read():
+                            daemon.append(int(p))
+                except OSError:
+                    pass
+        self._pid, self.samples = pid, []
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(daemon,), daemon=True)
+        self._thread.start()
+
+    def _loop(self, daemon: list[int]) -> None:
+        while not self._stop.is_set():
+            client = sum(_proc_ticks(p) for p in _descendants(self._pid))
+            self.samples.append((time.monotonic(), client / _HZ, sum(_proc_ticks(p) for p in daemon) / _HZ))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def between(self, t_a: float, t_b: float) -> dict[str, float]:
+        """CPU used from the last sample at or before ``t_a`` to the first at or after ``t_b``."""
+        before = [s for s in self.samples if s[0] <= t_a]
+        after = [s for s in self.samples if s[0] >= t_b]
+        if not before or not after:
+            return {}
+        a, b = before[-1], after[0]
+        return {"client_cpu": round(b[1] - a[1], 3), "daemon_cpu": round(b[2] - a[2], 3),
+                "cpu_window": round(b[0] - a[0], 3)}
+
+
+#: Set while a traced round runs: the CPU of both sides, sampled.
+SAMPLER: CpuSampler | None = None
+
 #: The last _run's CPU: the client process (children's rusage) and the daemon's.
 LAST_CPU: dict[str, float] = {}
 
@@ -349,7 +460,15 @@ LAST_CPU: dict[str, float] = {}
 def _run(argv: list[str], env: dict[str, str], what: str) -> tuple[float, float, subprocess.CompletedProcess[str]]:
     before, d_before = os.times(), daemon_cpu()
     t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1200, env=env)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as p:
+        if SAMPLER is not None:
+            SAMPLER.watch(p.pid)
+        try:
+            out, err = p.communicate(timeout=1200)
+        finally:
+            if SAMPLER is not None:
+                SAMPLER.stop()
+    proc = subprocess.CompletedProcess(argv, p.returncode, out, err)
     took = time.monotonic() - t0
     after, d_after = os.times(), daemon_cpu()
     LAST_CPU.update(client_cpu=round(after.children_user + after.children_system
@@ -403,6 +522,25 @@ CLIENTS = {"ctxpack session": ctxpack_session, "ctxpack tar": ctxpack_tar, "dock
 SESSION_CLIENTS = ("ctxpack session", "docker 20.10 session")
 
 
+def floor_lines(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    """The floor row: bench/floor_session.py's rebuild upload after each of
+    ctxpack's rebuilds, over ctxpack's first upload of the same round."""
+    pairs = [(a["upload_seconds"], b["floor"]["upload_seconds"], b["upload_seconds"])
+             for a, b in zip(results["ctxpack session"]["first"], results["ctxpack session"]["rebuild"])
+             if a.get("upload_seconds") and b.get("floor")]
+    if not pairs:
+        return []
+    fl = benchutil.summary([p[1] for p in pairs])["median"]
+    own = benchutil.summary([p[2] for p in pairs])["median"]
+    ratios = [p[1] / p[0] for p in pairs]
+    return [f"The floor (bench/floor_session.py: a rebuild whose whole listing was walked and framed before the "
+            f"session opened, so the daemon's own intake of it is all that is left): upload {fl:.3f} s median, "
+            f"against ctxpack's {own:.3f} s; over ctxpack's first upload of the same round "
+            + ", ".join(f"{r:.3f}" for r in ratios)
+            + f" (median **{benchutil.summary(ratios)['median']:.3f}x**).  No client that must list this context "
+            "to this daemon can do the rebuild's upload in less."]
+
+
 def change_one_file(root: str, n: int) -> None:
     with open(os.path.join(root, CHANGED), "w") as f:
         f.write(f"change {n} {time.time_ns()}\n")
@@ -420,11 +558,25 @@ def forget_listings(cache: str) -> None:
 def one_pair(name: str, sock: str, root: str, work: str, cache: str, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg = tempfile.mkdtemp(prefix="cfg-", dir=work)  # fresh node id: nothing to diff against
     forget_listings(cache)
-    change_one_file(root, n * 2)
+    change_one_file(root, n * 3)
     first = CLIENTS[name](sock, root, cfg, cache)
-    change_one_file(root, n * 2 + 1)
+    change_one_file(root, n * 3 + 1)
     second = CLIENTS[name](sock, root, cfg, cache)
+    if name == "ctxpack session":
+        # The floor (bench/floor_session.py): one more rebuild, same docker
+        # config (same shared key), its listing made before the session opens.
+        change_one_file(root, n * 3 + 2)
+        second["floor"] = floor_session(sock, root, cfg, cache)
     return first, second
+
+
+def floor_session(sock: str, root: str, cfg: str, cache: str) -> dict[str, Any]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": cfg, "DOCKER_CONFIG": cfg, "CTXPACK_CACHE_DIR": cache,
+           "PYTHONPATH": REPO}
+    _, took, proc = _run([sys.executable, os.path.join(HERE, "floor_session.py"), sock, root,
+                          os.path.join(root, DOCKERFILE)], env, "floor_session.py")
+    aux = json.loads(proc.stdout.strip().splitlines()[-1])["aux"]
+    return {"seconds": took, "upload_seconds": aux["seconds"], "files_requested": aux["files_requested"]}
 
 
 def transfer(timeline: dict[str, Any]) -> dict[str, Any]:
@@ -445,7 +597,7 @@ def transfer(timeline: dict[str, Any]) -> dict[str, Any]:
                 out.update(call=s["call"], end_listing=s["end_listing"], first_req=s.get("first down:req"),
                            fin=s.get("first down:fin"), stats=s.get("n up:stat", 0),
                            stat_bytes=s.get("bytes up:stat", 0), reqs=s.get("n down:req", 0),
-                           data_bytes=s.get("bytes up:data", 0))
+                           data_bytes=s.get("bytes up:data", 0), split=s.get("split") or {})
                 if out["fin"] is not None and out["call"] is not None:
                     out["seconds"] = round(out["fin"] - out["call"], 4)
     return out
@@ -525,6 +677,8 @@ def main(argv: list[str] | None = None) -> int:
         # warm-up (not counted): the daemon's first build loads the frontend
         docker_cli(d.socket, tree, tempfile.mkdtemp(prefix="cfg-", dir=work), cache)
         proxy = TracingProxy(os.path.join(work, "p.sock"), d.socket)
+        global SAMPLER
+        SAMPLER = CpuSampler()
         # round 0: bytes and the wire timeline, through the relay
         for name in CLIENTS:
             cfg = tempfile.mkdtemp(prefix="cfg-", dir=work)
@@ -536,11 +690,15 @@ def main(argv: list[str] | None = None) -> int:
                 r = CLIENTS[name](proxy.path, tree, cfg, cache)
                 time.sleep(0.2)  # the relay's last bytes
                 tl = proxy.timeline(r["t0"])
-                traced[name][kind] = {"seconds": r["seconds"], "bytes_up": proxy.up, "transfer": transfer(tl),
+                tr = transfer(tl)
+                if tr.get("call") is not None and tr.get("fin") is not None:
+                    tr["cpu"] = SAMPLER.between(r["t0"] + tr["call"], r["t0"] + tr["fin"])
+                traced[name][kind] = {"seconds": r["seconds"], "bytes_up": proxy.up, "transfer": tr,
                                       "timeline": tl, **{k: v for k, v in r.items() if k not in ("t0", "seconds")}}
                 benchutil.log(f"traced {name} {kind}: {r['seconds']:.2f}s, {proxy.up} bytes up, "
                               f"{traced[name][kind]['transfer']}")
         proxy.close()
+        SAMPLER = None
         for rnd in range(args.rounds):
             # rotate the order so that drift on the shared machine spreads evenly
             names = list(CLIENTS)
@@ -638,6 +796,28 @@ def main(argv: list[str] | None = None) -> int:
                          f"{cell(t.get('stats'))} | {cell(t.get('reqs'))} | {ratio} |")
     lines += [
         "",
+        "Who each upload waited on (the relayed round; bench/h2flow.py): from the DiffCopy call to the FIN, the "
+        "*sender's* time (it had something to send, the listing or a requested file, and the daemon's HTTP/2 "
+        "flow-control windows were open) and the *daemon's* (its windows shut, or everything asked for was sent "
+        "and it had not asked for more or said FIN); *shut* = how often the windows shut on a sender with more "
+        "to send; CPU used by each side in the same window (sampled every 5 ms; the kernel counts in 10 ms "
+        "steps).  A client that cost nothing would save at most the sender's time: the daemon's time is a "
+        "lower bound on this upload for any client, while the daemon is not short of CPU.",
+        "",
+        "| client | build | transfer | sender's | daemon's | shut | client CPU | daemon CPU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in SESSION_CLIENTS:
+        for kind in ("first", "rebuild"):
+            t = traced.get(name, {}).get(kind, {}).get("transfer", {})
+            sp, cpu = t.get("split") or {}, t.get("cpu") or {}
+            lines.append(f"| {name} | {kind} | {cell(t.get('seconds'))} s | {cell(sp.get('sender_seconds'))} s | "
+                         f"{cell(sp.get('daemon_seconds'))} s | {cell(sp.get('window_shut_spells'))} | "
+                         f"{cell(cpu.get('client_cpu'))} s | {cell(cpu.get('daemon_cpu'))} s |")
+    lines += ["", "(The relay is a Python pump between client and daemon: it slows every upload, the "
+              "rebuild's most, so the ratios above are not the direct rounds'.)"]
+    lines += [
+        "",
         "ctxpack session's own counters (medians of the direct rounds): first build "
         f"{med('ctxpack session', 'first', 'files_requested'):.0f} files requested, "
         f"{fmt_bytes(med('ctxpack session', 'first', 'data_bytes'))} of content, upload "
@@ -646,6 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{med('ctxpack session', 'rebuild', 'data_bytes'):.0f} B of content, upload "
         f"{med('ctxpack session', 'rebuild', 'upload_seconds'):.2f} s "
         f"({med('ctxpack session', 'rebuild', 'upload_seconds') / max(1e-9, med('ctxpack session', 'first', 'upload_seconds')):.3f}x the first upload).",
+        *floor_lines(results),
         "Where the listing came from (kept listing: ctxpack/engine/session/listcache.py), first builds: "
         + ", ".join(str(r.get("listing_from")) for r in results["ctxpack session"]["first"])
         + "; rebuilds: " + ", ".join(str(r.get("listing_from")) for r in results["ctxpack session"]["rebuild"])
