@@ -1,5 +1,5 @@
 """bench/h2flow.py: an upload's time split between the sender and the daemon
-by HTTP/2 flow control (the floor quoted in bench/results/session.md)."""
+by HTTP/2 flow control (a diagnostic table in bench/results/session.md)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def test_windows_shut_put_the_wait_on_the_daemon() -> None:
     assert got["window_shut_spells"] == 1
 
 
-def test_the_connection_window_shut_by_another_stream_counts_too() -> None:
-    ev = [
+@pytest.mark.parametrize("events, daemon, sender", [
+    pytest.param([
         (0.0, "open", SID, 0),
         (0.0, "open", 7, 0),
         (0.1, "data", 7, h2flow.DEFAULT_WINDOW),  # another stream took the whole connection window
@@ -46,24 +46,20 @@ def test_the_connection_window_shut_by_another_stream_counts_too() -> None:
         (1.2, "data", SID, 5),
         (1.2, "listing-end", SID, 0),
         (1.3, "fin", SID, 0),
-    ]
-    got = h2flow.split_upload(ev, SID, 0.0)
-    assert got["daemon_seconds"] == pytest.approx(1.0 + 0.1)
-    assert got["sender_seconds"] == pytest.approx(0.1 + 0.1)
-
-
-def test_a_settings_change_moves_open_streams_windows() -> None:
-    ev = [
+    ], 1.0 + 0.1, 0.1 + 0.1, id="connection window shut by another stream"),
+    pytest.param([
         (0.0, "open", SID, 0),
-        (0.5, "settings", 0, 10),  # 65,535 → 10: the stream's window drops by the difference
+        (0.5, "settings", 0, 10),  # 65,535 -> 10: the stream's window drops by the difference
         (0.6, "data", SID, 10),
         (2.6, "settings", 0, 30),  # +20
         (2.7, "listing-end", SID, 0),
         (2.8, "fin", SID, 0),
-    ]
-    got = h2flow.split_upload(ev, SID, 0.0)
-    assert got["daemon_seconds"] == pytest.approx(2.0 + 0.1)
-    assert got["sender_seconds"] == pytest.approx(0.6 + 0.1)
+    ], 2.0 + 0.1, 0.6 + 0.1, id="a settings change moves open streams' windows"),
+])
+def test_windows_other_than_the_stream_own(events, daemon, sender) -> None:
+    got = h2flow.split_upload(events, SID, 0.0)
+    assert got["daemon_seconds"] == pytest.approx(daemon)
+    assert got["sender_seconds"] == pytest.approx(sender)
 
 
 def test_no_fin_no_split() -> None:
