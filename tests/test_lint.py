@@ -94,6 +94,26 @@ def test_heavy_directories(tmp_path: Path) -> None:
     assert "pkg" in (root / ".dockerignore").read_text().splitlines()   # wider first: pkg/node_modules is then moot
 
 
+def test_error_exit_code_survives_a_closed_pipe(tmp_path: Path) -> None:
+    """`ctxpack lint | head` (pipefail): error-level findings exit 1 even when
+    the reader went away before the last one (found in a trial: exit 0 then)."""
+    import os
+    import subprocess
+    import sys
+
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nCOPY . /\n",
+                                      ".env": b"AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"})
+    r, w = os.pipe()
+    os.close(r)  # every write to stdout fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ctxpack.cli", "lint", str(root)],
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
 def test_secrets_are_errors_and_never_printed(tmp_path: Path) -> None:
     key = b"-----BEGIN OPENSSH PRIVATE KEY-----\nSECRETSTUFF\n-----END OPENSSH PRIVATE KEY-----\n"
     root = make_tree(tmp_path / "c", {

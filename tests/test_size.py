@@ -81,6 +81,26 @@ def test_budget_exit_codes(tmp_path: Path) -> None:
     assert runner.invoke(main, ["size", "--max-size", "2 furlongs", str(root)]).exit_code == 2
 
 
+def test_budget_exit_code_survives_a_closed_pipe(tmp_path: Path) -> None:
+    """`ctxpack size --max-size 2kB . | head` in CI (pipefail): the reader
+    going away must not turn over budget into exit 0 (found in a trial,
+    where it did so whenever head closed before the report's last line)."""
+    import subprocess
+    import sys
+
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\n", "blob": b"x" * 2000})
+    r, w = os.pipe()
+    os.close(r)  # every write to stdout fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ctxpack.cli", "size", "--max-size", "2kB", str(root)],
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert proc.returncode == 1, proc.stderr
+    assert "over --max-size 2kB (2,000 bytes)" in proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
 @pytest.mark.parametrize(
     "text,value",
     [("200MB", 200_000_000), ("1kB", 1000), ("1KiB", 1024), ("1.5GiB", 1610612736), ("3 MiB", 3 << 20),
