@@ -624,6 +624,25 @@ def test_cli_analysis_error_after_the_session_started_is_the_same_error(engine, 
     assert took < 20, took
 
 
+def test_cli_dockerfile_that_is_a_directory_fails_as_the_tar_build_fails(engine, tmp_path):
+    """``-f DIR``: the daemon's own "is a directory", through the session as
+    with --no-session and the docker CLI (found in a trial: the session served
+    the directory as a file and then blamed a change during the upload,
+    "build again")."""
+    root = tmp_path / "dfdir"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "main.py").write_text("print()\n")
+    host = f"unix://{engine.socket}"
+    common = ["-H", host, "--builder", "buildkit", "--network", "none", "-f", str(root / "app"), str(root)]
+    session = _cli(*common, timeout=60)
+    tar = _cli("--no-session", *common, timeout=60)
+    assert session.returncode == tar.returncode == 1, (session.stderr, tar.stderr)
+    for p in (session, tar):
+        last = p.stderr.splitlines()[-1]
+        assert "failed to read dockerfile: read " in last and last.endswith("/app: is a directory"), p.stderr
+    assert "changed during" not in session.stderr
+
+
 # --------------------------------------------------------------------------
 # remote endpoints: the daemon's own tcp+TLS listener, and ssh (dial-stdio)
 # --------------------------------------------------------------------------

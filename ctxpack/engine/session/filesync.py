@@ -283,9 +283,15 @@ def dockerfile_listing(dockerfile_path: str | None, data: bytes | None, name: st
     entries = []
     if data is None and dockerfile_path is not None:
         s = os.stat(dockerfile_path)  # a symlinked Dockerfile is served as its target
-        df = wire.Stat(name, go_file_mode((s.st_mode & 0o7777) | st.S_IFREG), 0, 0, s.st_size, s.st_mtime_ns)
-        # read through the link, as it was statted
-        entries.append(ListedEntry(df, os.path.realpath(dockerfile_path)))
+        if st.S_ISDIR(s.st_mode):
+            # ``-f DIR``: served as the directory it is, as the docker CLI
+            # serves it, so that the daemon fails with its own "is a directory"
+            # (never requested: no content to read).
+            entries.append(ListedEntry(wire.Stat(name, go_file_mode(s.st_mode), 0, 0, s.st_size, s.st_mtime_ns)))
+        else:
+            df = wire.Stat(name, go_file_mode((s.st_mode & 0o7777) | st.S_IFREG), 0, 0, s.st_size, s.st_mtime_ns)
+            # read through the link, as it was statted
+            entries.append(ListedEntry(df, os.path.realpath(dockerfile_path)))
     else:
         body = data or b""
         entries.append(ListedEntry(wire.Stat(name, 0o644, 0, 0, len(body), 0), None, body))
