@@ -303,6 +303,22 @@ def test_diff_without_a_snapshot_names_the_other_dialect(tmp_path: Path) -> None
     assert "there is a snapshot with the classic rules" in d.stderr and "ctxpack diff --dialect classic" in d.stderr
 
 
+def test_diff_after_a_build_with_another_dockerfile_names_it(tmp_path: Path, fake: FakeDaemon) -> None:
+    """Found in a trial: after `ctxpack build -f Dockerfile.bb .`, plain
+    `ctxpack diff` said "no snapshot ... yet: run 'ctxpack snapshot'" and
+    nothing else, although the build had just recorded one (for that
+    Dockerfile: a snapshot is per Dockerfile).  The hint names it."""
+    root = tree(tmp_path)
+    (root / "Dockerfile.bb").write_text("FROM bb:latest\nCOPY . /app\n")
+    p = run("-q", "-f", "Dockerfile.bb", ".", cwd=root, host=fake.docker_host)
+    assert p.returncode == 0, p.stderr
+    d = ctxpack("diff", "--dialect", "classic", ".", cwd=root)
+    assert d.returncode == 2 and "(classic) yet" in d.stderr, d.stderr
+    assert "there is a snapshot with -f Dockerfile.bb" in d.stderr, d.stderr
+    assert "ctxpack diff --dialect classic -f Dockerfile.bb" in d.stderr, d.stderr
+    assert ctxpack("diff", "--dialect", "classic", "-f", "Dockerfile.bb", ".", cwd=root).returncode == 0
+
+
 # --------------------------------------------------------------------------
 # 5: a failing step names the Dockerfile line
 # --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 import click
@@ -198,6 +199,31 @@ def _other_snapshot(directory: str, dockerfile: str | None, dialect: str, ignore
     except (CtxpackError, OSError):
         return None
     if when is None:
-        return None
+        return _other_dockerfile_snapshot(directory, dockerfile, dialect, ignore_file)
     return (f"there is a snapshot with the {other} rules (taken {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}): "
             f"ctxpack diff --dialect {other}")
+
+
+def _other_dockerfile_snapshot(directory: str, dockerfile: str | None, dialect: str,
+                               ignore_file: str | None) -> str | None:
+    """A hint naming a snapshot of the context taken with another Dockerfile
+    (``ctxpack build -f Dockerfile.dev`` records that Dockerfile's), if any."""
+    import time
+
+    from ctxpack.context import open_context
+    from ctxpack.errors import CtxpackError
+    from ctxpack.index.snapshots import snapshot_dockerfiles
+
+    try:
+        found = snapshot_dockerfiles(open_context(directory, dockerfile=dockerfile, dialect=dialect, ignore_file=ignore_file))
+    except (CtxpackError, OSError):
+        return None
+    if not found:
+        return None
+    path, when = found[0]
+    rel = os.path.relpath(path)
+    command = "ctxpack diff" + ("" if dialect == "buildkit" else f" --dialect {dialect}") + f" -f {shlex.quote(rel)}"
+    if os.path.realpath(directory) != os.path.realpath("."):
+        command += f" {shlex.quote(directory)}"
+    return (f"there is a snapshot with -f {rel} (taken {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}; "
+            f"a snapshot is per Dockerfile): {command}")

@@ -801,6 +801,25 @@ def snapshot_time(ctx: BuildContext, index: Index | None = None) -> float | None
         return snap.when if snap is not None else None
 
 
+def snapshot_dockerfiles(ctx: BuildContext, index: Index | None = None) -> list[tuple[str, float]]:
+    """The other Dockerfiles (absolute paths, newest first, with when) for
+    which the directory of ``ctx`` has a snapshot with the same dialect and
+    the same ``--minimal`` choice: a snapshot is per Dockerfile (``ctxpack
+    build -f X`` records X's), so `diff` without ``-f`` does not see it."""
+    mine = _variant(ctx)
+    dialect, minimal = ctx.dialect.value + "|", mine.endswith("|minimal")
+    out: list[tuple[str, float]] = []
+    with open_index(index) as idx:
+        for variant, when in idx.snapshot_variants(ctx.root):
+            if variant == mine or not variant.startswith(dialect) or variant.endswith("|minimal") != minimal:
+                continue
+            body = variant[len(dialect):].removesuffix("|minimal")
+            path = body.rsplit("|", 1)[0] if "|" in body else ""
+            if path not in ("", "-", ctx.dockerfile_path) and os.path.isfile(path):
+                out.append((path, when))
+    return out
+
+
 def diff(ctx: BuildContext, index: Index | None = None, *, entries: Iterable[Entry] | None = None) -> Delta | None:
     """What changed since the last snapshot of this context (``None``: no
     snapshot; ``entries``: as for :func:`fingerprint`).  Both sides are

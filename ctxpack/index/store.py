@@ -707,6 +707,14 @@ class Index:
         r = rows[0]
         return Stored(variant, "", r[1], r[2], r[3], r[4], False, r[0])  # type: ignore[arg-type]
 
+    def snapshot_variants(self, root: str) -> list[tuple[str, float]]:
+        """Every variant of ``root`` with a snapshot and when it was taken, newest first."""
+        cid = self.context_id(root)
+        if cid is None:
+            return []
+        rows = self._read("SELECT variant, taken_at FROM snapshots WHERE ctx = ? ORDER BY taken_at DESC", (cid,))
+        return [(str(r[0]), float(r[1])) for r in rows]  # type: ignore[arg-type]
+
     def snapshot_parts(self, root: str, variant: str) -> Iterator[Part]:
         cid = self.context_id(root)
         if cid is None:
