@@ -217,8 +217,8 @@ def build_command(
     stdin = sys.stdin.buffer.read() if dockerfile == "-" else None
     opts = flags.options(dockerfile=dockerfile, ignore_file=ignore_file, target=target, build_args=build_args,
                          platform=platform, minimal=minimal, stdin=stdin, quiet=quiet)
-    out = click.get_text_stream("stdout")
-    err = click.get_text_stream("stderr")
+    out = sys.stdout
+    err = sys.stderr
     renderer = make_renderer(progress, quiet=quiet, out=out, err=err)
 
     def warn(msg: str) -> None:

@@ -343,8 +343,8 @@ class _Builds:
             say({"started": time.strftime("%H:%M:%S")}, "building")
             log = io.StringIO()  # the build's output, kept for a failure's report
             if shown:
-                renderer = make_renderer(flags.progress, out=click.get_text_stream("stdout"),
-                                         err=click.get_text_stream("stderr"))
+                renderer = make_renderer(flags.progress, out=sys.stdout,
+                                         err=sys.stderr)
             else:
                 renderer = make_renderer("plain", out=log, err=log)
             try:
