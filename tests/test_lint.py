@@ -114,6 +114,26 @@ def test_error_exit_code_survives_a_closed_pipe(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
 
 
+def test_added_rule_for_a_root_path_is_rooted_when_the_name_is_also_deeper(tmp_path: Path) -> None:
+    """Found in a trial (full-stack-fastapi-template's backend): `lint --fix`
+    appended 'build' for an unused build/, and the next lint warned about its
+    own rule ('build' only matches at the context root ... use '**/build'),
+    a fix that would drop app/email-templates/build, which COPY app reads.
+    Written '/build' (rooted on purpose) it is no gitignore habit."""
+    root = make_tree(tmp_path / "c", {"Dockerfile": b"FROM scratch\nCOPY app /app\n",
+                                      "build/lib/x.py": b"x" * 10,
+                                      "app/main.py": b"print()\n",
+                                      "app/email-templates/build/new.html": b"<p>hi</p>\n"},
+                     dockerignore="*.pyc\n")
+    [unused] = [f for f in kinds(root)["unused-by-build"] if f.path == "build"]
+    assert unused.edit is not None and unused.edit.text == "/build", unused
+    assert "add '/build' to .dockerignore" in unused.fix
+    after = fix_and_relint(root)
+    assert "/build" in (root / ".dockerignore").read_text().splitlines()
+    assert "gitignore-habit" not in after, after["gitignore-habit"]
+    assert "unused-by-build" not in after or all(f.path != "build" for f in after["unused-by-build"])
+
+
 def test_secrets_are_errors_and_never_printed(tmp_path: Path) -> None:
     key = b"-----BEGIN OPENSSH PRIVATE KEY-----\nSECRETSTUFF\n-----END OPENSSH PRIVATE KEY-----\n"
     root = make_tree(tmp_path / "c", {

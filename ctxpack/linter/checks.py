@@ -88,6 +88,24 @@ def literal_pattern(path: str) -> str | None:
     return text
 
 
+def exclude_line(view: ContextView, path: str) -> str | None:
+    """The line to add to exclude ``path`` (:func:`literal_pattern`), rooted
+    (``/build``) when ``path`` is at the context root and entries of the same
+    name deeper down are sent and no rule decides them: written ``build``,
+    the rule would be a gitignore habit (``check_habits``) whose suggested
+    ``**/build`` excludes those too."""
+    line = literal_pattern(path)
+    if line is None or "/" in path:
+        return line
+    entries = view.entries
+    suffix = "/" + path
+    codes, rules = entries.codes, entries.rules
+    for i, p in enumerate(entries.paths):
+        if p.endswith(suffix) and codes[i] & SENT and rules[i] is None:
+            return "/" + line
+    return line
+
+
 def _safe_matches(pattern: Pattern, path: str) -> bool:
     try:
         return pattern.matches(path)
@@ -444,7 +462,7 @@ def check_heavy(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         name = d.rpartition("/")[2]
         if not heavy_enough(b, sent):  # 1 MB and 2% of what is sent: a 194 kB .git is no news
             continue
-        line = literal_pattern(d) or d
+        line = exclude_line(view, d) or d
         wider = f" (or '**/{name}' for every depth)" if "/" in d else ""
         rule = rules[d]
         if rule is not None and not rule.exception and d in reincluded:
@@ -500,7 +518,7 @@ def check_secrets(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
         env_file = base.startswith(".env") or base.endswith(".env")
         if not hits and not env_file:
             continue
-        line = literal_pattern(e.path)
+        line = exclude_line(view, e.path)
         edit = Edit("append", line) if line else None
         rule = e.rule if view.user_exception(e.rule) else None
         reinc = f"; {rule} re-includes it" if rule else ""
@@ -628,7 +646,7 @@ def check_unused(view: ContextView, opts: LintOptions) -> Iterable[Finding]:
     source = view.ctx.ignore_source or ".dockerignore"
     ranked = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
     for path, n in ranked[:opts.max_listed]:
-        line = literal_pattern(path)
+        line = exclude_line(view, path)
         shown = path + "/" if path in dirs else path
         yield Finding("unused-by-build", INFO, f"{shown} is sent ({_n(n, 'entry', 'entries')}) but no build stage reads it",
                       f"add '{line or path}' to {source} (or pack with --minimal)", file=view.ctx.ignore_source,
