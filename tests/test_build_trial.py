@@ -385,6 +385,25 @@ def test_failing_step_names_the_dockerfile_line(tmp_path: Path) -> None:
     assert str(info.value) == "failed to read dockerfile"
 
 
+def test_two_failing_copies_name_the_line_of_the_final_error(tmp_path: Path) -> None:
+    """Found in a trial: two COPY sources excluded by .dockerignore; BuildKit
+    runs both COPYs at once, both vertices fail, and the build's error is
+    one of them ('failed to compute cache key: "/yarn.lock" not found').
+    ctxpack named the line of whichever vertex failed last (Dockerfile:3 for
+    yarn.lock, on line 2), varying from run to run."""
+    from ctxpack.errors import BuildFailedError
+
+    root = tree(tmp_path, "FROM bb:latest\nCOPY package.json yarn.lock /app/\nCOPY src/static/css /app/css\n")
+    final = 'failed to compute cache key: "/yarn.lock" not found: not found'
+    for order in ((2, 3), (3, 2)):
+        vertices = {2: trace("[2/3] COPY package.json yarn.lock /app/", '"/yarn.lock" not found: not found'),
+                    3: trace("[3/3] COPY src/static/css /app/css", '"/src/static/css" not found: not found')}
+        answer = [vertices[n] for n in order] + [{"errorDetail": {"message": final}, "error": final}]
+        with pytest.raises(BuildFailedError) as info:
+            build(str(root), answering(answer), BuildOptions(builder="buildkit", session=False, record_snapshot=False))
+        assert str(info.value) == f"{os.path.relpath(root / 'Dockerfile')}:2: {final}", order
+
+
 def test_classic_platform_failure_hints_buildkit(tmp_path: Path) -> None:
     from ctxpack.errors import BuildFailedError
 

@@ -612,7 +612,7 @@ _STEP = re.compile(r"^Step (\d+)/\d+ : ")
 _VERTEX = re.compile(r"^\[(?:(\S+) )?\d+/\d+\] (.*)$", re.S)
 
 
-def _failing_instruction(ctx: BuildContext, messages: list[Message]) -> tuple[str, Any] | None:
+def _failing_instruction(ctx: BuildContext, messages: list[Message], error: str | None = None) -> tuple[str, Any] | None:
     """Where the build failed: (``Dockerfile:LINE``, the instruction), from
     the engine's own messages mapped onto the Dockerfile ctxpack parsed.
 
@@ -621,7 +621,9 @@ def _failing_instruction(ctx: BuildContext, messages: list[Message]) -> tuple[st
     that carries the error is named ``[STAGE i/n] TEXT`` — its numbering
     skips instructions that make no vertex, so the stage (by ``AS`` name,
     or ``stage-K``) and the instruction's text (continuations joined, as
-    BuildKit shows it) find it; ``None`` when nothing matches."""
+    BuildKit shows it) find it; ``None`` when nothing matches.  Several
+    vertices can fail (two COPYs run at once, both sources missing): the
+    one whose error the build's ``error`` carries is taken first."""
     from ..dockerfile.parser import parse_dockerfile
     from .messages import decode_status
 
@@ -636,6 +638,7 @@ def _failing_instruction(ctx: BuildContext, messages: list[Message]) -> tuple[st
         insts = parse_dockerfile(data, source).instructions
     except (CtxpackError, OSError, ValueError):
         return None
+    failed: list[Any] = []  # the failed BuildKit vertices, the last first
     for m in reversed(messages):
         step = _STEP.match(str(m.get("stream", "")))
         if step is not None:
@@ -644,29 +647,31 @@ def _failing_instruction(ctx: BuildContext, messages: list[Message]) -> tuple[st
         if m.get("id") != "moby.buildkit.trace" or not isinstance(m.get("aux"), str):
             continue
         try:
-            failed = [v for v in decode_status(m["aux"]).vertexes if v.error]
+            failed += [v for v in decode_status(m["aux"]).vertexes if v.error]
         except Exception:  # noqa: BLE001 - a message we cannot read names no line
             continue
-        for v in failed:
-            vm = _VERTEX.match(v.name)
-            if vm is None:
-                continue
-            stage_name, text = vm.group(1), " ".join(vm.group(2).split())
-            stages: list[list[Any]] = []
-            for inst in insts:
-                if inst.cmd == "FROM":
-                    stages.append([inst])
-                elif stages:
-                    stages[-1].append(inst)
-            candidates: list[Any] = []
-            for k, stage in enumerate(stages):
-                args = stage[0].args
-                name = args[2].lower() if len(args) >= 3 and args[1].lower() == "as" else None
-                if stage_name is None or stage_name in (name, f"stage-{k}"):
-                    candidates += stage[1:]
-            for inst in candidates:
-                if " ".join(inst.text.split()) == text:
-                    return f"{source}:{inst.line}", inst
+    if error:
+        failed.sort(key=lambda v: v.error not in error)  # stable: the vertex the error names, then the rest
+    for v in failed:
+        vm = _VERTEX.match(v.name)
+        if vm is None:
+            continue
+        stage_name, text = vm.group(1), " ".join(vm.group(2).split())
+        stages: list[list[Any]] = []
+        for inst in insts:
+            if inst.cmd == "FROM":
+                stages.append([inst])
+            elif stages:
+                stages[-1].append(inst)
+        candidates: list[Any] = []
+        for k, stage in enumerate(stages):
+            args = stage[0].args
+            name = args[2].lower() if len(args) >= 3 and args[1].lower() == "as" else None
+            if stage_name is None or stage_name in (name, f"stage-{k}"):
+                candidates += stage[1:]
+        for inst in candidates:
+            if " ".join(inst.text.split()) == text:
+                return f"{source}:{inst.line}", inst
     return None
 
 
@@ -700,7 +705,7 @@ def _read_stream(resp: Any, session_build: Any, on_message: Callable[[Message], 
             if dropped is not None:
                 raise ConnectionDroppedError(dropped)
             text = printable(session_build.explain(err) if session_build else err)
-            where = _failing_instruction(ctx, messages) if ctx is not None else None
+            where = _failing_instruction(ctx, messages, err) if ctx is not None else None
             failure = BuildFailedError(f"{where[0]}: {text}" if where else text, exit_code_of(err))
             failure.hint = _buildkit_hint(err, where[1] if where else None, ctx)
             raise failure
