@@ -212,6 +212,25 @@ class Capture:
         return self.body is not None
 
     @property
+    def cut_short(self) -> str | None:
+        """The CLI's ``Error matching PATH: CAUSE`` when a pattern broke only
+        in the upload's own walk (e.g. ``\\é``, an escaped non-ASCII
+        letter, which Go's regexp refuses): the CLI logs it, stops the walk
+        at PATH and uploads the context cut short there, exit 0.  ctxpack
+        refuses such rules instead (a PatternError naming file and line;
+        docs/semantics.md), so tests treat this as a refusal (:attr:`refused`)."""
+        for line in self.stderr.splitlines():
+            at = line.find('msg="Error matching ')
+            if at >= 0:
+                return line[at + 5:].rstrip().removesuffix('"')
+        return None
+
+    @property
+    def refused(self) -> bool:
+        """The CLI sent no context, or one cut short (:attr:`cut_short`)."""
+        return self.tar is None or self.cut_short is not None
+
+    @property
     def compressed(self) -> bool:
         """Whether the body was gzip-compressed (``--compress``)."""
         return self.body is not None and self.body[:2] == b"\x1f\x8b"

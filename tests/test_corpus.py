@@ -93,8 +93,8 @@ def _compare_with_docker(docker_cli: Any, root: Path, dockerfile: str | None = N
         ours: list[str] | ctxpack.CtxpackError = _listing(ctx)
     except ctxpack.CtxpackError as e:
         ours = e
-    if cap.tar is None:
-        cause = _docker_cause(cap.stderr)
+    if cap.refused:
+        cause = _docker_cause(cap.cut_short or cap.stderr)
         assert isinstance(ours, ctxpack.CtxpackError), f"docker failed ({cap.stderr.strip()!r}) but ctxpack listed {ours}"
         assert cause in str(ours), f"docker failed with {cause!r}, ctxpack with {ours}"
         return 0

@@ -45,7 +45,7 @@ def test_classic_listing_equals_docker_cli(case: tuple[list[Any], str], docker_c
     with built(nodes, ignore) as root:
         cap = docker_cli.capture(root)
         ours = _ours(root, Dialect.CLASSIC)
-        if cap.tar is None:
+        if cap.refused:  # no upload, or one cut short at a pattern that broke (Capture.cut_short)
             assert isinstance(ours, str), f"docker failed ({cap.stderr.strip()!r}) but ctxpack listed {ours}"
             return
         assert not isinstance(ours, str), f"ctxpack failed ({ours}) but docker uploaded {cap.names}"
@@ -102,3 +102,21 @@ def test_walker_equals_naive_reference(case: tuple[list[Any], str], dialect: Dia
         except Exception:  # noqa: BLE001 - the model raises on broken patterns too
             return
         assert ours == ref
+
+
+@pytest.mark.docker_cli
+def test_a_pattern_that_breaks_in_the_upload_walk_is_refused(tmp_path: Path, docker_cli: Any) -> None:
+    """Hypothesis found it: ``!\\é`` (an escaped non-ASCII letter) compiles
+    to a regexp Go refuses, and the CLI only meets it in the upload's walk,
+    where it logs ``Error matching x\\xff/0`` and sends the context cut short
+    there, exit 0.  ctxpack refuses the rules, naming the line (docs/semantics.md)."""
+    root = tmp_path / "ctx"
+    (root / os.fsdecode(b"x\xff")).mkdir(parents=True)
+    (root / os.fsdecode(b"x\xff/0")).write_text("a")
+    (root / "Dockerfile").write_text("FROM scratch\n")
+    (root / ".dockerignore").write_bytes(b"x\xff/0\n!/*\n!\\\xc3\xa9\n")
+    cap = docker_cli.capture(root)
+    assert cap.returncode == 0 and cap.cut_short is not None and cap.refused
+    assert "syntax error in pattern" in cap.cut_short
+    ours = _ours(root, Dialect.CLASSIC)
+    assert isinstance(ours, str) and ".dockerignore:3" in ours and "syntax error in pattern" in ours
