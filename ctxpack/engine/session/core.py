@@ -177,19 +177,6 @@ class Session:
         self.filesync = FileSyncService({"dockerfile": df_listing}, roots={"context": root})
         if context_later:
             self.filesync.defer("context")
-            if listing_cache and ctx.dialect is Dialect.BUILDKIT:
-                # A previous build sent this whole context: while the session
-                # opens and the Dockerfile analysis decides, read its kept
-                # listing, take the keys (ContextListing.start_early) and
-                # prove it (FileSyncService.provide_early), to be served if
-                # the analysis keeps ``ctx`` as it did then.  Not a first
-                # build's walk: where the analysis narrows the context, that
-                # would take the CPU from the analysis for nothing.
-                early = ContextListing(ctx)
-                if early.kept():
-                    early.start_early()
-                    self.listing_cache = early
-                    self.filesync.provide_early("context", early)
         else:
             self.provide_context(ctx)
         self.filesync.when_uploaded(self._keep_listing)
@@ -220,11 +207,8 @@ class Session:
         the context."""
         if ctx.root != self.ctx.root:
             raise ValueError(f"the session serves {self.ctx.root}, not {ctx.root}")
-        early, self.ctx = self.listing_cache, ctx
-        if early is not None and ctx is not early.ctx:
-            early.stop_early()  # the analysis chose another context (a selection)
-            self.listing_cache = early = None
-        if early is None and self._use_listing_cache and ctx.dialect is Dialect.BUILDKIT:
+        self.ctx = ctx
+        if self._use_listing_cache and ctx.dialect is Dialect.BUILDKIT:
             self.listing_cache = ContextListing(ctx)
         self.filesync.provide("context", self.listing_cache or (lambda: iter_context_listing(ctx)))
 
@@ -306,7 +290,6 @@ class Session:
             self.server.join(5)
         if self.listing_cache is not None:
             self.listing_cache.join(5.0)
-            self.listing_cache.stop_early()
         if self._on_close is not None:
             fn, self._on_close = self._on_close, None
             fn()

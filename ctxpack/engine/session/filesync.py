@@ -169,9 +169,6 @@ class Listing:
         self.complete = complete
         #: Why the walk stopped early (raised to readers at the end).
         self.error: BaseException | None = None
-        #: Set when nobody will read this listing (an early walk whose
-        #: source was replaced): its walk stops at the next batch.
-        self.abandoned = False
         self._cond = threading.Condition()
 
     def add(self, entry: ListedEntry) -> None:
@@ -526,8 +523,6 @@ class FileSyncService:
         self.made_at: dict[str, tuple[float, float]] = {}
         self._uploaded = False
         self._when_uploaded: list[Callable[[], None]] = []
-        #: Sources walked before they were decided (:meth:`provide_early`).
-        self._early: dict[str, object] = {}
 
     def when_uploaded(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` once the daemon has the context: when the first
@@ -590,41 +585,12 @@ class FileSyncService:
         with self._lock:
             self._sources[name] = _Later()
 
-    def provide_early(self, name: str, src: object) -> None:
-        """Start the walk of ``src`` for the deferred ``name`` now, while it
-        is still being decided whether ``name`` is served from it: calls for
-        ``name`` wait as before, until :meth:`provide` gives the same ``src``
-        (its walk so far is kept) or another source (the early walk is
-        abandoned), or :meth:`refuse`.  Why: a session build's daemon asks
-        for the context only once the session is open and its frontend has
-        read the Dockerfile; a kept listing's proof (or the walk) can use
-        that time instead of starting when the Dockerfile analysis ends."""
-        with self._lock:
-            if not isinstance(self._sources.get(name), _Later) or name in self._made:
-                return
-            made = Listing(name, root=self._roots.get(name, ""), complete=False)
-            self._made[name] = made
-            self._early[name] = src
-            self.made_at[name] = (time.monotonic(), 0.0)
-        threading.Thread(target=self._walk, args=(name, src, made), name=f"ctxpack-session-walk-{name}",
-                         daemon=True).start()
-
-    def _drop_early(self, name: str, keep: object = None) -> None:
-        # (Under self._lock.) An early walk of a source other than ``keep`` is abandoned.
-        early = self._early.pop(name, None)
-        if early is not None and early is not keep:
-            made = self._made.pop(name, None)
-            if made is not None:
-                made.abandoned = True
-            self.made_at.pop(name, None)
-
     def provide(self, name: str, src: object) -> None:
         """The source of ``name`` (as in ``listings``), for calls waiting for
-        it and later ones; its walk starts now (or goes on: :meth:`provide_early`)."""
+        it and later ones; its walk starts now."""
         with self._lock:
             later = self._sources.get(name)
             self._sources[name] = src
-            self._drop_early(name, keep=src)
         if isinstance(later, _Later):
             later.ready.set()
         self.prepare(name)
@@ -637,7 +603,6 @@ class FileSyncService:
             if not isinstance(later, _Later):
                 return
             later.error = message
-            self._drop_early(name)
         later.ready.set()
 
     def prepare(self, name: str) -> None:
@@ -680,24 +645,15 @@ class FileSyncService:
 
     def _walk(self, name: str, src: object, into: Listing) -> None:
         error: BaseException | None = None
-        entries = src()  # type: ignore[operator]
         try:
-            for n, e in enumerate(entries, 1):
+            for n, e in enumerate(src(), 1):  # type: ignore[operator]
                 into.add(e)
                 if n % _BATCH == 0:
                     into.notify()
-                    if into.abandoned:
-                        break
         except Exception as err:  # noqa: BLE001 - raised to the calls that read this listing
             error = err
-        finally:
-            close = getattr(entries, "close", None)
-            if into.abandoned and close is not None:
-                close()  # e.g. a kept listing's proof: none of it is kept
         into.finish(error)
-        with self._lock:
-            if self._made.get(name) is into:
-                self.made_at[name] = (self.made_at[name][0], time.monotonic())
+        self.made_at[name] = (self.made_at[name][0], time.monotonic())
 
     def diff_copy(self, call: Call) -> None:
         """The DiffCopy handler (runs in the call's thread)."""

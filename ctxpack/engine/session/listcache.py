@@ -54,7 +54,6 @@ from ...index.state import KEY, current_keys, racy_window
 from ...walker import EntryKind, excluded_dirs_read, kind_of
 from . import wire
 from .filesync import ListedEntry, framed_stat, iter_context_listing, listed_entry
-from .keyprobe import KeyProbe
 
 __all__ = ["ContextListing", "enabled", "forget", "listings_dir", "FORMAT", "KEEP", "MAX_KEPT"]
 
@@ -148,9 +147,6 @@ class ContextListing:
         self._saver: threading.Thread | None = None
         self._config = ""
         self._kept_data: tuple[list[str], list[_Record], list[bytes], dict[int, ListedEntry]] | None = None
-        self._early: threading.Thread | None = None
-        self._early_data: tuple[list[str], bytes, list[str], bytes, list[_Record], list[bytes]] | None = None
-        self._probe: KeyProbe | None = None
         extra = excluded_dirs_read(ctx) if ctx.dialect is Dialect.BUILDKIT else None
         if extra is None or not enabled():
             self.path: str | None = None
@@ -162,41 +158,8 @@ class ContextListing:
         name = _root_tag(ctx.root) + "-" + hashlib.sha256(self._config.encode()).hexdigest()[:32] + _SUFFIX
         self.path = os.path.join(listings_dir(directory), name)
 
-    def kept(self) -> bool:
-        """Whether a listing of this context is kept (not yet whether it is
-        current: that is proved when it is served)."""
-        return self.path is not None and os.path.exists(self.path)
-
-    def start_early(self) -> None:
-        """Read the kept listing now and start taking its entries' keys in
-        a helper process (:mod:`.keyprobe`: why), in a thread of its own, so
-        that when the daemon asks, the proof is but a comparison.  For a
-        session whose context is being decided: :meth:`discard` if another
-        context is sent."""
-        if self._early is None and self.path is not None:
-            self._early = threading.Thread(target=self._read_early, name="ctxpack-session-read-listing",
-                                           daemon=True)
-            self._early.start()
-
-    def _read_early(self) -> None:
-        data = self._early_data = self._read()
-        if data is not None:
-            self._probe = KeyProbe(self.ctx.root, data[2], chunk=CHUNK)
-
-    def stop_early(self) -> None:
-        """Stop what :meth:`start_early` started (another context is sent,
-        or the session ends)."""
-        if self._early is not None:
-            self._early.join()
-        if self._probe is not None:
-            self._probe.close()
-
     def __call__(self) -> Iterator[ListedEntry]:
-        if self._early is not None:
-            self._early.join()
-            data = self._early_data
-        else:
-            data = self._read() if self.path is not None else None
+        data = self._read() if self.path is not None else None
         if data is not None:
             return self._kept(data)
         return self._walk(0)
@@ -284,13 +247,9 @@ class ContextListing:
         changed = 0
         redone: dict[int, ListedEntry] = {}
         n = len(paths)
-        probe = self._probe
         for start in range(0, n, CHUNK):
             end = min(n, start + CHUNK)
-            now = probe.keys(start, end) if probe is not None else None
-            if now is None:
-                probe = None  # late or failed: the rest from here
-                now = current_keys(root, paths[start:end])
+            now = current_keys(root, paths[start:end])
             redo: dict[int, ListedEntry] = {}
             cut = end  # from here on only the walk can decide
             if now != old[KEY * start:KEY * end]:
@@ -320,8 +279,6 @@ class ContextListing:
             # a few ms, and the interpreter would switch only every 5 ms.
             time.sleep(0)
             if cut < end:
-                if self._probe is not None:
-                    self._probe.close()
                 # The walk serves the rest, from entry ``cut`` on.
                 self.origin = "cache, then walk" if cut else "walk"
                 yield from self._walk(cut, paths)
