@@ -801,8 +801,8 @@ def main(argv: list[str] | None = None) -> int:
         "flow-control windows were open) and the *daemon's* (its windows shut, or everything asked for was sent "
         "and it had not asked for more or said FIN); *shut* = how often the windows shut on a sender with more "
         "to send; CPU used by each side in the same window (sampled every 5 ms; the kernel counts in 10 ms "
-        "steps).  A client that cost nothing would save at most the sender's time: the daemon's time is a "
-        "lower bound on this upload for any client, while the daemon is not short of CPU.",
+        "steps).  A diagnostic: the relay's own delays fall on both sides; the floor is measured straight to "
+        "the daemon (below).",
         "",
         "| client | build | transfer | sender's | daemon's | shut | client CPU | daemon CPU |",
         "|---|---|---|---|---|---|---|---|",
