@@ -89,6 +89,13 @@ class BuildContext:
                 names.add(rel)
         return dataclasses.replace(self, omitted=frozenset(names))
 
+    def dockerfile_shown(self, default: str = "Dockerfile") -> str:
+        """The Dockerfile's path as messages show it: relative to the current
+        directory, absolute where that would climb out of it (``-f
+        /tmp/Dockerfile`` from a deep directory is not ``../../../tmp/...``);
+        ``default`` when it has no path (stdin)."""
+        return default if self.dockerfile_path is None else _shown(self.dockerfile_path)
+
     def dockerfile_bytes(self) -> bytes | None:
         """The Dockerfile's content (from stdin, outside or inside the
         context), or ``None`` when there is none or it cannot be read."""
@@ -101,6 +108,12 @@ class BuildContext:
                 return f.read()
         except OSError:
             return None
+
+
+def _shown(path: str) -> str:
+    # relative to the current directory, unless that climbs out of it
+    rel = os.path.relpath(path)
+    return path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
 
 
 def _resolve_root(path: str) -> str:
@@ -311,7 +324,7 @@ def _minimal_selection(
             text = f.read()
     else:
         raise DockerfileError(f"--minimal needs a Dockerfile: there is none in {root}")
-    name = os.path.relpath(loc.abs) if loc.abs else "-"
+    name = _shown(loc.abs) if loc.abs else "-"
     analysis = analyze(text, target=target, build_args=build_args, dialect=dialect, source=name, platform=platform)
     if analysis.whole_context:
         notes.extend(f"--minimal: sending the whole context: {r}" for r in analysis.reasons)

@@ -638,3 +638,26 @@ def test_add_source_whose_start_is_unknown_still_falls_back(src: str) -> None:
 def test_copy_of_a_url_with_an_arg_still_falls_back() -> None:
     # COPY refuses URLs once the value is known; with an unknown value nothing is decided here.
     assert whole("FROM alpine\nARG V\nCOPY https://example.com/$V /x\n")
+
+
+def test_a_dockerfile_outside_the_current_directory_is_named_by_its_absolute_path(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trial finding: ``-f /tmp/df`` from a deep directory was named
+    ``../../../df:2`` in messages; inside the current directory it stays relative."""
+    from ctxpack.explainer import source_warnings
+
+    ctx_dir = tmp_path / "ctx"
+    ctx_dir.mkdir()
+    (ctx_dir / "f").write_text("f")
+    df = tmp_path / "df.miss"
+    df.write_text("FROM scratch\nCOPY missing.txt /x\n")
+    deep = tmp_path / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    ctx = ctxpack.open_context(ctx_dir, dockerfile=str(df), minimal=True)
+    assert ctx.dockerfile_shown() == str(df)
+    assert any(w.startswith(f"{df}:2: COPY source 'missing.txt' does not exist") for w in source_warnings(ctx))
+    monkeypatch.chdir(tmp_path)
+    ctx = ctxpack.open_context(ctx_dir, dockerfile=str(df), minimal=True)
+    assert ctx.dockerfile_shown() == "df.miss"
+    assert any(w.startswith("df.miss:2:") for w in source_warnings(ctx))

@@ -249,3 +249,16 @@ def test_the_tar_path_still_analyses_before_it_sends(tmp_path):
         builder_mod.minimize = real  # type: ignore[assignment]
     assert calls == ["minimize"]
     assert fake.order.index("minimize") < fake.order.index("POST /build"), fake.order
+
+
+def test_the_upload_counts_the_whole_context_call_not_the_ignore_file_call_too():
+    """The daemon asks for ``.dockerignore`` alone (followpaths), then for the
+    whole context: the entries shown are the whole call's (a real-project
+    trial counted 90 for a context of 89)."""
+    from ctxpack.engine.session.core import SessionStats
+    from ctxpack.engine.session.filesync import DirStats
+
+    st = SessionStats(dirs=[DirStats("dockerfile", entries=1), DirStats("context", entries=1),
+                            DirStats("context", entries=89)])
+    assert builder_mod._context_entries(st) == 89
+    assert builder_mod._context_entries(SessionStats()) == 0

@@ -337,7 +337,7 @@ def minimize(ctx: BuildContext, engine: Engine, opts: BuildOptions, notes: list[
         notes.append("no Dockerfile to analyse: sending the whole context")
         return ctx
     args = {k: v for k, v in opts.build_args.items() if v is not None}
-    source = os.path.relpath(ctx.dockerfile_path) if ctx.dockerfile_path else "-"
+    source = ctx.dockerfile_shown("-")
     platform = opts.platform or engine_platform(engine)  # what TARGETARCH and the other platform ARGs hold
     an = analyze(text, target=opts.target, build_args=args, dialect=ctx.dialect.value, source=source,
                  platform=platform)
@@ -465,6 +465,14 @@ def _narrow(plan: _Plan, engine: Engine, opts: BuildOptions, note: Callable[[str
     how = "BuildKit session" if plan.use_session else f"compression {plan.compression}"
     note(f"{plan.builder} builder, API {plan.api}, {'minimal' if plan.ctx.selection is not None else 'whole'} context, "
          f"{how}, engine {engine.url}")
+
+
+def _context_entries(st: Any) -> int:
+    """The entries the engine was shown (the context's listing), as a tar
+    build counts its members: the largest ``context`` call's, not their sum
+    (the daemon first asks for ``.dockerignore`` alone, then for the whole
+    context; trial: 90 counted for 89 entries)."""
+    return max((d.entries for d in st.dirs if d.dir_name == "context"), default=0)
 
 
 def _native_id() -> int:
@@ -634,7 +642,7 @@ def _failing_instruction(ctx: BuildContext, messages: list[Message], error: str 
                 data = f.read()
         if data is None:
             return None
-        source = os.path.relpath(ctx.dockerfile_path) if ctx.dockerfile_path else "Dockerfile"
+        source = ctx.dockerfile_shown()
         insts = parse_dockerfile(data, source).instructions
     except (CtxpackError, OSError, ValueError):
         return None
@@ -875,8 +883,7 @@ def build(
                     session_build.close()
                     st = session_build.session.stats()
                     upload.wire_bytes, upload.files, upload.bytes = st.bytes_out, st.files_requested, st.data_bytes
-                    # The entries the engine was shown (the context's listing), as a tar build counts its members.
-                    upload.entries = sum(d.entries for d in st.dirs if d.dir_name == "context")
+                    upload.entries = _context_entries(st)
                     upload.seconds = st.upload_seconds
                     upload.session = st
                     totals = session_build.session.filesync.totals("context")

@@ -359,7 +359,7 @@ def dockerfile_name(ctx: BuildContext) -> str:
     """The Dockerfile as messages name it: relative to the context when inside it."""
     if ctx.dockerfile:
         return ctx.dockerfile
-    return os.path.relpath(ctx.dockerfile_path) if ctx.dockerfile_path else "Dockerfile"
+    return ctx.dockerfile_shown()
 
 
 def analyse(ctx: BuildContext) -> tuple[Analysis | None, str | None, Selection | None]:
