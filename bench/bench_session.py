@@ -354,26 +354,27 @@ DAEMON_DIR = ""
 _HZ = os.sysconf("SC_CLK_TCK")
 
 
+def _daemon_pids() -> list[int]:
+    """The daemon's processes alive now: every one naming its directory."""
+    if not DAEMON_DIR:
+        return []
+    key = DAEMON_DIR.encode()
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if key in f.read():
+                        out.append(int(pid))
+            except OSError:
+                continue
+    return out
+
+
 def daemon_cpu() -> float:
     """CPU seconds (user + system) used so far by the daemon's processes that
     are alive now (a build's CPU = the difference around it)."""
-    if not DAEMON_DIR:
-        return 0.0
-    key = DAEMON_DIR.encode()
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if key not in f.read():
-                    continue
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / _HZ
+    return sum(_proc_ticks(p) for p in _daemon_pids()) / _HZ
 
 
 def _proc_ticks(pid: int) -> int:
@@ -413,16 +414,7 @@ class CpuSampler:
         self._thread: threading.Thread | None = None
 
     def watch(self, pid: int) -> None:
-        key = DAEMON_DIR.encode()
-        daemon = []
-        for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    with open(f"/proc/{p}/cmdline", "rb") as f:
-                        if key and key in f.read():
-                            daemon.append(int(p))
-                except OSError:
-                    pass
+        daemon = _daemon_pids()
         self._pid, self.samples = pid, []
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, args=(daemon,), daemon=True)
@@ -465,6 +457,9 @@ def _run(argv: list[str], env: dict[str, str], what: str) -> tuple[float, float,
             SAMPLER.watch(p.pid)
         try:
             out, err = p.communicate(timeout=1200)
+        except subprocess.TimeoutExpired:
+            p.kill()  # as subprocess.run(timeout=) does: leaving the with-block would wait for it
+            raise
         finally:
             if SAMPLER is not None:
                 SAMPLER.stop()

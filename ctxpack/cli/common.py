@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -65,13 +65,30 @@ def show_click_error(e: click.ClickException) -> None:
         say("hint", f"usage: {usage}; see '{e.ctx.command_path} --help'")
 
 
-def quiet_exit(code: int) -> None:
-    # The reader went away: say nothing, and keep Python from complaining
-    # about flushing stdout at exit.
+def _stdout_gone() -> None:
+    # The reader went away: say nothing more there, and keep Python from
+    # complaining about flushing stdout at exit.
     with contextlib.suppress(OSError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+
+
+def quiet_exit(code: int) -> None:
+    _stdout_gone()
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def reader_may_leave() -> Iterator[None]:
+    """Around a report whose command decides its exit status afterwards
+    (``size --max-size``, ``lint``): a reader that goes away (``| head``
+    under ``pipefail``) ends the report, not the command, which goes on to
+    its messages on stderr and its own exit status (:func:`handle_errors`
+    would exit 0 at once)."""
+    try:
+        yield
+    except BrokenPipeError:
+        _stdout_gone()
 
 
 #: Set by a command whose process may end with :func:`exit_now` once it has

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ctxpack.cli.common import (
-    ProgressLine, Unreadable, context_options, fit, fsbytes, handle_errors, minimal_options, open_ctx, printable, quiet_exit, say, styled,
+    ProgressLine, Unreadable, context_options, fit, fsbytes, handle_errors, minimal_options, open_ctx, printable, reader_may_leave, say, styled,
     to_json,
 )
 from ctxpack.ignore.dialect import Dialect
@@ -206,24 +206,17 @@ def size_command(
     if html_out not in (None, "-"):
         click.echo(f"ctxpack: wrote {html_out} ({format_size(len(page))}, {model.nodes:,} rectangles)", err=True)
     rep.unreadable = unreadable.to_json(ctx.root)
+    with reader_may_leave():  # over budget all the same: the gate's exit code must not depend on the reader
+        if as_json:
+            click.echo(to_json(rep.to_json()))
+        elif html_out != "-":
+            _print_size(rep, cols)
+    unreadable.report()
     over = []
     if limit is not None and rep.bytes > limit:
         over.append(f"context is {format_size(rep.bytes)} ({rep.bytes:,} bytes), over --max-size {max_size} ({limit:,} bytes)")
     if max_files is not None and rep.files > max_files:
         over.append(f"context has {rep.files:,} files, over --max-files {max_files:,}")
-    closed = False
-    try:
-        if as_json:
-            click.echo(to_json(rep.to_json()))
-        elif html_out != "-":
-            _print_size(rep, cols)
-    except BrokenPipeError:
-        if not over:
-            raise  # the reader went away: exit 0, as handle_errors does
-        closed = True  # over budget all the same: the gate's exit code must not depend on the reader
-    unreadable.report()
     if over:
         click.echo("ctxpack: over budget: " + "; ".join(over), err=True)
-        if closed:
-            quiet_exit(1)
         sys.exit(1)

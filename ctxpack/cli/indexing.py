@@ -185,8 +185,6 @@ def _copies(n: int) -> str:
 
 def _other_snapshot(directory: str, dockerfile: str | None, dialect: str, ignore_file: str | None) -> str | None:
     """A hint naming the other dialect's snapshot of the context, if there is one."""
-    import time
-
     from ctxpack.context import open_context
     from ctxpack.errors import CtxpackError
     from ctxpack.index.snapshots import snapshot_time
@@ -200,16 +198,19 @@ def _other_snapshot(directory: str, dockerfile: str | None, dialect: str, ignore
         return None
     if when is None:
         return _other_dockerfile_snapshot(directory, dockerfile, dialect, ignore_file)
-    return (f"there is a snapshot with the {other} rules (taken {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}): "
-            f"ctxpack diff --dialect {other}")
+    return f"there is a snapshot with the {other} rules (taken {_taken(when)}): ctxpack diff --dialect {other}"
+
+
+def _taken(when: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
 def _other_dockerfile_snapshot(directory: str, dockerfile: str | None, dialect: str,
                                ignore_file: str | None) -> str | None:
     """A hint naming a snapshot of the context taken with another Dockerfile
     (``ctxpack build -f Dockerfile.dev`` records that Dockerfile's), if any."""
-    import time
-
     from ctxpack.context import open_context
     from ctxpack.errors import CtxpackError
     from ctxpack.index.snapshots import snapshot_dockerfiles
@@ -225,5 +226,4 @@ def _other_dockerfile_snapshot(directory: str, dockerfile: str | None, dialect: 
     command = "ctxpack diff" + ("" if dialect == "buildkit" else f" --dialect {dialect}") + f" -f {shlex.quote(rel)}"
     if os.path.realpath(directory) != os.path.realpath("."):
         command += f" {shlex.quote(directory)}"
-    return (f"there is a snapshot with -f {rel} (taken {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}; "
-            f"a snapshot is per Dockerfile): {command}")
+    return f"there is a snapshot with -f {rel} (taken {_taken(when)}; a snapshot is per Dockerfile): {command}"

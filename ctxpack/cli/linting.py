@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ctxpack.cli.common import context_options, handle_errors, printable, quiet_exit, say, styled, to_json
+from ctxpack.cli.common import context_options, handle_errors, printable, reader_may_leave, say, styled, to_json
 
 
 def unified_diff(path: str, old: str, new: str) -> str:
@@ -114,12 +114,9 @@ def lint_command(
         if fix:
             doc["fixes"] = [{"kind": o.finding.kind, "where": o.finding.where, "applied": o.applied and written,
                              "safe": o.applied, "reason": o.reason} for o in plan.outcomes]
-    try:
+    with reader_may_leave():  # `ctxpack lint | head`: the findings still decide the exit code
         if as_json:
             click.echo(to_json(doc))
         else:
             _print_findings(report)
-    except BrokenPipeError:
-        # The reader went away (`ctxpack lint | head`): the findings still decide the exit code.
-        quiet_exit(1 if report.errors else 0)
     sys.exit(1 if report.errors else 0)

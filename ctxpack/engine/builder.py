@@ -655,22 +655,25 @@ def _failing_instruction(ctx: BuildContext, messages: list[Message], error: str 
         if m.get("id") != "moby.buildkit.trace" or not isinstance(m.get("aux"), str):
             continue
         try:
-            failed += [v for v in decode_status(m["aux"]).vertexes if v.error]
+            found = [v for v in decode_status(m["aux"]).vertexes if v.error]
         except Exception:  # noqa: BLE001 - a message we cannot read names no line
             continue
+        failed += found
+        if found and (not error or any(v.error in error for v in found)):
+            break  # the vertex the error is about: older messages (a long RUN's logs) need no decoding
     if error:
         failed.sort(key=lambda v: v.error not in error)  # stable: the vertex the error names, then the rest
+    stages: list[list[Any]] = []
+    for inst in insts:
+        if inst.cmd == "FROM":
+            stages.append([inst])
+        elif stages:
+            stages[-1].append(inst)
     for v in failed:
         vm = _VERTEX.match(v.name)
         if vm is None:
             continue
         stage_name, text = vm.group(1), " ".join(vm.group(2).split())
-        stages: list[list[Any]] = []
-        for inst in insts:
-            if inst.cmd == "FROM":
-                stages.append([inst])
-            elif stages:
-                stages[-1].append(inst)
         candidates: list[Any] = []
         for k, stage in enumerate(stages):
             args = stage[0].args

@@ -94,6 +94,15 @@ def _variant(ctx: BuildContext) -> str:
     return f"{ctx.dialect.value}|{ctx.dockerfile_path or '-'}|{ctx.ignore_source or '-'}{minimal}"
 
 
+def _variant_parts(variant: str) -> tuple[str, str, bool]:
+    """:func:`_variant` read back: (dialect, Dockerfile path or ``-``,
+    minimal).  (A ``|`` in the ignore file's path would shift the split;
+    the result is then only a hint that names no existing Dockerfile.)"""
+    minimal = variant.endswith("|minimal")
+    dialect, _, rest = variant.removesuffix("|minimal").partition("|")
+    return dialect, rest.rpartition("|")[0], minimal
+
+
 def _config(ctx: BuildContext) -> str:
     """Everything besides the files that decides the entries: the rules,
     the Dockerfile's place (and content, when it travels as data), the
@@ -807,14 +816,13 @@ def snapshot_dockerfiles(ctx: BuildContext, index: Index | None = None) -> list[
     the same ``--minimal`` choice: a snapshot is per Dockerfile (``ctxpack
     build -f X`` records X's), so `diff` without ``-f`` does not see it."""
     mine = _variant(ctx)
-    dialect, minimal = ctx.dialect.value + "|", mine.endswith("|minimal")
+    want = _variant_parts(mine)
     out: list[tuple[str, float]] = []
     with open_index(index) as idx:
         for variant, when in idx.snapshot_variants(ctx.root):
-            if variant == mine or not variant.startswith(dialect) or variant.endswith("|minimal") != minimal:
+            dialect, path, minimal = _variant_parts(variant)
+            if variant == mine or (dialect, minimal) != (want[0], want[2]):
                 continue
-            body = variant[len(dialect):].removesuffix("|minimal")
-            path = body.rsplit("|", 1)[0] if "|" in body else ""
             if path not in ("", "-", ctx.dockerfile_path) and os.path.isfile(path):
                 out.append((path, when))
     return out

@@ -97,13 +97,7 @@ def exclude_line(view: ContextView, path: str) -> str | None:
     line = literal_pattern(path)
     if line is None or "/" in path:
         return line
-    entries = view.entries
-    suffix = "/" + path
-    codes, rules = entries.codes, entries.rules
-    for i, p in enumerate(entries.paths):
-        if p.endswith(suffix) and codes[i] & SENT and rules[i] is None:
-            return "/" + line
-    return line
+    return "/" + line if path in view.undecided_deeper_names else line
 
 
 def _safe_matches(pattern: Pattern, path: str) -> bool:

@@ -211,6 +211,7 @@ class ContextView:
     _history: set[str] | None | bool = field(default=False, repr=False)
     _children: dict[str, set[str]] = field(default_factory=dict, repr=False)
     _sent: set[str] | None = field(default=None, repr=False)
+    _undecided_deeper: set[str] | None = field(default=None, repr=False)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -233,6 +234,18 @@ class ContextView:
         if self._sent is None:
             self._sent = self.entries.sent()
         return self._sent
+
+    @property
+    def undecided_deeper_names(self) -> set[str]:
+        """The names of entries below the root that are sent and that no
+        rule decides (made on first use): where a rule for a root path of
+        that name, written unrooted, would be a gitignore habit."""
+        if self._undecided_deeper is None:
+            w = self.entries
+            codes, rules = w.codes, w.rules
+            self._undecided_deeper = {p.rpartition("/")[2] for i, p in enumerate(w.paths)
+                                      if "/" in p and codes[i] & SENT and rules[i] is None}
+        return self._undecided_deeper
 
     @property
     def forced(self) -> set[str]:
